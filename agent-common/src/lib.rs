@@ -1,0 +1,15 @@
+//! Types shared by the kernel-side programs and the userspace agent.
+//!
+//! Every type here crosses the kernel/user boundary by memory layout, so each is `#[repr(C)]`,
+//! has no `bool`/`Option`/enum fields, and has its size pinned by a const assertion: a layout
+//! change that one side does not see fails the build instead of corrupting data.
+#![no_std]
+
+pub mod histogram;
+pub mod maps;
+pub mod offsets;
+pub mod stats;
+
+pub use histogram::{HIST_SLOTS, RunqHist, hist_slot, slot_lower_bound_ns};
+pub use offsets::TaskOffsets;
+pub use stats::DropCounter;

@@ -1,0 +1,21 @@
+//! Kernel-side programs. One module per signal family; each program is a thin entry point that
+//! calls a fallible `try_*` function and never panics.
+#![no_std]
+#![no_main]
+// Atomic adds on map values (see `sched::atomic_add`); the crate builds on nightly only.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+mod drops;
+mod sched;
+mod task;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

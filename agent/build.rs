@@ -1,0 +1,27 @@
+use anyhow::{Context as _, anyhow};
+use aya_build::Toolchain;
+
+/// Builds the kernel-side programs for the bpf target on the nightly toolchain; the agent embeds
+/// the resulting object.
+fn main() -> anyhow::Result<()> {
+    let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
+        .no_deps()
+        .exec()
+        .context("reading workspace metadata")?;
+    let ebpf = packages
+        .into_iter()
+        .find(|p| p.name.as_str() == "culprit-ebpf")
+        .ok_or_else(|| anyhow!("culprit-ebpf package not found in the workspace"))?;
+    let root_dir = ebpf
+        .manifest_path
+        .parent()
+        .ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
+    let package = aya_build::Package {
+        name: ebpf.name.as_str(),
+        root_dir: root_dir.as_str(),
+        ..Default::default()
+    };
+    aya_build::build_ebpf([package], Toolchain::default()).context(
+        "building the eBPF programs failed; `cargo xtask setup` installs rust-src and bpf-linker",
+    )
+}

@@ -1,0 +1,171 @@
+//! Field offsets from the running kernel's BTF, so the programs carry no compiled-in layout.
+
+use std::path::Path;
+
+use anyhow::{Context as _, anyhow, bail};
+use btf_rs::{Btf, Struct, Type};
+use culprit_common::TaskOffsets;
+
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+impl KernelBtf {
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let btf = Btf::from_file(path).with_context(|| {
+            format!(
+                "reading kernel BTF from {}: the agent needs a kernel built with \
+                 CONFIG_DEBUG_INFO_BTF=y (Linux >= 5.8)",
+                path.display()
+            )
+        })?;
+        Ok(Self { btf })
+    }
+
+    /// Byte offset of `field` in `struct name`, looking through anonymous structs and unions
+    /// (the kernel nests fields in them, e.g. for randomized layouts).
+    pub fn field_offset(&self, name: &str, field: &str) -> anyhow::Result<u32> {
+        let st = self.struct_named(name)?;
+        let bits = self
+            .find_field_bits(&st, field, 0)?
+            .ok_or_else(|| anyhow!("struct {name} has no field `{field}` in this kernel"))?;
+        if bits % 8 != 0 {
+            bail!("{name}.{field} is a bitfield; cannot read it");
+        }
+        Ok(bits / 8)
+    }
+
+    /// Whether `struct name` has `field`.
+    pub fn has_field(&self, name: &str, field: &str) -> anyhow::Result<bool> {
+        let st = self.struct_named(name)?;
+        Ok(self.find_field_bits(&st, field, 0)?.is_some())
+    }
+
+    /// Number of arguments a raw tracepoint passes to BPF programs, from its
+    /// `btf_trace_<name>` typedef (the kernel's own `void *` context pointer excluded).
+    pub fn tracepoint_arg_count(&self, tracepoint: &str) -> anyhow::Result<usize> {
+        let typedef = format!("btf_trace_{tracepoint}");
+        let ty = self
+            .btf
+            .resolve_types_by_name(&typedef)
+            .with_context(|| format!("kernel BTF has no {typedef}: tracepoint missing"))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("kernel BTF has no {typedef}"))?;
+        for t in self.btf.chained_type_iter(ty.as_btf_type().ok_or_else(|| anyhow!("{typedef}"))?)
+        {
+            if let Type::FuncProto(proto) = t {
+                return Ok(proto.parameters.len().saturating_sub(1));
+            }
+        }
+        bail!("{typedef} is not a function pointer")
+    }
+
+    fn struct_named(&self, name: &str) -> anyhow::Result<Struct> {
+        self.btf
+            .resolve_types_by_name(name)
+            .with_context(|| format!("kernel BTF has no type named {name}"))?
+            .into_iter()
+            .find_map(|t| match t {
+                Type::Struct(s) if !s.members.is_empty() => Some(s),
+                _ => None,
+            })
+            .ok_or_else(|| anyhow!("kernel BTF has no struct {name}"))
+    }
+
+    fn find_field_bits(&self, st: &Struct, field: &str, base_bits: u32) -> anyhow::Result<Option<u32>> {
+        for member in &st.members {
+            let name = self.btf.resolve_name(member).unwrap_or_default();
+            let bits = base_bits + member.bit_offset();
+            if name == field {
+                return Ok(Some(bits));
+            }
+            if name.is_empty() {
+                let inner = self
+                    .btf
+                    .resolve_chained_type(member)
+                    .context("resolving an anonymous member")?;
+                if let Some(inner) = self.strip_modifiers(inner)?
+                    && let Some(found) = self.find_field_bits(&inner, field, bits)?
+                {
+                    return Ok(Some(found));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Follows typedefs and qualifiers to a struct or union, if the type is one.
+    fn strip_modifiers(&self, mut ty: Type) -> anyhow::Result<Option<Struct>> {
+        loop {
+            ty = match ty {
+                Type::Struct(s) | Type::Union(s) => return Ok(Some(s)),
+                Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::TypeTag(_) => {
+                    let inner = ty.as_btf_type().ok_or_else(|| anyhow!("bad BTF modifier"))?;
+                    self.btf.resolve_chained_type(inner)?
+                }
+                _ => return Ok(None),
+            };
+        }
+    }
+}
+
+/// Resolves every offset the scheduler programs read.
+pub fn task_offsets(btf: &KernelBtf) -> anyhow::Result<TaskOffsets> {
+    // `state` was renamed `__state` in 5.14.
+    let state_field = if btf.has_field("task_struct", "__state")? {
+        "__state"
+    } else {
+        "state"
+    };
+    Ok(TaskOffsets {
+        task_pid: btf.field_offset("task_struct", "pid")?,
+        task_tgid: btf.field_offset("task_struct", "tgid")?,
+        task_cgroups: btf.field_offset("task_struct", "cgroups")?,
+        css_set_dfl_cgrp: btf.field_offset("css_set", "dfl_cgrp")?,
+        cgroup_kn: btf.field_offset("cgroup", "kn")?,
+        kernfs_node_id: btf.field_offset("kernfs_node", "id")?,
+        task_state: btf.field_offset("task_struct", state_field)?,
+        // `prev_state` became the fourth argument of sched_switch in 5.18.
+        switch_has_prev_state: u32::from(btf.tracepoint_arg_count("sched_switch")? >= 4),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+    fn running_kernel() -> Option<KernelBtf> {
+        Path::new(VMLINUX)
+            .exists()
+            .then(|| KernelBtf::open(Path::new(VMLINUX)).unwrap())
+    }
+
+    #[test]
+    fn resolves_the_running_kernels_task_layout() {
+        let Some(btf) = running_kernel() else {
+            eprintln!("no kernel BTF here; skipped");
+            return;
+        };
+        let off = task_offsets(&btf).unwrap();
+        // pid and tgid are adjacent pid_t fields in every kernel since 2.6.
+        assert_eq!(off.task_tgid, off.task_pid + 4);
+        assert_ne!(off.task_cgroups, 0);
+        assert_eq!(btf.tracepoint_arg_count("sched_wakeup").unwrap(), 1);
+        assert!(btf.tracepoint_arg_count("sched_switch").unwrap() >= 3);
+    }
+
+    #[test]
+    fn missing_things_are_errors_that_name_them() {
+        let Some(btf) = running_kernel() else {
+            return;
+        };
+        let err = btf.field_offset("task_struct", "no_such_field").unwrap_err();
+        assert!(err.to_string().contains("no_such_field"));
+        let err = btf.field_offset("no_such_struct_xyz", "pid").unwrap_err();
+        assert!(format!("{err:#}").contains("no_such_struct_xyz"));
+        assert!(btf.tracepoint_arg_count("no_such_tracepoint").is_err());
+    }
+}

@@ -1,0 +1,26 @@
+//! Putting the current process where the scenario wants it.
+
+use std::{fs, path::Path};
+
+use anyhow::Context as _;
+
+/// Moves the calling process (all its threads) into a cgroup, v1 or v2.
+pub fn join_cgroup(cgroup: &Path) -> anyhow::Result<()> {
+    let procs = cgroup.join("cgroup.procs");
+    fs::write(&procs, std::process::id().to_string())
+        .with_context(|| format!("joining cgroup {} (writing {})", cgroup.display(), procs.display()))
+}
+
+/// Pins the calling process to one CPU; threads spawned afterwards inherit it.
+pub fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_SET bounds-checks against its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("pinning to CPU {cpu}"));
+        }
+    }
+    Ok(())
+}
