@@ -10,7 +10,8 @@ const MAX_POW2: u32 = 36;
 
 /// Number of slots: values below `SUB_COUNT` map one to one, then `SUB_COUNT` slots per power of
 /// two up to `MAX_POW2`, then one overflow slot.
-pub const HIST_SLOTS: usize = (SUB_COUNT as usize) * (MAX_POW2 as usize - SUB_BITS as usize + 1) + 1;
+pub const HIST_SLOTS: usize =
+    (SUB_COUNT as usize) * (MAX_POW2 as usize - SUB_BITS as usize + 1) + 1;
 
 /// The slot a duration falls in.
 #[inline(always)]

@@ -60,7 +60,7 @@ fn record_enqueue(tid: u32) -> Result<(), ()> {
         return Ok(());
     }
     let now_ns = unsafe { bpf_ktime_get_ns() };
-    RUNQ_ENQUEUED_NS.insert(&tid, &now_ns, 0).map_err(|_| {
+    RUNQ_ENQUEUED_NS.insert(tid, now_ns, 0).map_err(|_| {
         count_drop(DropCounter::RunqEnqueueFailed);
     })
 }
@@ -83,10 +83,10 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     }
 
     let next_tid = task_tid(next, &off)?;
-    let Some(enqueued_ns) = (unsafe { RUNQ_ENQUEUED_NS.get(&next_tid) }).copied() else {
+    let Some(enqueued_ns) = (unsafe { RUNQ_ENQUEUED_NS.get(next_tid) }).copied() else {
         return Ok(());
     };
-    let _ = RUNQ_ENQUEUED_NS.remove(&next_tid);
+    let _ = RUNQ_ENQUEUED_NS.remove(next_tid);
     let now_ns = unsafe { bpf_ktime_get_ns() };
     let delay_ns = now_ns.saturating_sub(enqueued_ns);
     let cgroup_id = task_cgroup_id(next, &off)?;
@@ -95,19 +95,19 @@ fn try_sched_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
 
 #[inline(always)]
 fn add_sample(cgroup_id: u64, delay_ns: u64) -> Result<(), ()> {
-    let hist = match RUNQ_HIST.get_ptr_mut(&cgroup_id) {
+    let hist = match RUNQ_HIST.get_ptr_mut(cgroup_id) {
         Some(hist) => hist,
         None => {
             // BPF_NOEXIST: when two CPUs race to create the entry, the loser simply uses the
             // winner's.
             let zero = RUNQ_HIST_ZERO.get(0).ok_or(())?;
-            if RUNQ_HIST.insert(&cgroup_id, zero, 1).is_err()
-                && RUNQ_HIST.get_ptr_mut(&cgroup_id).is_none()
+            if RUNQ_HIST.insert(cgroup_id, zero, 1).is_err()
+                && RUNQ_HIST.get_ptr_mut(cgroup_id).is_none()
             {
                 count_drop(DropCounter::RunqHistFull);
                 return Err(());
             }
-            RUNQ_HIST.get_ptr_mut(&cgroup_id).ok_or(())?
+            RUNQ_HIST.get_ptr_mut(cgroup_id).ok_or(())?
         }
     };
     // The compiler knows `hist_slot` is in range and would drop the check, but the verifier

@@ -34,7 +34,9 @@ fn unescape_mount_path(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
         match (bytes[i], octal) {
             (b'\\', Some(d)) => {
                 out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
@@ -52,9 +54,8 @@ fn unescape_mount_path(s: &str) -> String {
 pub fn find_cgroup2_mount() -> anyhow::Result<PathBuf> {
     let mountinfo =
         fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    cgroup2_mount(&mountinfo).ok_or_else(|| {
-        anyhow!("no cgroup2 filesystem is mounted; mount one or pass --cgroup-root")
-    })
+    cgroup2_mount(&mountinfo)
+        .ok_or_else(|| anyhow!("no cgroup2 filesystem is mounted; mount one or pass --cgroup-root"))
 }
 
 /// Id-to-path cache over one cgroup2 tree, refreshed by a walk when an id is unknown.
@@ -98,7 +99,8 @@ impl CgroupPaths {
             let Ok(meta) = fs::metadata(&dir) else {
                 continue;
             };
-            self.by_id.insert(meta.ino(), relative_path(&self.root, &dir));
+            self.by_id
+                .insert(meta.ino(), relative_path(&self.root, &dir));
             let Ok(entries) = fs::read_dir(&dir) else {
                 continue;
             };
@@ -141,7 +143,10 @@ mod tests {
             cgroup2_mount(HYBRID),
             Some(PathBuf::from("/sys/fs/cgroup/unified"))
         );
-        assert_eq!(cgroup2_mount(PURE_V2), Some(PathBuf::from("/sys/fs/cgroup")));
+        assert_eq!(
+            cgroup2_mount(PURE_V2),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
     }
 
     #[test]

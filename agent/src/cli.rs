@@ -5,7 +5,11 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "culprit", version, about = "Which kernel signal made each slow request slow")]
+#[command(
+    name = "culprit",
+    version,
+    about = "Which kernel signal made each slow request slow"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -24,7 +24,7 @@ impl DropCounters {
     }
 
     /// Totals since load, summed over CPUs, by counter name.
-    pub fn read(&self) -> BTreeMap<&'static str, u64> {
+    pub fn read(&self) -> BTreeMap<String, u64> {
         DropCounter::ALL
             .iter()
             .map(|&counter| {
@@ -33,7 +33,7 @@ impl DropCounters {
                     .get(&(counter as u32), 0)
                     .map(|per_cpu| per_cpu.iter().sum())
                     .unwrap_or(0);
-                (counter.name(), total)
+                (counter.name().to_string(), total)
             })
             .collect()
     }

@@ -62,7 +62,10 @@ mod tests {
         let slots = hist_of(&values);
         for (q, truth) in [(0.5, 500_000f64), (0.9, 900_000.0), (0.99, 990_000.0)] {
             let got = quantile_ns(&slots, q).unwrap() as f64;
-            assert!((got - truth).abs() / truth < 0.25, "q={q} got={got} truth={truth}");
+            assert!(
+                (got - truth).abs() / truth < 0.25,
+                "q={q} got={got} truth={truth}"
+            );
         }
     }
 

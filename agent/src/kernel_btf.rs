@@ -52,7 +52,9 @@ impl KernelBtf {
             .into_iter()
             .next()
             .ok_or_else(|| anyhow!("kernel BTF has no {typedef}"))?;
-        for t in self.btf.chained_type_iter(ty.as_btf_type().ok_or_else(|| anyhow!("{typedef}"))?)
+        for t in self
+            .btf
+            .chained_type_iter(ty.as_btf_type().ok_or_else(|| anyhow!("{typedef}"))?)
         {
             if let Type::FuncProto(proto) = t {
                 return Ok(proto.parameters.len().saturating_sub(1));
@@ -73,7 +75,12 @@ impl KernelBtf {
             .ok_or_else(|| anyhow!("kernel BTF has no struct {name}"))
     }
 
-    fn find_field_bits(&self, st: &Struct, field: &str, base_bits: u32) -> anyhow::Result<Option<u32>> {
+    fn find_field_bits(
+        &self,
+        st: &Struct,
+        field: &str,
+        base_bits: u32,
+    ) -> anyhow::Result<Option<u32>> {
         for member in &st.members {
             let name = self.btf.resolve_name(member).unwrap_or_default();
             let bits = base_bits + member.bit_offset();
@@ -101,7 +108,9 @@ impl KernelBtf {
             ty = match ty {
                 Type::Struct(s) | Type::Union(s) => return Ok(Some(s)),
                 Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::TypeTag(_) => {
-                    let inner = ty.as_btf_type().ok_or_else(|| anyhow!("bad BTF modifier"))?;
+                    let inner = ty
+                        .as_btf_type()
+                        .ok_or_else(|| anyhow!("bad BTF modifier"))?;
                     self.btf.resolve_chained_type(inner)?
                 }
                 _ => return Ok(None),
@@ -162,7 +171,9 @@ mod tests {
         let Some(btf) = running_kernel() else {
             return;
         };
-        let err = btf.field_offset("task_struct", "no_such_field").unwrap_err();
+        let err = btf
+            .field_offset("task_struct", "no_such_field")
+            .unwrap_err();
         assert!(err.to_string().contains("no_such_field"));
         let err = btf.field_offset("no_such_struct_xyz", "pid").unwrap_err();
         assert!(format!("{err:#}").contains("no_such_struct_xyz"));

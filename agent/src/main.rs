@@ -1,17 +1,7 @@
 //! `culprit`: the node agent and its command-line tools.
 
-mod agent;
-mod cgroup_paths;
-mod cli;
-mod drops;
-mod histogram;
-mod kernel_btf;
-mod probes;
-mod report;
-mod runqueue;
-mod shutdown;
-
 use clap::Parser as _;
+use culprit::{agent, cli};
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();

@@ -6,18 +6,18 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{cli::OutputFormat, runqueue::CgroupRunq};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Report {
     pub unix_time_ms: u64,
     pub interval_ms: u64,
     /// Cgroups with run-queue activity in the interval, most total wait first.
     pub cgroups: Vec<CgroupRunq>,
     /// Kernel-side losses since start, by counter.
-    pub drops: BTreeMap<&'static str, u64>,
+    pub drops: BTreeMap<String, u64>,
     /// Signals running without some of their hooks.
     pub degraded: Vec<String>,
 }
@@ -134,9 +134,10 @@ mod tests {
     #[test]
     fn losses_and_degradation_are_shown() {
         let mut r = Report::new(Duration::from_secs(1));
-        r.drops.insert("runq_hist_map_full", 3);
-        r.drops.insert("task_read_failed", 0);
-        r.degraded.push("run_queue_delay: sched_switch not attached".into());
+        r.drops.insert("runq_hist_map_full".into(), 3);
+        r.drops.insert("task_read_failed".into(), 0);
+        r.degraded
+            .push("run_queue_delay: sched_switch not attached".into());
         let table = render_table(&r, 10);
         assert!(table.contains("runq_hist_map_full=3"));
         assert!(!table.contains("task_read_failed"));

@@ -9,7 +9,7 @@ use aya::{
     maps::{HashMap, MapData},
 };
 use culprit_common::{RunqHist, maps};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     cgroup_paths::CgroupPaths,
@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// Run-queue waits over one report interval.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WaitStats {
     /// Times a thread waited for a CPU and got one.
     pub waits: u64,
@@ -28,7 +28,7 @@ pub struct WaitStats {
 }
 
 /// Run-queue delay of one cgroup over one report interval.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CgroupRunq {
     pub cgroup_id: u64,
     pub cgroup: String,
@@ -100,7 +100,7 @@ impl RunqCollector {
             let _ = self.map.remove(&cgroup_id);
             self.previous.remove(&cgroup_id);
         }
-        rows.sort_by(|a, b| b.stats.total_wait_ns.cmp(&a.stats.total_wait_ns));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.stats.total_wait_ns));
         rows
     }
 }
@@ -125,7 +125,10 @@ mod tests {
     fn first_read_reports_everything() {
         let now = hist(&[1_000, 3_000]);
         let s = interval_stats(&now, None).unwrap();
-        assert_eq!((s.waits, s.total_wait_ns, s.mean_wait_ns), (2, 4_000, 2_000));
+        assert_eq!(
+            (s.waits, s.total_wait_ns, s.mean_wait_ns),
+            (2, 4_000, 2_000)
+        );
         assert!(s.p50_wait_ns <= s.p99_wait_ns);
     }
 

@@ -1,19 +1,14 @@
-//! `culprit-lab`: processes that inject a known cause, for tests, the demo and benchmarks.
-//!
-//! Each generator can place itself in a cgroup and pin itself to a CPU before it starts, so the
-//! cause is in place for its whole life.
-
-mod placement;
-mod workloads;
+//! `culprit-lab`: processes that inject a known cause, and the demo that shows Culprit find it.
 
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
+use culprit_lab::{demo, placement, workloads};
 
 #[derive(Debug, Parser)]
 #[command(name = "culprit-lab", version, about)]
 struct Cli {
-    /// Move this process into the cgroup at this path (its `cgroup.procs` is written).
+    /// Move this process into the cgroup at this path (repeat for v1 hierarchies).
     #[arg(long, global = true)]
     cgroup: Vec<PathBuf>,
     /// Pin this process to this CPU.
@@ -23,11 +18,11 @@ struct Cli {
     #[arg(long, global = true, default_value = "10")]
     seconds: f64,
     #[command(subcommand)]
-    workload: Workload,
+    command: LabCommand,
 }
 
 #[derive(Debug, Subcommand)]
-enum Workload {
+enum LabCommand {
     /// Burn CPU without pause (a noisy neighbour).
     Hog {
         /// Threads burning CPU.
@@ -44,10 +39,19 @@ enum Workload {
         #[arg(long, default_value_t = 50)]
         work_us: u64,
     },
+    /// Run the agent next to an injected CPU contention and show what it sees.
+    Demo {
+        /// Reports (2 s each) per phase.
+        #[arg(long, default_value_t = 3)]
+        reports_per_phase: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let LabCommand::Demo { reports_per_phase } = cli.command {
+        return demo::run(reports_per_phase);
+    }
     for cgroup in &cli.cgroup {
         placement::join_cgroup(cgroup)?;
     }
@@ -55,13 +59,14 @@ fn main() -> anyhow::Result<()> {
         placement::pin_to_cpu(cpu)?;
     }
     let run_for = Duration::from_secs_f64(cli.seconds);
-    match cli.workload {
-        Workload::Hog { threads } => workloads::hog(threads, run_for),
-        Workload::Wakeups { period_us, work_us } => workloads::wakeups(
+    match cli.command {
+        LabCommand::Hog { threads } => workloads::hog(threads, run_for),
+        LabCommand::Wakeups { period_us, work_us } => workloads::wakeups(
             Duration::from_micros(period_us),
             Duration::from_micros(work_us),
             run_for,
         ),
+        LabCommand::Demo { .. } => unreachable!("handled above"),
     }
     Ok(())
 }

@@ -7,8 +7,13 @@ use anyhow::Context as _;
 /// Moves the calling process (all its threads) into a cgroup, v1 or v2.
 pub fn join_cgroup(cgroup: &Path) -> anyhow::Result<()> {
     let procs = cgroup.join("cgroup.procs");
-    fs::write(&procs, std::process::id().to_string())
-        .with_context(|| format!("joining cgroup {} (writing {})", cgroup.display(), procs.display()))
+    fs::write(&procs, std::process::id().to_string()).with_context(|| {
+        format!(
+            "joining cgroup {} (writing {})",
+            cgroup.display(),
+            procs.display()
+        )
+    })
 }
 
 /// Pins the calling process to one CPU; threads spawned afterwards inherit it.

@@ -1,1 +1,49 @@
-fn main() {}
+//! `cargo xtask …`: the project's own commands. Each bootstraps what it needs first.
+
+mod commands;
+mod setup;
+mod shell;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install everything building and testing needs (idempotent; needs root).
+    Setup,
+    /// Build the agent (with its eBPF programs) and the lab.
+    Build,
+    /// Build, then run the agent as root: `cargo xtask run -- agent --interval 1`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Formatting, lints, unit tests, then the privileged end-to-end tests.
+    Test,
+    /// Run the agent next to injected CPU contention and show what it finds.
+    Demo,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => setup::run(),
+        Command::Build => commands::build(),
+        Command::Run { args } => commands::run(&args),
+        Command::Test => commands::test(),
+        Command::Demo => commands::demo(),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("\nxtask failed: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The Culprit agent as a library: the `culprit` binary is a thin shell over these modules, and
+//! the lab and the end-to-end tests reuse the pieces that are not tied to a running agent.
+
+pub mod agent;
+pub mod cgroup_paths;
+pub mod cli;
+pub mod drops;
+pub mod histogram;
+pub mod kernel_btf;
+pub mod probes;
+pub mod report;
+pub mod runqueue;
+pub mod shutdown;

@@ -1,0 +1,115 @@
+//! A live agent as a child process, its reports read back as they come.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+    sync::mpsc::{self, Receiver, RecvTimeoutError},
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use culprit::report::Report;
+
+use crate::{binaries::bin_path, process::Reaped};
+
+pub struct RunningAgent {
+    process: Reaped,
+    reports: Receiver<Report>,
+    interval: Duration,
+}
+
+impl RunningAgent {
+    /// Starts `culprit agent` with JSON reports every `interval`, plus `extra_args`.
+    pub fn start(interval: Duration, extra_args: &[&str]) -> anyhow::Result<Self> {
+        let mut cmd = Command::new(bin_path("culprit")?);
+        cmd.arg("agent")
+            .arg("--output")
+            .arg("json")
+            .arg("--interval")
+            .arg(interval.as_secs_f64().to_string())
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
+        let mut process = Reaped::spawn("culprit agent", &mut cmd)?;
+        let stdout = process.child.stdout.take().context("agent stdout")?;
+        let (tx, reports) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                match serde_json::from_str::<Report>(&line) {
+                    Ok(report) => {
+                        if tx.send(report).is_err() {
+                            break;
+                        }
+                    }
+                    Err(err) => eprintln!("unparsable agent report ({err}): {line}"),
+                }
+            }
+        });
+        Ok(Self {
+            process,
+            reports,
+            interval,
+        })
+    }
+
+    /// The next report; fails if the agent died or stayed silent for several intervals.
+    pub fn next_report(&mut self) -> anyhow::Result<Report> {
+        let patience = self.interval * 3 + Duration::from_secs(10);
+        match self.reports.recv_timeout(patience) {
+            Ok(report) => Ok(report),
+            Err(RecvTimeoutError::Timeout) => bail!("no report from the agent in {patience:?}"),
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = self.process.child.wait().ok();
+                bail!("the agent exited ({status:?}) before reporting; see its log above")
+            }
+        }
+    }
+
+    /// Collects the next `n` reports.
+    pub fn reports(&mut self, n: usize) -> anyhow::Result<Vec<Report>> {
+        (0..n).map(|_| self.next_report()).collect()
+    }
+
+    /// Stops the agent as an operator would (SIGTERM) and checks it exits cleanly.
+    pub fn stop(self) -> anyhow::Result<()> {
+        if !self.process.terminate()? {
+            bail!("the agent did not exit cleanly on SIGTERM");
+        }
+        Ok(())
+    }
+}
+
+/// Run-queue figures of one cgroup summed over several reports.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct RunqTotals {
+    pub waits: u64,
+    pub total_wait_ns: u64,
+    /// Highest per-report p99 seen.
+    pub worst_p99_ns: u64,
+}
+
+impl RunqTotals {
+    pub fn of(reports: &[Report], cgroup: &str) -> Self {
+        let mut t = Self::default();
+        for row in reports
+            .iter()
+            .flat_map(|r| &r.cgroups)
+            .filter(|c| c.cgroup == cgroup)
+        {
+            t.waits += row.stats.waits;
+            t.total_wait_ns += row.stats.total_wait_ns;
+            t.worst_p99_ns = t.worst_p99_ns.max(row.stats.p99_wait_ns);
+        }
+        t
+    }
+
+    pub fn mean_wait_ns(&self) -> f64 {
+        if self.waits == 0 {
+            0.0
+        } else {
+            self.total_wait_ns as f64 / self.waits as f64
+        }
+    }
+}

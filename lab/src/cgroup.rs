@@ -1,0 +1,111 @@
+//! Cgroups made for one run and removed after it, with whatever runs in them.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use culprit::cgroup_paths::find_cgroup2_mount;
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+/// A cgroup directory that is emptied and removed on drop, children included.
+pub struct TempCgroup {
+    root: PathBuf,
+    path: PathBuf,
+}
+
+impl TempCgroup {
+    /// A new cgroup at the top of the cgroup v2 tree, named `<prefix>-<pid>-<n>`.
+    pub fn new_v2(prefix: &str) -> anyhow::Result<Self> {
+        let root = find_cgroup2_mount()?;
+        let name = format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            NEXT_ID.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = root.join(name);
+        fs::create_dir(&path)
+            .with_context(|| format!("creating cgroup {} (needs root)", path.display()))?;
+        Ok(Self { root, path })
+    }
+
+    /// A child cgroup; it is removed together with its parent.
+    pub fn child(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let path = self.path.join(name);
+        fs::create_dir(&path).with_context(|| format!("creating cgroup {}", path.display()))?;
+        Ok(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path as the agent reports it: relative to the cgroup v2 root.
+    pub fn agent_path(&self, child: Option<&str>) -> String {
+        let rel = self.path.strip_prefix(&self.root).unwrap_or(&self.path);
+        match child {
+            Some(c) => format!("/{}/{c}", rel.display()),
+            None => format!("/{}", rel.display()),
+        }
+    }
+}
+
+impl Drop for TempCgroup {
+    fn drop(&mut self) {
+        if let Err(err) = remove_tree(&self.path) {
+            eprintln!(
+                "warning: could not remove cgroup {}: {err:#}",
+                self.path.display()
+            );
+        }
+    }
+}
+
+/// Kills every process in the subtree, then removes the directories deepest first.
+pub fn remove_tree(path: &Path) -> anyhow::Result<()> {
+    let mut dirs = vec![path.to_path_buf()];
+    let mut i = 0;
+    while i < dirs.len() {
+        if let Ok(entries) = fs::read_dir(&dirs[i]) {
+            dirs.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+        i += 1;
+    }
+    for dir in dirs.iter().rev() {
+        kill_members(dir)?;
+        fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn kill_members(dir: &Path) -> anyhow::Result<()> {
+    let procs = dir.join("cgroup.procs");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let pids: Vec<i32> = fs::read_to_string(&procs)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        if pids.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("processes {pids:?} did not leave {}", dir.display());
+        }
+        for pid in pids {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}

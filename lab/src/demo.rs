@@ -1,0 +1,112 @@
+//! CPU contention, measured: a victim that wakes up every millisecond, first alone on its CPU,
+//! then next to a CPU hog. The demo prints it; the end-to-end tests assert on it.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use culprit::report::{Report, render_table};
+
+use crate::{
+    agent_run::{RunningAgent, RunqTotals},
+    cgroup::TempCgroup,
+    process::spawn_workload,
+};
+
+/// The CPU both the victim and the hog are pinned to.
+pub const CPU: usize = 0;
+
+/// What the agent reported for the victim alone and next to the hog.
+#[derive(Debug)]
+pub struct ContentionOutcome {
+    pub victim_alone: RunqTotals,
+    pub victim_contended: RunqTotals,
+    pub hog: RunqTotals,
+    /// A cgroup of the experiment in which nothing ran.
+    pub idle: RunqTotals,
+    /// Kernel-side losses at the end.
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// Runs the two phases with a fresh agent; `on_report` sees every report used.
+pub fn contention(
+    interval: Duration,
+    reports_per_phase: usize,
+    mut on_report: impl FnMut(&str, &Report),
+) -> anyhow::Result<ContentionOutcome> {
+    let lab = TempCgroup::new_v2("culprit-lab")?;
+    let victim_cg = lab.child("victim")?;
+    let hog_cg = lab.child("noisy-neighbour")?;
+    lab.child("idle")?;
+    let mut agent = RunningAgent::start(interval, &["--cgroup-prefix", &lab.agent_path(None)])?;
+    agent.next_report()?; // The probes are attached once the first report arrives.
+
+    let phase_secs = (reports_per_phase + 1) as f64 * interval.as_secs_f64();
+    let _victim = spawn_workload(&victim_cg, Some(CPU), phase_secs * 2.0 + 5.0, &["wakeups"])?;
+    agent.next_report()?; // Partly before the victim started.
+    let alone = agent.reports(reports_per_phase)?;
+    alone.iter().for_each(|r| on_report("victim alone", r));
+
+    let _hog = spawn_workload(
+        &hog_cg,
+        Some(CPU),
+        phase_secs + 5.0,
+        &["hog", "--threads", "2"],
+    )?;
+    agent.next_report()?; // Partly before the hog started.
+    let contended = agent.reports(reports_per_phase)?;
+    contended
+        .iter()
+        .for_each(|r| on_report("victim next to a CPU hog", r));
+    let drops = contended
+        .last()
+        .map(|r| r.drops.clone())
+        .unwrap_or_default();
+    agent.stop()?;
+
+    let path = |child| lab.agent_path(Some(child));
+    let victim_alone = RunqTotals::of(&alone, &path("victim"));
+    let victim_contended = RunqTotals::of(&contended, &path("victim"));
+    let hog = RunqTotals::of(&contended, &path("noisy-neighbour"));
+    let mut all = alone;
+    all.extend(contended);
+    Ok(ContentionOutcome {
+        victim_alone,
+        victim_contended,
+        hog,
+        idle: RunqTotals::of(&all, &path("idle")),
+        drops,
+    })
+}
+
+/// `cargo xtask demo`.
+pub fn run(reports_per_phase: usize) -> anyhow::Result<()> {
+    println!("Culprit demo: run-queue delay per cgroup, with CPU contention injected on CPU {CPU}");
+    let mut phase = String::new();
+    let outcome = contention(Duration::from_secs(2), reports_per_phase, |name, report| {
+        if phase != name {
+            println!("\n== {name} (CPU {CPU})");
+            phase = name.to_string();
+        }
+        print!("{}", render_table(report, 10));
+    })?;
+    let (before, after) = (outcome.victim_alone, outcome.victim_contended);
+    println!("\n== what the agent saw for the victim's cgroup");
+    for (label, t) in [("alone", before), ("with hog", after)] {
+        println!(
+            "  {label:<9} {:>6} waits, mean {:>8.1} us, worst p99 {:>8.1} us",
+            t.waits,
+            t.mean_wait_ns() / 1e3,
+            t.worst_p99_ns as f64 / 1e3
+        );
+    }
+    println!(
+        "  the hog's own threads waited {:.1} ms in all",
+        outcome.hog.total_wait_ns as f64 / 1e6
+    );
+    let ratio = after.mean_wait_ns() / before.mean_wait_ns().max(1.0);
+    if before.waits > 0 && after.waits > 0 && ratio > 2.0 {
+        println!("  => contention found: mean run-queue delay x{ratio:.1} next to the hog");
+    } else {
+        println!("  => contention NOT visible (x{ratio:.1}); is CPU {CPU} busy with other load?");
+    }
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! The lab: workloads that inject a known cause, and the harness that runs them next to a live
+//! agent. Shared by `cargo xtask demo` and the end-to-end tests, so that what the demo shows is
+//! what the tests prove.
+
+pub mod agent_run;
+pub mod binaries;
+pub mod cgroup;
+pub mod demo;
+pub mod placement;
+pub mod process;
+pub mod workloads;

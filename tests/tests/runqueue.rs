@@ -1,0 +1,57 @@
+//! Run-queue delay: a CPU hog pinned to the victim's CPU must show up as clearly higher delay
+//! for the victim's cgroup than the same victim alone, measured in the same test.
+
+use std::time::Duration;
+
+use culprit_lab::demo::contention;
+use culprit_tests::require_root;
+
+#[test]
+fn a_cpu_hog_on_the_victims_cpu_raises_its_cgroups_runqueue_delay() -> anyhow::Result<()> {
+    require_root()?;
+    let outcome = contention(Duration::from_secs(1), 3, |_, _| {})?;
+    eprintln!("{outcome:#?}");
+    let (alone, contended) = (outcome.victim_alone, outcome.victim_contended);
+
+    // The victim wakes up every millisecond: both phases must have seen it at work.
+    assert!(
+        alone.waits > 1000,
+        "victim alone barely observed: {alone:?}"
+    );
+    assert!(
+        contended.waits > 1000,
+        "victim next to hog barely observed: {contended:?}"
+    );
+    // The hog competes with the victim for one CPU: the victim's waits grow several-fold.
+    assert!(
+        contended.mean_wait_ns() > 3.0 * alone.mean_wait_ns(),
+        "mean wait alone {:.0} ns vs contended {:.0} ns",
+        alone.mean_wait_ns(),
+        contended.mean_wait_ns()
+    );
+    assert!(
+        contended.worst_p99_ns > 3 * alone.worst_p99_ns,
+        "p99 alone {} ns vs contended {} ns",
+        alone.worst_p99_ns,
+        contended.worst_p99_ns
+    );
+    // The two hog threads take turns on the CPU: each waits roughly as long as the other runs.
+    assert!(
+        outcome.hog.total_wait_ns > 1_000_000_000,
+        "hog threads should wait for each other: {:?}",
+        outcome.hog
+    );
+    // Nothing ran in the idle cgroup, so nothing may be attributed to it.
+    assert_eq!(
+        outcome.idle.waits, 0,
+        "idle cgroup has waits: {:?}",
+        outcome.idle
+    );
+    // Kernel side lost nothing.
+    assert!(
+        outcome.drops.values().all(|&v| v == 0),
+        "kernel-side losses: {:?}",
+        outcome.drops
+    );
+    Ok(())
+}

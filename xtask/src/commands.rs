@@ -1,0 +1,123 @@
+//! build, run, test and demo.
+
+use std::process::Command;
+
+use crate::{
+    setup,
+    shell::{cargo, is_root, root, run as run_cmd, step},
+};
+
+/// The packages whose binaries the agent, the demo and the tests run.
+const BIN_PACKAGES: &[&str] = &["-p", "culprit", "-p", "culprit-lab"];
+/// Packages with unit tests (pure logic, no privileges needed).
+const UNIT_TEST_PACKAGES: &[&str] = &[
+    "-p",
+    "culprit-common",
+    "-p",
+    "culprit",
+    "-p",
+    "culprit-lab",
+    "-p",
+    "xtask",
+];
+
+pub fn build() -> anyhow::Result<()> {
+    step(
+        "build the agent, its eBPF programs and the lab (release)",
+        "run `cargo xtask setup` (nightly rust-src and bpf-linker are needed for the eBPF side)",
+        || run_cmd(cargo().args(["build", "--release"]).args(BIN_PACKAGES)),
+    )
+}
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    setup::run()?;
+    build()?;
+    let agent = root().join("target/release/culprit");
+    let mut cmd = if is_root() {
+        Command::new(&agent)
+    } else {
+        let mut sudo = Command::new("sudo");
+        sudo.arg("-E").arg(&agent);
+        sudo
+    };
+    run_cmd(cmd.args(args))
+}
+
+pub fn demo() -> anyhow::Result<()> {
+    setup::run()?;
+    build()?;
+    step(
+        "demo: run-queue delay with injected CPU contention",
+        "the demo needs root (it loads eBPF programs and creates cgroups)",
+        || run_cmd(Command::new(root().join("target/release/culprit-lab")).arg("demo")),
+    )
+}
+
+pub fn test() -> anyhow::Result<()> {
+    setup::run()?;
+    step("cargo fmt --check", "run `cargo fmt --all`", || {
+        run_cmd(cargo().args(["fmt", "--all", "--", "--check"]))
+    })?;
+    step(
+        "clippy -D warnings (userspace)",
+        "fix the lints clippy printed",
+        || {
+            run_cmd(cargo().args([
+                "clippy",
+                "--release",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))
+        },
+    )?;
+    step(
+        "clippy -D warnings (eBPF programs, bpf target)",
+        "fix the lints clippy printed",
+        clippy_ebpf,
+    )?;
+    step("unit tests", "fix the failing tests", || {
+        run_cmd(cargo().args(["test", "--release"]).args(UNIT_TEST_PACKAGES))
+    })?;
+    build()?;
+    step(
+        "privileged end-to-end tests (real probes, injected causes)",
+        "run as root on Linux >= 5.8 with BTF; see the test output above",
+        || {
+            run_cmd(cargo().args([
+                "test",
+                "--release",
+                "-p",
+                "culprit-tests",
+                "--",
+                "--test-threads=1",
+            ]))
+        },
+    )
+}
+
+fn clippy_ebpf() -> anyhow::Result<()> {
+    run_cmd(
+        Command::new("rustup")
+            .current_dir(root().join("agent-ebpf"))
+            .args([
+                "run",
+                "nightly",
+                "cargo",
+                "clippy",
+                "--release",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--target-dir",
+            ])
+            .arg(root().join("target/ebpf-clippy"))
+            .args(["--", "-D", "warnings"])
+            // The outer cargo's settings are for the host toolchain.
+            .env_remove("RUSTC")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .env_remove("CARGO"),
+    )
+}
