@@ -5,11 +5,15 @@
 //! change that one side does not see fails the build instead of corrupting data.
 #![no_std]
 
+pub mod config;
 pub mod histogram;
 pub mod maps;
 pub mod offsets;
 pub mod stats;
+pub mod tcp;
+pub mod thread;
 
+pub use config::ProbeConfig;
 pub use histogram::{HIST_SLOTS, RunqHist, hist_slot, slot_lower_bound_ns};
-pub use offsets::TaskOffsets;
+pub use offsets::{KernelOffsets, OFFSET_ABSENT, TcpTracepointOffsets};
 pub use stats::DropCounter;

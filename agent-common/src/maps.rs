@@ -1,11 +1,25 @@
-//! Map names, so that both sides refer to the same object by the same constant.
+//! Map and global names, so that both sides refer to the same object by the same constant.
 
-/// Per-thread timestamp of the moment the thread became runnable (tid -> ns).
+/// Per-thread timestamp of the moment the thread became runnable (tid -> ns), node-wide.
 pub const RUNQ_ENQUEUED_NS: &str = "RUNQ_ENQUEUED_NS";
 /// Run-queue delay histogram per cgroup id (cgroup id -> [`crate::RunqHist`]).
 pub const RUNQ_HIST: &str = "RUNQ_HIST";
 /// Per-CPU drop counters, indexed by [`crate::DropCounter`].
 pub const DROPS: &str = "DROPS";
+/// Watched threads (tid -> [`crate::thread::ThreadState`]).
+pub const THREAD_STATE: &str = "THREAD_STATE";
+/// Processes whose new threads are watched from birth (tgid -> 1).
+pub const WATCHED_TGIDS: &str = "WATCHED_TGIDS";
+/// Cgroup v2 ids whose new threads are watched from birth (cgroup id -> 1).
+pub const WATCHED_CGROUPS: &str = "WATCHED_CGROUPS";
+/// Ring buffer of [`crate::thread::SchedRecord`].
+pub const SCHED_EVENTS: &str = "SCHED_EVENTS";
+/// Ring buffer of [`crate::tcp::RetransmitRecord`].
+pub const TCP_EVENTS: &str = "TCP_EVENTS";
+/// Socket owners (`struct sock *` -> [`crate::tcp::SockOwner`]).
+pub const SOCK_OWNER: &str = "SOCK_OWNER";
 
-/// Global variable holding the kernel struct offsets resolved from BTF at load time.
-pub const TASK_OFFSETS_GLOBAL: &str = "TASK_OFFSETS";
+/// Global variables patched by the loader.
+pub const KERNEL_OFFSETS_GLOBAL: &str = "KERNEL_OFFSETS";
+pub const TCP_TP_OFFSETS_GLOBAL: &str = "TCP_TP_OFFSETS";
+pub const PROBE_CONFIG_GLOBAL: &str = "PROBE_CONFIG";

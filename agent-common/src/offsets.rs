@@ -1,10 +1,13 @@
 //! Kernel struct field offsets, resolved from the running kernel's BTF by the agent and handed
 //! to the programs as a read-only global: no offset is compiled in.
 
+/// Marks a field this kernel does not have; the programs fall back or skip the signal.
+pub const OFFSET_ABSENT: u32 = u32::MAX;
+
 /// Byte offsets of the fields the programs read through `bpf_probe_read_kernel`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TaskOffsets {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelOffsets {
     /// `task_struct.pid` (the thread id).
     pub task_pid: u32,
     /// `task_struct.tgid` (the process id).
@@ -22,9 +25,91 @@ pub struct TaskOffsets {
     pub task_state: u32,
     /// Non-zero when `sched_switch` passes `prev_state` as its fourth argument.
     pub switch_has_prev_state: u32,
+    /// `task_struct.se.cfs_rq`: `se` offset plus `sched_entity.cfs_rq` offset
+    /// (CONFIG_FAIR_GROUP_SCHED). Absent: no throttling split.
+    pub task_cfs_rq: u32,
+    /// `cfs_rq.throttle_count`: non-zero while the cfs_rq or an ancestor is throttled.
+    pub cfs_rq_throttle_count: u32,
+    /// `cfs_rq.throttled_clock_self_time` (>= 6.5): cumulative ns this cfs_rq spent throttled.
+    /// Absent: a wait is classified throttled as a whole when it began throttled.
+    pub cfs_rq_throttled_self_ns: u32,
+    pub _reserved: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<TaskOffsets>() == 32);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 48);
+
+impl KernelOffsets {
+    pub const ZERO: KernelOffsets = KernelOffsets {
+        task_pid: 0,
+        task_tgid: 0,
+        task_cgroups: 0,
+        css_set_dfl_cgrp: 0,
+        cgroup_kn: 0,
+        kernfs_node_id: 0,
+        task_state: 0,
+        switch_has_prev_state: 0,
+        task_cfs_rq: OFFSET_ABSENT,
+        cfs_rq_throttle_count: OFFSET_ABSENT,
+        cfs_rq_throttled_self_ns: OFFSET_ABSENT,
+        _reserved: 0,
+    };
+}
 
 #[cfg(feature = "user")]
-unsafe impl aya::Pod for TaskOffsets {}
+unsafe impl aya::Pod for KernelOffsets {}
+
+/// Offsets of fields in the records of classic tracepoints, parsed from their `format` files in
+/// tracefs at load time (the layout changed across kernels, e.g. `err` was added).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpTracepointOffsets {
+    /// `tcp:tcp_retransmit_skb` fields.
+    pub rtx_skaddr: u32,
+    pub rtx_state: u32,
+    pub rtx_sport: u32,
+    pub rtx_dport: u32,
+    pub rtx_family: u32,
+    pub rtx_saddr: u32,
+    pub rtx_daddr: u32,
+    pub rtx_saddr_v6: u32,
+    pub rtx_daddr_v6: u32,
+    /// `tcp:tcp_retransmit_synack` fields.
+    pub synack_skaddr: u32,
+    pub synack_sport: u32,
+    pub synack_dport: u32,
+    pub synack_family: u32,
+    pub synack_saddr: u32,
+    pub synack_daddr: u32,
+    pub synack_saddr_v6: u32,
+    pub synack_daddr_v6: u32,
+    /// `sock:sock_send_length` / `sock:sock_recv_length` `sk` field.
+    pub sock_len_sk: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<TcpTracepointOffsets>() == 72);
+
+impl TcpTracepointOffsets {
+    pub const ZERO: TcpTracepointOffsets = TcpTracepointOffsets {
+        rtx_skaddr: 0,
+        rtx_state: 0,
+        rtx_sport: 0,
+        rtx_dport: 0,
+        rtx_family: 0,
+        rtx_saddr: 0,
+        rtx_daddr: 0,
+        rtx_saddr_v6: 0,
+        rtx_daddr_v6: 0,
+        synack_skaddr: 0,
+        synack_sport: 0,
+        synack_dport: 0,
+        synack_family: 0,
+        synack_saddr: 0,
+        synack_daddr: 0,
+        synack_saddr_v6: 0,
+        synack_daddr_v6: 0,
+        sock_len_sk: 0,
+    };
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for TcpTracepointOffsets {}

@@ -10,14 +10,23 @@ pub enum DropCounter {
     TaskReadFailed = 1,
     /// Recording a thread's enqueue time failed.
     RunqEnqueueFailed = 2,
+    /// The sched ring buffer was full: an episode or bucket record was lost.
+    SchedRingFull = 3,
+    /// `THREAD_STATE` was full: a new thread of a watched process is not accounted.
+    ThreadStateFull = 4,
+    /// The TCP ring buffer was full: a retransmit record was lost.
+    TcpRingFull = 5,
 }
 
 impl DropCounter {
-    pub const COUNT: u32 = 3;
+    pub const COUNT: u32 = 6;
     pub const ALL: [DropCounter; Self::COUNT as usize] = [
         DropCounter::RunqHistFull,
         DropCounter::TaskReadFailed,
         DropCounter::RunqEnqueueFailed,
+        DropCounter::SchedRingFull,
+        DropCounter::ThreadStateFull,
+        DropCounter::TcpRingFull,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -25,6 +34,9 @@ impl DropCounter {
             DropCounter::RunqHistFull => "runq_hist_map_full",
             DropCounter::TaskReadFailed => "task_read_failed",
             DropCounter::RunqEnqueueFailed => "runq_enqueue_failed",
+            DropCounter::SchedRingFull => "sched_ring_full",
+            DropCounter::ThreadStateFull => "thread_state_map_full",
+            DropCounter::TcpRingFull => "tcp_ring_full",
         }
     }
 }

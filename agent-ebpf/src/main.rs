@@ -2,13 +2,18 @@
 //! calls a fallible `try_*` function and never panics.
 #![no_std]
 #![no_main]
-// Atomic adds on map values (see `sched::atomic_add`); the crate builds on nightly only.
+// Atomic adds on map values (see `runq_hist::atomic_add`); the crate builds on nightly only.
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod config;
+mod cpu_slices;
 mod drops;
+mod runq_hist;
 mod sched;
 mod task;
+mod tcp;
+mod thread_state;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -1,28 +1,10 @@
-//! Reads of `task_struct` and the cgroup it belongs to, through offsets the agent resolved from
-//! the running kernel's BTF.
+//! Reads of `task_struct`, its cgroup and its cfs_rq, through offsets the agent resolved from the
+//! running kernel's BTF.
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
-use culprit_common::{DropCounter, TaskOffsets};
+use culprit_common::{DropCounter, KernelOffsets, OFFSET_ABSENT};
 
 use crate::drops::count_drop;
-
-#[unsafe(no_mangle)]
-static TASK_OFFSETS: TaskOffsets = TaskOffsets {
-    task_pid: 0,
-    task_tgid: 0,
-    task_cgroups: 0,
-    css_set_dfl_cgrp: 0,
-    cgroup_kn: 0,
-    kernfs_node_id: 0,
-    task_state: 0,
-    switch_has_prev_state: 0,
-};
-
-#[inline(always)]
-pub fn offsets() -> TaskOffsets {
-    // Volatile: the value is patched by the loader, the compiler must not fold the zeros above.
-    unsafe { core::ptr::read_volatile(&TASK_OFFSETS) }
-}
 
 #[inline(always)]
 fn read_at<T>(base: *const u8, offset: u32) -> Result<T, ()> {
@@ -33,28 +15,60 @@ fn read_at<T>(base: *const u8, offset: u32) -> Result<T, ()> {
 
 /// Thread id of a task.
 #[inline(always)]
-pub fn task_tid(task: *const u8, off: &TaskOffsets) -> Result<u32, ()> {
+pub fn task_tid(task: *const u8, off: &KernelOffsets) -> Result<u32, ()> {
     read_at::<u32>(task, off.task_pid)
 }
 
 /// Process id of a task.
 #[inline(always)]
-#[allow(dead_code)]
-pub fn task_tgid(task: *const u8, off: &TaskOffsets) -> Result<u32, ()> {
+pub fn task_tgid(task: *const u8, off: &KernelOffsets) -> Result<u32, ()> {
     read_at::<u32>(task, off.task_tgid)
 }
 
 /// Scheduler state of a task (0 is runnable).
 #[inline(always)]
-pub fn task_state(task: *const u8, off: &TaskOffsets) -> Result<u32, ()> {
+pub fn task_state(task: *const u8, off: &KernelOffsets) -> Result<u32, ()> {
     read_at::<u32>(task, off.task_state)
 }
 
 /// The cgroup v2 id of a task: `task->cgroups->dfl_cgrp->kn->id`.
 #[inline(always)]
-pub fn task_cgroup_id(task: *const u8, off: &TaskOffsets) -> Result<u64, ()> {
+pub fn task_cgroup_id(task: *const u8, off: &KernelOffsets) -> Result<u64, ()> {
     let css_set: *const u8 = read_at(task, off.task_cgroups)?;
     let cgroup: *const u8 = read_at(css_set, off.css_set_dfl_cgrp)?;
     let kn: *const u8 = read_at(cgroup, off.cgroup_kn)?;
     read_at::<u64>(kn, off.kernfs_node_id)
+}
+
+/// CFS bandwidth state of the cfs_rq a task is queued on.
+#[derive(Clone, Copy)]
+pub struct Throttling {
+    pub cfs_rq: u64,
+    /// Non-zero while the cfs_rq or one of its ancestors is throttled.
+    pub throttle_count: u32,
+    /// Cumulative ns the cfs_rq spent throttled; 0 where the kernel does not keep it.
+    pub throttled_self_ns: u64,
+}
+
+/// `task->se.cfs_rq` and its throttling state; `None` without CONFIG_FAIR_GROUP_SCHED.
+#[inline(always)]
+pub fn task_throttling(task: *const u8, off: &KernelOffsets) -> Option<Throttling> {
+    if off.task_cfs_rq == OFFSET_ABSENT || off.cfs_rq_throttle_count == OFFSET_ABSENT {
+        return None;
+    }
+    let cfs_rq: *const u8 = read_at(task, off.task_cfs_rq).ok()?;
+    if cfs_rq.is_null() {
+        return None;
+    }
+    let throttle_count = read_at::<i32>(cfs_rq, off.cfs_rq_throttle_count).ok()?;
+    let throttled_self_ns = if off.cfs_rq_throttled_self_ns == OFFSET_ABSENT {
+        0
+    } else {
+        read_at::<u64>(cfs_rq, off.cfs_rq_throttled_self_ns).ok()?
+    };
+    Some(Throttling {
+        cfs_rq: cfs_rq as u64,
+        throttle_count: throttle_count.max(0) as u32,
+        throttled_self_ns,
+    })
 }

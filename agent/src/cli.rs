@@ -46,9 +46,36 @@ pub struct AgentOpts {
     /// Rows in the table (the cgroups with most run-queue time first).
     #[arg(long, default_value_t = 15)]
     pub top: usize,
+    /// Watch the threads of this process (per-thread on-CPU / run-queue / off-CPU accounting,
+    /// socket ownership). Repeatable.
+    #[arg(long = "watch-pid", value_name = "PID")]
+    pub watch_pids: Vec<u32>,
+    /// Watch the threads of this cgroup: a path in any cgroup filesystem, or relative to the
+    /// cgroup v2 root. Repeatable.
+    #[arg(long = "watch-cgroup", value_name = "PATH")]
+    pub watch_cgroups: Vec<PathBuf>,
+    /// Per-thread intervals at least this long are kept with their own start and end; shorter
+    /// ones are summed into buckets.
+    #[arg(long, default_value_t = 1.0)]
+    pub episode_threshold_ms: f64,
+    /// Width of the per-thread buckets of short intervals.
+    #[arg(long, default_value_t = 10.0)]
+    pub bucket_ms: f64,
+    /// How long per-thread history is kept.
+    #[arg(long, default_value = "60", value_parser = parse_seconds)]
+    pub retention: Duration,
+    /// Memory cap of the per-thread history, in records (~100 bytes each); the oldest go first.
+    #[arg(long, default_value_t = 200_000)]
+    pub store_max_records: usize,
+    /// Skip the node-wide per-cgroup run-queue histograms (watched threads only).
+    #[arg(long)]
+    pub no_node_summary: bool,
     /// Kernel BTF used to resolve struct offsets.
     #[arg(long, default_value = "/sys/kernel/btf/vmlinux")]
     pub btf: PathBuf,
+    /// tracefs mount (tracepoint record formats).
+    #[arg(long, default_value = "/sys/kernel/tracing")]
+    pub tracefs: PathBuf,
     /// Cgroup v2 mount point (default: found in /proc/self/mountinfo).
     #[arg(long)]
     pub cgroup_root: Option<PathBuf>,

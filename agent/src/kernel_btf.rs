@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, anyhow, bail};
 use btf_rs::{Btf, Struct, Type};
-use culprit_common::TaskOffsets;
+use culprit_common::{KernelOffsets, OFFSET_ABSENT};
 
 pub struct KernelBtf {
     btf: Btf,
@@ -119,15 +119,25 @@ impl KernelBtf {
     }
 }
 
-/// Resolves every offset the scheduler programs read.
-pub fn task_offsets(btf: &KernelBtf) -> anyhow::Result<TaskOffsets> {
+/// Resolves every offset the scheduler programs read. Fields the throttling split needs are
+/// optional: without them that split degrades, the rest works.
+pub fn kernel_offsets(btf: &KernelBtf) -> anyhow::Result<KernelOffsets> {
     // `state` was renamed `__state` in 5.14.
     let state_field = if btf.has_field("task_struct", "__state")? {
         "__state"
     } else {
         "state"
     };
-    Ok(TaskOffsets {
+    let optional = |name: &str, field: &str| btf.field_offset(name, field).ok();
+    // `se.cfs_rq` exists with CONFIG_FAIR_GROUP_SCHED (every distribution kernel).
+    let task_cfs_rq = match (
+        optional("task_struct", "se"),
+        optional("sched_entity", "cfs_rq"),
+    ) {
+        (Some(se), Some(cfs_rq)) => se + cfs_rq,
+        _ => OFFSET_ABSENT,
+    };
+    Ok(KernelOffsets {
         task_pid: btf.field_offset("task_struct", "pid")?,
         task_tgid: btf.field_offset("task_struct", "tgid")?,
         task_cgroups: btf.field_offset("task_struct", "cgroups")?,
@@ -137,6 +147,13 @@ pub fn task_offsets(btf: &KernelBtf) -> anyhow::Result<TaskOffsets> {
         task_state: btf.field_offset("task_struct", state_field)?,
         // `prev_state` became the fourth argument of sched_switch in 5.18.
         switch_has_prev_state: u32::from(btf.tracepoint_arg_count("sched_switch")? >= 4),
+        task_cfs_rq,
+        // CONFIG_CFS_BANDWIDTH.
+        cfs_rq_throttle_count: optional("cfs_rq", "throttle_count").unwrap_or(OFFSET_ABSENT),
+        // Linux >= 6.5 (cpu.stat.local).
+        cfs_rq_throttled_self_ns: optional("cfs_rq", "throttled_clock_self_time")
+            .unwrap_or(OFFSET_ABSENT),
+        _reserved: 0,
     })
 }
 
@@ -158,10 +175,13 @@ mod tests {
             eprintln!("no kernel BTF here; skipped");
             return;
         };
-        let off = task_offsets(&btf).unwrap();
+        let off = kernel_offsets(&btf).unwrap();
         // pid and tgid are adjacent pid_t fields in every kernel since 2.6.
         assert_eq!(off.task_tgid, off.task_pid + 4);
         assert_ne!(off.task_cgroups, 0);
+        // This kernel (6.x, CFS bandwidth on) has everything the throttling split reads.
+        assert_ne!(off.task_cfs_rq, OFFSET_ABSENT);
+        assert_ne!(off.cfs_rq_throttle_count, OFFSET_ABSENT);
         assert_eq!(btf.tracepoint_arg_count("sched_wakeup").unwrap(), 1);
         assert!(btf.tracepoint_arg_count("sched_switch").unwrap() >= 3);
     }

@@ -1,121 +1,258 @@
 //! Loading the kernel-side programs and attaching them, one hook at a time: a hook that is
 //! missing or refused degrades its signal with a warning instead of stopping the agent.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use anyhow::Context as _;
-use aya::{Btf, Ebpf, EbpfLoader, include_bytes_aligned, programs::BtfTracePoint};
-use culprit_common::maps;
-use serde::Serialize;
+use aya::{
+    Btf, Ebpf, EbpfLoader, include_bytes_aligned,
+    programs::{BtfTracePoint, TracePoint},
+};
+use culprit_common::{KernelOffsets, OFFSET_ABSENT, ProbeConfig, TcpTracepointOffsets, maps};
+use serde::{Deserialize, Serialize};
 
-use crate::kernel_btf::{KernelBtf, task_offsets};
+use crate::{
+    kernel_btf::{KernelBtf, kernel_offsets},
+    tracefs_format::tcp_offsets,
+};
 
 static EBPF_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/culprit"));
 
 /// The user-facing signals, each fed by one or more hooks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Signal {
+    /// Per-cgroup run-queue delay, node-wide.
     RunQueueDelay,
+    /// Per-thread on-CPU / run-queue / off-CPU accounting of watched threads.
+    ThreadStates,
+    /// The throttled part of run-queue waits.
+    CpuThrottling,
+    /// TCP retransmits with their owner.
+    TcpRetransmits,
 }
 
-/// A BTF tracepoint program and the hook it attaches to.
+enum HookKind {
+    /// A BTF tracepoint, by its raw tracepoint name.
+    Btf(&'static str),
+    /// A classic tracepoint: category and name.
+    Classic(&'static str, &'static str),
+}
+
 struct Hook {
     program: &'static str,
-    tracepoint: &'static str,
-    signal: Signal,
+    kind: HookKind,
+    signals: &'static [Signal],
 }
+
+const SCHED: &[Signal] = &[
+    Signal::RunQueueDelay,
+    Signal::ThreadStates,
+    Signal::CpuThrottling,
+];
 
 const HOOKS: &[Hook] = &[
     Hook {
         program: "sched_wakeup",
-        tracepoint: "sched_wakeup",
-        signal: Signal::RunQueueDelay,
+        kind: HookKind::Btf("sched_wakeup"),
+        signals: SCHED,
     },
     Hook {
         program: "sched_wakeup_new",
-        tracepoint: "sched_wakeup_new",
-        signal: Signal::RunQueueDelay,
+        kind: HookKind::Btf("sched_wakeup_new"),
+        signals: SCHED,
     },
+    // Attach order is run order: the node-wide program records the CPU slice that the
+    // per-thread one reads.
     Hook {
         program: "sched_switch",
-        tracepoint: "sched_switch",
-        signal: Signal::RunQueueDelay,
+        kind: HookKind::Btf("sched_switch"),
+        signals: SCHED,
+    },
+    Hook {
+        program: "sched_switch_threads",
+        kind: HookKind::Btf("sched_switch"),
+        signals: &[Signal::ThreadStates, Signal::CpuThrottling],
+    },
+    Hook {
+        program: "sched_process_exit",
+        kind: HookKind::Btf("sched_process_exit"),
+        signals: &[Signal::ThreadStates],
+    },
+    Hook {
+        program: "tcp_retransmit_skb",
+        kind: HookKind::Classic("tcp", "tcp_retransmit_skb"),
+        signals: &[Signal::TcpRetransmits],
+    },
+    Hook {
+        program: "tcp_retransmit_synack",
+        kind: HookKind::Classic("tcp", "tcp_retransmit_synack"),
+        signals: &[Signal::TcpRetransmits],
+    },
+    Hook {
+        program: "sock_send_length",
+        kind: HookKind::Classic("sock", "sock_send_length"),
+        signals: &[Signal::TcpRetransmits],
+    },
+    Hook {
+        program: "sock_recv_length",
+        kind: HookKind::Classic("sock", "sock_recv_length"),
+        signals: &[Signal::TcpRetransmits],
     },
 ];
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HookHealth {
-    pub program: &'static str,
-    pub signal: Signal,
+    pub program: String,
     pub attached: bool,
     pub error: Option<String>,
+}
+
+/// Why a signal runs degraded, if it does.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SignalHealth {
+    pub signal: Signal,
+    pub ok: bool,
+    pub reason: Option<String>,
+}
+
+pub struct ProbeOptions {
+    pub btf: PathBuf,
+    pub tracefs: PathBuf,
+    pub config: ProbeConfig,
 }
 
 pub struct Probes {
     pub ebpf: Ebpf,
     pub hooks: Vec<HookHealth>,
+    pub signals: Vec<SignalHealth>,
 }
 
-impl Probes {
-    /// Whether every hook a signal needs is attached.
-    pub fn signal_ok(&self, signal: Signal) -> bool {
-        self.hooks
-            .iter()
-            .filter(|h| h.signal == signal)
-            .all(|h| h.attached)
-    }
-}
-
-pub fn load(btf_path: &Path) -> anyhow::Result<Probes> {
+pub fn load(opts: &ProbeOptions) -> anyhow::Result<Probes> {
     raise_memlock_limit();
-    let kernel_btf = KernelBtf::open(btf_path)?;
-    let offsets = task_offsets(&kernel_btf).context("resolving kernel struct offsets")?;
+    let kernel_btf = KernelBtf::open(&opts.btf)?;
+    let offsets = kernel_offsets(&kernel_btf).context("resolving kernel struct offsets")?;
     log::debug!("kernel offsets: {offsets:?}");
+    let tcp = tcp_offsets(&opts.tracefs);
+    if let Err(err) = &tcp {
+        log::warn!("TCP retransmits disabled: {err:#}");
+    }
+    let tcp_globals = tcp.as_ref().copied().unwrap_or(TcpTracepointOffsets::ZERO);
 
     let mut ebpf = EbpfLoader::new()
-        .override_global(maps::TASK_OFFSETS_GLOBAL, &offsets, true)
+        .override_global(maps::KERNEL_OFFSETS_GLOBAL, &offsets, true)
+        .override_global(maps::TCP_TP_OFFSETS_GLOBAL, &tcp_globals, true)
+        .override_global(maps::PROBE_CONFIG_GLOBAL, &opts.config, true)
         .load(EBPF_OBJECT)
         .context(
             "loading the eBPF programs into the kernel failed: run as root, or with \
              CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE",
         )?;
-    let btf = Btf::parse_file(btf_path, aya::Endianness::default())
-        .with_context(|| format!("parsing {}", btf_path.display()))?;
+    let btf = Btf::parse_file(&opts.btf, aya::Endianness::default())
+        .with_context(|| format!("parsing {}", opts.btf.display()))?;
 
-    let hooks = HOOKS
+    let hooks: Vec<HookHealth> = HOOKS
         .iter()
         .map(|hook| {
-            let result = attach_btf_tracepoint(&mut ebpf, hook, &btf);
+            let started = std::time::Instant::now();
+            let result = match (&hook.kind, &tcp) {
+                (HookKind::Classic(..), Err(err)) => Err(anyhow::anyhow!("{err:#}")),
+                _ => attach(&mut ebpf, hook, &btf),
+            };
+            log::debug!(
+                "{} verified and attached in {:?}",
+                hook.program,
+                started.elapsed()
+            );
             if let Err(err) = &result {
                 log::warn!(
-                    "hook {} unavailable, signal {:?} degraded: {err:#}",
-                    hook.tracepoint,
-                    hook.signal
+                    "hook {} unavailable, {:?} degraded: {err:#}",
+                    hook.program,
+                    hook.signals
                 );
             }
             HookHealth {
-                program: hook.program,
-                signal: hook.signal,
+                program: hook.program.to_string(),
                 attached: result.is_ok(),
                 error: result.err().map(|e| format!("{e:#}")),
             }
         })
         .collect();
-    Ok(Probes { ebpf, hooks })
+    let signals = signal_health(&hooks, &offsets);
+    for s in signals.iter().filter(|s| !s.ok) {
+        log::warn!(
+            "{:?} degraded: {}",
+            s.signal,
+            s.reason.as_deref().unwrap_or("")
+        );
+    }
+    Ok(Probes {
+        ebpf,
+        hooks,
+        signals,
+    })
 }
 
-fn attach_btf_tracepoint(ebpf: &mut Ebpf, hook: &Hook, btf: &Btf) -> anyhow::Result<()> {
-    let program: &mut BtfTracePoint = ebpf
+fn signal_health(hooks: &[HookHealth], offsets: &KernelOffsets) -> Vec<SignalHealth> {
+    let all = [
+        Signal::RunQueueDelay,
+        Signal::ThreadStates,
+        Signal::CpuThrottling,
+        Signal::TcpRetransmits,
+    ];
+    all.iter()
+        .map(|&signal| {
+            let missing: Vec<&str> = HOOKS
+                .iter()
+                .zip(hooks)
+                .filter(|(hook, health)| hook.signals.contains(&signal) && !health.attached)
+                .map(|(hook, _)| hook.program)
+                .collect();
+            let mut reason = (!missing.is_empty())
+                .then(|| format!("hooks not attached: {}", missing.join(", ")));
+            if signal == Signal::CpuThrottling
+                && (offsets.task_cfs_rq == OFFSET_ABSENT
+                    || offsets.cfs_rq_throttle_count == OFFSET_ABSENT)
+            {
+                reason = Some(
+                    "kernel without CONFIG_FAIR_GROUP_SCHED/CONFIG_CFS_BANDWIDTH: \
+                     run-queue waits are not split into throttled and contended"
+                        .to_string(),
+                );
+            }
+            SignalHealth {
+                signal,
+                ok: reason.is_none(),
+                reason,
+            }
+        })
+        .collect()
+}
+
+fn attach(ebpf: &mut Ebpf, hook: &Hook, btf: &Btf) -> anyhow::Result<()> {
+    let program = ebpf
         .program_mut(hook.program)
-        .with_context(|| format!("program {} missing from the eBPF object", hook.program))?
-        .try_into()?;
-    program
-        .load(hook.tracepoint, btf)
-        .with_context(|| format!("loading {}", hook.program))?;
-    program
-        .attach()
-        .with_context(|| format!("attaching to tp_btf/{}", hook.tracepoint))?;
+        .with_context(|| format!("program {} missing from the eBPF object", hook.program))?;
+    match hook.kind {
+        HookKind::Btf(tracepoint) => {
+            let program: &mut BtfTracePoint = program.try_into()?;
+            program
+                .load(tracepoint, btf)
+                .with_context(|| format!("loading {}", hook.program))?;
+            program
+                .attach()
+                .with_context(|| format!("attaching to tp_btf/{tracepoint}"))?;
+        }
+        HookKind::Classic(category, name) => {
+            let program: &mut TracePoint = program.try_into()?;
+            program
+                .load()
+                .with_context(|| format!("loading {}", hook.program))?;
+            program
+                .attach(category, name)
+                .with_context(|| format!("attaching to tracepoint/{category}/{name}"))?;
+        }
+    }
     Ok(())
 }
 

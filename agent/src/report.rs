@@ -8,18 +8,78 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{cli::OutputFormat, runqueue::CgroupRunq};
+use crate::{
+    cli::OutputFormat, cpu_stat::ThrottleEpisode, retransmits::RetransmitRow, runqueue::CgroupRunq,
+};
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Report {
     pub unix_time_ms: u64,
+    /// The monotonic clock (the kernel's, as in `bpf_ktime_get_ns`) at the end of the interval.
+    pub mono_ns: u64,
     pub interval_ms: u64,
     /// Cgroups with run-queue activity in the interval, most total wait first.
     pub cgroups: Vec<CgroupRunq>,
-    /// Kernel-side losses since start, by counter.
+    /// Watched threads with activity in the interval.
+    pub threads: Vec<ThreadRow>,
+    /// Every retransmit seen in the interval.
+    pub retransmits: Vec<RetransmitRow>,
+    /// Retransmits per connection in the interval, most first.
+    pub connections: Vec<ConnectionRow>,
+    /// CFS throttling of the watched processes' cgroups in the interval.
+    pub throttling: Vec<ThrottleRow>,
+    /// Kernel-side losses since start, by counter (plus the userspace store's evictions).
     pub drops: BTreeMap<String, u64>,
-    /// Signals running without some of their hooks.
+    /// Signals running degraded, with why.
     pub degraded: Vec<String>,
+}
+
+/// Where one watched thread's time went in the interval.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ThreadRow {
+    pub tid: u32,
+    pub pid: u32,
+    pub comm: String,
+    pub on_cpu_ns: u64,
+    /// All run-queue waiting: `throttled_ns` + `contention_ns`.
+    pub runq_ns: u64,
+    pub throttled_ns: u64,
+    pub contention_ns: u64,
+    pub off_cpu_ns: u64,
+    pub longest_on_cpu_ns: u64,
+    pub longest_runq_ns: u64,
+    pub longest_off_cpu_ns: u64,
+    /// Who held the CPU while this thread waited, most time first.
+    pub neighbours: Vec<NeighbourRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NeighbourRow {
+    pub pid: u32,
+    pub comm: Option<String>,
+    pub ns: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionRow {
+    pub local: String,
+    pub remote: String,
+    pub pid: Option<u32>,
+    pub retransmits: u64,
+    pub cost_ns: u64,
+}
+
+/// One watched cgroup's throttling: the kernel's own `cpu.stat` counters next to what the
+/// agent attributed to the watched threads in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThrottleRow {
+    /// The directory whose `cpu.stat` was read (v1 `cpu` controller or v2).
+    pub cgroup: String,
+    pub nr_throttled: u64,
+    pub cpu_stat_throttled_ns: u64,
+    /// Sum of the throttled run-queue time of the watched threads in the cgroup.
+    pub threads_throttled_ns: u64,
+    pub episodes: Vec<ThrottleEpisode>,
 }
 
 impl Report {
@@ -30,9 +90,7 @@ impl Report {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
             interval_ms: interval.as_millis() as u64,
-            cgroups: Vec::new(),
-            drops: BTreeMap::new(),
-            degraded: Vec::new(),
+            ..Self::default()
         }
     }
 }
@@ -75,6 +133,9 @@ pub fn render_table(report: &Report, top: usize) -> String {
             st.p99_wait_ns as f64 / 1e3,
         ));
     }
+    render_threads(&mut s, report, top);
+    render_throttling(&mut s, report);
+    render_connections(&mut s, report, top);
     let lost: u64 = report.drops.values().sum();
     if lost > 0 {
         let detail: Vec<String> = report
@@ -89,6 +150,69 @@ pub fn render_table(report: &Report, top: usize) -> String {
         s.push_str(&format!("degraded: {d}\n"));
     }
     s
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+fn render_threads(s: &mut String, report: &Report, top: usize) {
+    if report.threads.is_empty() {
+        return;
+    }
+    s.push_str(&format!(
+        "{:<24} {:>9} {:>9} {:>9} {:>9}  {}\n",
+        "WATCHED THREAD",
+        "ON_CPU",
+        "CONTEND",
+        "THROTTLE",
+        "OFF_CPU",
+        "TOP NEIGHBOUR (ms of its wait)"
+    ));
+    for t in report.threads.iter().take(top) {
+        let neighbour = t.neighbours.first().map_or(String::new(), |n| {
+            format!(
+                "{} [{}] {:.1}",
+                n.comm.as_deref().unwrap_or("?"),
+                n.pid,
+                ms(n.ns)
+            )
+        });
+        s.push_str(&format!(
+            "{:<24} {:>9.1} {:>9.1} {:>9.1} {:>9.1}  {}\n",
+            shorten(&format!("{} [{}/{}]", t.comm, t.pid, t.tid), 24),
+            ms(t.on_cpu_ns),
+            ms(t.contention_ns),
+            ms(t.throttled_ns),
+            ms(t.off_cpu_ns),
+            neighbour
+        ));
+    }
+}
+
+fn render_throttling(s: &mut String, report: &Report) {
+    for t in report.throttling.iter().filter(|t| t.nr_throttled > 0) {
+        s.push_str(&format!(
+            "throttled: {} {} periods, {:.1} ms (cpu.stat) / {:.1} ms (watched threads)\n",
+            t.cgroup,
+            t.nr_throttled,
+            ms(t.cpu_stat_throttled_ns),
+            ms(t.threads_throttled_ns)
+        ));
+    }
+}
+
+fn render_connections(s: &mut String, report: &Report, top: usize) {
+    for c in report.connections.iter().take(top) {
+        s.push_str(&format!(
+            "retransmits: {} -> {} pid {} x{} (~{:.0} ms lost)\n",
+            c.local,
+            c.remote,
+            c.pid.map_or("?".to_string(), |p| p.to_string()),
+            c.retransmits,
+            ms(c.cost_ns)
+        ));
+    }
 }
 
 /// Keeps the end of long paths: the leaf cgroup is the informative part.

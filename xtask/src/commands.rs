@@ -90,6 +90,7 @@ pub fn test() -> anyhow::Result<()> {
                 "--release",
                 "-p",
                 "culprit-tests",
+                "--tests",
                 "--",
                 "--test-threads=1",
             ]))

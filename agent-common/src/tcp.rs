@@ -1,0 +1,54 @@
+//! TCP retransmits and the thread that owns the socket.
+
+/// Who last sent or received on a socket (map `SOCK_OWNER`, keyed by `struct sock *`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockOwner {
+    pub tgid: u32,
+    pub tid: u32,
+    /// Last send on the socket by its owner, 0 if none seen.
+    pub last_send_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<SockOwner>() == 16);
+
+/// Retransmit kinds.
+pub mod retransmit {
+    /// A data or SYN segment (`tcp:tcp_retransmit_skb`).
+    pub const SEGMENT: u32 = 1;
+    /// A SYN-ACK of a passive open (`tcp:tcp_retransmit_synack`).
+    pub const SYNACK: u32 = 2;
+}
+
+/// A record on the `TCP_EVENTS` ring buffer: one retransmitted segment.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetransmitRecord {
+    /// One of [`retransmit`].
+    pub kind: u32,
+    /// TCP state of the socket (`TCP_ESTABLISHED` = 1, `TCP_SYN_SENT` = 2, ...).
+    pub state: u32,
+    pub ts_ns: u64,
+    pub skaddr: u64,
+    /// Owner from `SOCK_OWNER`; 0 when the socket was not seen sending or receiving.
+    pub tgid: u32,
+    pub tid: u32,
+    /// Time since the owner's last send on the socket; 0 if unknown.
+    pub since_send_ns: u64,
+    /// `AF_INET` (2) or `AF_INET6` (10).
+    pub family: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub _reserved: u16,
+    /// IPv4 in the first 4 bytes, or IPv6.
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<RetransmitRecord>() == 80);
+
+#[cfg(feature = "user")]
+mod pod {
+    unsafe impl aya::Pod for super::SockOwner {}
+    unsafe impl aya::Pod for super::RetransmitRecord {}
+}

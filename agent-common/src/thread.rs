@@ -1,0 +1,108 @@
+//! Per-thread time accounting for watched threads: every moment of a watched thread is on a
+//! CPU, waiting in a run queue, or off CPU (blocked).
+
+/// What a watched thread is doing.
+pub mod state {
+    /// Registered by the agent, not yet seen by the scheduler hooks.
+    pub const UNKNOWN: u32 = 0;
+    pub const ON_CPU: u32 = 1;
+    /// Runnable, waiting for a CPU (woken or preempted).
+    pub const RUNQ: u32 = 2;
+    /// Blocked: sleeping, waiting for I/O, a lock, the network.
+    pub const OFF_CPU: u32 = 3;
+}
+
+/// Short intervals of one thread summed over one bucket, with the neighbour that took most of
+/// its run-queue time in the bucket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadBucket {
+    /// Start of the bucket (a multiple of the bucket width); 0 when empty.
+    pub start_ns: u64,
+    pub on_cpu_ns: u64,
+    pub runq_ns: u64,
+    /// The part of `runq_ns` spent while the thread's cgroup was CFS-throttled.
+    pub throttled_ns: u64,
+    pub off_cpu_ns: u64,
+    pub neighbour_ns: u64,
+    pub neighbour_tgid: u32,
+    pub neighbour_tid: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<ThreadBucket>() == 56);
+
+/// The kernel's per-thread record (map `THREAD_STATE`, keyed by tid). Its presence is what makes
+/// a thread watched.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadState {
+    /// One of [`state`].
+    pub state: u32,
+    pub tgid: u32,
+    /// When the current state began.
+    pub since_ns: u64,
+    /// The cfs_rq the thread waited on, and its throttling clock, when the wait began.
+    pub cfs_rq: u64,
+    pub throttled_self_ns_at_enqueue: u64,
+    /// Non-zero when the cfs_rq (or an ancestor) was throttled as the wait began.
+    pub throttled_at_enqueue: u32,
+    pub _reserved: u32,
+    pub bucket: ThreadBucket,
+}
+
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 96);
+
+/// Record kinds on the `SCHED_EVENTS` ring buffer.
+pub mod record {
+    /// One interval at least the episode threshold long.
+    pub const EPISODE: u32 = 1;
+    /// A bucket of short intervals.
+    pub const BUCKET: u32 = 2;
+    /// The thread exited; its state is gone.
+    pub const EXIT: u32 = 3;
+}
+
+/// A record on the `SCHED_EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedRecord {
+    /// One of [`record`].
+    pub kind: u32,
+    /// For episodes: the [`state`] the thread was in.
+    pub state: u32,
+    pub tid: u32,
+    pub tgid: u32,
+    /// Episode: its start and end. Bucket: the bucket's start and `start + width`.
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// Episode: the throttled part of a run-queue wait. Bucket: the bucket's sums.
+    pub bucket: ThreadBucket,
+}
+
+const _: () = assert!(core::mem::size_of::<SchedRecord>() == 88);
+
+/// Slices of CPU time recently given out on one CPU (per-CPU map `CPU_SLICES`): who ran there,
+/// so that a thread's run-queue wait can be charged to the neighbours that held the CPU.
+pub const CPU_SLICE_SLOTS: usize = 8;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuSlices {
+    /// When the current slice on this CPU began.
+    pub last_switch_ns: u64,
+    /// Next slot to overwrite.
+    pub head: u32,
+    pub _reserved: u32,
+    pub tgid: [u32; CPU_SLICE_SLOTS],
+    pub tid: [u32; CPU_SLICE_SLOTS],
+    pub start_ns: [u64; CPU_SLICE_SLOTS],
+    pub end_ns: [u64; CPU_SLICE_SLOTS],
+}
+
+const _: () = assert!(core::mem::size_of::<CpuSlices>() == 16 + 24 * CPU_SLICE_SLOTS);
+
+#[cfg(feature = "user")]
+mod pod {
+    unsafe impl aya::Pod for super::ThreadState {}
+    unsafe impl aya::Pod for super::SchedRecord {}
+}

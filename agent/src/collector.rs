@@ -1,0 +1,278 @@
+//! Everything the agent keeps between reports, and the report it builds from it.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+    time::Duration,
+};
+
+use culprit_common::{tcp::RetransmitRecord, thread::SchedRecord};
+
+use crate::{
+    cgroup_paths::CgroupPaths,
+    clock::monotonic_ns,
+    cpu_stat::ThrottleMonitor,
+    drops::DropCounters,
+    procfs,
+    report::{ConnectionRow, NeighbourRow, Report, ThreadRow, ThrottleRow},
+    retransmits::{RetransmitResolver, RetransmitRow},
+    runqueue::RunqCollector,
+    thread_store::{Breakdown, ThreadStore},
+    watch::WatchSet,
+};
+
+pub struct Collector {
+    pub runq: RunqCollector,
+    pub drops: DropCounters,
+    pub paths: CgroupPaths,
+    pub store: ThreadStore,
+    pub watch: WatchSet,
+    pub throttle: ThrottleMonitor,
+    resolver: RetransmitResolver,
+    pending_retransmits: Vec<RetransmitRow>,
+    cgroup_prefix: Option<String>,
+    degraded: Vec<String>,
+    last_report_ns: u64,
+    /// cpu.stat counters at the previous report, per watched cgroup.
+    last_cpu_stat: HashMap<PathBuf, crate::cpu_stat::CpuStat>,
+}
+
+impl Collector {
+    pub fn new(
+        runq: RunqCollector,
+        drops: DropCounters,
+        paths: CgroupPaths,
+        store: ThreadStore,
+        watch: WatchSet,
+        cgroup_prefix: Option<String>,
+        degraded: Vec<String>,
+    ) -> Self {
+        Self {
+            runq,
+            drops,
+            paths,
+            store,
+            watch,
+            throttle: ThrottleMonitor::default(),
+            resolver: RetransmitResolver::default(),
+            pending_retransmits: Vec::new(),
+            cgroup_prefix,
+            degraded,
+            last_report_ns: monotonic_ns(),
+            last_cpu_stat: HashMap::new(),
+        }
+    }
+
+    pub fn on_sched(&mut self, rec: SchedRecord) {
+        self.store.insert(rec);
+    }
+
+    pub fn on_retransmit(&mut self, rec: RetransmitRecord) {
+        let row = self.resolver.row(&rec);
+        self.pending_retransmits.push(row);
+    }
+
+    /// Re-reads the watch set and the cgroups whose throttling it follows.
+    pub fn refresh_watch(&mut self) {
+        self.watch.refresh();
+        for dir in self.watch.cpu_cgroups.values() {
+            self.throttle.watch(dir);
+        }
+    }
+
+    pub fn poll_throttling(&mut self) {
+        self.throttle.poll(monotonic_ns());
+    }
+
+    /// Sets the baseline the first report is measured from.
+    pub fn start(&mut self) {
+        let _ = self.runq.collect(&mut self.paths);
+        self.refresh_watch();
+        self.poll_throttling();
+        self.last_cpu_stat = self.cpu_stats();
+        self.last_report_ns = monotonic_ns();
+    }
+
+    fn cpu_stats(&self) -> HashMap<PathBuf, crate::cpu_stat::CpuStat> {
+        self.throttle
+            .watched()
+            .filter_map(|d| Some((d.to_path_buf(), self.throttle.stat(d)?)))
+            .collect()
+    }
+
+    pub fn report(&mut self, interval: Duration) -> Report {
+        let now_ns = monotonic_ns();
+        let (start_ns, end_ns) = (self.last_report_ns, now_ns);
+        self.last_report_ns = now_ns;
+        self.poll_throttling();
+
+        let mut report = Report::new(interval);
+        report.mono_ns = now_ns;
+        report.cgroups = self.runq.collect(&mut self.paths);
+        if let Some(prefix) = &self.cgroup_prefix {
+            report
+                .cgroups
+                .retain(|c| c.cgroup.starts_with(prefix.as_str()));
+        }
+        let breakdowns = self.thread_breakdowns(start_ns, end_ns);
+        report.throttling = self.throttle_rows(&breakdowns);
+        report.threads = breakdowns
+            .into_iter()
+            .map(|(tid, tgid, b)| thread_row(tid, tgid, &b))
+            .collect();
+        report.retransmits = std::mem::take(&mut self.pending_retransmits);
+        report.connections = connection_rows(&report.retransmits);
+        report.drops = self.drops.read();
+        report
+            .drops
+            .insert("thread_store_evicted".into(), self.store.evicted());
+        report.drops.insert(
+            "thread_registration_failed".into(),
+            self.watch.registration_failures,
+        );
+        report.degraded.clone_from(&self.degraded);
+        self.store.expire(now_ns);
+        report
+    }
+
+    fn thread_breakdowns(&self, start_ns: u64, end_ns: u64) -> Vec<(u32, u32, Breakdown)> {
+        let mut tids: Vec<u32> = self.watch.tids();
+        tids.extend(self.store.tids());
+        tids.sort_unstable();
+        tids.dedup();
+        let mut rows: Vec<(u32, u32, Breakdown)> = tids
+            .into_iter()
+            .filter_map(|tid| {
+                let live = self.watch.live(tid);
+                let tgid = live
+                    .map(|(tgid, _)| tgid)
+                    .filter(|&t| t != 0)
+                    .or_else(|| self.store.tgid_of(tid))?;
+                let b = self
+                    .store
+                    .breakdown(tid, start_ns, end_ns, live.as_ref().map(|(_, l)| l));
+                (b.observed_ns() > 0).then_some((tid, tgid, b))
+            })
+            .collect();
+        rows.sort_by_key(|(tid, tgid, _)| (*tgid, *tid));
+        rows
+    }
+
+    fn throttle_rows(&mut self, breakdowns: &[(u32, u32, Breakdown)]) -> Vec<ThrottleRow> {
+        let mut episodes: BTreeMap<String, Vec<_>> = BTreeMap::new();
+        for ep in self.throttle.take_episodes() {
+            episodes.entry(ep.cgroup.clone()).or_default().push(ep);
+        }
+        let now = self.cpu_stats();
+        let rows = now
+            .iter()
+            .map(|(dir, stat)| {
+                let before = self.last_cpu_stat.get(dir).copied().unwrap_or(*stat);
+                let threads_throttled_ns = breakdowns
+                    .iter()
+                    .filter(|(_, tgid, _)| self.watch.cpu_cgroups.get(tgid) == Some(dir))
+                    .map(|(_, _, b)| b.throttled_ns)
+                    .sum();
+                let cgroup = dir.display().to_string();
+                ThrottleRow {
+                    nr_throttled: stat.nr_throttled.saturating_sub(before.nr_throttled),
+                    cpu_stat_throttled_ns: stat.throttled_ns.saturating_sub(before.throttled_ns),
+                    threads_throttled_ns,
+                    episodes: episodes.remove(&cgroup).unwrap_or_default(),
+                    cgroup,
+                }
+            })
+            .collect();
+        self.last_cpu_stat = now;
+        rows
+    }
+}
+
+fn thread_row(tid: u32, tgid: u32, b: &Breakdown) -> ThreadRow {
+    ThreadRow {
+        tid,
+        pid: tgid,
+        comm: procfs::comm(tid).unwrap_or_default(),
+        on_cpu_ns: b.on_cpu_ns,
+        runq_ns: b.runq_ns,
+        throttled_ns: b.throttled_ns,
+        contention_ns: b.contention_ns(),
+        off_cpu_ns: b.off_cpu_ns,
+        longest_on_cpu_ns: b.longest_on_cpu_ns,
+        longest_runq_ns: b.longest_runq_ns,
+        longest_off_cpu_ns: b.longest_off_cpu_ns,
+        neighbours: b
+            .top_neighbours(3)
+            .into_iter()
+            .map(|(pid, ns)| NeighbourRow {
+                pid,
+                comm: procfs::comm(pid),
+                ns,
+            })
+            .collect(),
+    }
+}
+
+/// Retransmits per connection, most first.
+pub fn connection_rows(rows: &[RetransmitRow]) -> Vec<ConnectionRow> {
+    let mut by_conn: BTreeMap<(String, String), ConnectionRow> = BTreeMap::new();
+    for r in rows {
+        let c = by_conn
+            .entry((r.local.clone(), r.remote.clone()))
+            .or_insert_with(|| ConnectionRow {
+                local: r.local.clone(),
+                remote: r.remote.clone(),
+                pid: r.pid,
+                retransmits: 0,
+                cost_ns: 0,
+            });
+        c.retransmits += 1;
+        c.cost_ns += r.cost_ns;
+        c.pid = c.pid.or(r.pid);
+    }
+    let mut out: Vec<ConnectionRow> = by_conn.into_values().collect();
+    out.sort_by_key(|c| std::cmp::Reverse(c.retransmits));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(local: &str, remote: &str, cost_ns: u64) -> RetransmitRow {
+        RetransmitRow {
+            mono_ns: 0,
+            kind: "segment".into(),
+            state: "ESTABLISHED".into(),
+            local: local.into(),
+            remote: remote.into(),
+            pid: Some(1),
+            tid: None,
+            comm: None,
+            owner_from: "socket".into(),
+            cost_ns,
+            cost_from: "since_send".into(),
+        }
+    }
+
+    #[test]
+    fn connections_are_counted_and_ranked() {
+        let rows = vec![
+            row("a:1", "b:2", 10),
+            row("a:1", "b:2", 20),
+            row("c:3", "d:4", 5),
+        ];
+        let conns = connection_rows(&rows);
+        assert_eq!(conns.len(), 2);
+        assert_eq!(
+            (
+                conns[0].local.as_str(),
+                conns[0].retransmits,
+                conns[0].cost_ns
+            ),
+            ("a:1", 2, 30)
+        );
+        assert_eq!(conns[1].retransmits, 1);
+        assert!(connection_rows(&[]).is_empty());
+    }
+}

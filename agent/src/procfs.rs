@@ -1,0 +1,232 @@
+//! What /proc says about processes, threads, cgroups and sockets.
+
+use std::{
+    fs,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::{Path, PathBuf},
+};
+
+/// Thread ids of a process (empty if it is gone).
+pub fn threads_of(pid: u32) -> Vec<u32> {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The command name of a process or thread.
+pub fn comm(pid: u32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim_end().to_string())
+}
+
+/// The process a thread belongs to.
+pub fn tgid_of(tid: u32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// One line of /proc/<pid>/cgroup: `hierarchy-id:controllers:path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupMembership {
+    pub hierarchy: u32,
+    pub controllers: Vec<String>,
+    pub path: String,
+}
+
+pub fn parse_proc_cgroup(text: &str) -> Vec<CgroupMembership> {
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let hierarchy = parts.next()?.parse().ok()?;
+            let controllers = parts
+                .next()?
+                .split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect();
+            let path = parts.next()?.to_string();
+            Some(CgroupMembership {
+                hierarchy,
+                controllers,
+                path,
+            })
+        })
+        .collect()
+}
+
+/// The directory holding the `cpu.stat` that governs `pid`: the v1 `cpu` controller's cgroup
+/// where the controller is on v1 (hybrid hosts), else its cgroup v2.
+pub fn cpu_cgroup_dir(
+    memberships: &[CgroupMembership],
+    v1_cpu_root: &Path,
+    v2_root: &Path,
+) -> Option<PathBuf> {
+    let v1 = memberships
+        .iter()
+        .find(|m| m.hierarchy != 0 && m.controllers.iter().any(|c| c == "cpu"));
+    let (root, path) = match v1 {
+        Some(m) => (v1_cpu_root, &m.path),
+        None => (
+            v2_root,
+            &memberships.iter().find(|m| m.hierarchy == 0)?.path,
+        ),
+    };
+    Some(root.join(path.trim_start_matches('/')))
+}
+
+/// A TCP socket from /proc/net/tcp{,6}.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcSocket {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub inode: u64,
+}
+
+/// Parses /proc/net/tcp or /proc/net/tcp6.
+pub fn parse_proc_net_tcp(text: &str) -> Vec<ProcSocket> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            Some(ProcSocket {
+                local: parse_hex_addr(f.get(1)?)?,
+                remote: parse_hex_addr(f.get(2)?)?,
+                inode: f.get(9)?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// `0100007F:1F90` (IPv4) or 32 hex digits (IPv6), in the kernel's native 32-bit word order.
+fn parse_hex_addr(s: &str) -> Option<SocketAddr> {
+    let (addr, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let ip = match addr.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(
+            u32::from_str_radix(addr, 16).ok()?.to_le_bytes(),
+        )),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for (i, chunk) in bytes.chunks_mut(4).enumerate() {
+                let word = u32::from_str_radix(&addr[i * 8..i * 8 + 8], 16).ok()?;
+                chunk.copy_from_slice(&word.to_le_bytes());
+            }
+            IpAddr::V6(Ipv6Addr::from(bytes))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// The process holding the TCP socket `local -> remote`, found through /proc: the fallback when
+/// the kernel side never saw the socket used.
+pub fn socket_owner(local: SocketAddr, remote: SocketAddr) -> Option<u32> {
+    let inode = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|p| fs::read_to_string(p).ok())
+        .flat_map(|t| parse_proc_net_tcp(&t))
+        .find(|s| same_endpoint(s.local, local) && same_endpoint(s.remote, remote))?
+        .inode;
+    if inode == 0 {
+        return None;
+    }
+    let wanted = format!("socket:[{inode}]");
+    fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|proc_entry| {
+            let pid: u32 = proc_entry.file_name().to_str()?.parse().ok()?;
+            let fds = fs::read_dir(proc_entry.path().join("fd")).ok()?;
+            fds.flatten()
+                .any(|fd| fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == wanted.as_str()))
+                .then_some(pid)
+        })
+}
+
+/// IPv4 sockets show up in tcp6 as v4-mapped addresses.
+fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
+    let canon = |s: SocketAddr| match s.ip() {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(s, |v4| SocketAddr::new(IpAddr::V4(v4), s.port())),
+        IpAddr::V4(_) => s,
+    };
+    canon(a) == canon(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_hybrid_and_pure_v2_cgroup_files() {
+        let hybrid = "12:pids:/user.slice\n4:cpu:/culprit/quota\n1:name=systemd:/init.scope\n0::/lab/victim\n";
+        let m = parse_proc_cgroup(hybrid);
+        assert_eq!(m.len(), 4);
+        assert_eq!(
+            cpu_cgroup_dir(
+                &m,
+                Path::new("/sys/fs/cgroup/cpu"),
+                Path::new("/sys/fs/cgroup/unified")
+            ),
+            Some(PathBuf::from("/sys/fs/cgroup/cpu/culprit/quota"))
+        );
+        let v2 = parse_proc_cgroup("0::/kubepods.slice/pod1/cri-containerd-abc.scope\n");
+        assert_eq!(
+            cpu_cgroup_dir(&v2, Path::new("/nonexistent"), Path::new("/sys/fs/cgroup")),
+            Some(PathBuf::from(
+                "/sys/fs/cgroup/kubepods.slice/pod1/cri-containerd-abc.scope"
+            ))
+        );
+        // Controllers co-mounted with cpu (cpu,cpuacct) count too.
+        let comounted = parse_proc_cgroup("3:cpu,cpuacct:/a\n0::/\n");
+        assert_eq!(
+            cpu_cgroup_dir(&comounted, Path::new("/c"), Path::new("/u")),
+            Some(PathBuf::from("/c/a"))
+        );
+        assert_eq!(cpu_cgroup_dir(&[], Path::new("/c"), Path::new("/u")), None);
+    }
+
+    #[test]
+    fn parses_proc_net_tcp_v4_and_v6() {
+        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 12345 1 0000000000000000 20 4 30 10 -1
+";
+        let s = parse_proc_net_tcp(v4);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].local, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(s[0].remote, "127.0.0.1:50000".parse().unwrap());
+        assert_eq!(s[0].inode, 12345);
+        let v6 = "  sl  local_address                         remote_address                        st
+   0: 00000000000000000000000001000000:1F90 0000000000000000FFFF00000100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 777 1
+";
+        let s = parse_proc_net_tcp(v6);
+        assert_eq!(s[0].local, "[::1]:8080".parse().unwrap());
+        assert!(same_endpoint(
+            s[0].remote,
+            "127.0.0.1:50000".parse().unwrap()
+        ));
+        assert_eq!(s[0].inode, 777);
+        assert!(parse_proc_net_tcp("header only\n").is_empty());
+        assert!(parse_proc_net_tcp("h\n 0: zz:zz yy:yy\n").is_empty());
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let me = std::process::id();
+        assert!(threads_of(me).contains(&me));
+        assert_eq!(tgid_of(me), Some(me));
+        assert!(comm(me).is_some());
+        assert!(threads_of(u32::MAX).is_empty());
+    }
+}

@@ -1,0 +1,385 @@
+//! The per-thread, time-indexed store of what the kernel streamed: episodes and buckets of
+//! on-CPU, run-queue and off-CPU time. Bounded in time (retention) and in memory (a record cap);
+//! the oldest records go first and every eviction is counted.
+
+use std::collections::{HashMap, VecDeque};
+
+use culprit_common::thread::{SchedRecord, ThreadBucket, record, state};
+
+/// Where a thread's time went over a window.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Breakdown {
+    pub on_cpu_ns: u64,
+    /// All run-queue waiting, throttled or not.
+    pub runq_ns: u64,
+    /// The part of `runq_ns` spent while the thread's cgroup was CFS-throttled.
+    pub throttled_ns: u64,
+    pub off_cpu_ns: u64,
+    /// Neighbour process (tgid) -> run-queue time it took from this thread.
+    pub neighbours: HashMap<u32, u64>,
+    pub longest_on_cpu_ns: u64,
+    pub longest_runq_ns: u64,
+    pub longest_off_cpu_ns: u64,
+}
+
+impl Breakdown {
+    /// Run-queue time not explained by throttling.
+    pub fn contention_ns(&self) -> u64 {
+        self.runq_ns.saturating_sub(self.throttled_ns)
+    }
+
+    pub fn observed_ns(&self) -> u64 {
+        self.on_cpu_ns + self.runq_ns + self.off_cpu_ns
+    }
+
+    /// Adds `fraction` of a record's sums.
+    fn add(&mut self, b: &ThreadBucket, fraction: f64) {
+        let part = |ns: u64| (ns as f64 * fraction).round() as u64;
+        self.on_cpu_ns += part(b.on_cpu_ns);
+        self.runq_ns += part(b.runq_ns);
+        self.throttled_ns += part(b.throttled_ns);
+        self.off_cpu_ns += part(b.off_cpu_ns);
+        if b.neighbour_ns > 0 {
+            *self.neighbours.entry(b.neighbour_tgid).or_default() += part(b.neighbour_ns);
+        }
+    }
+
+    pub fn merge(&mut self, other: &Breakdown) {
+        self.on_cpu_ns += other.on_cpu_ns;
+        self.runq_ns += other.runq_ns;
+        self.throttled_ns += other.throttled_ns;
+        self.off_cpu_ns += other.off_cpu_ns;
+        for (tgid, ns) in &other.neighbours {
+            *self.neighbours.entry(*tgid).or_default() += ns;
+        }
+        self.longest_on_cpu_ns = self.longest_on_cpu_ns.max(other.longest_on_cpu_ns);
+        self.longest_runq_ns = self.longest_runq_ns.max(other.longest_runq_ns);
+        self.longest_off_cpu_ns = self.longest_off_cpu_ns.max(other.longest_off_cpu_ns);
+    }
+
+    /// The neighbours by time taken, most first.
+    pub fn top_neighbours(&self, n: usize) -> Vec<(u32, u64)> {
+        let mut v: Vec<(u32, u64)> = self.neighbours.iter().map(|(k, v)| (*k, *v)).collect();
+        v.sort_by_key(|&(tgid, ns)| (std::cmp::Reverse(ns), tgid));
+        v.truncate(n);
+        v
+    }
+}
+
+/// What a thread is doing right now, as read from the kernel's `THREAD_STATE`: the current
+/// interval and the bucket not yet streamed.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveState {
+    pub state: u32,
+    pub since_ns: u64,
+    pub bucket: ThreadBucket,
+}
+
+struct Timeline {
+    tgid: u32,
+    records: VecDeque<SchedRecord>,
+}
+
+pub struct ThreadStore {
+    threads: HashMap<u32, Timeline>,
+    /// Arrival order of every stored record, for eviction oldest-first across threads.
+    arrivals: VecDeque<(u32, u64)>,
+    retention_ns: u64,
+    max_records: usize,
+    bucket_ns: u64,
+    evicted: u64,
+}
+
+impl ThreadStore {
+    pub fn new(retention_ns: u64, max_records: usize, bucket_ns: u64) -> Self {
+        Self {
+            threads: HashMap::new(),
+            arrivals: VecDeque::new(),
+            retention_ns,
+            max_records: max_records.max(1),
+            bucket_ns,
+            evicted: 0,
+        }
+    }
+
+    /// Records dropped because the store was full (expiry by age is not a loss).
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    pub fn len(&self) -> usize {
+        self.arrivals.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.arrivals.is_empty()
+    }
+
+    pub fn tgid_of(&self, tid: u32) -> Option<u32> {
+        self.threads.get(&tid).map(|t| t.tgid)
+    }
+
+    pub fn tids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.threads.keys().copied()
+    }
+
+    pub fn insert(&mut self, rec: SchedRecord) {
+        if rec.kind == record::EXIT {
+            return;
+        }
+        let timeline = self.threads.entry(rec.tid).or_insert_with(|| Timeline {
+            tgid: rec.tgid,
+            records: VecDeque::new(),
+        });
+        if rec.tgid != 0 {
+            timeline.tgid = rec.tgid;
+        }
+        timeline.records.push_back(rec);
+        self.arrivals.push_back((rec.tid, rec.end_ns));
+        while self.arrivals.len() > self.max_records {
+            self.pop_oldest();
+            self.evicted += 1;
+        }
+    }
+
+    /// Drops records that ended before `now_ns - retention`.
+    pub fn expire(&mut self, now_ns: u64) {
+        let horizon = now_ns.saturating_sub(self.retention_ns);
+        while self.arrivals.front().is_some_and(|&(_, end)| end < horizon) {
+            self.pop_oldest();
+        }
+    }
+
+    fn pop_oldest(&mut self) {
+        let Some((tid, _)) = self.arrivals.pop_front() else {
+            return;
+        };
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.records.pop_front();
+            if t.records.is_empty() {
+                self.threads.remove(&tid);
+            }
+        }
+    }
+
+    /// Where thread `tid`'s time went in `[start_ns, end_ns)`, from stored records plus, if
+    /// given, what the kernel holds for it right now.
+    pub fn breakdown(
+        &self,
+        tid: u32,
+        start_ns: u64,
+        end_ns: u64,
+        live: Option<&LiveState>,
+    ) -> Breakdown {
+        let mut out = Breakdown::default();
+        if end_ns <= start_ns {
+            return out;
+        }
+        if let Some(t) = self.threads.get(&tid) {
+            for rec in &t.records {
+                add_record(&mut out, rec, start_ns, end_ns);
+            }
+        }
+        if let Some(live) = live {
+            if live.bucket.start_ns != 0 {
+                let b = SchedRecord {
+                    kind: record::BUCKET,
+                    start_ns: live.bucket.start_ns,
+                    end_ns: live.bucket.start_ns + self.bucket_ns,
+                    bucket: live.bucket,
+                    ..SchedRecord::default()
+                };
+                add_record(&mut out, &b, start_ns, end_ns);
+            }
+            if live.since_ns != 0 && live.since_ns < end_ns && live.state != state::UNKNOWN {
+                let mut b = ThreadBucket::default();
+                let dur = end_ns - live.since_ns;
+                match live.state {
+                    state::ON_CPU => b.on_cpu_ns = dur,
+                    state::RUNQ => b.runq_ns = dur,
+                    _ => b.off_cpu_ns = dur,
+                }
+                let current = SchedRecord {
+                    kind: record::EPISODE,
+                    state: live.state,
+                    start_ns: live.since_ns,
+                    end_ns,
+                    bucket: b,
+                    ..SchedRecord::default()
+                };
+                add_record(&mut out, &current, start_ns, end_ns);
+            }
+        }
+        out
+    }
+}
+
+/// Adds the part of `rec` inside the window, in proportion to the overlap.
+fn add_record(out: &mut Breakdown, rec: &SchedRecord, start_ns: u64, end_ns: u64) {
+    let lo = rec.start_ns.max(start_ns);
+    let hi = rec.end_ns.min(end_ns);
+    if hi <= lo || rec.end_ns <= rec.start_ns {
+        return;
+    }
+    let fraction = (hi - lo) as f64 / (rec.end_ns - rec.start_ns) as f64;
+    out.add(&rec.bucket, fraction);
+    if rec.kind == record::EPISODE {
+        let len = hi - lo;
+        let longest = match rec.state {
+            state::ON_CPU => &mut out.longest_on_cpu_ns,
+            state::RUNQ => &mut out.longest_runq_ns,
+            _ => &mut out.longest_off_cpu_ns,
+        };
+        *longest = (*longest).max(len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn episode(tid: u32, st: u32, start_ms: u64, end_ms: u64) -> SchedRecord {
+        let dur = (end_ms - start_ms) * MS;
+        let mut b = ThreadBucket::default();
+        match st {
+            state::ON_CPU => b.on_cpu_ns = dur,
+            state::RUNQ => b.runq_ns = dur,
+            _ => b.off_cpu_ns = dur,
+        }
+        SchedRecord {
+            kind: record::EPISODE,
+            state: st,
+            tid,
+            tgid: 100,
+            start_ns: start_ms * MS,
+            end_ns: end_ms * MS,
+            bucket: b,
+        }
+    }
+
+    fn bucket(
+        tid: u32,
+        start_ms: u64,
+        on: u64,
+        runq: u64,
+        throttled: u64,
+        off: u64,
+    ) -> SchedRecord {
+        SchedRecord {
+            kind: record::BUCKET,
+            state: 0,
+            tid,
+            tgid: 100,
+            start_ns: start_ms * MS,
+            end_ns: (start_ms + 10) * MS,
+            bucket: ThreadBucket {
+                start_ns: start_ms * MS,
+                on_cpu_ns: on * MS,
+                runq_ns: runq * MS,
+                throttled_ns: throttled * MS,
+                off_cpu_ns: off * MS,
+                neighbour_ns: (runq - throttled) * MS,
+                neighbour_tgid: 7,
+                neighbour_tid: 7,
+            },
+        }
+    }
+
+    #[test]
+    fn episodes_are_clipped_to_the_window() {
+        let mut s = ThreadStore::new(60_000 * MS, 1000, 10 * MS);
+        s.insert(episode(1, state::OFF_CPU, 100, 150));
+        s.insert(episode(1, state::ON_CPU, 150, 170));
+        let b = s.breakdown(1, 0, 1000 * MS, None);
+        assert_eq!((b.off_cpu_ns, b.on_cpu_ns), (50 * MS, 20 * MS));
+        assert_eq!(b.longest_off_cpu_ns, 50 * MS);
+        let b = s.breakdown(1, 140 * MS, 160 * MS, None);
+        assert_eq!((b.off_cpu_ns, b.on_cpu_ns), (10 * MS, 10 * MS));
+        assert_eq!(
+            s.breakdown(1, 200 * MS, 300 * MS, None),
+            Breakdown::default()
+        );
+        assert_eq!(s.breakdown(2, 0, 1000 * MS, None), Breakdown::default());
+    }
+
+    #[test]
+    fn buckets_count_in_proportion_and_split_throttling() {
+        let mut s = ThreadStore::new(60_000 * MS, 1000, 10 * MS);
+        s.insert(bucket(1, 100, 4, 4, 1, 2));
+        let b = s.breakdown(1, 0, 1000 * MS, None);
+        assert_eq!(
+            (b.on_cpu_ns, b.runq_ns, b.throttled_ns, b.off_cpu_ns),
+            (4 * MS, 4 * MS, MS, 2 * MS)
+        );
+        assert_eq!(b.contention_ns(), 3 * MS);
+        assert_eq!(b.top_neighbours(3), vec![(7, 3 * MS)]);
+        // Half the bucket inside the window: half its sums.
+        let b = s.breakdown(1, 105 * MS, 200 * MS, None);
+        assert_eq!(b.on_cpu_ns, 2 * MS);
+    }
+
+    #[test]
+    fn live_state_fills_the_present() {
+        let s = ThreadStore::new(60_000 * MS, 1000, 10 * MS);
+        let live = LiveState {
+            state: state::ON_CPU,
+            since_ns: 500 * MS,
+            bucket: ThreadBucket::default(),
+        };
+        let b = s.breakdown(1, 0, 1000 * MS, Some(&live));
+        assert_eq!(b.on_cpu_ns, 500 * MS);
+        let unknown = LiveState {
+            state: state::UNKNOWN,
+            ..live
+        };
+        assert_eq!(s.breakdown(1, 0, 1000 * MS, Some(&unknown)).on_cpu_ns, 0);
+    }
+
+    #[test]
+    fn the_cap_evicts_oldest_first_and_counts() {
+        let mut s = ThreadStore::new(60_000 * MS, 3, 10 * MS);
+        s.insert(episode(1, state::ON_CPU, 0, 10));
+        s.insert(episode(2, state::ON_CPU, 10, 20));
+        s.insert(episode(1, state::ON_CPU, 20, 30));
+        s.insert(episode(2, state::ON_CPU, 30, 40));
+        assert_eq!((s.len(), s.evicted()), (3, 1));
+        // Thread 1's first record went.
+        assert_eq!(s.breakdown(1, 0, 100 * MS, None).on_cpu_ns, 10 * MS);
+        assert_eq!(s.breakdown(2, 0, 100 * MS, None).on_cpu_ns, 20 * MS);
+    }
+
+    #[test]
+    fn retention_expires_without_counting_loss() {
+        let mut s = ThreadStore::new(100 * MS, 1000, 10 * MS);
+        s.insert(episode(1, state::ON_CPU, 0, 10));
+        s.insert(episode(1, state::ON_CPU, 150, 160));
+        s.expire(200 * MS);
+        assert_eq!((s.len(), s.evicted()), (1, 0));
+        s.expire(10_000 * MS);
+        assert_eq!(s.len(), 0);
+        assert_eq!(s.tids().count(), 0);
+    }
+
+    #[test]
+    fn merge_sums_and_keeps_maxima() {
+        let mut a = Breakdown {
+            on_cpu_ns: 1,
+            longest_runq_ns: 5,
+            ..Breakdown::default()
+        };
+        a.neighbours.insert(9, 2);
+        let mut b = Breakdown {
+            on_cpu_ns: 2,
+            longest_runq_ns: 3,
+            ..Breakdown::default()
+        };
+        b.neighbours.insert(9, 3);
+        a.merge(&b);
+        assert_eq!(
+            (a.on_cpu_ns, a.longest_runq_ns, a.neighbours[&9]),
+            (3, 5, 5)
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! Record layouts of classic tracepoints, read from their `format` files in tracefs, so that
+//! the programs need no compiled-in offsets.
+
+use std::{collections::HashMap, fs, path::Path};
+
+use anyhow::{Context as _, anyhow};
+use culprit_common::TcpTracepointOffsets;
+
+/// Field name -> byte offset in the record.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TracepointFormat {
+    fields: HashMap<String, u32>,
+}
+
+impl TracepointFormat {
+    /// Parses a tracefs `format` file.
+    pub fn parse(text: &str) -> Self {
+        let fields = text
+            .lines()
+            .filter_map(|line| {
+                let line = line.trim();
+                let decl = line.strip_prefix("field:")?.split(';').next()?;
+                // `const void * skbaddr`, `__u8 saddr[4]`: the name is the last word, without
+                // its array suffix.
+                let name = decl.split_whitespace().last()?.split('[').next()?;
+                let offset = line
+                    .split(';')
+                    .find_map(|part| part.trim().strip_prefix("offset:"))?
+                    .parse()
+                    .ok()?;
+                Some((name.to_string(), offset))
+            })
+            .collect();
+        Self { fields }
+    }
+
+    pub fn offset(&self, field: &str) -> anyhow::Result<u32> {
+        self.fields
+            .get(field)
+            .copied()
+            .ok_or_else(|| anyhow!("field `{field}` missing from the tracepoint format"))
+    }
+}
+
+/// Reads `<tracefs>/events/<category>/<name>/format`.
+pub fn read_format(tracefs: &Path, category: &str, name: &str) -> anyhow::Result<TracepointFormat> {
+    let path = tracefs
+        .join("events")
+        .join(category)
+        .join(name)
+        .join("format");
+    let text = fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {} (is tracefs mounted? `mount -t tracefs nodev /sys/kernel/tracing`)",
+            path.display()
+        )
+    })?;
+    Ok(TracepointFormat::parse(&text))
+}
+
+/// The offsets the TCP programs read, from the three tracepoints' formats.
+pub fn tcp_offsets(tracefs: &Path) -> anyhow::Result<TcpTracepointOffsets> {
+    let rtx = read_format(tracefs, "tcp", "tcp_retransmit_skb")?;
+    let synack = read_format(tracefs, "tcp", "tcp_retransmit_synack")?;
+    let send = read_format(tracefs, "sock", "sock_send_length")?;
+    let recv = read_format(tracefs, "sock", "sock_recv_length")?;
+    let sk = send.offset("sk")?;
+    if recv.offset("sk")? != sk {
+        anyhow::bail!("sock_send_length and sock_recv_length disagree on the `sk` offset");
+    }
+    Ok(TcpTracepointOffsets {
+        rtx_skaddr: rtx.offset("skaddr")?,
+        rtx_state: rtx.offset("state")?,
+        rtx_sport: rtx.offset("sport")?,
+        rtx_dport: rtx.offset("dport")?,
+        rtx_family: rtx.offset("family")?,
+        rtx_saddr: rtx.offset("saddr")?,
+        rtx_daddr: rtx.offset("daddr")?,
+        rtx_saddr_v6: rtx.offset("saddr_v6")?,
+        rtx_daddr_v6: rtx.offset("daddr_v6")?,
+        synack_skaddr: synack.offset("skaddr")?,
+        synack_sport: synack.offset("sport")?,
+        synack_dport: synack.offset("dport")?,
+        synack_family: synack.offset("family")?,
+        synack_saddr: synack.offset("saddr")?,
+        synack_daddr: synack.offset("daddr")?,
+        synack_saddr_v6: synack.offset("saddr_v6")?,
+        synack_daddr_v6: synack.offset("daddr_v6")?,
+        sock_len_sk: sk,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RETRANSMIT_6_18: &str = "name: tcp_retransmit_skb
+ID: 2281
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:const void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:const void * skaddr;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:int state;\toffset:24;\tsize:4;\tsigned:1;
+\tfield:__u16 sport;\toffset:28;\tsize:2;\tsigned:0;
+\tfield:__u16 dport;\toffset:30;\tsize:2;\tsigned:0;
+\tfield:__u16 family;\toffset:32;\tsize:2;\tsigned:0;
+\tfield:__u8 saddr[4];\toffset:34;\tsize:4;\tsigned:0;
+\tfield:__u8 daddr[4];\toffset:38;\tsize:4;\tsigned:0;
+\tfield:__u8 saddr_v6[16];\toffset:42;\tsize:16;\tsigned:0;
+\tfield:__u8 daddr_v6[16];\toffset:58;\tsize:16;\tsigned:0;
+\tfield:int err;\toffset:76;\tsize:4;\tsigned:1;
+
+print fmt: \"skbaddr=%p skaddr=%p\", REC->skbaddr, REC->skaddr
+";
+
+    #[test]
+    fn parses_pointer_array_and_scalar_fields() {
+        let f = TracepointFormat::parse(RETRANSMIT_6_18);
+        assert_eq!(f.offset("common_pid").unwrap(), 4);
+        assert_eq!(f.offset("skaddr").unwrap(), 16);
+        assert_eq!(f.offset("state").unwrap(), 24);
+        assert_eq!(f.offset("saddr").unwrap(), 34);
+        assert_eq!(f.offset("daddr_v6").unwrap(), 58);
+        assert_eq!(f.offset("err").unwrap(), 76);
+    }
+
+    #[test]
+    fn missing_fields_are_named() {
+        let f = TracepointFormat::parse(RETRANSMIT_6_18);
+        let err = f.offset("nope").unwrap_err().to_string();
+        assert!(err.contains("nope"));
+        assert_eq!(TracepointFormat::parse(""), TracepointFormat::default());
+        assert!(
+            TracepointFormat::parse("garbage\nfield:int x;")
+                .offset("x")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn reads_this_kernels_tcp_tracepoints() {
+        let tracefs = Path::new("/sys/kernel/tracing");
+        if !tracefs.join("events/tcp").exists() {
+            eprintln!("tracefs not mounted here; skipped");
+            return;
+        }
+        let off = tcp_offsets(tracefs).unwrap();
+        assert!(off.rtx_skaddr >= 8 && off.sock_len_sk >= 8);
+    }
+}

@@ -1,0 +1,163 @@
+//! The watch set: which threads get per-thread accounting. Threads of watched processes and
+//! cgroups are registered in the kernel's `THREAD_STATE`; their processes and (v2) cgroups are
+//! registered too, so that threads born later are watched from their first wakeup.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    fs,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context as _;
+use aya::{
+    Ebpf,
+    maps::{HashMap, MapData, MapError},
+};
+use culprit_common::{maps, thread::ThreadState};
+
+use crate::{procfs, thread_store::LiveState};
+
+/// BPF_NOEXIST: never reset the state of a thread the kernel already tracks.
+const NOEXIST: u64 = 1;
+
+pub struct WatchSet {
+    pids: Vec<u32>,
+    cgroups: Vec<PathBuf>,
+    v2_root: PathBuf,
+    v1_cpu_root: PathBuf,
+    thread_state: HashMap<MapData, u32, ThreadState>,
+    tgids: HashMap<MapData, u32, u8>,
+    cgroup_ids: HashMap<MapData, u64, u8>,
+    /// Watched process -> the cgroup directory whose `cpu.stat` governs it.
+    pub cpu_cgroups: BTreeMap<u32, PathBuf>,
+    /// Threads that could not be registered because `THREAD_STATE` was full.
+    pub registration_failures: u64,
+}
+
+impl WatchSet {
+    pub fn new(
+        ebpf: &mut Ebpf,
+        pids: Vec<u32>,
+        cgroups: Vec<PathBuf>,
+        v2_root: PathBuf,
+    ) -> anyhow::Result<Self> {
+        let take = |ebpf: &mut Ebpf, name: &str| {
+            ebpf.take_map(name)
+                .with_context(|| format!("{name} map missing from the eBPF object"))
+        };
+        let cgroups = cgroups
+            .into_iter()
+            .map(|c| if c.is_absolute() { c } else { v2_root.join(c) })
+            .collect::<Vec<_>>();
+        for c in &cgroups {
+            if !c.join("cgroup.threads").exists() && !c.join("tasks").exists() {
+                anyhow::bail!("--watch-cgroup {}: not a cgroup directory", c.display());
+            }
+        }
+        Ok(Self {
+            pids,
+            cgroups,
+            v2_root,
+            v1_cpu_root: PathBuf::from("/sys/fs/cgroup/cpu"),
+            thread_state: HashMap::try_from(take(ebpf, maps::THREAD_STATE)?)?,
+            tgids: HashMap::try_from(take(ebpf, maps::WATCHED_TGIDS)?)?,
+            cgroup_ids: HashMap::try_from(take(ebpf, maps::WATCHED_CGROUPS)?)?,
+            cpu_cgroups: BTreeMap::new(),
+            registration_failures: 0,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pids.is_empty() && self.cgroups.is_empty()
+    }
+
+    /// Registers every current thread of the watched processes and cgroups; forgets processes
+    /// that are gone.
+    pub fn refresh(&mut self) {
+        let mut threads: Vec<(u32, u32)> = Vec::new();
+        for &pid in &self.pids {
+            threads.extend(procfs::threads_of(pid).into_iter().map(|tid| (tid, pid)));
+        }
+        for dir in &self.cgroups {
+            if let Ok(meta) = fs::metadata(dir)
+                && dir.starts_with(&self.v2_root)
+            {
+                let _ = self.cgroup_ids.insert(meta.ino(), 1, 0);
+            }
+            for tid in cgroup_threads(dir) {
+                if let Some(tgid) = procfs::tgid_of(tid) {
+                    threads.push((tid, tgid));
+                }
+            }
+        }
+        let mut live_tgids = HashSet::new();
+        for (tid, tgid) in threads {
+            live_tgids.insert(tgid);
+            let fresh = ThreadState {
+                tgid,
+                ..ThreadState::default()
+            };
+            match self.thread_state.insert(tid, fresh, NOEXIST) {
+                Ok(()) => {}
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(_) => self.registration_failures += 1,
+            }
+        }
+        for &tgid in &live_tgids {
+            let _ = self.tgids.insert(tgid, 1, 0);
+            if !self.cpu_cgroups.contains_key(&tgid)
+                && let Some(dir) = self.cpu_cgroup_of(tgid)
+            {
+                self.cpu_cgroups.insert(tgid, dir);
+            }
+        }
+        let stale: Vec<u32> = self
+            .tgids
+            .keys()
+            .flatten()
+            .filter(|t| !live_tgids.contains(t))
+            .collect();
+        for tgid in stale {
+            let _ = self.tgids.remove(&tgid);
+            self.cpu_cgroups.remove(&tgid);
+        }
+    }
+
+    fn cpu_cgroup_of(&self, tgid: u32) -> Option<PathBuf> {
+        let text = fs::read_to_string(format!("/proc/{tgid}/cgroup")).ok()?;
+        procfs::cpu_cgroup_dir(
+            &procfs::parse_proc_cgroup(&text),
+            &self.v1_cpu_root,
+            &self.v2_root,
+        )
+    }
+
+    /// The watched threads the kernel currently tracks.
+    pub fn tids(&self) -> Vec<u32> {
+        self.thread_state.keys().flatten().collect()
+    }
+
+    /// What the kernel holds for a watched thread right now.
+    pub fn live(&self, tid: u32) -> Option<(u32, LiveState)> {
+        let st = self.thread_state.get(&tid, 0).ok()?;
+        Some((
+            st.tgid,
+            LiveState {
+                state: st.state,
+                since_ns: st.since_ns,
+                bucket: st.bucket,
+            },
+        ))
+    }
+}
+
+/// Thread ids in a cgroup (v2 `cgroup.threads`, v1 `tasks`).
+fn cgroup_threads(dir: &Path) -> Vec<u32> {
+    ["cgroup.threads", "tasks"]
+        .iter()
+        .find_map(|f| fs::read_to_string(dir.join(f)).ok())
+        .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
