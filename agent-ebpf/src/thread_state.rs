@@ -87,8 +87,8 @@ pub fn switch_in(
     let st = unsafe { &mut *st };
     if st.state == state::RUNQ {
         let wait_ns = now_ns.saturating_sub(st.since_ns);
-        let throttled_ns = throttled_part(st, next, wait_ns, off);
         let neighbour = neighbour(st.since_ns);
+        let throttled_ns = throttled_part(st, next, wait_ns, neighbour.ns, off);
         account(
             st,
             tid,
@@ -148,7 +148,7 @@ pub fn wakeup_new(task: *const u8, tid: u32, now_ns: u64, off: &KernelOffsets) {
         ..ThreadState::default()
     };
     begin_wait(&mut st, task, now_ns, off);
-    if THREAD_STATE.insert(tid, &st, 0).is_err() {
+    if THREAD_STATE.insert(tid, st, 0).is_err() {
         count_drop(DropCounter::ThreadStateFull);
     }
 }
@@ -194,26 +194,38 @@ fn begin_wait(st: &mut ThreadState, task: *const u8, now_ns: u64, off: &KernelOf
     }
 }
 
-/// The part of a run-queue wait spent throttled. Precise where the kernel keeps a per-cfs_rq
-/// throttled clock and the thread stayed on one cfs_rq; otherwise the whole wait counts as
-/// throttled if its cgroup was throttled when it began.
+/// The part of a run-queue wait due to throttling.
+///
+/// A wait that began throttled is throttled as a whole: the thread would not have waited at all
+/// without the quota, and getting back on a CPU after the unthrottle is part of that cost. A
+/// wait during which the cfs_rq was throttled (its throttled clock moved, >= 6.5) is throttled
+/// except for the time a neighbour demonstrably held the CPU: the kernel's clock alone misses
+/// time (with 6.18's task-based throttling it only runs once no task of the cfs_rq is left
+/// runnable).
 #[inline(always)]
-fn throttled_part(st: &ThreadState, task: *const u8, wait_ns: u64, off: &KernelOffsets) -> u64 {
-    let whole_if_began_throttled = if st.throttled_at_enqueue != 0 {
-        wait_ns
-    } else {
-        0
-    };
+fn throttled_part(
+    st: &ThreadState,
+    task: *const u8,
+    wait_ns: u64,
+    neighbour_ns: u64,
+    off: &KernelOffsets,
+) -> u64 {
+    if st.throttled_at_enqueue != 0 {
+        return wait_ns;
+    }
     let Some(now) = task_throttling(task, off) else {
-        return whole_if_began_throttled;
+        return 0;
     };
     if now.cfs_rq != st.cfs_rq || now.throttled_self_ns == 0 {
-        return whole_if_began_throttled;
+        return 0;
     }
-    let delta = now
-        .throttled_self_ns
-        .saturating_sub(st.throttled_self_ns_at_enqueue);
-    if delta < wait_ns { delta } else { wait_ns }
+    let delta = now.throttled_self_ns.saturating_sub(st.throttled_self_ns_at_enqueue);
+    if delta == 0 {
+        return 0;
+    }
+    let not_neighbour = wait_ns.saturating_sub(neighbour_ns);
+    let throttled = if delta > not_neighbour { delta } else { not_neighbour };
+    if throttled < wait_ns { throttled } else { wait_ns }
 }
 
 /// Charges `[start_ns, end_ns)` in `kind` to the thread: an episode if long, else its bucket.

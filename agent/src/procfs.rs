@@ -24,6 +24,17 @@ pub fn comm(pid: u32) -> Option<String> {
         .map(|s| s.trim_end().to_string())
 }
 
+/// The scheduler state letter of a thread (`R`, `S`, `D`, ...), from /proc/<tid>/stat.
+pub fn run_state(tid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
+    parse_stat_state(&stat)
+}
+
+/// The state follows the command name, which is in parentheses and may itself contain them.
+fn parse_stat_state(stat: &str) -> Option<char> {
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
 /// The process a thread belongs to.
 pub fn tgid_of(tid: u32) -> Option<u32> {
     let status = fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
@@ -219,6 +230,13 @@ mod tests {
         assert_eq!(s[0].inode, 777);
         assert!(parse_proc_net_tcp("header only\n").is_empty());
         assert!(parse_proc_net_tcp("h\n 0: zz:zz yy:yy\n").is_empty());
+    }
+
+    #[test]
+    fn stat_state_survives_odd_command_names() {
+        assert_eq!(parse_stat_state("42 (a) b) R 1 2 3"), Some('R'));
+        assert_eq!(parse_stat_state("42 (sleepy) S 1"), Some('S'));
+        assert_eq!(parse_stat_state("garbage"), None);
     }
 
     #[test]

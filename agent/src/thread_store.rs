@@ -73,6 +73,8 @@ pub struct LiveState {
     pub state: u32,
     pub since_ns: u64,
     pub bucket: ThreadBucket,
+    /// The current run-queue wait began with the thread's cgroup throttled.
+    pub throttled: bool,
 }
 
 struct Timeline {
@@ -196,7 +198,12 @@ impl ThreadStore {
                 let dur = end_ns - live.since_ns;
                 match live.state {
                     state::ON_CPU => b.on_cpu_ns = dur,
-                    state::RUNQ => b.runq_ns = dur,
+                    state::RUNQ => {
+                        b.runq_ns = dur;
+                        if live.throttled {
+                            b.throttled_ns = dur;
+                        }
+                    }
                     _ => b.off_cpu_ns = dur,
                 }
                 let current = SchedRecord {
@@ -327,9 +334,17 @@ mod tests {
             state: state::ON_CPU,
             since_ns: 500 * MS,
             bucket: ThreadBucket::default(),
+            throttled: false,
         };
         let b = s.breakdown(1, 0, 1000 * MS, Some(&live));
         assert_eq!(b.on_cpu_ns, 500 * MS);
+        let waiting_throttled = LiveState {
+            state: state::RUNQ,
+            throttled: true,
+            ..live
+        };
+        let b = s.breakdown(1, 0, 1000 * MS, Some(&waiting_throttled));
+        assert_eq!((b.runq_ns, b.throttled_ns, b.contention_ns()), (500 * MS, 500 * MS, 0));
         let unknown = LiveState {
             state: state::UNKNOWN,
             ..live

@@ -14,9 +14,12 @@ use aya::{
     Ebpf,
     maps::{HashMap, MapData, MapError},
 };
-use culprit_common::{maps, thread::ThreadState};
+use culprit_common::{
+    maps,
+    thread::{ThreadState, state},
+};
 
-use crate::{procfs, thread_store::LiveState};
+use crate::{clock::monotonic_ns, procfs, thread_store::LiveState};
 
 /// BPF_NOEXIST: never reset the state of a thread the kernel already tracks.
 const NOEXIST: u64 = 1;
@@ -92,10 +95,21 @@ impl WatchSet {
             }
         }
         let mut live_tgids = HashSet::new();
+        let now_ns = monotonic_ns();
         for (tid, tgid) in threads {
             live_tgids.insert(tgid);
+            // Until its first switch the kernel cannot know the thread's state: start from what
+            // /proc says, so that a thread that never switches (a spinner alone on its CPU) is
+            // accounted from now on.
+            let state = match procfs::run_state(tid) {
+                Some('R') => state::ON_CPU,
+                Some(_) => state::OFF_CPU,
+                None => continue,
+            };
             let fresh = ThreadState {
                 tgid,
+                state,
+                since_ns: now_ns,
                 ..ThreadState::default()
             };
             match self.thread_state.insert(tid, fresh, NOEXIST) {
@@ -148,6 +162,7 @@ impl WatchSet {
                 state: st.state,
                 since_ns: st.since_ns,
                 bucket: st.bucket,
+                throttled: st.throttled_at_enqueue != 0,
             },
         ))
     }

@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use culprit::report::Report;
+use culprit::report::{Report, ThreadRow};
 
 use crate::{binaries::bin_path, process::Reaped};
 
@@ -111,5 +111,59 @@ impl RunqTotals {
         } else {
             self.total_wait_ns as f64 / self.waits as f64
         }
+    }
+}
+
+/// Per-thread figures of one process summed over several reports.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ThreadTotals {
+    pub on_cpu_ns: u64,
+    pub runq_ns: u64,
+    pub throttled_ns: u64,
+    pub contention_ns: u64,
+    pub off_cpu_ns: u64,
+    pub longest_off_cpu_ns: u64,
+    /// Neighbour pid -> time it took, summed.
+    pub neighbours: std::collections::BTreeMap<u32, u64>,
+    /// Thread ids seen.
+    pub tids: std::collections::BTreeSet<u32>,
+}
+
+impl ThreadTotals {
+    pub fn of(reports: &[Report], pid: u32) -> Self {
+        let mut t = Self::default();
+        let rows = reports
+            .iter()
+            .flat_map(|r| &r.threads)
+            .filter(|row| row.pid == pid);
+        for row in rows {
+            t.add(row);
+        }
+        t
+    }
+
+    fn add(&mut self, row: &ThreadRow) {
+        self.on_cpu_ns += row.on_cpu_ns;
+        self.runq_ns += row.runq_ns;
+        self.throttled_ns += row.throttled_ns;
+        self.contention_ns += row.contention_ns;
+        self.off_cpu_ns += row.off_cpu_ns;
+        self.longest_off_cpu_ns = self.longest_off_cpu_ns.max(row.longest_off_cpu_ns);
+        for n in &row.neighbours {
+            *self.neighbours.entry(n.pid).or_default() += n.ns;
+        }
+        self.tids.insert(row.tid);
+    }
+
+    /// The neighbour that took the most time.
+    pub fn top_neighbour(&self) -> Option<(u32, u64)> {
+        self.neighbours
+            .iter()
+            .max_by_key(|(_, ns)| **ns)
+            .map(|(p, n)| (*p, *n))
+    }
+
+    pub fn observed_ns(&self) -> u64 {
+        self.on_cpu_ns + self.runq_ns + self.off_cpu_ns
     }
 }

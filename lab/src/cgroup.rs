@@ -34,6 +34,43 @@ impl TempCgroup {
         Ok(Self { root, path })
     }
 
+    /// A new cgroup whose CPU bandwidth is capped at `quota_us` per `period_us`: in the v1 `cpu`
+    /// hierarchy where that controller lives on v1 (hybrid hosts), else in cgroup v2 (`cpu.max`).
+    pub fn new_cpu_quota(prefix: &str, quota_us: u64, period_us: u64) -> anyhow::Result<Self> {
+        let v1_cpu = Path::new("/sys/fs/cgroup/cpu");
+        let cg = if v1_cpu.join("cpu.cfs_quota_us").exists() {
+            let cg = Self::new_under(v1_cpu, prefix)?;
+            fs::write(cg.path.join("cpu.cfs_period_us"), period_us.to_string())?;
+            fs::write(cg.path.join("cpu.cfs_quota_us"), quota_us.to_string())
+                .context("setting cpu.cfs_quota_us")?;
+            cg
+        } else {
+            let root = find_cgroup2_mount()?;
+            // The cpu controller must be enabled for the root's children.
+            let _ = fs::write(root.join("cgroup.subtree_control"), "+cpu");
+            let cg = Self::new_under(&root, prefix)?;
+            fs::write(cg.path.join("cpu.max"), format!("{quota_us} {period_us}"))
+                .context("setting cpu.max (is the cpu controller enabled?)")?;
+            cg
+        };
+        Ok(cg)
+    }
+
+    fn new_under(root: &Path, prefix: &str) -> anyhow::Result<Self> {
+        let name = format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            NEXT_ID.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = root.join(name);
+        fs::create_dir(&path)
+            .with_context(|| format!("creating cgroup {} (needs root)", path.display()))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            path,
+        })
+    }
+
     /// A child cgroup; it is removed together with its parent.
     pub fn child(&self, name: &str) -> anyhow::Result<PathBuf> {
         let path = self.path.join(name);

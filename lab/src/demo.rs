@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, time::Duration};
 use culprit::report::{Report, render_table};
 
 use crate::{
-    agent_run::{RunningAgent, RunqTotals},
+    agent_run::{RunningAgent, RunqTotals, ThreadTotals},
     cgroup::TempCgroup,
     process::spawn_workload,
 };
@@ -22,6 +22,11 @@ pub struct ContentionOutcome {
     pub hog: RunqTotals,
     /// A cgroup of the experiment in which nothing ran.
     pub idle: RunqTotals,
+    /// The victim's watched threads, alone and next to the hog.
+    pub victim_threads_alone: ThreadTotals,
+    pub victim_threads_contended: ThreadTotals,
+    pub victim_pid: u32,
+    pub hog_pid: u32,
     /// Kernel-side losses at the end.
     pub drops: BTreeMap<String, u64>,
 }
@@ -36,16 +41,24 @@ pub fn contention(
     let victim_cg = lab.child("victim")?;
     let hog_cg = lab.child("noisy-neighbour")?;
     lab.child("idle")?;
-    let mut agent = RunningAgent::start(interval, &["--cgroup-prefix", &lab.agent_path(None)])?;
-    agent.next_report()?; // The probes are attached once the first report arrives.
-
     let phase_secs = (reports_per_phase + 1) as f64 * interval.as_secs_f64();
-    let _victim = spawn_workload(&victim_cg, Some(CPU), phase_secs * 2.0 + 5.0, &["wakeups"])?;
-    agent.next_report()?; // Partly before the victim started.
+    let victim = spawn_workload(&victim_cg, Some(CPU), phase_secs * 2.0 + 15.0, &["wakeups"])?;
+    let victim_pid = victim.pid().to_string();
+    let mut agent = RunningAgent::start(
+        interval,
+        &[
+            "--cgroup-prefix",
+            &lab.agent_path(None),
+            "--watch-pid",
+            &victim_pid,
+        ],
+    )?;
+    agent.next_report()?; // The probes are attached once the first report arrives.
+    agent.next_report()?; // Partly before the victim was watched.
     let alone = agent.reports(reports_per_phase)?;
     alone.iter().for_each(|r| on_report("victim alone", r));
 
-    let _hog = spawn_workload(
+    let hog = spawn_workload(
         &hog_cg,
         Some(CPU),
         phase_secs + 5.0,
@@ -65,14 +78,20 @@ pub fn contention(
     let path = |child| lab.agent_path(Some(child));
     let victim_alone = RunqTotals::of(&alone, &path("victim"));
     let victim_contended = RunqTotals::of(&contended, &path("victim"));
-    let hog = RunqTotals::of(&contended, &path("noisy-neighbour"));
+    let hog_totals = RunqTotals::of(&contended, &path("noisy-neighbour"));
+    let victim_threads_alone = ThreadTotals::of(&alone, victim.pid());
+    let victim_threads_contended = ThreadTotals::of(&contended, victim.pid());
     let mut all = alone;
     all.extend(contended);
     Ok(ContentionOutcome {
         victim_alone,
         victim_contended,
-        hog,
+        hog: hog_totals,
         idle: RunqTotals::of(&all, &path("idle")),
+        victim_threads_alone,
+        victim_threads_contended,
+        victim_pid: victim.pid(),
+        hog_pid: hog.pid(),
         drops,
     })
 }
@@ -102,6 +121,22 @@ pub fn run(reports_per_phase: usize) -> anyhow::Result<()> {
         "  the hog's own threads waited {:.1} ms in all",
         outcome.hog.total_wait_ns as f64 / 1e6
     );
+    let t = &outcome.victim_threads_contended;
+    if let Some((pid, ns)) = t.top_neighbour() {
+        println!(
+            "  victim (pid {}) next to the hog: {:.1} ms waiting on contention, {:.1} ms throttled; \
+             top neighbour pid {pid} ({}) took {:.1} ms",
+            outcome.victim_pid,
+            t.contention_ns as f64 / 1e6,
+            t.throttled_ns as f64 / 1e6,
+            if pid == outcome.hog_pid {
+                "the hog"
+            } else {
+                "not the hog"
+            },
+            ns as f64 / 1e6
+        );
+    }
     let ratio = after.mean_wait_ns() / before.mean_wait_ns().max(1.0);
     if before.waits > 0 && after.waits > 0 && ratio > 2.0 {
         println!("  => contention found: mean run-queue delay x{ratio:.1} next to the hog");

@@ -6,6 +6,7 @@ pub mod agent_run;
 pub mod binaries;
 pub mod cgroup;
 pub mod demo;
+pub mod nft;
 pub mod placement;
 pub mod process;
 pub mod workloads;

@@ -39,6 +39,27 @@ enum LabCommand {
         #[arg(long, default_value_t = 50)]
         work_us: u64,
     },
+    /// Sleep a fixed time, a number of times (off-CPU time to measure).
+    Sleeper {
+        #[arg(long, default_value_t = 50)]
+        sleep_ms: u64,
+        #[arg(long, default_value_t = 10)]
+        count: u32,
+    },
+    /// A TCP server on 127.0.0.1 answering fixed-size requests.
+    TcpServer {
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value_t = 512)]
+        size: usize,
+    },
+    /// A TCP client sending fixed-size requests to 127.0.0.1 in a loop.
+    TcpClient {
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value_t = 512)]
+        size: usize,
+    },
     /// Run the agent next to an injected CPU contention and show what it sees.
     Demo {
         /// Reports (2 s each) per phase.
@@ -66,6 +87,11 @@ fn main() -> anyhow::Result<()> {
             Duration::from_micros(work_us),
             run_for,
         ),
+        LabCommand::Sleeper { sleep_ms, count } => {
+            workloads::sleeper(Duration::from_millis(sleep_ms), count, run_for)
+        }
+        LabCommand::TcpServer { port, size } => workloads::tcp_server(port, size, run_for)?,
+        LabCommand::TcpClient { port, size } => workloads::tcp_client(port, size, run_for)?,
         LabCommand::Demo { .. } => unreachable!("handled above"),
     }
     Ok(())

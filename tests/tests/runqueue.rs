@@ -1,5 +1,6 @@
 //! Run-queue delay: a CPU hog pinned to the victim's CPU must show up as clearly higher delay
-//! for the victim's cgroup than the same victim alone, measured in the same test.
+//! for the victim's cgroup than the same victim alone, measured in the same test; the victim's
+//! own accounting must blame contention, and name the hog.
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use culprit_lab::demo::contention;
 use culprit_tests::require_root;
 
 #[test]
-fn a_cpu_hog_on_the_victims_cpu_raises_its_cgroups_runqueue_delay() -> anyhow::Result<()> {
+fn a_cpu_hog_on_the_victims_cpu_is_found_as_contention_and_named() -> anyhow::Result<()> {
     require_root()?;
     let outcome = contention(Duration::from_secs(1), 3, |_, _| {})?;
     eprintln!("{outcome:#?}");
@@ -47,10 +48,31 @@ fn a_cpu_hog_on_the_victims_cpu_raises_its_cgroups_runqueue_delay() -> anyhow::R
         "idle cgroup has waits: {:?}",
         outcome.idle
     );
-    // Kernel side lost nothing.
+
+    // Per-thread: the victim's run-queue wait is contention (no quota anywhere), it grew with
+    // the hog, and the neighbour that took the CPU is the hog.
+    let (t_alone, t) = (
+        &outcome.victim_threads_alone,
+        &outcome.victim_threads_contended,
+    );
+    assert!(
+        t.runq_ns > 0 && t.contention_ns >= t.runq_ns * 95 / 100,
+        "{t:?}"
+    );
+    assert!(
+        t.contention_ns > 2 * t_alone.contention_ns,
+        "alone {t_alone:?}\nwith hog {t:?}"
+    );
+    let (neighbour, taken_ns) = t.top_neighbour().expect("a neighbour is named");
+    assert_eq!(neighbour, outcome.hog_pid, "neighbours: {:?}", t.neighbours);
+    assert!(
+        taken_ns > t.contention_ns / 2,
+        "the hog took {taken_ns} of {t:?}"
+    );
+
     assert!(
         outcome.drops.values().all(|&v| v == 0),
-        "kernel-side losses: {:?}",
+        "losses: {:?}",
         outcome.drops
     );
     Ok(())

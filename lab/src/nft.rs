@@ -1,0 +1,67 @@
+//! Packet loss injected with nftables, removed again on drop.
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+/// An nftables table that drops a share of the TCP packets to and from one port.
+pub struct PacketLoss {
+    table: String,
+}
+
+impl PacketLoss {
+    /// Drops `percent`% of the TCP packets whose source or destination port is `port`, on
+    /// every interface (loopback included).
+    pub fn on_port(port: u16, percent: u8) -> anyhow::Result<Self> {
+        let table = format!("culprit_loss_{}_{port}", std::process::id());
+        let script = format!(
+            "table inet {table} {{
+                chain output {{
+                    type filter hook output priority 0; policy accept;
+                    tcp dport {port} numgen random mod 100 < {percent} drop
+                    tcp sport {port} numgen random mod 100 < {percent} drop
+                }}
+            }}"
+        );
+        nft(&["-f", "-"], Some(&script))
+            .context("installing the packet-loss rules (needs root and nftables)")?;
+        Ok(Self { table })
+    }
+}
+
+impl Drop for PacketLoss {
+    fn drop(&mut self) {
+        if let Err(err) = nft(&["delete", "table", "inet", &self.table], None) {
+            eprintln!(
+                "warning: could not remove nftables table {}: {err:#}",
+                self.table
+            );
+        }
+    }
+}
+
+fn nft(args: &[&str], stdin: Option<&str>) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut child = Command::new("nft")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running nft (apt-get install nftables)")?;
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .context("nft stdin")?
+            .write_all(text.as_bytes())?;
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "nft {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,76 @@
+//! TCP retransmits: with nftables dropping a quarter of a loopback port's packets, the agent
+//! reports retransmits with the connection's 4-tuple, the owning process and a cost.
+
+use std::{net::TcpListener, time::Duration};
+
+use culprit_lab::{
+    agent_run::RunningAgent, cgroup::TempCgroup, nft::PacketLoss, process::spawn_workload,
+};
+use culprit_tests::require_root;
+
+#[test]
+fn lost_packets_show_up_as_retransmits_with_owner_and_cost() -> anyhow::Result<()> {
+    require_root()?;
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let cg = TempCgroup::new_v2("culprit-test-rtx")?;
+    let server = spawn_workload(
+        &cg.child("server")?,
+        None,
+        20.0,
+        &["tcp-server", "--port", &port.to_string()],
+    )?;
+    let client = spawn_workload(
+        &cg.child("client")?,
+        None,
+        18.0,
+        &["tcp-client", "--port", &port.to_string()],
+    )?;
+    let (server_pid, client_pid) = (server.pid().to_string(), client.pid().to_string());
+    let mut agent = RunningAgent::start(
+        Duration::from_secs(1),
+        &["--watch-pid", &server_pid, "--watch-pid", &client_pid],
+    )?;
+    agent.next_report()?;
+    let _loss = PacketLoss::on_port(port, 25)?;
+    let reports = agent.reports(5)?;
+    agent.stop()?;
+
+    let server_addr = format!("127.0.0.1:{port}");
+    let rows: Vec<_> = reports
+        .iter()
+        .flat_map(|r| &r.retransmits)
+        .filter(|r| r.local == server_addr || r.remote == server_addr)
+        .collect();
+    eprintln!("{} retransmits: {rows:#?}", rows.len());
+    assert!(
+        rows.len() >= 3,
+        "expected retransmits on port {port}, got {}",
+        rows.len()
+    );
+    for r in &rows {
+        // The socket on the server's port belongs to the server; the other end to the client.
+        let owner = if r.local == server_addr {
+            server.pid()
+        } else {
+            client.pid()
+        };
+        assert_eq!(r.pid, Some(owner), "wrong owner for {r:?}");
+        assert!(
+            r.local.starts_with("127.0.0.1:") && r.remote.starts_with("127.0.0.1:"),
+            "{r:?}"
+        );
+        assert!(r.cost_ns >= 1_000_000, "implausible cost {r:?}");
+    }
+    assert!(
+        rows.iter().any(|r| r.owner_from == "socket"),
+        "owners never came from the kernel"
+    );
+    let conns: Vec<_> = reports.iter().flat_map(|r| &r.connections).collect();
+    assert!(
+        conns
+            .iter()
+            .any(|c| c.local == server_addr || c.remote == server_addr),
+        "no per-connection count for port {port}"
+    );
+    Ok(())
+}

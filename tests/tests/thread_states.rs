@@ -1,0 +1,87 @@
+//! Per-thread accounting: a sleeping thread is off CPU for its sleeps, a spinning thread is on
+//! CPU for the whole wall time, and a process nobody watches produces no per-thread data.
+
+use std::time::Duration;
+
+use culprit_lab::{
+    agent_run::{RunningAgent, ThreadTotals},
+    cgroup::TempCgroup,
+    process::spawn_workload,
+};
+use culprit_tests::require_root;
+
+const MS: u64 = 1_000_000;
+
+#[test]
+fn sleeps_are_off_cpu_spins_are_on_cpu_and_the_unwatched_are_ignored() -> anyhow::Result<()> {
+    require_root()?;
+    let cg = TempCgroup::new_v2("culprit-test-states")?;
+    let sleeper = spawn_workload(
+        &cg.child("sleeper")?,
+        Some(0),
+        15.0,
+        &["sleeper", "--sleep-ms", "50", "--count", "200"],
+    )?;
+    let spinner = spawn_workload(
+        &cg.child("spinner")?,
+        Some(1),
+        15.0,
+        &["hog", "--threads", "1"],
+    )?;
+    let unwatched = spawn_workload(&cg.child("unwatched")?, Some(0), 15.0, &["wakeups"])?;
+    let (sleeper_pid, spinner_pid) = (sleeper.pid().to_string(), spinner.pid().to_string());
+    let mut agent = RunningAgent::start(
+        Duration::from_secs(1),
+        &["--watch-pid", &sleeper_pid, "--watch-pid", &spinner_pid],
+    )?;
+    agent.reports(2)?; // Start-up, and the first partly watched interval.
+    let reports = agent.reports(4)?;
+    agent.stop()?;
+    let wall_ns: u64 = reports.iter().map(|r| r.interval_ms * MS).sum();
+
+    let s = ThreadTotals::of(&reports, sleeper.pid());
+    eprintln!("sleeper {s:?}");
+    // Each sleep is one off-CPU episode of 50 ms (plus timer slack).
+    assert!(
+        (49 * MS..60 * MS).contains(&s.longest_off_cpu_ns),
+        "longest off-CPU {} ns",
+        s.longest_off_cpu_ns
+    );
+    assert!(
+        s.off_cpu_ns * 100 > s.observed_ns() * 95,
+        "sleeper off-CPU {} of {} ns observed",
+        s.off_cpu_ns,
+        s.observed_ns()
+    );
+    within(
+        s.observed_ns(),
+        wall_ns,
+        10,
+        "sleeper observed vs wall time",
+    )?;
+
+    let p = ThreadTotals::of(&reports, spinner.pid());
+    eprintln!("spinner {p:?}");
+    within(p.on_cpu_ns, wall_ns, 5, "spinner on-CPU vs wall time")?;
+
+    let seen: Vec<u32> = reports
+        .iter()
+        .flat_map(|r| &r.threads)
+        .map(|t| t.pid)
+        .collect();
+    assert!(
+        !seen.contains(&unwatched.pid()),
+        "the unwatched process {} has per-thread rows",
+        unwatched.pid()
+    );
+    Ok(())
+}
+
+fn within(got: u64, want: u64, percent: u64, what: &str) -> anyhow::Result<()> {
+    let diff = got.abs_diff(want);
+    anyhow::ensure!(
+        diff * 100 <= want * percent,
+        "{what}: {got} ns vs {want} ns (more than {percent}% apart)"
+    );
+    Ok(())
+}
