@@ -219,13 +219,23 @@ fn throttled_part(
     if now.cfs_rq != st.cfs_rq || now.throttled_self_ns == 0 {
         return 0;
     }
-    let delta = now.throttled_self_ns.saturating_sub(st.throttled_self_ns_at_enqueue);
+    let delta = now
+        .throttled_self_ns
+        .saturating_sub(st.throttled_self_ns_at_enqueue);
     if delta == 0 {
         return 0;
     }
     let not_neighbour = wait_ns.saturating_sub(neighbour_ns);
-    let throttled = if delta > not_neighbour { delta } else { not_neighbour };
-    if throttled < wait_ns { throttled } else { wait_ns }
+    let throttled = if delta > not_neighbour {
+        delta
+    } else {
+        not_neighbour
+    };
+    if throttled < wait_ns {
+        throttled
+    } else {
+        wait_ns
+    }
 }
 
 /// Charges `[start_ns, end_ns)` in `kind` to the thread: an episode if long, else its bucket.

@@ -344,7 +344,10 @@ mod tests {
             ..live
         };
         let b = s.breakdown(1, 0, 1000 * MS, Some(&waiting_throttled));
-        assert_eq!((b.runq_ns, b.throttled_ns, b.contention_ns()), (500 * MS, 500 * MS, 0));
+        assert_eq!(
+            (b.runq_ns, b.throttled_ns, b.contention_ns()),
+            (500 * MS, 500 * MS, 0)
+        );
         let unknown = LiveState {
             state: state::UNKNOWN,
             ..live
