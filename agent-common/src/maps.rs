@@ -1,7 +1,7 @@
 //! Map and global names, so that both sides refer to the same object by the same constant.
 
-/// Per-thread timestamp of the moment the thread became runnable (tid -> ns), node-wide.
-pub const RUNQ_ENQUEUED_NS: &str = "RUNQ_ENQUEUED_NS";
+/// Task-local [`crate::thread::TaskSched`]: enqueue time and cached cgroup, node-wide.
+pub const TASK_SCHED: &str = "TASK_SCHED";
 /// Run-queue delay histogram per cgroup id (cgroup id -> [`crate::RunqHist`]).
 pub const RUNQ_HIST: &str = "RUNQ_HIST";
 /// Per-CPU drop counters, indexed by [`crate::DropCounter`].

@@ -106,3 +106,17 @@ mod pod {
     unsafe impl aya::Pod for super::ThreadState {}
     unsafe impl aya::Pod for super::SchedRecord {}
 }
+
+/// Per-task scheduler bookkeeping kept in task-local storage (map `TASK_SCHED`): a direct
+/// pointer from the task, no hashing, freed with the task.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskSched {
+    /// When the task last became runnable; 0 once it got a CPU.
+    pub enqueued_ns: u64,
+    /// The task's cgroup v2 id, refreshed every time it leaves a CPU (cheap then: it is the
+    /// current task), so that reading it at switch-in needs no pointer chase.
+    pub cgroup_id: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<TaskSched>() == 16);

@@ -2,17 +2,18 @@
 //! preempted while still runnable) to it getting a CPU, as an in-kernel histogram per cgroup.
 
 use aya_ebpf::{
-    macros::map,
-    maps::{Array, HashMap, LruHashMap},
+    helpers::bpf_get_current_cgroup_id,
+    macros::{btf_map, map},
+    maps::{Array, HashMap},
 };
-use culprit_common::{DropCounter, HIST_SLOTS, KernelOffsets, RunqHist, hist_slot};
+use culprit_common::{
+    DropCounter, HIST_SLOTS, KernelOffsets, RunqHist, hist_slot, thread::TaskSched,
+};
 
-use crate::{drops::count_drop, task::task_cgroup_id};
+use crate::{drops::count_drop, task::task_cgroup_id, task_storage::TaskStorage};
 
-/// tid -> the moment the thread became runnable. LRU so that threads that exit while runnable
-/// cannot leak entries.
-#[map(name = "RUNQ_ENQUEUED_NS")]
-static RUNQ_ENQUEUED_NS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(65536, 0);
+#[btf_map(name = "TASK_SCHED")]
+static TASK_SCHED: TaskStorage<TaskSched> = TaskStorage::new();
 
 #[map(name = "RUNQ_HIST")]
 static RUNQ_HIST: HashMap<u64, RunqHist> = HashMap::with_max_entries(4096, 0);
@@ -22,26 +23,52 @@ static RUNQ_HIST: HashMap<u64, RunqHist> = HashMap::with_max_entries(4096, 0);
 #[map(name = "RUNQ_HIST_ZERO")]
 static RUNQ_HIST_ZERO: Array<RunqHist> = Array::with_max_entries(1, 0);
 
+/// `task` became runnable.
 #[inline(always)]
-pub fn record_enqueue(tid: u32, now_ns: u64) {
-    if tid == 0 {
-        return;
-    }
-    if RUNQ_ENQUEUED_NS.insert(tid, now_ns, 0).is_err() {
-        count_drop(DropCounter::RunqEnqueueFailed);
+pub fn record_enqueue(task: *const u8, now_ns: u64) {
+    match TASK_SCHED.get_or_create(task) {
+        Some(ts) => unsafe { (*ts).enqueued_ns = now_ns },
+        None => count_drop(DropCounter::RunqEnqueueFailed),
     }
 }
 
-/// `next` (thread `next_tid`) got a CPU: charge its wait to its cgroup.
+/// `prev`, the current task, leaves its CPU: remember its cgroup, and its enqueue time if it
+/// stays runnable.
 #[inline(always)]
-pub fn record_dequeue(next: *const u8, next_tid: u32, now_ns: u64, off: &KernelOffsets) {
-    let Some(enqueued_ns) = (unsafe { RUNQ_ENQUEUED_NS.get(next_tid) }).copied() else {
+pub fn record_switch_out(prev: *const u8, preempted: bool, now_ns: u64) {
+    let Some(ts) = TASK_SCHED.get_or_create(prev) else {
+        count_drop(DropCounter::RunqEnqueueFailed);
         return;
     };
-    let _ = RUNQ_ENQUEUED_NS.remove(next_tid);
-    if let Ok(cgroup_id) = task_cgroup_id(next, off) {
-        let _ = add_sample(cgroup_id, now_ns.saturating_sub(enqueued_ns));
+    unsafe {
+        (*ts).cgroup_id = bpf_get_current_cgroup_id();
+        if preempted {
+            (*ts).enqueued_ns = now_ns;
+        }
     }
+}
+
+/// `next` got a CPU: charge its wait to its cgroup.
+#[inline(always)]
+pub fn record_dequeue(next: *const u8, now_ns: u64, off: &KernelOffsets) {
+    let Some(ts) = TASK_SCHED.get(next) else {
+        return;
+    };
+    let (enqueued_ns, cached_cgroup) = unsafe { ((*ts).enqueued_ns, (*ts).cgroup_id) };
+    if enqueued_ns == 0 {
+        return;
+    }
+    unsafe { (*ts).enqueued_ns = 0 };
+    // A task that never left a CPU yet (just forked) has no cached cgroup.
+    let cgroup_id = if cached_cgroup != 0 {
+        cached_cgroup
+    } else {
+        match task_cgroup_id(next, off) {
+            Ok(id) => id,
+            Err(()) => return,
+        }
+    };
+    let _ = add_sample(cgroup_id, now_ns.saturating_sub(enqueued_ns));
 }
 
 #[inline(always)]

@@ -57,7 +57,7 @@ fn try_wakeup(task: *const u8, new: bool) -> Result<(), ()> {
     let tid = task_tid(task, &off)?;
     let now_ns = unsafe { bpf_ktime_get_ns() };
     if probe_config().node_summary != 0 {
-        runq_hist::record_enqueue(tid, now_ns);
+        runq_hist::record_enqueue(task, now_ns);
     }
     if new {
         thread_state::wakeup_new(task, tid, now_ns, &off);
@@ -94,11 +94,8 @@ fn try_switch_node(ctx: &BtfTracePointContext) -> Result<(), ()> {
     }
     let prev: *const u8 = ctx.arg(1);
     let next: *const u8 = ctx.arg(2);
-    if prev_preempted(ctx, prev, &off)? {
-        runq_hist::record_enqueue(prev_tid, now_ns);
-    }
-    let next_tid = task_tid(next, &off)?;
-    runq_hist::record_dequeue(next, next_tid, now_ns, &off);
+    runq_hist::record_switch_out(prev, prev_preempted(ctx, prev, &off)?, now_ns);
+    runq_hist::record_dequeue(next, now_ns, &off);
     Ok(())
 }
 

@@ -53,17 +53,7 @@ pub fn switch_out(
     };
     let st = unsafe { &mut *st };
     st.tgid = tgid;
-    if st.state == state::ON_CPU {
-        account(
-            st,
-            tid,
-            state::ON_CPU,
-            st.since_ns,
-            now_ns,
-            0,
-            Neighbour::default(),
-        );
-    }
+    close_on_cpu(st, tid, now_ns);
     if preempted {
         begin_wait(st, prev, now_ns, off);
     } else {
@@ -161,20 +151,27 @@ pub fn exit(tid: u32, now_ns: u64) {
         return;
     };
     let st = unsafe { &mut *st };
+    close_on_cpu(st, tid, now_ns);
+    flush_bucket(st, tid);
+    emit(record::EXIT, 0, tid, st.tgid, now_ns, now_ns, &st.bucket);
+    let _ = THREAD_STATE.remove(tid);
+}
+
+/// Charges the interval on CPU that ends now, if the thread was on one.
+#[inline(always)]
+fn close_on_cpu(st: &mut ThreadState, tid: u32, now_ns: u64) {
     if st.state == state::ON_CPU {
+        let since_ns = st.since_ns;
         account(
             st,
             tid,
             state::ON_CPU,
-            st.since_ns,
+            since_ns,
             now_ns,
             0,
             Neighbour::default(),
         );
     }
-    flush_bucket(st, tid);
-    emit(record::EXIT, 0, tid, st.tgid, now_ns, now_ns, &st.bucket);
-    let _ = THREAD_STATE.remove(tid);
 }
 
 #[inline(always)]

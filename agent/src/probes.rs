@@ -140,6 +140,9 @@ pub fn load(opts: &ProbeOptions) -> anyhow::Result<Probes> {
     let tcp_globals = tcp.as_ref().copied().unwrap_or(TcpTracepointOffsets::ZERO);
 
     let mut ebpf = EbpfLoader::new()
+        // TASK_SCHED is task-local storage: aya creates it but has no userspace wrapper,
+        // which the agent does not need.
+        .allow_unsupported_maps()
         .override_global(maps::KERNEL_OFFSETS_GLOBAL, &offsets, true)
         .override_global(maps::TCP_TP_OFFSETS_GLOBAL, &tcp_globals, true)
         .override_global(maps::PROBE_CONFIG_GLOBAL, &opts.config, true)

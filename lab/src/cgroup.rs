@@ -22,16 +22,7 @@ pub struct TempCgroup {
 impl TempCgroup {
     /// A new cgroup at the top of the cgroup v2 tree, named `<prefix>-<pid>-<n>`.
     pub fn new_v2(prefix: &str) -> anyhow::Result<Self> {
-        let root = find_cgroup2_mount()?;
-        let name = format!(
-            "{prefix}-{}-{}",
-            std::process::id(),
-            NEXT_ID.fetch_add(1, Ordering::Relaxed)
-        );
-        let path = root.join(name);
-        fs::create_dir(&path)
-            .with_context(|| format!("creating cgroup {} (needs root)", path.display()))?;
-        Ok(Self { root, path })
+        Self::new_under(&find_cgroup2_mount()?, prefix)
     }
 
     /// A new cgroup whose CPU bandwidth is capped at `quota_us` per `period_us`: in the v1 `cpu`

@@ -3,6 +3,7 @@
 //! what the tests prove.
 
 pub mod agent_run;
+pub mod bench_hooks;
 pub mod binaries;
 pub mod cgroup;
 pub mod demo;

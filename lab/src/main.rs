@@ -3,7 +3,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
-use culprit_lab::{demo, placement, workloads};
+use culprit_lab::{bench_hooks, demo, placement, workloads};
 
 #[derive(Debug, Parser)]
 #[command(name = "culprit-lab", version, about)]
@@ -60,6 +60,21 @@ enum LabCommand {
         #[arg(long, default_value_t = 512)]
         size: usize,
     },
+    /// A context-switch storm: pairs of threads bouncing a byte over pipes.
+    Pingpong {
+        #[arg(long, default_value_t = 2)]
+        pairs: usize,
+    },
+    /// Kernel cost of the agent's hooks vs the classic bpftrace run-queue logic, from the
+    /// kernel's bpf_stats, under the same context-switch storm.
+    BenchHooks {
+        /// Seconds of storm per measured tool.
+        #[arg(long, default_value_t = 10.0)]
+        storm_seconds: f64,
+        /// Write the results as Markdown here too.
+        #[arg(long)]
+        markdown: Option<PathBuf>,
+    },
     /// Run the agent next to an injected CPU contention and show what it sees.
     Demo {
         /// Reports (2 s each) per phase.
@@ -70,8 +85,13 @@ enum LabCommand {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let LabCommand::Demo { reports_per_phase } = cli.command {
-        return demo::run(reports_per_phase);
+    match &cli.command {
+        LabCommand::Demo { reports_per_phase } => return demo::run(*reports_per_phase),
+        LabCommand::BenchHooks {
+            storm_seconds,
+            markdown,
+        } => return bench_hooks::run(*storm_seconds, markdown.as_deref()),
+        _ => {}
     }
     for cgroup in &cli.cgroup {
         placement::join_cgroup(cgroup)?;
@@ -92,7 +112,8 @@ fn main() -> anyhow::Result<()> {
         }
         LabCommand::TcpServer { port, size } => workloads::tcp_server(port, size, run_for)?,
         LabCommand::TcpClient { port, size } => workloads::tcp_client(port, size, run_for)?,
-        LabCommand::Demo { .. } => unreachable!("handled above"),
+        LabCommand::Pingpong { pairs } => workloads::pingpong(pairs, run_for)?,
+        LabCommand::Demo { .. } | LabCommand::BenchHooks { .. } => unreachable!("handled above"),
     }
     Ok(())
 }

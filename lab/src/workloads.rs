@@ -114,3 +114,56 @@ fn log_retry(e: &std::io::Error) {
         eprintln!("culprit-lab: connect failed ({e}); retrying");
     }
 }
+
+/// A context-switch storm: `pairs` pairs of threads, all pinned to the calling thread's CPUs,
+/// bouncing one byte back and forth over pipes. Every hop is a wakeup and a context switch.
+pub fn pingpong(pairs: usize, run_for: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + run_for;
+    let mut workers = Vec::new();
+    for _ in 0..pairs.max(1) {
+        let (a_read, b_write) = pipe()?;
+        let (b_read, a_write) = pipe()?;
+        workers.push(thread::spawn(move || {
+            bounce(a_read, a_write, deadline, true)
+        }));
+        workers.push(thread::spawn(move || {
+            bounce(b_read, b_write, deadline, false)
+        }));
+    }
+    for w in workers {
+        let _ = w.join();
+    }
+    Ok(())
+}
+
+fn pipe() -> anyhow::Result<(std::fs::File, std::fs::File)> {
+    use std::os::fd::FromRawFd as _;
+    let mut fds = [0i32; 2];
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("pipe");
+    }
+    // SAFETY: pipe() just returned these two fresh descriptors.
+    Ok(unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    })
+}
+
+fn bounce(
+    mut input: std::fs::File,
+    mut output: std::fs::File,
+    deadline: Instant,
+    serve_first: bool,
+) {
+    let mut byte = [0u8; 1];
+    if serve_first && output.write_all(&byte).is_err() {
+        return;
+    }
+    while Instant::now() < deadline {
+        if input.read_exact(&mut byte).is_err() || output.write_all(&byte).is_err() {
+            return;
+        }
+    }
+}

@@ -41,11 +41,20 @@ fn sleeps_are_off_cpu_spins_are_on_cpu_and_the_unwatched_are_ignored() -> anyhow
 
     let s = ThreadTotals::of(&reports, sleeper.pid());
     eprintln!("sleeper {s:?}");
-    // Each sleep is one off-CPU episode of 50 ms (plus timer slack).
+    // Each sleep is one off-CPU episode of 50 ms (plus timer slack). The median of the
+    // per-report longest episodes, so that one hiccup of the machine (a VM's stolen time)
+    // cannot decide the result.
+    let mut longest: Vec<u64> = reports
+        .iter()
+        .flat_map(|r| &r.threads)
+        .filter(|t| t.pid == sleeper.pid())
+        .map(|t| t.longest_off_cpu_ns)
+        .collect();
+    longest.sort_unstable();
+    let median = longest.get(longest.len() / 2).copied().unwrap_or(0);
     assert!(
-        (49 * MS..60 * MS).contains(&s.longest_off_cpu_ns),
-        "longest off-CPU {} ns",
-        s.longest_off_cpu_ns
+        (49 * MS..60 * MS).contains(&median),
+        "median longest off-CPU episode {median} ns (all: {longest:?})"
     );
     assert!(
         s.off_cpu_ns * 100 > s.observed_ns() * 95,

@@ -53,6 +53,26 @@ pub fn demo() -> anyhow::Result<()> {
     )
 }
 
+pub fn bench() -> anyhow::Result<()> {
+    setup::run()?;
+    build()?;
+    let out_dir = root().join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    step(
+        "kernel cost per hook under a context-switch storm (bpf_stats), next to bpftrace",
+        "needs root and bpftrace (`cargo xtask setup` installs it)",
+        || {
+            run_cmd(
+                Command::new(root().join("target/release/culprit-lab"))
+                    .args(["bench-hooks", "--storm-seconds", "10", "--markdown"])
+                    .arg(out_dir.join("hooks.md")),
+            )
+        },
+    )?;
+    println!("results: target/bench/hooks.md (copy the table into BENCHMARKS.md)");
+    Ok(())
+}
+
 pub fn test() -> anyhow::Result<()> {
     setup::run()?;
     step("cargo fmt --check", "run `cargo fmt --all`", || {

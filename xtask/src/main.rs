@@ -28,6 +28,8 @@ enum Command {
     Test,
     /// Run the agent next to injected CPU contention and show what it finds.
     Demo,
+    /// Benchmarks: per-hook kernel cost (bpf_stats) against bpftrace's run-queue logic.
+    Bench,
 }
 
 fn main() -> std::process::ExitCode {
@@ -38,6 +40,7 @@ fn main() -> std::process::ExitCode {
         Command::Run { args } => commands::run(&args),
         Command::Test => commands::test(),
         Command::Demo => commands::demo(),
+        Command::Bench => commands::bench(),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -14,9 +14,9 @@ use crate::shell::{self, is_root, output, root, step};
 /// The eBPF crate links with this exact bpf-linker, built against rustc's own LLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
-/// Debian packages the tests use: nftables injects packet loss, iproute2 makes network
-/// namespaces.
-const APT_PACKAGES: &[&str] = &["nftables", "iproute2"];
+/// Debian packages the tests and benchmarks use: nftables injects packet loss, iproute2 makes
+/// network namespaces, bpftrace is the classic tool the hook benchmark compares against.
+const APT_PACKAGES: &[&str] = &["nftables", "iproute2", "bpftrace"];
 
 pub fn run() -> anyhow::Result<()> {
     if !is_root() {
@@ -44,7 +44,7 @@ pub fn run() -> anyhow::Result<()> {
     )?;
     step(
         &format!("Debian packages: {}", APT_PACKAGES.join(", ")),
-        "apt-get update && apt-get install -y nftables iproute2",
+        "apt-get update && apt-get install -y nftables iproute2 bpftrace",
         ensure_apt_packages,
     )?;
     step(
