@@ -1,17 +1,22 @@
-//! `culprit agent`: load the probes, drain their events, report on an interval, stop cleanly.
+//! `culprit agent`: load the probes, receive spans, drain kernel events, join, export, report on
+//! an interval, and stop in order (receivers, held spans, export queue, probes).
 
 use std::time::Duration;
 
 use anyhow::Context as _;
 use culprit_common::{ProbeConfig, maps, tcp::RetransmitRecord, thread::SchedRecord};
+use tokio::sync::watch;
 
 use crate::{
     cgroup_paths::{CgroupPaths, find_cgroup2_mount},
     cli::AgentOpts,
     collector::Collector,
     drops::DropCounters,
+    export::{self, ExportQueue, queue::Item, sender::Sender},
+    join::Joiner,
+    otlp::{self, Ingress, Payload},
     probes::{self, ProbeOptions},
-    report,
+    report::{self, OtlpCounts},
     ring_reader::RingReader,
     runqueue::RunqCollector,
     shutdown::stop_requested,
@@ -19,13 +24,20 @@ use crate::{
     watch::WatchSet,
 };
 
-/// How often the watch set is re-read (new threads, processes gone).
+/// How often the watch set is re-read (new threads, processes gone) and the clocks compared.
 const WATCH_REFRESH: Duration = Duration::from_secs(1);
 /// How often watched cgroups' `cpu.stat` is polled: the resolution of throttle episodes.
 const THROTTLE_POLL: Duration = Duration::from_millis(100);
+/// How often held spans are checked for release.
+const RELEASE_POLL: Duration = Duration::from_millis(20);
+/// The longest a span may be held, whatever `--hold-ms` says.
+const MAX_HOLD: Duration = Duration::from_secs(2);
+/// How long shutdown waits for the export queue to drain.
+const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
 pub fn run(opts: AgentOpts) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
@@ -49,6 +61,11 @@ fn probe_config(opts: &AgentOpts) -> anyhow::Result<ProbeConfig> {
 
 async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
     let config = probe_config(&opts)?;
+    let export_config = export::config::resolve(
+        |k| std::env::var(k).ok(),
+        opts.export_endpoint.as_deref(),
+        opts.export_protocol.as_deref(),
+    )?;
     let cgroup_root = match &opts.cgroup_root {
         Some(root) => root.clone(),
         None => find_cgroup2_mount()?,
@@ -71,15 +88,7 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
         .map(|s| format!("{:?}: {}", s.signal, s.reason.as_deref().unwrap_or("")))
         .collect();
     let ebpf = &mut probes.ebpf;
-    let watch = WatchSet::new(
-        ebpf,
-        opts.watch_pids.clone(),
-        opts.watch_cgroups.clone(),
-        cgroup_root.clone(),
-    )?;
-    if watch.is_empty() {
-        log::info!("no --watch-pid/--watch-cgroup: node-wide per-cgroup summaries only");
-    }
+    let watch = WatchSet::new(ebpf, opts.watch_pids.clone(), opts.watch_cgroups.clone(), cgroup_root.clone())?;
     let mut collector = Collector::new(
         RunqCollector::new(ebpf)?,
         DropCounters::new(ebpf)?,
@@ -96,16 +105,72 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
     let mut sched_events = RingReader::<SchedRecord>::new(ebpf, maps::SCHED_EVENTS)?;
     let mut tcp_events = RingReader::<RetransmitRecord>::new(ebpf, maps::TCP_EVENTS)?;
 
+    // OTLP in.
+    let (ingress, mut inbound) = Ingress::new(1024, opts.max_in_flight, opts.max_message_mib << 20);
+    let (stop_receivers, receivers_stopped) = watch::channel(false);
+    let mut receivers = Vec::new();
+    if !opts.no_otlp {
+        for serve in [ServeKind::Grpc(opts.otlp_grpc), ServeKind::Http(opts.otlp_http)] {
+            let mut stopped = receivers_stopped.clone();
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            let ingress = ingress.clone();
+            receivers.push(tokio::spawn(async move {
+                let result = match serve {
+                    ServeKind::Grpc(addr) => otlp::grpc::serve(addr, ingress, shutdown).await,
+                    ServeKind::Http(addr) => otlp::http::serve(addr, ingress, shutdown).await,
+                };
+                if let Err(err) = &result {
+                    log::error!("{err:#}");
+                }
+                result
+            }));
+        }
+    }
+    // OTLP out.
+    let export_queue = ExportQueue::new(opts.export_queue, 256 << 20);
+    let exporting = export_config.is_some();
+    if let Some(cfg) = export_config {
+        log::info!("exporting to {} ({:?})", cfg.traces_endpoint, cfg.protocol);
+        let sender = Sender::new(cfg, export_queue.clone())?;
+        tokio::spawn(sender.run());
+    } else {
+        log::info!("no OTLP export endpoint: printing span decompositions");
+    }
+    let print_spans = !exporting || opts.print_spans;
+    let slow_ns = (opts.slow_ms.max(0.0) * 1e6) as u64;
+    let mut joiner = Joiner::new(
+        Duration::from_millis(opts.hold_ms).min(MAX_HOLD),
+        MAX_HOLD,
+    );
+
     let stop = stop_requested(opts.duration);
     tokio::pin!(stop);
     let mut report_tick = interval(opts.interval);
     let mut watch_tick = interval(WATCH_REFRESH);
     let mut throttle_tick = interval(THROTTLE_POLL);
+    let mut release_tick = interval(RELEASE_POLL);
     // The first ticks fire at once; the reports are measured from here.
     report_tick.tick().await;
     watch_tick.tick().await;
     throttle_tick.tick().await;
     collector.start();
+
+    let emit = |collector: &Collector, joiner: &mut Joiner, force: bool| -> anyhow::Result<()> {
+        for (request, lines) in joiner.release(collector, force) {
+            if print_spans {
+                for line in lines.iter().filter(|l| l.duration_ms * 1e6 >= slow_ns as f64) {
+                    report::print_span(line, opts.output).context("writing to stdout")?;
+                }
+            }
+            if exporting {
+                export_queue.push(Item::new(Payload::Traces(request)));
+            }
+        }
+        Ok(())
+    };
+
     let reason = loop {
         tokio::select! {
             reason = &mut stop => break reason?,
@@ -117,7 +182,21 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
                 r?;
                 tcp_events.drain(|rec| collector.on_retransmit(rec));
             }
-            _ = watch_tick.tick() => collector.refresh_watch(),
+            Some(msg) = inbound.recv() => match msg.payload {
+                Payload::Traces(req) => joiner.accept(req, msg.origin, &mut collector),
+                // Metrics and logs pass through untouched.
+                other if exporting => export_queue.push(Item::new(other)),
+                _ => {}
+            },
+            _ = release_tick.tick() => {
+                sched_events.drain(|rec| collector.on_sched(rec));
+                tcp_events.drain(|rec| collector.on_retransmit(rec));
+                emit(&collector, &mut joiner, false)?;
+            }
+            _ = watch_tick.tick() => {
+                collector.refresh_watch();
+                joiner.remeasure_clock();
+            }
             _ = throttle_tick.tick() => collector.poll_throttling(),
             _ = report_tick.tick() => {
                 // Whatever the kernel has streamed up to now belongs in this report.
@@ -126,18 +205,53 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
                 let mut report = collector.report(opts.interval);
                 let malformed = sched_events.malformed + tcp_events.malformed;
                 report.drops.insert("ring_records_malformed".into(), malformed);
+                report.otlp = OtlpCounts {
+                    ingress: ingress.stats.snapshot(),
+                    join: joiner.counts(),
+                    export: export_queue.stats.snapshot(),
+                    exporting,
+                };
                 report::print(&report, opts.output, opts.top)
                     .context("writing the report to stdout")?;
             }
         }
     };
-    log::info!("stopping ({reason:?}); detaching probes");
+    log::info!("stopping ({reason:?}): closing receivers, releasing held spans, flushing exports");
+    let _ = stop_receivers.send(true);
+    for r in receivers {
+        let _ = r.await;
+    }
+    while let Ok(msg) = inbound.try_recv() {
+        match msg.payload {
+            Payload::Traces(req) => joiner.accept(req, msg.origin, &mut collector),
+            other if exporting => export_queue.push(Item::new(other)),
+            _ => {}
+        }
+    }
+    sched_events.drain(|rec| collector.on_sched(rec));
+    emit(&collector, &mut joiner, true)?;
+    if exporting {
+        let deadline = tokio::time::Instant::now() + FLUSH_DEADLINE;
+        while !export_queue.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = export_queue.len();
+        if left > 0 {
+            log::warn!("{left} export requests still queued at shutdown: dropped");
+        }
+    }
+    log::info!("detaching probes");
     // Dropping the maps and `probes` detaches every program and frees the kernel objects.
     drop(sched_events);
     drop(tcp_events);
     drop(collector);
     drop(probes);
     Ok(())
+}
+
+enum ServeKind {
+    Grpc(std::net::SocketAddr),
+    Http(std::net::SocketAddr),
 }
 
 fn interval(period: Duration) -> tokio::time::Interval {

@@ -70,6 +70,40 @@ pub struct AgentOpts {
     /// Skip the node-wide per-cgroup run-queue histograms (watched threads only).
     #[arg(long)]
     pub no_node_summary: bool,
+    /// OTLP/gRPC receiver address.
+    #[arg(long, default_value = "127.0.0.1:4317")]
+    pub otlp_grpc: std::net::SocketAddr,
+    /// OTLP/HTTP receiver address (protobuf and JSON).
+    #[arg(long, default_value = "127.0.0.1:4318")]
+    pub otlp_http: std::net::SocketAddr,
+    /// Do not receive OTLP (kernel signals only).
+    #[arg(long)]
+    pub no_otlp: bool,
+    /// Largest OTLP message accepted (after decompression), in MiB.
+    #[arg(long, default_value_t = 4)]
+    pub max_message_mib: usize,
+    /// OTLP requests processed at once; more are answered 429 / RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 64)]
+    pub max_in_flight: usize,
+    /// How long a span is held after its end for the kernel events of its window (max 2000).
+    #[arg(long, default_value_t = 300)]
+    pub hold_ms: u64,
+    /// Export endpoint (overrides OTEL_EXPORTER_OTLP_ENDPOINT and friends).
+    #[arg(long)]
+    pub export_endpoint: Option<String>,
+    /// Export protocol: grpc or http/protobuf (overrides OTEL_EXPORTER_OTLP_PROTOCOL).
+    #[arg(long)]
+    pub export_protocol: Option<String>,
+    /// Requests the export queue holds while the backend is down; then the oldest are dropped.
+    #[arg(long, default_value_t = 2048)]
+    pub export_queue: usize,
+    /// Print the decomposition of every span at least this long (always when not exporting;
+    /// with an export endpoint only with --print-spans).
+    #[arg(long, default_value_t = 50.0)]
+    pub slow_ms: f64,
+    /// Print span decompositions even when exporting.
+    #[arg(long)]
+    pub print_spans: bool,
     /// Kernel BTF used to resolve struct offsets.
     #[arg(long, default_value = "/sys/kernel/btf/vmlinux")]
     pub btf: PathBuf,

@@ -1,7 +1,7 @@
 //! Everything the agent keeps between reports, and the report it builds from it.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, VecDeque},
     path::PathBuf,
     time::Duration,
 };
@@ -9,6 +9,7 @@ use std::{
 use culprit_common::{tcp::RetransmitRecord, thread::SchedRecord};
 
 use crate::{
+    join::attribution::Measured,
     cgroup_paths::CgroupPaths,
     clock::monotonic_ns,
     cpu_stat::ThrottleMonitor,
@@ -30,6 +31,8 @@ pub struct Collector {
     pub throttle: ThrottleMonitor,
     resolver: RetransmitResolver,
     pending_retransmits: Vec<RetransmitRow>,
+    /// Retransmits of the last minute, for joining with spans.
+    recent_retransmits: VecDeque<RetransmitRow>,
     cgroup_prefix: Option<String>,
     degraded: Vec<String>,
     last_report_ns: u64,
@@ -56,6 +59,7 @@ impl Collector {
             throttle: ThrottleMonitor::default(),
             resolver: RetransmitResolver::default(),
             pending_retransmits: Vec::new(),
+            recent_retransmits: VecDeque::new(),
             cgroup_prefix,
             degraded,
             last_report_ns: monotonic_ns(),
@@ -69,7 +73,77 @@ impl Collector {
 
     pub fn on_retransmit(&mut self, rec: RetransmitRecord) {
         let row = self.resolver.row(&rec);
+        if self.recent_retransmits.len() >= RECENT_RETRANSMITS_MAX {
+            self.recent_retransmits.pop_front();
+        }
+        self.recent_retransmits.push_back(row.clone());
         self.pending_retransmits.push(row);
+    }
+
+    /// Starts per-thread accounting of a process (a span sender), if not yet watched.
+    pub fn watch_pid(&mut self, pid: u32) {
+        if self.watch.add_pid(pid) {
+            self.refresh_watch();
+        }
+    }
+
+    /// What the probes saw of process `pid` (or of its thread `tid`) between two monotonic
+    /// times.
+    pub fn measure(&self, pid: u32, tid: Option<u32>, start_ns: u64, end_ns: u64) -> Measured {
+        let mut m = Measured {
+            wall_ns: end_ns.saturating_sub(start_ns),
+            ..Measured::default()
+        };
+        let breakdown = |tid: u32| {
+            let live = self.watch.live(tid).map(|(_, l)| l);
+            self.store.breakdown(tid, start_ns, end_ns, live.as_ref())
+        };
+        m.threads = 1;
+        let total = match tid {
+            Some(tid) => {
+                m.join = "thread";
+                breakdown(tid)
+            }
+            None => {
+                // Without the thread's name, the thread that ran (or waited to run) most in the
+                // window is taken as the one that served the span: summing every thread would
+                // mix in the blocked time of idle helper threads.
+                m.join = "process";
+                self.threads_of(pid)
+                    .into_iter()
+                    .map(breakdown)
+                    .max_by_key(|b| b.on_cpu_ns + b.runq_ns)
+                    .unwrap_or_default()
+            }
+        };
+        m.on_cpu_ns = total.on_cpu_ns;
+        m.runq_ns = total.runq_ns;
+        m.throttled_ns = total.throttled_ns;
+        m.off_cpu_ns = total.off_cpu_ns;
+        if let Some((npid, _)) = total.top_neighbours(1).first() {
+            m.neighbour = Some(format!(
+                "{} ({npid})",
+                procfs::comm(*npid).unwrap_or_else(|| "?".into())
+            ));
+        }
+        let (wait_ns, count, peer) = retransmit_wait(&self.recent_retransmits, pid, start_ns, end_ns);
+        m.retransmit_wait_ns = wait_ns;
+        m.retransmits = count;
+        m.retransmit_peer = peer;
+        m
+    }
+
+    fn threads_of(&self, pid: u32) -> Vec<u32> {
+        let mut tids: Vec<u32> = self
+            .watch
+            .tids()
+            .into_iter()
+            .filter(|&t| self.watch.live(t).is_some_and(|(tgid, _)| tgid == pid))
+            .collect();
+        tids.extend(self.store.tids().filter(|&t| self.store.tgid_of(t) == Some(pid)));
+        tids.sort_unstable();
+        tids.dedup();
+        tids
     }
 
     /// Re-reads the watch set and the cgroups whose throttling it follows.
@@ -132,6 +206,10 @@ impl Collector {
         );
         report.degraded.clone_from(&self.degraded);
         self.store.expire(now_ns);
+        let horizon = now_ns.saturating_sub(RECENT_RETRANSMITS_NS);
+        while self.recent_retransmits.front().is_some_and(|r| r.mono_ns < horizon) {
+            self.recent_retransmits.pop_front();
+        }
         report
     }
 
@@ -186,6 +264,45 @@ impl Collector {
         self.last_cpu_stat = now;
         rows
     }
+}
+
+const RECENT_RETRANSMITS_MAX: usize = 10_000;
+const RECENT_RETRANSMITS_NS: u64 = 60_000_000_000;
+
+/// Time process `pid` spent waiting on retransmitted segments within the window: each
+/// retransmit at `t` with cost `c` covers `[t - c, t]`. Also the count, and the peer with most.
+pub fn retransmit_wait(
+    rows: &VecDeque<RetransmitRow>,
+    pid: u32,
+    start_ns: u64,
+    end_ns: u64,
+) -> (u64, u64, Option<String>) {
+    let mut intervals: Vec<(u64, u64)> = Vec::new();
+    let mut peers: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.pid == Some(pid)) {
+        let lo = r.mono_ns.saturating_sub(r.cost_ns).max(start_ns);
+        let hi = r.mono_ns.min(end_ns);
+        if hi > lo {
+            intervals.push((lo, hi));
+            *peers.entry(r.remote.as_str()).or_default() += 1;
+        }
+    }
+    // Retransmits of one stall overlap: count covered time once.
+    intervals.sort_unstable();
+    let mut covered = 0;
+    let mut cursor = 0;
+    for (lo, hi) in &intervals {
+        let lo = (*lo).max(cursor);
+        if *hi > lo {
+            covered += hi - lo;
+        }
+        cursor = cursor.max(*hi);
+    }
+    let peer = peers
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(p, _)| p.to_string());
+    (covered, intervals.len() as u64, peer)
 }
 
 fn thread_row(tid: u32, tgid: u32, b: &Breakdown) -> ThreadRow {
@@ -253,6 +370,23 @@ mod tests {
             cost_ns,
             cost_from: "since_send".into(),
         }
+    }
+
+    #[test]
+    fn retransmit_wait_counts_overlapping_stalls_once() {
+        let mut rows = VecDeque::new();
+        let mut r = row("a:1", "b:2", 200);
+        r.mono_ns = 1000;
+        rows.push_back(r.clone());
+        r.mono_ns = 1100;
+        rows.push_back(r.clone());
+        r.pid = Some(99);
+        rows.push_back(r);
+        let (wait, n, peer) = retransmit_wait(&rows, 1, 0, 5000);
+        assert_eq!((wait, n, peer.as_deref()), (300, 2, Some("b:2")));
+        // Clipped to the window.
+        assert_eq!(retransmit_wait(&rows, 1, 950, 1050).0, 100);
+        assert_eq!(retransmit_wait(&rows, 1, 2000, 3000), (0, 0, None));
     }
 
     #[test]

@@ -32,6 +32,19 @@ pub struct Report {
     pub drops: BTreeMap<String, u64>,
     /// Signals running degraded, with why.
     pub degraded: Vec<String>,
+    /// Spans in, joined, out, dropped.
+    #[serde(default)]
+    pub otlp: OtlpCounts,
+}
+
+/// Self-metrics of the OTLP pipeline, since start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OtlpCounts {
+    pub ingress: crate::otlp::ingress::IngressCounts,
+    pub join: crate::join::joiner::JoinCounts,
+    pub export: crate::export::queue::ExportCounts,
+    /// Export not configured: received data was only printed.
+    pub exporting: bool,
 }
 
 /// Where one watched thread's time went in the interval.
@@ -95,6 +108,39 @@ impl Report {
     }
 }
 
+/// Prints one attributed span: a line of text, or `{"span": ...}` in JSON.
+pub fn print_span(line: &crate::join::joiner::SpanLine, format: OutputFormat) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    match format {
+        OutputFormat::Json => {
+            serde_json::to_writer(&mut out, &serde_json::json!({ "span": line }))?;
+            writeln!(out)?;
+        }
+        OutputFormat::Table => {
+            let a = &line.attribution;
+            writeln!(
+                out,
+                "span {} {:.1} ms pid {} cause={} ({:.0}%) on_cpu={:.1} runq={:.1} throttled={:.1} off_cpu={:.1} retransmit_wait={:.1} ms{}{} join={} coverage={:.2}",
+                line.name,
+                line.duration_ms,
+                line.pid,
+                a.cause,
+                a.cause_share * 100.0,
+                a.on_cpu_s * 1e3,
+                a.runqueue_s * 1e3,
+                a.throttled_s * 1e3,
+                a.off_cpu_s * 1e3,
+                a.retransmit_wait_s * 1e3,
+                a.neighbour.as_ref().map_or(String::new(), |n| format!(" neighbour={n}")),
+                a.retransmit_peer.as_ref().map_or(String::new(), |p| format!(" peer={p}")),
+                a.join,
+                a.coverage,
+            )?;
+        }
+    }
+    out.flush()
+}
+
 pub fn print(report: &Report, format: OutputFormat, top: usize) -> io::Result<()> {
     let mut out = io::stdout().lock();
     match format {
@@ -148,6 +194,18 @@ pub fn render_table(report: &Report, top: usize) -> String {
     }
     for d in &report.degraded {
         s.push_str(&format!("degraded: {d}\n"));
+    }
+    let o = &report.otlp;
+    if o.ingress.requests > 0 {
+        s.push_str(&format!(
+            "otlp: {} spans in, {} joined, {} unidentified, {} exported, {} dropped (queue full), {} queued\n",
+            o.ingress.spans_received,
+            o.join.spans_joined,
+            o.join.spans_unidentified,
+            o.export.spans_exported,
+            o.export.spans_dropped_queue_full,
+            o.export.queue_depth
+        ));
     }
     s
 }

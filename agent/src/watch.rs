@@ -71,6 +71,15 @@ impl WatchSet {
         })
     }
 
+    /// Adds a process to watch; returns whether it was new.
+    pub fn add_pid(&mut self, pid: u32) -> bool {
+        if self.pids.contains(&pid) {
+            return false;
+        }
+        self.pids.push(pid);
+        true
+    }
+
     pub fn is_empty(&self) -> bool {
         self.pids.is_empty() && self.cgroups.is_empty()
     }
@@ -79,6 +88,8 @@ impl WatchSet {
     /// that are gone.
     pub fn refresh(&mut self) {
         let mut threads: Vec<(u32, u32)> = Vec::new();
+        // Processes that exited are forgotten.
+        self.pids.retain(|&pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
         for &pid in &self.pids {
             threads.extend(procfs::threads_of(pid).into_iter().map(|tid| (tid, pid)));
         }

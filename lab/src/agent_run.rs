@@ -82,12 +82,14 @@ impl RunningAgent {
 }
 
 /// Run-queue figures of one cgroup summed over several reports.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct RunqTotals {
     pub waits: u64,
     pub total_wait_ns: u64,
     /// Highest per-report p99 seen.
     pub worst_p99_ns: u64,
+    /// Every per-report p99.
+    pub p99s_ns: Vec<u64>,
 }
 
 impl RunqTotals {
@@ -101,8 +103,16 @@ impl RunqTotals {
             t.waits += row.stats.waits;
             t.total_wait_ns += row.stats.total_wait_ns;
             t.worst_p99_ns = t.worst_p99_ns.max(row.stats.p99_wait_ns);
+            t.p99s_ns.push(row.stats.p99_wait_ns);
         }
         t
+    }
+
+    /// The median of the per-report p99s: one disturbed report cannot move it.
+    pub fn median_p99_ns(&self) -> u64 {
+        let mut v = self.p99s_ns.clone();
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0)
     }
 
     pub fn mean_wait_ns(&self) -> f64 {

@@ -107,7 +107,7 @@ pub fn run(reports_per_phase: usize) -> anyhow::Result<()> {
         }
         print!("{}", render_table(report, 10));
     })?;
-    let (before, after) = (outcome.victim_alone, outcome.victim_contended);
+    let (before, after) = (&outcome.victim_alone, &outcome.victim_contended);
     println!("\n== what the agent saw for the victim's cgroup");
     for (label, t) in [("alone", before), ("with hog", after)] {
         println!(

@@ -1,0 +1,217 @@
+//! Where to export, from the standard OpenTelemetry environment variables or flags.
+
+use std::time::Duration;
+
+use anyhow::bail;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportConfig {
+    pub protocol: Protocol,
+    /// Full URLs per signal (for gRPC the same base for all).
+    pub traces_endpoint: String,
+    pub metrics_endpoint: String,
+    pub logs_endpoint: String,
+    pub headers: Vec<(String, String)>,
+    pub timeout: Duration,
+}
+
+fn parse_protocol(s: &str) -> anyhow::Result<Protocol> {
+    match s.trim() {
+        "grpc" => Ok(Protocol::Grpc),
+        "http/protobuf" => Ok(Protocol::HttpProtobuf),
+        other => bail!("unsupported OTLP protocol `{other}`: use grpc or http/protobuf"),
+    }
+}
+
+/// `k1=v1,k2=v2`, values percent-decoded (W3C baggage format, as the specification says).
+pub fn parse_headers(s: &str) -> anyhow::Result<Vec<(String, String)>> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|pair| {
+            let Some((k, v)) = pair.split_once('=') else {
+                bail!("header `{pair}` is not key=value");
+            };
+            Ok((k.trim().to_string(), percent_decode(v.trim())))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = s.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Builds the export configuration: flags first, then the `OTEL_EXPORTER_OTLP_*` variables
+/// (read through `env`). `None` when no endpoint is configured: the agent then prints instead.
+pub fn resolve(
+    env: impl Fn(&str) -> Option<String>,
+    endpoint_flag: Option<&str>,
+    protocol_flag: Option<&str>,
+) -> anyhow::Result<Option<ExportConfig>> {
+    let protocol = match protocol_flag
+        .map(str::to_string)
+        .or_else(|| env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"))
+        .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
+    {
+        Some(p) => parse_protocol(&p)?,
+        // The specification's default.
+        None => Protocol::HttpProtobuf,
+    };
+    let base = endpoint_flag
+        .map(str::to_string)
+        .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"));
+    let signal = |var: &str, path: &str| -> Option<String> {
+        if endpoint_flag.is_none()
+            && let Some(e) = env(var)
+        {
+            return Some(e);
+        }
+        let base = base.as_ref()?.trim_end_matches('/');
+        Some(match protocol {
+            Protocol::Grpc => base.to_string(),
+            Protocol::HttpProtobuf => format!("{base}/{path}"),
+        })
+    };
+    let Some(traces_endpoint) = signal("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "v1/traces") else {
+        return Ok(None);
+    };
+    let metrics_endpoint = signal("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "v1/metrics")
+        .unwrap_or_else(|| sibling(&traces_endpoint, protocol, "v1/metrics"));
+    let logs_endpoint = signal("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "v1/logs")
+        .unwrap_or_else(|| sibling(&traces_endpoint, protocol, "v1/logs"));
+    let headers = match env("OTEL_EXPORTER_OTLP_TRACES_HEADERS").or_else(|| env("OTEL_EXPORTER_OTLP_HEADERS")) {
+        Some(h) => parse_headers(&h)?,
+        None => Vec::new(),
+    };
+    let timeout_ms = match env("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT").or_else(|| env("OTEL_EXPORTER_OTLP_TIMEOUT")) {
+        Some(t) => t
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| anyhow::anyhow!("OTEL_EXPORTER_OTLP_TIMEOUT `{t}` is not milliseconds"))?,
+        None => 10_000,
+    };
+    Ok(Some(ExportConfig {
+        protocol,
+        traces_endpoint,
+        metrics_endpoint,
+        logs_endpoint,
+        headers,
+        timeout: Duration::from_millis(timeout_ms),
+    }))
+}
+
+/// Another signal's endpoint next to a traces-only one.
+fn sibling(traces: &str, protocol: Protocol, path: &str) -> String {
+    match protocol {
+        Protocol::Grpc => traces.to_string(),
+        Protocol::HttpProtobuf => match traces.strip_suffix("v1/traces") {
+            Some(base) => format!("{base}{path}"),
+            None => traces.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn nothing_configured_means_no_export() {
+        assert_eq!(resolve(env(&[]), None, None).unwrap(), None);
+    }
+
+    #[test]
+    fn http_appends_signal_paths_to_the_base() {
+        let c = resolve(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/")]), None, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.protocol, Protocol::HttpProtobuf);
+        assert_eq!(c.traces_endpoint, "http://c:4318/v1/traces");
+        assert_eq!(c.metrics_endpoint, "http://c:4318/v1/metrics");
+        assert_eq!(c.logs_endpoint, "http://c:4318/v1/logs");
+        assert_eq!(c.timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn signal_variables_are_used_as_is_and_grpc_keeps_the_base() {
+        let c = resolve(
+            env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:9999/custom"),
+            ]),
+            None,
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.traces_endpoint, "http://t:9999/custom");
+        assert_eq!(c.metrics_endpoint, "http://c:4318/v1/metrics");
+        let g = resolve(
+            env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]),
+            None,
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((g.protocol, g.traces_endpoint.as_str()), (Protocol::Grpc, "http://c:4317"));
+    }
+
+    #[test]
+    fn flags_win_over_the_environment() {
+        let c = resolve(
+            env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4318"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]),
+            Some("http://flag:4318"),
+            Some("http/protobuf"),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.traces_endpoint, "http://flag:4318/v1/traces");
+    }
+
+    #[test]
+    fn headers_timeout_and_bad_values() {
+        let c = resolve(
+            env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=a%20b, x=1"),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+            ]),
+            None,
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.headers, vec![("api-key".into(), "a b".into()), ("x".into(), "1".into())]);
+        assert_eq!(c.timeout, Duration::from_millis(2500));
+        assert!(resolve(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "x"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]), None, None).is_err());
+        assert!(resolve(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "x"), ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon")]), None, None).is_err());
+        assert!(parse_headers("novalue").is_err());
+    }
+}

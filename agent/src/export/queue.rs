@@ -1,0 +1,223 @@
+//! The bounded export queue: requests wait here while the backend is slow or down.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use prost::Message as _;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::otlp::Payload;
+
+#[derive(Debug, Default)]
+pub struct ExportStats {
+    pub spans_exported: AtomicU64,
+    /// Dropped because the queue was full (the oldest go first).
+    pub spans_dropped_queue_full: AtomicU64,
+    /// Refused by the backend as invalid: retrying would not help.
+    pub spans_rejected_by_backend: AtomicU64,
+    pub requests_exported: AtomicU64,
+    pub requests_dropped: AtomicU64,
+    pub export_retries: AtomicU64,
+    pub queue_depth: AtomicU64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportCounts {
+    pub spans_exported: u64,
+    pub spans_dropped_queue_full: u64,
+    pub spans_rejected_by_backend: u64,
+    pub requests_exported: u64,
+    pub requests_dropped: u64,
+    pub export_retries: u64,
+    pub queue_depth: u64,
+}
+
+impl ExportStats {
+    pub fn snapshot(&self) -> ExportCounts {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ExportCounts {
+            spans_exported: g(&self.spans_exported),
+            spans_dropped_queue_full: g(&self.spans_dropped_queue_full),
+            spans_rejected_by_backend: g(&self.spans_rejected_by_backend),
+            requests_exported: g(&self.requests_exported),
+            requests_dropped: g(&self.requests_dropped),
+            export_retries: g(&self.export_retries),
+            queue_depth: g(&self.queue_depth),
+        }
+    }
+}
+
+pub struct Item {
+    pub payload: Payload,
+    pub spans: u64,
+    pub bytes: usize,
+}
+
+impl Item {
+    pub fn new(payload: Payload) -> Self {
+        let (spans, bytes) = match &payload {
+            Payload::Traces(r) => (
+                r.resource_spans
+                    .iter()
+                    .flat_map(|r| &r.scope_spans)
+                    .map(|s| s.spans.len() as u64)
+                    .sum(),
+                r.encoded_len(),
+            ),
+            Payload::Metrics(r) => (0, r.encoded_len()),
+            Payload::Logs(r) => (0, r.encoded_len()),
+        };
+        Self {
+            payload,
+            spans,
+            bytes,
+        }
+    }
+}
+
+struct Inner {
+    items: VecDeque<Item>,
+    bytes: usize,
+}
+
+/// Shared between the agent (push) and the sender task (front/pop).
+#[derive(Clone)]
+pub struct ExportQueue {
+    inner: Arc<Mutex<Inner>>,
+    pub notify: Arc<Notify>,
+    pub stats: Arc<ExportStats>,
+    max_items: usize,
+    max_bytes: usize,
+}
+
+impl ExportQueue {
+    pub fn new(max_items: usize, max_bytes: usize) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Inner {
+                items: VecDeque::new(),
+                bytes: 0,
+            })),
+            notify: Arc::new(Notify::new()),
+            stats: Arc::new(ExportStats::default()),
+            max_items: max_items.max(1),
+            max_bytes,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic elsewhere cannot leave the queue inconsistent: every update is one step.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends; when full, drops the oldest requests (counted).
+    pub fn push(&self, item: Item) {
+        let mut q = self.lock();
+        q.bytes += item.bytes;
+        q.items.push_back(item);
+        while q.items.len() > self.max_items || (q.bytes > self.max_bytes && q.items.len() > 1) {
+            let Some(old) = q.items.pop_front() else { break };
+            q.bytes -= old.bytes;
+            self.stats.spans_dropped_queue_full.fetch_add(old.spans, Ordering::Relaxed);
+            self.stats.requests_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        self.stats.queue_depth.store(q.items.len() as u64, Ordering::Relaxed);
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    /// Takes the oldest request out to send it.
+    pub fn pop(&self) -> Option<Item> {
+        let mut q = self.lock();
+        let item = q.items.pop_front()?;
+        q.bytes -= item.bytes;
+        self.stats.queue_depth.store(q.items.len() as u64, Ordering::Relaxed);
+        Some(item)
+    }
+
+    /// Puts a request that could not be sent back at the front, unless newer ones filled the
+    /// queue meanwhile (then it is the oldest, and dropped).
+    pub fn requeue(&self, item: Item) {
+        let mut q = self.lock();
+        if q.items.len() >= self.max_items {
+            self.stats.spans_dropped_queue_full.fetch_add(item.spans, Ordering::Relaxed);
+            self.stats.requests_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        q.bytes += item.bytes;
+        q.items.push_front(item);
+        self.stats.queue_depth.store(q.items.len() as u64, Ordering::Relaxed);
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::{
+        collector::trace::v1::ExportTraceServiceRequest,
+        trace::v1::{ResourceSpans, ScopeSpans, Span},
+    };
+
+    use super::*;
+
+    fn traces(spans: usize) -> Item {
+        Item::new(Payload::Traces(ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span::default(); spans],
+                    ..ScopeSpans::default()
+                }],
+                ..ResourceSpans::default()
+            }],
+        }))
+    }
+
+    #[test]
+    fn full_queue_drops_oldest_and_counts_spans() {
+        let q = ExportQueue::new(2, usize::MAX);
+        q.push(traces(3));
+        q.push(traces(5));
+        q.push(traces(7));
+        assert_eq!(q.len(), 2);
+        let s = q.stats.snapshot();
+        assert_eq!((s.spans_dropped_queue_full, s.requests_dropped, s.queue_depth), (3, 1, 2));
+        assert_eq!(q.pop().unwrap().spans, 5);
+    }
+
+    #[test]
+    fn requeued_items_go_first_unless_full() {
+        let q = ExportQueue::new(2, usize::MAX);
+        q.push(traces(1));
+        let first = q.pop().unwrap();
+        q.push(traces(2));
+        q.requeue(first);
+        assert_eq!(q.pop().unwrap().spans, 1);
+        q.push(traces(3));
+        q.push(traces(4));
+        q.requeue(traces(9));
+        assert_eq!(q.stats.snapshot().spans_dropped_queue_full, 9);
+        assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn byte_cap_keeps_at_least_one() {
+        let q = ExportQueue::new(100, 1);
+        q.push(traces(1));
+        q.push(traces(2));
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.pop().unwrap().spans, 2);
+        assert!(q.is_empty());
+    }
+}

@@ -1,0 +1,245 @@
+//! The decomposition of a span's wall time and the choice of its dominant cause. Pure: the
+//! inputs are what the kernel side measured over the span's window.
+
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use serde::{Deserialize, Serialize};
+
+/// A kernel cause is named only when it took at least this share of the span: on an idle
+/// machine a few microseconds of run-queue wait must not be blamed.
+pub const KERNEL_CAUSE_MIN_SHARE: f64 = 0.10;
+/// Below this share of the span's wall time seen by the probes, the cause is `unknown`.
+pub const MIN_COVERAGE: f64 = 0.5;
+
+/// What the probes measured over one span's window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Measured {
+    pub wall_ns: u64,
+    pub on_cpu_ns: u64,
+    /// All run-queue waiting; `throttled_ns` is part of it.
+    pub runq_ns: u64,
+    pub throttled_ns: u64,
+    pub off_cpu_ns: u64,
+    /// Time the span's process spent waiting on retransmitted segments.
+    pub retransmit_wait_ns: u64,
+    pub retransmits: u64,
+    pub retransmit_peer: Option<String>,
+    /// "comm (pid)" of the process that held the CPU longest while the span waited.
+    pub neighbour: Option<String>,
+    pub neighbour_container_id: Option<String>,
+    /// `thread` or `process`.
+    pub join: &'static str,
+    /// Threads whose time was summed.
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attribution {
+    pub cause: String,
+    pub cause_share: f64,
+    pub on_cpu_s: f64,
+    pub runqueue_s: f64,
+    pub throttled_s: f64,
+    pub off_cpu_s: f64,
+    pub retransmit_wait_s: f64,
+    pub retransmits: u64,
+    pub retransmit_peer: Option<String>,
+    pub neighbour: Option<String>,
+    pub neighbour_container_id: Option<String>,
+    pub join: String,
+    pub coverage: f64,
+}
+
+pub fn attribute(m: &Measured) -> Attribution {
+    let observed = m.on_cpu_ns + m.runq_ns + m.off_cpu_ns;
+    let wall = m.wall_ns.max(1) as f64;
+    // Several threads of a process can overlap in time: scale their sum to the span.
+    let per_thread = (m.threads.max(1)) as f64;
+    let coverage = (observed as f64 / (wall * per_thread)).min(1.0);
+    let scale = if observed as f64 > wall {
+        wall / observed as f64
+    } else {
+        1.0
+    };
+    let s = |ns: u64| ns as f64 * scale / 1e9;
+    let contention_ns = m.runq_ns.saturating_sub(m.throttled_ns);
+    let rtx_ns = m.retransmit_wait_ns.min(m.wall_ns);
+    // Waiting on the network is off-CPU time; what the retransmits explain is not "off_cpu".
+    let other_off_ns = m.off_cpu_ns.saturating_sub(rtx_ns);
+    let share = |ns: u64| ns as f64 * scale / wall;
+    let kernel = [
+        ("cpu.contention", share(contention_ns)),
+        ("cpu.throttling", share(m.throttled_ns)),
+        ("tcp.retransmit", rtx_ns as f64 / wall),
+    ];
+    let plain = [("off_cpu", share(other_off_ns)), ("on_cpu", share(m.on_cpu_ns))];
+    let top_kernel = kernel
+        .iter()
+        .copied()
+        .filter(|(_, sh)| *sh >= KERNEL_CAUSE_MIN_SHARE)
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    let top_plain = plain.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1));
+    let (cause, cause_share) = if coverage < MIN_COVERAGE && rtx_ns == 0 {
+        ("unknown", 0.0)
+    } else {
+        match (top_kernel, top_plain) {
+            (Some(k), Some(p)) if k.1 >= p.1 => k,
+            (_, Some(p)) => p,
+            (Some(k), None) => k,
+            (None, None) => ("unknown", 0.0),
+        }
+    };
+    Attribution {
+        cause: cause.to_string(),
+        cause_share: cause_share.clamp(0.0, 1.0),
+        on_cpu_s: s(m.on_cpu_ns),
+        runqueue_s: s(m.runq_ns),
+        throttled_s: s(m.throttled_ns),
+        off_cpu_s: s(m.off_cpu_ns),
+        retransmit_wait_s: rtx_ns as f64 / 1e9,
+        retransmits: m.retransmits,
+        retransmit_peer: m.retransmit_peer.clone(),
+        neighbour: m.neighbour.clone(),
+        neighbour_container_id: m.neighbour_container_id.clone(),
+        join: m.join.to_string(),
+        coverage,
+    }
+}
+
+fn kv(key: &str, value: Value) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..KeyValue::default()
+    }
+}
+
+/// The public attribute schema (docs/attributes.md).
+pub fn to_attributes(a: &Attribution) -> Vec<KeyValue> {
+    let mut out = vec![
+        kv("culprit.cause", Value::StringValue(a.cause.clone())),
+        kv("culprit.cause.share", Value::DoubleValue(a.cause_share)),
+        kv("culprit.on_cpu.duration", Value::DoubleValue(a.on_cpu_s)),
+        kv("culprit.runqueue.duration", Value::DoubleValue(a.runqueue_s)),
+        kv("culprit.throttled.duration", Value::DoubleValue(a.throttled_s)),
+        kv("culprit.off_cpu.duration", Value::DoubleValue(a.off_cpu_s)),
+        kv("culprit.retransmit_wait.duration", Value::DoubleValue(a.retransmit_wait_s)),
+        kv("culprit.tcp.retransmits", Value::IntValue(a.retransmits as i64)),
+        kv("culprit.join", Value::StringValue(a.join.clone())),
+        kv("culprit.coverage", Value::DoubleValue(a.coverage)),
+    ];
+    if let Some(peer) = &a.retransmit_peer {
+        out.push(kv("culprit.tcp.retransmit.peer", Value::StringValue(peer.clone())));
+    }
+    if let Some(n) = &a.neighbour {
+        out.push(kv("culprit.cpu.neighbor", Value::StringValue(n.clone())));
+    }
+    if let Some(c) = &a.neighbour_container_id {
+        out.push(kv("culprit.cpu.neighbor.container.id", Value::StringValue(c.clone())));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn m(on: u64, runq: u64, throttled: u64, off: u64, rtx: u64) -> Measured {
+        Measured {
+            wall_ns: (on + runq + off) * MS,
+            on_cpu_ns: on * MS,
+            runq_ns: runq * MS,
+            throttled_ns: throttled * MS,
+            off_cpu_ns: off * MS,
+            retransmit_wait_ns: rtx * MS,
+            join: "thread",
+            threads: 1,
+            ..Measured::default()
+        }
+    }
+
+    #[test]
+    fn contention_dominates_when_the_cpu_was_taken() {
+        let a = attribute(&m(20, 40, 0, 2, 0));
+        assert_eq!(a.cause, "cpu.contention");
+        assert!((a.cause_share - 40.0 / 62.0).abs() < 1e-9);
+        assert!((a.runqueue_s - 0.040).abs() < 1e-9);
+        assert_eq!(a.coverage, 1.0);
+    }
+
+    #[test]
+    fn throttling_is_split_from_contention() {
+        let a = attribute(&m(10, 80, 75, 1, 0));
+        assert_eq!(a.cause, "cpu.throttling");
+        assert!((a.throttled_s - 0.075).abs() < 1e-9);
+    }
+
+    #[test]
+    fn retransmit_wait_explains_off_cpu_time() {
+        let a = attribute(&m(2, 0, 0, 210, 200));
+        assert_eq!(a.cause, "tcp.retransmit");
+        assert!((a.retransmit_wait_s - 0.2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn sleeping_is_off_cpu_and_computing_is_on_cpu() {
+        assert_eq!(attribute(&m(1, 0, 0, 100, 0)).cause, "off_cpu");
+        assert_eq!(attribute(&m(100, 1, 0, 1, 0)).cause, "on_cpu");
+    }
+
+    #[test]
+    fn small_kernel_waits_are_not_blamed() {
+        // 5% contention is real but not the cause on an otherwise idle machine.
+        let a = attribute(&m(50, 5, 0, 45, 0));
+        assert_eq!(a.cause, "on_cpu");
+        let a = attribute(&m(40, 9, 0, 51, 0));
+        assert_eq!(a.cause, "off_cpu");
+    }
+
+    #[test]
+    fn unobserved_spans_are_unknown() {
+        let mut x = m(1, 0, 0, 1, 0);
+        x.wall_ns = 100 * MS;
+        let a = attribute(&x);
+        assert_eq!(a.cause, "unknown");
+        assert!(a.coverage < 0.05);
+        let empty = attribute(&Measured::default());
+        assert_eq!(empty.cause, "unknown");
+    }
+
+    #[test]
+    fn overlapping_threads_are_scaled_to_the_span() {
+        let mut x = m(100, 0, 0, 100, 0);
+        x.wall_ns = 100 * MS;
+        x.threads = 2;
+        x.join = "process";
+        let a = attribute(&x);
+        assert!((a.on_cpu_s + a.off_cpu_s - 0.1).abs() < 1e-9);
+        assert_eq!(a.coverage, 1.0);
+    }
+
+    #[test]
+    fn attributes_follow_the_schema() {
+        let mut x = m(20, 40, 0, 2, 0);
+        x.neighbour = Some("stress (42)".into());
+        let attrs = to_attributes(&attribute(&x));
+        let keys: Vec<&str> = attrs.iter().map(|k| k.key.as_str()).collect();
+        for k in [
+            "culprit.cause",
+            "culprit.cause.share",
+            "culprit.on_cpu.duration",
+            "culprit.runqueue.duration",
+            "culprit.throttled.duration",
+            "culprit.off_cpu.duration",
+            "culprit.retransmit_wait.duration",
+            "culprit.tcp.retransmits",
+            "culprit.cpu.neighbor",
+            "culprit.join",
+            "culprit.coverage",
+        ] {
+            assert!(keys.contains(&k), "{k} missing");
+        }
+        assert!(!keys.contains(&"culprit.tcp.retransmit.peer"));
+    }
+}

@@ -1,0 +1,180 @@
+//! Holds received spans until the kernel events of their window have arrived (bounded), then
+//! adds the culprit attributes and hands them on, in arrival order. A span is never dropped or
+//! delayed beyond the bound because signals are missing: it goes out with `culprit.cause =
+//! unknown` and a low `culprit.coverage` instead.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::ExportTraceServiceRequest,
+    common::v1::any_value::Value,
+    trace::v1::Span,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    attribution::{Attribution, attribute, to_attributes},
+    identity::Identifier,
+};
+use crate::{
+    clock::{ClockOffset, monotonic_ns},
+    collector::Collector,
+    otlp::Origin,
+};
+
+/// The span attribute naming the OS thread that served the span. Semantic conventions'
+/// `thread.id` is the runtime's managed id (not the kernel's tid), so it is not used.
+pub const THREAD_TID_ATTRIBUTE: &str = "culprit.thread.tid";
+
+#[derive(Debug, Default)]
+pub struct JoinStats {
+    pub spans_joined: AtomicU64,
+    /// Spans whose sender could not be identified: forwarded unchanged.
+    pub spans_unidentified: AtomicU64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinCounts {
+    pub spans_joined: u64,
+    pub spans_unidentified: u64,
+    pub batches_held: u64,
+}
+
+/// One attributed span, as printed (`--output json`: one per line).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpanLine {
+    pub trace_id: String,
+    pub span_id: String,
+    pub name: String,
+    pub pid: u32,
+    pub duration_ms: f64,
+    pub attribution: Attribution,
+}
+
+struct Held {
+    release_at_ns: u64,
+    request: ExportTraceServiceRequest,
+    /// The sender of each `resource_spans` entry, where known.
+    pids: Vec<Option<u32>>,
+}
+
+pub struct Joiner {
+    hold_ns: u64,
+    max_hold_ns: u64,
+    held: VecDeque<Held>,
+    identifier: Identifier,
+    offset: ClockOffset,
+    pub stats: Arc<JoinStats>,
+}
+
+impl Joiner {
+    pub fn new(hold: Duration, max_hold: Duration) -> Self {
+        Self {
+            hold_ns: hold.as_nanos() as u64,
+            max_hold_ns: max_hold.as_nanos() as u64,
+            held: VecDeque::new(),
+            identifier: Identifier::default(),
+            offset: ClockOffset::measure(),
+            stats: Arc::new(JoinStats::default()),
+        }
+    }
+
+    pub fn remeasure_clock(&mut self) {
+        self.offset = ClockOffset::measure();
+    }
+
+    pub fn counts(&self) -> JoinCounts {
+        JoinCounts {
+            spans_joined: self.stats.spans_joined.load(Ordering::Relaxed),
+            spans_unidentified: self.stats.spans_unidentified.load(Ordering::Relaxed),
+            batches_held: self.held.len() as u64,
+        }
+    }
+
+    /// Takes a received request: identifies its senders (watching them from now on) and holds
+    /// it until its spans' windows are covered.
+    pub fn accept(&mut self, request: ExportTraceServiceRequest, origin: Origin, collector: &mut Collector) {
+        let now = monotonic_ns();
+        let mut latest_end = 0;
+        let pids = request
+            .resource_spans
+            .iter()
+            .map(|rs| {
+                let pid = self.identifier.identify(rs.resource.as_ref(), origin).map(|(p, _)| p);
+                if let Some(pid) = pid {
+                    collector.watch_pid(pid);
+                }
+                for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
+                    latest_end = latest_end.max(self.offset.to_monotonic(span.end_time_unix_nano));
+                }
+                pid
+            })
+            .collect();
+        let release_at_ns = (latest_end + self.hold_ns).clamp(now, now + self.max_hold_ns);
+        self.held.push_back(Held {
+            release_at_ns,
+            request,
+            pids,
+        });
+    }
+
+    /// Releases, in arrival order, every held request whose time has come (all of them with
+    /// `force`), with the culprit attributes added.
+    pub fn release(&mut self, collector: &Collector, force: bool) -> Vec<(ExportTraceServiceRequest, Vec<SpanLine>)> {
+        let now = monotonic_ns();
+        let mut out = Vec::new();
+        while self.held.front().is_some_and(|h| force || h.release_at_ns <= now) {
+            let Some(mut held) = self.held.pop_front() else { break };
+            let mut lines = Vec::new();
+            for (rs, pid) in held.request.resource_spans.iter_mut().zip(&held.pids) {
+                for span in rs.scope_spans.iter_mut().flat_map(|s| s.spans.iter_mut()) {
+                    match pid {
+                        Some(pid) => {
+                            lines.push(self.attribute_span(span, *pid, collector));
+                            self.stats.spans_joined.fetch_add(1, Ordering::Relaxed);
+                        }
+                        None => {
+                            self.stats.spans_unidentified.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            out.push((held.request, lines));
+        }
+        out
+    }
+
+    fn attribute_span(&self, span: &mut Span, pid: u32, collector: &Collector) -> SpanLine {
+        let start = self.offset.to_monotonic(span.start_time_unix_nano);
+        let end = self.offset.to_monotonic(span.end_time_unix_nano);
+        let tid = span.attributes.iter().find(|kv| kv.key == THREAD_TID_ATTRIBUTE).and_then(|kv| {
+            match kv.value.as_ref()?.value.as_ref()? {
+                Value::IntValue(t) => u32::try_from(*t).ok(),
+                Value::StringValue(s) => s.parse().ok(),
+                _ => None,
+            }
+        });
+        let measured = collector.measure(pid, tid, start, end);
+        let attribution = attribute(&measured);
+        span.attributes.extend(to_attributes(&attribution));
+        SpanLine {
+            trace_id: hex(&span.trace_id),
+            span_id: hex(&span.span_id),
+            name: span.name.clone(),
+            pid,
+            duration_ms: end.saturating_sub(start) as f64 / 1e6,
+            attribution,
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,205 @@
+//! The OTLP/gRPC receiver: the three collector services, decoding and status codes our own.
+
+use std::{
+    convert::Infallible,
+    marker::PhantomData,
+    net::SocketAddr,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse},
+    metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse},
+    trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse},
+};
+use prost::Message as _;
+use tonic::{
+    Request, Response, Status,
+    body::Body,
+    codegen::{BoxFuture, Service, http},
+    server::{Grpc, NamedService, UnaryService},
+};
+
+use super::{
+    ingress::{Ingress, Origin, Payload, Rejection},
+    raw_codec::RawCodec,
+};
+
+/// One OTLP signal's gRPC service: its name, request type and empty response.
+pub trait OtlpSignal: Send + Sync + 'static {
+    const SERVICE: &'static str;
+    const PATH: &'static str;
+    fn decode(bytes: &[u8]) -> Result<Payload, prost::DecodeError>;
+    fn ok_response() -> Bytes;
+}
+
+pub struct Traces;
+pub struct Metrics;
+pub struct Logs;
+
+impl OtlpSignal for Traces {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const PATH: &'static str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+    fn decode(bytes: &[u8]) -> Result<Payload, prost::DecodeError> {
+        ExportTraceServiceRequest::decode(bytes).map(Payload::Traces)
+    }
+    fn ok_response() -> Bytes {
+        ExportTraceServiceResponse::default().encode_to_vec().into()
+    }
+}
+
+impl OtlpSignal for Metrics {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    const PATH: &'static str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+    fn decode(bytes: &[u8]) -> Result<Payload, prost::DecodeError> {
+        ExportMetricsServiceRequest::decode(bytes).map(Payload::Metrics)
+    }
+    fn ok_response() -> Bytes {
+        ExportMetricsServiceResponse::default().encode_to_vec().into()
+    }
+}
+
+impl OtlpSignal for Logs {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const PATH: &'static str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+    fn decode(bytes: &[u8]) -> Result<Payload, prost::DecodeError> {
+        ExportLogsServiceRequest::decode(bytes).map(Payload::Logs)
+    }
+    fn ok_response() -> Bytes {
+        ExportLogsServiceResponse::default().encode_to_vec().into()
+    }
+}
+
+/// The gRPC status OTLP asks for, per rejection.
+pub fn status_of(rejection: Rejection) -> Status {
+    match rejection {
+        Rejection::Malformed(why) => Status::invalid_argument(format!("malformed OTLP message: {why}")),
+        Rejection::TooLarge { limit_bytes } => {
+            Status::resource_exhausted(format!("message larger than the {limit_bytes}-byte limit"))
+        }
+        Rejection::Busy => Status::resource_exhausted("agent busy: retry with backoff"),
+    }
+}
+
+pub struct OtlpGrpc<S> {
+    ingress: Ingress,
+    _signal: PhantomData<S>,
+}
+
+impl<S> Clone for OtlpGrpc<S> {
+    fn clone(&self) -> Self {
+        Self {
+            ingress: self.ingress.clone(),
+            _signal: PhantomData,
+        }
+    }
+}
+
+impl<S: OtlpSignal> OtlpGrpc<S> {
+    pub fn new(ingress: Ingress) -> Self {
+        Self {
+            ingress,
+            _signal: PhantomData,
+        }
+    }
+
+    fn handle(ingress: &Ingress, bytes: &[u8], origin: Origin) -> Result<(), Rejection> {
+        let _permit = ingress.admit()?;
+        ingress.check_size(bytes.len())?;
+        let payload = S::decode(bytes).map_err(|e| ingress.malformed(e))?;
+        ingress.deliver(payload, origin)
+    }
+}
+
+impl<S: OtlpSignal> NamedService for OtlpGrpc<S> {
+    const NAME: &'static str = S::SERVICE;
+}
+
+struct Export<S> {
+    ingress: Ingress,
+    _signal: PhantomData<S>,
+}
+
+impl<S: OtlpSignal> UnaryService<Bytes> for Export<S> {
+    type Response = Bytes;
+    type Future = BoxFuture<Response<Bytes>, Status>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let ingress = self.ingress.clone();
+        Box::pin(async move {
+            let origin = Origin {
+                peer: request.remote_addr(),
+                local: request.local_addr(),
+            };
+            OtlpGrpc::<S>::handle(&ingress, request.get_ref(), origin).map_err(status_of)?;
+            Ok(Response::new(S::ok_response()))
+        })
+    }
+}
+
+impl<S, B> Service<http::Request<B>> for OtlpGrpc<S>
+where
+    S: OtlpSignal,
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let ingress = self.ingress.clone();
+        if req.uri().path() != S::PATH {
+            return Box::pin(async { Ok(Status::unimplemented("unknown method").into_http()) });
+        }
+        // Twice the limit: anything bigger is cut off by the transport; between the two, the
+        // receiver answers RESOURCE_EXHAUSTED itself.
+        let transport_limit = ingress.max_message_bytes.saturating_mul(2);
+        Box::pin(async move {
+            let export = Export::<S> {
+                ingress,
+                _signal: PhantomData,
+            };
+            let mut grpc = Grpc::new(RawCodec)
+                .apply_compression_config(
+                    enabled_gzip(),
+                    tonic::codec::EnabledCompressionEncodings::default(),
+                )
+                .apply_max_message_size_config(Some(transport_limit), None);
+            Ok(grpc.unary(export, req).await)
+        })
+    }
+}
+
+fn enabled_gzip() -> tonic::codec::EnabledCompressionEncodings {
+    let mut e = tonic::codec::EnabledCompressionEncodings::default();
+    e.enable(tonic::codec::CompressionEncoding::Gzip);
+    e
+}
+
+/// Serves the three OTLP services on `addr` until `shutdown` resolves.
+pub async fn serve(
+    addr: SocketAddr,
+    ingress: Ingress,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding the OTLP/gRPC receiver to {addr}: {e}"))?;
+    log::info!("OTLP/gRPC receiver on {addr}");
+    tonic::transport::Server::builder()
+        .add_service(OtlpGrpc::<Traces>::new(ingress.clone()))
+        .add_service(OtlpGrpc::<Metrics>::new(ingress.clone()))
+        .add_service(OtlpGrpc::<Logs>::new(ingress))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await?;
+    Ok(())
+}

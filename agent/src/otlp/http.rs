@@ -1,0 +1,215 @@
+//! The OTLP/HTTP receiver: `/v1/traces`, `/v1/metrics`, `/v1/logs`, protobuf or JSON, optionally
+//! gzip-compressed, answered the way the OTLP specification says (200 with an empty response in
+//! the request's encoding, 400 malformed, 413 too large, 415 unsupported content type, 429
+//! busy).
+
+use std::{io::Read as _, net::SocketAddr};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{ConnectInfo, DefaultBodyLimit, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse},
+    metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse},
+    trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse},
+};
+use prost::Message;
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::ingress::{Ingress, Origin, Payload, Rejection};
+
+const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+#[derive(Clone)]
+struct AppState {
+    ingress: Ingress,
+    local: SocketAddr,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn of(headers: &HeaderMap) -> Option<Self> {
+        let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+        let mime = ct.split(';').next()?.trim();
+        match mime {
+            PROTOBUF => Some(Encoding::Protobuf),
+            JSON => Some(Encoding::Json),
+            _ => None,
+        }
+    }
+
+    fn content_type(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Encoding::Protobuf => PROTOBUF,
+            Encoding::Json => JSON,
+        })
+    }
+}
+
+/// Decodes `body` as `T` in the given encoding.
+fn decode<T: Message + Default + DeserializeOwned>(body: &[u8], encoding: Encoding) -> Result<T, String> {
+    match encoding {
+        Encoding::Protobuf => T::decode(body).map_err(|e| e.to_string()),
+        Encoding::Json => serde_json::from_slice(body).map_err(|e| e.to_string()),
+    }
+}
+
+fn encode<T: Message + Serialize>(msg: &T, encoding: Encoding) -> Vec<u8> {
+    match encoding {
+        Encoding::Protobuf => msg.encode_to_vec(),
+        Encoding::Json => serde_json::to_vec(msg).unwrap_or_default(),
+    }
+}
+
+/// A `google.rpc.Status`-shaped error body in the request's encoding.
+fn error_response(status: StatusCode, message: &str, encoding: Encoding) -> Response {
+    #[derive(Clone, PartialEq, Message, Serialize)]
+    struct RpcStatus {
+        #[prost(int32, tag = "1")]
+        code: i32,
+        #[prost(string, tag = "2")]
+        message: String,
+    }
+    let grpc_code = match status {
+        StatusCode::BAD_REQUEST => 3,
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::PAYLOAD_TOO_LARGE => 8,
+        _ => 2,
+    };
+    let body = encode(
+        &RpcStatus {
+            code: grpc_code,
+            message: message.to_string(),
+        },
+        encoding,
+    );
+    let mut resp = (status, body).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, encoding.content_type());
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+fn rejection_response(rejection: Rejection, encoding: Encoding) -> Response {
+    match rejection {
+        Rejection::Malformed(why) => error_response(StatusCode::BAD_REQUEST, &format!("malformed OTLP message: {why}"), encoding),
+        Rejection::TooLarge { limit_bytes } => error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("body larger than the {limit_bytes}-byte limit"),
+            encoding,
+        ),
+        Rejection::Busy => error_response(StatusCode::TOO_MANY_REQUESTS, "agent busy: retry later", encoding),
+    }
+}
+
+/// gzip bodies are inflated, but never past the size limit.
+fn inflate(headers: &HeaderMap, body: Bytes, ingress: &Ingress) -> Result<Bytes, Rejection> {
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    if !gzip {
+        return Ok(body);
+    }
+    let mut out = Vec::new();
+    let limit = ingress.max_message_bytes as u64 + 1;
+    flate2::read::GzDecoder::new(&body[..])
+        .take(limit)
+        .read_to_end(&mut out)
+        .map_err(|e| ingress.malformed(format!("gzip: {e}")))?;
+    ingress.check_size(out.len())?;
+    Ok(out.into())
+}
+
+async fn handle<Req, Resp>(
+    state: AppState,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    body: Bytes,
+    wrap: fn(Req) -> Payload,
+) -> Response
+where
+    Req: Message + Default + DeserializeOwned,
+    Resp: Message + Default + Serialize,
+{
+    let Some(encoding) = Encoding::of(&headers) else {
+        state
+            .ingress
+            .stats
+            .rejected_unsupported_type
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "use Content-Type application/x-protobuf or application/json",
+            Encoding::Json,
+        );
+    };
+    let ingress = &state.ingress;
+    let result = (|| {
+        let _permit = ingress.admit()?;
+        ingress.check_size(body.len())?;
+        let body = inflate(&headers, body, ingress)?;
+        let req: Req = decode(&body, encoding).map_err(|e| ingress.malformed(e))?;
+        let origin = Origin {
+            peer: Some(peer),
+            local: Some(state.local),
+        };
+        ingress.deliver(wrap(req), origin)
+    })();
+    match result {
+        Ok(()) => {
+            let mut resp = (StatusCode::OK, encode(&Resp::default(), encoding)).into_response();
+            resp.headers_mut().insert(header::CONTENT_TYPE, encoding.content_type());
+            resp
+        }
+        Err(rejection) => rejection_response(rejection, encoding),
+    }
+}
+
+async fn traces(State(s): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Bytes) -> Response {
+    handle::<ExportTraceServiceRequest, ExportTraceServiceResponse>(s, peer, headers, body, Payload::Traces).await
+}
+
+async fn metrics(State(s): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Bytes) -> Response {
+    handle::<ExportMetricsServiceRequest, ExportMetricsServiceResponse>(s, peer, headers, body, Payload::Metrics).await
+}
+
+async fn logs(State(s): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Bytes) -> Response {
+    handle::<ExportLogsServiceRequest, ExportLogsServiceResponse>(s, peer, headers, body, Payload::Logs).await
+}
+
+/// Serves OTLP/HTTP on `addr` until `shutdown` resolves.
+pub async fn serve(
+    addr: SocketAddr,
+    ingress: Ingress,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding the OTLP/HTTP receiver to {addr}: {e}"))?;
+    let local = listener.local_addr()?;
+    log::info!("OTLP/HTTP receiver on {local}");
+    // Bodies past the limit are refused by the transport with 413 before they are buffered.
+    let body_limit = ingress.max_message_bytes;
+    let app = Router::new()
+        .route("/v1/traces", post(traces))
+        .route("/v1/metrics", post(metrics))
+        .route("/v1/logs", post(logs))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(AppState { ingress, local });
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
