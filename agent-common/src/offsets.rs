@@ -33,7 +33,9 @@ pub struct KernelOffsets {
     /// `cfs_rq.throttled_clock_self_time` (>= 6.5): cumulative ns this cfs_rq spent throttled.
     /// Absent: a wait is classified throttled as a whole when it began throttled.
     pub cfs_rq_throttled_self_ns: u32,
-    pub _reserved: u32,
+    /// `tcp_sock.retrans_stamp` (u32, ms on the tcp clock): when the stall being retransmitted
+    /// began.
+    pub tcp_retrans_stamp: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 48);
@@ -51,7 +53,7 @@ impl KernelOffsets {
         task_cfs_rq: OFFSET_ABSENT,
         cfs_rq_throttle_count: OFFSET_ABSENT,
         cfs_rq_throttled_self_ns: OFFSET_ABSENT,
-        _reserved: 0,
+        tcp_retrans_stamp: OFFSET_ABSENT,
     };
 }
 

@@ -35,17 +35,21 @@ pub struct RetransmitRecord {
     pub tid: u32,
     /// Time since the owner's last send on the socket; 0 if unknown.
     pub since_send_ns: u64,
+    /// ms since the original send of the first segment still being retransmitted, from
+    /// `tcp_sock.retrans_stamp` (set from the second retransmit of a stall on); 0 if unknown.
+    pub stall_ms: u32,
+    pub _reserved: u32,
     /// `AF_INET` (2) or `AF_INET6` (10).
     pub family: u16,
     pub sport: u16,
     pub dport: u16,
-    pub _reserved: u16,
+    pub _pad: u16,
     /// IPv4 in the first 4 bytes, or IPv6.
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
 }
 
-const _: () = assert!(core::mem::size_of::<RetransmitRecord>() == 80);
+const _: () = assert!(core::mem::size_of::<RetransmitRecord>() == 88);
 
 #[cfg(feature = "user")]
 mod pod {

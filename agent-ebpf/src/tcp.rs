@@ -12,7 +12,14 @@ use culprit_common::{
     tcp::{RetransmitRecord, SockOwner, retransmit},
 };
 
-use crate::{config::tcp_tp_offsets, drops::count_drop, thread_state::is_watched_tgid};
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use culprit_common::OFFSET_ABSENT;
+
+use crate::{
+    config::{kernel_offsets, tcp_tp_offsets},
+    drops::count_drop,
+    thread_state::is_watched_tgid,
+};
 
 /// `struct sock *` -> who last used it. LRU: sockets are never announced dead to us.
 #[map(name = "SOCK_OWNER")]
@@ -115,6 +122,7 @@ fn try_retransmit(ctx: &TracePointContext, kind: u32) -> Result<(), i64> {
                 ],
             )?;
         }
+        rec.stall_ms = stall_ms(rec.skaddr, now_ns);
         if let Some(owner) = SOCK_OWNER.get(rec.skaddr) {
             rec.tgid = owner.tgid;
             rec.tid = owner.tid;
@@ -127,6 +135,22 @@ fn try_retransmit(ctx: &TracePointContext, kind: u32) -> Result<(), i64> {
         count_drop(DropCounter::TcpRingFull);
     }
     Ok(())
+}
+
+/// How long the segments being retransmitted have waited: `tcp_sock.retrans_stamp` is the
+/// original send time (ms on the tcp clock, which is CLOCK_MONOTONIC) of the first segment of the
+/// stall; 0 until the kernel sets it (after the first retransmit of a stall).
+#[inline(always)]
+fn stall_ms(skaddr: u64, now_ns: u64) -> u32 {
+    let off = kernel_offsets();
+    if off.tcp_retrans_stamp == OFFSET_ABSENT || skaddr == 0 {
+        return 0;
+    }
+    let at = (skaddr as *const u8).wrapping_add(off.tcp_retrans_stamp as usize) as *const u32;
+    match unsafe { bpf_probe_read_kernel(at) } {
+        Ok(0) | Err(_) => 0,
+        Ok(stamp) => ((now_ns / 1_000_000) as u32).wrapping_sub(stamp),
+    }
 }
 
 const AF_INET: u16 = 2;

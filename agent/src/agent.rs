@@ -88,7 +88,12 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
         .map(|s| format!("{:?}: {}", s.signal, s.reason.as_deref().unwrap_or("")))
         .collect();
     let ebpf = &mut probes.ebpf;
-    let watch = WatchSet::new(ebpf, opts.watch_pids.clone(), opts.watch_cgroups.clone(), cgroup_root.clone())?;
+    let watch = WatchSet::new(
+        ebpf,
+        opts.watch_pids.clone(),
+        opts.watch_cgroups.clone(),
+        cgroup_root.clone(),
+    )?;
     let mut collector = Collector::new(
         RunqCollector::new(ebpf)?,
         DropCounters::new(ebpf)?,
@@ -110,7 +115,10 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
     let (stop_receivers, receivers_stopped) = watch::channel(false);
     let mut receivers = Vec::new();
     if !opts.no_otlp {
-        for serve in [ServeKind::Grpc(opts.otlp_grpc), ServeKind::Http(opts.otlp_http)] {
+        for serve in [
+            ServeKind::Grpc(opts.otlp_grpc),
+            ServeKind::Http(opts.otlp_http),
+        ] {
             let mut stopped = receivers_stopped.clone();
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
@@ -140,10 +148,7 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
     }
     let print_spans = !exporting || opts.print_spans;
     let slow_ns = (opts.slow_ms.max(0.0) * 1e6) as u64;
-    let mut joiner = Joiner::new(
-        Duration::from_millis(opts.hold_ms).min(MAX_HOLD),
-        MAX_HOLD,
-    );
+    let mut joiner = Joiner::new(Duration::from_millis(opts.hold_ms).min(MAX_HOLD), MAX_HOLD);
 
     let stop = stop_requested(opts.duration);
     tokio::pin!(stop);
@@ -160,7 +165,10 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
     let emit = |collector: &Collector, joiner: &mut Joiner, force: bool| -> anyhow::Result<()> {
         for (request, lines) in joiner.release(collector, force) {
             if print_spans {
-                for line in lines.iter().filter(|l| l.duration_ms * 1e6 >= slow_ns as f64) {
+                for line in lines
+                    .iter()
+                    .filter(|l| l.duration_ms * 1e6 >= slow_ns as f64)
+                {
                     report::print_span(line, opts.output).context("writing to stdout")?;
                 }
             }
@@ -195,6 +203,7 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
             }
             _ = watch_tick.tick() => {
                 collector.refresh_watch();
+                collector.refresh_endpoints();
                 joiner.remeasure_clock();
             }
             _ = throttle_tick.tick() => collector.poll_throttling(),

@@ -60,7 +60,11 @@ mod tests {
     fn offset_maps_now_to_now() {
         let off = ClockOffset::measure();
         let mono = off.to_monotonic(realtime_ns());
-        assert!(mono.abs_diff(monotonic_ns()) < 5_000_000, "{mono} vs {}", monotonic_ns());
+        assert!(
+            mono.abs_diff(monotonic_ns()) < 5_000_000,
+            "{mono} vs {}",
+            monotonic_ns()
+        );
         assert_eq!(
             ClockOffset {
                 realtime_minus_monotonic_ns: 100

@@ -9,11 +9,11 @@ use std::{
 use culprit_common::{tcp::RetransmitRecord, thread::SchedRecord};
 
 use crate::{
-    join::attribution::Measured,
     cgroup_paths::CgroupPaths,
     clock::monotonic_ns,
     cpu_stat::ThrottleMonitor,
     drops::DropCounters,
+    join::attribution::Measured,
     procfs,
     report::{ConnectionRow, NeighbourRow, Report, ThreadRow, ThrottleRow},
     retransmits::{RetransmitResolver, RetransmitRow},
@@ -33,6 +33,9 @@ pub struct Collector {
     pending_retransmits: Vec<RetransmitRow>,
     /// Retransmits of the last minute, for joining with spans.
     recent_retransmits: VecDeque<RetransmitRow>,
+    /// Local TCP endpoints of span senders: a retransmit by the other end of one of their
+    /// connections delays them too.
+    endpoints: HashMap<u32, Vec<String>>,
     cgroup_prefix: Option<String>,
     degraded: Vec<String>,
     last_report_ns: u64,
@@ -60,6 +63,7 @@ impl Collector {
             resolver: RetransmitResolver::default(),
             pending_retransmits: Vec::new(),
             recent_retransmits: VecDeque::new(),
+            endpoints: HashMap::new(),
             cgroup_prefix,
             degraded,
             last_report_ns: monotonic_ns(),
@@ -84,6 +88,24 @@ impl Collector {
     pub fn watch_pid(&mut self, pid: u32) {
         if self.watch.add_pid(pid) {
             self.refresh_watch();
+        }
+        self.endpoints.entry(pid).or_insert_with(|| {
+            procfs::tcp_endpoints_of(pid)
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        });
+    }
+
+    /// Re-reads the TCP endpoints of the span senders.
+    pub fn refresh_endpoints(&mut self) {
+        self.endpoints
+            .retain(|pid, _| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        for (pid, eps) in &mut self.endpoints {
+            *eps = procfs::tcp_endpoints_of(*pid)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
         }
     }
 
@@ -126,7 +148,9 @@ impl Collector {
                 procfs::comm(*npid).unwrap_or_else(|| "?".into())
             ));
         }
-        let (wait_ns, count, peer) = retransmit_wait(&self.recent_retransmits, pid, start_ns, end_ns);
+        let endpoints = self.endpoints.get(&pid).map_or(&[][..], Vec::as_slice);
+        let (wait_ns, count, peer) =
+            retransmit_wait(&self.recent_retransmits, pid, endpoints, start_ns, end_ns);
         m.retransmit_wait_ns = wait_ns;
         m.retransmits = count;
         m.retransmit_peer = peer;
@@ -140,7 +164,11 @@ impl Collector {
             .into_iter()
             .filter(|&t| self.watch.live(t).is_some_and(|(tgid, _)| tgid == pid))
             .collect();
-        tids.extend(self.store.tids().filter(|&t| self.store.tgid_of(t) == Some(pid)));
+        tids.extend(
+            self.store
+                .tids()
+                .filter(|&t| self.store.tgid_of(t) == Some(pid)),
+        );
         tids.sort_unstable();
         tids.dedup();
         tids
@@ -207,7 +235,11 @@ impl Collector {
         report.degraded.clone_from(&self.degraded);
         self.store.expire(now_ns);
         let horizon = now_ns.saturating_sub(RECENT_RETRANSMITS_NS);
-        while self.recent_retransmits.front().is_some_and(|r| r.mono_ns < horizon) {
+        while self
+            .recent_retransmits
+            .front()
+            .is_some_and(|r| r.mono_ns < horizon)
+        {
             self.recent_retransmits.pop_front();
         }
         report
@@ -269,22 +301,33 @@ impl Collector {
 const RECENT_RETRANSMITS_MAX: usize = 10_000;
 const RECENT_RETRANSMITS_NS: u64 = 60_000_000_000;
 
-/// Time process `pid` spent waiting on retransmitted segments within the window: each
-/// retransmit at `t` with cost `c` covers `[t - c, t]`. Also the count, and the peer with most.
+/// Time process `pid` spent waiting on retransmitted segments within the window: its own
+/// retransmits, and those of the other end of its connections (`endpoints`: its local TCP
+/// endpoints). Each retransmit at `t` with cost `c` covers `[t - c, t]`. Also the count, and the
+/// peer with most.
 pub fn retransmit_wait(
     rows: &VecDeque<RetransmitRow>,
     pid: u32,
+    endpoints: &[String],
     start_ns: u64,
     end_ns: u64,
 ) -> (u64, u64, Option<String>) {
     let mut intervals: Vec<(u64, u64)> = Vec::new();
     let mut peers: BTreeMap<&str, u64> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.pid == Some(pid)) {
+    for r in rows.iter() {
+        // The peer is the far end as seen from the span's process.
+        let peer = if r.pid == Some(pid) {
+            r.remote.as_str()
+        } else if endpoints.contains(&r.remote) {
+            r.local.as_str()
+        } else {
+            continue;
+        };
         let lo = r.mono_ns.saturating_sub(r.cost_ns).max(start_ns);
         let hi = r.mono_ns.min(end_ns);
         if hi > lo {
             intervals.push((lo, hi));
-            *peers.entry(r.remote.as_str()).or_default() += 1;
+            *peers.entry(peer).or_default() += 1;
         }
     }
     // Retransmits of one stall overlap: count covered time once.
@@ -382,11 +425,14 @@ mod tests {
         rows.push_back(r.clone());
         r.pid = Some(99);
         rows.push_back(r);
-        let (wait, n, peer) = retransmit_wait(&rows, 1, 0, 5000);
+        let (wait, n, peer) = retransmit_wait(&rows, 1, &[], 0, 5000);
         assert_eq!((wait, n, peer.as_deref()), (300, 2, Some("b:2")));
         // Clipped to the window.
-        assert_eq!(retransmit_wait(&rows, 1, 950, 1050).0, 100);
-        assert_eq!(retransmit_wait(&rows, 1, 2000, 3000), (0, 0, None));
+        assert_eq!(retransmit_wait(&rows, 1, &[], 950, 1050).0, 100);
+        assert_eq!(retransmit_wait(&rows, 1, &[], 2000, 3000), (0, 0, None));
+        // Process 7 holds b:2, the far end of process 99's retransmitting connection.
+        let (wait, n, peer) = retransmit_wait(&rows, 7, &["b:2".to_string()], 0, 5000);
+        assert_eq!((wait, n, peer.as_deref()), (300, 3, Some("a:1")));
     }
 
     #[test]

@@ -153,7 +153,7 @@ pub fn kernel_offsets(btf: &KernelBtf) -> anyhow::Result<KernelOffsets> {
         // Linux >= 6.5 (cpu.stat.local).
         cfs_rq_throttled_self_ns: optional("cfs_rq", "throttled_clock_self_time")
             .unwrap_or(OFFSET_ABSENT),
-        _reserved: 0,
+        tcp_retrans_stamp: optional("tcp_sock", "retrans_stamp").unwrap_or(OFFSET_ABSENT),
     })
 }
 

@@ -164,15 +164,44 @@ pub fn socket_owner(local: SocketAddr, remote: SocketAddr) -> Option<u32> {
         })
 }
 
-/// IPv4 sockets show up in tcp6 as v4-mapped addresses.
-fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
-    let canon = |s: SocketAddr| match s.ip() {
+/// The local endpoints of the TCP sockets process `pid` holds.
+pub fn tcp_endpoints_of(pid: u32) -> Vec<SocketAddr> {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let inodes: std::collections::HashSet<u64> = fds
+        .flatten()
+        .filter_map(|fd| {
+            let target = fs::read_link(fd.path()).ok()?;
+            let t = target.to_str()?;
+            t.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+        })
+        .collect();
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|p| fs::read_to_string(p).ok())
+        .flat_map(|t| parse_proc_net_tcp(&t))
+        .filter(|s| inodes.contains(&s.inode))
+        .map(|s| canonical(s.local))
+        .collect()
+}
+
+/// IPv4-mapped IPv6 endpoints as plain IPv4, the way retransmit records print them.
+pub fn canonical(s: SocketAddr) -> SocketAddr {
+    match s.ip() {
         IpAddr::V6(v6) => v6
             .to_ipv4_mapped()
             .map_or(s, |v4| SocketAddr::new(IpAddr::V4(v4), s.port())),
         IpAddr::V4(_) => s,
-    };
-    canon(a) == canon(b)
+    }
+}
+
+/// IPv4 sockets show up in tcp6 as v4-mapped addresses.
+fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
+    canonical(a) == canonical(b)
 }
 
 #[cfg(test)]
@@ -237,6 +266,14 @@ mod tests {
         assert_eq!(parse_stat_state("42 (a) b) R 1 2 3"), Some('R'));
         assert_eq!(parse_stat_state("42 (sleepy) S 1"), Some('S'));
         assert_eq!(parse_stat_state("garbage"), None);
+    }
+
+    #[test]
+    fn finds_this_processs_tcp_endpoints() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let local = listener.local_addr().unwrap();
+        assert!(tcp_endpoints_of(std::process::id()).contains(&local));
+        assert!(tcp_endpoints_of(u32::MAX).is_empty());
     }
 
     #[test]

@@ -131,8 +131,12 @@ pub fn print_span(line: &crate::join::joiner::SpanLine, format: OutputFormat) ->
                 a.throttled_s * 1e3,
                 a.off_cpu_s * 1e3,
                 a.retransmit_wait_s * 1e3,
-                a.neighbour.as_ref().map_or(String::new(), |n| format!(" neighbour={n}")),
-                a.retransmit_peer.as_ref().map_or(String::new(), |p| format!(" peer={p}")),
+                a.neighbour
+                    .as_ref()
+                    .map_or(String::new(), |n| format!(" neighbour={n}")),
+                a.retransmit_peer
+                    .as_ref()
+                    .map_or(String::new(), |p| format!(" peer={p}")),
                 a.join,
                 a.coverage,
             )?;

@@ -30,7 +30,8 @@ pub struct RetransmitRow {
     pub owner_from: String,
     /// Estimated delay the retransmit added.
     pub cost_ns: u64,
-    /// `since_send` (time since the owner's last send on the socket) or `rto_min`.
+    /// `retrans_stamp` (the kernel's record of when the stall began), `since_send` (time since
+    /// the owner's last send on the socket) or `rto_min`.
     pub cost_from: String,
 }
 
@@ -68,9 +69,13 @@ pub fn endpoints(rec: &RetransmitRecord) -> (SocketAddr, SocketAddr) {
     )
 }
 
-/// The cost estimate and where it came from.
+/// The cost estimate and where it came from: the kernel's own stall start where it is known,
+/// else the time since the owner's last send on the socket, else the minimum RTO.
 pub fn cost(rec: &RetransmitRecord) -> (u64, &'static str) {
-    if rec.since_send_ns > 0 && rec.since_send_ns < MAX_SEND_AGE_NS {
+    let stall_ns = u64::from(rec.stall_ms) * 1_000_000;
+    if stall_ns > 0 && stall_ns < MAX_SEND_AGE_NS {
+        (stall_ns, "retrans_stamp")
+    } else if rec.since_send_ns > 0 && rec.since_send_ns < MAX_SEND_AGE_NS {
         (rec.since_send_ns, "since_send")
     } else {
         (TCP_RTO_MIN_NS, "rto_min")
@@ -171,6 +176,13 @@ mod tests {
         let (l, d) = endpoints(&r);
         assert_eq!(l.to_string(), "[::1]:40000");
         assert_eq!(d.to_string(), "[2001:db8::1]:8080");
+    }
+
+    #[test]
+    fn the_kernels_stall_start_wins() {
+        let mut r = rec();
+        r.stall_ms = 600;
+        assert_eq!(cost(&r), (600_000_000, "retrans_stamp"));
     }
 
     #[test]

@@ -89,7 +89,8 @@ impl WatchSet {
     pub fn refresh(&mut self) {
         let mut threads: Vec<(u32, u32)> = Vec::new();
         // Processes that exited are forgotten.
-        self.pids.retain(|&pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        self.pids
+            .retain(|&pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
         for &pid in &self.pids {
             threads.extend(procfs::threads_of(pid).into_iter().map(|tid| (tid, pid)));
         }

@@ -9,13 +9,18 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use culprit::report::{Report, ThreadRow};
+use culprit::{
+    join::joiner::SpanLine,
+    report::{Report, ThreadRow},
+};
 
 use crate::{binaries::bin_path, process::Reaped};
 
 pub struct RunningAgent {
     process: Reaped,
     reports: Receiver<Report>,
+    spans: Receiver<SpanLine>,
+    reader: Option<thread::JoinHandle<()>>,
     interval: Duration,
 }
 
@@ -34,9 +39,23 @@ impl RunningAgent {
         let mut process = Reaped::spawn("culprit agent", &mut cmd)?;
         let stdout = process.child.stdout.take().context("agent stdout")?;
         let (tx, reports) = mpsc::channel();
-        thread::spawn(move || {
+        let (span_tx, spans) = mpsc::channel();
+        let reader = thread::spawn(move || {
+            #[derive(serde::Deserialize)]
+            struct SpanMessage {
+                span: SpanLine,
+            }
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                if line.starts_with("{\"span\"") {
+                    match serde_json::from_str::<SpanMessage>(&line) {
+                        Ok(m) => {
+                            let _ = span_tx.send(m.span);
+                        }
+                        Err(err) => eprintln!("unparsable span line ({err}): {line}"),
+                    }
+                    continue;
+                }
                 match serde_json::from_str::<Report>(&line) {
                     Ok(report) => {
                         if tx.send(report).is_err() {
@@ -50,6 +69,8 @@ impl RunningAgent {
         Ok(Self {
             process,
             reports,
+            spans,
+            reader: Some(reader),
             interval,
         })
     }
@@ -67,17 +88,32 @@ impl RunningAgent {
         }
     }
 
+    /// The reports received so far and not yet taken.
+    pub fn take_reports(&self) -> Vec<Report> {
+        self.reports.try_iter().collect()
+    }
+
+    /// Every attributed span printed so far.
+    pub fn spans(&self) -> Vec<SpanLine> {
+        self.spans.try_iter().collect()
+    }
+
     /// Collects the next `n` reports.
     pub fn reports(&mut self, n: usize) -> anyhow::Result<Vec<Report>> {
         (0..n).map(|_| self.next_report()).collect()
     }
 
-    /// Stops the agent as an operator would (SIGTERM) and checks it exits cleanly.
-    pub fn stop(self) -> anyhow::Result<()> {
+    /// Stops the agent as an operator would (SIGTERM), checks it exits cleanly, and returns
+    /// the spans it printed (held spans are released at shutdown).
+    pub fn stop(mut self) -> anyhow::Result<Vec<SpanLine>> {
+        let reader = self.reader.take();
         if !self.process.terminate()? {
             bail!("the agent did not exit cleanly on SIGTERM");
         }
-        Ok(())
+        if let Some(r) = reader {
+            let _ = r.join();
+        }
+        Ok(self.spans.try_iter().collect())
     }
 }
 

@@ -8,6 +8,7 @@ pub mod binaries;
 pub mod cgroup;
 pub mod demo;
 pub mod nft;
+pub mod otel;
 pub mod placement;
 pub mod process;
 pub mod workloads;

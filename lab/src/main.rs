@@ -75,6 +75,11 @@ enum LabCommand {
         #[arg(long)]
         markdown: Option<PathBuf>,
     },
+    /// Run a command in place of this process, after joining the cgroups and pinning.
+    Exec {
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<String>,
+    },
     /// Run the agent next to an injected CPU contention and show what it sees.
     Demo {
         /// Reports (2 s each) per phase.
@@ -113,6 +118,13 @@ fn main() -> anyhow::Result<()> {
         LabCommand::TcpServer { port, size } => workloads::tcp_server(port, size, run_for)?,
         LabCommand::TcpClient { port, size } => workloads::tcp_client(port, size, run_for)?,
         LabCommand::Pingpong { pairs } => workloads::pingpong(pairs, run_for)?,
+        LabCommand::Exec { command } => {
+            use std::os::unix::process::CommandExt as _;
+            let err = std::process::Command::new(&command[0])
+                .args(&command[1..])
+                .exec();
+            anyhow::bail!("exec {}: {err}", command[0]);
+        }
         LabCommand::Demo { .. } | LabCommand::BenchHooks { .. } => unreachable!("handled above"),
     }
     Ok(())

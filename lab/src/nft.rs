@@ -11,7 +11,9 @@ pub struct PacketLoss {
 
 impl PacketLoss {
     /// Drops `percent`% of the TCP packets whose source or destination port is `port`, on
-    /// every interface (loopback included).
+    /// every interface (loopback included). Packets are dropped on arrival (the `input` hook):
+    /// a drop on `output` fails the send locally, which TCP handles as local congestion rather
+    /// than as a lost segment, with no retransmit.
     pub fn on_port(port: u16, percent: u8) -> anyhow::Result<Self> {
         let table = format!("culprit_loss_{}_{port}", std::process::id());
         let script = format!(

@@ -99,11 +99,15 @@ pub fn resolve(
         .unwrap_or_else(|| sibling(&traces_endpoint, protocol, "v1/metrics"));
     let logs_endpoint = signal("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "v1/logs")
         .unwrap_or_else(|| sibling(&traces_endpoint, protocol, "v1/logs"));
-    let headers = match env("OTEL_EXPORTER_OTLP_TRACES_HEADERS").or_else(|| env("OTEL_EXPORTER_OTLP_HEADERS")) {
+    let headers = match env("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+        .or_else(|| env("OTEL_EXPORTER_OTLP_HEADERS"))
+    {
         Some(h) => parse_headers(&h)?,
         None => Vec::new(),
     };
-    let timeout_ms = match env("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT").or_else(|| env("OTEL_EXPORTER_OTLP_TIMEOUT")) {
+    let timeout_ms = match env("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
+        .or_else(|| env("OTEL_EXPORTER_OTLP_TIMEOUT"))
+    {
         Some(t) => t
             .trim()
             .parse::<u64>()
@@ -138,7 +142,10 @@ mod tests {
     use super::*;
 
     fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -149,9 +156,13 @@ mod tests {
 
     #[test]
     fn http_appends_signal_paths_to_the_base() {
-        let c = resolve(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/")]), None, None)
-            .unwrap()
-            .unwrap();
+        let c = resolve(
+            env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/")]),
+            None,
+            None,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(c.protocol, Protocol::HttpProtobuf);
         assert_eq!(c.traces_endpoint, "http://c:4318/v1/traces");
         assert_eq!(c.metrics_endpoint, "http://c:4318/v1/metrics");
@@ -174,19 +185,28 @@ mod tests {
         assert_eq!(c.traces_endpoint, "http://t:9999/custom");
         assert_eq!(c.metrics_endpoint, "http://c:4318/v1/metrics");
         let g = resolve(
-            env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]),
+            env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ]),
             None,
             None,
         )
         .unwrap()
         .unwrap();
-        assert_eq!((g.protocol, g.traces_endpoint.as_str()), (Protocol::Grpc, "http://c:4317"));
+        assert_eq!(
+            (g.protocol, g.traces_endpoint.as_str()),
+            (Protocol::Grpc, "http://c:4317")
+        );
     }
 
     #[test]
     fn flags_win_over_the_environment() {
         let c = resolve(
-            env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4318"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]),
+            env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4318"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ]),
             Some("http://flag:4318"),
             Some("http/protobuf"),
         )
@@ -208,10 +228,33 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(c.headers, vec![("api-key".into(), "a b".into()), ("x".into(), "1".into())]);
+        assert_eq!(
+            c.headers,
+            vec![("api-key".into(), "a b".into()), ("x".into(), "1".into())]
+        );
         assert_eq!(c.timeout, Duration::from_millis(2500));
-        assert!(resolve(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "x"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]), None, None).is_err());
-        assert!(resolve(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "x"), ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon")]), None, None).is_err());
+        assert!(
+            resolve(
+                env(&[
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "x"),
+                    ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+                ]),
+                None,
+                None
+            )
+            .is_err()
+        );
+        assert!(
+            resolve(
+                env(&[
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "x"),
+                    ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon")
+                ]),
+                None,
+                None
+            )
+            .is_err()
+        );
         assert!(parse_headers("novalue").is_err());
     }
 }

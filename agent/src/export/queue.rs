@@ -121,12 +121,18 @@ impl ExportQueue {
         q.bytes += item.bytes;
         q.items.push_back(item);
         while q.items.len() > self.max_items || (q.bytes > self.max_bytes && q.items.len() > 1) {
-            let Some(old) = q.items.pop_front() else { break };
+            let Some(old) = q.items.pop_front() else {
+                break;
+            };
             q.bytes -= old.bytes;
-            self.stats.spans_dropped_queue_full.fetch_add(old.spans, Ordering::Relaxed);
+            self.stats
+                .spans_dropped_queue_full
+                .fetch_add(old.spans, Ordering::Relaxed);
             self.stats.requests_dropped.fetch_add(1, Ordering::Relaxed);
         }
-        self.stats.queue_depth.store(q.items.len() as u64, Ordering::Relaxed);
+        self.stats
+            .queue_depth
+            .store(q.items.len() as u64, Ordering::Relaxed);
         drop(q);
         self.notify.notify_one();
     }
@@ -136,7 +142,9 @@ impl ExportQueue {
         let mut q = self.lock();
         let item = q.items.pop_front()?;
         q.bytes -= item.bytes;
-        self.stats.queue_depth.store(q.items.len() as u64, Ordering::Relaxed);
+        self.stats
+            .queue_depth
+            .store(q.items.len() as u64, Ordering::Relaxed);
         Some(item)
     }
 
@@ -145,13 +153,17 @@ impl ExportQueue {
     pub fn requeue(&self, item: Item) {
         let mut q = self.lock();
         if q.items.len() >= self.max_items {
-            self.stats.spans_dropped_queue_full.fetch_add(item.spans, Ordering::Relaxed);
+            self.stats
+                .spans_dropped_queue_full
+                .fetch_add(item.spans, Ordering::Relaxed);
             self.stats.requests_dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
         q.bytes += item.bytes;
         q.items.push_front(item);
-        self.stats.queue_depth.store(q.items.len() as u64, Ordering::Relaxed);
+        self.stats
+            .queue_depth
+            .store(q.items.len() as u64, Ordering::Relaxed);
     }
 
     pub fn len(&self) -> usize {
@@ -192,7 +204,14 @@ mod tests {
         q.push(traces(7));
         assert_eq!(q.len(), 2);
         let s = q.stats.snapshot();
-        assert_eq!((s.spans_dropped_queue_full, s.requests_dropped, s.queue_depth), (3, 1, 2));
+        assert_eq!(
+            (
+                s.spans_dropped_queue_full,
+                s.requests_dropped,
+                s.queue_depth
+            ),
+            (3, 1, 2)
+        );
         assert_eq!(q.pop().unwrap().spans, 5);
     }
 

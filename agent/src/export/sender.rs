@@ -74,7 +74,9 @@ impl Sender {
                     .connect_timeout(config.timeout)
                     .connect_lazy(),
             ),
-            Protocol::HttpProtobuf => Client::Http(reqwest::Client::builder().timeout(config.timeout).build()?),
+            Protocol::HttpProtobuf => {
+                Client::Http(reqwest::Client::builder().timeout(config.timeout).build()?)
+            }
         };
         Ok(Self {
             config,
@@ -95,7 +97,9 @@ impl Sender {
                 Outcome::Sent => {
                     backoff = BACKOFF_MIN;
                     let stats = &self.queue.stats;
-                    stats.spans_exported.fetch_add(item.spans, Ordering::Relaxed);
+                    stats
+                        .spans_exported
+                        .fetch_add(item.spans, Ordering::Relaxed);
                     stats.requests_exported.fetch_add(1, Ordering::Relaxed);
                 }
                 Outcome::Rejected(why) => {
@@ -107,7 +111,10 @@ impl Sender {
                 }
                 Outcome::Retry(why) => {
                     log::debug!("export failed ({why}); retrying in {backoff:?}");
-                    self.queue.stats.export_retries.fetch_add(1, Ordering::Relaxed);
+                    self.queue
+                        .stats
+                        .export_retries
+                        .fetch_add(1, Ordering::Relaxed);
                     self.queue.requeue(item);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -188,9 +195,18 @@ mod tests {
     #[test]
     fn transient_failures_are_retried_and_refusals_are_not() {
         assert_eq!(grpc_outcome(Code::Ok, ""), Outcome::Sent);
-        assert!(matches!(grpc_outcome(Code::Unavailable, "down"), Outcome::Retry(_)));
-        assert!(matches!(grpc_outcome(Code::ResourceExhausted, ""), Outcome::Retry(_)));
-        assert!(matches!(grpc_outcome(Code::InvalidArgument, ""), Outcome::Rejected(_)));
+        assert!(matches!(
+            grpc_outcome(Code::Unavailable, "down"),
+            Outcome::Retry(_)
+        ));
+        assert!(matches!(
+            grpc_outcome(Code::ResourceExhausted, ""),
+            Outcome::Retry(_)
+        ));
+        assert!(matches!(
+            grpc_outcome(Code::InvalidArgument, ""),
+            Outcome::Rejected(_)
+        ));
         assert_eq!(http_outcome(200), Outcome::Sent);
         assert!(matches!(http_outcome(503), Outcome::Retry(_)));
         assert!(matches!(http_outcome(429), Outcome::Retry(_)));

@@ -71,7 +71,10 @@ pub fn attribute(m: &Measured) -> Attribution {
         ("cpu.throttling", share(m.throttled_ns)),
         ("tcp.retransmit", rtx_ns as f64 / wall),
     ];
-    let plain = [("off_cpu", share(other_off_ns)), ("on_cpu", share(m.on_cpu_ns))];
+    let plain = [
+        ("off_cpu", share(other_off_ns)),
+        ("on_cpu", share(m.on_cpu_ns)),
+    ];
     let top_kernel = kernel
         .iter()
         .copied()
@@ -119,22 +122,40 @@ pub fn to_attributes(a: &Attribution) -> Vec<KeyValue> {
         kv("culprit.cause", Value::StringValue(a.cause.clone())),
         kv("culprit.cause.share", Value::DoubleValue(a.cause_share)),
         kv("culprit.on_cpu.duration", Value::DoubleValue(a.on_cpu_s)),
-        kv("culprit.runqueue.duration", Value::DoubleValue(a.runqueue_s)),
-        kv("culprit.throttled.duration", Value::DoubleValue(a.throttled_s)),
+        kv(
+            "culprit.runqueue.duration",
+            Value::DoubleValue(a.runqueue_s),
+        ),
+        kv(
+            "culprit.throttled.duration",
+            Value::DoubleValue(a.throttled_s),
+        ),
         kv("culprit.off_cpu.duration", Value::DoubleValue(a.off_cpu_s)),
-        kv("culprit.retransmit_wait.duration", Value::DoubleValue(a.retransmit_wait_s)),
-        kv("culprit.tcp.retransmits", Value::IntValue(a.retransmits as i64)),
+        kv(
+            "culprit.retransmit_wait.duration",
+            Value::DoubleValue(a.retransmit_wait_s),
+        ),
+        kv(
+            "culprit.tcp.retransmits",
+            Value::IntValue(a.retransmits as i64),
+        ),
         kv("culprit.join", Value::StringValue(a.join.clone())),
         kv("culprit.coverage", Value::DoubleValue(a.coverage)),
     ];
     if let Some(peer) = &a.retransmit_peer {
-        out.push(kv("culprit.tcp.retransmit.peer", Value::StringValue(peer.clone())));
+        out.push(kv(
+            "culprit.tcp.retransmit.peer",
+            Value::StringValue(peer.clone()),
+        ));
     }
     if let Some(n) = &a.neighbour {
         out.push(kv("culprit.cpu.neighbor", Value::StringValue(n.clone())));
     }
     if let Some(c) = &a.neighbour_container_id {
-        out.push(kv("culprit.cpu.neighbor.container.id", Value::StringValue(c.clone())));
+        out.push(kv(
+            "culprit.cpu.neighbor.container.id",
+            Value::StringValue(c.clone()),
+        ));
     }
     out
 }

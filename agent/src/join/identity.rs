@@ -4,9 +4,7 @@
 
 use std::{collections::HashMap, fs, net::SocketAddr};
 
-use opentelemetry_proto::tonic::{
-    common::v1::any_value::Value, resource::v1::Resource,
-};
+use opentelemetry_proto::tonic::{common::v1::any_value::Value, resource::v1::Resource};
 
 use crate::{otlp::Origin, procfs};
 
@@ -50,7 +48,11 @@ pub fn parse_nspid(status: &str) -> Vec<u32> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("NSpid:"))
-        .map(|rest| rest.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+        .map(|rest| {
+            rest.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -67,7 +69,11 @@ pub struct Identifier {
 }
 
 impl Identifier {
-    pub fn identify(&mut self, resource: Option<&Resource>, origin: Origin) -> Option<(u32, IdentifiedBy)> {
+    pub fn identify(
+        &mut self,
+        resource: Option<&Resource>,
+        origin: Origin,
+    ) -> Option<(u32, IdentifiedBy)> {
         let peer_owner = self.peer_owner(origin);
         if let Some(res) = resource {
             if let Some(pid) = attr_int(res, "process.pid").and_then(|p| u32::try_from(p).ok()) {
@@ -132,7 +138,10 @@ fn namespaced_to_host(pid: u32) -> Option<(u32, IdentifiedBy)> {
     });
     let first = matches.next()?;
     // Ambiguous across containers: better unidentified than wrong.
-    matches.next().is_none().then_some((first, IdentifiedBy::NamespacedPid))
+    matches
+        .next()
+        .is_none()
+        .then_some((first, IdentifiedBy::NamespacedPid))
 }
 
 fn all_pids() -> impl Iterator<Item = u32> {
@@ -145,9 +154,8 @@ fn all_pids() -> impl Iterator<Item = u32> {
 
 /// The first process whose cgroup path names the container.
 fn pid_in_cgroup_containing(id: &str) -> Option<u32> {
-    all_pids().find(|&p| {
-        fs::read_to_string(format!("/proc/{p}/cgroup")).is_ok_and(|c| c.contains(id))
-    })
+    all_pids()
+        .find(|&p| fs::read_to_string(format!("/proc/{p}/cgroup")).is_ok_and(|c| c.contains(id)))
 }
 
 #[cfg(test)]
@@ -184,7 +192,10 @@ mod tests {
         let me = std::process::id();
         let res = resource(&[("process.pid", Value::IntValue(me as i64))]);
         let mut id = Identifier::default();
-        assert_eq!(id.identify(Some(&res), Origin::default()), Some((me, IdentifiedBy::ProcessPid)));
+        assert_eq!(
+            id.identify(Some(&res), Origin::default()),
+            Some((me, IdentifiedBy::ProcessPid))
+        );
     }
 
     #[test]

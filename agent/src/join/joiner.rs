@@ -13,9 +13,7 @@ use std::{
 };
 
 use opentelemetry_proto::tonic::{
-    collector::trace::v1::ExportTraceServiceRequest,
-    common::v1::any_value::Value,
-    trace::v1::Span,
+    collector::trace::v1::ExportTraceServiceRequest, common::v1::any_value::Value, trace::v1::Span,
 };
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +52,8 @@ pub struct SpanLine {
     pub span_id: String,
     pub name: String,
     pub pid: u32,
+    /// Start of the span on the kernel's monotonic clock (as in the agent's reports).
+    pub start_mono_ns: u64,
     pub duration_ms: f64,
     pub attribution: Attribution,
 }
@@ -100,14 +100,22 @@ impl Joiner {
 
     /// Takes a received request: identifies its senders (watching them from now on) and holds
     /// it until its spans' windows are covered.
-    pub fn accept(&mut self, request: ExportTraceServiceRequest, origin: Origin, collector: &mut Collector) {
+    pub fn accept(
+        &mut self,
+        request: ExportTraceServiceRequest,
+        origin: Origin,
+        collector: &mut Collector,
+    ) {
         let now = monotonic_ns();
         let mut latest_end = 0;
         let pids = request
             .resource_spans
             .iter()
             .map(|rs| {
-                let pid = self.identifier.identify(rs.resource.as_ref(), origin).map(|(p, _)| p);
+                let pid = self
+                    .identifier
+                    .identify(rs.resource.as_ref(), origin)
+                    .map(|(p, _)| p);
                 if let Some(pid) = pid {
                     collector.watch_pid(pid);
                 }
@@ -127,11 +135,21 @@ impl Joiner {
 
     /// Releases, in arrival order, every held request whose time has come (all of them with
     /// `force`), with the culprit attributes added.
-    pub fn release(&mut self, collector: &Collector, force: bool) -> Vec<(ExportTraceServiceRequest, Vec<SpanLine>)> {
+    pub fn release(
+        &mut self,
+        collector: &Collector,
+        force: bool,
+    ) -> Vec<(ExportTraceServiceRequest, Vec<SpanLine>)> {
         let now = monotonic_ns();
         let mut out = Vec::new();
-        while self.held.front().is_some_and(|h| force || h.release_at_ns <= now) {
-            let Some(mut held) = self.held.pop_front() else { break };
+        while self
+            .held
+            .front()
+            .is_some_and(|h| force || h.release_at_ns <= now)
+        {
+            let Some(mut held) = self.held.pop_front() else {
+                break;
+            };
             let mut lines = Vec::new();
             for (rs, pid) in held.request.resource_spans.iter_mut().zip(&held.pids) {
                 for span in rs.scope_spans.iter_mut().flat_map(|s| s.spans.iter_mut()) {
@@ -141,7 +159,9 @@ impl Joiner {
                             self.stats.spans_joined.fetch_add(1, Ordering::Relaxed);
                         }
                         None => {
-                            self.stats.spans_unidentified.fetch_add(1, Ordering::Relaxed);
+                            self.stats
+                                .spans_unidentified
+                                .fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 }
@@ -154,13 +174,15 @@ impl Joiner {
     fn attribute_span(&self, span: &mut Span, pid: u32, collector: &Collector) -> SpanLine {
         let start = self.offset.to_monotonic(span.start_time_unix_nano);
         let end = self.offset.to_monotonic(span.end_time_unix_nano);
-        let tid = span.attributes.iter().find(|kv| kv.key == THREAD_TID_ATTRIBUTE).and_then(|kv| {
-            match kv.value.as_ref()?.value.as_ref()? {
+        let tid = span
+            .attributes
+            .iter()
+            .find(|kv| kv.key == THREAD_TID_ATTRIBUTE)
+            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
                 Value::IntValue(t) => u32::try_from(*t).ok(),
                 Value::StringValue(s) => s.parse().ok(),
                 _ => None,
-            }
-        });
+            });
         let measured = collector.measure(pid, tid, start, end);
         let attribution = attribute(&measured);
         span.attributes.extend(to_attributes(&attribution));
@@ -169,6 +191,7 @@ impl Joiner {
             span_id: hex(&span.span_id),
             name: span.name.clone(),
             pid,
+            start_mono_ns: start,
             duration_ms: end.saturating_sub(start) as f64 / 1e6,
             attribution,
         }

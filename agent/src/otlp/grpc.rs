@@ -56,7 +56,9 @@ impl OtlpSignal for Metrics {
         ExportMetricsServiceRequest::decode(bytes).map(Payload::Metrics)
     }
     fn ok_response() -> Bytes {
-        ExportMetricsServiceResponse::default().encode_to_vec().into()
+        ExportMetricsServiceResponse::default()
+            .encode_to_vec()
+            .into()
     }
 }
 
@@ -74,7 +76,9 @@ impl OtlpSignal for Logs {
 /// The gRPC status OTLP asks for, per rejection.
 pub fn status_of(rejection: Rejection) -> Status {
     match rejection {
-        Rejection::Malformed(why) => Status::invalid_argument(format!("malformed OTLP message: {why}")),
+        Rejection::Malformed(why) => {
+            Status::invalid_argument(format!("malformed OTLP message: {why}"))
+        }
         Rejection::TooLarge { limit_bytes } => {
             Status::resource_exhausted(format!("message larger than the {limit_bytes}-byte limit"))
         }

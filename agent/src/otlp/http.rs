@@ -58,7 +58,10 @@ impl Encoding {
 }
 
 /// Decodes `body` as `T` in the given encoding.
-fn decode<T: Message + Default + DeserializeOwned>(body: &[u8], encoding: Encoding) -> Result<T, String> {
+fn decode<T: Message + Default + DeserializeOwned>(
+    body: &[u8],
+    encoding: Encoding,
+) -> Result<T, String> {
     match encoding {
         Encoding::Protobuf => T::decode(body).map_err(|e| e.to_string()),
         Encoding::Json => serde_json::from_slice(body).map_err(|e| e.to_string()),
@@ -94,22 +97,32 @@ fn error_response(status: StatusCode, message: &str, encoding: Encoding) -> Resp
         encoding,
     );
     let mut resp = (status, body).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, encoding.content_type());
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, encoding.content_type());
     if status == StatusCode::TOO_MANY_REQUESTS {
-        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     resp
 }
 
 fn rejection_response(rejection: Rejection, encoding: Encoding) -> Response {
     match rejection {
-        Rejection::Malformed(why) => error_response(StatusCode::BAD_REQUEST, &format!("malformed OTLP message: {why}"), encoding),
+        Rejection::Malformed(why) => error_response(
+            StatusCode::BAD_REQUEST,
+            &format!("malformed OTLP message: {why}"),
+            encoding,
+        ),
         Rejection::TooLarge { limit_bytes } => error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!("body larger than the {limit_bytes}-byte limit"),
             encoding,
         ),
-        Rejection::Busy => error_response(StatusCode::TOO_MANY_REQUESTS, "agent busy: retry later", encoding),
+        Rejection::Busy => error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "agent busy: retry later",
+            encoding,
+        ),
     }
 }
 
@@ -170,23 +183,60 @@ where
     match result {
         Ok(()) => {
             let mut resp = (StatusCode::OK, encode(&Resp::default(), encoding)).into_response();
-            resp.headers_mut().insert(header::CONTENT_TYPE, encoding.content_type());
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, encoding.content_type());
             resp
         }
         Err(rejection) => rejection_response(rejection, encoding),
     }
 }
 
-async fn traces(State(s): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Bytes) -> Response {
-    handle::<ExportTraceServiceRequest, ExportTraceServiceResponse>(s, peer, headers, body, Payload::Traces).await
+async fn traces(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle::<ExportTraceServiceRequest, ExportTraceServiceResponse>(
+        s,
+        peer,
+        headers,
+        body,
+        Payload::Traces,
+    )
+    .await
 }
 
-async fn metrics(State(s): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Bytes) -> Response {
-    handle::<ExportMetricsServiceRequest, ExportMetricsServiceResponse>(s, peer, headers, body, Payload::Metrics).await
+async fn metrics(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle::<ExportMetricsServiceRequest, ExportMetricsServiceResponse>(
+        s,
+        peer,
+        headers,
+        body,
+        Payload::Metrics,
+    )
+    .await
 }
 
-async fn logs(State(s): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Bytes) -> Response {
-    handle::<ExportLogsServiceRequest, ExportLogsServiceResponse>(s, peer, headers, body, Payload::Logs).await
+async fn logs(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle::<ExportLogsServiceRequest, ExportLogsServiceResponse>(
+        s,
+        peer,
+        headers,
+        body,
+        Payload::Logs,
+    )
+    .await
 }
 
 /// Serves OTLP/HTTP on `addr` until `shutdown` resolves.
@@ -208,8 +258,11 @@ pub async fn serve(
         .route("/v1/logs", post(logs))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(AppState { ingress, local });
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
     Ok(())
 }

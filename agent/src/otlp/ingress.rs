@@ -93,7 +93,11 @@ pub struct Ingress {
 }
 
 impl Ingress {
-    pub fn new(queue: usize, max_in_flight: usize, max_message_bytes: usize) -> (Self, mpsc::Receiver<Inbound>) {
+    pub fn new(
+        queue: usize,
+        max_in_flight: usize,
+        max_message_bytes: usize,
+    ) -> (Self, mpsc::Receiver<Inbound>) {
         let (tx, rx) = mpsc::channel(queue.max(1));
         (
             Self {
@@ -117,7 +121,9 @@ impl Ingress {
 
     pub fn check_size(&self, len: usize) -> Result<(), Rejection> {
         if len > self.max_message_bytes {
-            self.stats.rejected_too_large.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .rejected_too_large
+                .fetch_add(1, Ordering::Relaxed);
             return Err(Rejection::TooLarge {
                 limit_bytes: self.max_message_bytes,
             });
@@ -126,7 +132,9 @@ impl Ingress {
     }
 
     pub fn malformed(&self, why: impl std::fmt::Display) -> Rejection {
-        self.stats.rejected_malformed.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .rejected_malformed
+            .fetch_add(1, Ordering::Relaxed);
         Rejection::Malformed(why.to_string())
     }
 
@@ -139,7 +147,9 @@ impl Ingress {
                 .flat_map(|r| &r.scope_spans)
                 .map(|s| s.spans.len())
                 .sum();
-            self.stats.spans_received.fetch_add(spans as u64, Ordering::Relaxed);
+            self.stats
+                .spans_received
+                .fetch_add(spans as u64, Ordering::Relaxed);
         }
         self.tx.try_send(Inbound { payload, origin }).map_err(|_| {
             self.stats.rejected_busy.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,210 @@
+//! Real OpenTelemetry peers for the lab and the tests: the Python SDK app, the rotel collector,
+//! and a capture point after the collector (the agent's own OTLP/HTTP receiver, recording what
+//! arrives).
+
+use std::{
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use culprit::otlp::{Ingress, Payload};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+use crate::{binaries::bin_path, process::Reaped};
+
+/// The workspace root (the lab is one of its members).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the lab lives in the workspace")
+        .to_path_buf()
+}
+
+fn venv() -> anyhow::Result<PathBuf> {
+    let venv = workspace_root().join("target/venv");
+    if !venv.join("bin/python").exists() {
+        bail!("{} is missing: run `cargo xtask setup`", venv.display());
+    }
+    Ok(venv)
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Waits until something accepts connections on the port.
+pub fn wait_for_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listens on 127.0.0.1:{port} after {timeout:?}")
+}
+
+/// Runs `tests/python/otel_app.py` with `args`, optionally in a cgroup and pinned to a CPU.
+pub fn python_app(
+    args: &[&str],
+    cgroup: Option<&Path>,
+    cpu: Option<usize>,
+) -> anyhow::Result<Reaped> {
+    let python = venv()?.join("bin/python");
+    let app = workspace_root().join("tests/python/otel_app.py");
+    let mut cmd = Command::new(bin_path("culprit-lab")?);
+    if let Some(cg) = cgroup {
+        cmd.arg("--cgroup").arg(cg);
+    }
+    if let Some(cpu) = cpu {
+        cmd.arg("--cpu").arg(cpu.to_string());
+    }
+    cmd.arg("exec")
+        .arg("--")
+        .arg(python)
+        .arg(app)
+        .args(args)
+        .stdin(Stdio::null());
+    Reaped::spawn("otel_app.py", &mut cmd)
+}
+
+/// Waits for a process to finish, failing if it does not in time or fails.
+pub fn wait_success(mut p: Reaped, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = p.child.try_wait()? {
+            if !status.success() {
+                bail!("{} failed: {status}", p.name);
+            }
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{} still running after {timeout:?}", p.name);
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The rotel collector, receiving OTLP on two ports and exporting over OTLP/HTTP.
+pub fn rotel(grpc_port: u16, http_port: u16, export_to: &str) -> anyhow::Result<Reaped> {
+    let venv = venv()?;
+    let lib = venv.join("lib");
+    let agent = std::fs::read_dir(&lib)?
+        .flatten()
+        .map(|e| e.path().join("site-packages/rotel/rotel-agent"))
+        .find(|p| p.exists())
+        .with_context(|| format!("rotel-agent not found under {}", lib.display()))?;
+    let mut cmd = Command::new(agent);
+    cmd.args(["start", "--otlp-grpc-endpoint"])
+        .arg(format!("127.0.0.1:{grpc_port}"))
+        .arg("--otlp-http-endpoint")
+        .arg(format!("127.0.0.1:{http_port}"))
+        .args(["--exporter", "otlp", "--otlp-exporter-protocol", "http"])
+        .arg("--otlp-exporter-endpoint")
+        .arg(export_to)
+        .args(["--batch-timeout", "100ms"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let p = Reaped::spawn("rotel-agent", &mut cmd)?;
+    wait_for_port(grpc_port, Duration::from_secs(15))?;
+    wait_for_port(http_port, Duration::from_secs(15))?;
+    Ok(p)
+}
+
+/// What arrives at the end of the chain: OTLP/HTTP requests decoded with the official protobuf
+/// definitions.
+pub struct Sink {
+    rx: mpsc::Receiver<ExportTraceServiceRequest>,
+    pub addr: SocketAddr,
+}
+
+impl Sink {
+    pub fn start(port: u16) -> anyhow::Result<Self> {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let (ingress, mut inbound) = Ingress::new(1024, 64, 64 << 20);
+                tokio::spawn(culprit::otlp::http::serve(
+                    addr,
+                    ingress,
+                    std::future::pending(),
+                ));
+                while let Some(msg) = inbound.recv().await {
+                    if let Payload::Traces(req) = msg.payload
+                        && tx.send(req).is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        });
+        wait_for_port(port, Duration::from_secs(10))?;
+        Ok(Self { rx, addr })
+    }
+
+    /// The base URL to export to.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Collects requests until `done` says so or `timeout` passes.
+    pub fn collect(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(&[ExportTraceServiceRequest]) -> bool,
+    ) -> Vec<ExportTraceServiceRequest> {
+        let deadline = Instant::now() + timeout;
+        let mut got = Vec::new();
+        while !done(&got) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(req) => got.push(req),
+                Err(_) => break,
+            }
+        }
+        got
+    }
+}
+
+/// Agent arguments that put its receivers on fresh ports, so tests never collide.
+pub struct AgentPorts {
+    pub grpc: u16,
+    pub http: u16,
+}
+
+impl AgentPorts {
+    pub fn fresh() -> anyhow::Result<Self> {
+        Ok(Self {
+            grpc: free_port()?,
+            http: free_port()?,
+        })
+    }
+
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "--otlp-grpc".into(),
+            format!("127.0.0.1:{}", self.grpc),
+            "--otlp-http".into(),
+            format!("127.0.0.1:{}", self.http),
+        ]
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc)
+    }
+
+    pub fn http_traces_url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1/traces", self.http)
+    }
+}
