@@ -32,6 +32,8 @@ const THROTTLE_POLL: Duration = Duration::from_millis(100);
 const RELEASE_POLL: Duration = Duration::from_millis(20);
 /// The longest a span may be held, whatever `--hold-ms` says.
 const MAX_HOLD: Duration = Duration::from_secs(2);
+/// How long shutdown waits for OTLP clients to finish their requests.
+const RECEIVER_DRAIN: Duration = Duration::from_secs(2);
 /// How long shutdown waits for the export queue to drain.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -227,8 +229,12 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
     };
     log::info!("stopping ({reason:?}): closing receivers, releasing held spans, flushing exports");
     let _ = stop_receivers.send(true);
+    // Graceful shutdown waits for clients to close their connections: not for ever.
     for r in receivers {
-        let _ = r.await;
+        let abort = r.abort_handle();
+        if tokio::time::timeout(RECEIVER_DRAIN, r).await.is_err() {
+            abort.abort();
+        }
     }
     while let Ok(msg) = inbound.try_recv() {
         match msg.payload {

@@ -88,6 +88,12 @@ impl RunningAgent {
         }
     }
 
+    /// A report made after this call (older unread ones are skipped).
+    pub fn fresh_report(&mut self) -> anyhow::Result<Report> {
+        let _ = self.take_reports();
+        self.next_report()
+    }
+
     /// The reports received so far and not yet taken.
     pub fn take_reports(&self) -> Vec<Report> {
         self.reports.try_iter().collect()

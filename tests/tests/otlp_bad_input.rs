@@ -1,0 +1,182 @@
+//! Bad OTLP input gets the status the specification asks for, and the agent keeps serving:
+//! malformed protobuf, a wrong content type, an oversized body, a flood beyond the limits.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    time::Duration,
+};
+
+use culprit::otlp::raw_codec::RawCodec;
+use culprit_lab::{
+    agent_run::RunningAgent,
+    otel::{AgentPorts, wait_for_port},
+};
+use culprit_tests::require_root;
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::ExportTraceServiceRequest,
+    trace::v1::{ResourceSpans, ScopeSpans, Span},
+};
+use prost::Message as _;
+
+/// POSTs `body` and returns the HTTP status.
+fn post(port: u16, content_type: &str, body: &[u8]) -> anyhow::Result<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())?;
+    // The server may answer (413) and close before the whole body is read.
+    let _ = s.write_all(body);
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no HTTP status in {text:?}"))?;
+    Ok(status)
+}
+
+fn valid_request(spans: usize, attr_bytes: usize) -> Vec<u8> {
+    let span = Span {
+        trace_id: vec![1; 16],
+        span_id: vec![2; 8],
+        name: "x".repeat(attr_bytes),
+        ..Span::default()
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span; spans],
+                ..ScopeSpans::default()
+            }],
+            ..ResourceSpans::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+async fn grpc_export(port: u16, body: Vec<u8>) -> anyhow::Result<tonic::Code> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
+        .connect()
+        .await?;
+    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(64 << 20);
+    grpc.ready().await?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    );
+    Ok(
+        match grpc
+            .unary(tonic::Request::new(body.into()), path, RawCodec)
+            .await
+        {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        },
+    )
+}
+
+#[test]
+fn bad_input_gets_the_right_status_and_the_agent_keeps_serving() -> anyhow::Result<()> {
+    require_root()?;
+    let ports = AgentPorts::fresh()?;
+    let mut args = ports.args();
+    args.extend([
+        "--max-message-mib".into(),
+        "1".into(),
+        "--max-in-flight".into(),
+        "1".into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut agent = RunningAgent::start(Duration::from_secs(1), &args)?;
+    agent.next_report()?;
+    wait_for_port(ports.http, Duration::from_secs(10))?;
+
+    let good = valid_request(3, 10);
+    assert_eq!(post(ports.http, "application/x-protobuf", &good)?, 200);
+    assert_eq!(
+        post(
+            ports.http,
+            "application/x-protobuf",
+            b"\xff\xff\xff not protobuf"
+        )?,
+        400
+    );
+    assert_eq!(
+        post(ports.http, "application/json", b"{\"resourceSpans\": 7}")?,
+        400
+    );
+    assert_eq!(post(ports.http, "text/plain", &good)?, 415);
+    assert_eq!(
+        post(ports.http, "application/x-protobuf", &vec![0u8; 3 << 20])?,
+        413
+    );
+    assert_eq!(
+        post(ports.http, "application/x-protobuf", &good)?,
+        200,
+        "still serving"
+    );
+
+    // A flood: many large requests at once with one allowed in flight.
+    let big = valid_request(2000, 300);
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..24)
+            .map(|_| s.spawn(|| post(ports.http, "application/x-protobuf", &big).unwrap_or(0)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).collect()
+    });
+    eprintln!("flood statuses: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&429),
+        "the flood was never pushed back: {statuses:?}"
+    );
+    assert!(
+        statuses.contains(&200),
+        "nothing of the flood got through: {statuses:?}"
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        assert_eq!(
+            grpc_export(ports.grpc, good.clone()).await?,
+            tonic::Code::Ok
+        );
+        assert_eq!(
+            grpc_export(ports.grpc, b"\xff\xff\xff".to_vec()).await?,
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            grpc_export(ports.grpc, valid_request(1, 3 << 19)).await?,
+            tonic::Code::ResourceExhausted
+        );
+        assert_eq!(
+            grpc_export(ports.grpc, good.clone()).await?,
+            tonic::Code::Ok,
+            "still serving"
+        );
+        anyhow::Ok(())
+    })?;
+    assert_eq!(
+        post(ports.http, "application/x-protobuf", &good)?,
+        200,
+        "still serving"
+    );
+
+    let report = agent.fresh_report()?;
+    let ingress = &report.otlp.ingress;
+    assert!(ingress.rejected_malformed >= 3, "{ingress:?}");
+    assert!(ingress.rejected_unsupported_type >= 1, "{ingress:?}");
+    assert!(ingress.rejected_busy >= 1, "{ingress:?}");
+    agent.stop()?;
+    Ok(())
+}
