@@ -11,4 +11,5 @@ pub mod nft;
 pub mod otel;
 pub mod placement;
 pub mod process;
+pub mod rust_otel_app;
 pub mod workloads;

@@ -75,6 +75,20 @@ enum LabCommand {
         #[arg(long)]
         markdown: Option<PathBuf>,
     },
+    /// A Rust app instrumented with opentelemetry-otlp (gRPC), sending request spans.
+    RustOtelApp {
+        /// The OTLP/gRPC endpoint, e.g. http://127.0.0.1:4317.
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long, default_value_t = 5)]
+        count: usize,
+        /// Work per request: busy-loop milliseconds.
+        #[arg(long, default_value_t = 5.0)]
+        work_ms: f64,
+        /// Write the ids and names of the spans created here (JSON).
+        #[arg(long)]
+        record: PathBuf,
+    },
     /// Run a command in place of this process, after joining the cgroups and pinning.
     Exec {
         #[arg(trailing_var_arg = true, required = true)]
@@ -118,6 +132,17 @@ fn main() -> anyhow::Result<()> {
         LabCommand::TcpServer { port, size } => workloads::tcp_server(port, size, run_for)?,
         LabCommand::TcpClient { port, size } => workloads::tcp_client(port, size, run_for)?,
         LabCommand::Pingpong { pairs } => workloads::pingpong(pairs, run_for)?,
+        LabCommand::RustOtelApp {
+            endpoint,
+            count,
+            work_ms,
+            record,
+        } => culprit_lab::rust_otel_app::run(
+            &endpoint,
+            count,
+            Duration::from_secs_f64(work_ms / 1e3),
+            &record,
+        )?,
         LabCommand::Exec { command } => {
             use std::os::unix::process::CommandExt as _;
             let err = std::process::Command::new(&command[0])

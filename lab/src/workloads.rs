@@ -41,6 +41,11 @@ pub fn sleeper(sleep: Duration, count: u32, run_for: Duration) {
     thread::sleep(deadline.saturating_duration_since(Instant::now()));
 }
 
+/// Burns CPU for `d`.
+pub fn busy(d: Duration) {
+    spin_until(Instant::now() + d);
+}
+
 fn spin_until(deadline: Instant) {
     let mut x = 0u64;
     while Instant::now() < deadline {

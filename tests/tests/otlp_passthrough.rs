@@ -67,8 +67,24 @@ fn python_sdk_spans_reach_the_collector_unchanged_with_culprit_attributes() -> a
         None,
         None,
     )?;
+    let rust_record = dir.join("rust.json");
+    let mut rust_cmd = std::process::Command::new(culprit_lab::binaries::bin_path("culprit-lab")?);
+    rust_cmd
+        .args([
+            "rust-otel-app",
+            "--endpoint",
+            &ports.grpc_url(),
+            "--count",
+            "4",
+            "--record",
+        ])
+        .arg(&rust_record);
+    let rust_app = culprit_lab::process::Reaped::spawn("rust-otel-app", &mut rust_cmd)?;
     wait_success(grpc_app, Duration::from_secs(60))?;
     wait_success(http_app, Duration::from_secs(60))?;
+    wait_success(rust_app, Duration::from_secs(60))?;
+    let rust_spans: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&rust_record)?)?;
+    assert_eq!(rust_spans.len(), 4);
 
     let mut recorded: Vec<serde_json::Value> = Vec::new();
     for f in [&grpc_record, &http_record] {
@@ -108,6 +124,32 @@ fn python_sdk_spans_reach_the_collector_unchanged_with_culprit_attributes() -> a
         ] {
             assert!(attr(span, key).is_some(), "{key} missing on {id}");
         }
+    }
+    // The Rust SDK's spans: ids, name, attributes and events intact, culprit attributes added.
+    for original in &rust_spans {
+        let id = original["spanId"].as_str().unwrap();
+        let (resource, _, _, span) = got
+            .iter()
+            .find(|(_, _, _, s)| hex(&s.span_id) == id)
+            .unwrap_or_else(|| panic!("Rust span {id} never reached the collector's output"));
+        assert_eq!(hex(&span.trace_id), original["traceId"].as_str().unwrap());
+        assert_eq!(span.name, "rust request");
+        assert_eq!(
+            attr(span, "request.index"),
+            Some(&Value::IntValue(original["index"].as_i64().unwrap()))
+        );
+        assert_eq!(
+            span.events.first().map(|e| e.name.as_str()),
+            Some("work.start")
+        );
+        assert!(
+            attr(span, "culprit.cause").is_some(),
+            "no culprit attributes on {id}"
+        );
+        let service = resource
+            .as_ref()
+            .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"));
+        assert!(format!("{service:?}").contains("culprit-rust-app"));
     }
     // The gRPC app named its thread; the HTTP app left process.pid out and was found through
     // its connection, joined per process.
