@@ -10,10 +10,12 @@ use tokio::sync::watch;
 use crate::{
     cgroup_paths::{CgroupPaths, find_cgroup2_mount},
     cli::AgentOpts,
+    clock::realtime_ns,
     collector::Collector,
     drops::DropCounters,
     export::{self, ExportQueue, queue::Item, sender::Sender},
     join::Joiner,
+    metrics::AgentMetrics,
     otlp::{self, Ingress, Payload},
     probes::{self, ProbeOptions},
     report::{self, OtlpCounts},
@@ -150,6 +152,7 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
     }
     let print_spans = !exporting || opts.print_spans;
     let slow_ns = (opts.slow_ms.max(0.0) * 1e6) as u64;
+    let mut agent_metrics = AgentMetrics::new(realtime_ns());
     let mut joiner = Joiner::new(Duration::from_millis(opts.hold_ms).min(MAX_HOLD), MAX_HOLD);
 
     let stop = stop_requested(opts.duration);
@@ -164,8 +167,13 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
     throttle_tick.tick().await;
     collector.start();
 
-    let emit = |collector: &Collector, joiner: &mut Joiner, force: bool| -> anyhow::Result<()> {
+    let emit = |collector: &Collector,
+                joiner: &mut Joiner,
+                agent_metrics: &mut AgentMetrics,
+                force: bool|
+     -> anyhow::Result<()> {
         for (request, lines) in joiner.release(collector, force) {
+            lines.iter().for_each(|l| agent_metrics.on_span(l));
             if print_spans {
                 for line in lines
                     .iter()
@@ -201,7 +209,7 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
             _ = release_tick.tick() => {
                 sched_events.drain(|rec| collector.on_sched(rec));
                 tcp_events.drain(|rec| collector.on_retransmit(rec));
-                emit(&collector, &mut joiner, false)?;
+                emit(&collector, &mut joiner, &mut agent_metrics, false)?;
             }
             _ = watch_tick.tick() => {
                 collector.refresh_watch();
@@ -224,6 +232,12 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
                 };
                 report::print(&report, opts.output, opts.top)
                     .context("writing the report to stdout")?;
+                agent_metrics.on_report(&report);
+                if exporting {
+                    let runq = collector.runq_cumulative();
+                    let request = agent_metrics.export(&report, &runq, realtime_ns());
+                    export_queue.push(Item::new(Payload::Metrics(request)));
+                }
             }
         }
     };
@@ -244,7 +258,7 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
         }
     }
     sched_events.drain(|rec| collector.on_sched(rec));
-    emit(&collector, &mut joiner, true)?;
+    emit(&collector, &mut joiner, &mut agent_metrics, true)?;
     if exporting {
         let deadline = tokio::time::Instant::now() + FLUSH_DEADLINE;
         while !export_queue.is_empty() && tokio::time::Instant::now() < deadline {

@@ -186,6 +186,11 @@ impl Collector {
         self.throttle.poll(monotonic_ns());
     }
 
+    /// The kernel's cumulative run-queue histograms, by cgroup path.
+    pub fn runq_cumulative(&mut self) -> Vec<(String, culprit_common::RunqHist)> {
+        self.runq.cumulative(&mut self.paths)
+    }
+
     /// Sets the baseline the first report is measured from.
     pub fn start(&mut self) {
         let _ = self.runq.collect(&mut self.paths);

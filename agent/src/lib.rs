@@ -12,6 +12,7 @@ pub mod export;
 pub mod histogram;
 pub mod join;
 pub mod kernel_btf;
+pub mod metrics;
 pub mod otlp;
 pub mod probes;
 pub mod procfs;

@@ -105,6 +105,21 @@ impl RunqCollector {
     }
 }
 
+impl RunqCollector {
+    /// The kernel's cumulative histogram of every cgroup seen so far (as of the last collect).
+    pub fn cumulative(&self, paths: &mut CgroupPaths) -> Vec<(String, RunqHist)> {
+        self.previous
+            .iter()
+            .map(|(id, h)| {
+                let path = paths
+                    .path_of(*id)
+                    .map_or_else(|| format!("(removed cgroup {id})"), str::to_owned);
+                (path, *h)
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use culprit_common::hist_slot;

@@ -13,7 +13,9 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use culprit::otlp::{Ingress, Payload};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::{
+    metrics::v1::ExportMetricsServiceRequest, trace::v1::ExportTraceServiceRequest,
+};
 
 use crate::{binaries::bin_path, process::Reaped};
 
@@ -121,6 +123,7 @@ pub fn rotel(grpc_port: u16, http_port: u16, export_to: &str) -> anyhow::Result<
 /// definitions.
 pub struct Sink {
     rx: mpsc::Receiver<ExportTraceServiceRequest>,
+    metrics_rx: mpsc::Receiver<ExportMetricsServiceRequest>,
     pub addr: SocketAddr,
 }
 
@@ -128,6 +131,7 @@ impl Sink {
     pub fn start(port: u16) -> anyhow::Result<Self> {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let (tx, rx) = mpsc::channel();
+        let (metrics_tx, metrics_rx) = mpsc::channel();
         thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -141,21 +145,36 @@ impl Sink {
                     std::future::pending(),
                 ));
                 while let Some(msg) = inbound.recv().await {
-                    if let Payload::Traces(req) = msg.payload
-                        && tx.send(req).is_err()
-                    {
-                        break;
+                    match msg.payload {
+                        Payload::Traces(req) => {
+                            if tx.send(req).is_err() {
+                                break;
+                            }
+                        }
+                        Payload::Metrics(req) => {
+                            let _ = metrics_tx.send(req);
+                        }
+                        Payload::Logs(_) => {}
                     }
                 }
             });
         });
         wait_for_port(port, Duration::from_secs(10))?;
-        Ok(Self { rx, addr })
+        Ok(Self {
+            rx,
+            metrics_rx,
+            addr,
+        })
     }
 
     /// The base URL to export to.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The metrics requests received so far.
+    pub fn metrics(&self) -> Vec<ExportMetricsServiceRequest> {
+        self.metrics_rx.try_iter().collect()
     }
 
     /// Collects requests until `done` says so or `timeout` passes.

@@ -104,7 +104,29 @@ fn python_sdk_spans_reach_the_collector_unchanged_with_culprit_attributes() -> a
             .collect();
         want.is_subset(&seen)
     });
+    // Wait for one more report: its metrics carry the attributed time of every span above.
+    agent.fresh_report()?;
+    std::thread::sleep(Duration::from_millis(1500));
     agent.stop()?;
+    let metric_names: std::collections::BTreeSet<String> = sink
+        .metrics()
+        .iter()
+        .flat_map(|m| &m.resource_metrics)
+        .flat_map(|rm| &rm.scope_metrics)
+        .flat_map(|sm| &sm.metrics)
+        .map(|m| m.name.clone())
+        .collect();
+    for name in [
+        "culprit.attributed.time",
+        "culprit.sched.runqueue.delay",
+        "culprit.agent.spans.received",
+        "culprit.agent.spans.exported",
+    ] {
+        assert!(
+            metric_names.contains(name),
+            "metric {name} never reached the collector: {metric_names:?}"
+        );
+    }
     let got = spans_of(&got);
     for original in &recorded {
         let id = original["spanId"].as_str().unwrap();

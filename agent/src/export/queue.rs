@@ -225,8 +225,9 @@ mod tests {
         assert_eq!(q.pop().unwrap().spans, 1);
         q.push(traces(3));
         q.push(traces(4));
+        // Pushing 4 dropped the oldest (2 spans); the requeue finds the queue full.
         q.requeue(traces(9));
-        assert_eq!(q.stats.snapshot().spans_dropped_queue_full, 9);
+        assert_eq!(q.stats.snapshot().spans_dropped_queue_full, 2 + 9);
         assert_eq!(q.len(), 2);
     }
 

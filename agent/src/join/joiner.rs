@@ -51,6 +51,8 @@ pub struct SpanLine {
     pub trace_id: String,
     pub span_id: String,
     pub name: String,
+    /// The resource's `service.name`.
+    pub service: Option<String>,
     pub pid: u32,
     /// Start of the span on the kernel's monotonic clock (as in the agent's reports).
     pub start_mono_ns: u64,
@@ -152,10 +154,21 @@ impl Joiner {
             };
             let mut lines = Vec::new();
             for (rs, pid) in held.request.resource_spans.iter_mut().zip(&held.pids) {
+                let service = rs.resource.as_ref().and_then(|r| {
+                    r.attributes
+                        .iter()
+                        .find(|kv| kv.key == "service.name")
+                        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                            Value::StringValue(s) => Some(s.clone()),
+                            _ => None,
+                        })
+                });
                 for span in rs.scope_spans.iter_mut().flat_map(|s| s.spans.iter_mut()) {
                     match pid {
                         Some(pid) => {
-                            lines.push(self.attribute_span(span, *pid, collector));
+                            let mut line = self.attribute_span(span, *pid, collector);
+                            line.service.clone_from(&service);
+                            lines.push(line);
                             self.stats.spans_joined.fetch_add(1, Ordering::Relaxed);
                         }
                         None => {
@@ -190,6 +203,7 @@ impl Joiner {
             trace_id: hex(&span.trace_id),
             span_id: hex(&span.span_id),
             name: span.name.clone(),
+            service: None,
             pid,
             start_mono_ns: start,
             duration_ms: end.saturating_sub(start) as f64 / 1e6,

@@ -1,0 +1,279 @@
+//! The agent's own OTLP metrics, cumulative since start: time attributed per cause and service,
+//! run-queue delay per cgroup, throttled time, retransmits per peer, and the pipeline's
+//! self-metrics (spans in / joined / out / dropped, kernel events lost).
+
+use std::collections::BTreeMap;
+
+use culprit_common::{HIST_SLOTS, RunqHist, slot_lower_bound_ns};
+use opentelemetry_proto::tonic::{
+    collector::metrics::v1::ExportMetricsServiceRequest,
+    common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value},
+    metrics::v1::{
+        AggregationTemporality, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics,
+        ScopeMetrics, Sum, metric::Data, number_data_point,
+    },
+    resource::v1::Resource,
+};
+
+use crate::{join::joiner::SpanLine, report::Report};
+
+/// Cumulative state behind the metrics.
+#[derive(Default)]
+pub struct AgentMetrics {
+    start_unix_ns: u64,
+    /// (cause, service) -> seconds of span time.
+    attributed_s: BTreeMap<(String, String), f64>,
+    throttled_ns: BTreeMap<String, u64>,
+    retransmits: BTreeMap<String, u64>,
+}
+
+fn kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(value.to_string())),
+        }),
+        ..KeyValue::default()
+    }
+}
+
+impl AgentMetrics {
+    pub fn new(start_unix_ns: u64) -> Self {
+        Self {
+            start_unix_ns,
+            ..Self::default()
+        }
+    }
+
+    /// Adds a released span's decomposition.
+    pub fn on_span(&mut self, line: &SpanLine) {
+        let a = &line.attribution;
+        let service = line
+            .service
+            .clone()
+            .unwrap_or_else(|| "unknown_service".into());
+        *self
+            .attributed_s
+            .entry((a.cause.clone(), service))
+            .or_default() += line.duration_ms / 1e3;
+    }
+
+    /// Adds what a report measured over its interval.
+    pub fn on_report(&mut self, report: &Report) {
+        for t in &report.throttling {
+            *self.throttled_ns.entry(t.cgroup.clone()).or_default() += t.cpu_stat_throttled_ns;
+        }
+        for r in &report.retransmits {
+            *self.retransmits.entry(r.remote.clone()).or_default() += 1;
+        }
+    }
+
+    /// The metrics as one OTLP request, stamped `now_unix_ns`; `runq` is the kernel's cumulative
+    /// run-queue histogram per cgroup path.
+    pub fn export(
+        &self,
+        report: &Report,
+        runq: &[(String, RunqHist)],
+        now_unix_ns: u64,
+    ) -> ExportMetricsServiceRequest {
+        let start = self.start_unix_ns;
+        let point = |attrs: Vec<KeyValue>, v: number_data_point::Value| NumberDataPoint {
+            attributes: attrs,
+            start_time_unix_nano: start,
+            time_unix_nano: now_unix_ns,
+            value: Some(v),
+            ..NumberDataPoint::default()
+        };
+        let sum =
+            |name: &str, unit: &str, description: &str, points: Vec<NumberDataPoint>| Metric {
+                name: name.to_string(),
+                unit: unit.to_string(),
+                description: description.to_string(),
+                data: Some(Data::Sum(Sum {
+                    data_points: points,
+                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                    is_monotonic: true,
+                })),
+                ..Metric::default()
+            };
+        let mut metrics = vec![
+            sum(
+                "culprit.attributed.time",
+                "s",
+                "Span time by dominant cause",
+                self.attributed_s
+                    .iter()
+                    .map(|((cause, service), s)| {
+                        point(
+                            vec![kv("culprit.cause", cause), kv("service.name", service)],
+                            number_data_point::Value::AsDouble(*s),
+                        )
+                    })
+                    .collect(),
+            ),
+            sum(
+                "culprit.cpu.throttled.time",
+                "s",
+                "CFS throttled time of watched cgroups (cpu.stat)",
+                self.throttled_ns
+                    .iter()
+                    .map(|(cg, ns)| {
+                        point(
+                            vec![kv("culprit.cgroup", cg)],
+                            number_data_point::Value::AsDouble(*ns as f64 / 1e9),
+                        )
+                    })
+                    .collect(),
+            ),
+            sum(
+                "culprit.tcp.retransmits",
+                "{retransmit}",
+                "TCP retransmits by peer",
+                self.retransmits
+                    .iter()
+                    .map(|(peer, n)| {
+                        point(
+                            vec![kv("culprit.tcp.peer", peer)],
+                            number_data_point::Value::AsInt(*n as i64),
+                        )
+                    })
+                    .collect(),
+            ),
+        ];
+        // Run-queue delay: the in-kernel histogram's slot bounds as explicit bucket bounds.
+        let bounds: Vec<f64> = (1..HIST_SLOTS)
+            .map(|i| slot_lower_bound_ns(i) as f64 / 1e9)
+            .collect();
+        metrics.push(Metric {
+            name: "culprit.sched.runqueue.delay".into(),
+            unit: "s".into(),
+            description: "Run-queue delay per cgroup".into(),
+            data: Some(Data::Histogram(
+                opentelemetry_proto::tonic::metrics::v1::Histogram {
+                    data_points: runq
+                        .iter()
+                        .map(|(cg, h)| HistogramDataPoint {
+                            attributes: vec![kv("culprit.cgroup", cg)],
+                            start_time_unix_nano: start,
+                            time_unix_nano: now_unix_ns,
+                            count: h.count,
+                            sum: Some(h.total_ns as f64 / 1e9),
+                            bucket_counts: h.slots.to_vec(),
+                            explicit_bounds: bounds.clone(),
+                            ..HistogramDataPoint::default()
+                        })
+                        .collect(),
+                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                },
+            )),
+            ..Metric::default()
+        });
+        // Self-metrics.
+        let o = &report.otlp;
+        let lost: u64 = report.drops.values().sum();
+        for (name, value) in [
+            ("culprit.agent.spans.received", o.ingress.spans_received),
+            ("culprit.agent.spans.joined", o.join.spans_joined),
+            (
+                "culprit.agent.spans.unidentified",
+                o.join.spans_unidentified,
+            ),
+            ("culprit.agent.spans.exported", o.export.spans_exported),
+            (
+                "culprit.agent.spans.dropped",
+                o.export.spans_dropped_queue_full + o.export.spans_rejected_by_backend,
+            ),
+            ("culprit.agent.kernel_events.lost", lost),
+        ] {
+            metrics.push(sum(
+                name,
+                "{item}",
+                "",
+                vec![point(
+                    Vec::new(),
+                    number_data_point::Value::AsInt(value as i64),
+                )],
+            ));
+        }
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![
+                        kv("service.name", "culprit-agent"),
+                        kv("host.name", &hostname()),
+                    ],
+                    ..Resource::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(InstrumentationScope {
+                        name: "culprit".into(),
+                        version: env!("CARGO_PKG_VERSION").into(),
+                        ..InstrumentationScope::default()
+                    }),
+                    metrics,
+                    ..ScopeMetrics::default()
+                }],
+                ..ResourceMetrics::default()
+            }],
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::join::attribution::{Measured, attribute};
+
+    #[test]
+    fn attributed_time_accumulates_by_cause_and_service() {
+        let mut m = AgentMetrics::new(1);
+        let line = SpanLine {
+            trace_id: String::new(),
+            span_id: String::new(),
+            name: "x".into(),
+            service: Some("shop".into()),
+            pid: 1,
+            start_mono_ns: 0,
+            duration_ms: 250.0,
+            attribution: attribute(&Measured {
+                wall_ns: 250_000_000,
+                on_cpu_ns: 250_000_000,
+                join: "thread",
+                threads: 1,
+                ..Measured::default()
+            }),
+        };
+        m.on_span(&line);
+        m.on_span(&line);
+        let req = m.export(&Report::default(), &[("/a".into(), RunqHist::ZERO)], 2);
+        let metrics = &req.resource_metrics[0].scope_metrics[0].metrics;
+        let attributed = metrics
+            .iter()
+            .find(|x| x.name == "culprit.attributed.time")
+            .unwrap();
+        let Some(Data::Sum(s)) = &attributed.data else {
+            panic!()
+        };
+        assert_eq!(s.data_points.len(), 1);
+        assert_eq!(
+            s.data_points[0].value,
+            Some(number_data_point::Value::AsDouble(0.5))
+        );
+        assert!(
+            metrics
+                .iter()
+                .any(|x| x.name == "culprit.agent.spans.received")
+        );
+        assert!(
+            metrics
+                .iter()
+                .any(|x| x.name == "culprit.sched.runqueue.delay")
+        );
+    }
+}
