@@ -107,11 +107,5 @@ pub fn span_as_recorded(resource: &Option<Resource>, scope: (&str, &str), s: &Sp
 
 /// The value of a span attribute.
 pub fn attr<'a>(s: &'a Span, key: &str) -> Option<&'a Value> {
-    s.attributes
-        .iter()
-        .find(|kv| kv.key == key)?
-        .value
-        .as_ref()?
-        .value
-        .as_ref()
+    culprit::otlp::attribute(&s.attributes, key)
 }

@@ -6,7 +6,10 @@ use std::{collections::HashMap, fs, net::SocketAddr};
 
 use opentelemetry_proto::tonic::{common::v1::any_value::Value, resource::v1::Resource};
 
-use crate::{otlp::Origin, procfs};
+use crate::{
+    otlp::{Origin, attribute},
+    procfs,
+};
 
 /// How the sender was identified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,14 +21,7 @@ pub enum IdentifiedBy {
 }
 
 fn attr<'a>(resource: &'a Resource, key: &str) -> Option<&'a Value> {
-    resource
-        .attributes
-        .iter()
-        .find(|kv| kv.key == key)?
-        .value
-        .as_ref()?
-        .value
-        .as_ref()
+    attribute(&resource.attributes, key)
 }
 
 fn attr_int(resource: &Resource, key: &str) -> Option<i64> {

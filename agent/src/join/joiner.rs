@@ -24,7 +24,7 @@ use super::{
 use crate::{
     clock::{ClockOffset, monotonic_ns},
     collector::Collector,
-    otlp::Origin,
+    otlp::{self, Origin},
 };
 
 /// The span attribute naming the OS thread that served the span. Semantic conventions'
@@ -155,13 +155,10 @@ impl Joiner {
             let mut lines = Vec::new();
             for (rs, pid) in held.request.resource_spans.iter_mut().zip(&held.pids) {
                 let service = rs.resource.as_ref().and_then(|r| {
-                    r.attributes
-                        .iter()
-                        .find(|kv| kv.key == "service.name")
-                        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                            Value::StringValue(s) => Some(s.clone()),
-                            _ => None,
-                        })
+                    match otlp::attribute(&r.attributes, "service.name")? {
+                        Value::StringValue(s) => Some(s.clone()),
+                        _ => None,
+                    }
                 });
                 for span in rs.scope_spans.iter_mut().flat_map(|s| s.spans.iter_mut()) {
                     match pid {
@@ -187,15 +184,11 @@ impl Joiner {
     fn attribute_span(&self, span: &mut Span, pid: u32, collector: &Collector) -> SpanLine {
         let start = self.offset.to_monotonic(span.start_time_unix_nano);
         let end = self.offset.to_monotonic(span.end_time_unix_nano);
-        let tid = span
-            .attributes
-            .iter()
-            .find(|kv| kv.key == THREAD_TID_ATTRIBUTE)
-            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                Value::IntValue(t) => u32::try_from(*t).ok(),
-                Value::StringValue(s) => s.parse().ok(),
-                _ => None,
-            });
+        let tid = match otlp::attribute(&span.attributes, THREAD_TID_ATTRIBUTE) {
+            Some(Value::IntValue(t)) => u32::try_from(*t).ok(),
+            Some(Value::StringValue(s)) => s.parse().ok(),
+            _ => None,
+        };
         let measured = collector.measure(pid, tid, start, end);
         let attribution = attribute(&measured);
         span.attributes.extend(to_attributes(&attribution));

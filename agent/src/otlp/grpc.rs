@@ -192,9 +192,7 @@ pub async fn serve(
     ingress: Ingress,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("binding the OTLP/gRPC receiver to {addr}: {e}"))?;
+    let listener = super::bind(addr, "OTLP/gRPC").await?;
     log::info!("OTLP/gRPC receiver on {addr}");
     tonic::transport::Server::builder()
         .add_service(OtlpGrpc::<Traces>::new(ingress.clone()))

@@ -245,9 +245,7 @@ pub async fn serve(
     ingress: Ingress,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("binding the OTLP/HTTP receiver to {addr}: {e}"))?;
+    let listener = super::bind(addr, "OTLP/HTTP").await?;
     let local = listener.local_addr()?;
     log::info!("OTLP/HTTP receiver on {local}");
     // Bodies past the limit are refused by the transport with 413 before they are buffered.

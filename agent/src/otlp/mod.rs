@@ -8,3 +8,26 @@ pub mod ingress;
 pub mod raw_codec;
 
 pub use ingress::{Inbound, Ingress, IngressStats, Origin, Payload};
+
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
+
+/// The value of attribute `key` in an OTLP attribute list.
+pub fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)?
+        .value
+        .as_ref()?
+        .value
+        .as_ref()
+}
+
+/// Binds a receiver's listener, naming it in the error.
+pub async fn bind(
+    addr: std::net::SocketAddr,
+    what: &str,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding the {what} receiver to {addr}: {e}"))
+}
