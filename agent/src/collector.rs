@@ -18,7 +18,7 @@ use crate::{
     report::{ConnectionRow, NeighbourRow, Report, ThreadRow, ThrottleRow},
     retransmits::{RetransmitResolver, RetransmitRow},
     runqueue::RunqCollector,
-    thread_store::{Breakdown, ThreadStore},
+    thread_store::{Breakdown, LiveState, ThreadStore},
     watch::WatchSet,
 };
 
@@ -36,6 +36,8 @@ pub struct Collector {
     /// Local TCP endpoints of span senders: a retransmit by the other end of one of their
     /// connections delays them too.
     endpoints: HashMap<u32, Vec<String>>,
+    /// Command names of neighbours, so that naming one costs no file read per span.
+    comms: std::cell::RefCell<HashMap<u32, String>>,
     cgroup_prefix: Option<String>,
     degraded: Vec<String>,
     last_report_ns: u64,
@@ -64,6 +66,7 @@ impl Collector {
             pending_retransmits: Vec::new(),
             recent_retransmits: VecDeque::new(),
             endpoints: HashMap::new(),
+            comms: std::cell::RefCell::new(HashMap::new()),
             cgroup_prefix,
             degraded,
             last_report_ns: monotonic_ns(),
@@ -109,31 +112,51 @@ impl Collector {
         }
     }
 
+    /// The threads of process `pid` with what the kernel holds for each right now: read once
+    /// per batch of spans (each read is a system call), then used for all of its spans.
+    pub fn process_view(&self, pid: u32) -> ProcessView {
+        ProcessView {
+            threads: self
+                .threads_of(pid)
+                .into_iter()
+                .map(|tid| (tid, self.watch.live(tid).map(|(_, l)| l)))
+                .collect(),
+        }
+    }
+
     /// What the probes saw of process `pid` (or of its thread `tid`) between two monotonic
     /// times.
-    pub fn measure(&self, pid: u32, tid: Option<u32>, start_ns: u64, end_ns: u64) -> Measured {
+    pub fn measure(
+        &self,
+        view: &ProcessView,
+        pid: u32,
+        tid: Option<u32>,
+        start_ns: u64,
+        end_ns: u64,
+    ) -> Measured {
         let mut m = Measured {
             wall_ns: end_ns.saturating_sub(start_ns),
             ..Measured::default()
         };
-        let breakdown = |tid: u32| {
-            let live = self.watch.live(tid).map(|(_, l)| l);
-            self.store.breakdown(tid, start_ns, end_ns, live.as_ref())
-        };
+        let breakdown =
+            |tid: u32, live: Option<&LiveState>| self.store.breakdown(tid, start_ns, end_ns, live);
         m.threads = 1;
         let total = match tid {
             Some(tid) => {
                 m.join = "thread";
-                breakdown(tid)
+                let live = view
+                    .live(tid)
+                    .or_else(|| self.watch.live(tid).map(|(_, l)| l));
+                breakdown(tid, live.as_ref())
             }
             None => {
                 // Without the thread's name, the thread that ran (or waited to run) most in the
                 // window is taken as the one that served the span: summing every thread would
                 // mix in the blocked time of idle helper threads.
                 m.join = "process";
-                self.threads_of(pid)
-                    .into_iter()
-                    .map(breakdown)
+                view.threads
+                    .iter()
+                    .map(|(tid, live)| breakdown(*tid, live.as_ref()))
                     .max_by_key(|b| b.on_cpu_ns + b.runq_ns)
                     .unwrap_or_default()
             }
@@ -143,10 +166,11 @@ impl Collector {
         m.throttled_ns = total.throttled_ns;
         m.off_cpu_ns = total.off_cpu_ns;
         if let Some((npid, _)) = total.top_neighbours(1).first() {
-            m.neighbour = Some(format!(
-                "{} ({npid})",
-                procfs::comm(*npid).unwrap_or_else(|| "?".into())
-            ));
+            let mut comms = self.comms.borrow_mut();
+            let comm = comms
+                .entry(*npid)
+                .or_insert_with(|| procfs::comm(*npid).unwrap_or_else(|| "?".into()));
+            m.neighbour = Some(format!("{comm} ({npid})"));
         }
         let endpoints = self.endpoints.get(&pid).map_or(&[][..], Vec::as_slice);
         let (wait_ns, count, peer) =
@@ -176,6 +200,8 @@ impl Collector {
 
     /// Re-reads the watch set and the cgroups whose throttling it follows.
     pub fn refresh_watch(&mut self) {
+        // Pids are reused: names are re-read at most a second late.
+        self.comms.get_mut().clear();
         self.watch.refresh();
         for dir in self.watch.cpu_cgroups.values() {
             self.throttle.watch(dir);
@@ -300,6 +326,21 @@ impl Collector {
             .collect();
         self.last_cpu_stat = now;
         rows
+    }
+}
+
+/// A process's threads and their live kernel state, for joining a batch of its spans.
+#[derive(Debug, Default)]
+pub struct ProcessView {
+    pub threads: Vec<(u32, Option<LiveState>)>,
+}
+
+impl ProcessView {
+    fn live(&self, tid: u32) -> Option<LiveState> {
+        self.threads
+            .iter()
+            .find(|(t, _)| *t == tid)
+            .and_then(|(_, l)| *l)
     }
 }
 

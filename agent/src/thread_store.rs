@@ -178,7 +178,13 @@ impl ThreadStore {
             return out;
         }
         if let Some(t) = self.threads.get(&tid) {
-            for rec in &t.records {
+            // Newest first, stopping at the first episode that ended before the window: episodes
+            // are streamed as they end, so everything stored before one ended before it. (A
+            // bucket is streamed when it closes, so it never sits behind a newer episode.)
+            for rec in t.records.iter().rev() {
+                if rec.kind == record::EPISODE && rec.end_ns <= start_ns {
+                    break;
+                }
                 add_record(&mut out, rec, start_ns, end_ns);
             }
         }

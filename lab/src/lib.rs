@@ -4,6 +4,7 @@
 
 pub mod agent_run;
 pub mod bench_hooks;
+pub mod bench_pipeline;
 pub mod binaries;
 pub mod cgroup;
 pub mod demo;

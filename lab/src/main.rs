@@ -94,6 +94,13 @@ enum LabCommand {
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
     },
+    /// Spans per second per core through the agent next to rotel, and the agent's memory.
+    BenchPipeline {
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long)]
+        markdown: Option<PathBuf>,
+    },
     /// Run the agent next to an injected CPU contention and show what it sees.
     Demo {
         /// Reports (2 s each) per phase.
@@ -110,6 +117,9 @@ fn main() -> anyhow::Result<()> {
             storm_seconds,
             markdown,
         } => return bench_hooks::run(*storm_seconds, markdown.as_deref()),
+        LabCommand::BenchPipeline { seconds, markdown } => {
+            return culprit_lab::bench_pipeline::run(*seconds, markdown.as_deref());
+        }
         _ => {}
     }
     for cgroup in &cli.cgroup {
@@ -150,7 +160,11 @@ fn main() -> anyhow::Result<()> {
                 .exec();
             anyhow::bail!("exec {}: {err}", command[0]);
         }
-        LabCommand::Demo { .. } | LabCommand::BenchHooks { .. } => unreachable!("handled above"),
+        LabCommand::Demo { .. }
+        | LabCommand::BenchHooks { .. }
+        | LabCommand::BenchPipeline { .. } => {
+            unreachable!("handled above")
+        }
     }
     Ok(())
 }

@@ -93,16 +93,19 @@ pub fn wait_success(mut p: Reaped, timeout: Duration) -> anyhow::Result<()> {
     }
 }
 
-/// The rotel collector, receiving OTLP on two ports and exporting over OTLP/HTTP.
-pub fn rotel(grpc_port: u16, http_port: u16, export_to: &str) -> anyhow::Result<Reaped> {
-    let venv = venv()?;
-    let lib = venv.join("lib");
-    let agent = std::fs::read_dir(&lib)?
+/// The `rotel-agent` binary the PyPI package installed.
+pub fn rotel_agent_path() -> anyhow::Result<PathBuf> {
+    let lib = venv()?.join("lib");
+    std::fs::read_dir(&lib)?
         .flatten()
         .map(|e| e.path().join("site-packages/rotel/rotel-agent"))
         .find(|p| p.exists())
-        .with_context(|| format!("rotel-agent not found under {}", lib.display()))?;
-    let mut cmd = Command::new(agent);
+        .with_context(|| format!("rotel-agent not found under {}", lib.display()))
+}
+
+/// The rotel collector, receiving OTLP on two ports and exporting over OTLP/HTTP.
+pub fn rotel(grpc_port: u16, http_port: u16, export_to: &str) -> anyhow::Result<Reaped> {
+    let mut cmd = Command::new(rotel_agent_path()?);
     cmd.args(["start", "--otlp-grpc-endpoint"])
         .arg(format!("127.0.0.1:{grpc_port}"))
         .arg("--otlp-http-endpoint")

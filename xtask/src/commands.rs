@@ -69,7 +69,18 @@ pub fn bench() -> anyhow::Result<()> {
             )
         },
     )?;
-    println!("results: target/bench/hooks.md (copy the table into BENCHMARKS.md)");
+    step(
+        "OTLP pipeline: spans/s per core next to rotel, agent RSS at 10k spans/s",
+        "needs the Python virtualenv with rotel (`cargo xtask setup`)",
+        || {
+            run_cmd(
+                Command::new(root().join("target/release/culprit-lab"))
+                    .args(["bench-pipeline", "--seconds", "10", "--markdown"])
+                    .arg(out_dir.join("pipeline.md")),
+            )
+        },
+    )?;
+    println!("results: target/bench/hooks.md and pipeline.md (copy the tables into BENCHMARKS.md)");
     Ok(())
 }
 

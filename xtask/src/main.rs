@@ -28,7 +28,7 @@ enum Command {
     Test,
     /// Run the agent next to injected CPU contention and show what it finds.
     Demo,
-    /// Benchmarks: per-hook kernel cost (bpf_stats) against bpftrace's run-queue logic.
+    /// Benchmarks: per-hook kernel cost next to bpftrace, OTLP throughput next to rotel.
     Bench,
 }
 

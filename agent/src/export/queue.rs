@@ -148,6 +148,34 @@ impl ExportQueue {
         Some(item)
     }
 
+    /// Takes the oldest request out, merged with the trace requests right behind it up to
+    /// `max_spans` spans: one export call instead of many. Order is kept.
+    pub fn pop_batch(&self, max_spans: u64) -> Option<Item> {
+        let mut q = self.lock();
+        let mut first = q.items.pop_front()?;
+        q.bytes -= first.bytes;
+        if let Payload::Traces(merged) = &mut first.payload {
+            while let Some(next) = q.items.front()
+                && matches!(next.payload, Payload::Traces(_))
+                && first.spans + next.spans <= max_spans
+            {
+                let Some(next) = q.items.pop_front() else {
+                    break;
+                };
+                q.bytes -= next.bytes;
+                if let Payload::Traces(r) = next.payload {
+                    merged.resource_spans.extend(r.resource_spans);
+                }
+                first.spans += next.spans;
+                first.bytes += next.bytes;
+            }
+        }
+        self.stats
+            .queue_depth
+            .store(q.items.len() as u64, Ordering::Relaxed);
+        Some(first)
+    }
+
     /// Puts a request that could not be sent back at the front, unless newer ones filled the
     /// queue meanwhile (then it is the oldest, and dropped).
     pub fn requeue(&self, item: Item) {
@@ -229,6 +257,22 @@ mod tests {
         q.requeue(traces(9));
         assert_eq!(q.stats.snapshot().spans_dropped_queue_full, 2 + 9);
         assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn batches_merge_consecutive_traces_up_to_the_cap() {
+        let q = ExportQueue::new(100, usize::MAX);
+        q.push(traces(3));
+        q.push(traces(4));
+        q.push(traces(5));
+        let b = q.pop_batch(8).unwrap();
+        assert_eq!(b.spans, 7);
+        let Payload::Traces(r) = &b.payload else {
+            panic!()
+        };
+        assert_eq!(r.resource_spans.len(), 2);
+        assert_eq!(q.pop_batch(8).unwrap().spans, 5);
+        assert!(q.pop_batch(8).is_none());
     }
 
     #[test]

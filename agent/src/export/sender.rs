@@ -19,6 +19,8 @@ use crate::otlp::Payload;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Queued trace requests are merged into one export of at most this many spans.
+const MAX_BATCH_SPANS: u64 = 2048;
 
 /// What became of one send.
 #[derive(Debug, PartialEq, Eq)]
@@ -89,7 +91,7 @@ impl Sender {
     pub async fn run(self) {
         let mut backoff = BACKOFF_MIN;
         loop {
-            let Some(item) = self.queue.pop() else {
+            let Some(item) = self.queue.pop_batch(MAX_BATCH_SPANS) else {
                 self.queue.notify.notified().await;
                 continue;
             };

@@ -23,7 +23,7 @@ use super::{
 };
 use crate::{
     clock::{ClockOffset, monotonic_ns},
-    collector::Collector,
+    collector::{Collector, ProcessView},
     otlp::{self, Origin},
 };
 
@@ -154,6 +154,7 @@ impl Joiner {
             };
             let mut lines = Vec::new();
             for (rs, pid) in held.request.resource_spans.iter_mut().zip(&held.pids) {
+                let view = pid.map(|p| collector.process_view(p)).unwrap_or_default();
                 let service = rs.resource.as_ref().and_then(|r| {
                     match otlp::attribute(&r.attributes, "service.name")? {
                         Value::StringValue(s) => Some(s.clone()),
@@ -163,7 +164,7 @@ impl Joiner {
                 for span in rs.scope_spans.iter_mut().flat_map(|s| s.spans.iter_mut()) {
                     match pid {
                         Some(pid) => {
-                            let mut line = self.attribute_span(span, *pid, collector);
+                            let mut line = self.attribute_span(span, *pid, &view, collector);
                             line.service.clone_from(&service);
                             lines.push(line);
                             self.stats.spans_joined.fetch_add(1, Ordering::Relaxed);
@@ -181,7 +182,13 @@ impl Joiner {
         out
     }
 
-    fn attribute_span(&self, span: &mut Span, pid: u32, collector: &Collector) -> SpanLine {
+    fn attribute_span(
+        &self,
+        span: &mut Span,
+        pid: u32,
+        view: &ProcessView,
+        collector: &Collector,
+    ) -> SpanLine {
         let start = self.offset.to_monotonic(span.start_time_unix_nano);
         let end = self.offset.to_monotonic(span.end_time_unix_nano);
         let tid = match otlp::attribute(&span.attributes, THREAD_TID_ATTRIBUTE) {
@@ -189,7 +196,7 @@ impl Joiner {
             Some(Value::StringValue(s)) => s.parse().ok(),
             _ => None,
         };
-        let measured = collector.measure(pid, tid, start, end);
+        let measured = collector.measure(view, pid, tid, start, end);
         let attribution = attribute(&measured);
         span.attributes.extend(to_attributes(&attribution));
         SpanLine {

@@ -1,0 +1,269 @@
+//! Spans per second per core through receive -> join -> export, the agent next to rotel
+//! forwarding the same load, and the agent's resident memory at 10k spans/s. Both forward to a
+//! rotel with the blackhole exporter; the load is OTLP/gRPC batches of 100 spans.
+
+use std::{
+    fmt::Write as _,
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::{ExportTraceServiceRequest, trace_service_client::TraceServiceClient},
+    common::v1::{AnyValue, KeyValue, any_value::Value},
+    resource::v1::Resource,
+    trace::v1::{ResourceSpans, ScopeSpans, Span},
+};
+
+use crate::{
+    binaries::bin_path,
+    otel::{free_port, rotel_agent_path, wait_for_port},
+    process::Reaped,
+};
+
+const SPANS_PER_REQUEST: usize = 100;
+
+fn request(seq: u64) -> ExportTraceServiceRequest {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let spans = (0..SPANS_PER_REQUEST as u64)
+        .map(|i| Span {
+            trace_id: (seq as u128 * 1000 + i as u128).to_be_bytes().to_vec(),
+            span_id: (seq * 1000 + i + 1).to_be_bytes().to_vec(),
+            name: "GET /bench".into(),
+            start_time_unix_nano: now - 2_000_000,
+            end_time_unix_nano: now,
+            kind: 2,
+            attributes: vec![KeyValue {
+                key: "http.route".into(),
+                value: Some(AnyValue {
+                    value: Some(Value::StringValue("/bench".into())),
+                }),
+                ..KeyValue::default()
+            }],
+            ..Span::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(Value::StringValue("bench".into())),
+                    }),
+                    ..KeyValue::default()
+                }],
+                ..Resource::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..ScopeSpans::default()
+            }],
+            ..ResourceSpans::default()
+        }],
+    }
+}
+
+/// Sends batches to `port` for `duration` from `streams` concurrent clients, at most
+/// `max_rps` requests per second in all (0: as fast as accepted). Returns spans accepted.
+async fn load(port: u16, duration: Duration, streams: usize, max_rps: u64) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for s in 0..streams {
+        let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{port}")).await?;
+        let period =
+            (max_rps > 0).then(|| Duration::from_secs_f64(streams as f64 / max_rps as f64));
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0u64;
+            let mut seq = s as u64 * 1_000_000_000;
+            let mut next = Instant::now();
+            while Instant::now() < deadline {
+                seq += 1;
+                if client.export(request(seq)).await.is_ok() {
+                    ok += SPANS_PER_REQUEST as u64;
+                }
+                if let Some(p) = period {
+                    next += p;
+                    tokio::time::sleep_until(next.into()).await;
+                }
+            }
+            ok
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await?;
+    }
+    Ok(total)
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64)
+}
+
+/// Peak resident memory of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .context("VmHWM")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kb / 1024.0)
+}
+
+fn rotel(grpc: u16, http: u16, exporter: &[&str]) -> anyhow::Result<Reaped> {
+    let mut cmd = Command::new(rotel_agent_path()?);
+    cmd.args(["start", "--otlp-grpc-endpoint"])
+        .arg(format!("127.0.0.1:{grpc}"))
+        .arg("--otlp-http-endpoint")
+        .arg(format!("127.0.0.1:{http}"))
+        .args(exporter)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let p = Reaped::spawn("rotel-agent", &mut cmd)?;
+    wait_for_port(grpc, Duration::from_secs(15))?;
+    Ok(p)
+}
+
+/// A `culprit agent` exporting to `downstream`; returns it and its gRPC port.
+fn start_agent(downstream: &str) -> anyhow::Result<(Reaped, u16)> {
+    let (grpc, http) = (free_port()?, free_port()?);
+    let mut cmd = Command::new(bin_path("culprit")?);
+    cmd.args([
+        "agent",
+        "--output",
+        "json",
+        "--interval",
+        "5",
+        "--otlp-grpc",
+    ])
+    .arg(format!("127.0.0.1:{grpc}"))
+    .arg("--otlp-http")
+    .arg(format!("127.0.0.1:{http}"))
+    .args(["--export-protocol", "grpc", "--export-endpoint", downstream])
+    .stdout(Stdio::null());
+    let agent = Reaped::spawn("culprit agent", &mut cmd)?;
+    wait_for_port(grpc, Duration::from_secs(30))?;
+    Ok((agent, grpc))
+}
+
+struct Measured {
+    spans_per_s: f64,
+    cpu_s: f64,
+    spans: u64,
+}
+
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    port: u16,
+    pid: u32,
+    seconds: f64,
+) -> anyhow::Result<Measured> {
+    let cpu0 = cpu_seconds(pid)?;
+    let spans = rt.block_on(load(port, Duration::from_secs_f64(seconds), 4, 0))?;
+    let cpu_s = cpu_seconds(pid)? - cpu0;
+    Ok(Measured {
+        spans_per_s: spans as f64 / seconds,
+        cpu_s,
+        spans,
+    })
+}
+
+pub fn run(seconds: f64, markdown: Option<&Path>) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let (hole_grpc, hole_http) = (free_port()?, free_port()?);
+    let _blackhole = rotel(hole_grpc, hole_http, &["--exporter", "blackhole"])?;
+    let downstream = format!("http://127.0.0.1:{hole_grpc}");
+
+    let agent = start_agent(&downstream)?;
+    let agent_grpc = agent.1;
+    let agent = agent.0;
+    let ours = measure(&rt, agent_grpc, agent.pid(), seconds)?;
+
+    let (fwd_grpc, fwd_http) = (free_port()?, free_port()?);
+    let forwarder = rotel(
+        fwd_grpc,
+        fwd_http,
+        &[
+            "--exporter",
+            "otlp",
+            "--otlp-exporter-protocol",
+            "grpc",
+            "--otlp-exporter-endpoint",
+            &downstream,
+        ],
+    )?;
+    let theirs = measure(&rt, fwd_grpc, forwarder.pid(), seconds)?;
+    drop(forwarder);
+
+    drop(agent);
+    // Resident memory with a steady 10k spans/s (100 requests/s of 100 spans), on a fresh agent
+    // so that the flood above does not count.
+    let (agent, agent_grpc) = start_agent(&downstream)?;
+    let steady = rt.block_on(load(agent_grpc, Duration::from_secs_f64(seconds), 2, 100))?;
+    let rss = peak_rss_mib(agent.pid())?;
+    drop(agent);
+
+    let per_core = |m: &Measured| {
+        if m.cpu_s > 0.0 {
+            m.spans as f64 / m.cpu_s
+        } else {
+            0.0
+        }
+    };
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "OTLP/gRPC load, 4 streams of {SPANS_PER_REQUEST}-span batches, {seconds:.0} s each, forwarded to a rotel blackhole.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| forwarder | spans/s accepted | CPU s used | spans per CPU-second |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|");
+    for (name, m) in [
+        ("culprit agent (receive, join, export)", &ours),
+        ("rotel (receive, batch, export)", &theirs),
+    ] {
+        let _ = writeln!(
+            s,
+            "| {name} | {:.0} | {:.2} | {:.0} |",
+            m.spans_per_s,
+            m.cpu_s,
+            per_core(m)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nculprit / rotel, spans per CPU-second: {:.2}. Agent peak RSS after {:.0} s at a steady {:.0} spans/s: {rss:.1} MiB.",
+        per_core(&ours) / per_core(&theirs).max(1.0),
+        seconds,
+        steady as f64 / seconds,
+    );
+    print!("{s}");
+    if let Some(path) = markdown {
+        std::fs::write(path, &s)?;
+    }
+    Ok(())
+}
