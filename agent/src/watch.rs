@@ -80,10 +80,6 @@ impl WatchSet {
         true
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.pids.is_empty() && self.cgroups.is_empty()
-    }
-
     /// Registers every current thread of the watched processes and cgroups; forgets processes
     /// that are gone.
     pub fn refresh(&mut self) {

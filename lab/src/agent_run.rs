@@ -99,11 +99,6 @@ impl RunningAgent {
         self.reports.try_iter().collect()
     }
 
-    /// Every attributed span printed so far.
-    pub fn spans(&self) -> Vec<SpanLine> {
-        self.spans.try_iter().collect()
-    }
-
     /// Collects the next `n` reports.
     pub fn reports(&mut self, n: usize) -> anyhow::Result<Vec<Report>> {
         (0..n).map(|_| self.next_report()).collect()

@@ -125,19 +125,6 @@ impl Sender {
         }
     }
 
-    /// Sends everything still queued, for at most `deadline` (used at shutdown).
-    pub async fn flush(self, deadline: Duration) {
-        let _ = tokio::time::timeout(deadline, async {
-            while let Some(item) = self.queue.pop() {
-                if let Outcome::Retry(_) = self.send(&item.payload).await {
-                    self.queue.requeue(item);
-                    return;
-                }
-            }
-        })
-        .await;
-    }
-
     async fn send(&self, payload: &Payload) -> Outcome {
         match &self.client {
             Client::Grpc(channel) => self.send_grpc(channel.clone(), payload).await,
