@@ -347,5 +347,9 @@ fn emit(
         (*rec).end_ns = end_ns;
         (*rec).bucket = *bucket;
     }
-    entry.submit(0);
+    // No wakeup per record: the agent drains the ring on its own 20 ms tick. Waking it for
+    // every record would put it on the CPU of the very threads it watches (observer effect).
+    entry.submit(BPF_RB_NO_WAKEUP);
 }
+
+const BPF_RB_NO_WAKEUP: u64 = 1;
