@@ -248,7 +248,7 @@ impl Collector {
                 .retain(|c| c.cgroup.starts_with(prefix.as_str()));
         }
         let breakdowns = self.thread_breakdowns(start_ns, end_ns);
-        report.throttling = self.throttle_rows(&breakdowns);
+        report.throttling = self.throttle_rows(&breakdowns, start_ns, end_ns);
         report.threads = breakdowns
             .into_iter()
             .map(|(tid, tgid, b)| thread_row(tid, tgid, &b))
@@ -299,7 +299,12 @@ impl Collector {
         rows
     }
 
-    fn throttle_rows(&mut self, breakdowns: &[(u32, u32, Breakdown)]) -> Vec<ThrottleRow> {
+    fn throttle_rows(
+        &mut self,
+        breakdowns: &[(u32, u32, Breakdown)],
+        start_ns: u64,
+        end_ns: u64,
+    ) -> Vec<ThrottleRow> {
         let mut episodes: BTreeMap<String, Vec<_>> = BTreeMap::new();
         for ep in self.throttle.take_episodes() {
             episodes.entry(ep.cgroup.clone()).or_default().push(ep);
@@ -309,16 +314,19 @@ impl Collector {
             .iter()
             .map(|(dir, stat)| {
                 let before = self.last_cpu_stat.get(dir).copied().unwrap_or(*stat);
-                let threads_throttled_ns = breakdowns
+                let in_cgroup: Vec<&(u32, u32, Breakdown)> = breakdowns
                     .iter()
                     .filter(|(_, tgid, _)| self.watch.cpu_cgroups.get(tgid) == Some(dir))
-                    .map(|(_, _, b)| b.throttled_ns)
-                    .sum();
+                    .collect();
+                let threads_throttled_ns = in_cgroup.iter().map(|(_, _, b)| b.throttled_ns).sum();
+                let threads_throttled_wall_ns =
+                    self.throttled_wall_ns(&in_cgroup, start_ns, end_ns);
                 let cgroup = dir.display().to_string();
                 ThrottleRow {
                     nr_throttled: stat.nr_throttled.saturating_sub(before.nr_throttled),
                     cpu_stat_throttled_ns: stat.throttled_ns.saturating_sub(before.throttled_ns),
                     threads_throttled_ns,
+                    threads_throttled_wall_ns,
                     episodes: episodes.remove(&cgroup).unwrap_or_default(),
                     cgroup,
                 }
@@ -326,6 +334,30 @@ impl Collector {
             .collect();
         self.last_cpu_stat = now;
         rows
+    }
+
+    /// Wall time during which at least one of the threads waited throttled: what the cgroup's
+    /// own `cpu.stat` counts, whereas the threads' sum counts a throttle once per waiting thread.
+    fn throttled_wall_ns(
+        &self,
+        threads: &[&(u32, u32, Breakdown)],
+        start_ns: u64,
+        end_ns: u64,
+    ) -> u64 {
+        let mut intervals = Vec::new();
+        let mut unplaced_ns = 0;
+        for (tid, _, _) in threads {
+            let live = self.watch.live(*tid);
+            let (mut placed, short_ns) = self.store.throttled_intervals(
+                *tid,
+                start_ns,
+                end_ns,
+                live.as_ref().map(|(_, l)| l),
+            );
+            intervals.append(&mut placed);
+            unplaced_ns += short_ns;
+        }
+        crate::intervals::union_ns(intervals) + unplaced_ns
     }
 }
 
@@ -377,21 +409,13 @@ pub fn retransmit_wait(
         }
     }
     // Retransmits of one stall overlap: count covered time once.
-    intervals.sort_unstable();
-    let mut covered = 0;
-    let mut cursor = 0;
-    for (lo, hi) in &intervals {
-        let lo = (*lo).max(cursor);
-        if *hi > lo {
-            covered += hi - lo;
-        }
-        cursor = cursor.max(*hi);
-    }
+    let count = intervals.len() as u64;
+    let covered = crate::intervals::union_ns(intervals);
     let peer = peers
         .into_iter()
         .max_by_key(|(_, n)| *n)
         .map(|(p, _)| p.to_string());
-    (covered, intervals.len() as u64, peer)
+    (covered, count, peer)
 }
 
 fn thread_row(tid: u32, tgid: u32, b: &Breakdown) -> ThreadRow {

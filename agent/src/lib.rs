@@ -10,6 +10,7 @@ pub mod cpu_stat;
 pub mod drops;
 pub mod export;
 pub mod histogram;
+pub mod intervals;
 pub mod join;
 pub mod kernel_btf;
 pub mod metrics;

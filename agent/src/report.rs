@@ -92,6 +92,10 @@ pub struct ThrottleRow {
     pub cpu_stat_throttled_ns: u64,
     /// Sum of the throttled run-queue time of the watched threads in the cgroup.
     pub threads_throttled_ns: u64,
+    /// Wall time during which at least one watched thread of the cgroup waited throttled:
+    /// comparable to `cpu_stat_throttled_ns` (the sum counts one throttle once per thread).
+    #[serde(default)]
+    pub threads_throttled_wall_ns: u64,
     pub episodes: Vec<ThrottleEpisode>,
 }
 

@@ -190,14 +190,7 @@ impl ThreadStore {
         }
         if let Some(live) = live {
             if live.bucket.start_ns != 0 {
-                let b = SchedRecord {
-                    kind: record::BUCKET,
-                    start_ns: live.bucket.start_ns,
-                    end_ns: live.bucket.start_ns + self.bucket_ns,
-                    bucket: live.bucket,
-                    ..SchedRecord::default()
-                };
-                add_record(&mut out, &b, start_ns, end_ns);
+                add_record(&mut out, &self.open_bucket(live), start_ns, end_ns);
             }
             if live.since_ns != 0 && live.since_ns < end_ns && live.state != state::UNKNOWN {
                 let mut b = ThreadBucket::default();
@@ -224,6 +217,69 @@ impl ThreadStore {
             }
         }
         out
+    }
+
+    /// The bucket the kernel is still filling for a thread, as a record.
+    fn open_bucket(&self, live: &LiveState) -> SchedRecord {
+        SchedRecord {
+            kind: record::BUCKET,
+            start_ns: live.bucket.start_ns,
+            end_ns: live.bucket.start_ns + self.bucket_ns,
+            bucket: live.bucket,
+            ..SchedRecord::default()
+        }
+    }
+
+    /// When thread `tid` waited throttled in `[start_ns, end_ns)`: the intervals that episodes
+    /// place in time, and the throttled time of short waits, which buckets only sum. Within a
+    /// wait the throttled part is placed at its end: a thread waits for the unthrottle, then runs.
+    pub fn throttled_intervals(
+        &self,
+        tid: u32,
+        start_ns: u64,
+        end_ns: u64,
+        live: Option<&LiveState>,
+    ) -> (Vec<(u64, u64)>, u64) {
+        let mut placed = Vec::new();
+        let mut unplaced_ns = 0;
+        if end_ns <= start_ns {
+            return (placed, unplaced_ns);
+        }
+        let mut place = |rec_end_ns: u64, throttled_ns: u64| {
+            let lo = rec_end_ns.saturating_sub(throttled_ns).max(start_ns);
+            let hi = rec_end_ns.min(end_ns);
+            if hi > lo {
+                placed.push((lo, hi));
+            }
+        };
+        if let Some(t) = self.threads.get(&tid) {
+            for rec in t.records.iter().rev() {
+                if rec.kind == record::EPISODE && rec.end_ns <= start_ns {
+                    break;
+                }
+                if rec.bucket.throttled_ns == 0 {
+                    continue;
+                }
+                if rec.kind == record::EPISODE {
+                    place(rec.end_ns, rec.bucket.throttled_ns);
+                } else {
+                    let mut part = Breakdown::default();
+                    add_record(&mut part, rec, start_ns, end_ns);
+                    unplaced_ns += part.throttled_ns;
+                }
+            }
+        }
+        if let Some(live) = live {
+            if live.bucket.throttled_ns > 0 {
+                let mut part = Breakdown::default();
+                add_record(&mut part, &self.open_bucket(live), start_ns, end_ns);
+                unplaced_ns += part.throttled_ns;
+            }
+            if live.state == state::RUNQ && live.throttled && live.since_ns < end_ns {
+                place(end_ns, end_ns - live.since_ns.max(start_ns));
+            }
+        }
+        (placed, unplaced_ns)
     }
 }
 
@@ -298,6 +354,33 @@ mod tests {
                 neighbour_tid: 7,
             },
         }
+    }
+
+    #[test]
+    fn throttled_waits_are_placed_at_the_end_of_their_episode() {
+        let mut s = ThreadStore::new(60_000 * MS, 1000, 10 * MS);
+        let mut wait = episode(1, state::RUNQ, 100, 140);
+        wait.bucket.throttled_ns = 30 * MS;
+        s.insert(wait);
+        s.insert(episode(1, state::ON_CPU, 140, 150));
+        s.insert(bucket(1, 150, 2, 3, 2, 5));
+        let (placed, short) = s.throttled_intervals(1, 0, 1000 * MS, None);
+        assert_eq!(placed, vec![(110 * MS, 140 * MS)]);
+        assert_eq!(short, 2 * MS);
+        // Clipped to the window; half the bucket is inside.
+        let (placed, short) = s.throttled_intervals(1, 120 * MS, 155 * MS, None);
+        assert_eq!(placed, vec![(120 * MS, 140 * MS)]);
+        assert_eq!(short, MS);
+        // A wait still going on that began throttled runs to the end of the window.
+        let live = LiveState {
+            state: state::RUNQ,
+            since_ns: 900 * MS,
+            bucket: ThreadBucket::default(),
+            throttled: true,
+        };
+        let (placed, _) = s.throttled_intervals(1, 800 * MS, 950 * MS, Some(&live));
+        assert_eq!(placed, vec![(900 * MS, 950 * MS)]);
+        assert_eq!(s.throttled_intervals(2, 0, 1000 * MS, None), (vec![], 0));
     }
 
     #[test]

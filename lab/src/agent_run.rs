@@ -104,6 +104,25 @@ impl RunningAgent {
         (0..n).map(|_| self.next_report()).collect()
     }
 
+    /// Waits until `want` spans matching `keep` have arrived, or none has for `quiet`, and
+    /// returns those that did; other spans are dropped.
+    pub fn wait_spans(
+        &mut self,
+        keep: impl Fn(&SpanLine) -> bool,
+        want: usize,
+        quiet: Duration,
+    ) -> Vec<SpanLine> {
+        let mut out = Vec::new();
+        while out.len() < want {
+            match self.spans.recv_timeout(quiet) {
+                Ok(span) if keep(&span) => out.push(span),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
     /// Stops the agent as an operator would (SIGTERM), checks it exits cleanly, and returns
     /// the spans it printed (held spans are released at shutdown).
     pub fn stop(mut self) -> anyhow::Result<Vec<SpanLine>> {

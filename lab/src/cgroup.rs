@@ -47,6 +47,22 @@ impl TempCgroup {
         Ok(cg)
     }
 
+    /// Sets (`Some((quota_us, period_us))`) or lifts (`None`) the CPU bandwidth cap of a cgroup
+    /// made by [`TempCgroup::new_cpu_quota`].
+    pub fn set_cpu_quota(&self, quota: Option<(u64, u64)>) -> anyhow::Result<()> {
+        let v1_quota = self.path.join("cpu.cfs_quota_us");
+        if v1_quota.exists() {
+            if let Some((_, period_us)) = quota {
+                fs::write(self.path.join("cpu.cfs_period_us"), period_us.to_string())?;
+            }
+            let value = quota.map_or("-1".to_string(), |(q, _)| q.to_string());
+            fs::write(&v1_quota, value).context("setting cpu.cfs_quota_us")
+        } else {
+            let value = quota.map_or("max".to_string(), |(q, p)| format!("{q} {p}"));
+            fs::write(self.path.join("cpu.max"), value).context("setting cpu.max")
+        }
+    }
+
     fn new_under(root: &Path, prefix: &str) -> anyhow::Result<Self> {
         let name = format!(
             "{prefix}-{}-{}",

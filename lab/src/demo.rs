@@ -1,147 +1,99 @@
-//! CPU contention, measured: a victim that wakes up every millisecond, first alone on its CPU,
-//! then next to a CPU hog. The demo prints it; the end-to-end tests assert on it.
+//! `cargo xtask demo` and `culprit lab <scenario>`: scenarios next to a live agent, what it
+//! found printed per scenario, and the HTML report, results and accuracy table written out.
 
-use std::{collections::BTreeMap, time::Duration};
-
-use culprit::report::{Report, render_table};
-
-use crate::{
-    agent_run::{RunningAgent, RunqTotals, ThreadTotals},
-    cgroup::TempCgroup,
-    process::spawn_workload,
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
-/// The CPU both the victim and the hog are pinned to.
-pub const CPU: usize = 0;
+use anyhow::Context as _;
 
-/// What the agent reported for the victim alone and next to the hog.
-#[derive(Debug)]
-pub struct ContentionOutcome {
-    pub victim_alone: RunqTotals,
-    pub victim_contended: RunqTotals,
-    pub hog: RunqTotals,
-    /// A cgroup of the experiment in which nothing ran.
-    pub idle: RunqTotals,
-    /// The victim's watched threads, alone and next to the hog.
-    pub victim_threads_alone: ThreadTotals,
-    pub victim_threads_contended: ThreadTotals,
-    pub victim_pid: u32,
-    pub hog_pid: u32,
-    /// Kernel-side losses at the end.
-    pub drops: BTreeMap<String, u64>,
+use crate::{
+    html_report,
+    lab_run::{Lab, ScenarioRun},
+    present,
+    scenario::{Scenario, Timing},
+};
+
+/// What a lab run wrote.
+#[derive(Debug, Clone)]
+pub struct Outputs {
+    pub html: PathBuf,
+    pub results_json: PathBuf,
+    pub accuracy_md: PathBuf,
 }
 
-/// Runs the two phases with a fresh agent; `on_report` sees every report used.
-pub fn contention(
-    interval: Duration,
-    reports_per_phase: usize,
-    mut on_report: impl FnMut(&str, &Report),
-) -> anyhow::Result<ContentionOutcome> {
-    let lab = TempCgroup::new_v2("culprit-lab")?;
-    let victim_cg = lab.child("victim")?;
-    let hog_cg = lab.child("noisy-neighbour")?;
-    lab.child("idle")?;
-    let phase_secs = (reports_per_phase + 1) as f64 * interval.as_secs_f64();
-    let victim = spawn_workload(&victim_cg, Some(CPU), phase_secs * 2.0 + 15.0, &["wakeups"])?;
-    let victim_pid = victim.pid().to_string();
-    let mut agent = RunningAgent::start(
-        interval,
-        &[
-            "--cgroup-prefix",
-            &lab.agent_path(None),
-            "--watch-pid",
-            &victim_pid,
-        ],
-    )?;
-    agent.next_report()?; // The probes are attached once the first report arrives.
-    agent.next_report()?; // Partly before the victim was watched.
-    let alone = agent.reports(reports_per_phase)?;
-    alone.iter().for_each(|r| on_report("victim alone", r));
-
-    let hog = spawn_workload(
-        &hog_cg,
-        Some(CPU),
-        phase_secs + 5.0,
-        &["hog", "--threads", "2"],
-    )?;
-    agent.next_report()?; // Partly before the hog started.
-    let contended = agent.reports(reports_per_phase)?;
-    contended
-        .iter()
-        .for_each(|r| on_report("victim next to a CPU hog", r));
-    let drops = contended
-        .last()
-        .map(|r| r.drops.clone())
-        .unwrap_or_default();
-    agent.stop()?;
-
-    let path = |child| lab.agent_path(Some(child));
-    let victim_alone = RunqTotals::of(&alone, &path("victim"));
-    let victim_contended = RunqTotals::of(&contended, &path("victim"));
-    let hog_totals = RunqTotals::of(&contended, &path("noisy-neighbour"));
-    let victim_threads_alone = ThreadTotals::of(&alone, victim.pid());
-    let victim_threads_contended = ThreadTotals::of(&contended, victim.pid());
-    let mut all = alone;
-    all.extend(contended);
-    Ok(ContentionOutcome {
-        victim_alone,
-        victim_contended,
-        hog: hog_totals,
-        idle: RunqTotals::of(&all, &path("idle")),
-        victim_threads_alone,
-        victim_threads_contended,
-        victim_pid: victim.pid(),
-        hog_pid: hog.pid(),
-        drops,
-    })
-}
-
-/// `cargo xtask demo`.
-pub fn run(reports_per_phase: usize) -> anyhow::Result<()> {
-    println!("Culprit demo: run-queue delay per cgroup, with CPU contention injected on CPU {CPU}");
-    let mut phase = String::new();
-    let outcome = contention(Duration::from_secs(2), reports_per_phase, |name, report| {
-        if phase != name {
-            println!("\n== {name} (CPU {CPU})");
-            phase = name.to_string();
+/// Stops the run on Ctrl-C or SIGTERM: the current scenario ends early and cleans up after
+/// itself. Installed once per process.
+pub fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    if let Some(f) = FLAG.get() {
+        return Ok(f.clone());
+    }
+    let flag = Arc::new(AtomicBool::new(false));
+    let on_signal = flag.clone();
+    ctrlc::set_handler(move || {
+        if on_signal.swap(true, Ordering::SeqCst) {
+            eprintln!("interrupted twice: exiting without cleaning up");
+            std::process::exit(130);
         }
-        print!("{}", render_table(report, 10));
-    })?;
-    let (before, after) = (&outcome.victim_alone, &outcome.victim_contended);
-    println!("\n== what the agent saw for the victim's cgroup");
-    for (label, t) in [("alone", before), ("with hog", after)] {
-        println!(
-            "  {label:<9} {:>6} waits, mean {:>8.1} us, worst p99 {:>8.1} us",
-            t.waits,
-            t.mean_wait_ns() / 1e3,
-            t.worst_p99_ns as f64 / 1e3
-        );
-    }
+        eprintln!("\ninterrupted: cleaning up (cgroups, nftables rules, processes)…");
+    })
+    .context("installing the Ctrl-C handler")?;
+    Ok(FLAG.get_or_init(|| flag).clone())
+}
+
+/// Runs `scenarios` in order with one agent, printing each as it completes, and writes the
+/// report to `out_dir`. Returns the runs and where the files went.
+pub fn run(
+    scenarios: &[Scenario],
+    timing: Timing,
+    out_dir: &Path,
+) -> anyhow::Result<(Vec<ScenarioRun>, Outputs)> {
+    let stop = interrupt_flag()?;
     println!(
-        "  the hog's own threads waited {:.1} ms in all",
-        outcome.hog.total_wait_ns as f64 / 1e6
+        "Culprit lab: {} scenario(s), {:.0} s reference + {:.0} s injected each, {} req/s \
+         (the service on CPU {}, the agent and the load on CPU {})",
+        scenarios.len(),
+        timing.reference.as_secs_f64(),
+        timing.fault.as_secs_f64(),
+        timing.rate_per_s,
+        crate::lab_run::SERVICE_CPU,
+        crate::lab_run::HARNESS_CPU
     );
-    let t = &outcome.victim_threads_contended;
-    if let Some((pid, ns)) = t.top_neighbour() {
-        println!(
-            "  victim (pid {}) next to the hog: {:.1} ms waiting on contention, {:.1} ms throttled; \
-             top neighbour pid {pid} ({}) took {:.1} ms",
-            outcome.victim_pid,
-            t.contention_ns as f64 / 1e6,
-            t.throttled_ns as f64 / 1e6,
-            if pid == outcome.hog_pid {
-                "the hog"
-            } else {
-                "not the hog"
-            },
-            ns as f64 / 1e6
-        );
+    let mut lab = Lab::start(stop)?;
+    let mut runs = Vec::new();
+    for &scenario in scenarios {
+        let run = lab
+            .run(scenario, timing)
+            .with_context(|| format!("scenario {scenario}"))?;
+        print!("{}", present::scenario_text(&run));
+        runs.push(run);
     }
-    let ratio = after.mean_wait_ns() / before.mean_wait_ns().max(1.0);
-    if before.waits > 0 && after.waits > 0 && ratio > 2.0 {
-        println!("  => contention found: mean run-queue delay x{ratio:.1} next to the hog");
-    } else {
-        println!("  => contention NOT visible (x{ratio:.1}); is CPU {CPU} busy with other load?");
-    }
-    Ok(())
+    lab.stop()?;
+    let outputs = write_outputs(&runs, out_dir)?;
+    println!("\n{}", present::accuracy_markdown(&runs));
+    println!(
+        "report: {}\nresults: {}\naccuracy table: {}",
+        outputs.html.display(),
+        outputs.results_json.display(),
+        outputs.accuracy_md.display()
+    );
+    Ok((runs, outputs))
+}
+
+pub fn write_outputs(runs: &[ScenarioRun], out_dir: &Path) -> anyhow::Result<Outputs> {
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let outputs = Outputs {
+        html: out_dir.join("report.html"),
+        results_json: out_dir.join("results.json"),
+        accuracy_md: out_dir.join("accuracy.md"),
+    };
+    std::fs::write(&outputs.html, html_report::render(runs)?)?;
+    std::fs::write(&outputs.results_json, serde_json::to_vec_pretty(runs)?)?;
+    std::fs::write(&outputs.accuracy_md, present::accuracy_markdown(runs))?;
+    Ok(outputs)
 }

@@ -3,7 +3,11 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
-use culprit_lab::{bench_hooks, demo, placement, workloads};
+use culprit_lab::{
+    bench_hooks, demo, placement,
+    scenario::{Scenario, Timing},
+    workloads,
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "culprit-lab", version, about)]
@@ -89,6 +93,21 @@ enum LabCommand {
         #[arg(long)]
         record: PathBuf,
     },
+    /// The lab's HTTP service (instrumented with opentelemetry-otlp): `/cpu` burns CPU,
+    /// `/downstream` calls a TCP service.
+    Service {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        downstream_port: u16,
+        /// The OTLP/gRPC endpoint, e.g. http://127.0.0.1:4317.
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        #[arg(long, default_value_t = 5.0)]
+        cpu_work_ms: f64,
+    },
     /// Run a command in place of this process, after joining the cgroups and pinning.
     Exec {
         #[arg(trailing_var_arg = true, required = true)]
@@ -101,18 +120,55 @@ enum LabCommand {
         #[arg(long)]
         markdown: Option<PathBuf>,
     },
-    /// Run the agent next to an injected CPU contention and show what it sees.
+    /// Every scenario next to a live agent (about 15 s each): what it found per request, an
+    /// HTML report and the accuracy table.
     Demo {
-        /// Reports (2 s each) per phase.
-        #[arg(long, default_value_t = 3)]
-        reports_per_phase: usize,
+        /// Where report.html, results.json and accuracy.md go.
+        #[arg(long, default_value = "target/culprit-lab")]
+        out: PathBuf,
+        /// Seconds of load with nothing injected, per scenario.
+        #[arg(long, default_value_t = 4.0)]
+        reference_seconds: f64,
+        /// Seconds of load with the fault injected, per scenario.
+        #[arg(long, default_value_t = 11.0)]
+        fault_seconds: f64,
+    },
+    /// One scenario, for longer: baseline, cpu-contention, cpu-throttling, packet-loss, mixed.
+    Lab {
+        scenario: culprit_lab::scenario::Scenario,
+        #[arg(long, default_value_t = 60.0)]
+        fault_seconds: f64,
+        #[arg(long, default_value = "target/culprit-lab")]
+        out: PathBuf,
     },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match &cli.command {
-        LabCommand::Demo { reports_per_phase } => return demo::run(*reports_per_phase),
+        LabCommand::Demo {
+            out,
+            reference_seconds,
+            fault_seconds,
+        } => {
+            let timing = Timing {
+                reference: Duration::from_secs_f64(*reference_seconds),
+                fault: Duration::from_secs_f64(*fault_seconds),
+                ..Timing::DEMO
+            };
+            return lab_outcome(demo::run(&Scenario::ALL, timing, out));
+        }
+        LabCommand::Lab {
+            scenario,
+            fault_seconds,
+            out,
+        } => {
+            let timing = Timing {
+                fault: Duration::from_secs_f64(*fault_seconds),
+                ..Timing::DEMO
+            };
+            return lab_outcome(demo::run(&[*scenario], timing, out));
+        }
         LabCommand::BenchHooks {
             storm_seconds,
             markdown,
@@ -153,6 +209,19 @@ fn main() -> anyhow::Result<()> {
             Duration::from_secs_f64(work_ms / 1e3),
             &record,
         )?,
+        LabCommand::Service {
+            port,
+            downstream_port,
+            endpoint,
+            workers,
+            cpu_work_ms,
+        } => culprit_lab::service::run(&culprit_lab::service::ServiceConfig {
+            port,
+            downstream_port,
+            otlp_endpoint: endpoint,
+            workers,
+            cpu_work: Duration::from_secs_f64(cpu_work_ms / 1e3),
+        })?,
         LabCommand::Exec { command } => {
             use std::os::unix::process::CommandExt as _;
             let err = std::process::Command::new(&command[0])
@@ -161,10 +230,27 @@ fn main() -> anyhow::Result<()> {
             anyhow::bail!("exec {}: {err}", command[0]);
         }
         LabCommand::Demo { .. }
+        | LabCommand::Lab { .. }
         | LabCommand::BenchHooks { .. }
         | LabCommand::BenchPipeline { .. } => {
             unreachable!("handled above")
         }
+    }
+    Ok(())
+}
+
+/// A lab run fails when a scenario's injected cause was not found.
+fn lab_outcome(
+    result: anyhow::Result<(Vec<culprit_lab::lab_run::ScenarioRun>, demo::Outputs)>,
+) -> anyhow::Result<()> {
+    let (runs, _) = result?;
+    let missed: Vec<String> = runs
+        .iter()
+        .filter(|r| !culprit_lab::present::verdict(r).found)
+        .map(|r| r.scenario.to_string())
+        .collect();
+    if !missed.is_empty() {
+        anyhow::bail!("the injected cause was not found in: {}", missed.join(", "));
     }
     Ok(())
 }

@@ -18,8 +18,8 @@ impl PacketLoss {
         let table = format!("culprit_loss_{}_{port}", std::process::id());
         let script = format!(
             "table inet {table} {{
-                chain output {{
-                    type filter hook output priority 0; policy accept;
+                chain input {{
+                    type filter hook input priority 0; policy accept;
                     tcp dport {port} numgen random mod 100 < {percent} drop
                     tcp sport {port} numgen random mod 100 < {percent} drop
                 }}

@@ -47,9 +47,33 @@ pub fn demo() -> anyhow::Result<()> {
     setup::run()?;
     build()?;
     step(
-        "demo: run-queue delay with injected CPU contention",
-        "the demo needs root (it loads eBPF programs and creates cgroups)",
-        || run_cmd(Command::new(root().join("target/release/culprit-lab")).arg("demo")),
+        "demo: every lab scenario next to the agent, per-request causes, HTML report",
+        "the demo needs root and 2 CPUs (it loads eBPF programs, creates cgroups and nftables rules)",
+        || {
+            run_cmd(
+                Command::new(root().join("target/release/culprit-lab"))
+                    .current_dir(root())
+                    .args(["demo", "--out", "target/culprit-lab"]),
+            )
+        },
+    )
+}
+
+/// `cargo xtask lab <scenario> [--fault-seconds N]`: one scenario, for longer.
+pub fn lab(args: &[String]) -> anyhow::Result<()> {
+    setup::run()?;
+    build()?;
+    step(
+        "lab: one scenario next to the agent",
+        "scenarios: baseline, cpu-contention, cpu-throttling, packet-loss, mixed",
+        || {
+            run_cmd(
+                Command::new(root().join("target/release/culprit-lab"))
+                    .current_dir(root())
+                    .arg("lab")
+                    .args(args),
+            )
+        },
     )
 }
 

@@ -26,8 +26,14 @@ enum Command {
     },
     /// Formatting, lints, unit tests, then the privileged end-to-end tests.
     Test,
-    /// Run the agent next to injected CPU contention and show what it finds.
+    /// Every lab scenario next to the agent: what it finds per request, an HTML report
+    /// (target/culprit-lab/report.html) and the accuracy table.
     Demo,
+    /// One lab scenario for longer: `cargo xtask lab cpu-contention --fault-seconds 120`.
+    Lab {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
     /// Benchmarks: per-hook kernel cost next to bpftrace, OTLP throughput next to rotel.
     Bench,
 }
@@ -40,6 +46,7 @@ fn main() -> std::process::ExitCode {
         Command::Run { args } => commands::run(&args),
         Command::Test => commands::test(),
         Command::Demo => commands::demo(),
+        Command::Lab { args } => commands::lab(&args),
         Command::Bench => commands::bench(),
     };
     match result {

@@ -15,8 +15,15 @@ use crate::shell::{self, is_root, output, root, step};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 /// Debian packages the tests and benchmarks use: nftables injects packet loss, iproute2 makes
-/// network namespaces, bpftrace is the classic tool the hook benchmark compares against.
-const APT_PACKAGES: &[&str] = &["nftables", "iproute2", "bpftrace"];
+/// network namespaces, bpftrace is the classic tool the hook benchmark compares against,
+/// Chromium (with a font) renders the lab's HTML report the way a user would see it.
+const APT_PACKAGES: &[&str] = &[
+    "nftables",
+    "iproute2",
+    "bpftrace",
+    "chromium",
+    "fonts-dejavu-core",
+];
 
 pub fn run() -> anyhow::Result<()> {
     if !is_root() {
@@ -44,7 +51,7 @@ pub fn run() -> anyhow::Result<()> {
     )?;
     step(
         &format!("Debian packages: {}", APT_PACKAGES.join(", ")),
-        "apt-get update && apt-get install -y nftables iproute2 bpftrace",
+        "apt-get update && apt-get install -y nftables iproute2 bpftrace chromium fonts-dejavu-core",
         ensure_apt_packages,
     )?;
     step(

@@ -32,7 +32,7 @@ pub struct Measured {
     pub threads: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Attribution {
     pub cause: String,
     pub cause_share: f64,
@@ -62,7 +62,15 @@ pub fn attribute(m: &Measured) -> Attribution {
     };
     let s = |ns: u64| ns as f64 * scale / 1e9;
     let contention_ns = m.runq_ns.saturating_sub(m.throttled_ns);
-    let rtx_ns = m.retransmit_wait_ns.min(m.wall_ns);
+    // A thread waits on the network only while off the CPU: a stall on another connection of
+    // the process does not slow a span whose thread was computing. Without thread data the
+    // span's wall time is the only bound.
+    let rtx_cap_ns = if observed > 0 {
+        (m.off_cpu_ns as f64 * scale) as u64
+    } else {
+        m.wall_ns
+    };
+    let rtx_ns = m.retransmit_wait_ns.min(rtx_cap_ns).min(m.wall_ns);
     // Waiting on the network is off-CPU time; what the retransmits explain is not "off_cpu".
     let other_off_ns = m.off_cpu_ns.saturating_sub(rtx_ns);
     let share = |ns: u64| ns as f64 * scale / wall;
@@ -201,6 +209,18 @@ mod tests {
         let a = attribute(&m(2, 0, 0, 210, 200));
         assert_eq!(a.cause, "tcp.retransmit");
         assert!((a.retransmit_wait_s - 0.2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_computing_thread_is_not_waiting_on_the_network() {
+        // Another connection of the process stalled during the span, but this thread ran.
+        let a = attribute(&m(50, 0, 0, 2, 50));
+        assert_eq!(a.cause, "on_cpu");
+        assert!((a.retransmit_wait_s - 0.002).abs() < 1e-9);
+        // With no thread data at all, the stall is bounded by the span only.
+        let mut blind = m(0, 0, 0, 0, 30);
+        blind.wall_ns = 100 * MS;
+        assert!((attribute(&blind).retransmit_wait_s - 0.030).abs() < 1e-9);
     }
 
     #[test]

@@ -1,0 +1,434 @@
+//! How well the agent's per-request decomposition matches the cause the lab injected: pure
+//! arithmetic over the decomposed requests of one scenario.
+//!
+//! Definitions (ACCURACY.md repeats them):
+//! - a request's *excess* is its latency minus the median latency of its route in the reference
+//!   phase (the same service and load, nothing injected);
+//! - the *slow* requests are those at or above the 90th latency percentile of their phase (the
+//!   requests that started while the same fault, or none, was injected);
+//! - *accuracy* is the share of the slow requests' excess that the agent attributed to the cause
+//!   injected at the time (each request counts at most its own excess).
+
+use std::collections::BTreeMap;
+
+use culprit::join::joiner::SpanLine;
+use serde::{Deserialize, Serialize};
+
+/// The causes the lab injects, as the agent names them in `culprit.cause`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Injected {
+    #[serde(rename = "cpu.contention")]
+    Contention,
+    #[serde(rename = "cpu.throttling")]
+    Throttling,
+    #[serde(rename = "tcp.retransmit")]
+    Retransmit,
+}
+
+impl Injected {
+    pub fn cause_name(self) -> &'static str {
+        match self {
+            Injected::Contention => "cpu.contention",
+            Injected::Throttling => "cpu.throttling",
+            Injected::Retransmit => "tcp.retransmit",
+        }
+    }
+}
+
+/// Where one request's time went, in ms, parts disjoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Parts {
+    pub on_cpu_ms: f64,
+    pub contention_ms: f64,
+    pub throttled_ms: f64,
+    pub retransmit_ms: f64,
+    /// Off-CPU time not explained by retransmits (I/O, locks, sleeps, the downstream's work).
+    pub off_cpu_ms: f64,
+    /// Part of the request the agent saw no thread activity for.
+    pub unobserved_ms: f64,
+}
+
+/// Cause labels for [`Parts`], in drawing order.
+pub const PART_NAMES: [&str; 6] = [
+    "on_cpu",
+    "cpu.contention",
+    "cpu.throttling",
+    "tcp.retransmit",
+    "off_cpu",
+    "unobserved",
+];
+
+impl Parts {
+    pub fn from_span(s: &SpanLine) -> Self {
+        let a = &s.attribution;
+        let ms = |secs: f64| (secs * 1e3).max(0.0);
+        let on_cpu_ms = ms(a.on_cpu_s);
+        let throttled_ms = ms(a.throttled_s);
+        let contention_ms = ms(a.runqueue_s - a.throttled_s);
+        let retransmit_ms = ms(a.retransmit_wait_s).min(s.duration_ms);
+        let off_cpu_ms = ms(a.off_cpu_s - a.retransmit_wait_s);
+        let seen = on_cpu_ms + throttled_ms + contention_ms + retransmit_ms + off_cpu_ms;
+        Self {
+            on_cpu_ms,
+            contention_ms,
+            throttled_ms,
+            retransmit_ms,
+            off_cpu_ms,
+            unobserved_ms: (s.duration_ms - seen).max(0.0),
+        }
+    }
+
+    pub fn values(&self) -> [f64; 6] {
+        [
+            self.on_cpu_ms,
+            self.contention_ms,
+            self.throttled_ms,
+            self.retransmit_ms,
+            self.off_cpu_ms,
+            self.unobserved_ms,
+        ]
+    }
+
+    pub fn of(&self, cause: Injected) -> f64 {
+        match cause {
+            Injected::Contention => self.contention_ms,
+            Injected::Throttling => self.throttled_ms,
+            Injected::Retransmit => self.retransmit_ms,
+        }
+    }
+
+    pub fn kernel_ms(&self) -> f64 {
+        self.contention_ms + self.throttled_ms + self.retransmit_ms
+    }
+
+    fn add(&mut self, o: &Parts) {
+        self.on_cpu_ms += o.on_cpu_ms;
+        self.contention_ms += o.contention_ms;
+        self.throttled_ms += o.throttled_ms;
+        self.retransmit_ms += o.retransmit_ms;
+        self.off_cpu_ms += o.off_cpu_ms;
+        self.unobserved_ms += o.unobserved_ms;
+    }
+}
+
+/// One decomposed request of a scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub trace_id: String,
+    pub route: String,
+    pub start_mono_ns: u64,
+    pub latency_ms: f64,
+    /// The agent's verdict (`culprit.cause`).
+    pub cause: String,
+    pub neighbour: Option<String>,
+    pub retransmit_peer: Option<String>,
+    pub parts: Parts,
+    /// What the lab injected when the request started, if anything.
+    pub injected: Option<Injected>,
+}
+
+impl Request {
+    pub fn from_span(s: &SpanLine, injected: Option<Injected>) -> Self {
+        Self {
+            trace_id: s.trace_id.clone(),
+            route: s.name.clone(),
+            start_mono_ns: s.start_mono_ns,
+            latency_ms: s.duration_ms,
+            cause: s.attribution.cause.clone(),
+            neighbour: s.attribution.neighbour.clone(),
+            retransmit_peer: s.attribution.retransmit_peer.clone(),
+            parts: Parts::from_span(s),
+            injected,
+        }
+    }
+}
+
+/// The `q` quantile (0..=1) of `values`, nearest rank; 0 when empty.
+pub fn quantile(values: &[f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = ((q.clamp(0.0, 1.0) * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+/// Median latency per route.
+pub fn route_medians(requests: &[Request]) -> BTreeMap<String, f64> {
+    let mut by_route: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for r in requests {
+        by_route
+            .entry(r.route.clone())
+            .or_default()
+            .push(r.latency_ms);
+    }
+    by_route
+        .into_iter()
+        .map(|(route, l)| (route, quantile(&l, 0.5)))
+        .collect()
+}
+
+/// The figures of one scenario's measured phase.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub requests: usize,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    /// Total request time by part.
+    pub total: Parts,
+    /// Time by part over the slow (p90+) requests only.
+    pub slow_total: Parts,
+    pub slow_requests: usize,
+    /// Share of all request time the agent blamed on a kernel cause.
+    pub kernel_share: f64,
+    /// Accuracy (see the module doc), when something was injected and the slow requests had
+    /// excess latency.
+    pub accuracy: Option<f64>,
+    /// Excess latency of the slow requests, summed.
+    pub slow_excess_ms: f64,
+    /// The injected causes whose slow requests had excess, with each one's own accuracy.
+    pub accuracy_by_cause: BTreeMap<String, f64>,
+}
+
+pub fn summarize(measured: &[Request], reference_medians: &BTreeMap<String, f64>) -> Summary {
+    let latencies: Vec<f64> = measured.iter().map(|r| r.latency_ms).collect();
+    let p90 = quantile(&latencies, 0.9);
+    // In a scenario with several faults, each phase has its own slow requests: a packet loss
+    // must not hide what contention did to its phase.
+    let mut by_phase: BTreeMap<Option<Injected>, Vec<f64>> = BTreeMap::new();
+    for r in measured {
+        by_phase.entry(r.injected).or_default().push(r.latency_ms);
+    }
+    let phase_p90: BTreeMap<Option<Injected>, f64> = by_phase
+        .into_iter()
+        .map(|(k, v)| (k, quantile(&v, 0.9)))
+        .collect();
+    let mut total = Parts::default();
+    let mut slow_total = Parts::default();
+    let mut all_ms = 0.0;
+    // Per cause: (excess, explained).
+    let mut by_cause: BTreeMap<Injected, (f64, f64)> = BTreeMap::new();
+    let mut slow_requests = 0;
+    let mut slow_excess_ms = 0.0;
+    for r in measured {
+        total.add(&r.parts);
+        all_ms += r.latency_ms;
+        if r.latency_ms < phase_p90.get(&r.injected).copied().unwrap_or(p90) {
+            continue;
+        }
+        slow_requests += 1;
+        slow_total.add(&r.parts);
+        let reference = reference_medians.get(&r.route).copied().unwrap_or(0.0);
+        let excess = (r.latency_ms - reference).max(0.0);
+        slow_excess_ms += excess;
+        if let Some(cause) = r.injected {
+            let e = by_cause.entry(cause).or_default();
+            e.0 += excess;
+            e.1 += r.parts.of(cause).min(excess);
+        }
+    }
+    let (excess, explained) = by_cause
+        .values()
+        .fold((0.0, 0.0), |(e, x), (e2, x2)| (e + e2, x + x2));
+    Summary {
+        requests: measured.len(),
+        p50_ms: quantile(&latencies, 0.5),
+        p90_ms: p90,
+        p99_ms: quantile(&latencies, 0.99),
+        total,
+        slow_total,
+        slow_requests,
+        kernel_share: if all_ms > 0.0 {
+            total.kernel_ms() / all_ms
+        } else {
+            0.0
+        },
+        accuracy: (excess > 0.0).then(|| explained / excess),
+        slow_excess_ms,
+        accuracy_by_cause: by_cause
+            .into_iter()
+            .filter(|(_, (e, _))| *e > 0.0)
+            .map(|(c, (e, x))| (c.cause_name().to_string(), x / e))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(route: &str, latency_ms: f64, parts: Parts, injected: Option<Injected>) -> Request {
+        Request {
+            trace_id: String::new(),
+            route: route.into(),
+            start_mono_ns: 0,
+            latency_ms,
+            cause: String::new(),
+            neighbour: None,
+            retransmit_peer: None,
+            parts,
+            injected,
+        }
+    }
+
+    fn parts(on_cpu_ms: f64, contention_ms: f64, throttled_ms: f64, retransmit_ms: f64) -> Parts {
+        Parts {
+            on_cpu_ms,
+            contention_ms,
+            throttled_ms,
+            retransmit_ms,
+            ..Parts::default()
+        }
+    }
+
+    #[test]
+    fn quantiles_use_nearest_rank() {
+        let v: Vec<f64> = (1..=10).map(f64::from).collect();
+        assert_eq!(quantile(&v, 0.5), 5.0);
+        assert_eq!(quantile(&v, 0.9), 9.0);
+        assert_eq!(quantile(&v, 0.99), 10.0);
+        assert_eq!(quantile(&v, 0.0), 1.0);
+        assert_eq!(quantile(&[], 0.5), 0.0);
+        assert_eq!(quantile(&[3.0, 1.0, 2.0], 1.0), 3.0);
+    }
+
+    #[test]
+    fn route_medians_are_per_route() {
+        let r = [
+            req("a", 1.0, Parts::default(), None),
+            req("a", 3.0, Parts::default(), None),
+            req("a", 2.0, Parts::default(), None),
+            req("b", 10.0, Parts::default(), None),
+        ];
+        let m = route_medians(&r);
+        assert_eq!(m["a"], 2.0);
+        assert_eq!(m["b"], 10.0);
+    }
+
+    #[test]
+    fn accuracy_is_the_explained_share_of_the_slow_requests_excess() {
+        let reference = BTreeMap::from([("cpu".to_string(), 5.0)]);
+        let c = Some(Injected::Contention);
+        // Nine requests faster than the reference (no excess), 1.0 to 1.8 ms.
+        let mut measured: Vec<Request> = (0..9)
+            .map(|i| {
+                req(
+                    "cpu",
+                    1.0 + f64::from(i) / 10.0,
+                    parts(1.0, 0.0, 0.0, 0.0),
+                    c,
+                )
+            })
+            .collect();
+        // The slow one: 15 ms of excess, 12 ms of it blamed on contention.
+        measured.push(req("cpu", 20.0, parts(5.0, 12.0, 0.0, 0.0), c));
+        let s = summarize(&measured, &reference);
+        assert_eq!(s.requests, 10);
+        // p90 by nearest rank is the 9th value: 1.8 ms and 20 ms are the slow ones.
+        assert_eq!(s.p90_ms, 1.8);
+        assert_eq!(s.slow_requests, 2);
+        assert!((s.accuracy.unwrap() - 0.8).abs() < 1e-9, "{s:?}");
+        assert!((s.accuracy_by_cause["cpu.contention"] - 0.8).abs() < 1e-9);
+        assert!((s.slow_excess_ms - 15.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn explained_time_beyond_the_excess_does_not_count_twice() {
+        let reference = BTreeMap::from([("cpu".to_string(), 5.0)]);
+        let t = Some(Injected::Throttling);
+        // 10 ms of excess, 30 ms of throttling reported: the request counts as fully explained,
+        // but no more.
+        let measured = [
+            req("cpu", 15.0, parts(5.0, 0.0, 30.0, 0.0), t),
+            req("cpu", 15.0, parts(5.0, 10.0, 0.0, 0.0), t),
+        ];
+        let s = summarize(&measured, &reference);
+        assert!((s.accuracy.unwrap() - 0.5).abs() < 1e-9, "{s:?}");
+    }
+
+    #[test]
+    fn each_request_is_judged_against_the_cause_injected_at_its_time() {
+        let reference = BTreeMap::from([("r".to_string(), 0.0)]);
+        let measured = [
+            req(
+                "r",
+                10.0,
+                parts(0.0, 10.0, 0.0, 0.0),
+                Some(Injected::Contention),
+            ),
+            req(
+                "r",
+                10.0,
+                parts(0.0, 10.0, 0.0, 0.0),
+                Some(Injected::Retransmit),
+            ),
+        ];
+        let s = summarize(&measured, &reference);
+        assert_eq!(s.accuracy_by_cause["cpu.contention"], 1.0);
+        assert_eq!(s.accuracy_by_cause["tcp.retransmit"], 0.0);
+        assert!((s.accuracy.unwrap() - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn each_phase_has_its_own_slow_requests() {
+        let reference = BTreeMap::from([("r".to_string(), 1.0)]);
+        let c = Some(Injected::Contention);
+        let x = Some(Injected::Retransmit);
+        let mut measured = Vec::new();
+        // Contention's phase: 9 requests of 1 ms and one of 11 ms, 10 of it contention.
+        measured.extend((0..9).map(|_| req("r", 1.0, parts(1.0, 0.0, 0.0, 0.0), c)));
+        measured.push(req("r", 11.0, parts(1.0, 10.0, 0.0, 0.0), c));
+        // Packet loss's phase: every request far slower than anything in the other phase.
+        measured.extend((0..10).map(|_| req("r", 201.0, parts(1.0, 0.0, 0.0, 200.0), x)));
+        let s = summarize(&measured, &reference);
+        assert_eq!(s.accuracy_by_cause["cpu.contention"], 1.0, "{s:?}");
+        assert_eq!(s.accuracy_by_cause["tcp.retransmit"], 1.0, "{s:?}");
+    }
+
+    #[test]
+    fn nothing_injected_means_no_accuracy_but_a_kernel_share() {
+        let reference = BTreeMap::new();
+        let measured = [
+            req("r", 10.0, parts(9.0, 1.0, 0.0, 0.0), None),
+            req("r", 10.0, parts(10.0, 0.0, 0.0, 0.0), None),
+        ];
+        let s = summarize(&measured, &reference);
+        assert_eq!(s.accuracy, None);
+        assert!((s.kernel_share - 0.05).abs() < 1e-9);
+        assert_eq!(summarize(&[], &reference), Summary::default());
+    }
+
+    #[test]
+    fn parts_split_the_agents_attribution_without_overlap() {
+        let span = SpanLine {
+            trace_id: "t".into(),
+            span_id: "s".into(),
+            name: "GET /downstream".into(),
+            service: None,
+            pid: 1,
+            start_mono_ns: 0,
+            duration_ms: 250.0,
+            attribution: culprit::join::attribution::Attribution {
+                cause: "tcp.retransmit".into(),
+                cause_share: 0.8,
+                on_cpu_s: 0.005,
+                runqueue_s: 0.003,
+                throttled_s: 0.001,
+                off_cpu_s: 0.232,
+                retransmit_wait_s: 0.2,
+                ..Default::default()
+            },
+        };
+        let p = Parts::from_span(&span);
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
+        assert!(close(p.on_cpu_ms, 5.0), "{p:?}");
+        assert!(close(p.contention_ms, 2.0), "{p:?}");
+        assert!(close(p.throttled_ms, 1.0), "{p:?}");
+        assert!(close(p.retransmit_ms, 200.0), "{p:?}");
+        assert!(close(p.off_cpu_ms, 32.0), "{p:?}");
+        assert!(close(p.unobserved_ms, 10.0), "{p:?}");
+        assert!(close(p.values().iter().sum::<f64>(), 250.0));
+    }
+}

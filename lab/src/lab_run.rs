@@ -1,0 +1,436 @@
+//! Runs scenarios next to one live agent: starts the downstream service and the lab service,
+//! sends the load, injects each fault for its phase, and reads back the agent's decomposition
+//! of every request. Everything started is removed again on the way out (RAII guards), also on
+//! error, panic or Ctrl-C.
+
+use std::{
+    collections::BTreeMap,
+    io::Read as _,
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use culprit::{clock::monotonic_ns, join::joiner::SpanLine, report::Report};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    accuracy::{self, Injected, Request, Summary},
+    agent_run::RunningAgent,
+    binaries::bin_path,
+    cgroup::TempCgroup,
+    load::{self, ClientSample, LoadShape},
+    nft::PacketLoss,
+    otel::{AgentPorts, free_port, wait_for_port},
+    placement,
+    process::{Reaped, spawn_workload},
+    scenario::{Faults, Scenario, Timing},
+    service::{CPU_ROUTE, DOWNSTREAM_ROUTE},
+};
+
+/// The service and the faults aimed at it share this CPU; the agent, the load generator and
+/// the downstream service run on [`HARNESS_CPU`], so that the harness does not disturb what it
+/// measures.
+pub const SERVICE_CPU: usize = 1;
+pub const HARNESS_CPU: usize = 0;
+/// Concurrent load-generator connections: enough that a request stalled on a lost packet does
+/// not hold back the schedule.
+const CLIENTS: usize = 8;
+const SERVICE_WORKERS: usize = 2;
+const CPU_WORK: Duration = Duration::from_millis(5);
+
+/// When one phase ran, on the kernel's monotonic clock, and what was injected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Phase {
+    pub injected: Option<Injected>,
+    pub start_mono_ns: u64,
+    pub end_mono_ns: u64,
+}
+
+/// The agent's throttled time for the service next to the cgroup's own `cpu.stat`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThrottleCheck {
+    pub cpu_stat_ms: f64,
+    /// Wall time during which a service thread waited throttled.
+    pub agent_ms: f64,
+    /// The threads' throttled waits summed (a throttle counts once per waiting thread).
+    pub agent_threads_sum_ms: f64,
+}
+
+impl ThrottleCheck {
+    /// `agent / cpu.stat - 1`.
+    pub fn relative_error(&self) -> f64 {
+        if self.cpu_stat_ms > 0.0 {
+            self.agent_ms / self.cpu_stat_ms - 1.0
+        } else {
+            0.0
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClientCounts {
+    pub sent: usize,
+    pub failed: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl ClientCounts {
+    fn of(samples: &[ClientSample]) -> Self {
+        let ms: Vec<f64> = samples
+            .iter()
+            .map(|s| s.latency.as_secs_f64() * 1e3)
+            .collect();
+        Self {
+            sent: samples.len(),
+            failed: samples.iter().filter(|s| !s.ok).count(),
+            p50_ms: accuracy::quantile(&ms, 0.5),
+            p99_ms: accuracy::quantile(&ms, 0.99),
+        }
+    }
+}
+
+/// Everything one scenario produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioRun {
+    pub scenario: Scenario,
+    pub description: String,
+    pub phases: Vec<Phase>,
+    /// Route -> median latency with nothing injected.
+    pub reference_medians: BTreeMap<String, f64>,
+    /// The requests of the fault phases, as the agent decomposed them.
+    pub requests: Vec<Request>,
+    pub summary: Summary,
+    /// The load generator's view of the fault phases.
+    pub client: ClientCounts,
+    pub throttle: Option<ThrottleCheck>,
+    pub service_pid: u32,
+    pub hog_pid: Option<u32>,
+    /// The downstream service as the service sees it (`127.0.0.1:port`).
+    pub downstream_peer: String,
+    /// Request spans the service ended vs those that came out of the agent.
+    pub spans_expected: u64,
+    pub spans_received: usize,
+    /// The retransmits the agent saw on the downstream connections.
+    pub retransmits: Vec<culprit::retransmits::RetransmitRow>,
+}
+
+impl ScenarioRun {
+    /// The slowest request.
+    pub fn slowest(&self) -> Option<&Request> {
+        self.requests
+            .iter()
+            .max_by(|a, b| a.latency_ms.total_cmp(&b.latency_ms))
+    }
+
+    /// Share of the slow requests (p90+) naming the hog as the neighbour.
+    pub fn hog_named_share(&self) -> Option<f64> {
+        let tag = format!("({})", self.hog_pid?);
+        let slow: Vec<&Request> = self
+            .requests
+            .iter()
+            .filter(|r| {
+                r.latency_ms >= self.summary.p90_ms && r.injected == Some(Injected::Contention)
+            })
+            .collect();
+        let named = slow
+            .iter()
+            .filter(|r| r.neighbour.as_deref().is_some_and(|n| n.ends_with(&tag)))
+            .count();
+        (!slow.is_empty()).then(|| named as f64 / slow.len() as f64)
+    }
+}
+
+/// One agent for a series of scenarios.
+pub struct Lab {
+    agent: RunningAgent,
+    ports: AgentPorts,
+    stop: Arc<AtomicBool>,
+}
+
+impl Lab {
+    /// Pins the harness to its CPU, then starts the agent with its OTLP receivers on fresh
+    /// ports, printing every request's decomposition. `stop` (set on Ctrl-C) ends a scenario
+    /// early.
+    pub fn start(stop: Arc<AtomicBool>) -> anyhow::Result<Self> {
+        if std::thread::available_parallelism().map_or(1, |n| n.get()) <= SERVICE_CPU {
+            bail!("the lab needs 2 CPUs: one for the service, one for the harness");
+        }
+        placement::pin_to_cpu(HARNESS_CPU)?;
+        let ports = AgentPorts::fresh()?;
+        let mut args = ports.args();
+        args.extend(["--slow-ms".into(), "0".into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut agent = RunningAgent::start(Duration::from_secs(1), &args)?;
+        agent.next_report()?; // The probes are attached.
+        Ok(Self { agent, ports, stop })
+    }
+
+    fn interrupted(&self) -> anyhow::Result<()> {
+        if self.stop.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        Ok(())
+    }
+
+    pub fn run(&mut self, scenario: Scenario, timing: Timing) -> anyhow::Result<ScenarioRun> {
+        let faults = Faults::LAB;
+        let cg = TempCgroup::new_v2(&format!("culprit-lab-{scenario}"))?;
+        let quota =
+            TempCgroup::new_cpu_quota("culprit-lab-quota", faults.quota_us, faults.period_us)?;
+        quota.set_cpu_quota(None)?;
+        let downstream_port = free_port()?;
+        let _downstream = spawn_workload(
+            &cg.child("downstream")?,
+            Some(HARNESS_CPU),
+            3600.0,
+            &["tcp-server", "--port", &downstream_port.to_string()],
+        )?;
+        wait_for_port(downstream_port, Duration::from_secs(10))?;
+        let service_port = free_port()?;
+        let mut service = self.start_service(
+            &[cg.child("service")?, quota.path().to_path_buf()],
+            service_port,
+            downstream_port,
+        )?;
+        let service_pid = service.pid();
+        let base_url = format!("http://127.0.0.1:{service_port}");
+        let _ = self.agent.take_reports();
+        let warm_up_spans = self.warm_up(&base_url, service_pid)?;
+
+        let mut phases = Vec::new();
+        let mut samples = Vec::new();
+        let reference = self.load_phase(&base_url, timing.reference, timing.rate_per_s, None);
+        phases.push(reference.0);
+        self.interrupted()?;
+        let fault_phases = scenario.fault_phases();
+        let each = timing.fault / fault_phases.len() as u32;
+        let hogs_cg = cg.child("hogs")?;
+        let mut hog_pid = None;
+        for injected in fault_phases {
+            let _fault = match injected {
+                Some(Injected::Contention) => {
+                    let hog = spawn_workload(
+                        &hogs_cg,
+                        Some(SERVICE_CPU),
+                        each.as_secs_f64() + 30.0,
+                        &["hog", "--threads", &faults.hog_threads.to_string()],
+                    )?;
+                    hog_pid = Some(hog.pid());
+                    Some(Fault::Hogs(hog))
+                }
+                Some(Injected::Throttling) => {
+                    quota.set_cpu_quota(Some((faults.quota_us, faults.period_us)))?;
+                    Some(Fault::Quota(&quota))
+                }
+                Some(Injected::Retransmit) => Some(Fault::Loss(PacketLoss::on_port(
+                    downstream_port,
+                    faults.loss_percent,
+                )?)),
+                None => None,
+            };
+            let (phase, mut s) = self.load_phase(&base_url, each, timing.rate_per_s, injected);
+            phases.push(phase);
+            samples.append(&mut s);
+            self.interrupted()?;
+        }
+
+        let stdout = service.child.stdout.take();
+        if !service.terminate()? {
+            bail!("the lab service did not exit cleanly");
+        }
+        let served = served_count(stdout)?;
+        let spans = self.agent.wait_spans(
+            |s| s.pid == service_pid && (s.name == CPU_ROUTE || s.name == DOWNSTREAM_ROUTE),
+            (served as usize).saturating_sub(warm_up_spans),
+            // The agent holds spans 300 ms (at most 2 s) after they end.
+            Duration::from_secs(3),
+        );
+        let mut reports = self.agent.take_reports();
+        reports.push(self.agent.next_report()?); // Covers the end of the last phase.
+        let throttle = phases
+            .iter()
+            .any(|p| p.injected == Some(Injected::Throttling))
+            .then(|| throttle_check(&reports, &quota.path().display().to_string()));
+
+        let downstream_peer = format!("127.0.0.1:{downstream_port}");
+        let retransmits = reports
+            .iter()
+            .flat_map(|r| &r.retransmits)
+            .filter(|r| r.local == downstream_peer || r.remote == downstream_peer)
+            .cloned()
+            .collect();
+        let spans_received = spans.len();
+        let in_phase = |s: &SpanLine, p: &Phase| {
+            s.start_mono_ns >= p.start_mono_ns && s.start_mono_ns < p.end_mono_ns
+        };
+        let reference_requests: Vec<Request> = spans
+            .iter()
+            .filter(|s| in_phase(s, &phases[0]))
+            .map(|s| Request::from_span(s, None))
+            .collect();
+        let requests: Vec<Request> = spans
+            .iter()
+            .filter_map(|s| {
+                let p = phases[1..].iter().find(|p| in_phase(s, p))?;
+                Some(Request::from_span(s, p.injected))
+            })
+            .collect();
+        let reference_medians = accuracy::route_medians(&reference_requests);
+        let summary = accuracy::summarize(&requests, &reference_medians);
+        Ok(ScenarioRun {
+            scenario,
+            description: scenario.description(),
+            phases,
+            reference_medians,
+            requests,
+            summary,
+            client: ClientCounts::of(&samples),
+            throttle,
+            service_pid,
+            hog_pid,
+            downstream_peer,
+            spans_expected: served,
+            spans_received,
+            retransmits,
+        })
+    }
+
+    fn start_service(
+        &self,
+        cgroups: &[std::path::PathBuf],
+        port: u16,
+        downstream_port: u16,
+    ) -> anyhow::Result<Reaped> {
+        let mut cmd = Command::new(bin_path("culprit-lab")?);
+        for cg in cgroups {
+            cmd.arg("--cgroup").arg(cg);
+        }
+        cmd.args([
+            "--cpu",
+            &SERVICE_CPU.to_string(),
+            "--seconds",
+            "3600",
+            "service",
+        ])
+        .args(["--port", &port.to_string()])
+        .args(["--downstream-port", &downstream_port.to_string()])
+        .args(["--endpoint", &self.ports.grpc_url()])
+        .args(["--workers", &SERVICE_WORKERS.to_string()])
+        .args(["--cpu-work-ms", &CPU_WORK.as_millis().to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+        let service = Reaped::spawn("lab service", &mut cmd)?;
+        wait_for_port(port, Duration::from_secs(10))?;
+        Ok(service)
+    }
+
+    /// Sends requests until the agent has decomposed one of the service's spans: from then on
+    /// it watches the service's threads, and what is measured is fully covered. Returns the
+    /// number of the service's spans it took.
+    fn warm_up(&mut self, base_url: &str, service_pid: u32) -> anyhow::Result<usize> {
+        for _ in 0..20 {
+            self.interrupted()?;
+            let samples = load::run(
+                base_url,
+                LoadShape::Steady { rate_per_s: 20.0 },
+                Duration::from_millis(500),
+                2,
+                &self.stop,
+            );
+            if samples.iter().any(|s| !s.ok) {
+                bail!("the lab service failed requests while warming up");
+            }
+            let seen =
+                self.agent
+                    .wait_spans(|s| s.pid == service_pid, 1, Duration::from_millis(500));
+            if !seen.is_empty() {
+                return Ok(seen.len());
+            }
+        }
+        bail!("the agent decomposed none of the lab service's spans after 20 s of requests")
+    }
+
+    fn load_phase(
+        &self,
+        base_url: &str,
+        length: Duration,
+        rate_per_s: f64,
+        injected: Option<Injected>,
+    ) -> (Phase, Vec<ClientSample>) {
+        let start_mono_ns = monotonic_ns();
+        let samples = load::run(
+            base_url,
+            LoadShape::Steady { rate_per_s },
+            length,
+            CLIENTS,
+            &self.stop,
+        );
+        let phase = Phase {
+            injected,
+            start_mono_ns,
+            end_mono_ns: monotonic_ns(),
+        };
+        (phase, samples)
+    }
+
+    /// Stops the agent (SIGTERM) and checks it exits cleanly.
+    pub fn stop(self) -> anyhow::Result<()> {
+        self.agent.stop().map(|_| ())
+    }
+}
+
+/// A fault, removed when dropped.
+enum Fault<'a> {
+    Hogs(#[allow(dead_code)] Reaped),
+    Quota(&'a TempCgroup),
+    Loss(#[allow(dead_code)] PacketLoss),
+}
+
+impl Drop for Fault<'_> {
+    fn drop(&mut self) {
+        if let Fault::Quota(cg) = self
+            && let Err(err) = cg.set_cpu_quota(None)
+        {
+            eprintln!("warning: could not lift the CPU quota: {err:#}");
+        }
+    }
+}
+
+fn served_count(stdout: Option<std::process::ChildStdout>) -> anyhow::Result<u64> {
+    let mut text = String::new();
+    stdout
+        .context("the service's stdout")?
+        .read_to_string(&mut text)?;
+    #[derive(Deserialize)]
+    struct Served {
+        served: u64,
+    }
+    let line = text.lines().last().unwrap_or_default();
+    let served: Served =
+        serde_json::from_str(line).with_context(|| format!("the service's exit line: {line:?}"))?;
+    Ok(served.served)
+}
+
+fn throttle_check(reports: &[Report], cgroup: &str) -> ThrottleCheck {
+    let rows = reports
+        .iter()
+        .flat_map(|r| &r.throttling)
+        .filter(|t| t.cgroup == cgroup);
+    let mut check = ThrottleCheck {
+        cpu_stat_ms: 0.0,
+        agent_ms: 0.0,
+        agent_threads_sum_ms: 0.0,
+    };
+    for row in rows {
+        check.cpu_stat_ms += row.cpu_stat_throttled_ns as f64 / 1e6;
+        check.agent_ms += row.threads_throttled_wall_ns as f64 / 1e6;
+        check.agent_threads_sum_ms += row.threads_throttled_ns as f64 / 1e6;
+    }
+    check
+}

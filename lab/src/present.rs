@@ -1,0 +1,207 @@
+//! What the lab prints for a scenario, its verdict, and the accuracy table of ACCURACY.md.
+
+use std::fmt::Write as _;
+
+use crate::{
+    accuracy::{Injected, PART_NAMES, Parts, Request},
+    lab_run::ScenarioRun,
+    scenario::Scenario,
+};
+
+/// Accuracy goal per fault scenario, and the ceiling on kernel blame in the baseline.
+pub const ACCURACY_GOAL: f64 = 0.90;
+pub const BASELINE_KERNEL_SHARE_GOAL: f64 = 0.05;
+pub const THROTTLE_AGREEMENT_GOAL: f64 = 0.10;
+/// Below this share a cause is not considered found at all.
+const FOUND_FLOOR: f64 = 0.5;
+
+/// Whether the injected cause was found, with the sentence that says so.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub found: bool,
+    pub text: String,
+}
+
+pub fn verdict(run: &ScenarioRun) -> Verdict {
+    let s = &run.summary;
+    if run.scenario == Scenario::Baseline {
+        let found = s.kernel_share < BASELINE_KERNEL_SHARE_GOAL;
+        return Verdict {
+            found,
+            text: format!(
+                "{}: {:.1}% of request time blamed on a kernel cause (goal < {:.0}%)",
+                if found {
+                    "nothing injected, nothing blamed"
+                } else {
+                    "NOISE: kernel causes blamed with nothing injected"
+                },
+                s.kernel_share * 100.0,
+                BASELINE_KERNEL_SHARE_GOAL * 100.0
+            ),
+        };
+    }
+    let mut found = true;
+    let mut parts = Vec::new();
+    for injected in run.scenario.fault_phases().into_iter().flatten() {
+        let name = injected.cause_name();
+        match s.accuracy_by_cause.get(name) {
+            Some(&acc) => {
+                let ok = acc >= FOUND_FLOOR;
+                found &= ok;
+                parts.push(format!(
+                    "{name} {}: {:.0}% of the slow requests' excess latency attributed to it \
+                     (goal >= {:.0}%)",
+                    if ok { "FOUND" } else { "MISSED" },
+                    acc * 100.0,
+                    ACCURACY_GOAL * 100.0
+                ));
+            }
+            None => {
+                found = false;
+                parts.push(format!("{name} MISSED: no slow request fell in its phase"));
+            }
+        }
+    }
+    if let Some(named) = run.hog_named_share() {
+        parts.push(format!(
+            "the hog named as neighbour in {:.0}% of the slow contended requests",
+            named * 100.0
+        ));
+    }
+    if let Some(t) = &run.throttle {
+        parts.push(format!(
+            "throttled {:.0} ms by the agent vs {:.0} ms in cpu.stat ({:+.1}%)",
+            t.agent_ms,
+            t.cpu_stat_ms,
+            t.relative_error() * 100.0
+        ));
+    }
+    Verdict {
+        found,
+        text: parts.join("; "),
+    }
+}
+
+/// `on_cpu 40% | cpu.contention 45% | …` for the parts that are not negligible.
+pub fn shares_line(parts: &Parts) -> String {
+    let total: f64 = parts.values().iter().sum();
+    if total <= 0.0 {
+        return "no time observed".into();
+    }
+    PART_NAMES
+        .iter()
+        .zip(parts.values())
+        .filter(|(_, v)| *v / total >= 0.005)
+        .map(|(name, v)| format!("{name} {:.0}%", v / total * 100.0))
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// One request's full decomposition, on one line.
+pub fn decomposition(r: &Request) -> String {
+    let mut out = format!(
+        "{} {:.1} ms (trace {}) cause={}: ",
+        r.route, r.latency_ms, r.trace_id, r.cause
+    );
+    let items: Vec<String> = PART_NAMES
+        .iter()
+        .zip(r.parts.values())
+        .filter(|(_, v)| *v >= 0.05)
+        .map(|(name, v)| {
+            let who = match *name {
+                "cpu.contention" => r.neighbour.as_ref().map(|n| format!(" (neighbour {n})")),
+                "tcp.retransmit" => r.retransmit_peer.as_ref().map(|p| format!(" (peer {p})")),
+                _ => None,
+            };
+            format!("{name} {v:.1} ms{}", who.unwrap_or_default())
+        })
+        .collect();
+    out.push_str(&items.join(", "));
+    out
+}
+
+/// The block the demo prints for one scenario.
+pub fn scenario_text(run: &ScenarioRun) -> String {
+    let s = &run.summary;
+    let mut out = String::new();
+    let _ = writeln!(out, "\n== {}: {}", run.scenario, run.description);
+    let _ = writeln!(
+        out,
+        "   requests {} ({} failed at the client), latency p50 {:.1} ms, p99 {:.1} ms \
+         (client p99 {:.1} ms)",
+        s.requests, run.client.failed, s.p50_ms, s.p99_ms, run.client.p99_ms
+    );
+    let _ = writeln!(
+        out,
+        "   time by cause, all requests:  {}",
+        shares_line(&s.total)
+    );
+    let _ = writeln!(
+        out,
+        "   time by cause, slowest 10%:   {}",
+        shares_line(&s.slow_total)
+    );
+    if let Some(r) = run.slowest() {
+        let _ = writeln!(out, "   slowest: {}", decomposition(r));
+    }
+    let v = verdict(run);
+    let _ = writeln!(out, "   => {}", v.text);
+    if (run.spans_received as u64) < run.spans_expected {
+        let _ = writeln!(
+            out,
+            "   (the agent decomposed {} of the {} request spans the service ended)",
+            run.spans_received, run.spans_expected
+        );
+    }
+    out
+}
+
+/// The accuracy table (Markdown) for ACCURACY.md.
+pub fn accuracy_markdown(runs: &[ScenarioRun]) -> String {
+    let mut out = String::from(
+        "| scenario | requests | p50 ms | p99 ms | accuracy (slow requests' excess on the injected cause) | kernel share of all request time | throttled: agent vs cpu.stat |\n\
+         |---|---:|---:|---:|---|---:|---|\n",
+    );
+    for run in runs {
+        let s = &run.summary;
+        let accuracy = if s.accuracy_by_cause.is_empty() {
+            "n/a (nothing injected)".to_string()
+        } else {
+            s.accuracy_by_cause
+                .iter()
+                .map(|(c, a)| format!("{c} {:.0}%", a * 100.0))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let throttle = run.throttle.as_ref().map_or("".to_string(), |t| {
+            format!(
+                "{:.0} vs {:.0} ms ({:+.1}%)",
+                t.agent_ms,
+                t.cpu_stat_ms,
+                t.relative_error() * 100.0
+            )
+        });
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.1} | {:.1} | {} | {:.1}% | {} |",
+            run.scenario,
+            s.requests,
+            s.p50_ms,
+            s.p99_ms,
+            accuracy,
+            s.kernel_share * 100.0,
+            throttle
+        );
+    }
+    out
+}
+
+/// The causes a scenario injects, for labels.
+pub fn injected_names(scenario: Scenario) -> Vec<&'static str> {
+    scenario
+        .fault_phases()
+        .into_iter()
+        .flatten()
+        .map(Injected::cause_name)
+        .collect()
+}

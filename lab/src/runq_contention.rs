@@ -1,0 +1,97 @@
+//! CPU contention seen per cgroup: a victim that wakes up every millisecond, first alone on its
+//! CPU, then next to a CPU hog.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use culprit::report::Report;
+
+use crate::{
+    agent_run::{RunningAgent, RunqTotals, ThreadTotals},
+    cgroup::TempCgroup,
+    process::spawn_workload,
+};
+
+/// The CPU both the victim and the hog are pinned to.
+pub const CPU: usize = 0;
+
+/// What the agent reported for the victim alone and next to the hog.
+#[derive(Debug)]
+pub struct ContentionOutcome {
+    pub victim_alone: RunqTotals,
+    pub victim_contended: RunqTotals,
+    pub hog: RunqTotals,
+    /// A cgroup of the experiment in which nothing ran.
+    pub idle: RunqTotals,
+    /// The victim's watched threads, alone and next to the hog.
+    pub victim_threads_alone: ThreadTotals,
+    pub victim_threads_contended: ThreadTotals,
+    pub victim_pid: u32,
+    pub hog_pid: u32,
+    /// Kernel-side losses at the end.
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// Runs the two phases with a fresh agent; `on_report` sees every report used.
+pub fn contention(
+    interval: Duration,
+    reports_per_phase: usize,
+    mut on_report: impl FnMut(&str, &Report),
+) -> anyhow::Result<ContentionOutcome> {
+    let lab = TempCgroup::new_v2("culprit-lab")?;
+    let victim_cg = lab.child("victim")?;
+    let hog_cg = lab.child("noisy-neighbour")?;
+    lab.child("idle")?;
+    let phase_secs = (reports_per_phase + 1) as f64 * interval.as_secs_f64();
+    let victim = spawn_workload(&victim_cg, Some(CPU), phase_secs * 2.0 + 15.0, &["wakeups"])?;
+    let victim_pid = victim.pid().to_string();
+    let mut agent = RunningAgent::start(
+        interval,
+        &[
+            "--cgroup-prefix",
+            &lab.agent_path(None),
+            "--watch-pid",
+            &victim_pid,
+        ],
+    )?;
+    agent.next_report()?; // The probes are attached once the first report arrives.
+    agent.next_report()?; // Partly before the victim was watched.
+    let alone = agent.reports(reports_per_phase)?;
+    alone.iter().for_each(|r| on_report("victim alone", r));
+
+    let hog = spawn_workload(
+        &hog_cg,
+        Some(CPU),
+        phase_secs + 5.0,
+        &["hog", "--threads", "2"],
+    )?;
+    agent.next_report()?; // Partly before the hog started.
+    let contended = agent.reports(reports_per_phase)?;
+    contended
+        .iter()
+        .for_each(|r| on_report("victim next to a CPU hog", r));
+    let drops = contended
+        .last()
+        .map(|r| r.drops.clone())
+        .unwrap_or_default();
+    agent.stop()?;
+
+    let path = |child| lab.agent_path(Some(child));
+    let victim_alone = RunqTotals::of(&alone, &path("victim"));
+    let victim_contended = RunqTotals::of(&contended, &path("victim"));
+    let hog_totals = RunqTotals::of(&contended, &path("noisy-neighbour"));
+    let victim_threads_alone = ThreadTotals::of(&alone, victim.pid());
+    let victim_threads_contended = ThreadTotals::of(&contended, victim.pid());
+    let mut all = alone;
+    all.extend(contended);
+    Ok(ContentionOutcome {
+        victim_alone,
+        victim_contended,
+        hog: hog_totals,
+        idle: RunqTotals::of(&all, &path("idle")),
+        victim_threads_alone,
+        victim_threads_contended,
+        victim_pid: victim.pid(),
+        hog_pid: hog.pid(),
+        drops,
+    })
+}

@@ -1,0 +1,155 @@
+//! The lab's scenarios: what each injects, when, and for how long.
+
+use std::{fmt, str::FromStr, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use crate::accuracy::Injected;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    Baseline,
+    CpuContention,
+    CpuThrottling,
+    PacketLoss,
+    Mixed,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 5] = [
+        Scenario::Baseline,
+        Scenario::CpuContention,
+        Scenario::CpuThrottling,
+        Scenario::PacketLoss,
+        Scenario::Mixed,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Baseline => "baseline",
+            Scenario::CpuContention => "cpu-contention",
+            Scenario::CpuThrottling => "cpu-throttling",
+            Scenario::PacketLoss => "packet-loss",
+            Scenario::Mixed => "mixed",
+        }
+    }
+
+    pub fn description(self) -> String {
+        let l = Faults::LAB;
+        match self {
+            Scenario::Baseline => "nothing injected".into(),
+            Scenario::CpuContention => {
+                format!("{} CPU hog threads on the service's CPU", l.hog_threads)
+            }
+            Scenario::CpuThrottling => format!(
+                "service in a cgroup capped at {} ms of CPU per {} ms",
+                l.quota_us / 1000,
+                l.period_us / 1000
+            ),
+            Scenario::PacketLoss => format!(
+                "nftables drops {}% of the packets of the downstream connection",
+                l.loss_percent
+            ),
+            Scenario::Mixed => "contention, then throttling, then packet loss, one run".into(),
+        }
+    }
+
+    /// What is injected in each fault phase, in order; the phases share the fault time equally.
+    pub fn fault_phases(self) -> Vec<Option<Injected>> {
+        match self {
+            Scenario::Baseline => vec![None],
+            Scenario::CpuContention => vec![Some(Injected::Contention)],
+            Scenario::CpuThrottling => vec![Some(Injected::Throttling)],
+            Scenario::PacketLoss => vec![Some(Injected::Retransmit)],
+            Scenario::Mixed => vec![
+                Some(Injected::Contention),
+                Some(Injected::Throttling),
+                Some(Injected::Retransmit),
+            ],
+        }
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Scenario {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        Scenario::ALL
+            .into_iter()
+            .find(|sc| sc.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+                anyhow::anyhow!("unknown scenario {s:?}; one of: {}", names.join(", "))
+            })
+    }
+}
+
+/// How hard each fault hits.
+#[derive(Debug, Clone, Copy)]
+pub struct Faults {
+    pub hog_threads: usize,
+    pub quota_us: u64,
+    pub period_us: u64,
+    pub loss_percent: u8,
+}
+
+impl Faults {
+    pub const LAB: Faults = Faults {
+        hog_threads: 2,
+        // 2 ms per 10 ms: every 5 ms `/cpu` request outruns a period's quota, while the
+        // service (about 10% of a CPU under the lab load) stays within the 20% allowed.
+        quota_us: 2_000,
+        period_us: 10_000,
+        loss_percent: 10,
+    };
+}
+
+/// How long each part of a scenario lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    /// Load with nothing injected, to learn each route's normal latency.
+    pub reference: Duration,
+    /// Load with the fault(s) injected: what is measured.
+    pub fault: Duration,
+    /// Requests per second, alternating the two routes.
+    pub rate_per_s: f64,
+}
+
+impl Timing {
+    /// About 15 s per scenario: the demo.
+    pub const DEMO: Timing = Timing {
+        reference: Duration::from_secs(4),
+        fault: Duration::from_secs(11),
+        rate_per_s: 40.0,
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_ones_list_the_choices() {
+        for s in Scenario::ALL {
+            assert_eq!(s.name().parse::<Scenario>().unwrap(), s);
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
+        }
+        let err = "cpu".parse::<Scenario>().unwrap_err().to_string();
+        assert!(err.contains("cpu-contention, cpu-throttling"), "{err}");
+    }
+
+    #[test]
+    fn mixed_injects_every_cause_in_turn() {
+        let phases = Scenario::Mixed.fault_phases();
+        assert_eq!(phases.len(), 3);
+        assert!(phases.iter().all(Option::is_some));
+        assert_eq!(Scenario::Baseline.fault_phases(), vec![None]);
+    }
+}

@@ -1,0 +1,232 @@
+//! The lab's HTTP service, instrumented with the official `opentelemetry-otlp` SDK: a CPU-bound
+//! endpoint and one that calls a downstream TCP service. Each request is handled start to end by
+//! one worker thread, which names itself in `culprit.thread.tid` so that the agent can join the
+//! span with that thread's kernel timeline.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use opentelemetry::{
+    Context, KeyValue,
+    trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _},
+};
+use opentelemetry_otlp::{SpanExporter, WithExportConfig as _};
+use opentelemetry_sdk::{
+    Resource,
+    trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider},
+};
+
+use crate::workloads;
+
+/// Bytes of one downstream request and of its answer (the lab's `tcp-server` echoes them).
+pub const DOWNSTREAM_MESSAGE_BYTES: usize = 512;
+pub const SERVICE_NAME: &str = "lab-service";
+/// Names of the server spans, one per route.
+pub const CPU_ROUTE: &str = "GET /cpu";
+pub const DOWNSTREAM_ROUTE: &str = "GET /downstream";
+
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub port: u16,
+    pub downstream_port: u16,
+    /// OTLP/gRPC endpoint of the agent, e.g. `http://127.0.0.1:4317`.
+    pub otlp_endpoint: String,
+    pub workers: usize,
+    /// Busy time of one `/cpu` request.
+    pub cpu_work: Duration,
+}
+
+/// Serves until SIGINT or SIGTERM, then flushes its spans and prints how many requests it served
+/// (one JSON line, read by the lab).
+pub fn run(config: &ServiceConfig) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let on_signal = stop.clone();
+    ctrlc::set_handler(move || on_signal.store(true, Ordering::SeqCst))
+        .context("installing the signal handler")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    // The exporter's gRPC channel lives on this runtime; the batch processor's own thread
+    // drives the exports.
+    let _guard = rt.enter();
+    let provider = tracer_provider(&config.otlp_endpoint)?;
+    let tracer = provider.tracer("culprit.lab.service");
+    let server = Arc::new(
+        tiny_http::Server::http(("127.0.0.1", config.port))
+            .map_err(|e| anyhow::anyhow!("binding 127.0.0.1:{}: {e}", config.port))?,
+    );
+    let served = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..config.workers.max(1))
+        .map(|_| {
+            let worker = Worker {
+                server: server.clone(),
+                tracer: tracer.clone(),
+                stop: stop.clone(),
+                served: served.clone(),
+                config: config.clone(),
+                downstream: None,
+            };
+            thread::spawn(move || worker.serve())
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
+    }
+    provider.shutdown().context("flushing spans")?;
+    println!(
+        "{}",
+        serde_json::json!({ "served": served.load(Ordering::SeqCst) })
+    );
+    Ok(())
+}
+
+fn tracer_provider(endpoint: &str) -> anyhow::Result<SdkTracerProvider> {
+    let exporter = SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .context("building the OTLP exporter")?;
+    // Spans leave within 200 ms, so that the lab sees them soon after the load stops.
+    let processor = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_scheduled_delay(Duration::from_millis(200))
+                .with_max_queue_size(8192)
+                .build(),
+        )
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_resource(
+            Resource::builder()
+                .with_service_name(SERVICE_NAME)
+                .with_attribute(KeyValue::new("process.pid", i64::from(std::process::id())))
+                .build(),
+        )
+        .with_span_processor(processor)
+        .build())
+}
+
+struct Worker {
+    server: Arc<tiny_http::Server>,
+    tracer: SdkTracer,
+    stop: Arc<AtomicBool>,
+    served: Arc<AtomicU64>,
+    config: ServiceConfig,
+    /// This worker's connection to the downstream service (a connection pool of one).
+    downstream: Option<TcpStream>,
+}
+
+impl Worker {
+    fn serve(mut self) {
+        let tid = i64::from(unsafe { libc::gettid() });
+        while !self.stop.load(Ordering::SeqCst) {
+            let request = match self.server.recv_timeout(Duration::from_millis(100)) {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
+                Err(err) => {
+                    eprintln!("lab-service: receiving a request: {err}");
+                    continue;
+                }
+            };
+            let path = request.url().split('?').next().unwrap_or("").to_string();
+            let route = match path.as_str() {
+                "/cpu" => CPU_ROUTE,
+                "/downstream" => DOWNSTREAM_ROUTE,
+                "/health" => {
+                    let _ = request.respond(tiny_http::Response::from_string("ok"));
+                    continue;
+                }
+                _ => {
+                    let _ = request.respond(
+                        tiny_http::Response::from_string("not found").with_status_code(404),
+                    );
+                    continue;
+                }
+            };
+            let span = self
+                .tracer
+                .span_builder(route)
+                .with_kind(SpanKind::Server)
+                .with_attributes([
+                    KeyValue::new("http.request.method", "GET"),
+                    KeyValue::new("http.route", path.clone()),
+                    KeyValue::new("url.path", path.clone()),
+                    KeyValue::new("culprit.thread.tid", tid),
+                ])
+                .start(&self.tracer);
+            let cx = Context::current_with_span(span);
+            let outcome = if route == CPU_ROUTE {
+                workloads::busy(self.config.cpu_work);
+                Ok(())
+            } else {
+                self.call_downstream(&cx)
+            };
+            let status = match &outcome {
+                Ok(()) => 200,
+                Err(err) => {
+                    cx.span().set_status(Status::error(format!("{err:#}")));
+                    502
+                }
+            };
+            cx.span().set_attribute(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
+            let responded =
+                request.respond(tiny_http::Response::from_string("done").with_status_code(status));
+            cx.span().end();
+            if responded.is_ok() {
+                self.served.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// One request/response exchange with the downstream service, as a client span.
+    fn call_downstream(&mut self, parent: &Context) -> anyhow::Result<()> {
+        let mut span = self
+            .tracer
+            .span_builder("downstream call")
+            .with_kind(SpanKind::Client)
+            .with_attributes([
+                KeyValue::new("server.address", "127.0.0.1"),
+                KeyValue::new("server.port", i64::from(self.config.downstream_port)),
+            ])
+            .start_with_context(&self.tracer, parent);
+        let result = self.exchange();
+        if let Err(err) = &result {
+            span.set_status(Status::error(format!("{err:#}")));
+            // A broken connection is replaced on the next call.
+            self.downstream = None;
+        }
+        span.end();
+        result
+    }
+
+    fn exchange(&mut self) -> anyhow::Result<()> {
+        if self.downstream.is_none() {
+            let stream = TcpStream::connect(("127.0.0.1", self.config.downstream_port))
+                .with_context(|| format!("connecting to :{}", self.config.downstream_port))?;
+            stream.set_nodelay(true)?;
+            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+            self.downstream = Some(stream);
+        }
+        let stream = self
+            .downstream
+            .as_mut()
+            .context("no downstream connection")?;
+        let mut message = [7u8; DOWNSTREAM_MESSAGE_BYTES];
+        stream.write_all(&message)?;
+        stream.read_exact(&mut message)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,223 @@
+//! The lab end to end, briefly: every scenario next to a live agent, with the real lab service
+//! (opentelemetry-otlp) under load. Each injected cause must carry most of the slow requests'
+//! excess latency, the baseline must blame almost nothing on the kernel, and the HTML report must
+//! render in Chromium with one chart per scenario. The floors sit well below the goals in
+//! ACCURACY.md (measured by `cargo xtask demo`): a failure here is a regression, not noise.
+
+use std::{path::PathBuf, sync::OnceLock, time::Duration};
+
+use culprit_lab::{
+    accuracy::Injected,
+    browser,
+    demo::{self, Outputs},
+    lab_run::ScenarioRun,
+    scenario::{Scenario, Timing},
+};
+use culprit_tests::require_root;
+
+const ACCURACY_FLOOR: f64 = 0.75;
+const MIXED_ACCURACY_FLOOR: f64 = 0.6;
+const BASELINE_KERNEL_SHARE_CEILING: f64 = 0.15;
+const THROTTLE_AGREEMENT_FLOOR: f64 = 0.25;
+
+fn lab() -> &'static Result<(Vec<ScenarioRun>, Outputs), String> {
+    static RUNS: OnceLock<Result<(Vec<ScenarioRun>, Outputs), String>> = OnceLock::new();
+    RUNS.get_or_init(|| {
+        require_root().map_err(|e| e.to_string())?;
+        let out = std::env::temp_dir().join(format!("culprit-lab-test-{}", std::process::id()));
+        let timing = Timing {
+            reference: Duration::from_secs(3),
+            fault: Duration::from_secs(9),
+            ..Timing::DEMO
+        };
+        demo::run(&Scenario::ALL, timing, &out).map_err(|e| format!("{e:#}"))
+    })
+}
+
+fn runs() -> anyhow::Result<&'static [ScenarioRun]> {
+    match lab() {
+        Ok((runs, _)) => Ok(runs),
+        Err(e) => anyhow::bail!("the lab did not run: {e}"),
+    }
+}
+
+fn run_of(scenario: Scenario) -> anyhow::Result<&'static ScenarioRun> {
+    runs()?
+        .iter()
+        .find(|r| r.scenario == scenario)
+        .ok_or_else(|| anyhow::anyhow!("{scenario} did not run"))
+}
+
+fn accuracy(run: &ScenarioRun, cause: Injected) -> f64 {
+    run.summary
+        .accuracy_by_cause
+        .get(cause.cause_name())
+        .copied()
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn every_request_span_is_decomposed_and_no_request_fails() -> anyhow::Result<()> {
+    for run in runs()? {
+        assert!(
+            run.spans_received as u64 * 100 >= run.spans_expected * 98,
+            "{}: {} of {} spans decomposed",
+            run.scenario,
+            run.spans_received,
+            run.spans_expected
+        );
+        assert!(
+            run.summary.requests >= 200,
+            "{}: {} requests",
+            run.scenario,
+            run.summary.requests
+        );
+        assert_eq!(run.client.failed, 0, "{}: failed requests", run.scenario);
+    }
+    Ok(())
+}
+
+#[test]
+fn the_baseline_blames_almost_nothing_on_the_kernel() -> anyhow::Result<()> {
+    let run = run_of(Scenario::Baseline)?;
+    assert!(
+        run.summary.kernel_share < BASELINE_KERNEL_SHARE_CEILING,
+        "{:.1}% of the baseline's request time blamed on the kernel",
+        run.summary.kernel_share * 100.0
+    );
+    Ok(())
+}
+
+#[test]
+fn cpu_contention_carries_the_slow_requests_with_the_hog_named() -> anyhow::Result<()> {
+    let run = run_of(Scenario::CpuContention)?;
+    let acc = accuracy(run, Injected::Contention);
+    assert!(acc >= ACCURACY_FLOOR, "contention accuracy {acc:.2}");
+    let named = run.hog_named_share().unwrap_or(0.0);
+    assert!(named >= 0.7, "the hog named in {named:.2} of slow requests");
+    Ok(())
+}
+
+#[test]
+fn cpu_throttling_carries_the_slow_requests_and_agrees_with_cpu_stat() -> anyhow::Result<()> {
+    let run = run_of(Scenario::CpuThrottling)?;
+    let acc = accuracy(run, Injected::Throttling);
+    assert!(acc >= ACCURACY_FLOOR, "throttling accuracy {acc:.2}");
+    let t = run.throttle.as_ref().expect("a throttling check");
+    assert!(t.cpu_stat_ms > 100.0, "the quota barely throttled: {t:?}");
+    assert!(
+        t.relative_error().abs() <= THROTTLE_AGREEMENT_FLOOR,
+        "agent {:.0} ms vs cpu.stat {:.0} ms",
+        t.agent_ms,
+        t.cpu_stat_ms
+    );
+    Ok(())
+}
+
+#[test]
+fn packet_loss_carries_the_slow_requests_with_the_downstream_named() -> anyhow::Result<()> {
+    let run = run_of(Scenario::PacketLoss)?;
+    let acc = accuracy(run, Injected::Retransmit);
+    assert!(acc >= ACCURACY_FLOOR, "retransmit accuracy {acc:.2}");
+    let blamed: Vec<_> = run
+        .requests
+        .iter()
+        .filter(|r| r.cause == "tcp.retransmit")
+        .collect();
+    assert!(!blamed.is_empty());
+    for r in blamed {
+        assert_eq!(
+            r.retransmit_peer.as_deref(),
+            Some(run.downstream_peer.as_str()),
+            "{r:?}"
+        );
+        // Only requests that wait on the downstream can wait on its packets.
+        assert_eq!(r.route, "GET /downstream", "{r:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn mixed_faults_are_each_found_in_their_own_phase() -> anyhow::Result<()> {
+    let run = run_of(Scenario::Mixed)?;
+    for cause in [
+        Injected::Contention,
+        Injected::Throttling,
+        Injected::Retransmit,
+    ] {
+        let acc = accuracy(run, cause);
+        assert!(
+            acc >= MIXED_ACCURACY_FLOOR,
+            "{}: accuracy {acc:.2} ({:?})",
+            cause.cause_name(),
+            run.summary.accuracy_by_cause
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn the_html_report_renders_one_chart_per_scenario_in_chromium() -> anyhow::Result<()> {
+    let (runs, outputs) = lab().as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let page = browser::load(&outputs.html, 1200, 3400)?;
+    assert!(
+        page.console.is_empty(),
+        "the report logged to the console: {:#?}",
+        page.console
+    );
+    for run in runs {
+        let marker = format!(
+            "<figure class=\"chart\" data-scenario=\"{}\"><svg",
+            run.scenario
+        );
+        assert!(page.dom.contains(&marker), "no chart for {}", run.scenario);
+    }
+    assert_eq!(
+        page.dom.matches("<figure class=\"chart\"").count(),
+        runs.len()
+    );
+    // The plots really are on screen: each kernel cause's colour fills part of the picture.
+    let counts = colour_counts(&page.screenshot)?;
+    for (name, rgb) in [
+        ("cpu.contention", [230, 85, 13]),
+        ("cpu.throttling", [117, 107, 177]),
+        ("tcp.retransmit", [49, 163, 84]),
+        ("on_cpu", [70, 130, 180]),
+    ] {
+        let n = counts.get(&rgb).copied().unwrap_or(0);
+        assert!(n > 2000, "{name}'s colour covers only {n} pixels");
+    }
+    Ok(())
+}
+
+#[test]
+fn the_console_check_catches_a_broken_page() -> anyhow::Result<()> {
+    // The control for the test above: a page with a script error must be caught.
+    let dir = std::env::temp_dir().join(format!("culprit-browser-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let page: PathBuf = dir.join("broken.html");
+    std::fs::write(
+        &page,
+        "<!DOCTYPE html><html><body><script>undefinedFunction();</script></body></html>",
+    )?;
+    let load = browser::load(&page, 400, 300)?;
+    assert!(
+        load.console.iter().any(|l| l.contains("undefinedFunction")),
+        "{:?}",
+        load.console
+    );
+    Ok(())
+}
+
+fn colour_counts(png: &std::path::Path) -> anyhow::Result<std::collections::HashMap<[u8; 3], u64>> {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(png)?));
+    let mut reader = decoder.read_info()?;
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf)?;
+    let channels = info.color_type.samples();
+    let mut counts = std::collections::HashMap::new();
+    for px in buf[..info.buffer_size()].chunks_exact(channels) {
+        *counts.entry([px[0], px[1], px[2]]).or_insert(0) += 1;
+    }
+    Ok(counts)
+}
