@@ -15,6 +15,10 @@ use crate::{
     drops::DropCounters,
     export::{self, ExportQueue, queue::Item, sender::Sender},
     join::Joiner,
+    live::{
+        api,
+        view::{AgentFacts, LiveView, Placement, container_id_of},
+    },
     metrics::AgentMetrics,
     otlp::{self, Ingress, Payload},
     probes::{self, ProbeOptions},
@@ -91,6 +95,15 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
         .filter(|s| !s.ok)
         .map(|s| format!("{:?}: {}", s.signal, s.reason.as_deref().unwrap_or("")))
         .collect();
+    let live = std::sync::Arc::new(std::sync::Mutex::new(LiveView::new(AgentFacts {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        started_unix_ms: realtime_ns() / 1_000_000,
+        probes: probes.hooks.clone(),
+        signals: probes.signals.clone(),
+    })));
     let ebpf = &mut probes.ebpf;
     let watch = WatchSet::new(
         ebpf,
@@ -140,6 +153,38 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
             }));
         }
     }
+    // The local API: the tools read it; a failure to serve it costs only the API.
+    if !opts.no_api {
+        match api::bind_unix(&opts.api_socket) {
+            Ok(listener) => {
+                let mut stopped = receivers_stopped.clone();
+                receivers.push(tokio::spawn(api::serve_unix(
+                    opts.api_socket.clone(),
+                    listener,
+                    live.clone(),
+                    async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    },
+                )));
+                log::info!("local API on {}", opts.api_socket.display());
+            }
+            Err(err) => log::warn!("no local API (culprit top/explain/status): {err:#}"),
+        }
+        if let Some(addr) = opts.api_listen {
+            let mut stopped = receivers_stopped.clone();
+            let view = live.clone();
+            receivers.push(tokio::spawn(async move {
+                let result = api::serve_tcp(addr, view, async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                })
+                .await;
+                if let Err(err) = &result {
+                    log::warn!("{err:#}");
+                }
+                result
+            }));
+        }
+    }
     // OTLP out.
     let export_queue = ExportQueue::new(opts.export_queue, 256 << 20);
     let exporting = export_config.is_some();
@@ -174,6 +219,11 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
      -> anyhow::Result<()> {
         for (request, lines) in joiner.release(collector, force) {
             lines.iter().for_each(|l| agent_metrics.on_span(l));
+            live.lock().unwrap_or_else(|p| p.into_inner()).on_spans(
+                &lines,
+                realtime_ns() / 1_000_000,
+                placement_of,
+            );
             if print_spans {
                 for line in lines
                     .iter()
@@ -233,6 +283,7 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
                 report::print(&report, opts.output, opts.top)
                     .context("writing the report to stdout")?;
                 agent_metrics.on_report(&report);
+                live.lock().unwrap_or_else(|p| p.into_inner()).on_report(&report);
                 if exporting {
                     let runq = collector.runq_cumulative();
                     let request = agent_metrics.export(&report, &runq, realtime_ns());
@@ -276,6 +327,22 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
     drop(collector);
     drop(probes);
     Ok(())
+}
+
+/// A process's cgroup v2 path and the container id in it.
+fn placement_of(pid: u32) -> Placement {
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()
+        .and_then(|text| {
+            crate::procfs::parse_proc_cgroup(&text)
+                .into_iter()
+                .find(|m| m.hierarchy == 0)
+                .map(|m| m.path)
+        });
+    Placement {
+        container_id: cgroup.as_deref().and_then(container_id_of),
+        cgroup,
+    }
 }
 
 enum ServeKind {

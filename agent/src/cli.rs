@@ -18,7 +18,60 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the node agent: load the eBPF probes and report what they observe.
-    Agent(AgentOpts),
+    Agent(Box<AgentOpts>),
+    /// Live view of a running agent: services with their p99 and dominant cause, throttled
+    /// cgroups, noisy neighbours, retransmitting peers, the slowest requests.
+    Top {
+        #[command(flatten)]
+        api: ApiOpts,
+        /// Print one plain-text snapshot and exit (the default when stdout is not a terminal).
+        #[arg(long)]
+        once: bool,
+        /// Seconds between refreshes.
+        #[arg(long, default_value = "1", value_parser = parse_seconds)]
+        refresh: Duration,
+        /// Summaries cover this many seconds.
+        #[arg(long, default_value_t = 60.0)]
+        window: f64,
+    },
+    /// One request's decomposition: where its time went and who is behind each part.
+    Explain {
+        #[command(flatten)]
+        api: ApiOpts,
+        /// A trace id (32 hex digits: every span of the trace) or a span id (16 hex digits).
+        id: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The agent's health: probes, signals, losses, spans in and out. Exit code 2 when a signal
+    /// runs degraded, 1 when the agent cannot be asked.
+    Status {
+        #[command(flatten)]
+        api: ApiOpts,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where the tools find the agent's local API.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiOpts {
+    /// The agent's unix socket.
+    #[arg(long, env = "CULPRIT_SOCKET", default_value = crate::live::api::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Use the agent's TCP API at this address instead (see `culprit agent --api-listen`).
+    #[arg(long)]
+    pub api: Option<std::net::SocketAddr>,
+}
+
+impl ApiOpts {
+    pub fn endpoint(&self) -> crate::live::client::Endpoint {
+        match self.api {
+            Some(addr) => crate::live::client::Endpoint::Tcp(addr),
+            None => crate::live::client::Endpoint::Unix(self.socket.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -113,6 +166,15 @@ pub struct AgentOpts {
     /// Cgroup v2 mount point (default: found in /proc/self/mountinfo).
     #[arg(long)]
     pub cgroup_root: Option<PathBuf>,
+    /// The local API's unix socket (root-only), read by `culprit top`, `explain` and `status`.
+    #[arg(long, default_value = crate::live::api::DEFAULT_SOCKET)]
+    pub api_socket: PathBuf,
+    /// Also serve the local API on this TCP address (keep it on loopback).
+    #[arg(long)]
+    pub api_listen: Option<std::net::SocketAddr>,
+    /// Do not serve the local API.
+    #[arg(long)]
+    pub no_api: bool,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {

@@ -1,7 +1,11 @@
 //! `culprit`: the node agent and its command-line tools.
 
 use clap::Parser as _;
-use culprit::{agent, cli};
+use culprit::{
+    agent, cli,
+    live::client::Unreachable,
+    tools::{explain, status, top},
+};
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
@@ -9,12 +13,35 @@ fn main() -> std::process::ExitCode {
         .format_timestamp_millis()
         .init();
     let result = match cli.command {
-        cli::Command::Agent(opts) => agent::run(opts),
+        cli::Command::Agent(opts) => agent::run(*opts).map(|()| std::process::ExitCode::SUCCESS),
+        cli::Command::Top {
+            api,
+            once,
+            refresh,
+            window,
+        } => top::run(
+            &api.endpoint(),
+            &top::TopOptions {
+                once,
+                refresh,
+                window_s: window,
+            },
+        )
+        .map(|()| std::process::ExitCode::SUCCESS),
+        cli::Command::Explain { api, id, json } => {
+            explain::run(&api.endpoint(), &id, json).map(|()| std::process::ExitCode::SUCCESS)
+        }
+        cli::Command::Status { api, json } => status::run(&api.endpoint(), json),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
-            log::error!("{err:#}");
+            // The tools' "no agent" and "permission" errors are the whole message.
+            if let Some(u) = err.downcast_ref::<Unreachable>() {
+                eprintln!("culprit: {u}");
+            } else {
+                log::error!("{err:#}");
+            }
             std::process::ExitCode::FAILURE
         }
     }

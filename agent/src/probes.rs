@@ -101,7 +101,7 @@ const HOOKS: &[Hook] = &[
     },
 ];
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HookHealth {
     pub program: String,
     pub attached: bool,

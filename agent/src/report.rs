@@ -12,7 +12,7 @@ use crate::{
     cli::OutputFormat, cpu_stat::ThrottleEpisode, retransmits::RetransmitRow, runqueue::CgroupRunq,
 };
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Report {
     pub unix_time_ms: u64,
     /// The monotonic clock (the kernel's, as in `bpf_ktime_get_ns`) at the end of the interval.

@@ -12,6 +12,8 @@
 use std::collections::BTreeMap;
 
 use culprit::join::joiner::SpanLine;
+pub use culprit::join::parts::{PART_NAMES, Parts};
+pub use culprit::live::view::quantile;
 use serde::{Deserialize, Serialize};
 
 /// The causes the lab injects, as the agent names them in `culprit.cause`.
@@ -35,79 +37,12 @@ impl Injected {
     }
 }
 
-/// Where one request's time went, in ms, parts disjoint.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Parts {
-    pub on_cpu_ms: f64,
-    pub contention_ms: f64,
-    pub throttled_ms: f64,
-    pub retransmit_ms: f64,
-    /// Off-CPU time not explained by retransmits (I/O, locks, sleeps, the downstream's work).
-    pub off_cpu_ms: f64,
-    /// Part of the request the agent saw no thread activity for.
-    pub unobserved_ms: f64,
-}
-
-/// Cause labels for [`Parts`], in drawing order.
-pub const PART_NAMES: [&str; 6] = [
-    "on_cpu",
-    "cpu.contention",
-    "cpu.throttling",
-    "tcp.retransmit",
-    "off_cpu",
-    "unobserved",
-];
-
-impl Parts {
-    pub fn from_span(s: &SpanLine) -> Self {
-        let a = &s.attribution;
-        let ms = |secs: f64| (secs * 1e3).max(0.0);
-        let on_cpu_ms = ms(a.on_cpu_s);
-        let throttled_ms = ms(a.throttled_s);
-        let contention_ms = ms(a.runqueue_s - a.throttled_s);
-        let retransmit_ms = ms(a.retransmit_wait_s).min(s.duration_ms);
-        let off_cpu_ms = ms(a.off_cpu_s - a.retransmit_wait_s);
-        let seen = on_cpu_ms + throttled_ms + contention_ms + retransmit_ms + off_cpu_ms;
-        Self {
-            on_cpu_ms,
-            contention_ms,
-            throttled_ms,
-            retransmit_ms,
-            off_cpu_ms,
-            unobserved_ms: (s.duration_ms - seen).max(0.0),
-        }
-    }
-
-    pub fn values(&self) -> [f64; 6] {
-        [
-            self.on_cpu_ms,
-            self.contention_ms,
-            self.throttled_ms,
-            self.retransmit_ms,
-            self.off_cpu_ms,
-            self.unobserved_ms,
-        ]
-    }
-
-    pub fn of(&self, cause: Injected) -> f64 {
-        match cause {
-            Injected::Contention => self.contention_ms,
-            Injected::Throttling => self.throttled_ms,
-            Injected::Retransmit => self.retransmit_ms,
-        }
-    }
-
-    pub fn kernel_ms(&self) -> f64 {
-        self.contention_ms + self.throttled_ms + self.retransmit_ms
-    }
-
-    fn add(&mut self, o: &Parts) {
-        self.on_cpu_ms += o.on_cpu_ms;
-        self.contention_ms += o.contention_ms;
-        self.throttled_ms += o.throttled_ms;
-        self.retransmit_ms += o.retransmit_ms;
-        self.off_cpu_ms += o.off_cpu_ms;
-        self.unobserved_ms += o.unobserved_ms;
+/// The time `parts` attribute to `cause`.
+pub fn explained_by(parts: &Parts, cause: Injected) -> f64 {
+    match cause {
+        Injected::Contention => parts.contention_ms,
+        Injected::Throttling => parts.throttled_ms,
+        Injected::Retransmit => parts.retransmit_ms,
     }
 }
 
@@ -137,21 +72,10 @@ impl Request {
             cause: s.attribution.cause.clone(),
             neighbour: s.attribution.neighbour.clone(),
             retransmit_peer: s.attribution.retransmit_peer.clone(),
-            parts: Parts::from_span(s),
+            parts: Parts::of(&s.attribution, s.duration_ms),
             injected,
         }
     }
-}
-
-/// The `q` quantile (0..=1) of `values`, nearest rank; 0 when empty.
-pub fn quantile(values: &[f64], q: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let rank = ((q.clamp(0.0, 1.0) * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[rank - 1]
 }
 
 /// Median latency per route.
@@ -226,7 +150,7 @@ pub fn summarize(measured: &[Request], reference_medians: &BTreeMap<String, f64>
         if let Some(cause) = r.injected {
             let e = by_cause.entry(cause).or_default();
             e.0 += excess;
-            e.1 += r.parts.of(cause).min(excess);
+            e.1 += explained_by(&r.parts, cause).min(excess);
         }
     }
     let (excess, explained) = by_cause
@@ -398,37 +322,5 @@ mod tests {
         assert_eq!(s.accuracy, None);
         assert!((s.kernel_share - 0.05).abs() < 1e-9);
         assert_eq!(summarize(&[], &reference), Summary::default());
-    }
-
-    #[test]
-    fn parts_split_the_agents_attribution_without_overlap() {
-        let span = SpanLine {
-            trace_id: "t".into(),
-            span_id: "s".into(),
-            name: "GET /downstream".into(),
-            service: None,
-            pid: 1,
-            start_mono_ns: 0,
-            duration_ms: 250.0,
-            attribution: culprit::join::attribution::Attribution {
-                cause: "tcp.retransmit".into(),
-                cause_share: 0.8,
-                on_cpu_s: 0.005,
-                runqueue_s: 0.003,
-                throttled_s: 0.001,
-                off_cpu_s: 0.232,
-                retransmit_wait_s: 0.2,
-                ..Default::default()
-            },
-        };
-        let p = Parts::from_span(&span);
-        let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
-        assert!(close(p.on_cpu_ms, 5.0), "{p:?}");
-        assert!(close(p.contention_ms, 2.0), "{p:?}");
-        assert!(close(p.throttled_ms, 1.0), "{p:?}");
-        assert!(close(p.retransmit_ms, 200.0), "{p:?}");
-        assert!(close(p.off_cpu_ms, 32.0), "{p:?}");
-        assert!(close(p.unobserved_ms, 10.0), "{p:?}");
-        assert!(close(p.values().iter().sum::<f64>(), 250.0));
     }
 }

@@ -17,6 +17,8 @@ use culprit::{
 use crate::{binaries::bin_path, process::Reaped};
 
 pub struct RunningAgent {
+    /// The agent's local API socket (a fresh path per agent).
+    pub api_socket: std::path::PathBuf,
     process: Reaped,
     reports: Receiver<Report>,
     spans: Receiver<SpanLine>,
@@ -27,7 +29,16 @@ pub struct RunningAgent {
 impl RunningAgent {
     /// Starts `culprit agent` with JSON reports every `interval`, plus `extra_args`.
     pub fn start(interval: Duration, extra_args: &[&str]) -> anyhow::Result<Self> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let api_socket = std::env::temp_dir().join(format!(
+            "culprit-agent-{}-{}.sock",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let mut cmd = Command::new(bin_path("culprit")?);
+        if !extra_args.contains(&"--api-socket") {
+            cmd.arg("--api-socket").arg(&api_socket);
+        }
         cmd.arg("agent")
             .arg("--output")
             .arg("json")
@@ -66,7 +77,13 @@ impl RunningAgent {
                 }
             }
         });
+        let api_socket = extra_args
+            .iter()
+            .position(|a| *a == "--api-socket")
+            .and_then(|i| extra_args.get(i + 1))
+            .map_or(api_socket, std::path::PathBuf::from);
         Ok(Self {
+            api_socket,
             process,
             reports,
             spans,

@@ -52,6 +52,7 @@ pub fn run(
     scenarios: &[Scenario],
     timing: Timing,
     out_dir: &Path,
+    agent_args: &[String],
 ) -> anyhow::Result<(Vec<ScenarioRun>, Outputs)> {
     let stop = interrupt_flag()?;
     println!(
@@ -64,7 +65,11 @@ pub fn run(
         crate::lab_run::SERVICE_CPU,
         crate::lab_run::HARNESS_CPU
     );
-    let mut lab = Lab::start(stop)?;
+    let mut lab = Lab::start(stop, agent_args)?;
+    println!(
+        "the agent's live view: culprit top --socket {}",
+        lab.api_socket().display()
+    );
     let mut runs = Vec::new();
     for &scenario in scenarios {
         let run = lab

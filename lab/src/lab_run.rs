@@ -157,7 +157,7 @@ impl Lab {
     /// Pins the harness to its CPU, then starts the agent with its OTLP receivers on fresh
     /// ports, printing every request's decomposition. `stop` (set on Ctrl-C) ends a scenario
     /// early.
-    pub fn start(stop: Arc<AtomicBool>) -> anyhow::Result<Self> {
+    pub fn start(stop: Arc<AtomicBool>, agent_args: &[String]) -> anyhow::Result<Self> {
         if std::thread::available_parallelism().map_or(1, |n| n.get()) <= SERVICE_CPU {
             bail!("the lab needs 2 CPUs: one for the service, one for the harness");
         }
@@ -165,10 +165,15 @@ impl Lab {
         let ports = AgentPorts::fresh()?;
         let mut args = ports.args();
         args.extend(["--slow-ms".into(), "0".into()]);
+        args.extend(agent_args.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut agent = RunningAgent::start(Duration::from_secs(1), &args)?;
         agent.next_report()?; // The probes are attached.
         Ok(Self { agent, ports, stop })
+    }
+
+    pub fn api_socket(&self) -> &std::path::Path {
+        &self.agent.api_socket
     }
 
     fn interrupted(&self) -> anyhow::Result<()> {

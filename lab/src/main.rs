@@ -138,6 +138,9 @@ enum LabCommand {
         scenario: culprit_lab::scenario::Scenario,
         #[arg(long, default_value_t = 60.0)]
         fault_seconds: f64,
+        /// The agent's local API socket (for `culprit top --socket`).
+        #[arg(long)]
+        api_socket: Option<PathBuf>,
         #[arg(long, default_value = "target/culprit-lab")]
         out: PathBuf,
     },
@@ -156,18 +159,23 @@ fn main() -> anyhow::Result<()> {
                 fault: Duration::from_secs_f64(*fault_seconds),
                 ..Timing::DEMO
             };
-            return lab_outcome(demo::run(&Scenario::ALL, timing, out));
+            return lab_outcome(demo::run(&Scenario::ALL, timing, out, &[]));
         }
         LabCommand::Lab {
             scenario,
             fault_seconds,
+            api_socket,
             out,
         } => {
+            let agent_args: Vec<String> = api_socket
+                .iter()
+                .flat_map(|p| ["--api-socket".to_string(), p.display().to_string()])
+                .collect();
             let timing = Timing {
                 fault: Duration::from_secs_f64(*fault_seconds),
                 ..Timing::DEMO
             };
-            return lab_outcome(demo::run(&[*scenario], timing, out));
+            return lab_outcome(demo::run(&[*scenario], timing, out, &agent_args));
         }
         LabCommand::BenchHooks {
             storm_seconds,

@@ -16,8 +16,10 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 /// Debian packages the tests and benchmarks use: nftables injects packet loss, iproute2 makes
 /// network namespaces, bpftrace is the classic tool the hook benchmark compares against,
-/// Chromium (with a font) renders the lab's HTML report the way a user would see it.
+/// Chromium (with a font) renders the lab's HTML report the way a user would see it, tmux
+/// gives `culprit top` a real terminal in its end-to-end test.
 const APT_PACKAGES: &[&str] = &[
+    "tmux",
     "nftables",
     "iproute2",
     "bpftrace",
@@ -51,7 +53,7 @@ pub fn run() -> anyhow::Result<()> {
     )?;
     step(
         &format!("Debian packages: {}", APT_PACKAGES.join(", ")),
-        "apt-get update && apt-get install -y nftables iproute2 bpftrace chromium fonts-dejavu-core",
+        "apt-get update && apt-get install -y tmux nftables iproute2 bpftrace chromium fonts-dejavu-core",
         ensure_apt_packages,
     )?;
     step(

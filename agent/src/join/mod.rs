@@ -4,5 +4,6 @@
 pub mod attribution;
 pub mod identity;
 pub mod joiner;
+pub mod parts;
 
 pub use joiner::Joiner;

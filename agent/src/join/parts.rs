@@ -1,0 +1,153 @@
+//! A span's wall time split into disjoint parts, in ms: what the live view, the lab and the
+//! reports add up and draw. (The attribution's durations overlap: the run-queue time includes
+//! the throttled time, the off-CPU time the retransmit wait.)
+
+use serde::{Deserialize, Serialize};
+
+use super::attribution::Attribution;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Parts {
+    pub on_cpu_ms: f64,
+    pub contention_ms: f64,
+    pub throttled_ms: f64,
+    pub retransmit_ms: f64,
+    /// Off-CPU time not explained by retransmits (I/O, locks, sleeps, a downstream's work).
+    pub off_cpu_ms: f64,
+    /// Time the probes saw no thread activity for.
+    pub unobserved_ms: f64,
+}
+
+/// Labels for [`Parts::values`], in drawing order.
+pub const PART_NAMES: [&str; 6] = [
+    "on_cpu",
+    "cpu.contention",
+    "cpu.throttling",
+    "tcp.retransmit",
+    "off_cpu",
+    "unobserved",
+];
+
+/// The kernel causes among [`PART_NAMES`].
+pub const KERNEL_PARTS: [&str; 3] = ["cpu.contention", "cpu.throttling", "tcp.retransmit"];
+
+impl Parts {
+    pub fn of(a: &Attribution, duration_ms: f64) -> Self {
+        let ms = |secs: f64| (secs * 1e3).max(0.0);
+        let on_cpu_ms = ms(a.on_cpu_s);
+        let throttled_ms = ms(a.throttled_s);
+        let contention_ms = ms(a.runqueue_s - a.throttled_s);
+        let retransmit_ms = ms(a.retransmit_wait_s).min(duration_ms);
+        let off_cpu_ms = ms(a.off_cpu_s - a.retransmit_wait_s);
+        let seen = on_cpu_ms + throttled_ms + contention_ms + retransmit_ms + off_cpu_ms;
+        Self {
+            on_cpu_ms,
+            contention_ms,
+            throttled_ms,
+            retransmit_ms,
+            off_cpu_ms,
+            unobserved_ms: (duration_ms - seen).max(0.0),
+        }
+    }
+
+    pub fn values(&self) -> [f64; 6] {
+        [
+            self.on_cpu_ms,
+            self.contention_ms,
+            self.throttled_ms,
+            self.retransmit_ms,
+            self.off_cpu_ms,
+            self.unobserved_ms,
+        ]
+    }
+
+    pub fn total_ms(&self) -> f64 {
+        self.values().iter().sum()
+    }
+
+    pub fn kernel_ms(&self) -> f64 {
+        self.contention_ms + self.throttled_ms + self.retransmit_ms
+    }
+
+    pub fn add(&mut self, o: &Parts) {
+        self.on_cpu_ms += o.on_cpu_ms;
+        self.contention_ms += o.contention_ms;
+        self.throttled_ms += o.throttled_ms;
+        self.retransmit_ms += o.retransmit_ms;
+        self.off_cpu_ms += o.off_cpu_ms;
+        self.unobserved_ms += o.unobserved_ms;
+    }
+
+    /// The part with most time, preferring a kernel cause when it holds at least `kernel_min`
+    /// of the total: on_cpu and off_cpu are the code's own time, a kernel cause is news.
+    pub fn dominant(&self, kernel_min: f64) -> (&'static str, f64) {
+        let total = self.total_ms();
+        if total <= 0.0 {
+            return ("unknown", 0.0);
+        }
+        let named: Vec<(&'static str, f64)> = PART_NAMES
+            .iter()
+            .copied()
+            .zip(self.values().map(|v| v / total))
+            .collect();
+        let best = |kernel: bool| {
+            named
+                .iter()
+                .copied()
+                .filter(|(n, _)| KERNEL_PARTS.contains(n) == kernel && *n != "unobserved")
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+        };
+        match (best(true), best(false)) {
+            (Some(k), _) if k.1 >= kernel_min => k,
+            (_, Some(p)) => p,
+            (Some(k), None) => k,
+            (None, None) => ("unknown", 0.0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_split_the_attribution_without_overlap() {
+        let a = Attribution {
+            on_cpu_s: 0.005,
+            runqueue_s: 0.003,
+            throttled_s: 0.001,
+            off_cpu_s: 0.232,
+            retransmit_wait_s: 0.2,
+            ..Default::default()
+        };
+        let p = Parts::of(&a, 250.0);
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
+        assert!(close(p.on_cpu_ms, 5.0), "{p:?}");
+        assert!(close(p.contention_ms, 2.0), "{p:?}");
+        assert!(close(p.throttled_ms, 1.0), "{p:?}");
+        assert!(close(p.retransmit_ms, 200.0), "{p:?}");
+        assert!(close(p.off_cpu_ms, 32.0), "{p:?}");
+        assert!(close(p.unobserved_ms, 10.0), "{p:?}");
+        assert!(close(p.total_ms(), 250.0));
+        assert!(close(p.kernel_ms(), 203.0));
+    }
+
+    #[test]
+    fn a_kernel_cause_dominates_from_its_threshold_on() {
+        let p = Parts {
+            on_cpu_ms: 70.0,
+            contention_ms: 25.0,
+            off_cpu_ms: 5.0,
+            ..Parts::default()
+        };
+        assert_eq!(p.dominant(0.10).0, "cpu.contention");
+        assert_eq!(p.dominant(0.30).0, "on_cpu");
+        assert_eq!(Parts::default().dominant(0.1), ("unknown", 0.0));
+        let idle = Parts {
+            off_cpu_ms: 10.0,
+            unobserved_ms: 50.0,
+            ..Parts::default()
+        };
+        assert_eq!(idle.dominant(0.1).0, "off_cpu");
+    }
+}

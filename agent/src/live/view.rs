@@ -1,0 +1,430 @@
+//! What the agent has seen lately, kept for the local API: the recent decomposed requests and
+//! reports, and the summaries built from them. Pure (the clock is a parameter), so that the API
+//! contract is tested on fixed inputs.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    join::{attribution::KERNEL_CAUSE_MIN_SHARE, joiner::SpanLine, parts::Parts},
+    probes::{HookHealth, SignalHealth},
+    report::{OtlpCounts, Report},
+};
+
+/// Requests kept for the API, newest last.
+pub const MAX_REQUESTS: usize = 5000;
+/// Reports kept (one per interval).
+pub const MAX_REPORTS: usize = 120;
+/// Summaries cover this much of the recent past unless asked otherwise.
+pub const DEFAULT_WINDOW_MS: u64 = 60_000;
+
+/// One decomposed request, as the API serves it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestView {
+    pub trace_id: String,
+    pub span_id: String,
+    pub name: String,
+    pub service: Option<String>,
+    pub pid: u32,
+    /// The process's cgroup v2 path, and the container id found in it, where there is one.
+    pub cgroup: Option<String>,
+    pub container_id: Option<String>,
+    /// When the agent released the span.
+    pub seen_unix_ms: u64,
+    pub duration_ms: f64,
+    pub cause: String,
+    pub cause_share: f64,
+    pub parts: Parts,
+    pub neighbour: Option<String>,
+    pub retransmit_peer: Option<String>,
+    pub retransmits: u64,
+    pub join: String,
+    pub coverage: f64,
+}
+
+/// Where a request's process lives, looked up once per process.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Placement {
+    pub cgroup: Option<String>,
+    pub container_id: Option<String>,
+}
+
+impl RequestView {
+    pub fn new(line: &SpanLine, placement: &Placement, seen_unix_ms: u64) -> Self {
+        let a = &line.attribution;
+        Self {
+            trace_id: line.trace_id.clone(),
+            span_id: line.span_id.clone(),
+            name: line.name.clone(),
+            service: line.service.clone(),
+            pid: line.pid,
+            cgroup: placement.cgroup.clone(),
+            container_id: placement.container_id.clone(),
+            seen_unix_ms,
+            duration_ms: line.duration_ms,
+            cause: a.cause.clone(),
+            cause_share: a.cause_share,
+            parts: Parts::of(a, line.duration_ms),
+            neighbour: a.neighbour.clone(),
+            retransmit_peer: a.retransmit_peer.clone(),
+            retransmits: a.retransmits,
+            join: a.join.clone(),
+            coverage: a.coverage,
+        }
+    }
+}
+
+/// A service's or a container's requests over the window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupSummary {
+    /// The service name, or the container id (else the cgroup path).
+    pub key: String,
+    pub requests: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Total request time by part.
+    pub time: Parts,
+    /// The part with most time, a kernel cause as soon as it holds 10% of the time.
+    pub dominant_cause: String,
+    pub dominant_share: f64,
+}
+
+/// A process that held the CPU while requests waited for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NeighbourView {
+    /// `comm (pid)`.
+    pub neighbour: String,
+    /// Requests it delayed, and the contention time they had.
+    pub requests: usize,
+    pub contention_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThrottledView {
+    pub cgroup: String,
+    pub nr_throttled: u64,
+    pub cpu_stat_throttled_ms: f64,
+    /// Wall time a watched thread of the cgroup waited throttled.
+    pub agent_throttled_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerView {
+    /// The far end as seen from the local process.
+    pub peer: String,
+    pub retransmits: u64,
+    pub cost_ms: f64,
+    /// Local processes that had the connections, where known.
+    pub pids: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub version: String,
+    pub kernel: String,
+    pub started_unix_ms: u64,
+    pub uptime_s: f64,
+    pub probes_attached: usize,
+    pub probes_total: usize,
+    pub probes: Vec<HookHealth>,
+    pub signals: Vec<SignalHealth>,
+    /// A signal runs degraded (its hook refused, a kernel feature missing).
+    pub degraded: bool,
+    /// Kernel and userspace losses since start (`drops` of the last report).
+    pub events_lost: BTreeMap<String, u64>,
+    pub otlp: OtlpCounts,
+    pub requests_kept: usize,
+    /// Requests dropped from the API's memory (not from export) to stay within bounds.
+    pub requests_evicted: u64,
+    pub last_report_unix_ms: Option<u64>,
+}
+
+/// Everything `culprit top` shows, in one call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub now_unix_ms: u64,
+    pub window_ms: u64,
+    pub health: Health,
+    pub services: Vec<GroupSummary>,
+    pub containers: Vec<GroupSummary>,
+    pub neighbours: Vec<NeighbourView>,
+    pub throttled: Vec<ThrottledView>,
+    pub retransmits: Vec<PeerView>,
+    /// The slowest requests of the window, slowest first.
+    pub slow_requests: Vec<RequestView>,
+}
+
+/// The agent-side facts that do not change while it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentFacts {
+    pub version: String,
+    pub kernel: String,
+    pub started_unix_ms: u64,
+    pub probes: Vec<HookHealth>,
+    pub signals: Vec<SignalHealth>,
+}
+
+pub struct LiveView {
+    facts: AgentFacts,
+    requests: VecDeque<RequestView>,
+    evicted: u64,
+    reports: VecDeque<(u64, Report)>,
+    placements: HashMap<u32, Placement>,
+}
+
+impl LiveView {
+    pub fn new(facts: AgentFacts) -> Self {
+        Self {
+            facts,
+            requests: VecDeque::new(),
+            evicted: 0,
+            reports: VecDeque::new(),
+            placements: HashMap::new(),
+        }
+    }
+
+    /// Records released spans; `place` finds a process's cgroup (called once per process).
+    pub fn on_spans(
+        &mut self,
+        lines: &[SpanLine],
+        now_unix_ms: u64,
+        mut place: impl FnMut(u32) -> Placement,
+    ) {
+        for line in lines {
+            let placement = self
+                .placements
+                .entry(line.pid)
+                .or_insert_with(|| place(line.pid));
+            self.requests
+                .push_back(RequestView::new(line, placement, now_unix_ms));
+            if self.requests.len() > MAX_REQUESTS {
+                self.requests.pop_front();
+                self.evicted += 1;
+            }
+        }
+    }
+
+    pub fn on_report(&mut self, report: &Report) {
+        self.reports
+            .push_back((report.unix_time_ms, report.clone()));
+        if self.reports.len() > MAX_REPORTS {
+            self.reports.pop_front();
+        }
+        // Processes come and go: forget placements of those no request mentions any more.
+        let live: std::collections::HashSet<u32> = self.requests.iter().map(|r| r.pid).collect();
+        self.placements.retain(|pid, _| live.contains(pid));
+    }
+
+    fn recent(&self, now_unix_ms: u64, window_ms: u64) -> impl Iterator<Item = &RequestView> {
+        let since = now_unix_ms.saturating_sub(window_ms);
+        self.requests
+            .iter()
+            .filter(move |r| r.seen_unix_ms >= since)
+    }
+
+    fn recent_reports(&self, now_unix_ms: u64, window_ms: u64) -> impl Iterator<Item = &Report> {
+        let since = now_unix_ms.saturating_sub(window_ms);
+        self.reports
+            .iter()
+            .filter(move |(t, _)| *t >= since)
+            .map(|(_, r)| r)
+    }
+
+    pub fn health(&self, now_unix_ms: u64) -> Health {
+        let last = self.reports.back().map(|(_, r)| r);
+        let f = &self.facts;
+        Health {
+            version: f.version.clone(),
+            kernel: f.kernel.clone(),
+            started_unix_ms: f.started_unix_ms,
+            uptime_s: now_unix_ms.saturating_sub(f.started_unix_ms) as f64 / 1e3,
+            probes_attached: f.probes.iter().filter(|p| p.attached).count(),
+            probes_total: f.probes.len(),
+            probes: f.probes.clone(),
+            signals: f.signals.clone(),
+            degraded: f.signals.iter().any(|s| !s.ok),
+            events_lost: last.map(|r| r.drops.clone()).unwrap_or_default(),
+            otlp: last.map(|r| r.otlp.clone()).unwrap_or_default(),
+            requests_kept: self.requests.len(),
+            requests_evicted: self.evicted,
+            last_report_unix_ms: last.map(|r| r.unix_time_ms),
+        }
+    }
+
+    /// Requests of at least `min_ms`, newest first.
+    pub fn requests(&self, limit: usize, min_ms: f64) -> Vec<RequestView> {
+        self.requests
+            .iter()
+            .rev()
+            .filter(|r| r.duration_ms >= min_ms)
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// The requests of a trace (by trace id) or the one span (by span id); ids are hex and
+    /// compared without regard to case.
+    pub fn request(&self, id: &str) -> Vec<RequestView> {
+        let id = id.to_ascii_lowercase();
+        self.requests
+            .iter()
+            .filter(|r| r.trace_id == id || r.span_id == id)
+            .cloned()
+            .collect()
+    }
+
+    pub fn services(&self, now_unix_ms: u64, window_ms: u64) -> Vec<GroupSummary> {
+        summarize_by(self.recent(now_unix_ms, window_ms), |r| {
+            r.service.clone().or_else(|| Some(format!("pid {}", r.pid)))
+        })
+    }
+
+    pub fn containers(&self, now_unix_ms: u64, window_ms: u64) -> Vec<GroupSummary> {
+        summarize_by(self.recent(now_unix_ms, window_ms), |r| {
+            r.container_id.clone().or_else(|| r.cgroup.clone())
+        })
+    }
+
+    pub fn neighbours(&self, now_unix_ms: u64, window_ms: u64) -> Vec<NeighbourView> {
+        let mut by: BTreeMap<&str, NeighbourView> = BTreeMap::new();
+        for r in self.recent(now_unix_ms, window_ms) {
+            let Some(n) = r.neighbour.as_deref() else {
+                continue;
+            };
+            if r.parts.contention_ms <= 0.0 {
+                continue;
+            }
+            let v = by.entry(n).or_insert_with(|| NeighbourView {
+                neighbour: n.to_string(),
+                requests: 0,
+                contention_ms: 0.0,
+            });
+            v.requests += 1;
+            v.contention_ms += r.parts.contention_ms;
+        }
+        let mut out: Vec<NeighbourView> = by.into_values().collect();
+        out.sort_by(|a, b| b.contention_ms.total_cmp(&a.contention_ms));
+        out
+    }
+
+    pub fn throttled(&self, now_unix_ms: u64, window_ms: u64) -> Vec<ThrottledView> {
+        let mut by: BTreeMap<&str, ThrottledView> = BTreeMap::new();
+        for row in self
+            .recent_reports(now_unix_ms, window_ms)
+            .flat_map(|r| &r.throttling)
+        {
+            let v = by.entry(&row.cgroup).or_insert_with(|| ThrottledView {
+                cgroup: row.cgroup.clone(),
+                nr_throttled: 0,
+                cpu_stat_throttled_ms: 0.0,
+                agent_throttled_ms: 0.0,
+            });
+            v.nr_throttled += row.nr_throttled;
+            v.cpu_stat_throttled_ms += row.cpu_stat_throttled_ns as f64 / 1e6;
+            v.agent_throttled_ms += row.threads_throttled_wall_ns as f64 / 1e6;
+        }
+        let mut out: Vec<ThrottledView> = by
+            .into_values()
+            .filter(|v| v.nr_throttled > 0 || v.cpu_stat_throttled_ms > 0.0)
+            .collect();
+        out.sort_by(|a, b| b.cpu_stat_throttled_ms.total_cmp(&a.cpu_stat_throttled_ms));
+        out
+    }
+
+    pub fn retransmits(&self, now_unix_ms: u64, window_ms: u64) -> Vec<PeerView> {
+        let mut by: BTreeMap<&str, PeerView> = BTreeMap::new();
+        for row in self
+            .recent_reports(now_unix_ms, window_ms)
+            .flat_map(|r| &r.retransmits)
+        {
+            let v = by.entry(&row.remote).or_insert_with(|| PeerView {
+                peer: row.remote.clone(),
+                retransmits: 0,
+                cost_ms: 0.0,
+                pids: Vec::new(),
+            });
+            v.retransmits += 1;
+            v.cost_ms += row.cost_ns as f64 / 1e6;
+            if let Some(pid) = row.pid
+                && !v.pids.contains(&pid)
+            {
+                v.pids.push(pid);
+            }
+        }
+        let mut out: Vec<PeerView> = by.into_values().collect();
+        out.sort_by(|a, b| b.retransmits.cmp(&a.retransmits).then(a.peer.cmp(&b.peer)));
+        out
+    }
+
+    pub fn snapshot(&self, now_unix_ms: u64, window_ms: u64, slow_limit: usize) -> Snapshot {
+        let mut slow: Vec<RequestView> = self.recent(now_unix_ms, window_ms).cloned().collect();
+        slow.sort_by(|a, b| b.duration_ms.total_cmp(&a.duration_ms));
+        slow.truncate(slow_limit);
+        Snapshot {
+            now_unix_ms,
+            window_ms,
+            health: self.health(now_unix_ms),
+            services: self.services(now_unix_ms, window_ms),
+            containers: self.containers(now_unix_ms, window_ms),
+            neighbours: self.neighbours(now_unix_ms, window_ms),
+            throttled: self.throttled(now_unix_ms, window_ms),
+            retransmits: self.retransmits(now_unix_ms, window_ms),
+            slow_requests: slow,
+        }
+    }
+}
+
+fn summarize_by<'a>(
+    requests: impl Iterator<Item = &'a RequestView>,
+    key: impl Fn(&RequestView) -> Option<String>,
+) -> Vec<GroupSummary> {
+    let mut groups: BTreeMap<String, Vec<&RequestView>> = BTreeMap::new();
+    for r in requests {
+        if let Some(k) = key(r) {
+            groups.entry(k).or_default().push(r);
+        }
+    }
+    let mut out: Vec<GroupSummary> = groups
+        .into_iter()
+        .map(|(key, rs)| {
+            let mut time = Parts::default();
+            rs.iter().for_each(|r| time.add(&r.parts));
+            let durations: Vec<f64> = rs.iter().map(|r| r.duration_ms).collect();
+            let (dominant, share) = time.dominant(KERNEL_CAUSE_MIN_SHARE);
+            GroupSummary {
+                key,
+                requests: rs.len(),
+                p50_ms: quantile(&durations, 0.5),
+                p99_ms: quantile(&durations, 0.99),
+                time,
+                dominant_cause: dominant.to_string(),
+                dominant_share: share,
+            }
+        })
+        .collect();
+    // Worst tail first.
+    out.sort_by(|a, b| b.p99_ms.total_cmp(&a.p99_ms).then(a.key.cmp(&b.key)));
+    out
+}
+
+/// The `q` quantile (0..=1) by nearest rank; 0 when empty.
+pub fn quantile(values: &[f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = ((q.clamp(0.0, 1.0) * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+/// The container id in a cgroup path, for the common runtimes' layouts: the last 64-hex-digit
+/// token of the path (`docker-<id>.scope`, `cri-containerd-<id>.scope`, `crio-<id>`, `/docker/<id>`).
+pub fn container_id_of(cgroup_path: &str) -> Option<String> {
+    cgroup_path
+        .split(['/', '-', '.', ':'])
+        .rev()
+        .find(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_ascii_lowercase)
+}

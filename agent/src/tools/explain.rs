@@ -1,0 +1,114 @@
+//! `culprit explain <trace-id or span-id>`: one request's decomposition, with a bar and the
+//! neighbour, peer and cgroup behind each part.
+
+use std::fmt::Write as _;
+
+use crate::{
+    join::parts::PART_NAMES,
+    live::{
+        client::{self, Endpoint},
+        view::RequestView,
+    },
+    tools::bar,
+};
+
+const BAR_WIDTH: usize = 60;
+
+pub fn run(endpoint: &Endpoint, id: &str, json: bool) -> anyhow::Result<()> {
+    let id = id.trim().to_ascii_lowercase();
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        anyhow::bail!("{id:?} is not a trace id (32 hex digits) or span id (16 hex digits)");
+    }
+    let found: Option<Vec<RequestView>> =
+        client::block_on(client::get(endpoint, &format!("/v1/requests/{id}")))??;
+    let Some(requests) = found else {
+        anyhow::bail!(
+            "the agent has no request with id {id} among the recent ones (it keeps the last \
+             {} requests; was the span sent to this node's agent?)",
+            crate::live::view::MAX_REQUESTS
+        );
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&requests)?);
+    } else {
+        for r in &requests {
+            print!("{}", render(r));
+        }
+    }
+    Ok(())
+}
+
+/// The text `explain` prints for one request.
+pub fn render(r: &RequestView) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} — {:.1} ms, cause {} ({:.0}%)",
+        r.name,
+        r.duration_ms,
+        r.cause,
+        r.cause_share * 100.0
+    );
+    let _ = writeln!(
+        out,
+        "trace {}  span {}  service {}  pid {}",
+        r.trace_id,
+        r.span_id,
+        r.service.as_deref().unwrap_or("?"),
+        r.pid
+    );
+    if let Some(cg) = &r.cgroup {
+        let _ = write!(out, "cgroup {cg}");
+        if let Some(id) = &r.container_id {
+            let _ = write!(out, "  container {id}");
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(out, "{}", bar::text(&r.parts, BAR_WIDTH));
+    let _ = writeln!(out, " {}", bar::legend(&r.parts));
+    for line in part_lines(r) {
+        let _ = writeln!(out, "  {line}");
+    }
+    let _ = writeln!(
+        out,
+        "  joined by {} (coverage {:.0}%)\n",
+        r.join,
+        r.coverage * 100.0
+    );
+    out
+}
+
+/// One line per part: its time, its share, and who or what is behind it.
+pub fn part_lines(r: &RequestView) -> Vec<String> {
+    let total = r.parts.total_ms().max(f64::MIN_POSITIVE);
+    PART_NAMES
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let ms = r.parts.values()[i];
+            let behind = match *name {
+                "cpu.contention" if ms > 0.0 => {
+                    r.neighbour.as_ref().map(|n| format!("CPU held by {n}"))
+                }
+                "cpu.throttling" if ms > 0.0 => Some(format!(
+                    "CFS quota of {}",
+                    r.cgroup.as_deref().unwrap_or("the process's cgroup")
+                )),
+                "tcp.retransmit" if ms > 0.0 => r
+                    .retransmit_peer
+                    .as_ref()
+                    .map(|p| format!("{} retransmit(s) to/from {p}", r.retransmits)),
+                _ => None,
+            };
+            format!(
+                "{:<24}{:>9.2} ms {:>5.1}%  {}",
+                bar::PART_LABELS[i],
+                ms,
+                ms / total * 100.0,
+                behind.unwrap_or_default()
+            )
+            .trim_end()
+            .to_string()
+        })
+        .collect()
+}
