@@ -17,7 +17,7 @@ use crate::{
     join::Joiner,
     live::{
         api,
-        view::{AgentFacts, LiveView, Placement, container_id_of},
+        view::{AgentFacts, LiveView, Placement},
     },
     metrics::AgentMetrics,
     otlp::{self, Ingress, Payload},
@@ -69,6 +69,9 @@ fn probe_config(opts: &AgentOpts) -> anyhow::Result<ProbeConfig> {
 
 async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
     let config = probe_config(&opts)?;
+    for warning in crate::capabilities::check_self().map_err(anyhow::Error::msg)? {
+        log::warn!("{warning}");
+    }
     let export_config = export::config::resolve(
         |k| std::env::var(k).ok(),
         opts.export_endpoint.as_deref(),
@@ -198,7 +201,8 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
     let print_spans = !exporting || opts.print_spans;
     let slow_ns = (opts.slow_ms.max(0.0) * 1e6) as u64;
     let mut agent_metrics = AgentMetrics::new(realtime_ns());
-    let mut joiner = Joiner::new(Duration::from_millis(opts.hold_ms).min(MAX_HOLD), MAX_HOLD);
+    let mut joiner = Joiner::new(Duration::from_millis(opts.hold_ms).min(MAX_HOLD), MAX_HOLD)
+        .with_node_name(opts.node_name.clone());
 
     let stop = stop_requested(opts.duration);
     tokio::pin!(stop);
@@ -340,7 +344,9 @@ fn placement_of(pid: u32) -> Placement {
                 .map(|m| m.path)
         });
     Placement {
-        container_id: cgroup.as_deref().and_then(container_id_of),
+        container_id: cgroup
+            .as_deref()
+            .and_then(|c| crate::k8s_identity::parse(c).container_id),
         cgroup,
     }
 }

@@ -51,6 +51,9 @@ pub enum Command {
         api: ApiOpts,
         #[arg(long)]
         json: bool,
+        /// Exit 0 whenever the agent answers, degraded or not (a liveness probe).
+        #[arg(long)]
+        liveness: bool,
     },
 }
 
@@ -84,6 +87,9 @@ pub enum OutputFormat {
 
 #[derive(Debug, Parser)]
 pub struct AgentOpts {
+    /// Read flags from this file, one per line (`--interval 5`); later flags win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Seconds between two reports.
     #[arg(long, default_value = "2", value_parser = parse_seconds)]
     pub interval: Duration,
@@ -175,6 +181,10 @@ pub struct AgentOpts {
     /// Do not serve the local API.
     #[arg(long)]
     pub no_api: bool,
+    /// This node's name, set as `k8s.node.name` on what the agent emits (in a DaemonSet, from
+    /// the downward API's `spec.nodeName`).
+    #[arg(long, env = "K8S_NODE_NAME")]
+    pub node_name: Option<String>,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {

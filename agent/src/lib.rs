@@ -2,16 +2,19 @@
 //! the lab and the end-to-end tests reuse the pieces that are not tied to a running agent.
 
 pub mod agent;
+pub mod capabilities;
 pub mod cgroup_paths;
 pub mod cli;
 pub mod clock;
 pub mod collector;
+pub mod config_file;
 pub mod cpu_stat;
 pub mod drops;
 pub mod export;
 pub mod histogram;
 pub mod intervals;
 pub mod join;
+pub mod k8s_identity;
 pub mod kernel_btf;
 pub mod live;
 pub mod metrics;

@@ -8,7 +8,14 @@ use culprit::{
 };
 
 fn main() -> std::process::ExitCode {
-    let cli = cli::Cli::parse();
+    let args = match culprit::config_file::expand(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(err) => {
+            eprintln!("culprit: {err:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let cli = cli::Cli::parse_from(args);
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();
@@ -31,7 +38,11 @@ fn main() -> std::process::ExitCode {
         cli::Command::Explain { api, id, json } => {
             explain::run(&api.endpoint(), &id, json).map(|()| std::process::ExitCode::SUCCESS)
         }
-        cli::Command::Status { api, json } => status::run(&api.endpoint(), json),
+        cli::Command::Status {
+            api,
+            json,
+            liveness,
+        } => status::run(&api.endpoint(), json, liveness),
     };
     match result {
         Ok(code) => code,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use culprit_common::{HIST_SLOTS, RunqHist, slot_lower_bound_ns};
 use opentelemetry_proto::tonic::{
     collector::metrics::v1::ExportMetricsServiceRequest,
-    common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value},
+    common::v1::{InstrumentationScope, KeyValue},
     metrics::v1::{
         AggregationTemporality, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics,
         ScopeMetrics, Sum, metric::Data, number_data_point,
@@ -25,16 +25,6 @@ pub struct AgentMetrics {
     attributed_s: BTreeMap<(String, String), f64>,
     throttled_ns: BTreeMap<String, u64>,
     retransmits: BTreeMap<String, u64>,
-}
-
-fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue {
-            value: Some(Value::StringValue(value.to_string())),
-        }),
-        ..KeyValue::default()
-    }
 }
 
 impl AgentMetrics {
@@ -105,7 +95,10 @@ impl AgentMetrics {
                     .iter()
                     .map(|((cause, service), s)| {
                         point(
-                            vec![kv("culprit.cause", cause), kv("service.name", service)],
+                            vec![
+                                crate::otlp::string_kv("culprit.cause", cause),
+                                crate::otlp::string_kv("service.name", service),
+                            ],
                             number_data_point::Value::AsDouble(*s),
                         )
                     })
@@ -119,7 +112,7 @@ impl AgentMetrics {
                     .iter()
                     .map(|(cg, ns)| {
                         point(
-                            vec![kv("culprit.cgroup", cg)],
+                            vec![crate::otlp::string_kv("culprit.cgroup", cg)],
                             number_data_point::Value::AsDouble(*ns as f64 / 1e9),
                         )
                     })
@@ -133,7 +126,7 @@ impl AgentMetrics {
                     .iter()
                     .map(|(peer, n)| {
                         point(
-                            vec![kv("culprit.tcp.peer", peer)],
+                            vec![crate::otlp::string_kv("culprit.tcp.peer", peer)],
                             number_data_point::Value::AsInt(*n as i64),
                         )
                     })
@@ -153,7 +146,7 @@ impl AgentMetrics {
                     data_points: runq
                         .iter()
                         .map(|(cg, h)| HistogramDataPoint {
-                            attributes: vec![kv("culprit.cgroup", cg)],
+                            attributes: vec![crate::otlp::string_kv("culprit.cgroup", cg)],
                             start_time_unix_nano: start,
                             time_unix_nano: now_unix_ns,
                             count: h.count,
@@ -199,8 +192,8 @@ impl AgentMetrics {
             resource_metrics: vec![ResourceMetrics {
                 resource: Some(Resource {
                     attributes: vec![
-                        kv("service.name", "culprit-agent"),
-                        kv("host.name", &hostname()),
+                        crate::otlp::string_kv("service.name", "culprit-agent"),
+                        crate::otlp::string_kv("host.name", &hostname()),
                     ],
                     ..Resource::default()
                 }),

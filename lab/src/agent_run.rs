@@ -29,22 +29,40 @@ pub struct RunningAgent {
 impl RunningAgent {
     /// Starts `culprit agent` with JSON reports every `interval`, plus `extra_args`.
     pub fn start(interval: Duration, extra_args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_wrapped(&[], interval, extra_args)
+    }
+
+    /// Like [`RunningAgent::start`], with the agent run through `prefix` (e.g. `setpriv` with a
+    /// reduced capability set).
+    pub fn start_wrapped(
+        prefix: &[String],
+        interval: Duration,
+        extra_args: &[&str],
+    ) -> anyhow::Result<Self> {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let api_socket = std::env::temp_dir().join(format!(
             "culprit-agent-{}-{}.sock",
             std::process::id(),
             NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
-        let mut cmd = Command::new(bin_path("culprit")?);
-        if !extra_args.contains(&"--api-socket") {
-            cmd.arg("--api-socket").arg(&api_socket);
-        }
+        let agent = bin_path("culprit")?;
+        let mut cmd = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&agent);
+                c
+            }
+            None => Command::new(&agent),
+        };
         cmd.arg("agent")
             .arg("--output")
             .arg("json")
             .arg("--interval")
-            .arg(interval.as_secs_f64().to_string())
-            .args(extra_args)
+            .arg(interval.as_secs_f64().to_string());
+        if !extra_args.contains(&"--api-socket") {
+            cmd.arg("--api-socket").arg(&api_socket);
+        }
+        cmd.args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped());
         let mut process = Reaped::spawn("culprit agent", &mut cmd)?;

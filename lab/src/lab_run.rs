@@ -158,6 +158,15 @@ impl Lab {
     /// ports, printing every request's decomposition. `stop` (set on Ctrl-C) ends a scenario
     /// early.
     pub fn start(stop: Arc<AtomicBool>, agent_args: &[String]) -> anyhow::Result<Self> {
+        Self::start_wrapped(stop, &[], agent_args)
+    }
+
+    /// Like [`Lab::start`], with the agent run through `agent_prefix` (e.g. `setpriv`).
+    pub fn start_wrapped(
+        stop: Arc<AtomicBool>,
+        agent_prefix: &[String],
+        agent_args: &[String],
+    ) -> anyhow::Result<Self> {
         if std::thread::available_parallelism().map_or(1, |n| n.get()) <= SERVICE_CPU {
             bail!("the lab needs 2 CPUs: one for the service, one for the harness");
         }
@@ -167,7 +176,7 @@ impl Lab {
         args.extend(["--slow-ms".into(), "0".into()]);
         args.extend(agent_args.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut agent = RunningAgent::start(Duration::from_secs(1), &args)?;
+        let mut agent = RunningAgent::start_wrapped(agent_prefix, Duration::from_secs(1), &args)?;
         agent.next_report()?; // The probes are attached.
         Ok(Self { agent, ports, stop })
     }

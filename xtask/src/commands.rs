@@ -59,6 +59,37 @@ pub fn demo() -> anyhow::Result<()> {
     )
 }
 
+/// `cargo xtask image [TAG]`: the agent's container image from `Containerfile`, with the first
+/// builder found (podman, docker, buildah).
+pub fn image(tag: Option<&str>) -> anyhow::Result<()> {
+    let tag = tag.unwrap_or("culprit:dev");
+    let builder = ["podman", "docker", "buildah"]
+        .into_iter()
+        .find(|b| which::which(b).is_ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no container builder here (podman, docker or buildah): install one, or build \
+                 Containerfile on a machine that has one"
+            )
+        })?;
+    let mut cmd = Command::new(builder);
+    if builder == "buildah" {
+        cmd.arg("bud");
+    } else {
+        cmd.arg("build");
+    }
+    step(
+        &format!("container image {tag} with {builder}"),
+        "see the builder's output above",
+        || {
+            run_cmd(
+                cmd.args(["-f", "Containerfile", "-t", tag, "."])
+                    .current_dir(root()),
+            )
+        },
+    )
+}
+
 /// `cargo xtask lab <scenario> [--fault-seconds N]`: one scenario, for longer.
 pub fn lab(args: &[String]) -> anyhow::Result<()> {
     setup::run()?;

@@ -34,6 +34,11 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
     },
+    /// The agent's container image (Containerfile) with podman, docker or buildah.
+    Image {
+        /// Image tag.
+        tag: Option<String>,
+    },
     /// Benchmarks: per-hook kernel cost next to bpftrace, OTLP throughput next to rotel.
     Bench,
 }
@@ -48,6 +53,7 @@ fn main() -> std::process::ExitCode {
         Command::Demo => commands::demo(),
         Command::Lab { args } => commands::lab(&args),
         Command::Bench => commands::bench(),
+        Command::Image { tag } => commands::image(tag.as_deref()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

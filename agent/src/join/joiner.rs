@@ -24,6 +24,7 @@ use super::{
 use crate::{
     clock::{ClockOffset, monotonic_ns},
     collector::{Collector, ProcessView},
+    k8s_identity::{IdentityCache, annotate},
     otlp::{self, Origin},
 };
 
@@ -74,9 +75,17 @@ pub struct Joiner {
     identifier: Identifier,
     offset: ClockOffset,
     pub stats: Arc<JoinStats>,
+    identities: IdentityCache,
+    node_name: Option<String>,
 }
 
 impl Joiner {
+    /// Names the node in `k8s.node.name` on every resource the agent identified.
+    pub fn with_node_name(mut self, node_name: Option<String>) -> Self {
+        self.node_name = node_name;
+        self
+    }
+
     pub fn new(hold: Duration, max_hold: Duration) -> Self {
         Self {
             hold_ns: hold.as_nanos() as u64,
@@ -85,11 +94,15 @@ impl Joiner {
             identifier: Identifier::default(),
             offset: ClockOffset::measure(),
             stats: Arc::new(JoinStats::default()),
+            identities: IdentityCache::default(),
+            node_name: None,
         }
     }
 
     pub fn remeasure_clock(&mut self) {
         self.offset = ClockOffset::measure();
+        // Longer than any span is held: a sender that exited keeps its identity until then.
+        self.identities.expire(Duration::from_secs(30));
     }
 
     pub fn counts(&self) -> JoinCounts {
@@ -120,6 +133,8 @@ impl Joiner {
                     .map(|(p, _)| p);
                 if let Some(pid) = pid {
                     collector.watch_pid(pid);
+                    // Read now, while the sender surely exists.
+                    self.identities.of(pid);
                 }
                 for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
                     latest_end = latest_end.max(self.offset.to_monotonic(span.end_time_unix_nano));
@@ -155,6 +170,14 @@ impl Joiner {
             let mut lines = Vec::new();
             for (rs, pid) in held.request.resource_spans.iter_mut().zip(&held.pids) {
                 let view = pid.map(|p| collector.process_view(p)).unwrap_or_default();
+                if let Some(pid) = pid {
+                    let identity = self.identities.of(*pid);
+                    annotate(
+                        rs.resource.get_or_insert_with(Default::default),
+                        identity,
+                        self.node_name.as_deref(),
+                    );
+                }
                 let service = rs.resource.as_ref().and_then(|r| {
                     match otlp::attribute(&r.attributes, "service.name")? {
                         Value::StringValue(s) => Some(s.clone()),

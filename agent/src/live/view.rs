@@ -418,13 +418,3 @@ pub fn quantile(values: &[f64], q: f64) -> f64 {
     let rank = ((q.clamp(0.0, 1.0) * v.len() as f64).ceil() as usize).clamp(1, v.len());
     v[rank - 1]
 }
-
-/// The container id in a cgroup path, for the common runtimes' layouts: the last 64-hex-digit
-/// token of the path (`docker-<id>.scope`, `cri-containerd-<id>.scope`, `crio-<id>`, `/docker/<id>`).
-pub fn container_id_of(cgroup_path: &str) -> Option<String> {
-    cgroup_path
-        .split(['/', '-', '.', ':'])
-        .rev()
-        .find(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map(str::to_ascii_lowercase)
-}

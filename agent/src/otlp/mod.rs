@@ -9,7 +9,18 @@ pub mod raw_codec;
 
 pub use ingress::{Inbound, Ingress, IngressStats, Origin, Payload};
 
-use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+
+/// A string attribute.
+pub fn string_kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(value.to_string())),
+        }),
+        ..KeyValue::default()
+    }
+}
 
 /// The value of attribute `key` in an OTLP attribute list.
 pub fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {

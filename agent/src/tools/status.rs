@@ -11,7 +11,11 @@ use crate::live::{
 /// Exit code when a signal runs degraded.
 pub const EXIT_DEGRADED: u8 = 2;
 
-pub fn run(endpoint: &Endpoint, json: bool) -> anyhow::Result<std::process::ExitCode> {
+pub fn run(
+    endpoint: &Endpoint,
+    json: bool,
+    liveness: bool,
+) -> anyhow::Result<std::process::ExitCode> {
     let health: Health = client::block_on(client::get(endpoint, "/v1/health"))??
         .ok_or_else(|| anyhow::anyhow!("{endpoint} has no /v1/health: is that a culprit agent?"))?;
     if json {
@@ -22,7 +26,7 @@ pub fn run(endpoint: &Endpoint, json: bool) -> anyhow::Result<std::process::Exit
             render(&health, crate::clock::realtime_ns() / 1_000_000)
         );
     }
-    Ok(if health.degraded {
+    Ok(if health.degraded && !liveness {
         std::process::ExitCode::from(EXIT_DEGRADED)
     } else {
         std::process::ExitCode::SUCCESS

@@ -1,0 +1,248 @@
+//! Kubernetes identity from a process's cgroup path: the pod uid and the container id, for the
+//! systemd and cgroupfs cgroup drivers of containerd, CRI-O and Docker (cri-dockerd). These are
+//! what the `k8sattributes` processor of an OpenTelemetry Collector keys on to add pod names.
+
+use std::{
+    collections::HashMap,
+    fs,
+    time::{Duration, Instant},
+};
+
+use opentelemetry_proto::tonic::resource::v1::Resource;
+
+use crate::procfs::parse_proc_cgroup;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct K8sIdentity {
+    pub pod_uid: Option<String>,
+    pub container_id: Option<String>,
+}
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A pod uid as the kubelet writes it in cgroup names: `pod<uid>`, with the uid's dashes turned
+/// into underscores by the systemd driver (`kubepods-besteffort-pod<uid>.slice`).
+fn pod_uid(component: &str) -> Option<String> {
+    let name = component.strip_suffix(".slice").unwrap_or(component);
+    let at = name.rfind("pod")?;
+    // `pod` must start the component or follow the QoS class's dash.
+    if at != 0 && !name[..at].ends_with('-') {
+        return None;
+    }
+    let uid = name[at + 3..].replace('_', "-");
+    let valid = uid.len() == 36
+        && uid.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        });
+    valid.then(|| uid.to_ascii_lowercase())
+}
+
+/// A container id in a cgroup path component: `cri-containerd-<id>.scope`, `crio-<id>.scope`,
+/// `docker-<id>.scope`, or the bare id of the cgroupfs driver (`crio-<id>` for CRI-O). CRI-O's
+/// `crio-conmon-<id>` is its monitor process, not the container.
+fn container_id(component: &str) -> Option<String> {
+    let name = component.strip_suffix(".scope").unwrap_or(component);
+    if name.contains("conmon") {
+        return None;
+    }
+    let id = name.rsplit(['-', ':']).next()?;
+    is_hex64(id).then(|| id.to_ascii_lowercase())
+}
+
+/// The identity in a cgroup path (v2, or the v1 path of any controller). The kubelet's tree may
+/// sit anywhere below the root (nested runtimes, test trees), so the path is searched rather
+/// than matched from its start.
+pub fn parse(cgroup_path: &str) -> K8sIdentity {
+    let components: Vec<&str> = cgroup_path.split('/').filter(|c| !c.is_empty()).collect();
+    let in_kubepods = components.iter().position(|c| {
+        *c == "kubepods" || c.starts_with("kubepods.slice") || *c == "kubepods.slice"
+    });
+    let pod_uid = in_kubepods.and_then(|at| components[at..].iter().find_map(|c| pod_uid(c)));
+    let container_id = components.last().and_then(|c| container_id(c));
+    K8sIdentity {
+        pod_uid,
+        container_id,
+    }
+}
+
+/// Looks identities up per process, once, while the process is alive: a span can be released
+/// after its sender exited.
+#[derive(Default)]
+pub struct IdentityCache {
+    by_pid: HashMap<u32, (K8sIdentity, Instant)>,
+}
+
+impl IdentityCache {
+    pub fn of(&mut self, pid: u32) -> &K8sIdentity {
+        let entry = self
+            .by_pid
+            .entry(pid)
+            .or_insert_with(|| (lookup(pid), Instant::now()));
+        entry.1 = Instant::now();
+        &entry.0
+    }
+
+    /// Forgets processes no span mentioned for `max_age` (pids are reused).
+    pub fn expire(&mut self, max_age: Duration) {
+        self.by_pid.retain(|_, (_, seen)| seen.elapsed() < max_age);
+    }
+}
+
+fn lookup(pid: u32) -> K8sIdentity {
+    fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()
+        .map(|text| {
+            let memberships = parse_proc_cgroup(&text);
+            // The v2 path where there is one, else any v1 hierarchy's.
+            memberships
+                .iter()
+                .find(|m| m.hierarchy == 0)
+                .or_else(|| memberships.first())
+                .map(|m| parse(&m.path))
+                .unwrap_or_default()
+        })
+        .unwrap_or_default()
+}
+
+/// Adds `container.id`, `k8s.pod.uid` and `k8s.node.name` to a resource, leaving any value the
+/// application set itself.
+pub fn annotate(resource: &mut Resource, identity: &K8sIdentity, node_name: Option<&str>) {
+    let mut add = |key: &str, value: Option<&str>| {
+        if let Some(v) = value
+            && !resource.attributes.iter().any(|kv| kv.key == key)
+        {
+            resource.attributes.push(crate::otlp::string_kv(key, v));
+        }
+    };
+    add("container.id", identity.container_id.as_deref());
+    add("k8s.pod.uid", identity.pod_uid.as_deref());
+    add("k8s.node.name", node_name);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UID: &str = "6b3e5f7a-1c2d-4e5f-8a9b-0c1d2e3f4a5b";
+    const UID_: &str = "6b3e5f7a_1c2d_4e5f_8a9b_0c1d2e3f4a5b";
+    const ID: &str = "3f4e5d6c7b8a99887766554433221100ffeeddccbbaa00112233445566778899";
+
+    fn both(path: &str) -> (Option<String>, Option<String>) {
+        let id = parse(path);
+        (id.pod_uid, id.container_id)
+    }
+
+    fn expected() -> (Option<String>, Option<String>) {
+        (Some(UID.to_string()), Some(ID.to_string()))
+    }
+
+    #[test]
+    fn containerd_with_the_systemd_driver() {
+        let path = format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{ID}.scope"
+        );
+        assert_eq!(both(&path), expected());
+        // Guaranteed pods sit right under kubepods.slice.
+        let path = format!("/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{ID}.scope");
+        assert_eq!(both(&path), expected());
+    }
+
+    #[test]
+    fn containerd_with_the_cgroupfs_driver() {
+        assert_eq!(
+            both(&format!("/kubepods/burstable/pod{UID}/{ID}")),
+            expected()
+        );
+        assert_eq!(both(&format!("/kubepods/pod{UID}/{ID}")), expected());
+    }
+
+    #[test]
+    fn cri_o_with_both_drivers_and_its_monitor() {
+        let systemd = format!(
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice/crio-{ID}.scope"
+        );
+        assert_eq!(both(&systemd), expected());
+        assert_eq!(
+            both(&format!("/kubepods/besteffort/pod{UID}/crio-{ID}")),
+            expected()
+        );
+        // conmon, CRI-O's monitor, runs in the pod but is no container.
+        let conmon = format!(
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_}.slice/crio-conmon-{ID}.scope"
+        );
+        assert_eq!(both(&conmon), (Some(UID.to_string()), None));
+    }
+
+    #[test]
+    fn docker_in_and_out_of_kubernetes() {
+        let k8s = format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/docker-{ID}.scope"
+        );
+        assert_eq!(both(&k8s), expected());
+        assert_eq!(
+            both(&format!("/kubepods/burstable/pod{UID}/{ID}")),
+            expected()
+        );
+        // Plain Docker: a container, no pod.
+        assert_eq!(
+            both(&format!("/system.slice/docker-{ID}.scope")),
+            (None, Some(ID.into()))
+        );
+        assert_eq!(both(&format!("/docker/{ID}")), (None, Some(ID.into())));
+    }
+
+    #[test]
+    fn nested_trees_and_ordinary_processes() {
+        // A kubelet tree below another cgroup (kind, test trees).
+        let nested = format!(
+            "/culprit-test-42-0/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice/cri-containerd-{ID}.scope"
+        );
+        assert_eq!(both(&nested), expected());
+        assert_eq!(
+            both("/user.slice/user-0.slice/session-1.scope"),
+            (None, None)
+        );
+        assert_eq!(both("/"), (None, None));
+        assert_eq!(both(""), (None, None));
+        // The pod's own cgroup (the pause process's parent) has a pod and no container.
+        assert_eq!(
+            both(&format!("/kubepods/burstable/pod{UID}")),
+            (Some(UID.to_string()), None)
+        );
+        // Not a uid, not an id.
+        assert_eq!(both("/kubepods/burstable/podnot-a-uid/abc"), (None, None));
+        assert_eq!(both(&format!("/apod{UID}/x")), (None, None));
+    }
+
+    #[test]
+    fn annotation_keeps_what_the_application_set() {
+        let mut r = Resource::default();
+        r.attributes
+            .push(crate::otlp::string_kv("container.id", "from-the-app"));
+        annotate(
+            &mut r,
+            &K8sIdentity {
+                pod_uid: Some(UID.into()),
+                container_id: Some(ID.into()),
+            },
+            Some("node-a"),
+        );
+        let get = |k: &str| {
+            r.attributes
+                .iter()
+                .filter(|kv| kv.key == k)
+                .map(|kv| format!("{:?}", kv.value))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get("container.id").len(), 1);
+        assert!(get("container.id")[0].contains("from-the-app"));
+        assert!(get("k8s.pod.uid")[0].contains(UID));
+        assert!(get("k8s.node.name")[0].contains("node-a"));
+        let mut bare = Resource::default();
+        annotate(&mut bare, &K8sIdentity::default(), None);
+        assert!(bare.attributes.is_empty());
+    }
+}
