@@ -71,7 +71,12 @@ fn request(seq: u64) -> ExportTraceServiceRequest {
 
 /// Sends batches to `port` for `duration` from `streams` concurrent clients, at most
 /// `max_rps` requests per second in all (0: as fast as accepted). Returns spans accepted.
-async fn load(port: u16, duration: Duration, streams: usize, max_rps: u64) -> anyhow::Result<u64> {
+pub(crate) async fn load(
+    port: u16,
+    duration: Duration,
+    streams: usize,
+    max_rps: u64,
+) -> anyhow::Result<u64> {
     let deadline = Instant::now() + duration;
     let mut tasks = Vec::new();
     for s in 0..streams {
@@ -103,7 +108,7 @@ async fn load(port: u16, duration: Duration, streams: usize, max_rps: u64) -> an
 }
 
 /// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let fields: Vec<&str> = stat
         .rsplit_once(')')
@@ -116,7 +121,7 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 }
 
 /// Peak resident memory of a process, in MiB.
-fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
+pub(crate) fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: f64 = status
         .lines()
@@ -129,7 +134,7 @@ fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
     Ok(kb / 1024.0)
 }
 
-fn rotel(grpc: u16, http: u16, exporter: &[&str]) -> anyhow::Result<Reaped> {
+pub(crate) fn rotel(grpc: u16, http: u16, exporter: &[&str]) -> anyhow::Result<Reaped> {
     let mut cmd = Command::new(rotel_agent_path()?);
     cmd.args(["start", "--otlp-grpc-endpoint"])
         .arg(format!("127.0.0.1:{grpc}"))
@@ -144,7 +149,7 @@ fn rotel(grpc: u16, http: u16, exporter: &[&str]) -> anyhow::Result<Reaped> {
 }
 
 /// A `culprit agent` exporting to `downstream`; returns it and its gRPC port.
-fn start_agent(downstream: &str) -> anyhow::Result<(Reaped, u16)> {
+pub(crate) fn start_agent(downstream: &str) -> anyhow::Result<(Reaped, u16)> {
     let (grpc, http) = (free_port()?, free_port()?);
     let mut cmd = Command::new(bin_path("culprit")?);
     cmd.args([

@@ -321,24 +321,8 @@ impl Lab {
         port: u16,
         downstream_port: u16,
     ) -> anyhow::Result<Reaped> {
-        let mut cmd = Command::new(bin_path("culprit-lab")?);
-        for cg in cgroups {
-            cmd.arg("--cgroup").arg(cg);
-        }
-        cmd.args([
-            "--cpu",
-            &SERVICE_CPU.to_string(),
-            "--seconds",
-            "3600",
-            "service",
-        ])
-        .args(["--port", &port.to_string()])
-        .args(["--downstream-port", &downstream_port.to_string()])
-        .args(["--endpoint", &self.ports.grpc_url()])
-        .args(["--workers", &SERVICE_WORKERS.to_string()])
-        .args(["--cpu-work-ms", &CPU_WORK.as_millis().to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped());
+        let mut cmd = service_command(cgroups, port, downstream_port, &self.ports.grpc_url())?;
+        cmd.stdout(Stdio::piped());
         let service = Reaped::spawn("lab service", &mut cmd)?;
         wait_for_port(port, Duration::from_secs(10))?;
         Ok(service)
@@ -397,6 +381,33 @@ impl Lab {
     pub fn stop(self) -> anyhow::Result<()> {
         self.agent.stop().map(|_| ())
     }
+}
+
+/// `culprit-lab service` placed in `cgroups` on the service's CPU, exporting to `endpoint`.
+pub fn service_command(
+    cgroups: &[std::path::PathBuf],
+    port: u16,
+    downstream_port: u16,
+    endpoint: &str,
+) -> anyhow::Result<Command> {
+    let mut cmd = Command::new(bin_path("culprit-lab")?);
+    for cg in cgroups {
+        cmd.arg("--cgroup").arg(cg);
+    }
+    cmd.args([
+        "--cpu",
+        &SERVICE_CPU.to_string(),
+        "--seconds",
+        "3600",
+        "service",
+    ])
+    .args(["--port", &port.to_string()])
+    .args(["--downstream-port", &downstream_port.to_string()])
+    .args(["--endpoint", endpoint])
+    .args(["--workers", &SERVICE_WORKERS.to_string()])
+    .args(["--cpu-work-ms", &CPU_WORK.as_millis().to_string()])
+    .stdin(Stdio::null());
+    Ok(cmd)
 }
 
 /// A fault, removed when dropped.

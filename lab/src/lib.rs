@@ -5,6 +5,7 @@
 pub mod accuracy;
 pub mod agent_run;
 pub mod bench_hooks;
+pub mod bench_overhead;
 pub mod bench_pipeline;
 pub mod binaries;
 pub mod browser;

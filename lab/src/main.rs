@@ -113,6 +113,14 @@ enum LabCommand {
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
     },
+    /// The agent's cost to the application (lab service, agent off vs on) and to the node
+    /// (CPU, memory under a context-switch storm and spans), and the span export delay.
+    BenchOverhead {
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long)]
+        markdown: Option<PathBuf>,
+    },
     /// Spans per second per core through the agent next to rotel, and the agent's memory.
     BenchPipeline {
         #[arg(long, default_value_t = 10.0)]
@@ -181,6 +189,9 @@ fn main() -> anyhow::Result<()> {
             storm_seconds,
             markdown,
         } => return bench_hooks::run(*storm_seconds, markdown.as_deref()),
+        LabCommand::BenchOverhead { seconds, markdown } => {
+            return culprit_lab::bench_overhead::run(*seconds, markdown.as_deref());
+        }
         LabCommand::BenchPipeline { seconds, markdown } => {
             return culprit_lab::bench_pipeline::run(*seconds, markdown.as_deref());
         }
@@ -240,6 +251,7 @@ fn main() -> anyhow::Result<()> {
         LabCommand::Demo { .. }
         | LabCommand::Lab { .. }
         | LabCommand::BenchHooks { .. }
+        | LabCommand::BenchOverhead { .. }
         | LabCommand::BenchPipeline { .. } => {
             unreachable!("handled above")
         }

@@ -126,6 +126,8 @@ pub fn rotel(grpc_port: u16, http_port: u16, export_to: &str) -> anyhow::Result<
 /// definitions.
 pub struct Sink {
     rx: mpsc::Receiver<ExportTraceServiceRequest>,
+    /// (arrival, span end), wall clock ns, for every span received.
+    arrivals: std::sync::Arc<std::sync::Mutex<Vec<(u64, u64)>>>,
     metrics_rx: mpsc::Receiver<ExportMetricsServiceRequest>,
     pub addr: SocketAddr,
 }
@@ -135,6 +137,8 @@ impl Sink {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let (tx, rx) = mpsc::channel();
         let (metrics_tx, metrics_rx) = mpsc::channel();
+        let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = arrivals.clone();
         thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -150,6 +154,16 @@ impl Sink {
                 while let Some(msg) = inbound.recv().await {
                     match msg.payload {
                         Payload::Traces(req) => {
+                            let now = culprit::clock::realtime_ns();
+                            if let Ok(mut a) = record.lock() {
+                                a.extend(
+                                    req.resource_spans
+                                        .iter()
+                                        .flat_map(|rs| &rs.scope_spans)
+                                        .flat_map(|ss| &ss.spans)
+                                        .map(|s| (now, s.end_time_unix_nano)),
+                                );
+                            }
                             if tx.send(req).is_err() {
                                 break;
                             }
@@ -165,6 +179,7 @@ impl Sink {
         wait_for_port(port, Duration::from_secs(10))?;
         Ok(Self {
             rx,
+            arrivals,
             metrics_rx,
             addr,
         })
@@ -173,6 +188,11 @@ impl Sink {
     /// The base URL to export to.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// (arrival, span end) of every span received so far, wall clock ns.
+    pub fn arrivals(&self) -> Vec<(u64, u64)> {
+        self.arrivals.lock().map(|a| a.clone()).unwrap_or_default()
     }
 
     /// The metrics requests received so far.

@@ -135,7 +135,20 @@ pub fn bench() -> anyhow::Result<()> {
             )
         },
     )?;
-    println!("results: target/bench/hooks.md and pipeline.md (copy the tables into BENCHMARKS.md)");
+    step(
+        "overhead: the lab service agent off vs on, the agent's CPU and memory under a storm, export delay",
+        "needs root, 2 CPUs and the virtualenv's rotel (`cargo xtask setup`)",
+        || {
+            run_cmd(
+                Command::new(root().join("target/release/culprit-lab"))
+                    .args(["bench-overhead", "--seconds", "10", "--markdown"])
+                    .arg(out_dir.join("overhead.md")),
+            )
+        },
+    )?;
+    println!(
+        "results: target/bench/hooks.md, pipeline.md and overhead.md (copy the tables into BENCHMARKS.md)"
+    );
     Ok(())
 }
 
