@@ -87,7 +87,8 @@ pub enum OutputFormat {
 
 #[derive(Debug, Parser)]
 pub struct AgentOpts {
-    /// Read flags from this file, one per line (`--interval 5`); later flags win.
+    /// Read flags from this file, one per line (`--interval 5`); later flags win. (Expanded
+    /// before parsing by `config_file::expand`: declared here for `--help` only.)
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Seconds between two reports.

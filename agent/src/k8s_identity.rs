@@ -57,9 +57,9 @@ fn container_id(component: &str) -> Option<String> {
 /// than matched from its start.
 pub fn parse(cgroup_path: &str) -> K8sIdentity {
     let components: Vec<&str> = cgroup_path.split('/').filter(|c| !c.is_empty()).collect();
-    let in_kubepods = components.iter().position(|c| {
-        *c == "kubepods" || c.starts_with("kubepods.slice") || *c == "kubepods.slice"
-    });
+    let in_kubepods = components
+        .iter()
+        .position(|c| *c == "kubepods" || *c == "kubepods.slice");
     let pod_uid = in_kubepods.and_then(|at| components[at..].iter().find_map(|c| pod_uid(c)));
     let container_id = components.last().and_then(|c| container_id(c));
     K8sIdentity {

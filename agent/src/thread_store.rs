@@ -275,7 +275,11 @@ impl ThreadStore {
                 add_record(&mut part, &self.open_bucket(live), start_ns, end_ns);
                 unplaced_ns += part.throttled_ns;
             }
-            if live.state == state::RUNQ && live.throttled && live.since_ns < end_ns {
+            if live.since_ns != 0
+                && live.state == state::RUNQ
+                && live.throttled
+                && live.since_ns < end_ns
+            {
                 place(end_ns, end_ns - live.since_ns.max(start_ns));
             }
         }

@@ -128,15 +128,20 @@ impl ScenarioRun {
             .max_by(|a, b| a.latency_ms.total_cmp(&b.latency_ms))
     }
 
-    /// Share of the slow requests (p90+) naming the hog as the neighbour.
+    /// Share of the contention phase's slow requests (its p90+) naming the hog as the neighbour.
     pub fn hog_named_share(&self) -> Option<f64> {
         let tag = format!("({})", self.hog_pid?);
-        let slow: Vec<&Request> = self
+        // Slow as in the accuracy: the contention phase's own p90.
+        let contended: Vec<&Request> = self
             .requests
             .iter()
-            .filter(|r| {
-                r.latency_ms >= self.summary.p90_ms && r.injected == Some(Injected::Contention)
-            })
+            .filter(|r| r.injected == Some(Injected::Contention))
+            .collect();
+        let latencies: Vec<f64> = contended.iter().map(|r| r.latency_ms).collect();
+        let p90 = accuracy::quantile(&latencies, 0.9);
+        let slow: Vec<&Request> = contended
+            .into_iter()
+            .filter(|r| r.latency_ms >= p90)
             .collect();
         let named = slow
             .iter()

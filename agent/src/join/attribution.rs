@@ -72,17 +72,15 @@ pub fn attribute(m: &Measured) -> Attribution {
     };
     let rtx_ns = m.retransmit_wait_ns.min(rtx_cap_ns).min(m.wall_ns);
     // Waiting on the network is off-CPU time; what the retransmits explain is not "off_cpu".
-    let other_off_ns = m.off_cpu_ns.saturating_sub(rtx_ns);
+    // Both in scaled ns: `rtx_ns` is already bounded by the scaled off-CPU time.
+    let other_off_share = ((m.off_cpu_ns as f64 * scale) - rtx_ns as f64).max(0.0) / wall;
     let share = |ns: u64| ns as f64 * scale / wall;
     let kernel = [
         ("cpu.contention", share(contention_ns)),
         ("cpu.throttling", share(m.throttled_ns)),
         ("tcp.retransmit", rtx_ns as f64 / wall),
     ];
-    let plain = [
-        ("off_cpu", share(other_off_ns)),
-        ("on_cpu", share(m.on_cpu_ns)),
-    ];
+    let plain = [("off_cpu", other_off_share), ("on_cpu", share(m.on_cpu_ns))];
     let top_kernel = kernel
         .iter()
         .copied()

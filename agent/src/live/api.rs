@@ -134,6 +134,13 @@ pub fn bind_unix(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
                 path.display()
             );
         }
+        use std::os::unix::fs::FileTypeExt as _;
+        if !std::fs::symlink_metadata(path)?.file_type().is_socket() {
+            anyhow::bail!(
+                "{} exists and is not a socket; pass --api-socket to use another path",
+                path.display()
+            );
+        }
         std::fs::remove_file(path)
             .with_context(|| format!("removing the stale socket {}", path.display()))?;
     }

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::{
     join::{attribution::KERNEL_CAUSE_MIN_SHARE, joiner::SpanLine, parts::Parts},
     probes::{HookHealth, SignalHealth},
-    report::{OtlpCounts, Report},
+    report::{OtlpCounts, Report, ThrottleRow},
+    retransmits::RetransmitRow,
 };
 
 /// Requests kept for the API, newest last.
@@ -165,11 +166,21 @@ pub struct AgentFacts {
     pub signals: Vec<SignalHealth>,
 }
 
+/// The parts of a report the view serves; the rest (per-cgroup and per-thread rows) would only
+/// take memory.
+struct KeptReport {
+    unix_time_ms: u64,
+    throttling: Vec<ThrottleRow>,
+    retransmits: Vec<RetransmitRow>,
+    drops: BTreeMap<String, u64>,
+    otlp: OtlpCounts,
+}
+
 pub struct LiveView {
     facts: AgentFacts,
     requests: VecDeque<RequestView>,
     evicted: u64,
-    reports: VecDeque<(u64, Report)>,
+    reports: VecDeque<KeptReport>,
     placements: HashMap<u32, Placement>,
 }
 
@@ -206,8 +217,13 @@ impl LiveView {
     }
 
     pub fn on_report(&mut self, report: &Report) {
-        self.reports
-            .push_back((report.unix_time_ms, report.clone()));
+        self.reports.push_back(KeptReport {
+            unix_time_ms: report.unix_time_ms,
+            throttling: report.throttling.clone(),
+            retransmits: report.retransmits.clone(),
+            drops: report.drops.clone(),
+            otlp: report.otlp.clone(),
+        });
         if self.reports.len() > MAX_REPORTS {
             self.reports.pop_front();
         }
@@ -223,16 +239,17 @@ impl LiveView {
             .filter(move |r| r.seen_unix_ms >= since)
     }
 
-    fn recent_reports(&self, now_unix_ms: u64, window_ms: u64) -> impl Iterator<Item = &Report> {
+    fn recent_reports(
+        &self,
+        now_unix_ms: u64,
+        window_ms: u64,
+    ) -> impl Iterator<Item = &KeptReport> {
         let since = now_unix_ms.saturating_sub(window_ms);
-        self.reports
-            .iter()
-            .filter(move |(t, _)| *t >= since)
-            .map(|(_, r)| r)
+        self.reports.iter().filter(move |r| r.unix_time_ms >= since)
     }
 
     pub fn health(&self, now_unix_ms: u64) -> Health {
-        let last = self.reports.back().map(|(_, r)| r);
+        let last = self.reports.back();
         let f = &self.facts;
         Health {
             version: f.version.clone(),
@@ -358,9 +375,9 @@ impl LiveView {
     }
 
     pub fn snapshot(&self, now_unix_ms: u64, window_ms: u64, slow_limit: usize) -> Snapshot {
-        let mut slow: Vec<RequestView> = self.recent(now_unix_ms, window_ms).cloned().collect();
+        let mut slow: Vec<&RequestView> = self.recent(now_unix_ms, window_ms).collect();
         slow.sort_by(|a, b| b.duration_ms.total_cmp(&a.duration_ms));
-        slow.truncate(slow_limit);
+        let slow: Vec<RequestView> = slow.into_iter().take(slow_limit).cloned().collect();
         Snapshot {
             now_unix_ms,
             window_ms,
