@@ -221,10 +221,11 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
                 agent_metrics: &mut AgentMetrics,
                 force: bool|
      -> anyhow::Result<()> {
-        for (request, lines) in joiner.release(collector, force) {
+        for released in joiner.release(collector, force) {
+            let lines = &released.lines;
             lines.iter().for_each(|l| agent_metrics.on_span(l));
             live.lock().unwrap_or_else(|p| p.into_inner()).on_spans(
-                &lines,
+                lines,
                 realtime_ns() / 1_000_000,
                 placement_of,
             );
@@ -237,7 +238,7 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
                 }
             }
             if exporting {
-                export_queue.push(Item::new(Payload::Traces(request)));
+                export_queue.push(Item::traces(released.encode(), released.spans));
             }
         }
         Ok(())
@@ -257,7 +258,7 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
             Some(msg) = inbound.recv() => match msg.payload {
                 Payload::Traces(req) => joiner.accept(req, msg.origin, &mut collector),
                 // Metrics and logs pass through untouched.
-                other if exporting => export_queue.push(Item::new(other)),
+                other if exporting => export_queue.push(Item::new(&other)),
                 _ => {}
             },
             _ = release_tick.tick() => {
@@ -291,7 +292,7 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
                 if exporting {
                     let runq = collector.runq_cumulative();
                     let request = agent_metrics.export(&report, &runq, realtime_ns());
-                    export_queue.push(Item::new(Payload::Metrics(request)));
+                    export_queue.push(Item::new(&Payload::Metrics(request)));
                 }
             }
         }
@@ -308,7 +309,7 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
     while let Ok(msg) = inbound.try_recv() {
         match msg.payload {
             Payload::Traces(req) => joiner.accept(req, msg.origin, &mut collector),
-            other if exporting => export_queue.push(Item::new(other)),
+            other if exporting => export_queue.push(Item::new(&other)),
             _ => {}
         }
     }

@@ -36,6 +36,8 @@ pub struct Collector {
     /// Local TCP endpoints of span senders: a retransmit by the other end of one of their
     /// connections delays them too.
     endpoints: HashMap<u32, Vec<String>>,
+    retransmits_since_refresh: bool,
+    endpoints_read_ns: u64,
     /// Command names of neighbours, so that naming one costs no file read per span.
     comms: std::cell::RefCell<HashMap<u32, String>>,
     cgroup_prefix: Option<String>,
@@ -66,6 +68,8 @@ impl Collector {
             pending_retransmits: Vec::new(),
             recent_retransmits: VecDeque::new(),
             endpoints: HashMap::new(),
+            retransmits_since_refresh: false,
+            endpoints_read_ns: 0,
             comms: std::cell::RefCell::new(HashMap::new()),
             cgroup_prefix,
             degraded,
@@ -84,6 +88,13 @@ impl Collector {
             self.recent_retransmits.pop_front();
         }
         self.recent_retransmits.push_back(row.clone());
+        self.retransmits_since_refresh = true;
+        // The first retransmit after a quiet second refreshes at once, so that a connection
+        // opened since the last read is matched from its first retransmit on.
+        let now_ns = monotonic_ns();
+        if now_ns.saturating_sub(self.endpoints_read_ns) >= ENDPOINTS_REFRESH_NS {
+            self.refresh_endpoints();
+        }
         self.pending_retransmits.push(row);
     }
 
@@ -100,28 +111,41 @@ impl Collector {
         });
     }
 
-    /// Re-reads the TCP endpoints of the span senders.
+    /// Re-reads the TCP endpoints of the span senders. They only serve to match retransmits,
+    /// so they are re-read only after new ones arrived.
     pub fn refresh_endpoints(&mut self) {
+        if !std::mem::take(&mut self.retransmits_since_refresh) {
+            return;
+        }
+        self.endpoints_read_ns = monotonic_ns();
         self.endpoints
             .retain(|pid, _| std::path::Path::new(&format!("/proc/{pid}")).exists());
-        for (pid, eps) in &mut self.endpoints {
-            *eps = procfs::tcp_endpoints_of(*pid)
-                .iter()
-                .map(ToString::to_string)
-                .collect();
+        let pids: Vec<u32> = self.endpoints.keys().copied().collect();
+        for (pid, eps) in pids.iter().zip(procfs::tcp_endpoints_of_all(&pids)) {
+            self.endpoints
+                .insert(*pid, eps.iter().map(ToString::to_string).collect());
         }
     }
 
     /// The threads of process `pid` with what the kernel holds for each right now: read once
-    /// per batch of spans (each read is a system call), then used for all of its spans.
+    /// per batch of spans (a map walk, a system call per entry), then used for all of its spans.
     pub fn process_view(&self, pid: u32) -> ProcessView {
-        ProcessView {
-            threads: self
-                .threads_of(pid)
-                .into_iter()
-                .map(|tid| (tid, self.watch.live(tid).map(|(_, l)| l)))
-                .collect(),
+        let mut threads: Vec<(u32, Option<LiveState>)> = self
+            .watch
+            .live_all()
+            .filter(|(_, tgid, _)| *tgid == pid)
+            .map(|(tid, _, live)| (tid, Some(live)))
+            .collect();
+        // Threads that exited still have their history in the store.
+        let known = threads.len();
+        for tid in self.store.tids() {
+            if self.store.tgid_of(tid) == Some(pid) && !threads[..known].iter().any(|t| t.0 == tid)
+            {
+                threads.push((tid, None));
+            }
         }
+        threads.sort_unstable_by_key(|t| t.0);
+        ProcessView { threads }
     }
 
     /// What the probes saw of process `pid` (or of its thread `tid`) between two monotonic
@@ -179,23 +203,6 @@ impl Collector {
         m.retransmits = count;
         m.retransmit_peer = peer;
         m
-    }
-
-    fn threads_of(&self, pid: u32) -> Vec<u32> {
-        let mut tids: Vec<u32> = self
-            .watch
-            .tids()
-            .into_iter()
-            .filter(|&t| self.watch.live(t).is_some_and(|(tgid, _)| tgid == pid))
-            .collect();
-        tids.extend(
-            self.store
-                .tids()
-                .filter(|&t| self.store.tgid_of(t) == Some(pid)),
-        );
-        tids.sort_unstable();
-        tids.dedup();
-        tids
     }
 
     /// Re-reads the watch set and the cgroups whose throttling it follows.
@@ -376,6 +383,7 @@ impl ProcessView {
     }
 }
 
+const ENDPOINTS_REFRESH_NS: u64 = 1_000_000_000;
 const RECENT_RETRANSMITS_MAX: usize = 10_000;
 const RECENT_RETRANSMITS_NS: u64 = 60_000_000_000;
 

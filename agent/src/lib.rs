@@ -2,6 +2,7 @@
 //! the lab and the end-to-end tests reuse the pieces that are not tied to a running agent.
 
 pub mod agent;
+pub mod allocator;
 pub mod capabilities;
 pub mod cgroup_paths;
 pub mod cli;

@@ -7,7 +7,12 @@ use culprit::{
     tools::{explain, status, top},
 };
 
+/// Why mimalloc, and how it is set up: `culprit::allocator`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
+    culprit::allocator::configure();
     let args = match culprit::config_file::expand(std::env::args_os().collect()) {
         Ok(a) => a,
         Err(err) => {

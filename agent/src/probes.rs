@@ -130,8 +130,12 @@ pub struct Probes {
 
 pub fn load(opts: &ProbeOptions) -> anyhow::Result<Probes> {
     raise_memlock_limit();
-    let kernel_btf = KernelBtf::open(&opts.btf)?;
-    let offsets = kernel_offsets(&kernel_btf).context("resolving kernel struct offsets")?;
+    // Each parse of the kernel's BTF takes tens of MiB: one at a time, each dropped as soon as
+    // it has served, keeps the agent's peak memory at start-up near its steady state.
+    let offsets = {
+        let kernel_btf = KernelBtf::open(&opts.btf)?;
+        kernel_offsets(&kernel_btf).context("resolving kernel struct offsets")?
+    };
     log::debug!("kernel offsets: {offsets:?}");
     let tcp = tcp_offsets(&opts.tracefs);
     if let Err(err) = &tcp {
@@ -139,7 +143,10 @@ pub fn load(opts: &ProbeOptions) -> anyhow::Result<Probes> {
     }
     let tcp_globals = tcp.as_ref().copied().unwrap_or(TcpTracepointOffsets::ZERO);
 
+    let btf = Btf::parse_file(&opts.btf, aya::Endianness::default())
+        .with_context(|| format!("parsing {}", opts.btf.display()))?;
     let mut ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
         // TASK_SCHED is task-local storage: aya creates it but has no userspace wrapper,
         // which the agent does not need.
         .allow_unsupported_maps()
@@ -151,8 +158,6 @@ pub fn load(opts: &ProbeOptions) -> anyhow::Result<Probes> {
             "loading the eBPF programs into the kernel failed: run as root, or with \
              CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE",
         )?;
-    let btf = Btf::parse_file(&opts.btf, aya::Endianness::default())
-        .with_context(|| format!("parsing {}", opts.btf.display()))?;
 
     let hooks: Vec<HookHealth> = HOOKS
         .iter()
@@ -181,6 +186,7 @@ pub fn load(opts: &ProbeOptions) -> anyhow::Result<Probes> {
             }
         })
         .collect();
+    drop(btf);
     let signals = signal_health(&hooks, &offsets);
     for s in signals.iter().filter(|s| !s.ok) {
         log::warn!(

@@ -166,27 +166,44 @@ pub fn socket_owner(local: SocketAddr, remote: SocketAddr) -> Option<u32> {
 
 /// The local endpoints of the TCP sockets process `pid` holds.
 pub fn tcp_endpoints_of(pid: u32) -> Vec<SocketAddr> {
-    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return Vec::new();
-    };
-    let inodes: std::collections::HashSet<u64> = fds
-        .flatten()
-        .filter_map(|fd| {
-            let target = fs::read_link(fd.path()).ok()?;
-            let t = target.to_str()?;
-            t.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    tcp_endpoints_of_all(&[pid]).pop().unwrap_or_default()
+}
+
+/// The local endpoints of the TCP sockets of each process in `pids`, in order. The node's socket
+/// tables are read once for all: each read walks the kernel's whole established hash.
+pub fn tcp_endpoints_of_all(pids: &[u32]) -> Vec<Vec<SocketAddr>> {
+    let inodes: Vec<std::collections::HashSet<u64>> = pids
+        .iter()
+        .map(|pid| {
+            fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|fd| {
+                    let target = fs::read_link(fd.path()).ok()?;
+                    let t = target.to_str()?;
+                    t.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+                })
+                .collect()
         })
         .collect();
-    if inodes.is_empty() {
-        return Vec::new();
+    let mut out = vec![Vec::new(); pids.len()];
+    if inodes.iter().all(std::collections::HashSet::is_empty) {
+        return out;
     }
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|p| fs::read_to_string(p).ok())
-        .flat_map(|t| parse_proc_net_tcp(&t))
-        .filter(|s| inodes.contains(&s.inode))
-        .map(|s| canonical(s.local))
-        .collect()
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = fs::read_to_string(table) else {
+            continue;
+        };
+        for s in parse_proc_net_tcp(&text) {
+            for (eps, inodes) in out.iter_mut().zip(&inodes) {
+                if inodes.contains(&s.inode) {
+                    eps.push(canonical(s.local));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// IPv4-mapped IPv6 endpoints as plain IPv4, the way retransmit records print them.
@@ -274,6 +291,8 @@ mod tests {
         let local = listener.local_addr().unwrap();
         assert!(tcp_endpoints_of(std::process::id()).contains(&local));
         assert!(tcp_endpoints_of(u32::MAX).is_empty());
+        let both = tcp_endpoints_of_all(&[u32::MAX, std::process::id()]);
+        assert!(both[0].is_empty() && both[1].contains(&local));
     }
 
     #[test]

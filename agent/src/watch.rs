@@ -161,18 +161,27 @@ impl WatchSet {
         self.thread_state.keys().flatten().collect()
     }
 
+    /// Every watched thread with its process and what the kernel holds for it, in one walk.
+    pub fn live_all(&self) -> impl Iterator<Item = (u32, u32, LiveState)> + '_ {
+        self.thread_state
+            .iter()
+            .flatten()
+            .map(|(tid, st)| (tid, st.tgid, live_state(&st)))
+    }
+
     /// What the kernel holds for a watched thread right now.
     pub fn live(&self, tid: u32) -> Option<(u32, LiveState)> {
         let st = self.thread_state.get(&tid, 0).ok()?;
-        Some((
-            st.tgid,
-            LiveState {
-                state: st.state,
-                since_ns: st.since_ns,
-                bucket: st.bucket,
-                throttled: st.throttled_at_enqueue != 0,
-            },
-        ))
+        Some((st.tgid, live_state(&st)))
+    }
+}
+
+fn live_state(st: &ThreadState) -> LiveState {
+    LiveState {
+        state: st.state,
+        since_ns: st.since_ns,
+        bucket: st.bucket,
+        throttled: st.throttled_at_enqueue != 0,
     }
 }
 

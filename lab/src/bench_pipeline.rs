@@ -71,7 +71,7 @@ fn request(seq: u64) -> ExportTraceServiceRequest {
 
 /// Sends batches to `port` for `duration` from `streams` concurrent clients, at most
 /// `max_rps` requests per second in all (0: as fast as accepted). Returns spans accepted.
-pub(crate) async fn load(
+pub async fn load(
     port: u16,
     duration: Duration,
     streams: usize,

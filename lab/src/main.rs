@@ -121,6 +121,17 @@ enum LabCommand {
         #[arg(long)]
         markdown: Option<PathBuf>,
     },
+    /// OTLP/gRPC span batches (100 spans each) to a port at a fixed rate: the benches' span load,
+    /// alone, for profiling the agent under it.
+    SpanLoad {
+        #[arg(long)]
+        port: u16,
+        /// Batches per second in all (0: as fast as accepted).
+        #[arg(long, default_value_t = 100)]
+        batches_per_s: u64,
+        #[arg(long, default_value_t = 2)]
+        streams: usize,
+    },
     /// Spans per second per core through the agent next to rotel, and the agent's memory.
     BenchPipeline {
         #[arg(long, default_value_t = 10.0)]
@@ -195,6 +206,21 @@ fn main() -> anyhow::Result<()> {
         LabCommand::BenchPipeline { seconds, markdown } => {
             return culprit_lab::bench_pipeline::run(*seconds, markdown.as_deref());
         }
+        LabCommand::SpanLoad {
+            port,
+            batches_per_s,
+            streams,
+        } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            let spans = rt.block_on(culprit_lab::bench_pipeline::load(
+                *port,
+                Duration::from_secs_f64(cli.seconds),
+                *streams,
+                *batches_per_s,
+            ))?;
+            println!("{spans} spans accepted");
+            return Ok(());
+        }
         _ => {}
     }
     for cgroup in &cli.cgroup {
@@ -252,7 +278,8 @@ fn main() -> anyhow::Result<()> {
         | LabCommand::Lab { .. }
         | LabCommand::BenchHooks { .. }
         | LabCommand::BenchOverhead { .. }
-        | LabCommand::BenchPipeline { .. } => {
+        | LabCommand::BenchPipeline { .. }
+        | LabCommand::SpanLoad { .. } => {
             unreachable!("handled above")
         }
     }

@@ -8,6 +8,7 @@ use std::{
     },
 };
 
+use bytes::{Bytes, BytesMut};
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -53,31 +54,55 @@ impl ExportStats {
     }
 }
 
+/// Which OTLP service an encoded body is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Traces,
+    Metrics,
+    Logs,
+}
+
+/// A request encoded once, when queued: retries resend the same bytes, and queued requests
+/// take their wire size in memory instead of a tree of small allocations.
 pub struct Item {
-    pub payload: Payload,
+    pub signal: Signal,
+    pub body: Bytes,
     pub spans: u64,
-    pub bytes: usize,
 }
 
 impl Item {
-    pub fn new(payload: Payload) -> Self {
-        let (spans, bytes) = match &payload {
+    pub fn new(payload: &Payload) -> Self {
+        let (signal, body, spans) = match payload {
             Payload::Traces(r) => (
+                Signal::Traces,
+                r.encode_to_vec(),
                 r.resource_spans
                     .iter()
                     .flat_map(|r| &r.scope_spans)
                     .map(|s| s.spans.len() as u64)
                     .sum(),
-                r.encoded_len(),
             ),
-            Payload::Metrics(r) => (0, r.encoded_len()),
-            Payload::Logs(r) => (0, r.encoded_len()),
+            Payload::Metrics(r) => (Signal::Metrics, r.encode_to_vec(), 0),
+            Payload::Logs(r) => (Signal::Logs, r.encode_to_vec(), 0),
         };
         Self {
-            payload,
+            signal,
+            body: Bytes::from(body),
             spans,
-            bytes,
         }
+    }
+
+    /// An encoded trace request of `spans` spans.
+    pub fn traces(body: Vec<u8>, spans: u64) -> Self {
+        Self {
+            signal: Signal::Traces,
+            body: Bytes::from(body),
+            spans,
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.body.len()
     }
 }
 
@@ -118,13 +143,13 @@ impl ExportQueue {
     /// Appends; when full, drops the oldest requests (counted).
     pub fn push(&self, item: Item) {
         let mut q = self.lock();
-        q.bytes += item.bytes;
+        q.bytes += item.bytes();
         q.items.push_back(item);
         while q.items.len() > self.max_items || (q.bytes > self.max_bytes && q.items.len() > 1) {
             let Some(old) = q.items.pop_front() else {
                 break;
             };
-            q.bytes -= old.bytes;
+            q.bytes -= old.bytes();
             self.stats
                 .spans_dropped_queue_full
                 .fetch_add(old.spans, Ordering::Relaxed);
@@ -141,7 +166,7 @@ impl ExportQueue {
     pub fn pop(&self) -> Option<Item> {
         let mut q = self.lock();
         let item = q.items.pop_front()?;
-        q.bytes -= item.bytes;
+        q.bytes -= item.bytes();
         self.stats
             .queue_depth
             .store(q.items.len() as u64, Ordering::Relaxed);
@@ -149,25 +174,29 @@ impl ExportQueue {
     }
 
     /// Takes the oldest request out, merged with the trace requests right behind it up to
-    /// `max_spans` spans: one export call instead of many. Order is kept.
+    /// `max_spans` spans: one export call instead of many. Order is kept. Encoded protobuf
+    /// messages merge by concatenation (repeated fields append), so merging copies bytes only.
     pub fn pop_batch(&self, max_spans: u64) -> Option<Item> {
         let mut q = self.lock();
         let mut first = q.items.pop_front()?;
-        q.bytes -= first.bytes;
-        if let Payload::Traces(merged) = &mut first.payload {
+        q.bytes -= first.bytes();
+        if first.signal == Signal::Traces {
+            let mut merged: Option<BytesMut> = None;
             while let Some(next) = q.items.front()
-                && matches!(next.payload, Payload::Traces(_))
+                && next.signal == Signal::Traces
                 && first.spans + next.spans <= max_spans
             {
                 let Some(next) = q.items.pop_front() else {
                     break;
                 };
-                q.bytes -= next.bytes;
-                if let Payload::Traces(r) = next.payload {
-                    merged.resource_spans.extend(r.resource_spans);
-                }
+                q.bytes -= next.bytes();
+                merged
+                    .get_or_insert_with(|| BytesMut::from(&first.body[..]))
+                    .extend_from_slice(&next.body);
                 first.spans += next.spans;
-                first.bytes += next.bytes;
+            }
+            if let Some(merged) = merged {
+                first.body = merged.freeze();
             }
         }
         self.stats
@@ -187,7 +216,7 @@ impl ExportQueue {
             self.stats.requests_dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        q.bytes += item.bytes;
+        q.bytes += item.bytes();
         q.items.push_front(item);
         self.stats
             .queue_depth
@@ -213,7 +242,7 @@ mod tests {
     use super::*;
 
     fn traces(spans: usize) -> Item {
-        Item::new(Payload::Traces(ExportTraceServiceRequest {
+        Item::new(&Payload::Traces(ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
                 scope_spans: vec![ScopeSpans {
                     spans: vec![Span::default(); spans],
@@ -267,10 +296,16 @@ mod tests {
         q.push(traces(5));
         let b = q.pop_batch(8).unwrap();
         assert_eq!(b.spans, 7);
-        let Payload::Traces(r) = &b.payload else {
-            panic!()
-        };
+        // The concatenated bodies decode as one request holding both.
+        let r = ExportTraceServiceRequest::decode(b.body.clone()).unwrap();
         assert_eq!(r.resource_spans.len(), 2);
+        assert_eq!(
+            r.resource_spans
+                .iter()
+                .map(|rs| rs.scope_spans[0].spans.len())
+                .collect::<Vec<_>>(),
+            [3, 4]
+        );
         assert_eq!(q.pop_batch(8).unwrap().spans, 5);
         assert!(q.pop_batch(8).is_none());
     }

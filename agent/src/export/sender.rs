@@ -3,19 +3,16 @@
 
 use std::{sync::atomic::Ordering, time::Duration};
 
-use opentelemetry_proto::tonic::collector::{
-    logs::v1::logs_service_client::LogsServiceClient,
-    metrics::v1::metrics_service_client::MetricsServiceClient,
-    trace::v1::trace_service_client::TraceServiceClient,
+use tonic::{
+    Code, client::Grpc, codegen::http::uri::PathAndQuery, metadata::MetadataValue,
+    transport::Channel,
 };
-use prost::Message as _;
-use tonic::{Code, metadata::MetadataValue, transport::Channel};
 
 use super::{
     config::{ExportConfig, Protocol},
-    queue::ExportQueue,
+    queue::{ExportQueue, Item, Signal},
 };
-use crate::otlp::Payload;
+use crate::otlp::raw_codec::RawCodec;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -95,7 +92,7 @@ impl Sender {
                 self.queue.notify.notified().await;
                 continue;
             };
-            match self.send(&item.payload).await {
+            match self.send(&item).await {
                 Outcome::Sent => {
                     backoff = BACKOFF_MIN;
                     let stats = &self.queue.stats;
@@ -125,48 +122,52 @@ impl Sender {
         }
     }
 
-    async fn send(&self, payload: &Payload) -> Outcome {
+    async fn send(&self, item: &Item) -> Outcome {
         match &self.client {
-            Client::Grpc(channel) => self.send_grpc(channel.clone(), payload).await,
-            Client::Http(http) => self.send_http(http, payload).await,
+            Client::Grpc(channel) => self.send_grpc(channel.clone(), item).await,
+            Client::Http(http) => self.send_http(http, item).await,
         }
     }
 
-    async fn send_grpc(&self, channel: Channel, payload: &Payload) -> Outcome {
-        macro_rules! export {
-            ($client:ident, $req:expr) => {{
-                let mut request = tonic::Request::new($req.clone());
-                for (k, v) in &self.config.headers {
-                    if let (Ok(key), Ok(val)) = (
-                        tonic::metadata::MetadataKey::from_bytes(k.to_lowercase().as_bytes()),
-                        MetadataValue::try_from(v.as_str()),
-                    ) {
-                        request.metadata_mut().insert(key, val);
-                    }
-                }
-                match $client::new(channel).export(request).await {
-                    Ok(_) => Outcome::Sent,
-                    Err(status) => grpc_outcome(status.code(), status.message()),
-                }
-            }};
+    /// Sends the already encoded body: no copy of the request, however often it is retried.
+    async fn send_grpc(&self, channel: Channel, item: &Item) -> Outcome {
+        let path = match item.signal {
+            Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+            Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        };
+        let mut grpc = Grpc::new(channel);
+        if let Err(e) = grpc.ready().await {
+            return Outcome::Retry(format!("backend not ready: {e}"));
         }
-        match payload {
-            Payload::Traces(r) => export!(TraceServiceClient, r),
-            Payload::Metrics(r) => export!(MetricsServiceClient, r),
-            Payload::Logs(r) => export!(LogsServiceClient, r),
+        let mut request = tonic::Request::new(item.body.clone());
+        for (k, v) in &self.config.headers {
+            if let (Ok(key), Ok(val)) = (
+                tonic::metadata::MetadataKey::from_bytes(k.to_lowercase().as_bytes()),
+                MetadataValue::try_from(v.as_str()),
+            ) {
+                request.metadata_mut().insert(key, val);
+            }
+        }
+        match grpc
+            .unary(request, PathAndQuery::from_static(path), RawCodec)
+            .await
+        {
+            Ok(_) => Outcome::Sent,
+            Err(status) => grpc_outcome(status.code(), status.message()),
         }
     }
 
-    async fn send_http(&self, http: &reqwest::Client, payload: &Payload) -> Outcome {
-        let (url, body) = match payload {
-            Payload::Traces(r) => (&self.config.traces_endpoint, r.encode_to_vec()),
-            Payload::Metrics(r) => (&self.config.metrics_endpoint, r.encode_to_vec()),
-            Payload::Logs(r) => (&self.config.logs_endpoint, r.encode_to_vec()),
+    async fn send_http(&self, http: &reqwest::Client, item: &Item) -> Outcome {
+        let url = match item.signal {
+            Signal::Traces => &self.config.traces_endpoint,
+            Signal::Metrics => &self.config.metrics_endpoint,
+            Signal::Logs => &self.config.logs_endpoint,
         };
         let mut req = http
             .post(url)
             .header("content-type", "application/x-protobuf")
-            .body(body);
+            .body(item.body.clone());
         for (k, v) in &self.config.headers {
             req = req.header(k, v);
         }

@@ -114,56 +114,65 @@ pub fn attribute(m: &Measured) -> Attribution {
     }
 }
 
-fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..KeyValue::default()
+/// An attribute value, borrowed from the attribution.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AttrValue<'a> {
+    Str(&'a str),
+    F64(f64),
+    I64(i64),
+}
+
+impl AttrValue<'_> {
+    pub fn to_otlp(self) -> Value {
+        match self {
+            Self::Str(s) => Value::StringValue(s.to_string()),
+            Self::F64(v) => Value::DoubleValue(v),
+            Self::I64(v) => Value::IntValue(v),
+        }
     }
 }
 
-/// The public attribute schema (docs/attributes.md).
+/// The public attribute schema (docs/attributes.md), in order, without allocating.
+pub fn attribute_pairs(a: &Attribution) -> impl Iterator<Item = (&'static str, AttrValue<'_>)> {
+    use AttrValue::{F64, I64, Str};
+    [
+        ("culprit.cause", Str(&a.cause)),
+        ("culprit.cause.share", F64(a.cause_share)),
+        ("culprit.on_cpu.duration", F64(a.on_cpu_s)),
+        ("culprit.runqueue.duration", F64(a.runqueue_s)),
+        ("culprit.throttled.duration", F64(a.throttled_s)),
+        ("culprit.off_cpu.duration", F64(a.off_cpu_s)),
+        ("culprit.retransmit_wait.duration", F64(a.retransmit_wait_s)),
+        ("culprit.tcp.retransmits", I64(a.retransmits as i64)),
+        ("culprit.join", Str(&a.join)),
+        ("culprit.coverage", F64(a.coverage)),
+    ]
+    .into_iter()
+    .chain(
+        [
+            ("culprit.tcp.retransmit.peer", &a.retransmit_peer),
+            ("culprit.cpu.neighbor", &a.neighbour),
+            (
+                "culprit.cpu.neighbor.container.id",
+                &a.neighbour_container_id,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, Str(v.as_deref()?)))),
+    )
+}
+
+/// The schema as OTLP attributes.
 pub fn to_attributes(a: &Attribution) -> Vec<KeyValue> {
-    let mut out = vec![
-        kv("culprit.cause", Value::StringValue(a.cause.clone())),
-        kv("culprit.cause.share", Value::DoubleValue(a.cause_share)),
-        kv("culprit.on_cpu.duration", Value::DoubleValue(a.on_cpu_s)),
-        kv(
-            "culprit.runqueue.duration",
-            Value::DoubleValue(a.runqueue_s),
-        ),
-        kv(
-            "culprit.throttled.duration",
-            Value::DoubleValue(a.throttled_s),
-        ),
-        kv("culprit.off_cpu.duration", Value::DoubleValue(a.off_cpu_s)),
-        kv(
-            "culprit.retransmit_wait.duration",
-            Value::DoubleValue(a.retransmit_wait_s),
-        ),
-        kv(
-            "culprit.tcp.retransmits",
-            Value::IntValue(a.retransmits as i64),
-        ),
-        kv("culprit.join", Value::StringValue(a.join.clone())),
-        kv("culprit.coverage", Value::DoubleValue(a.coverage)),
-    ];
-    if let Some(peer) = &a.retransmit_peer {
-        out.push(kv(
-            "culprit.tcp.retransmit.peer",
-            Value::StringValue(peer.clone()),
-        ));
-    }
-    if let Some(n) = &a.neighbour {
-        out.push(kv("culprit.cpu.neighbor", Value::StringValue(n.clone())));
-    }
-    if let Some(c) = &a.neighbour_container_id {
-        out.push(kv(
-            "culprit.cpu.neighbor.container.id",
-            Value::StringValue(c.clone()),
-        ));
-    }
-    out
+    attribute_pairs(a)
+        .map(|(k, v)| KeyValue {
+            key: k.to_string(),
+            value: Some(AnyValue {
+                value: Some(v.to_otlp()),
+            }),
+            ..KeyValue::default()
+        })
+        .collect()
 }
 
 #[cfg(test)]

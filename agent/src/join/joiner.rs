@@ -4,7 +4,7 @@
 //! unknown` and a low `culprit.coverage` instead.
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -18,7 +18,8 @@ use opentelemetry_proto::tonic::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    attribution::{Attribution, attribute, to_attributes},
+    annotated::{self, SpanExtras},
+    attribution::{Attribution, attribute},
     identity::Identifier,
 };
 use crate::{
@@ -59,6 +60,21 @@ pub struct SpanLine {
     pub start_mono_ns: u64,
     pub duration_ms: f64,
     pub attribution: Attribution,
+}
+
+/// A released request: the spans as received, their culprit attributes, and their lines.
+pub struct Released {
+    pub request: ExportTraceServiceRequest,
+    pub extras: SpanExtras,
+    pub lines: Vec<SpanLine>,
+    pub spans: u64,
+}
+
+impl Released {
+    /// The request with the attributes added, encoded for export.
+    pub fn encode(&self) -> Vec<u8> {
+        annotated::encode(&self.request, &self.extras)
+    }
 }
 
 struct Held {
@@ -152,13 +168,11 @@ impl Joiner {
 
     /// Releases, in arrival order, every held request whose time has come (all of them with
     /// `force`), with the culprit attributes added.
-    pub fn release(
-        &mut self,
-        collector: &Collector,
-        force: bool,
-    ) -> Vec<(ExportTraceServiceRequest, Vec<SpanLine>)> {
+    pub fn release(&mut self, collector: &Collector, force: bool) -> Vec<Released> {
         let now = monotonic_ns();
         let mut out = Vec::new();
+        // A sender's threads are read once per release, however many of its batches are due.
+        let mut views: HashMap<u32, ProcessView> = HashMap::new();
         while self
             .held
             .front()
@@ -167,9 +181,23 @@ impl Joiner {
             let Some(mut held) = self.held.pop_front() else {
                 break;
             };
-            let mut lines = Vec::new();
+            let spans = held
+                .request
+                .resource_spans
+                .iter()
+                .flat_map(|rs| &rs.scope_spans)
+                .map(|s| s.spans.len())
+                .sum();
+            let mut lines = Vec::with_capacity(spans);
+            let mut extras = SpanExtras::with_capacity(spans);
             for (rs, pid) in held.request.resource_spans.iter_mut().zip(&held.pids) {
-                let view = pid.map(|p| collector.process_view(p)).unwrap_or_default();
+                let no_view = ProcessView::default();
+                let view = match pid {
+                    Some(p) => views
+                        .entry(*p)
+                        .or_insert_with(|| collector.process_view(*p)),
+                    None => &no_view,
+                };
                 if let Some(pid) = pid {
                     let identity = self.identities.of(*pid);
                     annotate(
@@ -184,15 +212,17 @@ impl Joiner {
                         _ => None,
                     }
                 });
-                for span in rs.scope_spans.iter_mut().flat_map(|s| s.spans.iter_mut()) {
+                for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
                     match pid {
                         Some(pid) => {
-                            let mut line = self.attribute_span(span, *pid, &view, collector);
+                            let mut line = self.attribute_span(span, *pid, view, collector);
+                            extras.push(&line.attribution);
                             line.service.clone_from(&service);
                             lines.push(line);
                             self.stats.spans_joined.fetch_add(1, Ordering::Relaxed);
                         }
                         None => {
+                            extras.push_none();
                             self.stats
                                 .spans_unidentified
                                 .fetch_add(1, Ordering::Relaxed);
@@ -200,14 +230,19 @@ impl Joiner {
                     }
                 }
             }
-            out.push((held.request, lines));
+            out.push(Released {
+                request: held.request,
+                extras,
+                lines,
+                spans: spans as u64,
+            });
         }
         out
     }
 
     fn attribute_span(
         &self,
-        span: &mut Span,
+        span: &Span,
         pid: u32,
         view: &ProcessView,
         collector: &Collector,
@@ -221,7 +256,6 @@ impl Joiner {
         };
         let measured = collector.measure(view, pid, tid, start, end);
         let attribution = attribute(&measured);
-        span.attributes.extend(to_attributes(&attribution));
         SpanLine {
             trace_id: hex(&span.trace_id),
             span_id: hex(&span.span_id),

@@ -1,0 +1,24 @@
+//! The agent's memory allocator: mimalloc, returning freed memory to the system at once.
+//!
+//! The join allocates and frees many small objects per span next to a few large buffers per
+//! batch. glibc's allocator spent about a third of the agent's CPU on that mix (fastbin
+//! consolidation); mimalloc a fraction of it. Its defaults, though, keep freed memory for a
+//! while and commit arenas eagerly, which held the kernel BTF parsed at start-up (tens of MiB,
+//! freed right after) in the resident set: the settings below bring the peak back down
+//! (BENCHMARKS.md has both figures).
+
+use libmimalloc_sys::{mi_option_set, mi_option_t};
+
+/// Option indices of the vendored mimalloc v3 (`mi_option_e` in its `mimalloc.h`); the crate
+/// names only some of them.
+const MI_OPTION_ARENA_EAGER_COMMIT: mi_option_t = 4;
+const MI_OPTION_PURGE_DELAY: mi_option_t = 15;
+
+/// Call first thing in `main`, before the agent allocates anything large.
+pub fn configure() {
+    // SAFETY: plain option stores, made before any other thread exists.
+    unsafe {
+        mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
+        mi_option_set(MI_OPTION_PURGE_DELAY, 0);
+    }
+}
