@@ -8,6 +8,9 @@ pub const RUNQ_HIST: &str = "RUNQ_HIST";
 pub const DROPS: &str = "DROPS";
 /// Watched threads (tid -> [`crate::thread::ThreadState`]).
 pub const THREAD_STATE: &str = "THREAD_STATE";
+/// The watch generation (one u32): bumped by the agent after it adds threads to
+/// `THREAD_STATE`, so that the kernel re-checks tasks it had cached as unwatched. Never 0.
+pub const WATCH_GENERATION: &str = "WATCH_GENERATION";
 /// Processes whose new threads are watched from birth (tgid -> 1).
 pub const WATCHED_TGIDS: &str = "WATCHED_TGIDS";
 /// Cgroup v2 ids whose new threads are watched from birth (cgroup id -> 1).

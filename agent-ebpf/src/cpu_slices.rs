@@ -75,9 +75,3 @@ pub fn neighbour_of_wait(
         ns,
     }
 }
-
-/// This CPU's slices, for the per-thread program that runs after [`record_slice`].
-#[inline(always)]
-pub fn this_cpu() -> Option<*const CpuSlices> {
-    CPU_SLICES.get_ptr(0)
-}

@@ -12,6 +12,7 @@ mod drops;
 mod runq_hist;
 mod sched;
 mod task;
+mod task_sched;
 mod task_storage;
 mod tcp;
 mod thread_state;

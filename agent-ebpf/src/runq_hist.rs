@@ -3,17 +3,14 @@
 
 use aya_ebpf::{
     helpers::bpf_get_current_cgroup_id,
-    macros::{btf_map, map},
+    macros::map,
     maps::{Array, HashMap},
 };
 use culprit_common::{
     DropCounter, HIST_SLOTS, KernelOffsets, RunqHist, hist_slot, thread::TaskSched,
 };
 
-use crate::{drops::count_drop, task::task_cgroup_id, task_storage::TaskStorage};
-
-#[btf_map(name = "TASK_SCHED")]
-static TASK_SCHED: TaskStorage<TaskSched> = TaskStorage::new();
+use crate::{drops::count_drop, task::task_cgroup_id};
 
 #[map(name = "RUNQ_HIST")]
 static RUNQ_HIST: HashMap<u64, RunqHist> = HashMap::with_max_entries(4096, 0);
@@ -23,23 +20,16 @@ static RUNQ_HIST: HashMap<u64, RunqHist> = HashMap::with_max_entries(4096, 0);
 #[map(name = "RUNQ_HIST_ZERO")]
 static RUNQ_HIST_ZERO: Array<RunqHist> = Array::with_max_entries(1, 0);
 
-/// `task` became runnable.
+/// The task of `ts` became runnable.
 #[inline(always)]
-pub fn record_enqueue(task: *const u8, now_ns: u64) {
-    match TASK_SCHED.get_or_create(task) {
-        Some(ts) => unsafe { (*ts).enqueued_ns = now_ns },
-        None => count_drop(DropCounter::RunqEnqueueFailed),
-    }
+pub fn record_enqueue(ts: *mut TaskSched, now_ns: u64) {
+    unsafe { (*ts).enqueued_ns = now_ns };
 }
 
-/// `prev`, the current task, leaves its CPU: remember its cgroup, and its enqueue time if it
-/// stays runnable.
+/// `prev` (bookkeeping `ts`), the current task, leaves its CPU: remember its cgroup, and its
+/// enqueue time if it stays runnable.
 #[inline(always)]
-pub fn record_switch_out(prev: *const u8, preempted: bool, now_ns: u64) {
-    let Some(ts) = TASK_SCHED.get_or_create(prev) else {
-        count_drop(DropCounter::RunqEnqueueFailed);
-        return;
-    };
+pub fn record_switch_out(ts: *mut TaskSched, preempted: bool, now_ns: u64) {
     unsafe {
         (*ts).cgroup_id = bpf_get_current_cgroup_id();
         if preempted {
@@ -48,12 +38,9 @@ pub fn record_switch_out(prev: *const u8, preempted: bool, now_ns: u64) {
     }
 }
 
-/// `next` got a CPU: charge its wait to its cgroup.
+/// `next` (bookkeeping `ts`) got a CPU: charge its wait to its cgroup.
 #[inline(always)]
-pub fn record_dequeue(next: *const u8, now_ns: u64, off: &KernelOffsets) {
-    let Some(ts) = TASK_SCHED.get(next) else {
-        return;
-    };
+pub fn record_dequeue(next: *const u8, ts: *mut TaskSched, now_ns: u64, off: &KernelOffsets) {
     let (enqueued_ns, cached_cgroup) = unsafe { ((*ts).enqueued_ns, (*ts).cgroup_id) };
     if enqueued_ns == 0 {
         return;

@@ -1,6 +1,7 @@
-//! Scheduler hooks (BTF tracepoints). `sched_switch` has two programs, verified and measured
-//! separately: the node-wide one (CPU slices, per-cgroup histograms) runs first, then the one
-//! for watched threads.
+//! Scheduler hooks (BTF tracepoints). One program per hook: `sched_switch` does the node-wide
+//! work (CPU slices, per-cgroup histograms) and the watched threads' accounting in one pass, so
+//! that both share the clock read and the two tasks' local storage (two programs cost the
+//! node's unwatched threads ~180 ns more per switch, BENCHMARKS.md).
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
@@ -11,10 +12,11 @@ use culprit_common::KernelOffsets;
 
 use crate::{
     config::{kernel_offsets, probe_config},
-    cpu_slices::{Neighbour, neighbour_of_wait, record_slice, this_cpu},
+    cpu_slices::{Neighbour, neighbour_of_wait, record_slice},
     runq_hist,
     task::{task_state, task_tid},
-    thread_state,
+    task_sched::task_sched,
+    thread_state::{self, watched_state},
 };
 
 const TASK_RUNNING: u32 = 0;
@@ -33,13 +35,7 @@ pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
 
 #[btf_tracepoint(function = "sched_switch")]
 pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
-    let _ = try_switch_node(&ctx);
-    0
-}
-
-#[btf_tracepoint(function = "sched_switch")]
-pub fn sched_switch_threads(ctx: BtfTracePointContext) -> i32 {
-    let _ = try_switch_threads(&ctx);
+    let _ = try_switch(&ctx);
     0
 }
 
@@ -54,15 +50,17 @@ pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 fn try_wakeup(task: *const u8, new: bool) -> Result<(), ()> {
     let off = kernel_offsets();
-    let tid = task_tid(task, &off)?;
     let now_ns = unsafe { bpf_ktime_get_ns() };
-    if probe_config().node_summary != 0 {
-        runq_hist::record_enqueue(task, now_ns);
+    let ts = task_sched(task);
+    if probe_config().node_summary != 0
+        && let Some(ts) = ts
+    {
+        runq_hist::record_enqueue(ts, now_ns);
     }
     if new {
-        thread_state::wakeup_new(task, tid, now_ns, &off);
-    } else {
-        thread_state::wakeup(task, tid, now_ns, &off);
+        thread_state::wakeup_new(task, task_tid(task, &off)?, now_ns, &off);
+    } else if let Some((tid, st)) = watched_state(ts, || task_tid(task, &off)) {
+        thread_state::wakeup(st, task, tid, now_ns, &off);
     }
     Ok(())
 }
@@ -82,42 +80,42 @@ fn prev_preempted(
     Ok(prev_state == TASK_RUNNING)
 }
 
-fn try_switch_node(ctx: &BtfTracePointContext) -> Result<(), ()> {
+fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let off = kernel_offsets();
     let now_ns = unsafe { bpf_ktime_get_ns() };
     // The tracepoint runs before the switch: the current task is still `prev`.
     let pid_tgid = bpf_get_current_pid_tgid();
     let (prev_tid, prev_tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
-    let _ = record_slice(prev_tid, prev_tgid, now_ns);
-    if probe_config().node_summary == 0 {
-        return Ok(());
-    }
+    let slices = record_slice(prev_tid, prev_tgid, now_ns);
     let prev: *const u8 = ctx.arg(1);
     let next: *const u8 = ctx.arg(2);
-    runq_hist::record_switch_out(prev, prev_preempted(ctx, prev, &off)?, now_ns);
-    runq_hist::record_dequeue(next, now_ns, &off);
-    Ok(())
-}
-
-fn try_switch_threads(ctx: &BtfTracePointContext) -> Result<(), ()> {
-    let off = kernel_offsets();
-    let now_ns = unsafe { bpf_ktime_get_ns() };
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let (prev_tid, prev_tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
-    let prev: *const u8 = ctx.arg(1);
-    let next: *const u8 = ctx.arg(2);
+    let prev_ts = task_sched(prev);
+    // Created if missing: the per-thread cache below lives there too.
+    let next_ts = task_sched(next);
     let preempted = prev_preempted(ctx, prev, &off)?;
-    thread_state::switch_out(prev, prev_tid, prev_tgid, preempted, now_ns, &off);
-    let next_tid = task_tid(next, &off)?;
-    thread_state::switch_in(
-        next,
-        next_tid,
-        now_ns,
-        &off,
-        |wait_start_ns| match this_cpu() {
-            Some(s) => neighbour_of_wait(s, prev_tgid, prev_tid, wait_start_ns, now_ns),
-            None => Neighbour::default(),
-        },
-    );
+    if probe_config().node_summary != 0 {
+        if let Some(ts) = prev_ts {
+            runq_hist::record_switch_out(ts, preempted, now_ns);
+        }
+        if let Some(ts) = next_ts {
+            runq_hist::record_dequeue(next, ts, now_ns, &off);
+        }
+    }
+    if let Some((_, st)) = watched_state(prev_ts, || Ok(prev_tid)) {
+        thread_state::switch_out(st, prev, prev_tid, prev_tgid, preempted, now_ns, &off);
+    }
+    if let Some((next_tid, st)) = watched_state(next_ts, || task_tid(next, &off)) {
+        thread_state::switch_in(
+            st,
+            next,
+            next_tid,
+            now_ns,
+            &off,
+            |wait_start_ns| match slices {
+                Some(s) => neighbour_of_wait(s, prev_tgid, prev_tid, wait_start_ns, now_ns),
+                None => Neighbour::default(),
+            },
+        );
+    }
     Ok(())
 }

@@ -49,12 +49,6 @@ impl<V> TaskStorage<V> {
         (!value.is_null()).then_some(value.cast::<V>())
     }
 
-    /// The task's value, if it has one.
-    #[inline(always)]
-    pub fn get(&self, task: *const u8) -> Option<*mut V> {
-        self.lookup(task, 0)
-    }
-
     /// The task's value, created zeroed if it has none.
     #[inline(always)]
     pub fn get_or_create(&self, task: *const u8) -> Option<*mut V> {

@@ -2,16 +2,17 @@
 //! contended, with the neighbour that held the CPU), or off CPU. Long intervals are streamed as
 //! episodes; short ones are summed into per-thread buckets, streamed when a bucket closes.
 //!
-//! A thread is watched when it has an entry in `THREAD_STATE`; for every other thread the hooks
-//! cost one failed lookup.
+//! A thread is watched when it has an entry in `THREAD_STATE`. Whether it has one is cached in
+//! the task's local storage until the agent changes the watch set (`WATCH_GENERATION`), so the
+//! hooks of the node's other threads do no hash lookup at all.
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, RingBuf},
+    maps::{Array, HashMap, RingBuf},
 };
 use culprit_common::{
     DropCounter, KernelOffsets,
-    thread::{SchedRecord, ThreadBucket, ThreadState, record, state},
+    thread::{SchedRecord, TaskSched, ThreadBucket, ThreadState, record, state},
 };
 
 use crate::{
@@ -33,14 +34,46 @@ static WATCHED_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
 #[map(name = "SCHED_EVENTS")]
 static SCHED_EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
+#[map(name = "WATCH_GENERATION")]
+static WATCH_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The task's `THREAD_STATE` entry and tid, if it is watched. The lookup (and `tid`, which may
+/// cost a kernel read) happens only when the task's cached answer is missing, stale, or yes.
+///
+/// The agent adds entries first and bumps the generation after: a task cached as unwatched
+/// during the change is looked up again under the new generation.
+#[inline(always)]
+pub fn watched_state(
+    ts: Option<*mut TaskSched>,
+    tid: impl FnOnce() -> Result<u32, ()>,
+) -> Option<(u32, *mut ThreadState)> {
+    let generation = WATCH_GENERATION.get(0).copied().unwrap_or(0);
+    if let Some(ts) = ts {
+        let (seen, watched) = unsafe { ((*ts).watch_gen, (*ts).watched) };
+        if generation != 0 && seen == generation && watched == 0 {
+            return None;
+        }
+    }
+    let tid = tid().ok()?;
+    let st = THREAD_STATE.get_ptr_mut(tid);
+    if let Some(ts) = ts {
+        unsafe {
+            (*ts).watch_gen = generation;
+            (*ts).watched = u32::from(st.is_some());
+        }
+    }
+    st.map(|st| (tid, st))
+}
+
 #[inline(always)]
 pub fn is_watched_tgid(tgid: u32) -> bool {
     unsafe { WATCHED_TGIDS.get(tgid) }.is_some()
 }
 
-/// `prev` leaves its CPU: preempted (still runnable) or blocking.
+/// Watched `prev` (state `st`) leaves its CPU: preempted (still runnable) or blocking.
 #[inline(always)]
 pub fn switch_out(
+    st: *mut ThreadState,
     prev: *const u8,
     tid: u32,
     tgid: u32,
@@ -48,9 +81,6 @@ pub fn switch_out(
     now_ns: u64,
     off: &KernelOffsets,
 ) {
-    let Some(st) = THREAD_STATE.get_ptr_mut(tid) else {
-        return;
-    };
     let st = unsafe { &mut *st };
     st.tgid = tgid;
     close_on_cpu(st, tid, now_ns);
@@ -62,18 +92,16 @@ pub fn switch_out(
     }
 }
 
-/// `next` gets a CPU; `neighbour` is who held the CPU while it waited.
+/// Watched `next` (state `st`) gets a CPU; `neighbour` is who held the CPU while it waited.
 #[inline(always)]
 pub fn switch_in(
+    st: *mut ThreadState,
     next: *const u8,
     tid: u32,
     now_ns: u64,
     off: &KernelOffsets,
     neighbour: impl FnOnce(u64) -> Neighbour,
 ) {
-    let Some(st) = THREAD_STATE.get_ptr_mut(tid) else {
-        return;
-    };
     let st = unsafe { &mut *st };
     if st.state == state::RUNQ {
         let wait_ns = now_ns.saturating_sub(st.since_ns);
@@ -93,12 +121,9 @@ pub fn switch_in(
     st.since_ns = now_ns;
 }
 
-/// `task` was woken up.
+/// Watched `task` (state `st`) was woken up.
 #[inline(always)]
-pub fn wakeup(task: *const u8, tid: u32, now_ns: u64, off: &KernelOffsets) {
-    let Some(st) = THREAD_STATE.get_ptr_mut(tid) else {
-        return;
-    };
+pub fn wakeup(st: *mut ThreadState, task: *const u8, tid: u32, now_ns: u64, off: &KernelOffsets) {
     let st = unsafe { &mut *st };
     match st.state {
         state::OFF_CPU => {
@@ -122,8 +147,8 @@ pub fn wakeup(task: *const u8, tid: u32, now_ns: u64, off: &KernelOffsets) {
 /// A new thread or process: watched from birth if its process or cgroup is watched.
 #[inline(always)]
 pub fn wakeup_new(task: *const u8, tid: u32, now_ns: u64, off: &KernelOffsets) {
-    if THREAD_STATE.get_ptr_mut(tid).is_some() {
-        return wakeup(task, tid, now_ns, off);
+    if let Some(st) = THREAD_STATE.get_ptr_mut(tid) {
+        return wakeup(st, task, tid, now_ns, off);
     }
     let Ok(tgid) = task_tgid(task, off) else {
         return;

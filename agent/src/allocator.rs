@@ -19,6 +19,6 @@ pub fn configure() {
     // SAFETY: plain option stores, made before any other thread exists.
     unsafe {
         mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
-        mi_option_set(MI_OPTION_PURGE_DELAY, 0);
+        mi_option_set(MI_OPTION_PURGE_DELAY, 10);
     }
 }

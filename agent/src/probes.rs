@@ -62,17 +62,10 @@ const HOOKS: &[Hook] = &[
         kind: HookKind::Btf("sched_wakeup_new"),
         signals: SCHED,
     },
-    // Attach order is run order: the node-wide program records the CPU slice that the
-    // per-thread one reads.
     Hook {
         program: "sched_switch",
         kind: HookKind::Btf("sched_switch"),
         signals: SCHED,
-    },
-    Hook {
-        program: "sched_switch_threads",
-        kind: HookKind::Btf("sched_switch"),
-        signals: &[Signal::ThreadStates, Signal::CpuThrottling],
     },
     Hook {
         program: "sched_process_exit",

@@ -12,7 +12,7 @@ use std::{
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, MapError},
+    maps::{Array, HashMap, MapData, MapError},
 };
 use culprit_common::{
     maps,
@@ -32,6 +32,9 @@ pub struct WatchSet {
     thread_state: HashMap<MapData, u32, ThreadState>,
     tgids: HashMap<MapData, u32, u8>,
     cgroup_ids: HashMap<MapData, u64, u8>,
+    /// Bumped after threads are added, so that the kernel drops its cached "not watched".
+    generation: Array<MapData, u32>,
+    generation_value: u32,
     /// Watched process -> the cgroup directory whose `cpu.stat` governs it.
     pub cpu_cgroups: BTreeMap<u32, PathBuf>,
     /// Threads that could not be registered because `THREAD_STATE` was full.
@@ -58,10 +61,17 @@ impl WatchSet {
                 anyhow::bail!("--watch-cgroup {}: not a cgroup directory", c.display());
             }
         }
+        let mut generation = Array::try_from(take(ebpf, maps::WATCH_GENERATION)?)?;
+        // 0 means "no generation yet": the kernel caches nothing until this is set.
+        generation
+            .set(0, 1, 0)
+            .context("initialising the watch generation")?;
         Ok(Self {
             pids,
             cgroups,
             v2_root,
+            generation,
+            generation_value: 1,
             v1_cpu_root: PathBuf::from("/sys/fs/cgroup/cpu"),
             thread_state: HashMap::try_from(take(ebpf, maps::THREAD_STATE)?)?,
             tgids: HashMap::try_from(take(ebpf, maps::WATCHED_TGIDS)?)?,
@@ -103,6 +113,7 @@ impl WatchSet {
             }
         }
         let mut live_tgids = HashSet::new();
+        let mut added = false;
         let now_ns = monotonic_ns();
         for (tid, tgid) in threads {
             live_tgids.insert(tgid);
@@ -121,11 +132,14 @@ impl WatchSet {
                 ..ThreadState::default()
             };
             match self.thread_state.insert(tid, fresh, NOEXIST) {
-                Ok(()) => {}
+                Ok(()) => added = true,
                 Err(MapError::SyscallError(e))
                     if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
                 Err(_) => self.registration_failures += 1,
             }
+        }
+        if added {
+            self.bump_generation();
         }
         for &tgid in &live_tgids {
             let _ = self.tgids.insert(tgid, 1, 0);
@@ -144,6 +158,17 @@ impl WatchSet {
         for tgid in stale {
             let _ = self.tgids.remove(&tgid);
             self.cpu_cgroups.remove(&tgid);
+        }
+    }
+
+    /// After new entries are in `THREAD_STATE`: tasks the kernel cached as unwatched are looked
+    /// up again.
+    fn bump_generation(&mut self) {
+        self.generation_value = self.generation_value.wrapping_add(1).max(1);
+        if let Err(err) = self.generation.set(0, self.generation_value, 0) {
+            // Left as it was, new threads would stay unseen until their task is recreated.
+            log::warn!("updating the watch generation: {err}");
+            self.registration_failures += 1;
         }
     }
 

@@ -72,6 +72,13 @@ pub fn run(storm_seconds: f64, markdown: Option<&Path>) -> anyhow::Result<()> {
         .stdout(Stdio::null());
         Reaped::spawn("culprit agent", &mut cmd)
     })?;
+    // The common case on a node: threads that send no spans, so only node-wide work.
+    let unwatched_costs = measure("culprit, storm not watched", storm_seconds, &cgroup, |_| {
+        let mut cmd = Command::new(bin_path("culprit")?);
+        cmd.args(["agent", "--output", "json", "--interval", "5"])
+            .stdout(Stdio::null());
+        Reaped::spawn("culprit agent", &mut cmd)
+    })?;
     let bpftrace_costs = measure("bpftrace runqlat", storm_seconds, &cgroup, |_| {
         let mut cmd = Command::new("bpftrace");
         cmd.arg("-e").arg(BPFTRACE_RUNQLAT).stdout(Stdio::null());
@@ -88,7 +95,13 @@ pub fn run(storm_seconds: f64, markdown: Option<&Path>) -> anyhow::Result<()> {
         Reaped::spawn("bpftrace", &mut cmd)
     })?;
 
-    let text = render(&agent_costs, &bpftrace_costs, &floor_costs, storm_seconds);
+    let text = render(
+        &agent_costs,
+        &unwatched_costs,
+        &bpftrace_costs,
+        &floor_costs,
+        storm_seconds,
+    );
     print!("{text}");
     if let Some(path) = markdown {
         std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
@@ -173,6 +186,7 @@ fn program_stats() -> anyhow::Result<BTreeMap<u32, (String, u64, u64)>> {
 
 fn render(
     agent: &[HookCost],
+    unwatched: &[HookCost],
     bpftrace: &[HookCost],
     floor: &[HookCost],
     storm_seconds: f64,
@@ -190,7 +204,7 @@ fn render(
     );
     let _ = writeln!(s, "| tool | program | invocations | ns per invocation |");
     let _ = writeln!(s, "|---|---|---:|---:|");
-    for c in agent.iter().chain(bpftrace).chain(floor) {
+    for c in agent.iter().chain(unwatched).chain(bpftrace).chain(floor) {
         let _ = writeln!(
             s,
             "| {} | {} | {} | {:.0} |",
@@ -210,6 +224,7 @@ fn render(
     let ours = switch_cost(agent, &["sched_switch"]);
     let theirs = switch_cost(bpftrace, &["sched_switch"]);
     let empty = switch_cost(floor, &["sched_switch"]);
+    let ours_unwatched = switch_cost(unwatched, &["sched_switch"]);
     let _ = writeln!(
         s,
         "\nPer sched_switch (all of a tool's programs on that hook): culprit {ours:.0} ns, \
@@ -226,6 +241,16 @@ fn render(
             .filter(|c| c.program.contains("sched_switch"))
             .count(),
         theirs - empty,
+    );
+    let _ = writeln!(
+        s,
+        "With the storm not watched (threads that send no spans, most of a node's): culprit \
+         {ours_unwatched:.0} ns per sched_switch, ratio {:.2} to bpftrace runqlat.",
+        if theirs > 0.0 {
+            ours_unwatched / theirs
+        } else {
+            0.0
+        },
     );
     s
 }

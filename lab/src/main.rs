@@ -68,6 +68,9 @@ enum LabCommand {
     Pingpong {
         #[arg(long, default_value_t = 2)]
         pairs: usize,
+        /// Round trips per second per pair, in bursts each millisecond (0: unpaced).
+        #[arg(long, default_value_t = 0)]
+        round_trips_per_s: u64,
     },
     /// Kernel cost of the agent's hooks vs the classic bpftrace run-queue logic, from the
     /// kernel's bpf_stats, under the same context-switch storm.
@@ -242,7 +245,10 @@ fn main() -> anyhow::Result<()> {
         }
         LabCommand::TcpServer { port, size } => workloads::tcp_server(port, size, run_for)?,
         LabCommand::TcpClient { port, size } => workloads::tcp_client(port, size, run_for)?,
-        LabCommand::Pingpong { pairs } => workloads::pingpong(pairs, run_for)?,
+        LabCommand::Pingpong {
+            pairs,
+            round_trips_per_s,
+        } => workloads::pingpong(pairs, round_trips_per_s, run_for)?,
         LabCommand::RustOtelApp {
             endpoint,
             count,

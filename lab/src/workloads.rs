@@ -122,17 +122,18 @@ fn log_retry(e: &std::io::Error) {
 
 /// A context-switch storm: `pairs` pairs of threads, all pinned to the calling thread's CPUs,
 /// bouncing one byte back and forth over pipes. Every hop is a wakeup and a context switch.
-pub fn pingpong(pairs: usize, run_for: Duration) -> anyhow::Result<()> {
+/// `round_trips_per_s` per pair, in bursts each millisecond; 0 for as fast as the CPUs go.
+pub fn pingpong(pairs: usize, round_trips_per_s: u64, run_for: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + run_for;
     let mut workers = Vec::new();
     for _ in 0..pairs.max(1) {
         let (a_read, b_write) = pipe()?;
         let (b_read, a_write) = pipe()?;
         workers.push(thread::spawn(move || {
-            bounce(a_read, a_write, deadline, true)
+            bounce(a_read, a_write, deadline, Some(round_trips_per_s))
         }));
         workers.push(thread::spawn(move || {
-            bounce(b_read, b_write, deadline, false)
+            bounce(b_read, b_write, deadline, None)
         }));
     }
     for w in workers {
@@ -156,19 +157,34 @@ fn pipe() -> anyhow::Result<(std::fs::File, std::fs::File)> {
     })
 }
 
+/// One side of a pair: the side that serves first (`pace` given) sets the pace.
 fn bounce(
     mut input: std::fs::File,
     mut output: std::fs::File,
     deadline: Instant,
-    serve_first: bool,
+    pace: Option<u64>,
 ) {
     let mut byte = [0u8; 1];
-    if serve_first && output.write_all(&byte).is_err() {
+    if pace.is_some() && output.write_all(&byte).is_err() {
         return;
     }
+    let per_ms = pace.filter(|&r| r > 0).map(|r| r.div_ceil(1000));
+    let started = Instant::now();
+    let mut done: u64 = 0;
     while Instant::now() < deadline {
         if input.read_exact(&mut byte).is_err() || output.write_all(&byte).is_err() {
             return;
+        }
+        done += 1;
+        if let Some(per_ms) = per_ms
+            && done.is_multiple_of(per_ms)
+        {
+            // The next burst is due at the next millisecond of the schedule.
+            let due = started + Duration::from_millis(done / per_ms);
+            let now = Instant::now();
+            if due > now {
+                thread::sleep(due - now);
+            }
         }
     }
 }

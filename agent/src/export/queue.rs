@@ -181,22 +181,25 @@ impl ExportQueue {
         let mut first = q.items.pop_front()?;
         q.bytes -= first.bytes();
         if first.signal == Signal::Traces {
-            let mut merged: Option<BytesMut> = None;
-            while let Some(next) = q.items.front()
-                && next.signal == Signal::Traces
-                && first.spans + next.spans <= max_spans
-            {
-                let Some(next) = q.items.pop_front() else {
+            // How many follow, then one allocation for all of them.
+            let (mut n, mut spans, mut len) = (0, first.spans, first.body.len());
+            for next in q.items.iter() {
+                if next.signal != Signal::Traces || spans + next.spans > max_spans {
                     break;
-                };
-                q.bytes -= next.bytes();
-                merged
-                    .get_or_insert_with(|| BytesMut::from(&first.body[..]))
-                    .extend_from_slice(&next.body);
-                first.spans += next.spans;
+                }
+                n += 1;
+                spans += next.spans;
+                len += next.body.len();
             }
-            if let Some(merged) = merged {
+            if n > 0 {
+                let mut merged = BytesMut::with_capacity(len);
+                merged.extend_from_slice(&first.body);
+                for next in q.items.drain(..n) {
+                    merged.extend_from_slice(&next.body);
+                }
+                q.bytes -= len - first.body.len();
                 first.body = merged.freeze();
+                first.spans = spans;
             }
         }
         self.stats
