@@ -44,6 +44,8 @@ const RECEIVER_DRAIN: Duration = Duration::from_secs(2);
 const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
 pub fn run(opts: AgentOpts) -> anyhow::Result<()> {
+    // Before the runtime starts its threads: they inherit the policy.
+    crate::sched_policy::yield_to_applications();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

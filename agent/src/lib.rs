@@ -26,6 +26,7 @@ pub mod report;
 pub mod retransmits;
 pub mod ring_reader;
 pub mod runqueue;
+pub mod sched_policy;
 pub mod shutdown;
 pub mod thread_store;
 pub mod tools;
