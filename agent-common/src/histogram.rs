@@ -44,7 +44,8 @@ pub fn slot_lower_bound_ns(slot: usize) -> u64 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct RunqHist {
-    /// Number of waits (a wakeup or preemption followed by getting a CPU).
+    /// Number of waits (a wakeup or preemption followed by getting a CPU). The kernel leaves it
+    /// at 0 (it equals the sum of `slots`): the agent fills it in when it reads the map.
     pub count: u64,
     /// Sum of all waits.
     pub total_ns: u64,

@@ -114,14 +114,17 @@ mod pod {
 pub struct TaskSched {
     /// When the task last became runnable; 0 once it got a CPU.
     pub enqueued_ns: u64,
-    /// The task's cgroup v2 id, refreshed every time it leaves a CPU (cheap then: it is the
-    /// current task), so that reading it at switch-in needs no pointer chase.
+    /// The task's cgroup v2 id, refreshed every few times it leaves a CPU (cheap then: it is
+    /// the current task), so that reading it at switch-in needs no pointer chase.
     pub cgroup_id: u64,
     /// The watch generation (map `WATCH_GENERATION`) `watched` was read at; 0: never read.
     pub watch_gen: u32,
     /// Whether the task had an entry in `THREAD_STATE` at `watch_gen`: while the generation
     /// holds, an unwatched task costs its hooks no hash lookup.
     pub watched: u32,
+    /// Times the task left a CPU (wrapping): paces the cgroup id refresh.
+    pub switches_out: u32,
+    pub _reserved: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<TaskSched>() == 24);
+const _: () = assert!(core::mem::size_of::<TaskSched>() == 32);

@@ -77,10 +77,11 @@ impl RunqCollector {
         let mut rows = Vec::new();
         let mut gone = Vec::new();
         for entry in self.map.iter() {
-            let Ok((cgroup_id, hist)) = entry else {
+            let Ok((cgroup_id, mut hist)) = entry else {
                 // An entry removed between key and value lookup: nothing to report.
                 continue;
             };
+            hist.count = hist.slots.iter().sum();
             let path = paths.path_of(cgroup_id).map(str::to_owned);
             if let Some(stats) = interval_stats(&hist, self.previous.get(&cgroup_id)) {
                 rows.push(CgroupRunq {
