@@ -35,6 +35,7 @@ pub struct WatchSet {
     /// Bumped after threads are added, so that the kernel drops its cached "not watched".
     generation: Array<MapData, u32>,
     generation_value: u32,
+    generation_bump_pending: bool,
     /// Watched process -> the cgroup directory whose `cpu.stat` governs it.
     pub cpu_cgroups: BTreeMap<u32, PathBuf>,
     /// Threads that could not be registered because `THREAD_STATE` was full.
@@ -72,6 +73,7 @@ impl WatchSet {
             v2_root,
             generation,
             generation_value: 1,
+            generation_bump_pending: false,
             v1_cpu_root: PathBuf::from("/sys/fs/cgroup/cpu"),
             thread_state: HashMap::try_from(take(ebpf, maps::THREAD_STATE)?)?,
             tgids: HashMap::try_from(take(ebpf, maps::WATCHED_TGIDS)?)?,
@@ -113,7 +115,6 @@ impl WatchSet {
             }
         }
         let mut live_tgids = HashSet::new();
-        let mut added = false;
         let now_ns = monotonic_ns();
         for (tid, tgid) in threads {
             live_tgids.insert(tgid);
@@ -132,13 +133,15 @@ impl WatchSet {
                 ..ThreadState::default()
             };
             match self.thread_state.insert(tid, fresh, NOEXIST) {
-                Ok(()) => added = true,
+                // At once, not after the loop: until the bump the kernel may skip the thread
+                // (cached as unwatched), and the loop reads /proc for every thread.
+                Ok(()) => self.bump_generation(),
                 Err(MapError::SyscallError(e))
                     if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
                 Err(_) => self.registration_failures += 1,
             }
         }
-        if added {
+        if self.generation_bump_pending {
             self.bump_generation();
         }
         for &tgid in &live_tgids {
@@ -165,8 +168,10 @@ impl WatchSet {
     /// up again.
     fn bump_generation(&mut self) {
         self.generation_value = self.generation_value.wrapping_add(1).max(1);
-        if let Err(err) = self.generation.set(0, self.generation_value, 0) {
-            // Left as it was, new threads would stay unseen until their task is recreated.
+        let result = self.generation.set(0, self.generation_value, 0);
+        // Left as it was, the new threads would stay unseen: retried on every refresh.
+        self.generation_bump_pending = result.is_err();
+        if let Err(err) = result {
             log::warn!("updating the watch generation: {err}");
             self.registration_failures += 1;
         }

@@ -168,7 +168,9 @@ fn bounce(
     if pace.is_some() && output.write_all(&byte).is_err() {
         return;
     }
-    let per_ms = pace.filter(|&r| r > 0).map(|r| r.div_ceil(1000));
+    let rate = pace.filter(|&r| r > 0);
+    // Bursts of about a millisecond's worth, each due at its exact share of the second.
+    let burst = rate.map_or(1, |r| (r / 1000).max(1));
     let started = Instant::now();
     let mut done: u64 = 0;
     while Instant::now() < deadline {
@@ -176,11 +178,10 @@ fn bounce(
             return;
         }
         done += 1;
-        if let Some(per_ms) = per_ms
-            && done.is_multiple_of(per_ms)
+        if let Some(rate) = rate
+            && done.is_multiple_of(burst)
         {
-            // The next burst is due at the next millisecond of the schedule.
-            let due = started + Duration::from_millis(done / per_ms);
+            let due = started + Duration::from_nanos(done.saturating_mul(1_000_000_000) / rate);
             let now = Instant::now();
             if due > now {
                 thread::sleep(due - now);

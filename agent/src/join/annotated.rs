@@ -7,10 +7,7 @@
 //! fields may come in any order: a span's encoding followed by more `attributes` entries is that
 //! span with the extra attributes last.
 
-use opentelemetry_proto::tonic::{
-    collector::trace::v1::ExportTraceServiceRequest,
-    trace::v1::{ResourceSpans, ScopeSpans},
-};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::{
     Message,
     encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len, message, string},
@@ -113,46 +110,74 @@ fn len_delimited(len: usize) -> usize {
     encoded_len_varint(len as u64) + len
 }
 
+/// Encoded lengths of every nested message, in the order they are written: each computed once
+/// (a span's `encoded_len` walks all of its fields).
+#[derive(Default)]
+struct Lengths {
+    spans: Vec<usize>,
+    scopes: Vec<usize>,
+    resources: Vec<usize>,
+}
+
+impl Lengths {
+    fn of(request: &ExportTraceServiceRequest, extras: &SpanExtras) -> Self {
+        let mut l = Self::default();
+        for rs in &request.resource_spans {
+            let mut scopes = 0;
+            for ss in &rs.scope_spans {
+                let mut spans = 0;
+                for span in &ss.spans {
+                    let len = span.encoded_len() + extras.of(l.spans.len()).len();
+                    l.spans.push(len);
+                    spans += key_len(SCOPE_SPANS_SPANS) + len_delimited(len);
+                }
+                let len = optional_message_len(SCOPE_SPANS_SCOPE, ss.scope.as_ref())
+                    + spans
+                    + schema_url_len(SCOPE_SPANS_SCHEMA_URL, &ss.schema_url);
+                l.scopes.push(len);
+                scopes += key_len(RESOURCE_SPANS_SCOPE_SPANS) + len_delimited(len);
+            }
+            l.resources.push(
+                optional_message_len(RESOURCE_SPANS_RESOURCE, rs.resource.as_ref())
+                    + scopes
+                    + schema_url_len(RESOURCE_SPANS_SCHEMA_URL, &rs.schema_url),
+            );
+        }
+        l
+    }
+
+    fn total(&self) -> usize {
+        self.resources
+            .iter()
+            .map(|&l| key_len(REQUEST_RESOURCE_SPANS) + len_delimited(l))
+            .sum()
+    }
+}
+
 /// Encodes `request` with `extras` appended to its spans.
 pub fn encode(request: &ExportTraceServiceRequest, extras: &SpanExtras) -> Vec<u8> {
+    let lengths = Lengths::of(request, extras);
+    let mut buf = Vec::with_capacity(lengths.total());
+    let (mut span_lens, mut scope_lens) = (lengths.spans.iter(), lengths.scopes.iter());
     let mut next_span = 0;
-    let resource_lens: Vec<usize> = request
-        .resource_spans
-        .iter()
-        .map(|rs| resource_spans_len(rs, extras, &mut next_span))
-        .collect();
-    let total: usize = resource_lens
-        .iter()
-        .map(|&l| key_len(REQUEST_RESOURCE_SPANS) + len_delimited(l))
-        .sum();
-    let mut buf = Vec::with_capacity(total);
-    let mut next_span = 0;
-    for (rs, len) in request.resource_spans.iter().zip(resource_lens) {
-        encode_key(REQUEST_RESOURCE_SPANS, WireType::LengthDelimited, &mut buf);
-        encode_varint(len as u64, &mut buf);
+    for (rs, len) in request.resource_spans.iter().zip(&lengths.resources) {
+        write_len_prefix(REQUEST_RESOURCE_SPANS, *len, &mut buf);
         if let Some(resource) = &rs.resource {
             message::encode(RESOURCE_SPANS_RESOURCE, resource, &mut buf);
         }
         for ss in &rs.scope_spans {
-            let mut counting = next_span;
-            let len = scope_spans_len(ss, extras, &mut counting);
-            encode_key(
-                RESOURCE_SPANS_SCOPE_SPANS,
-                WireType::LengthDelimited,
-                &mut buf,
-            );
-            encode_varint(len as u64, &mut buf);
+            let len = scope_lens.next().copied().unwrap_or_default();
+            write_len_prefix(RESOURCE_SPANS_SCOPE_SPANS, len, &mut buf);
             if let Some(scope) = &ss.scope {
                 message::encode(SCOPE_SPANS_SCOPE, scope, &mut buf);
             }
             for span in &ss.spans {
-                let extra = extras.of(next_span);
-                next_span += 1;
-                encode_key(SCOPE_SPANS_SPANS, WireType::LengthDelimited, &mut buf);
-                encode_varint((span.encoded_len() + extra.len()) as u64, &mut buf);
+                let len = span_lens.next().copied().unwrap_or_default();
+                write_len_prefix(SCOPE_SPANS_SPANS, len, &mut buf);
                 // A Vec grows as needed: encoding into it cannot run out of room.
                 let _ = span.encode(&mut buf);
-                buf.extend_from_slice(extra);
+                buf.extend_from_slice(extras.of(next_span));
+                next_span += 1;
             }
             if !ss.schema_url.is_empty() {
                 string::encode(SCOPE_SPANS_SCHEMA_URL, &ss.schema_url, &mut buf);
@@ -165,31 +190,9 @@ pub fn encode(request: &ExportTraceServiceRequest, extras: &SpanExtras) -> Vec<u
     buf
 }
 
-fn resource_spans_len(rs: &ResourceSpans, extras: &SpanExtras, next_span: &mut usize) -> usize {
-    let resource = optional_message_len(RESOURCE_SPANS_RESOURCE, rs.resource.as_ref());
-    let scopes: usize = rs
-        .scope_spans
-        .iter()
-        .map(|ss| {
-            key_len(RESOURCE_SPANS_SCOPE_SPANS)
-                + len_delimited(scope_spans_len(ss, extras, next_span))
-        })
-        .sum();
-    resource + scopes + schema_url_len(RESOURCE_SPANS_SCHEMA_URL, &rs.schema_url)
-}
-
-fn scope_spans_len(ss: &ScopeSpans, extras: &SpanExtras, next_span: &mut usize) -> usize {
-    let scope = optional_message_len(SCOPE_SPANS_SCOPE, ss.scope.as_ref());
-    let spans: usize = ss
-        .spans
-        .iter()
-        .map(|span| {
-            let extra = extras.of(*next_span).len();
-            *next_span += 1;
-            key_len(SCOPE_SPANS_SPANS) + len_delimited(span.encoded_len() + extra)
-        })
-        .sum();
-    scope + spans + schema_url_len(SCOPE_SPANS_SCHEMA_URL, &ss.schema_url)
+fn write_len_prefix(tag: u32, len: usize, buf: &mut Vec<u8>) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
 }
 
 fn optional_message_len(tag: u32, m: Option<&impl Message>) -> usize {
@@ -210,7 +213,7 @@ mod tests {
     use opentelemetry_proto::tonic::{
         common::v1::{InstrumentationScope, KeyValue},
         resource::v1::Resource,
-        trace::v1::{Span, Status},
+        trace::v1::{ResourceSpans, ScopeSpans, Span, Status},
     };
 
     use super::*;
