@@ -16,7 +16,7 @@ use anyhow::Context as _;
 
 use crate::{
     accuracy::quantile,
-    bench_pipeline::{cpu_seconds, load, peak_rss_mib, rotel, start_agent},
+    bench_pipeline::{cpu_seconds, load, peak_rss_mib, rotel, rotel_forwarder, start_agent},
     binaries::bin_path,
     cgroup::TempCgroup,
     lab_run::{HARNESS_CPU, SERVICE_CPU, service_command},
@@ -68,25 +68,12 @@ fn app_run(agent_on: bool, seconds: f64, blackhole: &str) -> anyhow::Result<AppR
     wait_for_port(downstream_port, Duration::from_secs(10))?;
     // Agent on: spans go through the agent to the blackhole. Off: straight to a plain
     // collector (rotel), so that the service exports the same way in both.
-    let (sink, _sink_process): (String, Reaped) = if agent_on {
-        let (agent, port) = start_agent(blackhole)?;
-        (format!("http://127.0.0.1:{port}"), agent)
+    let (_sink_process, sink_port) = if agent_on {
+        start_agent(blackhole)?
     } else {
-        let (grpc, http) = (free_port()?, free_port()?);
-        let forwarder = rotel(
-            grpc,
-            http,
-            &[
-                "--exporter",
-                "otlp",
-                "--otlp-exporter-protocol",
-                "grpc",
-                "--otlp-exporter-endpoint",
-                blackhole,
-            ],
-        )?;
-        (format!("http://127.0.0.1:{grpc}"), forwarder)
+        rotel_forwarder(blackhole)?
     };
+    let sink = format!("http://127.0.0.1:{sink_port}");
     let port = free_port()?;
     let mut cmd = service_command(&[cg.child("service")?], port, downstream_port, &sink)?;
     cmd.stdout(Stdio::null());

@@ -148,6 +148,24 @@ pub(crate) fn rotel(grpc: u16, http: u16, exporter: &[&str]) -> anyhow::Result<R
     Ok(p)
 }
 
+/// A rotel forwarding over OTLP/gRPC to `downstream`; returns it and its gRPC port.
+pub(crate) fn rotel_forwarder(downstream: &str) -> anyhow::Result<(Reaped, u16)> {
+    let (grpc, http) = (free_port()?, free_port()?);
+    let forwarder = rotel(
+        grpc,
+        http,
+        &[
+            "--exporter",
+            "otlp",
+            "--otlp-exporter-protocol",
+            "grpc",
+            "--otlp-exporter-endpoint",
+            downstream,
+        ],
+    )?;
+    Ok((forwarder, grpc))
+}
+
 /// A `culprit agent` exporting to `downstream`; returns it and its gRPC port.
 pub(crate) fn start_agent(downstream: &str) -> anyhow::Result<(Reaped, u16)> {
     let (grpc, http) = (free_port()?, free_port()?);
@@ -206,19 +224,7 @@ pub fn run(seconds: f64, markdown: Option<&Path>) -> anyhow::Result<()> {
     let agent = agent.0;
     let ours = measure(&rt, agent_grpc, agent.pid(), seconds)?;
 
-    let (fwd_grpc, fwd_http) = (free_port()?, free_port()?);
-    let forwarder = rotel(
-        fwd_grpc,
-        fwd_http,
-        &[
-            "--exporter",
-            "otlp",
-            "--otlp-exporter-protocol",
-            "grpc",
-            "--otlp-exporter-endpoint",
-            &downstream,
-        ],
-    )?;
+    let (forwarder, fwd_grpc) = rotel_forwarder(&downstream)?;
     let theirs = measure(&rt, fwd_grpc, forwarder.pid(), seconds)?;
     drop(forwarder);
 
