@@ -16,7 +16,9 @@ use anyhow::Context as _;
 
 use crate::{
     accuracy::quantile,
-    bench_pipeline::{cpu_seconds, load, peak_rss_mib, rotel, rotel_forwarder, start_agent},
+    bench_pipeline::{
+        cpu_seconds, load, peak_rss_mib, rotel_blackhole, rotel_forwarder, start_agent,
+    },
     binaries::bin_path,
     cgroup::TempCgroup,
     lab_run::{HARNESS_CPU, SERVICE_CPU, service_command},
@@ -232,9 +234,7 @@ pub fn run(seconds: f64, markdown: Option<&Path>) -> anyhow::Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let (hole_grpc, hole_http) = (free_port()?, free_port()?);
-    let _blackhole = rotel(hole_grpc, hole_http, &["--exporter", "blackhole"])?;
-    let blackhole = format!("http://127.0.0.1:{hole_grpc}");
+    let (_blackhole, blackhole) = rotel_blackhole()?;
 
     let mut runs = Vec::new();
     let app_seconds = seconds * 2.0;

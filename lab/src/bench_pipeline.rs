@@ -148,6 +148,14 @@ pub(crate) fn rotel(grpc: u16, http: u16, exporter: &[&str]) -> anyhow::Result<R
     Ok(p)
 }
 
+/// A rotel that accepts and discards everything: the benches' final backend. Returns it and
+/// its OTLP/gRPC endpoint.
+pub(crate) fn rotel_blackhole() -> anyhow::Result<(Reaped, String)> {
+    let (grpc, http) = (free_port()?, free_port()?);
+    let hole = rotel(grpc, http, &["--exporter", "blackhole"])?;
+    Ok((hole, format!("http://127.0.0.1:{grpc}")))
+}
+
 /// A rotel forwarding over OTLP/gRPC to `downstream`; returns it and its gRPC port.
 pub(crate) fn rotel_forwarder(downstream: &str) -> anyhow::Result<(Reaped, u16)> {
     let (grpc, http) = (free_port()?, free_port()?);
@@ -215,9 +223,7 @@ pub fn run(seconds: f64, markdown: Option<&Path>) -> anyhow::Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let (hole_grpc, hole_http) = (free_port()?, free_port()?);
-    let _blackhole = rotel(hole_grpc, hole_http, &["--exporter", "blackhole"])?;
-    let downstream = format!("http://127.0.0.1:{hole_grpc}");
+    let (_blackhole, downstream) = rotel_blackhole()?;
 
     let agent = start_agent(&downstream)?;
     let agent_grpc = agent.1;
