@@ -16,7 +16,7 @@ const MI_OPTION_PURGE_DELAY: mi_option_t = 15;
 const PURGE_DELAY_MS: std::ffi::c_long = 10;
 
 /// Call first thing in `main`, before the agent allocates anything large.
-pub fn configure() {
+pub(crate) fn configure() {
     // SAFETY: plain option stores, made before any other thread exists.
     unsafe {
         mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);

@@ -2,7 +2,9 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+
+use crate::report::OutputFormat;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -10,13 +12,13 @@ use clap::{Parser, Subcommand, ValueEnum};
     version,
     about = "Which kernel signal made each slow request slow"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the node agent: load the eBPF probes and report what they observe.
     Agent(Box<AgentOpts>),
     /// Live view of a running agent: services with their p99 and dominant cause, throttled
@@ -59,7 +61,7 @@ pub enum Command {
 
 /// Where the tools find the agent's local API.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ApiOpts {
+pub(crate) struct ApiOpts {
     /// The agent's unix socket.
     #[arg(long, env = "CULPRIT_SOCKET", default_value = crate::live::api::DEFAULT_SOCKET)]
     pub socket: PathBuf,
@@ -69,7 +71,7 @@ pub struct ApiOpts {
 }
 
 impl ApiOpts {
-    pub fn endpoint(&self) -> crate::live::client::Endpoint {
+    pub(crate) fn endpoint(&self) -> crate::live::client::Endpoint {
         match self.api {
             Some(addr) => crate::live::client::Endpoint::Tcp(addr),
             None => crate::live::client::Endpoint::Unix(self.socket.clone()),
@@ -77,16 +79,8 @@ impl ApiOpts {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    /// A per-cgroup table for people.
-    Table,
-    /// One JSON object per report, one per line, for scripts.
-    Json,
-}
-
 #[derive(Debug, Parser)]
-pub struct AgentOpts {
+pub(crate) struct AgentOpts {
     /// Read flags from this file, one per line (`--interval 5`); later flags win. (Expanded
     /// before parsing by `config_file::expand`: declared here for `--help` only.)
     #[arg(long, value_name = "FILE")]

@@ -7,7 +7,7 @@ use std::{ffi::OsString, path::Path};
 use anyhow::Context as _;
 
 /// The flags in a config file's text.
-pub fn parse(text: &str) -> Vec<OsString> {
+pub(crate) fn parse(text: &str) -> Vec<OsString> {
     text.lines()
         .map(|l| l.split_once('#').map_or(l, |(before, _)| before).trim())
         .filter(|l| !l.is_empty())
@@ -19,7 +19,7 @@ pub fn parse(text: &str) -> Vec<OsString> {
 }
 
 /// Replaces `--config FILE` (or `--config=FILE`) in `args` with the file's flags.
-pub fn expand(args: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
+pub(crate) fn expand(args: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
     let mut out = Vec::with_capacity(args.len());
     let mut iter = args.into_iter();
     while let Some(arg) = iter.next() {

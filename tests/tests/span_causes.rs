@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use culprit::join::joiner::SpanLine;
+use culprit::model::SpanLine;
 use culprit_lab::{
     agent_run::RunningAgent,
     cgroup::TempCgroup,

@@ -5,13 +5,13 @@ use std::time::Duration;
 use anyhow::bail;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     Grpc,
     HttpProtobuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExportConfig {
+pub(crate) struct ExportConfig {
     pub protocol: Protocol,
     /// Full URLs per signal (for gRPC the same base for all).
     pub traces_endpoint: String,
@@ -30,7 +30,7 @@ fn parse_protocol(s: &str) -> anyhow::Result<Protocol> {
 }
 
 /// `k1=v1,k2=v2`, values percent-decoded (W3C baggage format, as the specification says).
-pub fn parse_headers(s: &str) -> anyhow::Result<Vec<(String, String)>> {
+pub(crate) fn parse_headers(s: &str) -> anyhow::Result<Vec<(String, String)>> {
     s.split(',')
         .filter(|p| !p.trim().is_empty())
         .map(|pair| {
@@ -63,7 +63,7 @@ fn percent_decode(s: &str) -> String {
 
 /// Builds the export configuration: flags first, then the `OTEL_EXPORTER_OTLP_*` variables
 /// (read through `env`). `None` when no endpoint is configured: the agent then prints instead.
-pub fn resolve(
+pub(crate) fn resolve(
     env: impl Fn(&str) -> Option<String>,
     endpoint_flag: Option<&str>,
     protocol_flag: Option<&str>,

@@ -2,9 +2,8 @@
 //! queue with retry and backoff. A down backend costs nothing until the queue is full; then the
 //! oldest requests are dropped and counted.
 
-pub mod config;
-pub mod queue;
-pub mod sender;
+pub(crate) mod config;
+pub(crate) mod queue;
+pub(crate) mod sender;
 
-pub use config::{ExportConfig, Protocol};
-pub use queue::{ExportQueue, ExportStats};
+pub(crate) use queue::ExportQueue;

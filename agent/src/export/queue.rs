@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use crate::otlp::Payload;
 
 #[derive(Debug, Default)]
-pub struct ExportStats {
+pub(crate) struct ExportStats {
     pub spans_exported: AtomicU64,
     /// Dropped because the queue was full (the oldest go first).
     pub spans_dropped_queue_full: AtomicU64,
@@ -40,7 +40,7 @@ pub struct ExportCounts {
 }
 
 impl ExportStats {
-    pub fn snapshot(&self) -> ExportCounts {
+    pub(crate) fn snapshot(&self) -> ExportCounts {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         ExportCounts {
             spans_exported: g(&self.spans_exported),
@@ -56,7 +56,7 @@ impl ExportStats {
 
 /// Which OTLP service an encoded body is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
+pub(crate) enum Telemetry {
     Traces,
     Metrics,
     Logs,
@@ -64,17 +64,17 @@ pub enum Signal {
 
 /// A request encoded once, when queued: retries resend the same bytes, and queued requests
 /// take their wire size in memory instead of a tree of small allocations.
-pub struct Item {
-    pub signal: Signal,
+pub(crate) struct Item {
+    pub signal: Telemetry,
     pub body: Bytes,
     pub spans: u64,
 }
 
 impl Item {
-    pub fn new(payload: &Payload) -> Self {
+    pub(crate) fn new(payload: &Payload) -> Self {
         let (signal, body, spans) = match payload {
             Payload::Traces(r) => (
-                Signal::Traces,
+                Telemetry::Traces,
                 r.encode_to_vec(),
                 r.resource_spans
                     .iter()
@@ -82,8 +82,8 @@ impl Item {
                     .map(|s| s.spans.len() as u64)
                     .sum(),
             ),
-            Payload::Metrics(r) => (Signal::Metrics, r.encode_to_vec(), 0),
-            Payload::Logs(r) => (Signal::Logs, r.encode_to_vec(), 0),
+            Payload::Metrics(r) => (Telemetry::Metrics, r.encode_to_vec(), 0),
+            Payload::Logs(r) => (Telemetry::Logs, r.encode_to_vec(), 0),
         };
         Self {
             signal,
@@ -93,9 +93,9 @@ impl Item {
     }
 
     /// An encoded trace request of `spans` spans.
-    pub fn traces(body: Vec<u8>, spans: u64) -> Self {
+    pub(crate) fn traces(body: Vec<u8>, spans: u64) -> Self {
         Self {
-            signal: Signal::Traces,
+            signal: Telemetry::Traces,
             body: Bytes::from(body),
             spans,
         }
@@ -113,7 +113,7 @@ struct Inner {
 
 /// Shared between the agent (push) and the sender task (front/pop).
 #[derive(Clone)]
-pub struct ExportQueue {
+pub(crate) struct ExportQueue {
     inner: Arc<Mutex<Inner>>,
     pub notify: Arc<Notify>,
     pub stats: Arc<ExportStats>,
@@ -122,7 +122,7 @@ pub struct ExportQueue {
 }
 
 impl ExportQueue {
-    pub fn new(max_items: usize, max_bytes: usize) -> Self {
+    pub(crate) fn new(max_items: usize, max_bytes: usize) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Inner {
                 items: VecDeque::new(),
@@ -141,7 +141,7 @@ impl ExportQueue {
     }
 
     /// Appends; when full, drops the oldest requests (counted).
-    pub fn push(&self, item: Item) {
+    pub(crate) fn push(&self, item: Item) {
         let mut q = self.lock();
         q.bytes += item.bytes();
         q.items.push_back(item);
@@ -162,8 +162,9 @@ impl ExportQueue {
         self.notify.notify_one();
     }
 
+    #[cfg(test)]
     /// Takes the oldest request out to send it.
-    pub fn pop(&self) -> Option<Item> {
+    pub(crate) fn pop(&self) -> Option<Item> {
         let mut q = self.lock();
         let item = q.items.pop_front()?;
         q.bytes -= item.bytes();
@@ -176,15 +177,15 @@ impl ExportQueue {
     /// Takes the oldest request out, merged with the trace requests right behind it up to
     /// `max_spans` spans: one export call instead of many. Order is kept. Encoded protobuf
     /// messages merge by concatenation (repeated fields append), so merging copies bytes only.
-    pub fn pop_batch(&self, max_spans: u64) -> Option<Item> {
+    pub(crate) fn pop_batch(&self, max_spans: u64) -> Option<Item> {
         let mut q = self.lock();
         let mut first = q.items.pop_front()?;
         q.bytes -= first.bytes();
-        if first.signal == Signal::Traces {
+        if first.signal == Telemetry::Traces {
             // How many follow, then one allocation for all of them.
             let (mut n, mut spans, mut len) = (0, first.spans, first.body.len());
             for next in q.items.iter() {
-                if next.signal != Signal::Traces || spans + next.spans > max_spans {
+                if next.signal != Telemetry::Traces || spans + next.spans > max_spans {
                     break;
                 }
                 n += 1;
@@ -210,7 +211,7 @@ impl ExportQueue {
 
     /// Puts a request that could not be sent back at the front, unless newer ones filled the
     /// queue meanwhile (then it is the oldest, and dropped).
-    pub fn requeue(&self, item: Item) {
+    pub(crate) fn requeue(&self, item: Item) {
         let mut q = self.lock();
         if q.items.len() >= self.max_items {
             self.stats
@@ -226,11 +227,11 @@ impl ExportQueue {
             .store(q.items.len() as u64, Ordering::Relaxed);
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().items.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

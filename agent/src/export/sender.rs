@@ -10,7 +10,7 @@ use tonic::{
 
 use super::{
     config::{ExportConfig, Protocol},
-    queue::{ExportQueue, Item, Signal},
+    queue::{ExportQueue, Item, Telemetry},
 };
 use crate::otlp::raw_codec::RawCodec;
 
@@ -21,7 +21,7 @@ const MAX_BATCH_SPANS: u64 = 2048;
 
 /// What became of one send.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Sent,
     /// Worth trying again later (backend down, overloaded, timed out).
     Retry(String),
@@ -29,7 +29,7 @@ pub enum Outcome {
     Rejected(String),
 }
 
-pub fn grpc_outcome(code: Code, message: &str) -> Outcome {
+pub(crate) fn grpc_outcome(code: Code, message: &str) -> Outcome {
     match code {
         Code::Ok => Outcome::Sent,
         Code::Unavailable
@@ -45,7 +45,7 @@ pub fn grpc_outcome(code: Code, message: &str) -> Outcome {
     }
 }
 
-pub fn http_outcome(status: u16) -> Outcome {
+pub(crate) fn http_outcome(status: u16) -> Outcome {
     match status {
         200..=299 => Outcome::Sent,
         408 | 429 | 500 | 502 | 503 | 504 => Outcome::Retry(format!("HTTP {status}")),
@@ -58,14 +58,14 @@ enum Client {
     Http(reqwest::Client),
 }
 
-pub struct Sender {
+pub(crate) struct Sender {
     config: ExportConfig,
     client: Client,
     queue: ExportQueue,
 }
 
 impl Sender {
-    pub fn new(config: ExportConfig, queue: ExportQueue) -> anyhow::Result<Self> {
+    pub(crate) fn new(config: ExportConfig, queue: ExportQueue) -> anyhow::Result<Self> {
         let client = match config.protocol {
             Protocol::Grpc => Client::Grpc(
                 Channel::from_shared(config.traces_endpoint.clone())?
@@ -85,7 +85,7 @@ impl Sender {
     }
 
     /// Runs until the process ends: sends whatever is queued, waits otherwise.
-    pub async fn run(self) {
+    pub(crate) async fn run(self) {
         let mut backoff = BACKOFF_MIN;
         loop {
             let Some(item) = self.queue.pop_batch(MAX_BATCH_SPANS) else {
@@ -132,9 +132,9 @@ impl Sender {
     /// Sends the already encoded body: no copy of the request, however often it is retried.
     async fn send_grpc(&self, channel: Channel, item: &Item) -> Outcome {
         let path = match item.signal {
-            Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-            Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
-            Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+            Telemetry::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            Telemetry::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+            Telemetry::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
         };
         let mut grpc = Grpc::new(channel);
         if let Err(e) = grpc.ready().await {
@@ -160,9 +160,9 @@ impl Sender {
 
     async fn send_http(&self, http: &reqwest::Client, item: &Item) -> Outcome {
         let url = match item.signal {
-            Signal::Traces => &self.config.traces_endpoint,
-            Signal::Metrics => &self.config.metrics_endpoint,
-            Signal::Logs => &self.config.logs_endpoint,
+            Telemetry::Traces => &self.config.traces_endpoint,
+            Telemetry::Metrics => &self.config.metrics_endpoint,
+            Telemetry::Logs => &self.config.logs_endpoint,
         };
         let mut req = http
             .post(url)

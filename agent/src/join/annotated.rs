@@ -31,14 +31,14 @@ const ANY_VALUE_DOUBLE: u32 = 4;
 
 /// The encoded extra attributes of every span of a request, in the request's span order.
 #[derive(Debug, Default)]
-pub struct SpanExtras {
+pub(crate) struct SpanExtras {
     bytes: Vec<u8>,
     /// End of each span's bytes in `bytes`.
     ends: Vec<usize>,
 }
 
 impl SpanExtras {
-    pub fn with_capacity(spans: usize) -> Self {
+    pub(crate) fn with_capacity(spans: usize) -> Self {
         Self {
             // About 420 bytes of attributes per span.
             bytes: Vec::with_capacity(spans * 448),
@@ -47,7 +47,7 @@ impl SpanExtras {
     }
 
     /// The next span gets the attribution's attributes.
-    pub fn push(&mut self, a: &Attribution) {
+    pub(crate) fn push(&mut self, a: &Attribution) {
         for (key, value) in attribute_pairs(a) {
             encode_attribute(key, value, &mut self.bytes);
         }
@@ -55,7 +55,7 @@ impl SpanExtras {
     }
 
     /// The next span goes out unchanged.
-    pub fn push_none(&mut self) {
+    pub(crate) fn push_none(&mut self) {
         self.ends.push(self.bytes.len());
     }
 
@@ -155,7 +155,7 @@ impl Lengths {
 }
 
 /// Encodes `request` with `extras` appended to its spans.
-pub fn encode(request: &ExportTraceServiceRequest, extras: &SpanExtras) -> Vec<u8> {
+pub(crate) fn encode(request: &ExportTraceServiceRequest, extras: &SpanExtras) -> Vec<u8> {
     let lengths = Lengths::of(request, extras);
     let mut buf = Vec::with_capacity(lengths.total());
     let (mut span_lens, mut scope_lens) = (lengths.spans.iter(), lengths.scopes.iter());

@@ -1,40 +1,21 @@
 //! The decomposition of a span's wall time and the choice of its dominant cause. Pure: the
 //! inputs are what the kernel side measured over the span's window.
 
+#[cfg(test)]
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use serde::{Deserialize, Serialize};
 
+use crate::{cause::Cause, signals::Measured};
+
 /// A kernel cause is named only when it took at least this share of the span: on an idle
 /// machine a few microseconds of run-queue wait must not be blamed.
-pub const KERNEL_CAUSE_MIN_SHARE: f64 = 0.10;
+pub(crate) const KERNEL_CAUSE_MIN_SHARE: f64 = 0.10;
 /// Below this share of the span's wall time seen by the probes, the cause is `unknown`.
-pub const MIN_COVERAGE: f64 = 0.5;
-
-/// What the probes measured over one span's window.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Measured {
-    pub wall_ns: u64,
-    pub on_cpu_ns: u64,
-    /// All run-queue waiting; `throttled_ns` is part of it.
-    pub runq_ns: u64,
-    pub throttled_ns: u64,
-    pub off_cpu_ns: u64,
-    /// Time the span's process spent waiting on retransmitted segments.
-    pub retransmit_wait_ns: u64,
-    pub retransmits: u64,
-    pub retransmit_peer: Option<String>,
-    /// "comm (pid)" of the process that held the CPU longest while the span waited.
-    pub neighbour: Option<String>,
-    pub neighbour_container_id: Option<String>,
-    /// `thread` or `process`.
-    pub join: &'static str,
-    /// Threads whose time was summed.
-    pub threads: usize,
-}
+pub(crate) const MIN_COVERAGE: f64 = 0.5;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Attribution {
-    pub cause: String,
+    pub cause: Cause,
     pub cause_share: f64,
     pub on_cpu_s: f64,
     pub runqueue_s: f64,
@@ -49,7 +30,8 @@ pub struct Attribution {
     pub coverage: f64,
 }
 
-pub fn attribute(m: &Measured) -> Attribution {
+/// The decomposition of a span from what was measured over its window, and its dominant cause.
+pub(crate) fn attribute(m: &Measured) -> Attribution {
     let observed = m.on_cpu_ns + m.runq_ns + m.off_cpu_ns;
     let wall = m.wall_ns.max(1) as f64;
     // Several threads of a process can overlap in time: scale their sum to the span.
@@ -76,11 +58,14 @@ pub fn attribute(m: &Measured) -> Attribution {
     let other_off_share = ((m.off_cpu_ns as f64 * scale) - rtx_ns as f64).max(0.0) / wall;
     let share = |ns: u64| ns as f64 * scale / wall;
     let kernel = [
-        ("cpu.contention", share(contention_ns)),
-        ("cpu.throttling", share(m.throttled_ns)),
-        ("tcp.retransmit", rtx_ns as f64 / wall),
+        (Cause::CpuContention, share(contention_ns)),
+        (Cause::CpuThrottling, share(m.throttled_ns)),
+        (Cause::TcpRetransmit, rtx_ns as f64 / wall),
     ];
-    let plain = [("off_cpu", other_off_share), ("on_cpu", share(m.on_cpu_ns))];
+    let plain = [
+        (Cause::OffCpu, other_off_share),
+        (Cause::OnCpu, share(m.on_cpu_ns)),
+    ];
     let top_kernel = kernel
         .iter()
         .copied()
@@ -88,17 +73,17 @@ pub fn attribute(m: &Measured) -> Attribution {
         .max_by(|a, b| a.1.total_cmp(&b.1));
     let top_plain = plain.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1));
     let (cause, cause_share) = if coverage < MIN_COVERAGE && rtx_ns == 0 {
-        ("unknown", 0.0)
+        (Cause::Unknown, 0.0)
     } else {
         match (top_kernel, top_plain) {
             (Some(k), Some(p)) if k.1 >= p.1 => k,
             (_, Some(p)) => p,
             (Some(k), None) => k,
-            (None, None) => ("unknown", 0.0),
+            (None, None) => (Cause::Unknown, 0.0),
         }
     };
     Attribution {
-        cause: cause.to_string(),
+        cause,
         cause_share: cause_share.clamp(0.0, 1.0),
         on_cpu_s: s(m.on_cpu_ns),
         runqueue_s: s(m.runq_ns),
@@ -116,14 +101,15 @@ pub fn attribute(m: &Measured) -> Attribution {
 
 /// An attribute value, borrowed from the attribution.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum AttrValue<'a> {
+pub(crate) enum AttrValue<'a> {
     Str(&'a str),
     F64(f64),
     I64(i64),
 }
 
 impl AttrValue<'_> {
-    pub fn to_otlp(self) -> Value {
+    #[cfg(test)]
+    pub(crate) fn to_otlp(self) -> Value {
         match self {
             Self::Str(s) => Value::StringValue(s.to_string()),
             Self::F64(v) => Value::DoubleValue(v),
@@ -133,10 +119,12 @@ impl AttrValue<'_> {
 }
 
 /// The public attribute schema (docs/attributes.md), in order, without allocating.
-pub fn attribute_pairs(a: &Attribution) -> impl Iterator<Item = (&'static str, AttrValue<'_>)> {
+pub(crate) fn attribute_pairs(
+    a: &Attribution,
+) -> impl Iterator<Item = (&'static str, AttrValue<'_>)> {
     use AttrValue::{F64, I64, Str};
     [
-        ("culprit.cause", Str(&a.cause)),
+        ("culprit.cause", Str(a.cause.as_str())),
         ("culprit.cause.share", F64(a.cause_share)),
         ("culprit.on_cpu.duration", F64(a.on_cpu_s)),
         ("culprit.runqueue.duration", F64(a.runqueue_s)),
@@ -162,8 +150,9 @@ pub fn attribute_pairs(a: &Attribution) -> impl Iterator<Item = (&'static str, A
     )
 }
 
+#[cfg(test)]
 /// The schema as OTLP attributes.
-pub fn to_attributes(a: &Attribution) -> Vec<KeyValue> {
+pub(crate) fn to_attributes(a: &Attribution) -> Vec<KeyValue> {
     attribute_pairs(a)
         .map(|(k, v)| KeyValue {
             key: k.to_string(),

@@ -2,22 +2,37 @@
 //! host's through `NSpid`), its `container.id`, or else the connection itself (the same-host TCP
 //! peer, resolved to its owning process through /proc).
 
-use std::{collections::HashMap, fs, net::SocketAddr};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use opentelemetry_proto::tonic::{common::v1::any_value::Value, resource::v1::Resource};
 
 use crate::{
+    host::procfs,
     otlp::{Origin, attribute},
-    procfs,
 };
 
 /// How the sender was identified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IdentifiedBy {
+pub(crate) enum IdentifiedBy {
     ProcessPid,
     NamespacedPid,
     ContainerId,
     TcpPeer,
+}
+
+impl IdentifiedBy {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::ProcessPid => "process.pid",
+            Self::NamespacedPid => "process.pid (namespaced)",
+            Self::ContainerId => "container.id",
+            Self::TcpPeer => "tcp peer",
+        }
+    }
 }
 
 fn attr<'a>(resource: &'a Resource, key: &str) -> Option<&'a Value> {
@@ -39,33 +54,57 @@ fn attr_str<'a>(resource: &'a Resource, key: &str) -> Option<&'a str> {
     }
 }
 
-/// The pids of a process from the host's namespace inward (`NSpid:` of /proc/<pid>/status).
-pub fn parse_nspid(status: &str) -> Vec<u32> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("NSpid:"))
-        .map(|rest| {
-            rest.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+/// How long the result of a full /proc scan stands: scans cost a read per process on the node,
+/// so one sender's batches must not repeat them, but processes come and go.
+const SCAN_TTL: Duration = Duration::from_secs(5);
+/// Entries kept per cache before it is cleared: senders are few, hostile payloads many.
+const SCAN_CACHE_MAX: usize = 1024;
+
+/// Results of /proc scans by what was looked for, each valid for [`SCAN_TTL`].
+struct ScanCache<K> {
+    entries: HashMap<K, (Option<(u32, IdentifiedBy)>, Instant)>,
 }
 
-fn nspid(pid: u32) -> Vec<u32> {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .map(|s| parse_nspid(&s))
-        .unwrap_or_default()
+impl<K> Default for ScanCache<K> {
+    fn default() -> Self {
+        Self {
+            entries: HashMap::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> ScanCache<K> {
+    fn get_or_scan(
+        &mut self,
+        key: K,
+        scan: impl FnOnce() -> Option<(u32, IdentifiedBy)>,
+    ) -> Option<(u32, IdentifiedBy)> {
+        if let Some((found, at)) = self.entries.get(&key)
+            && at.elapsed() < SCAN_TTL
+        {
+            return *found;
+        }
+        if self.entries.len() >= SCAN_CACHE_MAX {
+            self.entries.retain(|_, (_, at)| at.elapsed() < SCAN_TTL);
+            if self.entries.len() >= SCAN_CACHE_MAX {
+                self.entries.clear();
+            }
+        }
+        let found = scan();
+        self.entries.insert(key, (found, Instant::now()));
+        found
+    }
 }
 
 #[derive(Default)]
-pub struct Identifier {
+pub(crate) struct Identifier {
     peers: HashMap<SocketAddr, Option<u32>>,
-    containers: HashMap<String, Option<u32>>,
+    containers: ScanCache<String>,
+    namespaced: ScanCache<u32>,
 }
 
 impl Identifier {
-    pub fn identify(
+    pub(crate) fn identify(
         &mut self,
         resource: Option<&Resource>,
         origin: Origin,
@@ -79,18 +118,22 @@ impl Identifier {
                     if owner == pid {
                         return Some((pid, IdentifiedBy::ProcessPid));
                     }
-                    if nspid(owner).last() == Some(&pid) {
+                    if procfs::nspid(owner).last() == Some(&pid) {
                         return Some((owner, IdentifiedBy::NamespacedPid));
                     }
                 }
-                if let Some(host_pid) = namespaced_to_host(pid) {
+                if procfs::nspid(pid).len() == 1 {
+                    return Some((pid, IdentifiedBy::ProcessPid));
+                }
+                if let Some(host_pid) = self.namespaced.get_or_scan(pid, || namespaced_to_host(pid))
+                {
                     return Some(host_pid);
                 }
             }
             if let Some(id) = attr_str(res, "container.id")
-                && let Some(pid) = self.container_pid(id)
+                && let Some(found) = self.container_pid(id)
             {
-                return Some((pid, IdentifiedBy::ContainerId));
+                return Some(found);
             }
         }
         peer_owner.map(|pid| (pid, IdentifiedBy::TcpPeer))
@@ -108,28 +151,21 @@ impl Identifier {
             .or_insert_with(|| procfs::socket_owner(peer, local))
     }
 
-    fn container_pid(&mut self, id: &str) -> Option<u32> {
+    fn container_pid(&mut self, id: &str) -> Option<(u32, IdentifiedBy)> {
         if id.len() < 12 {
             return None;
         }
-        if self.containers.len() > 1024 {
-            self.containers.clear();
-        }
-        *self
-            .containers
-            .entry(id.to_string())
-            .or_insert_with(|| pid_in_cgroup_containing(id))
+        self.containers.get_or_scan(id.to_string(), || {
+            procfs::first_pid_with_cgroup_containing(id).map(|p| (p, IdentifiedBy::ContainerId))
+        })
     }
 }
 
-/// A `process.pid` that is a host pid, or the host pid of the only process that has it as its
-/// innermost namespaced pid.
+/// The host pid of the only process that has `pid` as its innermost namespaced pid (a full scan
+/// of /proc).
 fn namespaced_to_host(pid: u32) -> Option<(u32, IdentifiedBy)> {
-    if nspid(pid).len() == 1 {
-        return Some((pid, IdentifiedBy::ProcessPid));
-    }
-    let mut matches = all_pids().filter(|&p| {
-        let ns = nspid(p);
+    let mut matches = procfs::all_pids().filter(|&p| {
+        let ns = procfs::nspid(p);
         ns.len() > 1 && ns.last() == Some(&pid)
     });
     let first = matches.next()?;
@@ -140,32 +176,11 @@ fn namespaced_to_host(pid: u32) -> Option<(u32, IdentifiedBy)> {
         .then_some((first, IdentifiedBy::NamespacedPid))
 }
 
-fn all_pids() -> impl Iterator<Item = u32> {
-    fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-}
-
-/// The first process whose cgroup path names the container.
-fn pid_in_cgroup_containing(id: &str) -> Option<u32> {
-    all_pids()
-        .find(|&p| fs::read_to_string(format!("/proc/{p}/cgroup")).is_ok_and(|c| c.contains(id)))
-}
-
 #[cfg(test)]
 mod tests {
     use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 
     use super::*;
-
-    #[test]
-    fn parses_nspid() {
-        let status = "Name:\tpython3\nTgid:\t4242\nNSpid:\t4242\t7\nPPid:\t1\n";
-        assert_eq!(parse_nspid(status), vec![4242, 7]);
-        assert!(parse_nspid("Name:\tx\n").is_empty());
-    }
 
     fn resource(kvs: &[(&str, Value)]) -> Resource {
         Resource {

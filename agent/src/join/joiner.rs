@@ -21,20 +21,24 @@ use super::{
     annotated::{self, SpanExtras},
     attribution::{Attribution, attribute},
     identity::Identifier,
+    resource::annotate,
 };
 use crate::{
-    clock::{ClockOffset, monotonic_ns},
-    collector::{Collector, ProcessView},
-    k8s_identity::{IdentityCache, annotate},
+    host::{
+        clock::{ClockOffset, monotonic_ns},
+        k8s::IdentityCache,
+        procfs,
+    },
     otlp::{self, Origin},
+    signals::{ProcessView, WindowView},
 };
 
 /// The span attribute naming the OS thread that served the span. Semantic conventions'
 /// `thread.id` is the runtime's managed id (not the kernel's tid), so it is not used.
-pub const THREAD_TID_ATTRIBUTE: &str = "culprit.thread.tid";
+pub(crate) const THREAD_TID_ATTRIBUTE: &str = "culprit.thread.tid";
 
 #[derive(Debug, Default)]
-pub struct JoinStats {
+pub(crate) struct JoinStats {
     pub spans_joined: AtomicU64,
     /// Spans whose sender could not be identified: forwarded unchanged.
     pub spans_unidentified: AtomicU64,
@@ -63,7 +67,7 @@ pub struct SpanLine {
 }
 
 /// A released request: the spans as received, their culprit attributes, and their lines.
-pub struct Released {
+pub(crate) struct Released {
     pub request: ExportTraceServiceRequest,
     pub extras: SpanExtras,
     pub lines: Vec<SpanLine>,
@@ -72,7 +76,7 @@ pub struct Released {
 
 impl Released {
     /// The request with the attributes added, encoded for export.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         annotated::encode(&self.request, &self.extras)
     }
 }
@@ -84,7 +88,7 @@ struct Held {
     pids: Vec<Option<u32>>,
 }
 
-pub struct Joiner {
+pub(crate) struct Joiner {
     hold_ns: u64,
     max_hold_ns: u64,
     held: VecDeque<Held>,
@@ -92,17 +96,19 @@ pub struct Joiner {
     offset: ClockOffset,
     pub stats: Arc<JoinStats>,
     identities: IdentityCache,
+    /// Command names of neighbours, so that naming one costs no file read per span.
+    comms: HashMap<u32, String>,
     node_name: Option<String>,
 }
 
 impl Joiner {
     /// Names the node in `k8s.node.name` on every resource the agent identified.
-    pub fn with_node_name(mut self, node_name: Option<String>) -> Self {
+    pub(crate) fn with_node_name(mut self, node_name: Option<String>) -> Self {
         self.node_name = node_name;
         self
     }
 
-    pub fn new(hold: Duration, max_hold: Duration) -> Self {
+    pub(crate) fn new(hold: Duration, max_hold: Duration) -> Self {
         Self {
             hold_ns: hold.as_nanos() as u64,
             max_hold_ns: max_hold.as_nanos() as u64,
@@ -111,17 +117,20 @@ impl Joiner {
             offset: ClockOffset::measure(),
             stats: Arc::new(JoinStats::default()),
             identities: IdentityCache::default(),
+            comms: HashMap::new(),
             node_name: None,
         }
     }
 
-    pub fn remeasure_clock(&mut self) {
+    pub(crate) fn remeasure_clock(&mut self) {
         self.offset = ClockOffset::measure();
         // Longer than any span is held: a sender that exited keeps its identity until then.
         self.identities.expire(Duration::from_secs(30));
+        // Pids are reused: names are re-read at most a second late.
+        self.comms.clear();
     }
 
-    pub fn counts(&self) -> JoinCounts {
+    pub(crate) fn counts(&self) -> JoinCounts {
         JoinCounts {
             spans_joined: self.stats.spans_joined.load(Ordering::Relaxed),
             spans_unidentified: self.stats.spans_unidentified.load(Ordering::Relaxed),
@@ -129,26 +138,31 @@ impl Joiner {
         }
     }
 
-    /// Takes a received request: identifies its senders (watching them from now on) and holds
-    /// it until its spans' windows are covered.
-    pub fn accept(
+    /// Takes a received request: identifies its senders and holds it until its spans' windows
+    /// are covered. Returns the senders, for the signals to watch from now on.
+    pub(crate) fn accept(
         &mut self,
         request: ExportTraceServiceRequest,
         origin: Origin,
-        collector: &mut Collector,
-    ) {
+    ) -> Vec<u32> {
+        let mut senders = Vec::new();
         let now = monotonic_ns();
         let mut latest_end = 0;
         let pids = request
             .resource_spans
             .iter()
             .map(|rs| {
-                let pid = self
-                    .identifier
-                    .identify(rs.resource.as_ref(), origin)
-                    .map(|(p, _)| p);
+                let identified = self.identifier.identify(rs.resource.as_ref(), origin);
+                if let Some((pid, by)) = identified
+                    && !self.identities.knows(pid)
+                {
+                    log::debug!("span sender {pid} identified by {}", by.as_str());
+                }
+                let pid = identified.map(|(p, _)| p);
                 if let Some(pid) = pid {
-                    collector.watch_pid(pid);
+                    if !senders.contains(&pid) {
+                        senders.push(pid);
+                    }
                     // Read now, while the sender surely exists.
                     self.identities.of(pid);
                 }
@@ -164,11 +178,12 @@ impl Joiner {
             request,
             pids,
         });
+        senders
     }
 
     /// Releases, in arrival order, every held request whose time has come (all of them with
     /// `force`), with the culprit attributes added.
-    pub fn release(&mut self, collector: &Collector, force: bool) -> Vec<Released> {
+    pub(crate) fn release(&mut self, signals: &impl WindowView, force: bool) -> Vec<Released> {
         let now = monotonic_ns();
         let mut out = Vec::new();
         // A sender's threads are read once per release, however many of its batches are due.
@@ -193,9 +208,7 @@ impl Joiner {
             for (rs, pid) in held.request.resource_spans.iter_mut().zip(&held.pids) {
                 let no_view = ProcessView::default();
                 let view = match pid {
-                    Some(p) => views
-                        .entry(*p)
-                        .or_insert_with(|| collector.process_view(*p)),
+                    Some(p) => views.entry(*p).or_insert_with(|| signals.process_view(*p)),
                     None => &no_view,
                 };
                 if let Some(pid) = pid {
@@ -215,7 +228,7 @@ impl Joiner {
                 for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
                     match pid {
                         Some(pid) => {
-                            let mut line = self.attribute_span(span, *pid, view, collector);
+                            let mut line = self.attribute_span(span, *pid, view, signals);
                             extras.push(&line.attribution);
                             line.service.clone_from(&service);
                             lines.push(line);
@@ -241,11 +254,11 @@ impl Joiner {
     }
 
     fn attribute_span(
-        &self,
+        &mut self,
         span: &Span,
         pid: u32,
         view: &ProcessView,
-        collector: &Collector,
+        signals: &impl WindowView,
     ) -> SpanLine {
         let start = self.offset.to_monotonic(span.start_time_unix_nano);
         let end = self.offset.to_monotonic(span.end_time_unix_nano);
@@ -254,7 +267,15 @@ impl Joiner {
             Some(Value::StringValue(s)) => s.parse().ok(),
             _ => None,
         };
-        let measured = collector.measure(view, pid, tid, start, end);
+        let mut measured = signals.measure(view, pid, tid, start, end);
+        if let Some(npid) = measured.neighbour_pid {
+            let comm = self
+                .comms
+                .entry(npid)
+                .or_insert_with(|| procfs::comm(npid).unwrap_or_else(|| "?".into()));
+            measured.neighbour = Some(format!("{comm} ({npid})"));
+            measured.neighbour_container_id = self.identities.of(npid).container_id.clone();
+        }
         let attribution = attribute(&measured);
         SpanLine {
             trace_id: hex(&span.trace_id),

@@ -1,10 +1,18 @@
-//! Joining spans with kernel signals: who sent the span, which threads did its work, where its
-//! wall time went, and which kernel cause dominated.
+//! Joining spans with kernel signals: who sent the span (`identity`), which threads did its
+//! work and where its wall time went (`joiner`, reading the signals' `WindowView`), which kernel
+//! cause dominated (`attribution`, `parts`), and the span re-encoded with its `culprit.*`
+//! attributes (`annotated`) and its sender's identity on the resource (`resource`).
 
-pub mod annotated;
-pub mod attribution;
-pub mod identity;
-pub mod joiner;
-pub mod parts;
+pub(crate) mod annotated;
+pub(crate) mod attribution;
+pub(crate) mod identity;
+pub(crate) mod joiner;
+pub(crate) mod parts;
+pub(crate) mod resource;
 
-pub use joiner::Joiner;
+pub(crate) use self::joiner::Joiner;
+pub use self::{
+    attribution::Attribution,
+    joiner::{JoinCounts, SpanLine},
+    parts::Parts,
+};

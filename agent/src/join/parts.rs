@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::attribution::Attribution;
+use crate::cause::{Cause, Part};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Parts {
@@ -17,19 +18,6 @@ pub struct Parts {
     /// Time the probes saw no thread activity for.
     pub unobserved_ms: f64,
 }
-
-/// Labels for [`Parts::values`], in drawing order.
-pub const PART_NAMES: [&str; 6] = [
-    "on_cpu",
-    "cpu.contention",
-    "cpu.throttling",
-    "tcp.retransmit",
-    "off_cpu",
-    "unobserved",
-];
-
-/// The kernel causes among [`PART_NAMES`].
-pub const KERNEL_PARTS: [&str; 3] = ["cpu.contention", "cpu.throttling", "tcp.retransmit"];
 
 impl Parts {
     pub fn of(a: &Attribution, duration_ms: f64) -> Self {
@@ -50,6 +38,24 @@ impl Parts {
         }
     }
 
+    /// The time of one part.
+    pub fn get(&self, part: Part) -> f64 {
+        match part {
+            Part::OnCpu => self.on_cpu_ms,
+            Part::Contention => self.contention_ms,
+            Part::Throttled => self.throttled_ms,
+            Part::Retransmit => self.retransmit_ms,
+            Part::OffCpu => self.off_cpu_ms,
+            Part::Unobserved => self.unobserved_ms,
+        }
+    }
+
+    /// Each part with its time, in drawing order.
+    pub fn each(&self) -> impl Iterator<Item = (Part, f64)> + '_ {
+        Part::ALL.into_iter().map(|p| (p, self.get(p)))
+    }
+
+    /// The times in [`Part::ALL`] order.
     pub fn values(&self) -> [f64; 6] {
         [
             self.on_cpu_ms,
@@ -80,28 +86,22 @@ impl Parts {
 
     /// The part with most time, preferring a kernel cause when it holds at least `kernel_min`
     /// of the total: on_cpu and off_cpu are the code's own time, a kernel cause is news.
-    pub fn dominant(&self, kernel_min: f64) -> (&'static str, f64) {
+    pub fn dominant(&self, kernel_min: f64) -> (Cause, f64) {
         let total = self.total_ms();
         if total <= 0.0 {
-            return ("unknown", 0.0);
+            return (Cause::Unknown, 0.0);
         }
-        let named: Vec<(&'static str, f64)> = PART_NAMES
-            .iter()
-            .copied()
-            .zip(self.values().map(|v| v / total))
-            .collect();
         let best = |kernel: bool| {
-            named
-                .iter()
-                .copied()
-                .filter(|(n, _)| KERNEL_PARTS.contains(n) == kernel && *n != "unobserved")
+            self.each()
+                .filter_map(|(p, ms)| Some((p.cause()?, ms / total)))
+                .filter(|(c, _)| c.is_kernel() == kernel)
                 .max_by(|a, b| a.1.total_cmp(&b.1))
         };
         match (best(true), best(false)) {
             (Some(k), _) if k.1 >= kernel_min => k,
             (_, Some(p)) => p,
             (Some(k), None) => k,
-            (None, None) => ("unknown", 0.0),
+            (None, None) => (Cause::Unknown, 0.0),
         }
     }
 }
@@ -142,7 +142,7 @@ mod tests {
         };
         assert_eq!(p.dominant(0.10).0, "cpu.contention");
         assert_eq!(p.dominant(0.30).0, "on_cpu");
-        assert_eq!(Parts::default().dominant(0.1), ("unknown", 0.0));
+        assert_eq!(Parts::default().dominant(0.1), (Cause::Unknown, 0.0));
         let idle = Parts {
             off_cpu_ms: 10.0,
             unobserved_ms: 50.0,

@@ -18,7 +18,7 @@ use axum::{
 use serde::Deserialize;
 
 use super::view::{DEFAULT_WINDOW_MS, LiveView};
-use crate::clock::realtime_ns;
+use crate::host::clock::realtime_ns;
 
 pub type Shared = Arc<Mutex<LiveView>>;
 

@@ -7,10 +7,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    join::{attribution::KERNEL_CAUSE_MIN_SHARE, joiner::SpanLine, parts::Parts},
-    probes::{HookHealth, SignalHealth},
-    report::{OtlpCounts, Report, ThrottleRow},
-    retransmits::RetransmitRow,
+    cause::Cause,
+    join::{SpanLine, attribution::KERNEL_CAUSE_MIN_SHARE, parts::Parts},
+    kernel::probes::{HookHealth, SignalHealth},
+    report::{OtlpCounts, Report},
+    signals::{RetransmitRow, ThrottleRow},
 };
 
 /// Requests kept for the API, newest last.
@@ -34,7 +35,7 @@ pub struct RequestView {
     /// When the agent released the span.
     pub seen_unix_ms: u64,
     pub duration_ms: f64,
-    pub cause: String,
+    pub cause: Cause,
     pub cause_share: f64,
     pub parts: Parts,
     pub neighbour: Option<String>,
@@ -64,7 +65,7 @@ impl RequestView {
             container_id: placement.container_id.clone(),
             seen_unix_ms,
             duration_ms: line.duration_ms,
-            cause: a.cause.clone(),
+            cause: a.cause,
             cause_share: a.cause_share,
             parts: Parts::of(a, line.duration_ms),
             neighbour: a.neighbour.clone(),
@@ -87,7 +88,7 @@ pub struct GroupSummary {
     /// Total request time by part.
     pub time: Parts,
     /// The part with most time, a kernel cause as soon as it holds 10% of the time.
-    pub dominant_cause: String,
+    pub dominant_cause: Cause,
     pub dominant_share: f64,
 }
 
@@ -130,8 +131,12 @@ pub struct Health {
     pub probes_total: usize,
     pub probes: Vec<HookHealth>,
     pub signals: Vec<SignalHealth>,
-    /// A signal runs degraded (its hook refused, a kernel feature missing).
+    /// A signal runs degraded (its hook refused, a kernel feature missing), or a task of the
+    /// agent stopped.
     pub degraded: bool,
+    /// The agent's tasks (receivers, local API, exporter) that stopped on their own, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks_failed: Vec<TaskFailure>,
     /// Kernel and userspace losses since start (`drops` of the last report).
     pub events_lost: BTreeMap<String, u64>,
     pub otlp: OtlpCounts,
@@ -139,6 +144,13 @@ pub struct Health {
     /// Requests dropped from the API's memory (not from export) to stay within bounds.
     pub requests_evicted: u64,
     pub last_report_unix_ms: Option<u64>,
+}
+
+/// A task of the agent that stopped without being asked to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskFailure {
+    pub task: String,
+    pub error: String,
 }
 
 /// Everything `culprit top` shows, in one call.
@@ -182,6 +194,7 @@ pub struct LiveView {
     evicted: u64,
     reports: VecDeque<KeptReport>,
     placements: HashMap<u32, Placement>,
+    tasks_failed: Vec<TaskFailure>,
 }
 
 impl LiveView {
@@ -192,7 +205,16 @@ impl LiveView {
             evicted: 0,
             reports: VecDeque::new(),
             placements: HashMap::new(),
+            tasks_failed: Vec::new(),
         }
+    }
+
+    /// Records that one of the agent's tasks stopped on its own: the agent runs degraded.
+    pub fn on_task_ended(&mut self, task: &str, error: &str) {
+        self.tasks_failed.push(TaskFailure {
+            task: task.to_string(),
+            error: error.to_string(),
+        });
     }
 
     /// Records released spans; `place` finds a process's cgroup (called once per process).
@@ -260,7 +282,8 @@ impl LiveView {
             probes_total: f.probes.len(),
             probes: f.probes.clone(),
             signals: f.signals.clone(),
-            degraded: f.signals.iter().any(|s| !s.ok),
+            degraded: f.signals.iter().any(|s| !s.ok) || !self.tasks_failed.is_empty(),
+            tasks_failed: self.tasks_failed.clone(),
             events_lost: last.map(|r| r.drops.clone()).unwrap_or_default(),
             otlp: last.map(|r| r.otlp.clone()).unwrap_or_default(),
             requests_kept: self.requests.len(),
@@ -415,7 +438,7 @@ fn summarize_by<'a>(
                 p50_ms: quantile(&durations, 0.5),
                 p99_ms: quantile(&durations, 0.99),
                 time,
-                dominant_cause: dominant.to_string(),
+                dominant_cause: dominant,
                 dominant_share: share,
             }
         })

@@ -27,16 +27,16 @@ use super::{
 };
 
 /// One OTLP signal's gRPC service: its name, request type and empty response.
-pub trait OtlpSignal: Send + Sync + 'static {
+pub(crate) trait OtlpSignal: Send + Sync + 'static {
     const SERVICE: &'static str;
     const PATH: &'static str;
     fn decode(bytes: &[u8]) -> Result<Payload, prost::DecodeError>;
     fn ok_response() -> Bytes;
 }
 
-pub struct Traces;
-pub struct Metrics;
-pub struct Logs;
+pub(crate) struct Traces;
+pub(crate) struct Metrics;
+pub(crate) struct Logs;
 
 impl OtlpSignal for Traces {
     const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
@@ -74,7 +74,7 @@ impl OtlpSignal for Logs {
 }
 
 /// The gRPC status OTLP asks for, per rejection.
-pub fn status_of(rejection: Rejection) -> Status {
+pub(crate) fn status_of(rejection: Rejection) -> Status {
     match rejection {
         Rejection::Malformed(why) => {
             Status::invalid_argument(format!("malformed OTLP message: {why}"))
@@ -86,7 +86,7 @@ pub fn status_of(rejection: Rejection) -> Status {
     }
 }
 
-pub struct OtlpGrpc<S> {
+pub(crate) struct OtlpGrpc<S> {
     ingress: Ingress,
     _signal: PhantomData<S>,
 }
@@ -101,7 +101,7 @@ impl<S> Clone for OtlpGrpc<S> {
 }
 
 impl<S: OtlpSignal> OtlpGrpc<S> {
-    pub fn new(ingress: Ingress) -> Self {
+    pub(crate) fn new(ingress: Ingress) -> Self {
         Self {
             ingress,
             _signal: PhantomData,
@@ -187,7 +187,7 @@ fn enabled_gzip() -> tonic::codec::EnabledCompressionEncodings {
 }
 
 /// Serves the three OTLP services on `addr` until `shutdown` resolves.
-pub async fn serve(
+pub(crate) async fn serve(
     addr: SocketAddr,
     ingress: Ingress,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,

@@ -2,9 +2,9 @@
 //! messages they hand to the agent. Traces are joined with kernel signals; metrics and logs pass
 //! through untouched, so the agent can be the node's single OTLP endpoint.
 
-pub mod grpc;
+pub(crate) mod grpc;
 pub mod http;
-pub mod ingress;
+pub(crate) mod ingress;
 pub mod raw_codec;
 
 pub use ingress::{Inbound, Ingress, IngressStats, Origin, Payload};

@@ -1,22 +1,10 @@
 //! A request's decomposition as a bar of fixed width: each part gets cells in proportion to its
 //! time (largest remainders first, so the cells always add up to the width).
 
-use crate::join::parts::{PART_NAMES, Parts};
+use crate::{cause::Part, join::Parts};
 
-/// One character per part in plain text, in [`PART_NAMES`] order.
-pub const PART_GLYPHS: [char; 6] = ['C', 'R', 'T', 'X', '.', ' '];
-/// The words people read, in [`PART_NAMES`] order.
-pub const PART_LABELS: [&str; 6] = [
-    "on-CPU",
-    "run-queue (contention)",
-    "throttled",
-    "retransmit wait",
-    "off-CPU",
-    "unobserved",
-];
-
-/// Cells per part (in [`PART_NAMES`] order) for a bar `width` cells wide.
-pub fn cells(parts: &Parts, width: usize) -> [usize; 6] {
+/// Cells per part (in [`Part::ALL`] order) for a bar `width` cells wide.
+pub(crate) fn cells(parts: &Parts, width: usize) -> [usize; 6] {
     let values = parts.values();
     let total: f64 = values.iter().sum();
     let mut out = [0usize; 6];
@@ -43,23 +31,22 @@ pub fn cells(parts: &Parts, width: usize) -> [usize; 6] {
 }
 
 /// The bar in plain text, e.g. `[CCCCRRRRRRRR....]`.
-pub fn text(parts: &Parts, width: usize) -> String {
+pub(crate) fn text(parts: &Parts, width: usize) -> String {
     let mut s = String::with_capacity(width + 2);
     s.push('[');
-    for (n, glyph) in cells(parts, width).iter().zip(PART_GLYPHS) {
-        s.extend(std::iter::repeat_n(glyph, *n));
+    for (n, part) in cells(parts, width).iter().zip(Part::ALL) {
+        s.extend(std::iter::repeat_n(part.glyph(), *n));
     }
     s.push(']');
     s
 }
 
 /// `C on-CPU  R run-queue …` for the parts present.
-pub fn legend(parts: &Parts) -> String {
-    PART_NAMES
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| parts.values()[*i] > 0.0 && PART_GLYPHS[*i] != ' ')
-        .map(|(i, _)| format!("{} {}", PART_GLYPHS[i], PART_LABELS[i]))
+pub(crate) fn legend(parts: &Parts) -> String {
+    parts
+        .each()
+        .filter(|(p, ms)| *ms > 0.0 && p.glyph() != ' ')
+        .map(|(p, _)| format!("{} {}", p.glyph(), p.label()))
         .collect::<Vec<_>>()
         .join("  ")
 }

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::{
-    join::parts::PART_NAMES,
+    cause::Part,
     live::{
         client::{self, Endpoint},
         view::RequestView,
@@ -81,20 +81,18 @@ pub fn render(r: &RequestView) -> String {
 /// One line per part: its time, its share, and who or what is behind it.
 pub fn part_lines(r: &RequestView) -> Vec<String> {
     let total = r.parts.total_ms().max(f64::MIN_POSITIVE);
-    PART_NAMES
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            let ms = r.parts.values()[i];
-            let behind = match *name {
-                "cpu.contention" if ms > 0.0 => {
+    r.parts
+        .each()
+        .map(|(part, ms)| {
+            let behind = match part {
+                Part::Contention if ms > 0.0 => {
                     r.neighbour.as_ref().map(|n| format!("CPU held by {n}"))
                 }
-                "cpu.throttling" if ms > 0.0 => Some(format!(
+                Part::Throttled if ms > 0.0 => Some(format!(
                     "CFS quota of {}",
                     r.cgroup.as_deref().unwrap_or("the process's cgroup")
                 )),
-                "tcp.retransmit" if ms > 0.0 => r
+                Part::Retransmit if ms > 0.0 => r
                     .retransmit_peer
                     .as_ref()
                     .map(|p| format!("{} retransmit(s) to/from {p}", r.retransmits)),
@@ -102,7 +100,7 @@ pub fn part_lines(r: &RequestView) -> Vec<String> {
             };
             format!(
                 "{:<24}{:>9.2} ms {:>5.1}%  {}",
-                bar::PART_LABELS[i],
+                part.label(),
                 ms,
                 ms / total * 100.0,
                 behind.unwrap_or_default()

@@ -1,7 +1,10 @@
-//! The command-line tools that read the agent's local API.
+//! The command-line tools that read the agent's local API: `culprit top` (state and keys in
+//! `top_view`, drawn with ratatui, or as text by `top_plain`), `explain` and `status`, and the
+//! decomposition bar they share.
 
-pub mod bar;
+pub(crate) mod bar;
 pub mod explain;
-pub mod status;
-pub mod top;
+pub(crate) mod status;
+pub(crate) mod top;
+pub(crate) mod top_plain;
 pub mod top_view;

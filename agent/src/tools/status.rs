@@ -9,9 +9,9 @@ use crate::live::{
 };
 
 /// Exit code when a signal runs degraded.
-pub const EXIT_DEGRADED: u8 = 2;
+pub(crate) const EXIT_DEGRADED: u8 = 2;
 
-pub fn run(
+pub(crate) fn run(
     endpoint: &Endpoint,
     json: bool,
     liveness: bool,
@@ -23,7 +23,7 @@ pub fn run(
     } else {
         print!(
             "{}",
-            render(&health, crate::clock::realtime_ns() / 1_000_000)
+            render(&health, crate::host::clock::realtime_ns() / 1_000_000)
         );
     }
     Ok(if health.degraded && !liveness {
@@ -42,7 +42,7 @@ fn duration(s: f64) -> String {
     }
 }
 
-pub fn render(h: &Health, now_unix_ms: u64) -> String {
+pub(crate) fn render(h: &Health, now_unix_ms: u64) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -123,6 +123,9 @@ pub fn render(h: &Health, now_unix_ms: u64) -> String {
         None => {
             let _ = writeln!(out, "report    none yet (the agent just started)");
         }
+    }
+    for f in &h.tasks_failed {
+        let _ = writeln!(out, "task      {} STOPPED: {}", f.task, f.error);
     }
     let _ = writeln!(
         out,

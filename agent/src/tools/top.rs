@@ -17,13 +17,13 @@ use crate::{
     tools::top_view::{self, Action, TopState},
 };
 
-pub struct TopOptions {
+pub(crate) struct TopOptions {
     pub once: bool,
     pub refresh: Duration,
     pub window_s: f64,
 }
 
-pub fn run(endpoint: &Endpoint, opts: &TopOptions) -> anyhow::Result<()> {
+pub(crate) fn run(endpoint: &Endpoint, opts: &TopOptions) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

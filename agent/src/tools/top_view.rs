@@ -2,8 +2,6 @@
 //! plain text when stdout is not a terminal). No I/O here, so that the TUI is tested with
 //! ratatui's test backend.
 
-use std::fmt::Write as _;
-
 use ratatui::{
     Frame,
     crossterm::event::{KeyCode, KeyEvent},
@@ -13,8 +11,10 @@ use ratatui::{
     widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState, Wrap},
 };
 
+pub use super::top_plain::plain;
+use super::top_plain::{NOTHING_YET, head, tail};
 use crate::{
-    join::parts::PART_NAMES,
+    cause::{Cause, Part, TerminalColour},
     live::view::{RequestView, Snapshot},
     tools::{bar, explain},
 };
@@ -79,49 +79,24 @@ impl TopState {
 
 const BOLD: Style = Style::new().add_modifier(Modifier::BOLD);
 
-fn part_colour(name: &str) -> Color {
-    match name {
-        "on_cpu" => Color::Blue,
-        "cpu.contention" => Color::Red,
-        "cpu.throttling" => Color::Magenta,
-        "tcp.retransmit" => Color::Green,
-        "off_cpu" => Color::Gray,
-        _ => Color::DarkGray,
+fn colour(c: TerminalColour) -> Color {
+    match c {
+        TerminalColour::Blue => Color::Blue,
+        TerminalColour::Red => Color::Red,
+        TerminalColour::Magenta => Color::Magenta,
+        TerminalColour::Green => Color::Green,
+        TerminalColour::Gray => Color::Gray,
+        TerminalColour::DarkGray => Color::DarkGray,
     }
 }
 
-fn cause_style(cause: &str) -> Style {
-    let kernel = matches!(
-        cause,
-        "cpu.contention" | "cpu.throttling" | "tcp.retransmit"
-    );
-    let s = Style::new().fg(part_colour(cause));
-    if kernel {
+/// A cause in its colour, bold when it is the kernel's.
+fn cause_style(cause: Cause) -> Style {
+    let s = Style::new().fg(colour(cause.colour().terminal));
+    if cause.is_kernel() {
         s.add_modifier(Modifier::BOLD)
     } else {
         s
-    }
-}
-
-/// The end of `s` if it is longer than `n` characters (cgroup paths matter at their end).
-fn tail(s: &str, n: usize) -> String {
-    let count = s.chars().count();
-    if count <= n {
-        s.to_string()
-    } else {
-        let skip = count - n + 1;
-        format!("…{}", s.chars().skip(skip).collect::<String>())
-    }
-}
-
-fn head(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        format!(
-            "{}…",
-            s.chars().take(n.saturating_sub(1)).collect::<String>()
-        )
     }
 }
 
@@ -282,7 +257,7 @@ fn render_services(frame: &mut Frame, area: Rect, snap: &Snapshot) {
                 Cell::from(format!("{:.1}", s.p99_ms)),
                 Cell::from(Span::styled(
                     format!("{} {:.0}%", s.dominant_cause, s.dominant_share * 100.0),
-                    cause_style(&s.dominant_cause),
+                    cause_style(s.dominant_cause),
                 )),
             ])
         })
@@ -311,9 +286,6 @@ fn render_services(frame: &mut Frame, area: Rect, snap: &Snapshot) {
     frame.render_widget(table, area);
 }
 
-const NOTHING_YET: &str = "no requests observed yet: point the applications' OTLP exporters at \
-                           this agent (gRPC 127.0.0.1:4317, HTTP 127.0.0.1:4318)";
-
 fn nothing_yet(block: Block<'_>) -> Paragraph<'_> {
     Paragraph::new(NOTHING_YET)
         .wrap(Wrap { trim: true })
@@ -336,7 +308,7 @@ fn render_requests(frame: &mut Frame, area: Rect, state: &TopState, snap: &Snaps
                 Cell::from(format!("{:.1}", r.duration_ms)),
                 Cell::from(head(r.service.as_deref().unwrap_or("?"), 16)),
                 Cell::from(head(&r.name, 22)),
-                Cell::from(Span::styled(r.cause.clone(), cause_style(&r.cause))),
+                Cell::from(Span::styled(r.cause.as_str(), cause_style(r.cause))),
             ])
         })
         .collect();
@@ -361,11 +333,16 @@ fn render_detail(frame: &mut Frame, area: Rect, r: &RequestView) {
     let width = (area.width as usize).saturating_sub(4).max(10);
     let cells = bar::cells(&r.parts, width);
     let bar_line = Line::from(
-        PART_NAMES
-            .iter()
+        Part::ALL
+            .into_iter()
             .zip(cells)
             .filter(|(_, n)| *n > 0)
-            .map(|(name, n)| Span::styled("█".repeat(n), Style::new().fg(part_colour(name))))
+            .map(|(part, n)| {
+                Span::styled(
+                    "█".repeat(n),
+                    Style::new().fg(colour(part.colour().terminal)),
+                )
+            })
             .collect::<Vec<_>>(),
     );
     let mut lines = vec![
@@ -374,7 +351,7 @@ fn render_detail(frame: &mut Frame, area: Rect, r: &RequestView) {
             Span::raw("cause "),
             Span::styled(
                 format!("{} ({:.0}%)", r.cause, r.cause_share * 100.0),
-                cause_style(&r.cause),
+                cause_style(r.cause),
             ),
             Span::raw(format!(
                 "  service {}  pid {}",
@@ -398,107 +375,4 @@ fn render_detail(frame: &mut Frame, area: Rect, r: &RequestView) {
         ))),
         area,
     );
-}
-
-/// The same content as plain text, for `--once` or when stdout is not a terminal.
-pub fn plain(snap: &Snapshot) -> String {
-    let mut out = String::new();
-    let h = &snap.health;
-    let _ = writeln!(
-        out,
-        "culprit top: probes {}/{}, {} spans received, last {:.0}s{}",
-        h.probes_attached,
-        h.probes_total,
-        h.otlp.ingress.spans_received,
-        snap.window_ms as f64 / 1e3,
-        if h.degraded { ", DEGRADED" } else { "" }
-    );
-    if snap.services.is_empty() {
-        let _ = writeln!(out, "{NOTHING_YET}");
-        return out;
-    }
-    let _ = writeln!(
-        out,
-        "\n{:<24} {:>6} {:>8} {:>8}  DOMINANT CAUSE",
-        "SERVICE", "REQS", "P50 ms", "P99 ms"
-    );
-    for s in &snap.services {
-        let _ = writeln!(
-            out,
-            "{:<24} {:>6} {:>8.1} {:>8.1}  {} {:.0}%",
-            head(&s.key, 24),
-            s.requests,
-            s.p50_ms,
-            s.p99_ms,
-            s.dominant_cause,
-            s.dominant_share * 100.0
-        );
-    }
-    let section = |out: &mut String, title: &str, rows: Vec<String>| {
-        let _ = writeln!(out, "\n{title}");
-        if rows.is_empty() {
-            let _ = writeln!(out, "  none");
-        }
-        for r in rows {
-            let _ = writeln!(out, "  {r}");
-        }
-    };
-    section(
-        &mut out,
-        "THROTTLED CGROUPS (cpu.stat / agent)",
-        snap.throttled
-            .iter()
-            .map(|t| {
-                format!(
-                    "{}  {:.0} ms / {:.0} ms, {} periods",
-                    t.cgroup, t.cpu_stat_throttled_ms, t.agent_throttled_ms, t.nr_throttled
-                )
-            })
-            .collect(),
-    );
-    section(
-        &mut out,
-        "NOISY NEIGHBOURS (contention they caused)",
-        snap.neighbours
-            .iter()
-            .map(|n| {
-                format!(
-                    "{}  {:.1} ms over {} requests",
-                    n.neighbour, n.contention_ms, n.requests
-                )
-            })
-            .collect(),
-    );
-    section(
-        &mut out,
-        "RETRANSMIT PEERS",
-        snap.retransmits
-            .iter()
-            .map(|p| {
-                format!(
-                    "{}  {} retransmits, {:.0} ms",
-                    p.peer, p.retransmits, p.cost_ms
-                )
-            })
-            .collect(),
-    );
-    section(
-        &mut out,
-        "SLOWEST REQUESTS",
-        snap.slow_requests
-            .iter()
-            .take(10)
-            .map(|r| {
-                format!(
-                    "{:>8.1} ms  {}  {}  {}  trace {}",
-                    r.duration_ms,
-                    r.service.as_deref().unwrap_or("?"),
-                    r.name,
-                    r.cause,
-                    r.trace_id
-                )
-            })
-            .collect(),
-    );
-    out
 }

@@ -3,11 +3,10 @@
 use std::collections::BTreeMap;
 
 use culprit::{
-    join::{attribution::Attribution, joiner::SpanLine},
     live::view::{AgentFacts, LiveView, Placement},
-    probes::{HookHealth, Signal, SignalHealth},
-    report::{Report, ThrottleRow},
-    retransmits::RetransmitRow,
+    model::{
+        Attribution, HookHealth, Report, RetransmitRow, Signal, SignalHealth, SpanLine, ThrottleRow,
+    },
 };
 
 /// "Now" for every fixture: 2026-11-28T06:00:00Z.

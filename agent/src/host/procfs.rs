@@ -1,13 +1,54 @@
-//! What /proc says about processes, threads, cgroups and sockets.
+//! What /proc says about processes, threads and sockets: every /proc read of the agent is here
+//! (cgroup membership aside: `membership`).
 
 use std::{
     fs,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    path::{Path, PathBuf},
 };
 
+/// Whether process (or thread) `pid` exists.
+pub(crate) fn exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The pids of a process from the host's namespace inward (`NSpid:` of /proc/<pid>/status).
+pub(crate) fn parse_nspid(status: &str) -> Vec<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .map(|rest| {
+            rest.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The pids of process `pid` from the host's namespace inward (empty if it is gone).
+pub(crate) fn nspid(pid: u32) -> Vec<u32> {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|s| parse_nspid(&s))
+        .unwrap_or_default()
+}
+
+/// Every process on the host.
+pub(crate) fn all_pids() -> impl Iterator<Item = u32> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+}
+
+/// The first process whose `/proc/<pid>/cgroup` contains `needle` (a full scan of /proc).
+pub(crate) fn first_pid_with_cgroup_containing(needle: &str) -> Option<u32> {
+    all_pids().find(|&p| {
+        fs::read_to_string(format!("/proc/{p}/cgroup")).is_ok_and(|c| c.contains(needle))
+    })
+}
+
 /// Thread ids of a process (empty if it is gone).
-pub fn threads_of(pid: u32) -> Vec<u32> {
+pub(crate) fn threads_of(pid: u32) -> Vec<u32> {
     fs::read_dir(format!("/proc/{pid}/task"))
         .map(|dir| {
             dir.flatten()
@@ -18,14 +59,14 @@ pub fn threads_of(pid: u32) -> Vec<u32> {
 }
 
 /// The command name of a process or thread.
-pub fn comm(pid: u32) -> Option<String> {
+pub(crate) fn comm(pid: u32) -> Option<String> {
     fs::read_to_string(format!("/proc/{pid}/comm"))
         .ok()
         .map(|s| s.trim_end().to_string())
 }
 
 /// The scheduler state letter of a thread (`R`, `S`, `D`, ...), from /proc/<tid>/stat.
-pub fn run_state(tid: u32) -> Option<char> {
+pub(crate) fn run_state(tid: u32) -> Option<char> {
     let stat = fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
     parse_stat_state(&stat)
 }
@@ -36,7 +77,7 @@ fn parse_stat_state(stat: &str) -> Option<char> {
 }
 
 /// The process a thread belongs to.
-pub fn tgid_of(tid: u32) -> Option<u32> {
+pub(crate) fn tgid_of(tid: u32) -> Option<u32> {
     let status = fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
     status
         .lines()
@@ -46,65 +87,16 @@ pub fn tgid_of(tid: u32) -> Option<u32> {
         .ok()
 }
 
-/// One line of /proc/<pid>/cgroup: `hierarchy-id:controllers:path`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CgroupMembership {
-    pub hierarchy: u32,
-    pub controllers: Vec<String>,
-    pub path: String,
-}
-
-pub fn parse_proc_cgroup(text: &str) -> Vec<CgroupMembership> {
-    text.lines()
-        .filter_map(|line| {
-            let mut parts = line.splitn(3, ':');
-            let hierarchy = parts.next()?.parse().ok()?;
-            let controllers = parts
-                .next()?
-                .split(',')
-                .filter(|c| !c.is_empty())
-                .map(str::to_string)
-                .collect();
-            let path = parts.next()?.to_string();
-            Some(CgroupMembership {
-                hierarchy,
-                controllers,
-                path,
-            })
-        })
-        .collect()
-}
-
-/// The directory holding the `cpu.stat` that governs `pid`: the v1 `cpu` controller's cgroup
-/// where the controller is on v1 (hybrid hosts), else its cgroup v2.
-pub fn cpu_cgroup_dir(
-    memberships: &[CgroupMembership],
-    v1_cpu_root: &Path,
-    v2_root: &Path,
-) -> Option<PathBuf> {
-    let v1 = memberships
-        .iter()
-        .find(|m| m.hierarchy != 0 && m.controllers.iter().any(|c| c == "cpu"));
-    let (root, path) = match v1 {
-        Some(m) => (v1_cpu_root, &m.path),
-        None => (
-            v2_root,
-            &memberships.iter().find(|m| m.hierarchy == 0)?.path,
-        ),
-    };
-    Some(root.join(path.trim_start_matches('/')))
-}
-
 /// A TCP socket from /proc/net/tcp{,6}.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcSocket {
+pub(crate) struct ProcSocket {
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub inode: u64,
 }
 
 /// Parses /proc/net/tcp or /proc/net/tcp6.
-pub fn parse_proc_net_tcp(text: &str) -> Vec<ProcSocket> {
+pub(crate) fn parse_proc_net_tcp(text: &str) -> Vec<ProcSocket> {
     text.lines()
         .skip(1)
         .filter_map(|line| {
@@ -141,7 +133,7 @@ fn parse_hex_addr(s: &str) -> Option<SocketAddr> {
 
 /// The process holding the TCP socket `local -> remote`, found through /proc: the fallback when
 /// the kernel side never saw the socket used.
-pub fn socket_owner(local: SocketAddr, remote: SocketAddr) -> Option<u32> {
+pub(crate) fn socket_owner(local: SocketAddr, remote: SocketAddr) -> Option<u32> {
     let inode = ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
         .filter_map(|p| fs::read_to_string(p).ok())
@@ -165,13 +157,13 @@ pub fn socket_owner(local: SocketAddr, remote: SocketAddr) -> Option<u32> {
 }
 
 /// The local endpoints of the TCP sockets process `pid` holds.
-pub fn tcp_endpoints_of(pid: u32) -> Vec<SocketAddr> {
+pub(crate) fn tcp_endpoints_of(pid: u32) -> Vec<SocketAddr> {
     tcp_endpoints_of_all(&[pid]).pop().unwrap_or_default()
 }
 
 /// The local endpoints of the TCP sockets of each process in `pids`, in order. The node's socket
 /// tables are read once for all: each read walks the kernel's whole established hash.
-pub fn tcp_endpoints_of_all(pids: &[u32]) -> Vec<Vec<SocketAddr>> {
+pub(crate) fn tcp_endpoints_of_all(pids: &[u32]) -> Vec<Vec<SocketAddr>> {
     let inodes: Vec<std::collections::HashSet<u64>> = pids
         .iter()
         .map(|pid| {
@@ -207,7 +199,7 @@ pub fn tcp_endpoints_of_all(pids: &[u32]) -> Vec<Vec<SocketAddr>> {
 }
 
 /// IPv4-mapped IPv6 endpoints as plain IPv4, the way retransmit records print them.
-pub fn canonical(s: SocketAddr) -> SocketAddr {
+pub(crate) fn canonical(s: SocketAddr) -> SocketAddr {
     match s.ip() {
         IpAddr::V6(v6) => v6
             .to_ipv4_mapped()
@@ -224,35 +216,6 @@ fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_hybrid_and_pure_v2_cgroup_files() {
-        let hybrid = "12:pids:/user.slice\n4:cpu:/culprit/quota\n1:name=systemd:/init.scope\n0::/lab/victim\n";
-        let m = parse_proc_cgroup(hybrid);
-        assert_eq!(m.len(), 4);
-        assert_eq!(
-            cpu_cgroup_dir(
-                &m,
-                Path::new("/sys/fs/cgroup/cpu"),
-                Path::new("/sys/fs/cgroup/unified")
-            ),
-            Some(PathBuf::from("/sys/fs/cgroup/cpu/culprit/quota"))
-        );
-        let v2 = parse_proc_cgroup("0::/kubepods.slice/pod1/cri-containerd-abc.scope\n");
-        assert_eq!(
-            cpu_cgroup_dir(&v2, Path::new("/nonexistent"), Path::new("/sys/fs/cgroup")),
-            Some(PathBuf::from(
-                "/sys/fs/cgroup/kubepods.slice/pod1/cri-containerd-abc.scope"
-            ))
-        );
-        // Controllers co-mounted with cpu (cpu,cpuacct) count too.
-        let comounted = parse_proc_cgroup("3:cpu,cpuacct:/a\n0::/\n");
-        assert_eq!(
-            cpu_cgroup_dir(&comounted, Path::new("/c"), Path::new("/u")),
-            Some(PathBuf::from("/c/a"))
-        );
-        assert_eq!(cpu_cgroup_dir(&[], Path::new("/c"), Path::new("/u")), None);
-    }
 
     #[test]
     fn parses_proc_net_tcp_v4_and_v6() {
@@ -276,6 +239,13 @@ mod tests {
         assert_eq!(s[0].inode, 777);
         assert!(parse_proc_net_tcp("header only\n").is_empty());
         assert!(parse_proc_net_tcp("h\n 0: zz:zz yy:yy\n").is_empty());
+    }
+
+    #[test]
+    fn parses_nspid() {
+        let status = "Name:\tpython3\nTgid:\t4242\nNSpid:\t4242\t7\nPPid:\t1\n";
+        assert_eq!(parse_nspid(status), vec![4242, 7]);
+        assert!(parse_nspid("Name:\tx\n").is_empty());
     }
 
     #[test]

@@ -6,12 +6,12 @@ use anyhow::{Context as _, anyhow, bail};
 use btf_rs::{Btf, Struct, Type};
 use culprit_common::{KernelOffsets, OFFSET_ABSENT};
 
-pub struct KernelBtf {
+pub(crate) struct KernelBtf {
     btf: Btf,
 }
 
 impl KernelBtf {
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn open(path: &Path) -> anyhow::Result<Self> {
         let btf = Btf::from_file(path).with_context(|| {
             format!(
                 "reading kernel BTF from {}: the agent needs a kernel built with \
@@ -24,7 +24,7 @@ impl KernelBtf {
 
     /// Byte offset of `field` in `struct name`, looking through anonymous structs and unions
     /// (the kernel nests fields in them, e.g. for randomized layouts).
-    pub fn field_offset(&self, name: &str, field: &str) -> anyhow::Result<u32> {
+    pub(crate) fn field_offset(&self, name: &str, field: &str) -> anyhow::Result<u32> {
         let st = self.struct_named(name)?;
         let bits = self
             .find_field_bits(&st, field, 0)?
@@ -36,14 +36,14 @@ impl KernelBtf {
     }
 
     /// Whether `struct name` has `field`.
-    pub fn has_field(&self, name: &str, field: &str) -> anyhow::Result<bool> {
+    pub(crate) fn has_field(&self, name: &str, field: &str) -> anyhow::Result<bool> {
         let st = self.struct_named(name)?;
         Ok(self.find_field_bits(&st, field, 0)?.is_some())
     }
 
     /// Number of arguments a raw tracepoint passes to BPF programs, from its
     /// `btf_trace_<name>` typedef (the kernel's own `void *` context pointer excluded).
-    pub fn tracepoint_arg_count(&self, tracepoint: &str) -> anyhow::Result<usize> {
+    pub(crate) fn tracepoint_arg_count(&self, tracepoint: &str) -> anyhow::Result<usize> {
         let typedef = format!("btf_trace_{tracepoint}");
         let ty = self
             .btf
@@ -121,7 +121,7 @@ impl KernelBtf {
 
 /// Resolves every offset the scheduler programs read. Fields the throttling split needs are
 /// optional: without them that split degrades, the rest works.
-pub fn kernel_offsets(btf: &KernelBtf) -> anyhow::Result<KernelOffsets> {
+pub(crate) fn kernel_offsets(btf: &KernelBtf) -> anyhow::Result<KernelOffsets> {
     // `state` was renamed `__state` in 5.14.
     let state_field = if btf.has_field("task_struct", "__state")? {
         "__state"

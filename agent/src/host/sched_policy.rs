@@ -6,7 +6,7 @@
 
 /// Puts the calling thread, and every thread it starts afterwards, under SCHED_BATCH. Needs no
 /// privilege; on failure the agent runs on under the normal policy.
-pub fn yield_to_applications() {
+pub(crate) fn yield_to_applications() {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: a plain system call on the calling thread with a valid parameter block.
     if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
@@ -17,8 +17,9 @@ pub fn yield_to_applications() {
     }
 }
 
+#[cfg(test)]
 /// The calling thread's scheduling policy.
-pub fn current() -> i32 {
+pub(crate) fn current() -> i32 {
     // SAFETY: no arguments besides the calling thread.
     unsafe { libc::sched_getscheduler(0) }
 }

@@ -8,10 +8,10 @@ use std::{
 use culprit_common::tcp::{RetransmitRecord, retransmit};
 use serde::{Deserialize, Serialize};
 
-use crate::procfs;
+use crate::host::procfs;
 
 /// Linux's minimum retransmission timeout: what a timer-driven retransmit costs at least.
-pub const TCP_RTO_MIN_NS: u64 = 200_000_000;
+pub(crate) const TCP_RTO_MIN_NS: u64 = 200_000_000;
 /// A send older than this did not start the segment now being retransmitted.
 const MAX_SEND_AGE_NS: u64 = 120_000_000_000;
 
@@ -35,7 +35,7 @@ pub struct RetransmitRow {
     pub cost_from: String,
 }
 
-pub fn tcp_state_name(state: u32) -> &'static str {
+pub(crate) fn tcp_state_name(state: u32) -> &'static str {
     match state {
         1 => "ESTABLISHED",
         2 => "SYN_SENT",
@@ -55,7 +55,7 @@ pub fn tcp_state_name(state: u32) -> &'static str {
 
 const AF_INET: u16 = 2;
 
-pub fn endpoints(rec: &RetransmitRecord) -> (SocketAddr, SocketAddr) {
+pub(crate) fn endpoints(rec: &RetransmitRecord) -> (SocketAddr, SocketAddr) {
     let ip = |b: &[u8; 16]| -> IpAddr {
         if rec.family == AF_INET {
             IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
@@ -71,7 +71,7 @@ pub fn endpoints(rec: &RetransmitRecord) -> (SocketAddr, SocketAddr) {
 
 /// The cost estimate and where it came from: the kernel's own stall start where it is known,
 /// else the time since the owner's last send on the socket, else the minimum RTO.
-pub fn cost(rec: &RetransmitRecord) -> (u64, &'static str) {
+pub(crate) fn cost(rec: &RetransmitRecord) -> (u64, &'static str) {
     let stall_ns = u64::from(rec.stall_ms) * 1_000_000;
     if stall_ns > 0 && stall_ns < MAX_SEND_AGE_NS {
         (stall_ns, "retrans_stamp")
@@ -85,12 +85,12 @@ pub fn cost(rec: &RetransmitRecord) -> (u64, &'static str) {
 /// Turns records into rows, resolving owners the kernel did not see through /proc (cached per
 /// socket: a lossy connection retransmits many times).
 #[derive(Default)]
-pub struct RetransmitResolver {
+pub(crate) struct RetransmitResolver {
     proc_owners: HashMap<u64, Option<u32>>,
 }
 
 impl RetransmitResolver {
-    pub fn row(&mut self, rec: &RetransmitRecord) -> RetransmitRow {
+    pub(crate) fn row(&mut self, rec: &RetransmitRecord) -> RetransmitRow {
         let (local, remote) = endpoints(rec);
         let (pid, tid, owner_from) = if rec.tgid != 0 {
             (Some(rec.tgid), Some(rec.tid), "socket")

@@ -8,13 +8,13 @@ use culprit_common::TcpTracepointOffsets;
 
 /// Field name -> byte offset in the record.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct TracepointFormat {
+pub(crate) struct TracepointFormat {
     fields: HashMap<String, u32>,
 }
 
 impl TracepointFormat {
     /// Parses a tracefs `format` file.
-    pub fn parse(text: &str) -> Self {
+    pub(crate) fn parse(text: &str) -> Self {
         let fields = text
             .lines()
             .filter_map(|line| {
@@ -34,7 +34,7 @@ impl TracepointFormat {
         Self { fields }
     }
 
-    pub fn offset(&self, field: &str) -> anyhow::Result<u32> {
+    pub(crate) fn offset(&self, field: &str) -> anyhow::Result<u32> {
         self.fields
             .get(field)
             .copied()
@@ -43,7 +43,11 @@ impl TracepointFormat {
 }
 
 /// Reads `<tracefs>/events/<category>/<name>/format`.
-pub fn read_format(tracefs: &Path, category: &str, name: &str) -> anyhow::Result<TracepointFormat> {
+pub(crate) fn read_format(
+    tracefs: &Path,
+    category: &str,
+    name: &str,
+) -> anyhow::Result<TracepointFormat> {
     let path = tracefs
         .join("events")
         .join(category)
@@ -59,7 +63,7 @@ pub fn read_format(tracefs: &Path, category: &str, name: &str) -> anyhow::Result
 }
 
 /// The offsets the TCP programs read, from the three tracepoints' formats.
-pub fn tcp_offsets(tracefs: &Path) -> anyhow::Result<TcpTracepointOffsets> {
+pub(crate) fn tcp_offsets(tracefs: &Path) -> anyhow::Result<TcpTracepointOffsets> {
     let rtx = read_format(tracefs, "tcp", "tcp_retransmit_skb")?;
     let synack = read_format(tracefs, "tcp", "tcp_retransmit_synack")?;
     let send = read_format(tracefs, "sock", "sock_send_length")?;

@@ -6,7 +6,7 @@ use std::{
     collections::{BTreeMap, HashSet},
     fs,
     os::unix::fs::MetadataExt as _,
-    path::{Path, PathBuf},
+    path::PathBuf,
 };
 
 use anyhow::Context as _;
@@ -16,15 +16,26 @@ use aya::{
 };
 use culprit_common::{
     maps,
-    thread::{ThreadState, state},
+    thread::{ThreadBucket, ThreadState, state},
 };
 
-use crate::{clock::monotonic_ns, procfs, thread_store::LiveState};
+use crate::host::{clock::monotonic_ns, membership, procfs};
+
+/// What a thread is doing right now, as read from the kernel's `THREAD_STATE`: the current
+/// interval and the bucket not yet streamed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LiveState {
+    pub state: u32,
+    pub since_ns: u64,
+    pub bucket: ThreadBucket,
+    /// The current run-queue wait began with the thread's cgroup throttled.
+    pub throttled: bool,
+}
 
 /// BPF_NOEXIST: never reset the state of a thread the kernel already tracks.
 const NOEXIST: u64 = 1;
 
-pub struct WatchSet {
+pub(crate) struct WatchSet {
     pids: Vec<u32>,
     cgroups: Vec<PathBuf>,
     v2_root: PathBuf,
@@ -43,7 +54,7 @@ pub struct WatchSet {
 }
 
 impl WatchSet {
-    pub fn new(
+    pub(crate) fn new(
         ebpf: &mut Ebpf,
         pids: Vec<u32>,
         cgroups: Vec<PathBuf>,
@@ -84,7 +95,7 @@ impl WatchSet {
     }
 
     /// Adds a process to watch; returns whether it was new.
-    pub fn add_pid(&mut self, pid: u32) -> bool {
+    pub(crate) fn add_pid(&mut self, pid: u32) -> bool {
         if self.pids.contains(&pid) {
             return false;
         }
@@ -94,11 +105,10 @@ impl WatchSet {
 
     /// Registers every current thread of the watched processes and cgroups; forgets processes
     /// that are gone.
-    pub fn refresh(&mut self) {
+    pub(crate) fn refresh(&mut self) {
         let mut threads: Vec<(u32, u32)> = Vec::new();
         // Processes that exited are forgotten.
-        self.pids
-            .retain(|&pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        self.pids.retain(|&pid| procfs::exists(pid));
         for &pid in &self.pids {
             threads.extend(procfs::threads_of(pid).into_iter().map(|tid| (tid, pid)));
         }
@@ -108,7 +118,7 @@ impl WatchSet {
             {
                 let _ = self.cgroup_ids.insert(meta.ino(), 1, 0);
             }
-            for tid in cgroup_threads(dir) {
+            for tid in membership::threads_of(dir) {
                 if let Some(tgid) = procfs::tgid_of(tid) {
                     threads.push((tid, tgid));
                 }
@@ -178,21 +188,20 @@ impl WatchSet {
     }
 
     fn cpu_cgroup_of(&self, tgid: u32) -> Option<PathBuf> {
-        let text = fs::read_to_string(format!("/proc/{tgid}/cgroup")).ok()?;
-        procfs::cpu_cgroup_dir(
-            &procfs::parse_proc_cgroup(&text),
+        membership::cpu_dir(
+            &membership::memberships_of(tgid),
             &self.v1_cpu_root,
             &self.v2_root,
         )
     }
 
     /// The watched threads the kernel currently tracks.
-    pub fn tids(&self) -> Vec<u32> {
+    pub(crate) fn tids(&self) -> Vec<u32> {
         self.thread_state.keys().flatten().collect()
     }
 
     /// Every watched thread with its process and what the kernel holds for it, in one walk.
-    pub fn live_all(&self) -> impl Iterator<Item = (u32, u32, LiveState)> + '_ {
+    pub(crate) fn live_all(&self) -> impl Iterator<Item = (u32, u32, LiveState)> + '_ {
         self.thread_state
             .iter()
             .flatten()
@@ -200,7 +209,7 @@ impl WatchSet {
     }
 
     /// What the kernel holds for a watched thread right now.
-    pub fn live(&self, tid: u32) -> Option<(u32, LiveState)> {
+    pub(crate) fn live(&self, tid: u32) -> Option<(u32, LiveState)> {
         let st = self.thread_state.get(&tid, 0).ok()?;
         Some((st.tgid, live_state(&st)))
     }
@@ -213,13 +222,4 @@ fn live_state(st: &ThreadState) -> LiveState {
         bucket: st.bucket,
         throttled: st.throttled_at_enqueue != 0,
     }
-}
-
-/// Thread ids in a cgroup (v2 `cgroup.threads`, v1 `tasks`).
-fn cgroup_threads(dir: &Path) -> Vec<u32> {
-    ["cgroup.threads", "tasks"]
-        .iter()
-        .find_map(|f| fs::read_to_string(dir.join(f)).ok())
-        .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
-        .unwrap_or_default()
 }

@@ -9,12 +9,12 @@ use aya::{
 };
 use culprit_common::{DropCounter, maps};
 
-pub struct DropCounters {
+pub(crate) struct DropCounters {
     map: PerCpuArray<MapData, u64>,
 }
 
 impl DropCounters {
-    pub fn new(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+    pub(crate) fn new(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
         let map = ebpf
             .take_map(maps::DROPS)
             .context("DROPS map missing from the eBPF object")?;
@@ -24,7 +24,7 @@ impl DropCounters {
     }
 
     /// Totals since load, summed over CPUs, by counter name.
-    pub fn read(&self) -> BTreeMap<String, u64> {
+    pub(crate) fn read(&self) -> BTreeMap<String, u64> {
         DropCounter::ALL
             .iter()
             .map(|&counter| {

@@ -11,7 +11,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CpuStat {
+pub(crate) struct CpuStat {
     pub nr_periods: u64,
     pub nr_throttled: u64,
     /// v1 `throttled_time` (ns) or v2 `throttled_usec` x 1000.
@@ -20,7 +20,7 @@ pub struct CpuStat {
 
 /// Parses `cpu.stat` of either cgroup version. `None` without bandwidth fields (no quota
 /// support in the kernel or the root cgroup).
-pub fn parse_cpu_stat(text: &str) -> Option<CpuStat> {
+pub(crate) fn parse_cpu_stat(text: &str) -> Option<CpuStat> {
     let mut stat = CpuStat::default();
     let mut seen = false;
     for line in text.lines() {
@@ -67,13 +67,13 @@ struct Watched {
 
 /// Polls the `cpu.stat` of watched cgroups and turns counter changes into episodes.
 #[derive(Default)]
-pub struct ThrottleMonitor {
+pub(crate) struct ThrottleMonitor {
     cgroups: HashMap<PathBuf, Watched>,
     finished: Vec<ThrottleEpisode>,
 }
 
 impl ThrottleMonitor {
-    pub fn watch(&mut self, dir: &Path) {
+    pub(crate) fn watch(&mut self, dir: &Path) {
         self.cgroups.entry(dir.to_path_buf()).or_insert(Watched {
             last: None,
             last_poll_ns: 0,
@@ -81,13 +81,13 @@ impl ThrottleMonitor {
         });
     }
 
-    pub fn watched(&self) -> impl Iterator<Item = &Path> {
+    pub(crate) fn watched(&self) -> impl Iterator<Item = &Path> {
         self.cgroups.keys().map(PathBuf::as_path)
     }
 
     /// Reads every watched `cpu.stat`; cgroups that vanished are dropped, their open episode
     /// closed.
-    pub fn poll(&mut self, now_ns: u64) {
+    pub(crate) fn poll(&mut self, now_ns: u64) {
         let mut gone = Vec::new();
         for (dir, w) in &mut self.cgroups {
             match fs::read_to_string(dir.join("cpu.stat"))
@@ -110,14 +110,14 @@ impl ThrottleMonitor {
     }
 
     /// Episodes that ended since the last call, plus the ones still open (as they stand).
-    pub fn take_episodes(&mut self) -> Vec<ThrottleEpisode> {
+    pub(crate) fn take_episodes(&mut self) -> Vec<ThrottleEpisode> {
         let mut out = std::mem::take(&mut self.finished);
         out.extend(self.cgroups.values().filter_map(|w| w.open.clone()));
         out
     }
 
     /// The latest counters of a watched cgroup.
-    pub fn stat(&self, dir: &Path) -> Option<CpuStat> {
+    pub(crate) fn stat(&self, dir: &Path) -> Option<CpuStat> {
         self.cgroups.get(dir).and_then(|w| w.last)
     }
 }

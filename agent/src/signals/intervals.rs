@@ -1,7 +1,7 @@
 //! Time covered by a set of possibly overlapping intervals, each instant counted once.
 
 /// Total length of the union of `[lo, hi)` intervals (empty or inverted ones count nothing).
-pub fn union_ns(mut intervals: Vec<(u64, u64)>) -> u64 {
+pub(crate) fn union_ns(mut intervals: Vec<(u64, u64)>) -> u64 {
     intervals.sort_unstable();
     let mut covered = 0;
     let mut cursor = 0;

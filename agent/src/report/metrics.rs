@@ -15,20 +15,20 @@ use opentelemetry_proto::tonic::{
     resource::v1::Resource,
 };
 
-use crate::{join::joiner::SpanLine, report::Report};
+use crate::{cause::Cause, join::SpanLine, report::Report};
 
 /// Cumulative state behind the metrics.
 #[derive(Default)]
-pub struct AgentMetrics {
+pub(crate) struct AgentMetrics {
     start_unix_ns: u64,
     /// (cause, service) -> seconds of span time.
-    attributed_s: BTreeMap<(String, String), f64>,
+    attributed_s: BTreeMap<(Cause, String), f64>,
     throttled_ns: BTreeMap<String, u64>,
     retransmits: BTreeMap<String, u64>,
 }
 
 impl AgentMetrics {
-    pub fn new(start_unix_ns: u64) -> Self {
+    pub(crate) fn new(start_unix_ns: u64) -> Self {
         Self {
             start_unix_ns,
             ..Self::default()
@@ -36,20 +36,17 @@ impl AgentMetrics {
     }
 
     /// Adds a released span's decomposition.
-    pub fn on_span(&mut self, line: &SpanLine) {
+    pub(crate) fn on_span(&mut self, line: &SpanLine) {
         let a = &line.attribution;
         let service = line
             .service
             .clone()
             .unwrap_or_else(|| "unknown_service".into());
-        *self
-            .attributed_s
-            .entry((a.cause.clone(), service))
-            .or_default() += line.duration_ms / 1e3;
+        *self.attributed_s.entry((a.cause, service)).or_default() += line.duration_ms / 1e3;
     }
 
     /// Adds what a report measured over its interval.
-    pub fn on_report(&mut self, report: &Report) {
+    pub(crate) fn on_report(&mut self, report: &Report) {
         for t in &report.throttling {
             *self.throttled_ns.entry(t.cgroup.clone()).or_default() += t.cpu_stat_throttled_ns;
         }
@@ -60,7 +57,7 @@ impl AgentMetrics {
 
     /// The metrics as one OTLP request, stamped `now_unix_ns`; `runq` is the kernel's cumulative
     /// run-queue histogram per cgroup path.
-    pub fn export(
+    pub(crate) fn export(
         &self,
         report: &Report,
         runq: &[(String, RunqHist)],
@@ -96,7 +93,7 @@ impl AgentMetrics {
                     .map(|((cause, service), s)| {
                         point(
                             vec![
-                                crate::otlp::string_kv("culprit.cause", cause),
+                                crate::otlp::string_kv("culprit.cause", cause.as_str()),
                                 crate::otlp::string_kv("service.name", service),
                             ],
                             number_data_point::Value::AsDouble(*s),
@@ -221,7 +218,7 @@ fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::join::attribution::{Measured, attribute};
+    use crate::{join::attribution::attribute, signals::Measured};
 
     #[test]
     fn attributed_time_accumulates_by_cause_and_service() {

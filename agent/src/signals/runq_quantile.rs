@@ -4,7 +4,7 @@ use culprit_common::{HIST_SLOTS, slot_lower_bound_ns};
 
 /// Estimates the `quantile` (0..=1) of the samples counted in `slots`, interpolating linearly
 /// inside the slot it falls in. `None` when there are no samples.
-pub fn quantile_ns(slots: &[u64; HIST_SLOTS], quantile: f64) -> Option<u64> {
+pub(crate) fn quantile_ns(slots: &[u64; HIST_SLOTS], quantile: f64) -> Option<u64> {
     let total: u64 = slots.iter().sum();
     if total == 0 {
         return None;
@@ -33,7 +33,10 @@ pub fn quantile_ns(slots: &[u64; HIST_SLOTS], quantile: f64) -> Option<u64> {
 }
 
 /// Element-wise `now - before`, for counters that only grow.
-pub fn slots_delta(now: &[u64; HIST_SLOTS], before: &[u64; HIST_SLOTS]) -> [u64; HIST_SLOTS] {
+pub(crate) fn slots_delta(
+    now: &[u64; HIST_SLOTS],
+    before: &[u64; HIST_SLOTS],
+) -> [u64; HIST_SLOTS] {
     std::array::from_fn(|i| now[i].saturating_sub(before[i]))
 }
 

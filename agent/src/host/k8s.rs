@@ -4,16 +4,11 @@
 
 use std::{
     collections::HashMap,
-    fs,
     time::{Duration, Instant},
 };
 
-use opentelemetry_proto::tonic::resource::v1::Resource;
-
-use crate::procfs::parse_proc_cgroup;
-
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct K8sIdentity {
+pub(crate) struct K8sIdentity {
     pub pod_uid: Option<String>,
     pub container_id: Option<String>,
 }
@@ -55,7 +50,7 @@ fn container_id(component: &str) -> Option<String> {
 /// The identity in a cgroup path (v2, or the v1 path of any controller). The kubelet's tree may
 /// sit anywhere below the root (nested runtimes, test trees), so the path is searched rather
 /// than matched from its start.
-pub fn parse(cgroup_path: &str) -> K8sIdentity {
+pub(crate) fn parse(cgroup_path: &str) -> K8sIdentity {
     let components: Vec<&str> = cgroup_path.split('/').filter(|c| !c.is_empty()).collect();
     let in_kubepods = components
         .iter()
@@ -71,12 +66,12 @@ pub fn parse(cgroup_path: &str) -> K8sIdentity {
 /// Looks identities up per process, once, while the process is alive: a span can be released
 /// after its sender exited.
 #[derive(Default)]
-pub struct IdentityCache {
+pub(crate) struct IdentityCache {
     by_pid: HashMap<u32, (K8sIdentity, Instant)>,
 }
 
 impl IdentityCache {
-    pub fn of(&mut self, pid: u32) -> &K8sIdentity {
+    pub(crate) fn of(&mut self, pid: u32) -> &K8sIdentity {
         let entry = self
             .by_pid
             .entry(pid)
@@ -85,41 +80,21 @@ impl IdentityCache {
         &entry.0
     }
 
+    /// Whether `pid`'s identity is cached (its first span was seen less than the expiry ago).
+    pub(crate) fn knows(&self, pid: u32) -> bool {
+        self.by_pid.contains_key(&pid)
+    }
+
     /// Forgets processes no span mentioned for `max_age` (pids are reused).
-    pub fn expire(&mut self, max_age: Duration) {
+    pub(crate) fn expire(&mut self, max_age: Duration) {
         self.by_pid.retain(|_, (_, seen)| seen.elapsed() < max_age);
     }
 }
 
 fn lookup(pid: u32) -> K8sIdentity {
-    fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .ok()
-        .map(|text| {
-            let memberships = parse_proc_cgroup(&text);
-            // The v2 path where there is one, else any v1 hierarchy's.
-            memberships
-                .iter()
-                .find(|m| m.hierarchy == 0)
-                .or_else(|| memberships.first())
-                .map(|m| parse(&m.path))
-                .unwrap_or_default()
-        })
+    super::membership::any_path_of(pid)
+        .map(|path| parse(&path))
         .unwrap_or_default()
-}
-
-/// Adds `container.id`, `k8s.pod.uid` and `k8s.node.name` to a resource, leaving any value the
-/// application set itself.
-pub fn annotate(resource: &mut Resource, identity: &K8sIdentity, node_name: Option<&str>) {
-    let mut add = |key: &str, value: Option<&str>| {
-        if let Some(v) = value
-            && !resource.attributes.iter().any(|kv| kv.key == key)
-        {
-            resource.attributes.push(crate::otlp::string_kv(key, v));
-        }
-    };
-    add("container.id", identity.container_id.as_deref());
-    add("k8s.pod.uid", identity.pod_uid.as_deref());
-    add("k8s.node.name", node_name);
 }
 
 #[cfg(test)]
@@ -215,34 +190,5 @@ mod tests {
         // Not a uid, not an id.
         assert_eq!(both("/kubepods/burstable/podnot-a-uid/abc"), (None, None));
         assert_eq!(both(&format!("/apod{UID}/x")), (None, None));
-    }
-
-    #[test]
-    fn annotation_keeps_what_the_application_set() {
-        let mut r = Resource::default();
-        r.attributes
-            .push(crate::otlp::string_kv("container.id", "from-the-app"));
-        annotate(
-            &mut r,
-            &K8sIdentity {
-                pod_uid: Some(UID.into()),
-                container_id: Some(ID.into()),
-            },
-            Some("node-a"),
-        );
-        let get = |k: &str| {
-            r.attributes
-                .iter()
-                .filter(|kv| kv.key == k)
-                .map(|kv| format!("{:?}", kv.value))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(get("container.id").len(), 1);
-        assert!(get("container.id")[0].contains("from-the-app"));
-        assert!(get("k8s.pod.uid")[0].contains(UID));
-        assert!(get("k8s.node.name")[0].contains("node-a"));
-        let mut bare = Resource::default();
-        annotate(&mut bare, &K8sIdentity::default(), None);
-        assert!(bare.attributes.is_empty());
     }
 }

@@ -6,14 +6,14 @@ use tokio::signal::unix::{SignalKind, signal};
 
 /// Why the agent stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
+pub(super) enum StopReason {
     Interrupt,
     Terminate,
     DurationElapsed,
 }
 
 /// Resolves when the agent should stop.
-pub async fn stop_requested(duration: Option<Duration>) -> anyhow::Result<StopReason> {
+pub(super) async fn stop_requested(duration: Option<Duration>) -> anyhow::Result<StopReason> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let deadline = async {

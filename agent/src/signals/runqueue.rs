@@ -12,8 +12,8 @@ use culprit_common::{RunqHist, maps};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    cgroup_paths::CgroupPaths,
-    histogram::{quantile_ns, slots_delta},
+    host::cgroups::CgroupPaths,
+    signals::runq_quantile::{quantile_ns, slots_delta},
 };
 
 /// Run-queue waits over one report interval.
@@ -37,7 +37,7 @@ pub struct CgroupRunq {
 }
 
 /// What changed in one cgroup's histogram between two reads; `None` if nothing did.
-pub fn interval_stats(now: &RunqHist, before: Option<&RunqHist>) -> Option<WaitStats> {
+pub(crate) fn interval_stats(now: &RunqHist, before: Option<&RunqHist>) -> Option<WaitStats> {
     let before = before.unwrap_or(&RunqHist::ZERO);
     let waits = now.count.saturating_sub(before.count);
     if waits == 0 {
@@ -54,13 +54,13 @@ pub fn interval_stats(now: &RunqHist, before: Option<&RunqHist>) -> Option<WaitS
     })
 }
 
-pub struct RunqCollector {
+pub(crate) struct RunqCollector {
     map: HashMap<MapData, u64, RunqHist>,
     previous: StdHashMap<u64, RunqHist>,
 }
 
 impl RunqCollector {
-    pub fn new(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+    pub(crate) fn new(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
         let map = ebpf
             .take_map(maps::RUNQ_HIST)
             .context("RUNQ_HIST map missing from the eBPF object")?;
@@ -73,7 +73,7 @@ impl RunqCollector {
     /// Reads every cgroup's histogram and returns the activity since the previous call. Entries
     /// of cgroups that no longer exist are reported one last time, then removed from the map so
     /// it cannot fill up with the dead.
-    pub fn collect(&mut self, paths: &mut CgroupPaths) -> Vec<CgroupRunq> {
+    pub(crate) fn collect(&mut self, paths: &mut CgroupPaths) -> Vec<CgroupRunq> {
         let mut rows = Vec::new();
         let mut gone = Vec::new();
         for entry in self.map.iter() {
@@ -108,7 +108,7 @@ impl RunqCollector {
 
 impl RunqCollector {
     /// The kernel's cumulative histogram of every cgroup seen so far (as of the last collect).
-    pub fn cumulative(&self, paths: &mut CgroupPaths) -> Vec<(String, RunqHist)> {
+    pub(crate) fn cumulative(&self, paths: &mut CgroupPaths) -> Vec<(String, RunqHist)> {
         self.previous
             .iter()
             .map(|(id, h)| {

@@ -6,9 +6,11 @@ use std::collections::{HashMap, VecDeque};
 
 use culprit_common::thread::{SchedRecord, ThreadBucket, record, state};
 
+use crate::kernel::watch::LiveState;
+
 /// Where a thread's time went over a window.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Breakdown {
+pub(crate) struct Breakdown {
     pub on_cpu_ns: u64,
     /// All run-queue waiting, throttled or not.
     pub runq_ns: u64,
@@ -24,11 +26,11 @@ pub struct Breakdown {
 
 impl Breakdown {
     /// Run-queue time not explained by throttling.
-    pub fn contention_ns(&self) -> u64 {
+    pub(crate) fn contention_ns(&self) -> u64 {
         self.runq_ns.saturating_sub(self.throttled_ns)
     }
 
-    pub fn observed_ns(&self) -> u64 {
+    pub(crate) fn observed_ns(&self) -> u64 {
         self.on_cpu_ns + self.runq_ns + self.off_cpu_ns
     }
 
@@ -44,21 +46,8 @@ impl Breakdown {
         }
     }
 
-    pub fn merge(&mut self, other: &Breakdown) {
-        self.on_cpu_ns += other.on_cpu_ns;
-        self.runq_ns += other.runq_ns;
-        self.throttled_ns += other.throttled_ns;
-        self.off_cpu_ns += other.off_cpu_ns;
-        for (tgid, ns) in &other.neighbours {
-            *self.neighbours.entry(*tgid).or_default() += ns;
-        }
-        self.longest_on_cpu_ns = self.longest_on_cpu_ns.max(other.longest_on_cpu_ns);
-        self.longest_runq_ns = self.longest_runq_ns.max(other.longest_runq_ns);
-        self.longest_off_cpu_ns = self.longest_off_cpu_ns.max(other.longest_off_cpu_ns);
-    }
-
     /// The neighbours by time taken, most first.
-    pub fn top_neighbours(&self, n: usize) -> Vec<(u32, u64)> {
+    pub(crate) fn top_neighbours(&self, n: usize) -> Vec<(u32, u64)> {
         let mut v: Vec<(u32, u64)> = self.neighbours.iter().map(|(k, v)| (*k, *v)).collect();
         v.sort_by_key(|&(tgid, ns)| (std::cmp::Reverse(ns), tgid));
         v.truncate(n);
@@ -66,23 +55,12 @@ impl Breakdown {
     }
 }
 
-/// What a thread is doing right now, as read from the kernel's `THREAD_STATE`: the current
-/// interval and the bucket not yet streamed.
-#[derive(Debug, Clone, Copy)]
-pub struct LiveState {
-    pub state: u32,
-    pub since_ns: u64,
-    pub bucket: ThreadBucket,
-    /// The current run-queue wait began with the thread's cgroup throttled.
-    pub throttled: bool,
-}
-
 struct Timeline {
     tgid: u32,
     records: VecDeque<SchedRecord>,
 }
 
-pub struct ThreadStore {
+pub(crate) struct ThreadStore {
     threads: HashMap<u32, Timeline>,
     /// Arrival order of every stored record, for eviction oldest-first across threads.
     arrivals: VecDeque<(u32, u64)>,
@@ -93,7 +71,7 @@ pub struct ThreadStore {
 }
 
 impl ThreadStore {
-    pub fn new(retention_ns: u64, max_records: usize, bucket_ns: u64) -> Self {
+    pub(crate) fn new(retention_ns: u64, max_records: usize, bucket_ns: u64) -> Self {
         Self {
             threads: HashMap::new(),
             arrivals: VecDeque::new(),
@@ -105,27 +83,24 @@ impl ThreadStore {
     }
 
     /// Records dropped because the store was full (expiry by age is not a loss).
-    pub fn evicted(&self) -> u64 {
+    pub(crate) fn evicted(&self) -> u64 {
         self.evicted
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.arrivals.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.arrivals.is_empty()
-    }
-
-    pub fn tgid_of(&self, tid: u32) -> Option<u32> {
+    pub(crate) fn tgid_of(&self, tid: u32) -> Option<u32> {
         self.threads.get(&tid).map(|t| t.tgid)
     }
 
-    pub fn tids(&self) -> impl Iterator<Item = u32> + '_ {
+    pub(crate) fn tids(&self) -> impl Iterator<Item = u32> + '_ {
         self.threads.keys().copied()
     }
 
-    pub fn insert(&mut self, rec: SchedRecord) {
+    pub(crate) fn insert(&mut self, rec: SchedRecord) {
         if rec.kind == record::EXIT {
             return;
         }
@@ -145,7 +120,7 @@ impl ThreadStore {
     }
 
     /// Drops records that ended before `now_ns - retention`.
-    pub fn expire(&mut self, now_ns: u64) {
+    pub(crate) fn expire(&mut self, now_ns: u64) {
         let horizon = now_ns.saturating_sub(self.retention_ns);
         while self.arrivals.front().is_some_and(|&(_, end)| end < horizon) {
             self.pop_oldest();
@@ -166,7 +141,7 @@ impl ThreadStore {
 
     /// Where thread `tid`'s time went in `[start_ns, end_ns)`, from stored records plus, if
     /// given, what the kernel holds for it right now.
-    pub fn breakdown(
+    pub(crate) fn breakdown(
         &self,
         tid: u32,
         start_ns: u64,
@@ -233,7 +208,7 @@ impl ThreadStore {
     /// When thread `tid` waited throttled in `[start_ns, end_ns)`: the intervals that episodes
     /// place in time, and the throttled time of short waits, which buckets only sum. Within a
     /// wait the throttled part is placed at its end: a thread waits for the unthrottle, then runs.
-    pub fn throttled_intervals(
+    pub(crate) fn throttled_intervals(
         &self,
         tid: u32,
         start_ns: u64,
@@ -471,26 +446,5 @@ mod tests {
         s.expire(10_000 * MS);
         assert_eq!(s.len(), 0);
         assert_eq!(s.tids().count(), 0);
-    }
-
-    #[test]
-    fn merge_sums_and_keeps_maxima() {
-        let mut a = Breakdown {
-            on_cpu_ns: 1,
-            longest_runq_ns: 5,
-            ..Breakdown::default()
-        };
-        a.neighbours.insert(9, 2);
-        let mut b = Breakdown {
-            on_cpu_ns: 2,
-            longest_runq_ns: 3,
-            ..Breakdown::default()
-        };
-        b.neighbours.insert(9, 3);
-        a.merge(&b);
-        assert_eq!(
-            (a.on_cpu_ns, a.longest_runq_ns, a.neighbours[&9]),
-            (3, 5, 5)
-        );
     }
 }

@@ -1,119 +1,12 @@
-//! What the agent prints every interval: a table for people, JSON lines for scripts.
+//! The report and each span printed on stdout: a table for people, JSON lines for scripts.
 
-use std::{
-    collections::BTreeMap,
-    io::{self, Write as _},
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::io::{self, Write as _};
 
-use serde::{Deserialize, Serialize};
-
-use crate::{
-    cli::OutputFormat, cpu_stat::ThrottleEpisode, retransmits::RetransmitRow, runqueue::CgroupRunq,
-};
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Report {
-    pub unix_time_ms: u64,
-    /// The monotonic clock (the kernel's, as in `bpf_ktime_get_ns`) at the end of the interval.
-    pub mono_ns: u64,
-    pub interval_ms: u64,
-    /// Cgroups with run-queue activity in the interval, most total wait first.
-    pub cgroups: Vec<CgroupRunq>,
-    /// Watched threads with activity in the interval.
-    pub threads: Vec<ThreadRow>,
-    /// Every retransmit seen in the interval.
-    pub retransmits: Vec<RetransmitRow>,
-    /// Retransmits per connection in the interval, most first.
-    pub connections: Vec<ConnectionRow>,
-    /// CFS throttling of the watched processes' cgroups in the interval.
-    pub throttling: Vec<ThrottleRow>,
-    /// Kernel-side losses since start, by counter (plus the userspace store's evictions).
-    pub drops: BTreeMap<String, u64>,
-    /// Signals running degraded, with why.
-    pub degraded: Vec<String>,
-    /// Spans in, joined, out, dropped.
-    #[serde(default)]
-    pub otlp: OtlpCounts,
-}
-
-/// Self-metrics of the OTLP pipeline, since start.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OtlpCounts {
-    pub ingress: crate::otlp::ingress::IngressCounts,
-    pub join: crate::join::joiner::JoinCounts,
-    pub export: crate::export::queue::ExportCounts,
-    /// Export not configured: received data was only printed.
-    pub exporting: bool,
-}
-
-/// Where one watched thread's time went in the interval.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ThreadRow {
-    pub tid: u32,
-    pub pid: u32,
-    pub comm: String,
-    pub on_cpu_ns: u64,
-    /// All run-queue waiting: `throttled_ns` + `contention_ns`.
-    pub runq_ns: u64,
-    pub throttled_ns: u64,
-    pub contention_ns: u64,
-    pub off_cpu_ns: u64,
-    pub longest_on_cpu_ns: u64,
-    pub longest_runq_ns: u64,
-    pub longest_off_cpu_ns: u64,
-    /// Who held the CPU while this thread waited, most time first.
-    pub neighbours: Vec<NeighbourRow>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NeighbourRow {
-    pub pid: u32,
-    pub comm: Option<String>,
-    pub ns: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ConnectionRow {
-    pub local: String,
-    pub remote: String,
-    pub pid: Option<u32>,
-    pub retransmits: u64,
-    pub cost_ns: u64,
-}
-
-/// One watched cgroup's throttling: the kernel's own `cpu.stat` counters next to what the
-/// agent attributed to the watched threads in it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ThrottleRow {
-    /// The directory whose `cpu.stat` was read (v1 `cpu` controller or v2).
-    pub cgroup: String,
-    pub nr_throttled: u64,
-    pub cpu_stat_throttled_ns: u64,
-    /// Sum of the throttled run-queue time of the watched threads in the cgroup.
-    pub threads_throttled_ns: u64,
-    /// Wall time during which at least one watched thread of the cgroup waited throttled:
-    /// comparable to `cpu_stat_throttled_ns` (the sum counts one throttle once per thread).
-    #[serde(default)]
-    pub threads_throttled_wall_ns: u64,
-    pub episodes: Vec<ThrottleEpisode>,
-}
-
-impl Report {
-    pub fn new(interval: Duration) -> Self {
-        Self {
-            unix_time_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
-            interval_ms: interval.as_millis() as u64,
-            ..Self::default()
-        }
-    }
-}
+use super::{OutputFormat, Report};
+use crate::join::SpanLine;
 
 /// Prints one attributed span: a line of text, or `{"span": ...}` in JSON.
-pub fn print_span(line: &crate::join::joiner::SpanLine, format: OutputFormat) -> io::Result<()> {
+pub(crate) fn print_span(line: &SpanLine, format: OutputFormat) -> io::Result<()> {
     let mut out = io::stdout().lock();
     match format {
         OutputFormat::Json => {
@@ -149,7 +42,7 @@ pub fn print_span(line: &crate::join::joiner::SpanLine, format: OutputFormat) ->
     out.flush()
 }
 
-pub fn print(report: &Report, format: OutputFormat, top: usize) -> io::Result<()> {
+pub(crate) fn print(report: &Report, format: OutputFormat, top: usize) -> io::Result<()> {
     let mut out = io::stdout().lock();
     match format {
         OutputFormat::Json => {
@@ -163,7 +56,7 @@ pub fn print(report: &Report, format: OutputFormat, top: usize) -> io::Result<()
 
 const PATH_WIDTH: usize = 48;
 
-pub fn render_table(report: &Report, top: usize) -> String {
+pub(crate) fn render_table(report: &Report, top: usize) -> String {
     let mut s = String::new();
     s.push_str(&format!(
         "\nrun-queue delay by cgroup, last {:.1}s ({} active, top {} by total wait)\n",
@@ -293,8 +186,11 @@ fn shorten(path: &str, width: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
-    use crate::runqueue::WaitStats;
+    use crate::signals::CgroupRunq;
+    use crate::signals::runqueue::WaitStats;
 
     fn row(path: &str, total_wait_ns: u64) -> CgroupRunq {
         CgroupRunq {

@@ -15,7 +15,7 @@ use anyhow::{Context as _, anyhow};
 
 /// Finds the cgroup2 mount point in the text of `/proc/self/mountinfo`. On a pure v2 host that
 /// is `/sys/fs/cgroup`; on a hybrid one, usually `/sys/fs/cgroup/unified`.
-pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+pub(crate) fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
     mountinfo.lines().find_map(|line| {
         // Fields: id parent major:minor root mount-point options [optional...] - fstype source
         let (left, right) = line.split_once(" - ")?;
@@ -59,7 +59,7 @@ pub fn find_cgroup2_mount() -> anyhow::Result<PathBuf> {
 }
 
 /// Id-to-path cache over one cgroup2 tree, refreshed by a walk when an id is unknown.
-pub struct CgroupPaths {
+pub(crate) struct CgroupPaths {
     root: PathBuf,
     by_id: HashMap<u64, String>,
     last_walk: Option<Instant>,
@@ -69,7 +69,7 @@ pub struct CgroupPaths {
 const MIN_WALK_INTERVAL: Duration = Duration::from_millis(500);
 
 impl CgroupPaths {
-    pub fn new(root: PathBuf) -> Self {
+    pub(crate) fn new(root: PathBuf) -> Self {
         Self {
             root,
             by_id: HashMap::new(),
@@ -79,7 +79,7 @@ impl CgroupPaths {
 
     /// The path of cgroup `id` relative to the cgroup2 root (`/` for the root itself), or
     /// `None` if it is gone.
-    pub fn path_of(&mut self, id: u64) -> Option<&str> {
+    pub(crate) fn path_of(&mut self, id: u64) -> Option<&str> {
         if !self.by_id.contains_key(&id)
             && self
                 .last_walk

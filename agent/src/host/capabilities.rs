@@ -5,13 +5,13 @@
 use std::fs;
 
 /// Capability numbers (linux/capability.h).
-pub const CAP_SYS_PTRACE: u32 = 19;
-pub const CAP_SYS_ADMIN: u32 = 21;
-pub const CAP_PERFMON: u32 = 38;
-pub const CAP_BPF: u32 = 39;
+pub(crate) const CAP_SYS_PTRACE: u32 = 19;
+pub(crate) const CAP_SYS_ADMIN: u32 = 21;
+pub(crate) const CAP_PERFMON: u32 = 38;
+pub(crate) const CAP_BPF: u32 = 39;
 
 /// One capability the agent uses and what for.
-pub struct Need {
+pub(crate) struct Need {
     pub cap: u32,
     pub name: &'static str,
     /// Without it the agent cannot run at all.
@@ -19,7 +19,7 @@ pub struct Need {
     pub why: &'static str,
 }
 
-pub const NEEDS: [Need; 3] = [
+pub(crate) const NEEDS: [Need; 3] = [
     Need {
         cap: CAP_BPF,
         name: "CAP_BPF",
@@ -43,21 +43,21 @@ pub const NEEDS: [Need; 3] = [
 ];
 
 /// The effective set from the `CapEff:` line of /proc/<pid>/status.
-pub fn parse_cap_eff(status: &str) -> Option<u64> {
+pub(crate) fn parse_cap_eff(status: &str) -> Option<u64> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
 }
 
-pub fn has(effective: u64, cap: u32) -> bool {
+pub(crate) fn has(effective: u64, cap: u32) -> bool {
     effective & (1u64 << cap) != 0
 }
 
 /// What the agent can and cannot do with `effective`: the error for a missing required
 /// capability, else the warnings for the optional ones. CAP_SYS_ADMIN stands in for BPF and
 /// PERFMON (kernels before 5.8 know only it).
-pub fn check(effective: u64) -> Result<Vec<String>, String> {
+pub(crate) fn check(effective: u64) -> Result<Vec<String>, String> {
     let admin = has(effective, CAP_SYS_ADMIN);
     let mut warnings = Vec::new();
     for need in &NEEDS {
@@ -87,7 +87,7 @@ pub fn check(effective: u64) -> Result<Vec<String>, String> {
 }
 
 /// Checks this process's capabilities; unreadable status means no check (and no claim).
-pub fn check_self() -> Result<Vec<String>, String> {
+pub(crate) fn check_self() -> Result<Vec<String>, String> {
     match fs::read_to_string("/proc/self/status")
         .ok()
         .as_deref()

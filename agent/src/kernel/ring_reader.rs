@@ -10,7 +10,7 @@ use aya::{
 use tokio::io::unix::AsyncFd;
 
 /// A ring buffer of fixed-size `#[repr(C)]` records of type `T`.
-pub struct RingReader<T> {
+pub(crate) struct RingReader<T> {
     fd: AsyncFd<RingBuf<MapData>>,
     /// Items whose size did not match `T` (a layout mismatch between the two sides).
     pub malformed: u64,
@@ -18,7 +18,7 @@ pub struct RingReader<T> {
 }
 
 impl<T: Copy> RingReader<T> {
-    pub fn new(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<Self> {
+    pub(crate) fn new(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<Self> {
         let map = ebpf
             .take_map(name)
             .with_context(|| format!("{name} map missing from the eBPF object"))?;
@@ -40,14 +40,14 @@ impl<T: Copy> RingReader<T> {
 
     /// Waits until the kernel signals new records. Readiness is cleared before the caller
     /// drains, so a record that lands after the drain wakes us again: none is left behind.
-    pub async fn readable(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn readable(&mut self) -> anyhow::Result<()> {
         let mut guard = self.fd.readable_mut().await?;
         guard.clear_ready();
         Ok(())
     }
 
     /// Hands every record available now to `on_record`.
-    pub fn drain(&mut self, mut on_record: impl FnMut(T)) {
+    pub(crate) fn drain(&mut self, mut on_record: impl FnMut(T)) {
         let ring = self.fd.get_mut();
         while let Some(item) = ring.next() {
             if item.len() < std::mem::size_of::<T>() {

@@ -12,8 +12,8 @@ use culprit_common::{KernelOffsets, OFFSET_ABSENT, ProbeConfig, TcpTracepointOff
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    kernel_btf::{KernelBtf, kernel_offsets},
-    tracefs_format::tcp_offsets,
+    kernel::btf::{KernelBtf, kernel_offsets},
+    kernel::tracefs_format::tcp_offsets,
 };
 
 static EBPF_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/culprit"));
@@ -109,19 +109,19 @@ pub struct SignalHealth {
     pub reason: Option<String>,
 }
 
-pub struct ProbeOptions {
+pub(crate) struct ProbeOptions {
     pub btf: PathBuf,
     pub tracefs: PathBuf,
     pub config: ProbeConfig,
 }
 
-pub struct Probes {
+pub(crate) struct Probes {
     pub ebpf: Ebpf,
     pub hooks: Vec<HookHealth>,
     pub signals: Vec<SignalHealth>,
 }
 
-pub fn load(opts: &ProbeOptions) -> anyhow::Result<Probes> {
+pub(crate) fn load(opts: &ProbeOptions) -> anyhow::Result<Probes> {
     raise_memlock_limit();
     // Each parse of the kernel's BTF takes tens of MiB: one at a time, each dropped as soon as
     // it has served, keeps the agent's peak memory at start-up near its steady state.

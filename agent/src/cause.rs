@@ -1,0 +1,273 @@
+//! The one vocabulary of causes and decomposition parts. Every name the agent writes
+//! (`culprit.cause`), every label, glyph and colour the tools, the lab and the HTML report draw
+//! is spelled here and nowhere else, so that adding a cause is one enum variant.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// What a request's latency is blamed on (`culprit.cause`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+pub enum Cause {
+    /// The request's own thread computing: the code's own time.
+    #[serde(rename = "on_cpu")]
+    OnCpu,
+    /// Runnable but the CPU was taken by someone else.
+    #[serde(rename = "cpu.contention")]
+    CpuContention,
+    /// Runnable but its cgroup had spent its CFS quota.
+    #[serde(rename = "cpu.throttling")]
+    CpuThrottling,
+    /// Waiting on retransmitted TCP segments.
+    #[serde(rename = "tcp.retransmit")]
+    TcpRetransmit,
+    /// Off the CPU for anything else (I/O, locks, sleeps, a downstream's work).
+    #[serde(rename = "off_cpu")]
+    OffCpu,
+    /// Too little of the request was observed to say.
+    #[default]
+    #[serde(rename = "unknown")]
+    Unknown,
+}
+
+impl Cause {
+    /// The causes that are news to the application: the kernel's, not its own time.
+    pub const KERNEL: [Cause; 3] = [
+        Cause::CpuContention,
+        Cause::CpuThrottling,
+        Cause::TcpRetransmit,
+    ];
+    /// Every cause, in a stable order.
+    pub const ALL: [Cause; 6] = [
+        Cause::OnCpu,
+        Cause::CpuContention,
+        Cause::CpuThrottling,
+        Cause::TcpRetransmit,
+        Cause::OffCpu,
+        Cause::Unknown,
+    ];
+
+    /// The attribute value, as in `culprit.cause`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Cause::OnCpu => "on_cpu",
+            Cause::CpuContention => "cpu.contention",
+            Cause::CpuThrottling => "cpu.throttling",
+            Cause::TcpRetransmit => "tcp.retransmit",
+            Cause::OffCpu => "off_cpu",
+            Cause::Unknown => "unknown",
+        }
+    }
+
+    /// The cause named by an attribute value.
+    pub fn parse(value: &str) -> Option<Cause> {
+        Cause::ALL.into_iter().find(|c| c.as_str() == value)
+    }
+
+    pub fn is_kernel(self) -> bool {
+        Cause::KERNEL.contains(&self)
+    }
+
+    /// The decomposition part that measures this cause.
+    pub const fn part(self) -> Option<Part> {
+        match self {
+            Cause::OnCpu => Some(Part::OnCpu),
+            Cause::CpuContention => Some(Part::Contention),
+            Cause::CpuThrottling => Some(Part::Throttled),
+            Cause::TcpRetransmit => Some(Part::Retransmit),
+            Cause::OffCpu => Some(Part::OffCpu),
+            Cause::Unknown => None,
+        }
+    }
+
+    /// The colour the tools and the report draw this cause in.
+    pub const fn colour(self) -> Colour {
+        match self.part() {
+            Some(p) => p.colour(),
+            None => Part::Unobserved.colour(),
+        }
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A value that names no cause is `unknown`: what the agent says when it cannot tell.
+impl From<&str> for Cause {
+    fn from(value: &str) -> Self {
+        Cause::parse(value).unwrap_or_default()
+    }
+}
+
+impl PartialEq<str> for Cause {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Cause {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// One disjoint slice of a request's wall time, in drawing order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Part {
+    OnCpu,
+    Contention,
+    Throttled,
+    Retransmit,
+    OffCpu,
+    /// Time the probes saw no thread activity for.
+    Unobserved,
+}
+
+/// A colour as the terminal and the HTML report each draw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Colour {
+    pub rgb: (u8, u8, u8),
+    /// The nearest of the 16 named terminal colours.
+    pub terminal: TerminalColour,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TerminalColour {
+    Blue,
+    Red,
+    Magenta,
+    Green,
+    Gray,
+    DarkGray,
+}
+
+impl Part {
+    /// Every part, in drawing order (the order of `Parts::values`).
+    pub const ALL: [Part; 6] = [
+        Part::OnCpu,
+        Part::Contention,
+        Part::Throttled,
+        Part::Retransmit,
+        Part::OffCpu,
+        Part::Unobserved,
+    ];
+
+    /// The cause this part measures; none for the unobserved rest.
+    pub const fn cause(self) -> Option<Cause> {
+        match self {
+            Part::OnCpu => Some(Cause::OnCpu),
+            Part::Contention => Some(Cause::CpuContention),
+            Part::Throttled => Some(Cause::CpuThrottling),
+            Part::Retransmit => Some(Cause::TcpRetransmit),
+            Part::OffCpu => Some(Cause::OffCpu),
+            Part::Unobserved => None,
+        }
+    }
+
+    /// The machine name: the cause's attribute value, or `unobserved`.
+    pub const fn name(self) -> &'static str {
+        match self.cause() {
+            Some(c) => c.as_str(),
+            None => "unobserved",
+        }
+    }
+
+    /// Whether the part is a kernel cause.
+    pub fn is_kernel(self) -> bool {
+        self.cause().is_some_and(Cause::is_kernel)
+    }
+
+    /// The words people read.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Part::OnCpu => "on-CPU",
+            Part::Contention => "run-queue (contention)",
+            Part::Throttled => "throttled",
+            Part::Retransmit => "retransmit wait",
+            Part::OffCpu => "off-CPU",
+            Part::Unobserved => "unobserved",
+        }
+    }
+
+    /// One character in a plain-text bar; the unobserved rest is blank.
+    pub const fn glyph(self) -> char {
+        match self {
+            Part::OnCpu => 'C',
+            Part::Contention => 'R',
+            Part::Throttled => 'T',
+            Part::Retransmit => 'X',
+            Part::OffCpu => '.',
+            Part::Unobserved => ' ',
+        }
+    }
+
+    pub const fn colour(self) -> Colour {
+        let (rgb, terminal) = match self {
+            Part::OnCpu => ((70, 130, 180), TerminalColour::Blue),
+            Part::Contention => ((230, 85, 13), TerminalColour::Red),
+            Part::Throttled => ((117, 107, 177), TerminalColour::Magenta),
+            Part::Retransmit => ((49, 163, 84), TerminalColour::Green),
+            Part::OffCpu => ((150, 150, 150), TerminalColour::Gray),
+            Part::Unobserved => ((210, 210, 210), TerminalColour::DarkGray),
+        };
+        Colour { rgb, terminal }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_through_text_and_json() {
+        for c in Cause::ALL {
+            assert_eq!(Cause::parse(c.as_str()), Some(c));
+            assert_eq!(Cause::from(c.as_str()), c);
+            assert_eq!(c.to_string(), c.as_str());
+            let json = serde_json::to_string(&c).unwrap();
+            assert_eq!(json, format!("\"{}\"", c.as_str()));
+            assert_eq!(serde_json::from_str::<Cause>(&json).unwrap(), c);
+        }
+        assert_eq!(Cause::parse("cpu"), None);
+        assert_eq!(Cause::from("cpu"), Cause::Unknown);
+        assert!(Cause::CpuContention == "cpu.contention");
+    }
+
+    #[test]
+    fn parts_and_causes_agree() {
+        for p in Part::ALL {
+            match p.cause() {
+                Some(c) => {
+                    assert_eq!(c.part(), Some(p));
+                    assert_eq!(p.name(), c.as_str());
+                    assert_eq!(c.colour(), p.colour());
+                }
+                None => assert_eq!(p, Part::Unobserved),
+            }
+        }
+        assert_eq!(Cause::Unknown.part(), None);
+        let kernel: Vec<Part> = Part::ALL.into_iter().filter(|p| p.is_kernel()).collect();
+        assert_eq!(
+            kernel,
+            [Part::Contention, Part::Throttled, Part::Retransmit]
+        );
+        assert!(Cause::KERNEL.iter().all(|c| c.is_kernel()));
+        assert!(!Cause::OnCpu.is_kernel() && !Cause::Unknown.is_kernel());
+    }
+
+    #[test]
+    fn every_part_has_its_own_glyph_and_colour() {
+        for (i, a) in Part::ALL.iter().enumerate() {
+            for b in &Part::ALL[i + 1..] {
+                assert_ne!(a.glyph(), b.glyph());
+                assert_ne!(a.colour(), b.colour());
+                assert_ne!(a.label(), b.label());
+            }
+        }
+    }
+}

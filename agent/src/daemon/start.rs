@@ -1,0 +1,165 @@
+//! Starting the agent's stages: the probes and the signals they feed, the OTLP receivers and the
+//! local API (supervised tasks), the exporter.
+
+use std::sync::{Arc, Mutex};
+
+use culprit_common::ProbeConfig;
+
+use super::supervise::{Stage, Supervisor};
+use crate::{
+    cli::AgentOpts,
+    export::{ExportQueue, config::ExportConfig, sender::Sender},
+    host::{
+        cgroups::{CgroupPaths, find_cgroup2_mount},
+        clock::realtime_ns,
+    },
+    kernel::{
+        drops::DropCounters,
+        probes::{self, ProbeOptions, Probes},
+        watch::WatchSet,
+    },
+    live::{
+        api,
+        view::{AgentFacts, LiveView},
+    },
+    otlp::{self, Ingress},
+    signals::{Signals, Sources, runqueue::RunqCollector, thread_store::ThreadStore},
+};
+
+pub(super) fn probe_config(opts: &AgentOpts) -> anyhow::Result<ProbeConfig> {
+    let ms_to_ns = |ms: f64, what: &str| -> anyhow::Result<u64> {
+        if !(ms > 0.0 && ms.is_finite()) {
+            anyhow::bail!("--{what} must be a positive number of milliseconds");
+        }
+        Ok((ms * 1e6) as u64)
+    };
+    Ok(ProbeConfig {
+        episode_threshold_ns: ms_to_ns(opts.episode_threshold_ms, "episode-threshold-ms")?,
+        bucket_ns: ms_to_ns(opts.bucket_ms, "bucket-ms")?,
+        node_summary: u32::from(!opts.no_node_summary),
+        _reserved: 0,
+    })
+}
+
+/// Loads and attaches the probes; a refused hook degrades its signal, with a warning.
+pub(super) fn load_probes(opts: &AgentOpts, config: ProbeConfig) -> anyhow::Result<Probes> {
+    let probes = probes::load(&ProbeOptions {
+        btf: opts.btf.clone(),
+        tracefs: opts.tracefs.clone(),
+        config,
+    })?;
+    let attached = probes.hooks.iter().filter(|h| h.attached).count();
+    log::info!("probes attached: {attached}/{}", probes.hooks.len());
+    Ok(probes)
+}
+
+/// The live view's facts about this agent.
+pub(super) fn live_view(probes: &Probes) -> Arc<Mutex<LiveView>> {
+    Arc::new(Mutex::new(LiveView::new(AgentFacts {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        started_unix_ms: realtime_ns() / 1_000_000,
+        probes: probes.hooks.clone(),
+        signals: probes.signals.clone(),
+    })))
+}
+
+/// The signals over the probes' maps and the host's cgroup tree.
+pub(super) fn signals(
+    opts: &AgentOpts,
+    config: ProbeConfig,
+    probes: &mut Probes,
+) -> anyhow::Result<Signals> {
+    let cgroup_root = match &opts.cgroup_root {
+        Some(root) => root.clone(),
+        None => find_cgroup2_mount()?,
+    };
+    log::info!("cgroup v2 root {}", cgroup_root.display());
+    let degraded = probes
+        .signals
+        .iter()
+        .filter(|s| !s.ok)
+        .map(|s| format!("{:?}: {}", s.signal, s.reason.as_deref().unwrap_or("")))
+        .collect();
+    let ebpf = &mut probes.ebpf;
+    let watch = WatchSet::new(
+        ebpf,
+        opts.watch_pids.clone(),
+        opts.watch_cgroups.clone(),
+        cgroup_root.clone(),
+    )?;
+    let sources = Sources {
+        runq: RunqCollector::new(ebpf)?,
+        drops: DropCounters::new(ebpf)?,
+        paths: CgroupPaths::new(cgroup_root),
+        store: ThreadStore::new(
+            opts.retention.as_nanos() as u64,
+            opts.store_max_records,
+            config.bucket_ns,
+        ),
+        watch,
+    };
+    Ok(Signals::new(sources, opts.cgroup_prefix.clone(), degraded))
+}
+
+/// The OTLP receivers, in the inbound stage.
+pub(super) fn receivers(opts: &AgentOpts, ingress: &Ingress, tasks: &mut Supervisor) {
+    if opts.no_otlp {
+        return;
+    }
+    let (grpc, http) = (opts.otlp_grpc, opts.otlp_http);
+    let ingress_grpc = ingress.clone();
+    tasks.spawn("otlp-grpc receiver", Stage::Inbound, move |stop| {
+        otlp::grpc::serve(grpc, ingress_grpc, stop.stopped())
+    });
+    let ingress_http = ingress.clone();
+    tasks.spawn("otlp-http receiver", Stage::Inbound, move |stop| {
+        otlp::http::serve(http, ingress_http, stop.stopped())
+    });
+}
+
+/// The local API, in the inbound stage; a failure to serve it costs only the API.
+pub(super) fn local_api(opts: &AgentOpts, live: &api::Shared, tasks: &mut Supervisor) {
+    if opts.no_api {
+        return;
+    }
+    match api::bind_unix(&opts.api_socket) {
+        Ok(listener) => {
+            let (path, view) = (opts.api_socket.clone(), live.clone());
+            tasks.spawn("local API (unix)", Stage::Inbound, move |stop| {
+                api::serve_unix(path, listener, view, stop.stopped())
+            });
+            log::info!("local API on {}", opts.api_socket.display());
+        }
+        Err(err) => log::warn!("no local API (culprit top/explain/status): {err:#}"),
+    }
+    if let Some(addr) = opts.api_listen {
+        let view = live.clone();
+        tasks.spawn("local API (tcp)", Stage::Inbound, move |stop| {
+            api::serve_tcp(addr, view, stop.stopped())
+        });
+    }
+}
+
+/// The exporter, in the outbound stage: runs until the stage stops.
+pub(super) fn exporter(
+    config: ExportConfig,
+    queue: &ExportQueue,
+    tasks: &mut Supervisor,
+) -> anyhow::Result<()> {
+    log::info!(
+        "exporting to {} ({:?})",
+        config.traces_endpoint,
+        config.protocol
+    );
+    let sender = Sender::new(config, queue.clone())?;
+    tasks.spawn("otlp exporter", Stage::Outbound, move |stop| async move {
+        tokio::select! {
+            () = sender.run() => Ok(()),
+            () = stop.stopped() => Ok(()),
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! The signals over one span's window, as the join reads them: a narrow, read-only view, so that
+//! the join never mutates the signals and can be tested against a fixed picture.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::{Signals, intervals::union_ns, retransmits::RetransmitRow};
+use crate::kernel::watch::LiveState;
+
+/// What the probes measured over one span's window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Measured {
+    pub(crate) wall_ns: u64,
+    pub(crate) on_cpu_ns: u64,
+    /// All run-queue waiting; `throttled_ns` is part of it.
+    pub(crate) runq_ns: u64,
+    pub(crate) throttled_ns: u64,
+    pub(crate) off_cpu_ns: u64,
+    /// Time the span's process spent waiting on retransmitted segments.
+    pub(crate) retransmit_wait_ns: u64,
+    pub(crate) retransmits: u64,
+    pub(crate) retransmit_peer: Option<String>,
+    /// The process that held the CPU longest while the span waited.
+    pub(crate) neighbour_pid: Option<u32>,
+    /// Its name, `comm (pid)`, and its container: filled in by the join, which caches them.
+    pub(crate) neighbour: Option<String>,
+    pub(crate) neighbour_container_id: Option<String>,
+    /// `thread` or `process`.
+    pub(crate) join: &'static str,
+    /// Threads whose time was summed.
+    pub(crate) threads: usize,
+}
+
+/// A process's threads and their live kernel state, for joining a batch of its spans.
+#[derive(Debug, Default)]
+pub(crate) struct ProcessView {
+    pub(crate) threads: Vec<(u32, Option<LiveState>)>,
+}
+
+impl ProcessView {
+    fn live(&self, tid: u32) -> Option<LiveState> {
+        self.threads
+            .iter()
+            .find(|(t, _)| *t == tid)
+            .and_then(|(_, l)| *l)
+    }
+}
+
+/// What the join may ask of the signals.
+pub(crate) trait WindowView {
+    /// The threads of process `pid` with what the kernel holds for each right now: read once
+    /// per batch of spans (a map walk, a system call per entry), then used for all of its spans.
+    fn process_view(&self, pid: u32) -> ProcessView;
+
+    /// What the probes saw of process `pid` (or of its thread `tid`) between two monotonic
+    /// times.
+    fn measure(
+        &self,
+        view: &ProcessView,
+        pid: u32,
+        tid: Option<u32>,
+        start_ns: u64,
+        end_ns: u64,
+    ) -> Measured;
+}
+
+impl WindowView for Signals {
+    fn process_view(&self, pid: u32) -> ProcessView {
+        let mut threads: Vec<(u32, Option<LiveState>)> = self
+            .watch
+            .live_all()
+            .filter(|(_, tgid, _)| *tgid == pid)
+            .map(|(tid, _, live)| (tid, Some(live)))
+            .collect();
+        // Threads that exited still have their history in the store.
+        let known = threads.len();
+        for tid in self.store.tids() {
+            if self.store.tgid_of(tid) == Some(pid) && !threads[..known].iter().any(|t| t.0 == tid)
+            {
+                threads.push((tid, None));
+            }
+        }
+        threads.sort_unstable_by_key(|t| t.0);
+        ProcessView { threads }
+    }
+
+    fn measure(
+        &self,
+        view: &ProcessView,
+        pid: u32,
+        tid: Option<u32>,
+        start_ns: u64,
+        end_ns: u64,
+    ) -> Measured {
+        let mut m = Measured {
+            wall_ns: end_ns.saturating_sub(start_ns),
+            ..Measured::default()
+        };
+        let breakdown =
+            |tid: u32, live: Option<&LiveState>| self.store.breakdown(tid, start_ns, end_ns, live);
+        m.threads = 1;
+        let total = match tid {
+            Some(tid) => {
+                m.join = "thread";
+                let live = view
+                    .live(tid)
+                    .or_else(|| self.watch.live(tid).map(|(_, l)| l));
+                breakdown(tid, live.as_ref())
+            }
+            None => {
+                // Without the thread's name, the thread that ran (or waited to run) most in the
+                // window is taken as the one that served the span: summing every thread would
+                // mix in the blocked time of idle helper threads.
+                m.join = "process";
+                view.threads
+                    .iter()
+                    .map(|(tid, live)| breakdown(*tid, live.as_ref()))
+                    .max_by_key(|b| b.on_cpu_ns + b.runq_ns)
+                    .unwrap_or_default()
+            }
+        };
+        m.on_cpu_ns = total.on_cpu_ns;
+        m.runq_ns = total.runq_ns;
+        m.throttled_ns = total.throttled_ns;
+        m.off_cpu_ns = total.off_cpu_ns;
+        m.neighbour_pid = total.top_neighbours(1).first().map(|(npid, _)| *npid);
+        let endpoints = self.endpoints.get(&pid).map_or(&[][..], Vec::as_slice);
+        let (wait_ns, count, peer) =
+            retransmit_wait(&self.recent_retransmits, pid, endpoints, start_ns, end_ns);
+        m.retransmit_wait_ns = wait_ns;
+        m.retransmits = count;
+        m.retransmit_peer = peer;
+        m
+    }
+}
+
+/// Time process `pid` spent waiting on retransmitted segments within the window: its own
+/// retransmits, and those of the other end of its connections (`endpoints`: its local TCP
+/// endpoints). Each retransmit at `t` with cost `c` covers `[t - c, t]`. Also the count, and the
+/// peer with most.
+pub(crate) fn retransmit_wait(
+    rows: &VecDeque<RetransmitRow>,
+    pid: u32,
+    endpoints: &[String],
+    start_ns: u64,
+    end_ns: u64,
+) -> (u64, u64, Option<String>) {
+    let mut intervals: Vec<(u64, u64)> = Vec::new();
+    let mut peers: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in rows.iter() {
+        // The peer is the far end as seen from the span's process.
+        let peer = if r.pid == Some(pid) {
+            r.remote.as_str()
+        } else if endpoints.contains(&r.remote) {
+            r.local.as_str()
+        } else {
+            continue;
+        };
+        let lo = r.mono_ns.saturating_sub(r.cost_ns).max(start_ns);
+        let hi = r.mono_ns.min(end_ns);
+        if hi > lo {
+            intervals.push((lo, hi));
+            *peers.entry(peer).or_default() += 1;
+        }
+    }
+    // Retransmits of one stall overlap: count covered time once.
+    let count = intervals.len() as u64;
+    let covered = union_ns(intervals);
+    let peer = peers
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(p, _)| p.to_string());
+    (covered, count, peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signals::interval::tests::row;
+
+    #[test]
+    fn retransmit_wait_counts_overlapping_stalls_once() {
+        let mut rows = VecDeque::new();
+        let mut r = row("a:1", "b:2", 200);
+        r.mono_ns = 1000;
+        rows.push_back(r.clone());
+        r.mono_ns = 1100;
+        rows.push_back(r.clone());
+        r.pid = Some(99);
+        rows.push_back(r);
+        let (wait, n, peer) = retransmit_wait(&rows, 1, &[], 0, 5000);
+        assert_eq!((wait, n, peer.as_deref()), (300, 2, Some("b:2")));
+        // Clipped to the window.
+        assert_eq!(retransmit_wait(&rows, 1, &[], 950, 1050).0, 100);
+        assert_eq!(retransmit_wait(&rows, 1, &[], 2000, 3000), (0, 0, None));
+        // Process 7 holds b:2, the far end of process 99's retransmitting connection.
+        let (wait, n, peer) = retransmit_wait(&rows, 7, &["b:2".to_string()], 0, 5000);
+        assert_eq!((wait, n, peer.as_deref()), (300, 3, Some("a:1")));
+    }
+}
