@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Signals, intervals::union_ns, retransmits::RetransmitRow, runqueue::CgroupRunq,
+    intervals::union_ns, retransmits::RetransmitRow, runqueue::CgroupRunq, state::Signals,
     thread_store::Breakdown, throttling::ThrottleEpisode,
 };
 use crate::host::{clock::monotonic_ns, procfs};

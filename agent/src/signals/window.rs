@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::{Signals, intervals::union_ns, retransmits::RetransmitRow};
+use super::{intervals::union_ns, retransmits::RetransmitRow, state::Signals};
 use crate::kernel::watch::LiveState;
 
 /// What the probes measured over one span's window.

@@ -1,0 +1,183 @@
+//! What the signals keep between reports, and how kernel records and new senders change it.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    path::PathBuf,
+};
+
+use culprit_common::{tcp::RetransmitRecord, thread::SchedRecord};
+
+use super::{
+    retransmits::{RetransmitResolver, RetransmitRow},
+    runqueue::RunqCollector,
+    thread_store::ThreadStore,
+    throttling::{CpuStat, ThrottleMonitor},
+};
+use crate::{
+    host::{cgroups::CgroupPaths, clock::monotonic_ns, procfs},
+    kernel::{drops::DropCounters, watch::WatchSet},
+};
+
+const ENDPOINTS_REFRESH_NS: u64 = 1_000_000_000;
+const RECENT_RETRANSMITS_MAX: usize = 10_000;
+const RECENT_RETRANSMITS_NS: u64 = 60_000_000_000;
+
+/// Everything the signals keep between reports.
+pub(crate) struct Signals {
+    pub(super) runq: RunqCollector,
+    pub(super) drops: DropCounters,
+    pub(super) paths: CgroupPaths,
+    pub(super) store: ThreadStore,
+    pub(super) watch: WatchSet,
+    pub(super) throttle: ThrottleMonitor,
+    pub(super) resolver: RetransmitResolver,
+    pub(super) pending_retransmits: Vec<RetransmitRow>,
+    /// Retransmits of the last minute, for joining with spans.
+    pub(super) recent_retransmits: VecDeque<RetransmitRow>,
+    /// Local TCP endpoints of span senders: a retransmit by the other end of one of their
+    /// connections delays them too.
+    pub(super) endpoints: HashMap<u32, Vec<String>>,
+    pub(super) retransmits_since_refresh: bool,
+    pub(super) endpoints_read_ns: u64,
+    pub(super) cgroup_prefix: Option<String>,
+    pub(super) degraded: Vec<String>,
+    pub(super) last_report_ns: u64,
+    /// cpu.stat counters at the previous report, per watched cgroup.
+    pub(super) last_cpu_stat: HashMap<PathBuf, CpuStat>,
+}
+
+/// What the signals are built from: the kernel's maps and the host's cgroup tree.
+pub(crate) struct Sources {
+    pub(crate) runq: RunqCollector,
+    pub(crate) drops: DropCounters,
+    pub(crate) paths: CgroupPaths,
+    pub(crate) store: ThreadStore,
+    pub(crate) watch: WatchSet,
+}
+
+impl Signals {
+    pub(crate) fn new(
+        sources: Sources,
+        cgroup_prefix: Option<String>,
+        degraded: Vec<String>,
+    ) -> Self {
+        let Sources {
+            runq,
+            drops,
+            paths,
+            store,
+            watch,
+        } = sources;
+        Self {
+            runq,
+            drops,
+            paths,
+            store,
+            watch,
+            throttle: ThrottleMonitor::default(),
+            resolver: RetransmitResolver::default(),
+            pending_retransmits: Vec::new(),
+            recent_retransmits: VecDeque::new(),
+            endpoints: HashMap::new(),
+            retransmits_since_refresh: false,
+            endpoints_read_ns: 0,
+            cgroup_prefix,
+            degraded,
+            last_report_ns: monotonic_ns(),
+            last_cpu_stat: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn on_sched(&mut self, rec: SchedRecord) {
+        self.store.insert(rec);
+    }
+
+    pub(crate) fn on_retransmit(&mut self, rec: RetransmitRecord) {
+        let row = self.resolver.row(&rec);
+        if self.recent_retransmits.len() >= RECENT_RETRANSMITS_MAX {
+            self.recent_retransmits.pop_front();
+        }
+        self.recent_retransmits.push_back(row.clone());
+        self.retransmits_since_refresh = true;
+        // The first retransmit after a quiet second refreshes at once, so that a connection
+        // opened since the last read is matched from its first retransmit on.
+        let now_ns = monotonic_ns();
+        if now_ns.saturating_sub(self.endpoints_read_ns) >= ENDPOINTS_REFRESH_NS {
+            self.refresh_endpoints();
+        }
+        self.pending_retransmits.push(row);
+    }
+
+    /// Starts per-thread accounting of a process (a span sender), if not yet watched.
+    pub(crate) fn watch_pid(&mut self, pid: u32) {
+        if self.watch.add_pid(pid) {
+            self.refresh_watch();
+        }
+        self.endpoints.entry(pid).or_insert_with(|| {
+            procfs::tcp_endpoints_of(pid)
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        });
+    }
+
+    /// Re-reads the TCP endpoints of the span senders. They only serve to match retransmits,
+    /// so they are re-read only after new ones arrived.
+    pub(crate) fn refresh_endpoints(&mut self) {
+        if !std::mem::take(&mut self.retransmits_since_refresh) {
+            return;
+        }
+        self.endpoints_read_ns = monotonic_ns();
+        self.endpoints.retain(|pid, _| procfs::exists(*pid));
+        let pids: Vec<u32> = self.endpoints.keys().copied().collect();
+        for (pid, eps) in pids.iter().zip(procfs::tcp_endpoints_of_all(&pids)) {
+            self.endpoints
+                .insert(*pid, eps.iter().map(ToString::to_string).collect());
+        }
+    }
+
+    /// Re-reads the watch set and the cgroups whose throttling it follows.
+    pub(crate) fn refresh_watch(&mut self) {
+        self.watch.refresh();
+        for dir in self.watch.cpu_cgroups.values() {
+            self.throttle.watch(dir);
+        }
+    }
+
+    pub(crate) fn poll_throttling(&mut self) {
+        self.throttle.poll(monotonic_ns());
+    }
+
+    /// The kernel's cumulative run-queue histograms, by cgroup path.
+    pub(crate) fn runq_cumulative(&mut self) -> Vec<(String, culprit_common::RunqHist)> {
+        self.runq.cumulative(&mut self.paths)
+    }
+
+    /// Sets the baseline the first report is measured from.
+    pub(crate) fn start(&mut self) {
+        let _ = self.runq.collect(&mut self.paths);
+        self.refresh_watch();
+        self.poll_throttling();
+        self.last_cpu_stat = self.cpu_stats();
+        self.last_report_ns = monotonic_ns();
+    }
+
+    pub(super) fn cpu_stats(&self) -> HashMap<PathBuf, CpuStat> {
+        self.throttle
+            .watched()
+            .filter_map(|d| Some((d.to_path_buf(), self.throttle.stat(d)?)))
+            .collect()
+    }
+
+    /// Forgets retransmits too old to matter to any span still held.
+    pub(super) fn expire_retransmits(&mut self, now_ns: u64) {
+        let horizon = now_ns.saturating_sub(RECENT_RETRANSMITS_NS);
+        while self
+            .recent_retransmits
+            .front()
+            .is_some_and(|r| r.mono_ns < horizon)
+        {
+            self.recent_retransmits.pop_front();
+        }
+    }
+}
