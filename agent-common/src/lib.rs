@@ -3,8 +3,12 @@
 //! Every type here crosses the kernel/user boundary by memory layout, so each is `#[repr(C)]`,
 //! has no `bool`/`Option`/enum fields, and has its size pinned by a const assertion: a layout
 //! change that one side does not see fails the build instead of corrupting data.
+//!
+//! [`accounting`] holds no such types: it is the kernel side's accounting logic, kept here so
+//! that it is tested on the host.
 #![no_std]
 
+pub mod accounting;
 pub mod config;
 pub mod histogram;
 pub mod maps;

@@ -1,5 +1,6 @@
 //! Node-wide run-queue delay per cgroup: the time from a thread becoming runnable (woken, or
 //! preempted while still runnable) to it getting a CPU, as an in-kernel histogram per cgroup.
+//! The per-task bookkeeping is `culprit_common::accounting::runq_delay`.
 
 use aya_ebpf::{
     helpers::bpf_get_current_cgroup_id,
@@ -7,7 +8,8 @@ use aya_ebpf::{
     maps::{Array, HashMap},
 };
 use culprit_common::{
-    DropCounter, HIST_SLOTS, KernelOffsets, RunqHist, hist_slot, thread::TaskSched,
+    DropCounter, HIST_SLOTS, KernelOffsets, RunqHist, accounting::runq_delay, hist_slot,
+    thread::TaskSched,
 };
 
 use crate::{drops::count_drop, task::task_cgroup_id};
@@ -23,47 +25,36 @@ static RUNQ_HIST_ZERO: Array<RunqHist> = Array::with_max_entries(1, 0);
 /// The task of `ts` became runnable.
 #[inline(always)]
 pub fn record_enqueue(ts: *mut TaskSched, now_ns: u64) {
-    unsafe { (*ts).enqueued_ns = now_ns };
+    runq_delay::note_enqueue(unsafe { &mut *ts }, now_ns);
 }
 
 /// `prev` (bookkeeping `ts`), the current task, leaves its CPU: remember its cgroup, and its
 /// enqueue time if it stays runnable.
 #[inline(always)]
 pub fn record_switch_out(ts: *mut TaskSched, preempted: bool, now_ns: u64) {
-    unsafe {
-        // Tasks rarely change cgroups: re-reading the id every few switches bounds how long a
-        // moved task is charged to its old cgroup, at a fraction of the cost.
-        (*ts).switches_out = (*ts).switches_out.wrapping_add(1);
-        if (*ts).cgroup_id == 0 || (*ts).switches_out & CGROUP_REFRESH_MASK == 0 {
-            (*ts).cgroup_id = bpf_get_current_cgroup_id();
-        }
-        if preempted {
-            (*ts).enqueued_ns = now_ns;
-        }
+    let ts = unsafe { &mut *ts };
+    if runq_delay::note_switch_out(ts, preempted, now_ns) {
+        ts.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     }
 }
-
-/// The cgroup id is re-read every 16th switch-out of a task.
-const CGROUP_REFRESH_MASK: u32 = 15;
 
 /// `next` (bookkeeping `ts`) got a CPU: charge its wait to its cgroup.
 #[inline(always)]
 pub fn record_dequeue(next: *const u8, ts: *mut TaskSched, now_ns: u64, off: &KernelOffsets) {
-    let (enqueued_ns, cached_cgroup) = unsafe { ((*ts).enqueued_ns, (*ts).cgroup_id) };
-    if enqueued_ns == 0 {
+    let ts = unsafe { &mut *ts };
+    let Some(delay_ns) = runq_delay::take_delay_ns(ts, now_ns) else {
         return;
-    }
-    unsafe { (*ts).enqueued_ns = 0 };
+    };
     // A task that never left a CPU yet (just forked) has no cached cgroup.
-    let cgroup_id = if cached_cgroup != 0 {
-        cached_cgroup
+    let cgroup_id = if ts.cgroup_id != 0 {
+        ts.cgroup_id
     } else {
         match task_cgroup_id(next, off) {
             Ok(id) => id,
             Err(()) => return,
         }
     };
-    let _ = add_sample(cgroup_id, now_ns.saturating_sub(enqueued_ns));
+    let _ = add_sample(cgroup_id, delay_ns);
 }
 
 #[inline(always)]

@@ -8,11 +8,14 @@ use aya_ebpf::{
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use culprit_common::KernelOffsets;
+use culprit_common::{
+    KernelOffsets,
+    accounting::neighbour::{Neighbour, neighbour_of_wait},
+};
 
 use crate::{
     config::{kernel_offsets, probe_config},
-    cpu_slices::{Neighbour, neighbour_of_wait, record_slice},
+    cpu_slices::record_slice,
     runq_hist,
     task::{task_state, task_tid},
     task_sched::task_sched,
@@ -112,7 +115,9 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
             now_ns,
             &off,
             |wait_start_ns| match slices {
-                Some(s) => neighbour_of_wait(s, prev_tgid, prev_tid, wait_start_ns, now_ns),
+                Some(s) => {
+                    neighbour_of_wait(unsafe { &*s }, prev_tgid, prev_tid, wait_start_ns, now_ns)
+                }
                 None => Neighbour::default(),
             },
         );

@@ -2,7 +2,7 @@
 //! running kernel's BTF.
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
-use culprit_common::{DropCounter, KernelOffsets, OFFSET_ABSENT};
+use culprit_common::{DropCounter, KernelOffsets, OFFSET_ABSENT, accounting::throttle::Throttling};
 
 use crate::drops::count_drop;
 
@@ -38,16 +38,6 @@ pub fn task_cgroup_id(task: *const u8, off: &KernelOffsets) -> Result<u64, ()> {
     let cgroup: *const u8 = read_at(css_set, off.css_set_dfl_cgrp)?;
     let kn: *const u8 = read_at(cgroup, off.cgroup_kn)?;
     read_at::<u64>(kn, off.kernfs_node_id)
-}
-
-/// CFS bandwidth state of the cfs_rq a task is queued on.
-#[derive(Clone, Copy)]
-pub struct Throttling {
-    pub cfs_rq: u64,
-    /// Non-zero while the cfs_rq or one of its ancestors is throttled.
-    pub throttle_count: u32,
-    /// Cumulative ns the cfs_rq spent throttled; 0 where the kernel does not keep it.
-    pub throttled_self_ns: u64,
 }
 
 /// `task->se.cfs_rq` and its throttling state; `None` without CONFIG_FAIR_GROUP_SCHED.

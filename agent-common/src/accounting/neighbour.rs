@@ -1,0 +1,207 @@
+//! Who held a CPU while a thread waited for it: a ring of the last slices of CPU time on each
+//! CPU ([`CpuSlices`]), and the neighbour a wait is charged to.
+
+use crate::thread::{CPU_SLICE_SLOTS, CpuSlices};
+
+const SLOT_MASK: u32 = CPU_SLICE_SLOTS as u32 - 1;
+const _: () = assert!(CPU_SLICE_SLOTS.is_power_of_two());
+
+/// The neighbour charged for a wait: a thread of the process that held the CPU, and how long
+/// that process's threads held it during the wait.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Neighbour {
+    pub tgid: u32,
+    pub tid: u32,
+    pub ns: u64,
+}
+
+/// Closes the slice of the thread leaving the CPU at `now_ns` and starts the next one. The first
+/// switch seen on a CPU only starts a slice (nobody knows when the one before began), and idle
+/// time (tid 0) is nobody's slice.
+#[inline(always)]
+pub fn close_slice(s: &mut CpuSlices, prev_tid: u32, prev_tgid: u32, now_ns: u64) {
+    if s.last_switch_ns != 0 && prev_tid != 0 {
+        let i = (s.head & SLOT_MASK) as usize;
+        s.tgid[i] = prev_tgid;
+        s.tid[i] = prev_tid;
+        s.start_ns[i] = s.last_switch_ns;
+        s.end_ns[i] = now_ns;
+        s.head = s.head.wrapping_add(1);
+    }
+    s.last_switch_ns = now_ns;
+}
+
+/// The neighbour a wait `[start_ns, end_ns)` on this CPU is charged to: the process that held
+/// the CPU just before the waiter got it (`prev` of this switch), with all the time its threads
+/// held the CPU during the wait. A single pass with one comparison per slot keeps the verifier's
+/// work linear.
+#[inline(always)]
+pub fn neighbour_of_wait(
+    s: &CpuSlices,
+    prev_tgid: u32,
+    prev_tid: u32,
+    start_ns: u64,
+    end_ns: u64,
+) -> Neighbour {
+    if prev_tid == 0 {
+        // The CPU was idle just before: nobody took it from the waiter.
+        return Neighbour::default();
+    }
+    let mut ns = 0u64;
+    for i in 0..CPU_SLICE_SLOTS {
+        if s.tgid[i] == prev_tgid {
+            let lo = if s.start_ns[i] > start_ns {
+                s.start_ns[i]
+            } else {
+                start_ns
+            };
+            let hi = if s.end_ns[i] < end_ns {
+                s.end_ns[i]
+            } else {
+                end_ns
+            };
+            ns = ns.wrapping_add(hi.saturating_sub(lo));
+        }
+    }
+    Neighbour {
+        tgid: prev_tgid,
+        tid: prev_tid,
+        ns,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty() -> CpuSlices {
+        CpuSlices {
+            last_switch_ns: 0,
+            head: 0,
+            _reserved: 0,
+            tgid: [0; CPU_SLICE_SLOTS],
+            tid: [0; CPU_SLICE_SLOTS],
+            start_ns: [0; CPU_SLICE_SLOTS],
+            end_ns: [0; CPU_SLICE_SLOTS],
+        }
+    }
+
+    /// A CPU that ran `(tid, tgid, until_ns)` one after the other from `first_switch_ns`.
+    fn ran(first_switch_ns: u64, slices: &[(u32, u32, u64)]) -> CpuSlices {
+        let mut s = empty();
+        close_slice(&mut s, 1, 1, first_switch_ns);
+        for &(tid, tgid, until_ns) in slices {
+            close_slice(&mut s, tid, tgid, until_ns);
+        }
+        s
+    }
+
+    #[test]
+    fn the_first_switch_on_a_cpu_only_starts_a_slice() {
+        let mut s = empty();
+        close_slice(&mut s, 7, 7, 100);
+        assert_eq!((s.head, s.last_switch_ns), (0, 100));
+        assert_eq!(s.tgid, [0; CPU_SLICE_SLOTS]);
+    }
+
+    #[test]
+    fn a_slice_runs_from_the_previous_switch_to_this_one() {
+        let s = ran(100, &[(7, 70, 250)]);
+        assert_eq!(s.head, 1);
+        assert_eq!(
+            (s.tid[0], s.tgid[0], s.start_ns[0], s.end_ns[0]),
+            (7, 70, 100, 250)
+        );
+        assert_eq!(s.last_switch_ns, 250);
+    }
+
+    #[test]
+    fn idle_time_is_nobodys_slice_but_moves_the_clock() {
+        let s = ran(100, &[(0, 0, 200), (7, 70, 300)]);
+        assert_eq!(s.head, 1);
+        assert_eq!((s.tid[0], s.start_ns[0], s.end_ns[0]), (7, 200, 300));
+    }
+
+    #[test]
+    fn the_ring_overwrites_its_oldest_slot_and_its_head_wraps() {
+        let mut s = ran(100, &[]);
+        for k in 0..(CPU_SLICE_SLOTS as u64 + 3) {
+            close_slice(&mut s, 10 + k as u32, 1, 200 + 100 * k);
+        }
+        assert_eq!(s.head, CPU_SLICE_SLOTS as u32 + 3);
+        // Slot 0 holds the 9th slice (k = 8), slot 2 the 11th, slot 3 still the 4th.
+        assert_eq!(s.tid[0], 18);
+        assert_eq!(s.tid[2], 20);
+        assert_eq!(s.tid[3], 13);
+
+        s.head = u32::MAX;
+        close_slice(&mut s, 99, 1, 5_000);
+        assert_eq!(s.head, 0);
+        assert_eq!(s.tid[CPU_SLICE_SLOTS - 1], 99);
+    }
+
+    #[test]
+    fn an_idle_prev_means_no_neighbour() {
+        let s = ran(0, &[(7, 70, 100)]);
+        assert_eq!(neighbour_of_wait(&s, 0, 0, 0, 1_000), Neighbour::default());
+    }
+
+    #[test]
+    fn the_neighbour_is_prevs_process_with_all_its_threads_time_in_the_wait() {
+        // Wait [150, 650): process 70 ran [100, 200) and [300, 400) and [500, 700) (two threads),
+        // process 80 ran [200, 300) and [400, 500).
+        let s = ran(
+            100,
+            &[
+                (7, 70, 200),
+                (8, 80, 300),
+                (7, 70, 400),
+                (9, 80, 500),
+                (71, 70, 700),
+            ],
+        );
+        let n = neighbour_of_wait(&s, 70, 71, 150, 650);
+        assert_eq!(
+            n,
+            Neighbour {
+                tgid: 70,
+                tid: 71,
+                ns: 50 + 100 + 150
+            }
+        );
+        let n = neighbour_of_wait(&s, 80, 9, 150, 650);
+        assert_eq!(n.ns, 200);
+    }
+
+    #[test]
+    fn slices_outside_the_wait_count_nothing() {
+        let s = ran(100, &[(7, 70, 200), (7, 70, 300)]);
+        assert_eq!(neighbour_of_wait(&s, 70, 7, 300, 400).ns, 0);
+        assert_eq!(neighbour_of_wait(&s, 70, 7, 0, 100).ns, 0);
+        // A wait that ends before it starts (clock going backwards) overlaps nothing.
+        assert_eq!(neighbour_of_wait(&s, 70, 7, 250, 150).ns, 0);
+        // Touching bounds: [200, 300) ends where the wait starts.
+        assert_eq!(neighbour_of_wait(&s, 70, 7, 200, 200).ns, 0);
+    }
+
+    #[test]
+    fn empty_slots_are_ignored_unless_prev_claims_tgid_0() {
+        // An empty slot is [0, 0) with tgid 0: no overlap with any wait.
+        let s = empty();
+        assert_eq!(neighbour_of_wait(&s, 0, 5, 0, u64::MAX).ns, 0);
+    }
+
+    #[test]
+    fn a_neighbour_never_holds_the_cpu_longer_than_the_wait() {
+        // Back-to-back slices of one process, waits at every boundary combination.
+        let bounds = [0u64, 50, 100, 150, 200, 250, 300, 350, 400, 450];
+        let s = ran(100, &[(7, 70, 200), (7, 70, 300), (8, 70, 400)]);
+        for &start in &bounds {
+            for &end in &bounds {
+                let ns = neighbour_of_wait(&s, 70, 7, start, end).ns;
+                let overlap = end.min(400).saturating_sub(start.max(100));
+                assert_eq!(ns, overlap, "wait [{start}, {end})");
+            }
+        }
+    }
+}
