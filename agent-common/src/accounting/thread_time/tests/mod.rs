@@ -1,0 +1,71 @@
+//! Host tests of the thread-time accounting: bucket and episode arithmetic (`buckets`), state
+//! transitions and whole lives (`transitions`).
+
+extern crate std;
+use std::vec::Vec;
+
+use super::*;
+use crate::thread::SchedRecord;
+
+const MS: u64 = 1_000_000;
+/// A boot-time clock well past its first bucket.
+const T0: u64 = 1_000 * MS;
+
+const CFG: ProbeConfig = ProbeConfig {
+    episode_threshold_ns: MS,
+    bucket_ns: 10 * MS,
+    node_summary: 1,
+    _reserved: 0,
+};
+
+#[derive(Default)]
+struct Records(Vec<SchedRecord>);
+
+impl RecordSink for Records {
+    fn emit(
+        &mut self,
+        kind: u32,
+        state: u32,
+        tgid: u32,
+        start_ns: u64,
+        end_ns: u64,
+        bucket: &ThreadBucket,
+    ) {
+        self.0.push(SchedRecord {
+            kind,
+            state,
+            tid: 0,
+            tgid,
+            start_ns,
+            end_ns,
+            bucket: *bucket,
+        });
+    }
+}
+
+fn in_state(state: u32, since_ns: u64) -> ThreadState {
+    ThreadState {
+        state,
+        tgid: 50,
+        since_ns,
+        ..ThreadState::default()
+    }
+}
+
+fn bucket(start_ns: u64) -> ThreadBucket {
+    ThreadBucket {
+        start_ns,
+        ..ThreadBucket::default()
+    }
+}
+
+fn no_neighbour(_: u64) -> Neighbour {
+    Neighbour::default()
+}
+
+fn unthrottled() -> Option<Throttling> {
+    None
+}
+
+mod buckets;
+mod transitions;
