@@ -26,7 +26,8 @@ pub struct ThreadBucket {
     pub off_cpu_ns: u64,
     pub neighbour_ns: u64,
     pub neighbour_tgid: u32,
-    pub neighbour_tid: u32,
+    /// Keeps the struct's size a multiple of its alignment, the same on both sides.
+    pub _pad: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<ThreadBucket>() == 56);

@@ -114,7 +114,6 @@ pub fn add_to_bucket(
                 // Keeps the bucket's biggest single neighbour: exact when one process
                 // dominates, which is the case worth naming.
                 b.neighbour_tgid = n.tgid;
-                b.neighbour_tid = n.tid;
                 b.neighbour_ns = n.ns;
             }
         }

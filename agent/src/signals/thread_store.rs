@@ -330,7 +330,6 @@ mod tests {
                 off_cpu_ns: off * MS,
                 neighbour_ns: (runq - throttled) * MS,
                 neighbour_tgid: 7,
-                neighbour_tid: 7,
             },
         }
     }

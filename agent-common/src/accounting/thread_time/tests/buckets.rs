@@ -144,25 +144,16 @@ fn a_bucket_names_its_biggest_single_neighbour() {
     let mut b = bucket(T0);
     let n = |tgid, tid, ns| Neighbour { tgid, tid, ns };
     add_to_bucket(&mut b, state::RUNQ, 100, 0, n(7, 71, 30));
-    assert_eq!(
-        (b.neighbour_tgid, b.neighbour_tid, b.neighbour_ns),
-        (7, 71, 30)
-    );
-    // The same process again: summed, its first thread stays named.
+    assert_eq!((b.neighbour_tgid, b.neighbour_ns), (7, 30));
+    // The same process again, another of its threads: summed.
     add_to_bucket(&mut b, state::RUNQ, 100, 0, n(7, 72, 30));
-    assert_eq!(
-        (b.neighbour_tgid, b.neighbour_tid, b.neighbour_ns),
-        (7, 71, 60)
-    );
+    assert_eq!((b.neighbour_tgid, b.neighbour_ns), (7, 60));
     // Another process, not bigger than the sum so far (even exactly as big): ignored.
     add_to_bucket(&mut b, state::RUNQ, 100, 0, n(8, 81, 60));
     assert_eq!((b.neighbour_tgid, b.neighbour_ns), (7, 60));
     // Bigger in one wait: it replaces the first.
     add_to_bucket(&mut b, state::RUNQ, 100, 0, n(8, 81, 61));
-    assert_eq!(
-        (b.neighbour_tgid, b.neighbour_tid, b.neighbour_ns),
-        (8, 81, 61)
-    );
+    assert_eq!((b.neighbour_tgid, b.neighbour_ns), (8, 61));
     // A wait nobody took the CPU in changes nothing, whoever it names.
     add_to_bucket(&mut b, state::RUNQ, 100, 0, n(9, 91, 0));
     assert_eq!((b.neighbour_tgid, b.neighbour_ns), (8, 61));
@@ -208,7 +199,6 @@ fn a_long_interval_is_an_episode_and_leaves_the_bucket_alone() {
                 throttled_ns: MS,
                 neighbour_ns: 2 * MS,
                 neighbour_tgid: 8,
-                neighbour_tid: 81,
                 ..ThreadBucket::default()
             },
         }]
