@@ -17,6 +17,11 @@
 //! `#[cfg(test)]` at module level (the check is about the library, not its unit tests), and
 //! single-segment names (those come through a `use`, which is counted). Modules declared with
 //! `#[path]` are refused rather than guessed.
+//!
+//! Read here rather than by cargo-modules (`dependencies --acyclic`): that one graphs items, so
+//! every type with a method that names it is a cycle (it fails on every crate of the workspace,
+//! whatever the filters), it always runs the build scripts, the agent's among them, which builds
+//! the eBPF programs, and it takes over 13 CPU-minutes to install.
 
 use std::{
     collections::BTreeMap,

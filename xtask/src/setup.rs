@@ -15,7 +15,7 @@ use crate::shell::{self, is_root, output, root, step};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 /// `cargo xtask check-deps` runs this cargo-machete: it reads manifests and sources without
-/// building anything (about a second), and its install takes about 2 CPU-minutes.
+/// building anything (about a second); its install takes under 2 minutes on one core.
 const CARGO_MACHETE_VERSION: &str = "0.9.2";
 /// Debian packages the tests and benchmarks use: nftables injects packet loss, iproute2 makes
 /// network namespaces, bpftrace is the classic tool the hook benchmark compares against,
