@@ -4,7 +4,8 @@ use std::process::Command;
 
 use crate::{
     setup,
-    shell::{cargo, is_root, root, run as run_cmd, step},
+    shell::{all_ok, cargo, is_root, root, run as run_cmd, step},
+    structure,
 };
 
 /// The packages whose binaries the agent, the demo and the tests run.
@@ -157,6 +158,8 @@ pub fn test() -> anyhow::Result<()> {
     step("cargo fmt --check", "run `cargo fmt --all`", || {
         run_cmd(cargo().args(["fmt", "--all", "--", "--check"]))
     })?;
+    // Both read sources only, so they run before anything is compiled.
+    all_ok(vec![structure::check_deps(), structure::check_structure()])?;
     step(
         "clippy -D warnings (userspace)",
         "fix the lints clippy printed",

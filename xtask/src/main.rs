@@ -1,8 +1,13 @@
 //! `cargo xtask …`: the project's own commands. Each bootstraps what it needs first.
 
 mod commands;
+mod cycles;
+mod modgraph;
+#[cfg(test)]
+mod modgraph_tests;
 mod setup;
 mod shell;
+mod structure;
 
 use clap::{Parser, Subcommand};
 
@@ -24,8 +29,14 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Formatting, lints, unit tests, then the privileged end-to-end tests.
+    /// Formatting, structure and dependency checks, lints, unit tests, then the privileged
+    /// end-to-end tests.
     Test,
+    /// No cycle between the library crates' modules, no .rs file over 500 lines.
+    CheckStructure,
+    /// No unused dependency: cargo machete on the members, and no [workspace.dependencies]
+    /// entry that no member inherits.
+    CheckDeps,
     /// Every lab scenario next to the agent: what it finds per request, an HTML report
     /// (target/culprit-lab/report.html) and the accuracy table.
     Demo,
@@ -50,6 +61,8 @@ fn main() -> std::process::ExitCode {
         Command::Build => commands::build(),
         Command::Run { args } => commands::run(&args),
         Command::Test => commands::test(),
+        Command::CheckStructure => structure::check_structure(),
+        Command::CheckDeps => structure::check_deps(),
         Command::Demo => commands::demo(),
         Command::Lab { args } => commands::lab(&args),
         Command::Bench => commands::bench(),

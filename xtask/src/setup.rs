@@ -14,6 +14,9 @@ use crate::shell::{self, is_root, output, root, step};
 /// The eBPF crate links with this exact bpf-linker, built against rustc's own LLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
+/// `cargo xtask check-deps` runs this cargo-machete: it reads manifests and sources without
+/// building anything (about a second); its install takes under 2 minutes on one core.
+const CARGO_MACHETE_VERSION: &str = "0.9.2";
 /// Debian packages the tests and benchmarks use: nftables injects packet loss, iproute2 makes
 /// network namespaces, bpftrace is the classic tool the hook benchmark compares against,
 /// Chromium (with a font) renders the lab's HTML report the way a user would see it, tmux
@@ -46,6 +49,7 @@ pub fn run() -> anyhow::Result<()> {
         "check that crates.io is reachable and that the nightly sysroot has libLLVM.so.22*",
         ensure_bpf_linker,
     )?;
+    ensure_cargo_machete_step()?;
     step(
         "tracefs and bpffs mounted",
         "mount -t tracefs nodev /sys/kernel/tracing; mount -t bpf bpf /sys/fs/bpf",
@@ -204,6 +208,33 @@ fn link_rustc_llvm(prefix: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+pub fn ensure_cargo_machete_step() -> anyhow::Result<()> {
+    step(
+        &format!("cargo-machete {CARGO_MACHETE_VERSION} (unused dependencies)"),
+        "check that crates.io is reachable",
+        || ensure_cargo_tool("cargo-machete", CARGO_MACHETE_VERSION),
+    )
+}
+
+/// `cargo install --locked` of an exact version, unless `cargo install --list` already has it.
+fn ensure_cargo_tool(name: &str, version: &str) -> anyhow::Result<()> {
+    let installed = output(Command::new("cargo").args(["install", "--list"]))?;
+    if installed
+        .lines()
+        .any(|l| l.starts_with(&format!("{name} v{version}:")))
+    {
+        println!("    already installed");
+        return Ok(());
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    shell::run(
+        Command::new("cargo")
+            // Outside the workspace: its rust-toolchain.toml is for the project, not for tools.
+            .current_dir(home)
+            .args(["install", "--locked", &format!("{name}@{version}")]),
+    )
 }
 
 fn ensure_mounts() -> anyhow::Result<()> {

@@ -59,3 +59,16 @@ pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
 pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
+
+/// Joins the results of checks that all ran, so that one failure does not hide the others.
+pub fn all_ok(results: Vec<anyhow::Result<()>>) -> anyhow::Result<()> {
+    let errors: Vec<String> = results
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| format!("{e:#}")))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        bail!("{}", errors.join("\n\n"))
+    }
+}
