@@ -7,11 +7,15 @@
 use std::{path::PathBuf, sync::OnceLock, time::Duration};
 
 use culprit_lab::{
-    accuracy::Injected,
-    browser,
-    demo::{self, Outputs},
-    lab_run::ScenarioRun,
-    scenario::{Scenario, Timing},
+    report::browser,
+    run::{
+        demo::{self, Outputs},
+        lab::ScenarioRun,
+    },
+    scenario::{
+        accuracy::Injected,
+        plan::{Scenario, Timing},
+    },
 };
 use culprit_tests::require_root;
 

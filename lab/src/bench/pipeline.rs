@@ -18,9 +18,8 @@ use opentelemetry_proto::tonic::{
 };
 
 use crate::{
-    binaries::bin_path,
-    otel::{free_port, rotel_agent_path, wait_for_port},
-    process::Reaped,
+    process::{binaries::bin_path, reaped::Reaped},
+    service::otel::{free_port, rotel_agent_path, wait_for_port},
 };
 
 const SPANS_PER_REQUEST: usize = 100;

@@ -14,18 +14,21 @@ use std::{
 
 use anyhow::Context as _;
 
+use super::pipeline::{
+    cpu_seconds, load, peak_rss_mib, rotel_blackhole, rotel_forwarder, start_agent,
+};
 use crate::{
-    accuracy::quantile,
-    bench_pipeline::{
-        cpu_seconds, load, peak_rss_mib, rotel_blackhole, rotel_forwarder, start_agent,
+    faults::{cgroup::TempCgroup, placement},
+    process::{
+        binaries::bin_path,
+        reaped::{Reaped, spawn_workload},
     },
-    binaries::bin_path,
-    cgroup::TempCgroup,
-    lab_run::{HARNESS_CPU, SERVICE_CPU, service_command},
-    load::{self as http_load, LoadShape},
-    otel::{Sink, free_port, wait_for_port},
-    placement,
-    process::{Reaped, spawn_workload},
+    run::lab::{HARNESS_CPU, SERVICE_CPU, service_command},
+    scenario::accuracy::quantile,
+    service::{
+        load::{self as http_load, LoadShape},
+        otel::{Sink, free_port, wait_for_port},
+    },
 };
 
 /// Requests per second of the fixed application load.

@@ -6,10 +6,10 @@ use std::fmt::Write as _;
 
 use plotters::{coord::Shift, prelude::*};
 
+use super::present;
 use crate::{
-    accuracy::{PART_NAMES, Parts, quantile},
-    lab_run::ScenarioRun,
-    present,
+    run::lab::ScenarioRun,
+    scenario::accuracy::{PART_NAMES, Parts, quantile},
 };
 
 const CHART_SIZE: (u32, u32) = (1100, 340);

@@ -11,11 +11,10 @@ use std::{
 
 use anyhow::Context as _;
 
+use super::lab::{Lab, ScenarioRun};
 use crate::{
-    html_report,
-    lab_run::{Lab, ScenarioRun},
-    present,
-    scenario::{Scenario, Timing},
+    report::{html_report, present},
+    scenario::plan::{Scenario, Timing},
 };
 
 /// What a lab run wrote.
@@ -62,8 +61,8 @@ pub fn run(
         timing.reference.as_secs_f64(),
         timing.fault.as_secs_f64(),
         timing.rate_per_s,
-        crate::lab_run::SERVICE_CPU,
-        crate::lab_run::HARNESS_CPU
+        super::lab::SERVICE_CPU,
+        super::lab::HARNESS_CPU
     );
     let mut lab = Lab::start(stop, agent_args)?;
     println!(

@@ -17,7 +17,7 @@ use opentelemetry_proto::tonic::collector::{
     metrics::v1::ExportMetricsServiceRequest, trace::v1::ExportTraceServiceRequest,
 };
 
-use crate::{binaries::bin_path, process::Reaped};
+use crate::process::{binaries::bin_path, reaped::Reaped};
 
 /// The workspace root (the lab is one of its members).
 pub fn workspace_root() -> PathBuf {

@@ -42,7 +42,7 @@ pub fn sleeper(sleep: Duration, count: u32, run_for: Duration) {
 }
 
 /// Burns CPU for `d`.
-pub fn busy(d: Duration) {
+pub(crate) fn busy(d: Duration) {
     spin_until(Instant::now() + d);
 }
 

@@ -3,9 +3,11 @@
 use std::fmt::Write as _;
 
 use crate::{
-    accuracy::{Injected, PART_NAMES, Parts, Request},
-    lab_run::ScenarioRun,
-    scenario::Scenario,
+    run::lab::ScenarioRun,
+    scenario::{
+        accuracy::{Injected, PART_NAMES, Parts, Request},
+        plan::Scenario,
+    },
 };
 
 /// Accuracy goal per fault scenario, and the ceiling on kernel blame in the baseline.

@@ -18,18 +18,22 @@ use anyhow::{Context as _, bail};
 use culprit::{clock::monotonic_ns, join::joiner::SpanLine, report::Report};
 use serde::{Deserialize, Serialize};
 
+use super::agent::RunningAgent;
 use crate::{
-    accuracy::{self, Injected, Request, Summary},
-    agent_run::RunningAgent,
-    binaries::bin_path,
-    cgroup::TempCgroup,
-    load::{self, ClientSample, LoadShape},
-    nft::PacketLoss,
-    otel::{AgentPorts, free_port, wait_for_port},
-    placement,
-    process::{Reaped, spawn_workload},
-    scenario::{Faults, Scenario, Timing},
-    service::{CPU_ROUTE, DOWNSTREAM_ROUTE},
+    faults::{cgroup::TempCgroup, packet_loss::PacketLoss, placement},
+    process::{
+        binaries::bin_path,
+        reaped::{Reaped, spawn_workload},
+    },
+    scenario::{
+        accuracy::{self, Injected, Request, Summary},
+        plan::{Faults, Scenario, Timing},
+    },
+    service::{
+        load::{self, ClientSample, LoadShape},
+        otel::{AgentPorts, free_port, wait_for_port},
+        server::{CPU_ROUTE, DOWNSTREAM_ROUTE},
+    },
 };
 
 /// The service and the faults aimed at it share this CPU; the agent, the load generator and

@@ -14,7 +14,7 @@ use culprit::{
     report::{Report, ThreadRow},
 };
 
-use crate::{binaries::bin_path, process::Reaped};
+use crate::process::{binaries::bin_path, reaped::Reaped};
 
 pub struct RunningAgent {
     /// The agent's local API socket (a fresh path per agent).

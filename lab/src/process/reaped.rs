@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::Context as _;
 
-use crate::binaries::bin_path;
+use super::binaries::bin_path;
 
 /// Kills and waits for its process when dropped.
 pub struct Reaped {

@@ -1,0 +1,7 @@
+//! The application side the agent watches: the lab's instrumented HTTP service, the open-loop
+//! load generator that drives it, and real OpenTelemetry peers (the Python SDK app, the rotel
+//! collector, a sink that records what arrives).
+
+pub mod load;
+pub mod otel;
+pub mod server;

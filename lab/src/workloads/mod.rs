@@ -1,0 +1,9 @@
+//! The single-cause generators behind `culprit-lab`'s workload subcommands (a CPU hog, wakeups,
+//! sleeps, TCP request/response, a context-switch storm), and a Rust app instrumented with
+//! opentelemetry-otlp. Each runs in a process of its own, placed by whoever started it.
+
+mod cpu;
+pub mod rust_otel_app;
+
+pub(crate) use cpu::busy;
+pub use cpu::{hog, pingpong, sleeper, tcp_client, tcp_server, wakeups};
