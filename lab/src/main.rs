@@ -7,8 +7,11 @@ use culprit_lab::{
     bench,
     faults::placement,
     report::present,
-    run::{demo, lab::ScenarioRun},
-    scenario::plan::{Scenario, Timing},
+    run::demo,
+    scenario::{
+        outcome::ScenarioRun,
+        plan::{Scenario, Timing},
+    },
     service::server,
     workloads::{self, rust_otel_app},
 };

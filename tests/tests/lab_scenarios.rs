@@ -8,12 +8,10 @@ use std::{path::PathBuf, sync::OnceLock, time::Duration};
 
 use culprit_lab::{
     report::browser,
-    run::{
-        demo::{self, Outputs},
-        lab::ScenarioRun,
-    },
+    run::demo::{self, Outputs},
     scenario::{
         accuracy::Injected,
+        outcome::ScenarioRun,
         plan::{Scenario, Timing},
     },
 };

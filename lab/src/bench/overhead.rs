@@ -18,14 +18,17 @@ use super::pipeline::{
     cpu_seconds, load, peak_rss_mib, rotel_blackhole, rotel_forwarder, start_agent,
 };
 use crate::{
-    faults::{cgroup::TempCgroup, placement},
+    faults::{
+        cgroup::TempCgroup,
+        placement::{self, HARNESS_CPU, SERVICE_CPU},
+    },
     process::{
         binaries::bin_path,
         reaped::{Reaped, spawn_workload},
     },
-    run::lab::{HARNESS_CPU, SERVICE_CPU, service_command},
     scenario::accuracy::quantile,
     service::{
+        launch::service_command,
         load::{self as http_load, LoadShape},
         otel::{Sink, free_port, wait_for_port},
     },

@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 use plotters::{coord::Shift, prelude::*};
 
 use super::present;
-use crate::{
-    run::lab::ScenarioRun,
-    scenario::accuracy::{PART_NAMES, Parts, quantile},
+use crate::scenario::{
+    accuracy::{PART_NAMES, Parts, quantile},
+    outcome::ScenarioRun,
 };
 
 const CHART_SIZE: (u32, u32) = (1100, 340);

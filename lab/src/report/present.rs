@@ -2,12 +2,10 @@
 
 use std::fmt::Write as _;
 
-use crate::{
-    run::lab::ScenarioRun,
-    scenario::{
-        accuracy::{Injected, PART_NAMES, Parts, Request},
-        plan::Scenario,
-    },
+use crate::scenario::{
+    accuracy::{Injected, PART_NAMES, Parts, Request},
+    outcome::ScenarioRun,
+    plan::Scenario,
 };
 
 /// Accuracy goal per fault scenario, and the ceiling on kernel blame in the baseline.

@@ -11,10 +11,14 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::lab::{Lab, ScenarioRun};
+use super::lab::Lab;
 use crate::{
+    faults::placement::{HARNESS_CPU, SERVICE_CPU},
     report::{html_report, present},
-    scenario::plan::{Scenario, Timing},
+    scenario::{
+        outcome::ScenarioRun,
+        plan::{Scenario, Timing},
+    },
 };
 
 /// What a lab run wrote.
@@ -61,8 +65,8 @@ pub fn run(
         timing.reference.as_secs_f64(),
         timing.fault.as_secs_f64(),
         timing.rate_per_s,
-        super::lab::SERVICE_CPU,
-        super::lab::HARNESS_CPU
+        SERVICE_CPU,
+        HARNESS_CPU
     );
     let mut lab = Lab::start(stop, agent_args)?;
     println!(

@@ -3,4 +3,5 @@
 //! nothing, so that the report and the unit tests need no live agent.
 
 pub mod accuracy;
+pub mod outcome;
 pub mod plan;
