@@ -4,4 +4,6 @@
 
 pub mod hooks;
 pub mod overhead;
+mod peers;
 pub mod pipeline;
+mod usage;

@@ -14,8 +14,10 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::pipeline::{
-    cpu_seconds, load, peak_rss_mib, rotel_blackhole, rotel_forwarder, start_agent,
+use super::{
+    peers::{rotel_blackhole, rotel_forwarder, start_agent},
+    pipeline::load,
+    usage::{cpu_seconds, peak_rss_mib},
 };
 use crate::{
     faults::{

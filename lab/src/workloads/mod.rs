@@ -3,7 +3,11 @@
 //! opentelemetry-otlp. Each runs in a process of its own, placed by whoever started it.
 
 mod cpu;
+mod pingpong;
 pub mod rust_otel_app;
+mod tcp;
 
 pub(crate) use cpu::busy;
-pub use cpu::{hog, pingpong, sleeper, tcp_client, tcp_server, wakeups};
+pub use cpu::{hog, sleeper, wakeups};
+pub use pingpong::pingpong;
+pub use tcp::{tcp_client, tcp_server};
