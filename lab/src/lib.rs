@@ -10,6 +10,10 @@
 //!   OpenTelemetry peers);
 //! - [`scenario`]: what a scenario injects, what a run recorded, and its accuracy (pure data);
 //! - [`faults`], [`workloads`], [`process`]: the building blocks, importing nothing of the lab.
+//!
+//! What `main.rs` and the end-to-end tests use is `pub`; the rest is `pub(crate)`.
+
+#![warn(unreachable_pub)]
 
 pub mod bench;
 pub mod faults;

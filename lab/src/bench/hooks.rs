@@ -39,15 +39,15 @@ tracepoint:sched:sched_switch {
 
 /// Cost of one program over the storm.
 #[derive(Debug, Clone)]
-pub struct HookCost {
-    pub tool: &'static str,
-    pub program: String,
-    pub run_cnt: u64,
-    pub run_time_ns: u64,
+struct HookCost {
+    tool: &'static str,
+    program: String,
+    run_cnt: u64,
+    run_time_ns: u64,
 }
 
 impl HookCost {
-    pub fn ns_per_run(&self) -> f64 {
+    fn ns_per_run(&self) -> f64 {
         if self.run_cnt == 0 {
             0.0
         } else {

@@ -8,8 +8,8 @@ use anyhow::Context as _;
 /// The service and the faults aimed at it share this CPU; the agent, the load generator and
 /// the downstream service run on [`HARNESS_CPU`], so that the harness does not disturb what it
 /// measures.
-pub const SERVICE_CPU: usize = 1;
-pub const HARNESS_CPU: usize = 0;
+pub(crate) const SERVICE_CPU: usize = 1;
+pub(crate) const HARNESS_CPU: usize = 0;
 
 /// Moves the calling process (all its threads) into a cgroup, v1 or v2.
 pub fn join_cgroup(cgroup: &Path) -> anyhow::Result<()> {

@@ -26,7 +26,7 @@ fn cause_colour(cause: &str) -> RGBColor {
     }
 }
 
-pub fn render(runs: &[ScenarioRun]) -> anyhow::Result<String> {
+pub(crate) fn render(runs: &[ScenarioRun]) -> anyhow::Result<String> {
     let mut html = String::from(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <title>Culprit lab report</title><style>\

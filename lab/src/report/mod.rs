@@ -3,5 +3,5 @@
 //! report.
 
 pub mod browser;
-pub mod html_report;
+pub(crate) mod html_report;
 pub mod present;

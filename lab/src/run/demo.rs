@@ -93,7 +93,7 @@ pub fn run(
     Ok((runs, outputs))
 }
 
-pub fn write_outputs(runs: &[ScenarioRun], out_dir: &Path) -> anyhow::Result<Outputs> {
+fn write_outputs(runs: &[ScenarioRun], out_dir: &Path) -> anyhow::Result<Outputs> {
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let outputs = Outputs {
         html: out_dir.join("report.html"),

@@ -53,11 +53,12 @@ impl Lab {
     /// Pins the harness to its CPU, then starts the agent with its OTLP receivers on fresh
     /// ports, printing every request's decomposition. `stop` (set on Ctrl-C) ends a scenario
     /// early.
-    pub fn start(stop: Arc<AtomicBool>, agent_args: &[String]) -> anyhow::Result<Self> {
+    pub(crate) fn start(stop: Arc<AtomicBool>, agent_args: &[String]) -> anyhow::Result<Self> {
         Self::start_wrapped(stop, &[], agent_args)
     }
 
-    /// Like [`Lab::start`], with the agent run through `agent_prefix` (e.g. `setpriv`).
+    /// Like `Lab::start` (which the demo uses), with the agent run through `agent_prefix` (e.g.
+    /// `setpriv`).
     pub fn start_wrapped(
         stop: Arc<AtomicBool>,
         agent_prefix: &[String],

@@ -9,7 +9,7 @@ use super::agent::{RunningAgent, RunqTotals, ThreadTotals};
 use crate::{faults::cgroup::TempCgroup, process::reaped::spawn_workload};
 
 /// The CPU both the victim and the hog are pinned to.
-pub const CPU: usize = 0;
+const CPU: usize = 0;
 
 /// What the agent reported for the victim alone and next to the hog.
 #[derive(Debug)]

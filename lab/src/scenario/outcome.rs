@@ -75,7 +75,7 @@ pub struct ScenarioRun {
 
 impl ScenarioRun {
     /// The slowest request.
-    pub fn slowest(&self) -> Option<&Request> {
+    pub(crate) fn slowest(&self) -> Option<&Request> {
         self.requests
             .iter()
             .max_by(|a, b| a.latency_ms.total_cmp(&b.latency_ms))

@@ -13,7 +13,7 @@ const SERVICE_WORKERS: usize = 2;
 const CPU_WORK: Duration = Duration::from_millis(5);
 
 /// `culprit-lab service` placed in `cgroups` on the service's CPU, exporting to `endpoint`.
-pub fn service_command(
+pub(crate) fn service_command(
     cgroups: &[PathBuf],
     port: u16,
     downstream_port: u16,
