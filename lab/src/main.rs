@@ -4,9 +4,16 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
 use culprit_lab::{
-    bench_hooks, demo, placement,
-    scenario::{Scenario, Timing},
-    workloads,
+    bench,
+    faults::placement,
+    report::present,
+    run::demo,
+    scenario::{
+        outcome::ScenarioRun,
+        plan::{Scenario, Timing},
+    },
+    service::server,
+    workloads::{self, rust_otel_app},
 };
 
 #[derive(Debug, Parser)]
@@ -157,7 +164,7 @@ enum LabCommand {
     },
     /// One scenario, for longer: baseline, cpu-contention, cpu-throttling, packet-loss, mixed.
     Lab {
-        scenario: culprit_lab::scenario::Scenario,
+        scenario: Scenario,
         #[arg(long, default_value_t = 60.0)]
         fault_seconds: f64,
         /// The agent's local API socket (for `culprit top --socket`).
@@ -202,12 +209,12 @@ fn main() -> anyhow::Result<()> {
         LabCommand::BenchHooks {
             storm_seconds,
             markdown,
-        } => return bench_hooks::run(*storm_seconds, markdown.as_deref()),
+        } => return bench::hooks::run(*storm_seconds, markdown.as_deref()),
         LabCommand::BenchOverhead { seconds, markdown } => {
-            return culprit_lab::bench_overhead::run(*seconds, markdown.as_deref());
+            return bench::overhead::run(*seconds, markdown.as_deref());
         }
         LabCommand::BenchPipeline { seconds, markdown } => {
-            return culprit_lab::bench_pipeline::run(*seconds, markdown.as_deref());
+            return bench::pipeline::run(*seconds, markdown.as_deref());
         }
         LabCommand::SpanLoad {
             port,
@@ -215,7 +222,7 @@ fn main() -> anyhow::Result<()> {
             streams,
         } => {
             let rt = tokio::runtime::Runtime::new()?;
-            let spans = rt.block_on(culprit_lab::bench_pipeline::load(
+            let spans = rt.block_on(bench::pipeline::load(
                 *port,
                 Duration::from_secs_f64(cli.seconds),
                 *streams,
@@ -254,7 +261,7 @@ fn main() -> anyhow::Result<()> {
             count,
             work_ms,
             record,
-        } => culprit_lab::rust_otel_app::run(
+        } => rust_otel_app::run(
             &endpoint,
             count,
             Duration::from_secs_f64(work_ms / 1e3),
@@ -266,7 +273,7 @@ fn main() -> anyhow::Result<()> {
             endpoint,
             workers,
             cpu_work_ms,
-        } => culprit_lab::service::run(&culprit_lab::service::ServiceConfig {
+        } => server::run(&server::ServiceConfig {
             port,
             downstream_port,
             otlp_endpoint: endpoint,
@@ -293,13 +300,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// A lab run fails when a scenario's injected cause was not found.
-fn lab_outcome(
-    result: anyhow::Result<(Vec<culprit_lab::lab_run::ScenarioRun>, demo::Outputs)>,
-) -> anyhow::Result<()> {
+fn lab_outcome(result: anyhow::Result<(Vec<ScenarioRun>, demo::Outputs)>) -> anyhow::Result<()> {
     let (runs, _) = result?;
     let missed: Vec<String> = runs
         .iter()
-        .filter(|r| !culprit_lab::present::verdict(r).found)
+        .filter(|r| !present::verdict(r).found)
         .map(|r| r.scenario.to_string())
         .collect();
     if !missed.is_empty() {

@@ -11,14 +11,14 @@ use std::{
 };
 
 use culprit_lab::{
-    accuracy::Injected,
-    agent_run::RunningAgent,
-    binaries::bin_path,
-    cgroup::TempCgroup,
-    demo::interrupt_flag,
-    lab_run::Lab,
-    otel::{AgentPorts, Sink, free_port, python_app, wait_success, workspace_root},
-    scenario::{Scenario, Timing},
+    faults::cgroup::TempCgroup,
+    process::binaries::bin_path,
+    run::{agent::RunningAgent, demo::interrupt_flag, lab::Lab},
+    scenario::{
+        accuracy::Injected,
+        plan::{Scenario, Timing},
+    },
+    service::otel::{AgentPorts, Sink, free_port, python_app, wait_success, workspace_root},
 };
 use culprit_tests::require_root;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use culprit_lab::{
-    agent_run::RunningAgent,
-    otel::{AgentPorts, Sink, free_port, python_app, rotel, wait_success},
+    run::agent::RunningAgent,
+    service::otel::{AgentPorts, Sink, free_port, python_app, rotel, wait_success},
 };
 use culprit_tests::{hex, require_root, spans_of};
 

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use culprit_lab::{binaries::bin_path, process::Reaped};
+use culprit_lab::process::{binaries::bin_path, reaped::Reaped};
 use culprit_tests::require_root;
 
 fn nft_tables() -> String {

@@ -7,11 +7,13 @@
 use std::{path::PathBuf, sync::OnceLock, time::Duration};
 
 use culprit_lab::{
-    accuracy::Injected,
-    browser,
-    demo::{self, Outputs},
-    lab_run::ScenarioRun,
-    scenario::{Scenario, Timing},
+    report::browser,
+    run::demo::{self, Outputs},
+    scenario::{
+        accuracy::Injected,
+        outcome::ScenarioRun,
+        plan::{Scenario, Timing},
+    },
 };
 use culprit_tests::require_root;
 

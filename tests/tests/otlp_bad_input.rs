@@ -9,8 +9,8 @@ use std::{
 
 use culprit::otlp::raw_codec::RawCodec;
 use culprit_lab::{
-    agent_run::RunningAgent,
-    otel::{AgentPorts, wait_for_port},
+    run::agent::RunningAgent,
+    service::otel::{AgentPorts, wait_for_port},
 };
 use culprit_tests::require_root;
 use opentelemetry_proto::tonic::{

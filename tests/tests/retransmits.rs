@@ -4,7 +4,9 @@
 use std::{net::TcpListener, time::Duration};
 
 use culprit_lab::{
-    agent_run::RunningAgent, cgroup::TempCgroup, nft::PacketLoss, process::spawn_workload,
+    faults::{cgroup::TempCgroup, packet_loss::PacketLoss},
+    process::reaped::spawn_workload,
+    run::agent::RunningAgent,
 };
 use culprit_tests::require_root;
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use culprit_lab::runq_contention::contention;
+use culprit_lab::run::runq_contention::contention;
 use culprit_tests::require_root;
 
 #[test]

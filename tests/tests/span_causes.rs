@@ -5,11 +5,10 @@ use std::time::Duration;
 
 use culprit::model::SpanLine;
 use culprit_lab::{
-    agent_run::RunningAgent,
-    cgroup::TempCgroup,
-    nft::PacketLoss,
-    otel::{AgentPorts, free_port, python_app, wait_for_port, wait_success},
-    process::spawn_workload,
+    faults::{cgroup::TempCgroup, packet_loss::PacketLoss},
+    process::reaped::spawn_workload,
+    run::agent::RunningAgent,
+    service::otel::{AgentPorts, free_port, python_app, wait_for_port, wait_success},
 };
 use culprit_tests::require_root;
 

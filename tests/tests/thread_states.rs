@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use culprit_lab::{
-    agent_run::{RunningAgent, ThreadTotals},
-    cgroup::TempCgroup,
-    process::spawn_workload,
+    faults::cgroup::TempCgroup,
+    process::reaped::spawn_workload,
+    run::agent::{RunningAgent, ThreadTotals},
 };
 use culprit_tests::require_root;
 

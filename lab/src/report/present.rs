@@ -2,16 +2,15 @@
 
 use std::fmt::Write as _;
 
-use crate::{
-    accuracy::{Injected, PART_NAMES, Parts, Request},
-    lab_run::ScenarioRun,
-    scenario::Scenario,
+use crate::scenario::{
+    accuracy::{PART_NAMES, Parts, Request},
+    outcome::ScenarioRun,
+    plan::Scenario,
 };
 
 /// Accuracy goal per fault scenario, and the ceiling on kernel blame in the baseline.
-pub const ACCURACY_GOAL: f64 = 0.90;
-pub const BASELINE_KERNEL_SHARE_GOAL: f64 = 0.05;
-pub const THROTTLE_AGREEMENT_GOAL: f64 = 0.10;
+const ACCURACY_GOAL: f64 = 0.90;
+const BASELINE_KERNEL_SHARE_GOAL: f64 = 0.05;
 /// Below this share a cause is not considered found at all.
 const FOUND_FLOOR: f64 = 0.5;
 
@@ -83,7 +82,7 @@ pub fn verdict(run: &ScenarioRun) -> Verdict {
 }
 
 /// `on_cpu 40% | cpu.contention 45% | …` for the parts that are not negligible.
-pub fn shares_line(parts: &Parts) -> String {
+pub(crate) fn shares_line(parts: &Parts) -> String {
     let total: f64 = parts.values().iter().sum();
     if total <= 0.0 {
         return "no time observed".into();
@@ -98,7 +97,7 @@ pub fn shares_line(parts: &Parts) -> String {
 }
 
 /// One request's full decomposition, on one line.
-pub fn decomposition(r: &Request) -> String {
+pub(crate) fn decomposition(r: &Request) -> String {
     let mut out = format!(
         "{} {:.1} ms (trace {}) cause={}: ",
         r.route, r.latency_ms, r.trace_id, r.cause
@@ -121,7 +120,7 @@ pub fn decomposition(r: &Request) -> String {
 }
 
 /// The block the demo prints for one scenario.
-pub fn scenario_text(run: &ScenarioRun) -> String {
+pub(crate) fn scenario_text(run: &ScenarioRun) -> String {
     let s = &run.summary;
     let mut out = String::new();
     let _ = writeln!(out, "\n== {}: {}", run.scenario, run.description);
@@ -157,7 +156,7 @@ pub fn scenario_text(run: &ScenarioRun) -> String {
 }
 
 /// The accuracy table (Markdown) for ACCURACY.md.
-pub fn accuracy_markdown(runs: &[ScenarioRun]) -> String {
+pub(crate) fn accuracy_markdown(runs: &[ScenarioRun]) -> String {
     let mut out = String::from(
         "| scenario | requests | p50 ms | p99 ms | accuracy (slow requests' excess on the injected cause) | kernel share of all request time | throttled: agent vs cpu.stat |\n\
          |---|---:|---:|---:|---|---:|---|\n",
@@ -194,14 +193,4 @@ pub fn accuracy_markdown(runs: &[ScenarioRun]) -> String {
         );
     }
     out
-}
-
-/// The causes a scenario injects, for labels.
-pub fn injected_names(scenario: Scenario) -> Vec<&'static str> {
-    scenario
-        .fault_phases()
-        .into_iter()
-        .flatten()
-        .map(Injected::cause_name)
-        .collect()
 }

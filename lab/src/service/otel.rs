@@ -17,7 +17,7 @@ use opentelemetry_proto::tonic::collector::{
     metrics::v1::ExportMetricsServiceRequest, trace::v1::ExportTraceServiceRequest,
 };
 
-use crate::{binaries::bin_path, process::Reaped};
+use crate::process::{binaries::bin_path, reaped::Reaped};
 
 /// The workspace root (the lab is one of its members).
 pub fn workspace_root() -> PathBuf {
@@ -94,7 +94,7 @@ pub fn wait_success(mut p: Reaped, timeout: Duration) -> anyhow::Result<()> {
 }
 
 /// The `rotel-agent` binary the PyPI package installed.
-pub fn rotel_agent_path() -> anyhow::Result<PathBuf> {
+pub(crate) fn rotel_agent_path() -> anyhow::Result<PathBuf> {
     let lib = venv()?.join("lib");
     std::fs::read_dir(&lib)?
         .flatten()
@@ -129,7 +129,7 @@ pub struct Sink {
     /// (arrival, span end), wall clock ns, for every span received.
     arrivals: std::sync::Arc<std::sync::Mutex<Vec<(u64, u64)>>>,
     metrics_rx: mpsc::Receiver<ExportMetricsServiceRequest>,
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Sink {
@@ -191,7 +191,7 @@ impl Sink {
     }
 
     /// (arrival, span end) of every span received so far, wall clock ns.
-    pub fn arrivals(&self) -> Vec<(u64, u64)> {
+    pub(crate) fn arrivals(&self) -> Vec<(u64, u64)> {
         self.arrivals.lock().map(|a| a.clone()).unwrap_or_default()
     }
 

@@ -14,18 +14,26 @@ use std::{
 
 use anyhow::Context as _;
 
+use super::{
+    peers::{rotel_blackhole, rotel_forwarder, start_agent},
+    pipeline::load,
+    usage::{cpu_seconds, peak_rss_mib},
+};
 use crate::{
-    accuracy::quantile,
-    bench_pipeline::{
-        cpu_seconds, load, peak_rss_mib, rotel_blackhole, rotel_forwarder, start_agent,
+    faults::{
+        cgroup::TempCgroup,
+        placement::{self, HARNESS_CPU, SERVICE_CPU},
     },
-    binaries::bin_path,
-    cgroup::TempCgroup,
-    lab_run::{HARNESS_CPU, SERVICE_CPU, service_command},
-    load::{self as http_load, LoadShape},
-    otel::{Sink, free_port, wait_for_port},
-    placement,
-    process::{Reaped, spawn_workload},
+    process::{
+        binaries::bin_path,
+        reaped::{Reaped, spawn_workload},
+    },
+    scenario::accuracy::quantile,
+    service::{
+        launch::service_command,
+        load::{self as http_load, LoadShape},
+        otel::{Sink, free_port, wait_for_port},
+    },
 };
 
 /// Requests per second of the fixed application load.

@@ -19,8 +19,11 @@ use aya::{
 };
 
 use crate::{
-    binaries::bin_path,
-    process::{Reaped, spawn_workload},
+    faults::cgroup::TempCgroup,
+    process::{
+        binaries::bin_path,
+        reaped::{Reaped, spawn_workload},
+    },
 };
 
 /// runqlat's logic, without the kernel-header include the packaged script needs.
@@ -36,15 +39,15 @@ tracepoint:sched:sched_switch {
 
 /// Cost of one program over the storm.
 #[derive(Debug, Clone)]
-pub struct HookCost {
-    pub tool: &'static str,
-    pub program: String,
-    pub run_cnt: u64,
-    pub run_time_ns: u64,
+struct HookCost {
+    tool: &'static str,
+    program: String,
+    run_cnt: u64,
+    run_time_ns: u64,
 }
 
 impl HookCost {
-    pub fn ns_per_run(&self) -> f64 {
+    fn ns_per_run(&self) -> f64 {
         if self.run_cnt == 0 {
             0.0
         } else {
@@ -56,7 +59,7 @@ impl HookCost {
 pub fn run(storm_seconds: f64, markdown: Option<&Path>) -> anyhow::Result<()> {
     // Held open for the whole run: the kernel counts run time only while someone asks.
     let _stats = enable_stats(Stats::RunTime).context("enabling bpf_stats (needs root)")?;
-    let cgroup = crate::cgroup::TempCgroup::new_v2("culprit-bench")?;
+    let cgroup = TempCgroup::new_v2("culprit-bench")?;
 
     let agent_costs = measure("culprit", storm_seconds, &cgroup, |storm_pid| {
         let mut cmd = Command::new(bin_path("culprit")?);
@@ -114,7 +117,7 @@ pub fn run(storm_seconds: f64, markdown: Option<&Path>) -> anyhow::Result<()> {
 fn measure(
     tool: &'static str,
     storm_seconds: f64,
-    cgroup: &crate::cgroup::TempCgroup,
+    cgroup: &TempCgroup,
     start_tool: impl FnOnce(u32) -> anyhow::Result<Reaped>,
 ) -> anyhow::Result<Vec<HookCost>> {
     let before: BTreeSet<u32> = program_stats()?.keys().copied().collect();

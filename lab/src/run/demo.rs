@@ -11,11 +11,14 @@ use std::{
 
 use anyhow::Context as _;
 
+use super::lab::Lab;
 use crate::{
-    html_report,
-    lab_run::{Lab, ScenarioRun},
-    present,
-    scenario::{Scenario, Timing},
+    faults::placement::{HARNESS_CPU, SERVICE_CPU},
+    report::{html_report, present},
+    scenario::{
+        outcome::ScenarioRun,
+        plan::{Scenario, Timing},
+    },
 };
 
 /// What a lab run wrote.
@@ -62,8 +65,8 @@ pub fn run(
         timing.reference.as_secs_f64(),
         timing.fault.as_secs_f64(),
         timing.rate_per_s,
-        crate::lab_run::SERVICE_CPU,
-        crate::lab_run::HARNESS_CPU
+        SERVICE_CPU,
+        HARNESS_CPU
     );
     let mut lab = Lab::start(stop, agent_args)?;
     println!(
@@ -90,7 +93,7 @@ pub fn run(
     Ok((runs, outputs))
 }
 
-pub fn write_outputs(runs: &[ScenarioRun], out_dir: &Path) -> anyhow::Result<Outputs> {
+fn write_outputs(runs: &[ScenarioRun], out_dir: &Path) -> anyhow::Result<Outputs> {
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let outputs = Outputs {
         html: out_dir.join("report.html"),

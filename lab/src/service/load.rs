@@ -15,16 +15,23 @@ use std::{
 
 /// How requests are spread in time.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum LoadShape {
+pub(crate) enum LoadShape {
     /// `rate_per_s` requests per second, evenly spaced.
     Steady { rate_per_s: f64 },
     /// `burst` requests at once, every `every`.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "no scenario sends bursts yet; the schedule is tested"
+        )
+    )]
     Bursty { burst: usize, every: Duration },
 }
 
 impl LoadShape {
     /// When each request is due, from the start, for a run of `length`.
-    pub fn schedule(&self, length: Duration) -> Vec<Duration> {
+    pub(crate) fn schedule(&self, length: Duration) -> Vec<Duration> {
         match *self {
             LoadShape::Steady { rate_per_s } if rate_per_s > 0.0 => {
                 let gap = Duration::from_secs_f64(1.0 / rate_per_s);
@@ -42,16 +49,15 @@ impl LoadShape {
 
 /// One request as the client saw it.
 #[derive(Debug, Clone)]
-pub struct ClientSample {
-    pub path: &'static str,
+pub(crate) struct ClientSample {
     /// From when it was due to when its answer was read.
-    pub latency: Duration,
-    pub ok: bool,
+    pub(crate) latency: Duration,
+    pub(crate) ok: bool,
 }
 
 /// Sends the schedule to `base_url` (e.g. `http://127.0.0.1:8080`) from `clients` threads,
 /// alternating `/cpu` and `/downstream`. Stops early when `stop` is set.
-pub fn run(
+pub(crate) fn run(
     base_url: &str,
     shape: LoadShape,
     length: Duration,
@@ -82,7 +88,6 @@ pub fn run(
                             r.status().is_success() && r.body_mut().read_to_vec().is_ok()
                         });
                     let _ = done_tx.send(ClientSample {
-                        path,
                         latency: due.elapsed(),
                         ok,
                     });

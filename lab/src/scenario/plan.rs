@@ -4,7 +4,7 @@ use std::{fmt, str::FromStr, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::accuracy::Injected;
+use super::accuracy::Injected;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -25,7 +25,7 @@ impl Scenario {
         Scenario::Mixed,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Scenario::Baseline => "baseline",
             Scenario::CpuContention => "cpu-contention",
@@ -35,7 +35,7 @@ impl Scenario {
         }
     }
 
-    pub fn description(self) -> String {
+    pub(crate) fn description(self) -> String {
         let l = Faults::LAB;
         match self {
             Scenario::Baseline => "nothing injected".into(),
@@ -56,7 +56,7 @@ impl Scenario {
     }
 
     /// What is injected in each fault phase, in order; the phases share the fault time equally.
-    pub fn fault_phases(self) -> Vec<Option<Injected>> {
+    pub(crate) fn fault_phases(self) -> Vec<Option<Injected>> {
         match self {
             Scenario::Baseline => vec![None],
             Scenario::CpuContention => vec![Some(Injected::Contention)],
@@ -93,15 +93,15 @@ impl FromStr for Scenario {
 
 /// How hard each fault hits.
 #[derive(Debug, Clone, Copy)]
-pub struct Faults {
-    pub hog_threads: usize,
-    pub quota_us: u64,
-    pub period_us: u64,
-    pub loss_percent: u8,
+pub(crate) struct Faults {
+    pub(crate) hog_threads: usize,
+    pub(crate) quota_us: u64,
+    pub(crate) period_us: u64,
+    pub(crate) loss_percent: u8,
 }
 
 impl Faults {
-    pub const LAB: Faults = Faults {
+    pub(crate) const LAB: Faults = Faults {
         hog_threads: 2,
         // 2 ms per 10 ms: every 5 ms `/cpu` request outruns a period's quota, while the
         // service (about 10% of a CPU under the lab load) stays within the 20% allowed.

@@ -49,7 +49,7 @@ impl TempCgroup {
 
     /// Sets (`Some((quota_us, period_us))`) or lifts (`None`) the CPU bandwidth cap of a cgroup
     /// made by [`TempCgroup::new_cpu_quota`].
-    pub fn set_cpu_quota(&self, quota: Option<(u64, u64)>) -> anyhow::Result<()> {
+    pub(crate) fn set_cpu_quota(&self, quota: Option<(u64, u64)>) -> anyhow::Result<()> {
         let v1_quota = self.path.join("cpu.cfs_quota_us");
         if v1_quota.exists() {
             if let Some((_, period_us)) = quota {
@@ -90,7 +90,7 @@ impl TempCgroup {
     }
 
     /// The path as the agent reports it: relative to the cgroup v2 root.
-    pub fn agent_path(&self, child: Option<&str>) -> String {
+    pub(crate) fn agent_path(&self, child: Option<&str>) -> String {
         let rel = self.path.strip_prefix(&self.root).unwrap_or(&self.path);
         match child {
             Some(c) => format!("/{}/{c}", rel.display()),
@@ -111,7 +111,7 @@ impl Drop for TempCgroup {
 }
 
 /// Kills every process in the subtree, then removes the directories deepest first.
-pub fn remove_tree(path: &Path) -> anyhow::Result<()> {
+fn remove_tree(path: &Path) -> anyhow::Result<()> {
     let mut dirs = vec![path.to_path_buf()];
     let mut i = 0;
     while i < dirs.len() {

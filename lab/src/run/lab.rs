@@ -4,9 +4,8 @@
 //! error, panic or Ctrl-C.
 
 use std::{
-    collections::BTreeMap,
     io::Read as _,
-    process::{Command, Stdio},
+    process::Stdio,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -16,140 +15,32 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use culprit::{clock::monotonic_ns, join::joiner::SpanLine, report::Report};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
+use super::agent::RunningAgent;
 use crate::{
-    accuracy::{self, Injected, Request, Summary},
-    agent_run::RunningAgent,
-    binaries::bin_path,
-    cgroup::TempCgroup,
-    load::{self, ClientSample, LoadShape},
-    nft::PacketLoss,
-    otel::{AgentPorts, free_port, wait_for_port},
-    placement,
-    process::{Reaped, spawn_workload},
-    scenario::{Faults, Scenario, Timing},
-    service::{CPU_ROUTE, DOWNSTREAM_ROUTE},
+    faults::{
+        cgroup::TempCgroup,
+        packet_loss::PacketLoss,
+        placement::{self, HARNESS_CPU, SERVICE_CPU},
+    },
+    process::reaped::{Reaped, spawn_workload},
+    scenario::{
+        accuracy::{self, Injected, Request},
+        outcome::{ClientCounts, Phase, ScenarioRun, ThrottleCheck},
+        plan::{Faults, Scenario, Timing},
+    },
+    service::{
+        launch::service_command,
+        load::{self, ClientSample, LoadShape},
+        otel::{AgentPorts, free_port, wait_for_port},
+        server::{CPU_ROUTE, DOWNSTREAM_ROUTE},
+    },
 };
 
-/// The service and the faults aimed at it share this CPU; the agent, the load generator and
-/// the downstream service run on [`HARNESS_CPU`], so that the harness does not disturb what it
-/// measures.
-pub const SERVICE_CPU: usize = 1;
-pub const HARNESS_CPU: usize = 0;
 /// Concurrent load-generator connections: enough that a request stalled on a lost packet does
 /// not hold back the schedule.
 const CLIENTS: usize = 8;
-const SERVICE_WORKERS: usize = 2;
-const CPU_WORK: Duration = Duration::from_millis(5);
-
-/// When one phase ran, on the kernel's monotonic clock, and what was injected.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Phase {
-    pub injected: Option<Injected>,
-    pub start_mono_ns: u64,
-    pub end_mono_ns: u64,
-}
-
-/// The agent's throttled time for the service next to the cgroup's own `cpu.stat`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ThrottleCheck {
-    pub cpu_stat_ms: f64,
-    /// Wall time during which a service thread waited throttled.
-    pub agent_ms: f64,
-    /// The threads' throttled waits summed (a throttle counts once per waiting thread).
-    pub agent_threads_sum_ms: f64,
-}
-
-impl ThrottleCheck {
-    /// `agent / cpu.stat - 1`.
-    pub fn relative_error(&self) -> f64 {
-        if self.cpu_stat_ms > 0.0 {
-            self.agent_ms / self.cpu_stat_ms - 1.0
-        } else {
-            0.0
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ClientCounts {
-    pub sent: usize,
-    pub failed: usize,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-}
-
-impl ClientCounts {
-    fn of(samples: &[ClientSample]) -> Self {
-        let ms: Vec<f64> = samples
-            .iter()
-            .map(|s| s.latency.as_secs_f64() * 1e3)
-            .collect();
-        Self {
-            sent: samples.len(),
-            failed: samples.iter().filter(|s| !s.ok).count(),
-            p50_ms: accuracy::quantile(&ms, 0.5),
-            p99_ms: accuracy::quantile(&ms, 0.99),
-        }
-    }
-}
-
-/// Everything one scenario produced.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ScenarioRun {
-    pub scenario: Scenario,
-    pub description: String,
-    pub phases: Vec<Phase>,
-    /// Route -> median latency with nothing injected.
-    pub reference_medians: BTreeMap<String, f64>,
-    /// The requests of the fault phases, as the agent decomposed them.
-    pub requests: Vec<Request>,
-    pub summary: Summary,
-    /// The load generator's view of the fault phases.
-    pub client: ClientCounts,
-    pub throttle: Option<ThrottleCheck>,
-    pub service_pid: u32,
-    pub hog_pid: Option<u32>,
-    /// The downstream service as the service sees it (`127.0.0.1:port`).
-    pub downstream_peer: String,
-    /// Request spans the service ended vs those that came out of the agent.
-    pub spans_expected: u64,
-    pub spans_received: usize,
-    /// The retransmits the agent saw on the downstream connections.
-    pub retransmits: Vec<culprit::retransmits::RetransmitRow>,
-}
-
-impl ScenarioRun {
-    /// The slowest request.
-    pub fn slowest(&self) -> Option<&Request> {
-        self.requests
-            .iter()
-            .max_by(|a, b| a.latency_ms.total_cmp(&b.latency_ms))
-    }
-
-    /// Share of the contention phase's slow requests (its p90+) naming the hog as the neighbour.
-    pub fn hog_named_share(&self) -> Option<f64> {
-        let tag = format!("({})", self.hog_pid?);
-        // Slow as in the accuracy: the contention phase's own p90.
-        let contended: Vec<&Request> = self
-            .requests
-            .iter()
-            .filter(|r| r.injected == Some(Injected::Contention))
-            .collect();
-        let latencies: Vec<f64> = contended.iter().map(|r| r.latency_ms).collect();
-        let p90 = accuracy::quantile(&latencies, 0.9);
-        let slow: Vec<&Request> = contended
-            .into_iter()
-            .filter(|r| r.latency_ms >= p90)
-            .collect();
-        let named = slow
-            .iter()
-            .filter(|r| r.neighbour.as_deref().is_some_and(|n| n.ends_with(&tag)))
-            .count();
-        (!slow.is_empty()).then(|| named as f64 / slow.len() as f64)
-    }
-}
 
 /// One agent for a series of scenarios.
 pub struct Lab {
@@ -162,11 +53,12 @@ impl Lab {
     /// Pins the harness to its CPU, then starts the agent with its OTLP receivers on fresh
     /// ports, printing every request's decomposition. `stop` (set on Ctrl-C) ends a scenario
     /// early.
-    pub fn start(stop: Arc<AtomicBool>, agent_args: &[String]) -> anyhow::Result<Self> {
+    pub(crate) fn start(stop: Arc<AtomicBool>, agent_args: &[String]) -> anyhow::Result<Self> {
         Self::start_wrapped(stop, &[], agent_args)
     }
 
-    /// Like [`Lab::start`], with the agent run through `agent_prefix` (e.g. `setpriv`).
+    /// Like `Lab::start` (which the demo uses), with the agent run through `agent_prefix` (e.g.
+    /// `setpriv`).
     pub fn start_wrapped(
         stop: Arc<AtomicBool>,
         agent_prefix: &[String],
@@ -309,7 +201,7 @@ impl Lab {
             reference_medians,
             requests,
             summary,
-            client: ClientCounts::of(&samples),
+            client: client_counts(&samples),
             throttle,
             service_pid,
             hog_pid,
@@ -388,31 +280,18 @@ impl Lab {
     }
 }
 
-/// `culprit-lab service` placed in `cgroups` on the service's CPU, exporting to `endpoint`.
-pub fn service_command(
-    cgroups: &[std::path::PathBuf],
-    port: u16,
-    downstream_port: u16,
-    endpoint: &str,
-) -> anyhow::Result<Command> {
-    let mut cmd = Command::new(bin_path("culprit-lab")?);
-    for cg in cgroups {
-        cmd.arg("--cgroup").arg(cg);
+/// The load generator's view of a phase.
+fn client_counts(samples: &[ClientSample]) -> ClientCounts {
+    let ms: Vec<f64> = samples
+        .iter()
+        .map(|s| s.latency.as_secs_f64() * 1e3)
+        .collect();
+    ClientCounts {
+        sent: samples.len(),
+        failed: samples.iter().filter(|s| !s.ok).count(),
+        p50_ms: accuracy::quantile(&ms, 0.5),
+        p99_ms: accuracy::quantile(&ms, 0.99),
     }
-    cmd.args([
-        "--cpu",
-        &SERVICE_CPU.to_string(),
-        "--seconds",
-        "3600",
-        "service",
-    ])
-    .args(["--port", &port.to_string()])
-    .args(["--downstream-port", &downstream_port.to_string()])
-    .args(["--endpoint", endpoint])
-    .args(["--workers", &SERVICE_WORKERS.to_string()])
-    .args(["--cpu-work-ms", &CPU_WORK.as_millis().to_string()])
-    .stdin(Stdio::null());
-    Ok(cmd)
 }
 
 /// A fault, removed when dropped.

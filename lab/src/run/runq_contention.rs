@@ -5,14 +5,11 @@ use std::{collections::BTreeMap, time::Duration};
 
 use culprit::report::Report;
 
-use crate::{
-    agent_run::{RunningAgent, RunqTotals, ThreadTotals},
-    cgroup::TempCgroup,
-    process::spawn_workload,
-};
+use super::agent::{RunningAgent, RunqTotals, ThreadTotals};
+use crate::{faults::cgroup::TempCgroup, process::reaped::spawn_workload};
 
 /// The CPU both the victim and the hog are pinned to.
-pub const CPU: usize = 0;
+const CPU: usize = 0;
 
 /// What the agent reported for the victim alone and next to the hog.
 #[derive(Debug)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 
-pub fn bin_dir() -> anyhow::Result<PathBuf> {
+fn bin_dir() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("CULPRIT_BIN_DIR") {
         return Ok(PathBuf::from(dir));
     }

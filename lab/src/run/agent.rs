@@ -14,11 +14,11 @@ use culprit::{
     report::{Report, ThreadRow},
 };
 
-use crate::{binaries::bin_path, process::Reaped};
+use crate::process::{binaries::bin_path, reaped::Reaped};
 
 pub struct RunningAgent {
     /// The agent's local API socket (a fresh path per agent).
-    pub api_socket: std::path::PathBuf,
+    pub(crate) api_socket: std::path::PathBuf,
     process: Reaped,
     reports: Receiver<Report>,
     spans: Receiver<SpanLine>,
@@ -34,7 +34,7 @@ impl RunningAgent {
 
     /// Like [`RunningAgent::start`], with the agent run through `prefix` (e.g. `setpriv` with a
     /// reduced capability set).
-    pub fn start_wrapped(
+    pub(crate) fn start_wrapped(
         prefix: &[String],
         interval: Duration,
         extra_args: &[&str],
@@ -130,7 +130,7 @@ impl RunningAgent {
     }
 
     /// The reports received so far and not yet taken.
-    pub fn take_reports(&self) -> Vec<Report> {
+    pub(crate) fn take_reports(&self) -> Vec<Report> {
         self.reports.try_iter().collect()
     }
 
@@ -141,7 +141,7 @@ impl RunningAgent {
 
     /// Waits until `want` spans matching `keep` have arrived, or none has for `quiet`, and
     /// returns those that did; other spans are dropped.
-    pub fn wait_spans(
+    pub(crate) fn wait_spans(
         &mut self,
         keep: impl Fn(&SpanLine) -> bool,
         want: usize,
@@ -184,7 +184,7 @@ pub struct RunqTotals {
 }
 
 impl RunqTotals {
-    pub fn of(reports: &[Report], cgroup: &str) -> Self {
+    pub(crate) fn of(reports: &[Report], cgroup: &str) -> Self {
         let mut t = Self::default();
         for row in reports
             .iter()

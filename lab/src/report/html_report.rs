@@ -6,10 +6,10 @@ use std::fmt::Write as _;
 
 use plotters::{coord::Shift, prelude::*};
 
-use crate::{
+use super::present;
+use crate::scenario::{
     accuracy::{PART_NAMES, Parts, quantile},
-    lab_run::ScenarioRun,
-    present,
+    outcome::ScenarioRun,
 };
 
 const CHART_SIZE: (u32, u32) = (1100, 340);
@@ -26,7 +26,7 @@ fn cause_colour(cause: &str) -> RGBColor {
     }
 }
 
-pub fn render(runs: &[ScenarioRun]) -> anyhow::Result<String> {
+pub(crate) fn render(runs: &[ScenarioRun]) -> anyhow::Result<String> {
     let mut html = String::from(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <title>Culprit lab report</title><style>\

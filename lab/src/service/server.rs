@@ -28,11 +28,11 @@ use opentelemetry_sdk::{
 use crate::workloads;
 
 /// Bytes of one downstream request and of its answer (the lab's `tcp-server` echoes them).
-pub const DOWNSTREAM_MESSAGE_BYTES: usize = 512;
-pub const SERVICE_NAME: &str = "lab-service";
+pub(crate) const DOWNSTREAM_MESSAGE_BYTES: usize = 512;
+pub(crate) const SERVICE_NAME: &str = "lab-service";
 /// Names of the server spans, one per route.
-pub const CPU_ROUTE: &str = "GET /cpu";
-pub const DOWNSTREAM_ROUTE: &str = "GET /downstream";
+pub(crate) const CPU_ROUTE: &str = "GET /cpu";
+pub(crate) const DOWNSTREAM_ROUTE: &str = "GET /downstream";
 
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {

@@ -7,11 +7,11 @@ use std::{
 
 use anyhow::Context as _;
 
-use crate::binaries::bin_path;
+use super::binaries::bin_path;
 
 /// Kills and waits for its process when dropped.
 pub struct Reaped {
-    pub name: String,
+    pub(crate) name: String,
     pub child: Child,
 }
 
@@ -31,7 +31,7 @@ impl Reaped {
     }
 
     /// Asks the process to stop with SIGTERM and waits for it; returns whether it exited 0.
-    pub fn terminate(mut self) -> anyhow::Result<bool> {
+    pub(crate) fn terminate(mut self) -> anyhow::Result<bool> {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self
             .child

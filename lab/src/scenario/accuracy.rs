@@ -38,7 +38,7 @@ impl Injected {
 }
 
 /// The time `parts` attribute to `cause`.
-pub fn explained_by(parts: &Parts, cause: Injected) -> f64 {
+fn explained_by(parts: &Parts, cause: Injected) -> f64 {
     match cause {
         Injected::Contention => parts.contention_ms,
         Injected::Throttling => parts.throttled_ms,
@@ -63,7 +63,7 @@ pub struct Request {
 }
 
 impl Request {
-    pub fn from_span(s: &SpanLine, injected: Option<Injected>) -> Self {
+    pub(crate) fn from_span(s: &SpanLine, injected: Option<Injected>) -> Self {
         Self {
             trace_id: s.trace_id.clone(),
             route: s.name.clone(),
@@ -79,7 +79,7 @@ impl Request {
 }
 
 /// Median latency per route.
-pub fn route_medians(requests: &[Request]) -> BTreeMap<String, f64> {
+pub(crate) fn route_medians(requests: &[Request]) -> BTreeMap<String, f64> {
     let mut by_route: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for r in requests {
         by_route
@@ -116,7 +116,10 @@ pub struct Summary {
     pub accuracy_by_cause: BTreeMap<String, f64>,
 }
 
-pub fn summarize(measured: &[Request], reference_medians: &BTreeMap<String, f64>) -> Summary {
+pub(crate) fn summarize(
+    measured: &[Request],
+    reference_medians: &BTreeMap<String, f64>,
+) -> Summary {
     let latencies: Vec<f64> = measured.iter().map(|r| r.latency_ms).collect();
     let p90 = quantile(&latencies, 0.9);
     // In a scenario with several faults, each phase has its own slow requests: a packet loss

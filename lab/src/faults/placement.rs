@@ -1,8 +1,15 @@
-//! Putting the current process where the scenario wants it.
+//! Where the lab's processes run: the CPU of the service and the one of the harness, and
+//! putting the current process in its cgroups and on its CPU.
 
 use std::{fs, path::Path};
 
 use anyhow::Context as _;
+
+/// The service and the faults aimed at it share this CPU; the agent, the load generator and
+/// the downstream service run on [`HARNESS_CPU`], so that the harness does not disturb what it
+/// measures.
+pub(crate) const SERVICE_CPU: usize = 1;
+pub(crate) const HARNESS_CPU: usize = 0;
 
 /// Moves the calling process (all its threads) into a cgroup, v1 or v2.
 pub fn join_cgroup(cgroup: &Path) -> anyhow::Result<()> {

@@ -5,11 +5,9 @@
 use std::{
     fmt::Write as _,
     path::Path,
-    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
 use opentelemetry_proto::tonic::{
     collector::trace::v1::{ExportTraceServiceRequest, trace_service_client::TraceServiceClient},
     common::v1::{AnyValue, KeyValue, any_value::Value},
@@ -17,10 +15,9 @@ use opentelemetry_proto::tonic::{
     trace::v1::{ResourceSpans, ScopeSpans, Span},
 };
 
-use crate::{
-    binaries::bin_path,
-    otel::{free_port, rotel_agent_path, wait_for_port},
-    process::Reaped,
+use super::{
+    peers::{rotel_blackhole, rotel_forwarder, start_agent},
+    usage::{cpu_seconds, peak_rss_mib},
 };
 
 const SPANS_PER_REQUEST: usize = 100;
@@ -105,95 +102,6 @@ pub async fn load(
         total += t.await?;
     }
     Ok(total)
-}
-
-/// utime + stime of a process, in seconds.
-pub(crate) fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .context("stat")?
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    Ok(ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64)
-}
-
-/// Peak resident memory of a process, in MiB.
-pub(crate) fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .context("VmHWM")?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()?;
-    Ok(kb / 1024.0)
-}
-
-pub(crate) fn rotel(grpc: u16, http: u16, exporter: &[&str]) -> anyhow::Result<Reaped> {
-    let mut cmd = Command::new(rotel_agent_path()?);
-    cmd.args(["start", "--otlp-grpc-endpoint"])
-        .arg(format!("127.0.0.1:{grpc}"))
-        .arg("--otlp-http-endpoint")
-        .arg(format!("127.0.0.1:{http}"))
-        .args(exporter)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let p = Reaped::spawn("rotel-agent", &mut cmd)?;
-    wait_for_port(grpc, Duration::from_secs(15))?;
-    Ok(p)
-}
-
-/// A rotel that accepts and discards everything: the benches' final backend. Returns it and
-/// its OTLP/gRPC endpoint.
-pub(crate) fn rotel_blackhole() -> anyhow::Result<(Reaped, String)> {
-    let (grpc, http) = (free_port()?, free_port()?);
-    let hole = rotel(grpc, http, &["--exporter", "blackhole"])?;
-    Ok((hole, format!("http://127.0.0.1:{grpc}")))
-}
-
-/// A rotel forwarding over OTLP/gRPC to `downstream`; returns it and its gRPC port.
-pub(crate) fn rotel_forwarder(downstream: &str) -> anyhow::Result<(Reaped, u16)> {
-    let (grpc, http) = (free_port()?, free_port()?);
-    let forwarder = rotel(
-        grpc,
-        http,
-        &[
-            "--exporter",
-            "otlp",
-            "--otlp-exporter-protocol",
-            "grpc",
-            "--otlp-exporter-endpoint",
-            downstream,
-        ],
-    )?;
-    Ok((forwarder, grpc))
-}
-
-/// A `culprit agent` exporting to `downstream`; returns it and its gRPC port.
-pub(crate) fn start_agent(downstream: &str) -> anyhow::Result<(Reaped, u16)> {
-    let (grpc, http) = (free_port()?, free_port()?);
-    let mut cmd = Command::new(bin_path("culprit")?);
-    cmd.args([
-        "agent",
-        "--output",
-        "json",
-        "--interval",
-        "5",
-        "--otlp-grpc",
-    ])
-    .arg(format!("127.0.0.1:{grpc}"))
-    .arg("--otlp-http")
-    .arg(format!("127.0.0.1:{http}"))
-    .args(["--export-protocol", "grpc", "--export-endpoint", downstream])
-    .stdout(Stdio::null());
-    let agent = Reaped::spawn("culprit agent", &mut cmd)?;
-    wait_for_port(grpc, Duration::from_secs(30))?;
-    Ok((agent, grpc))
 }
 
 struct Measured {

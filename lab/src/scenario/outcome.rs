@@ -1,0 +1,105 @@
+//! What one scenario run recorded: its phases, the agent's decomposition of every request with
+//! the summary figures, the load generator's view and the throttling cross-check. Serialized as
+//! the demo's results.json.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    accuracy::{self, Injected, Request, Summary},
+    plan::Scenario,
+};
+
+/// When one phase ran, on the kernel's monotonic clock, and what was injected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Phase {
+    pub injected: Option<Injected>,
+    pub start_mono_ns: u64,
+    pub end_mono_ns: u64,
+}
+
+/// The agent's throttled time for the service next to the cgroup's own `cpu.stat`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThrottleCheck {
+    pub cpu_stat_ms: f64,
+    /// Wall time during which a service thread waited throttled.
+    pub agent_ms: f64,
+    /// The threads' throttled waits summed (a throttle counts once per waiting thread).
+    pub agent_threads_sum_ms: f64,
+}
+
+impl ThrottleCheck {
+    /// `agent / cpu.stat - 1`.
+    pub fn relative_error(&self) -> f64 {
+        if self.cpu_stat_ms > 0.0 {
+            self.agent_ms / self.cpu_stat_ms - 1.0
+        } else {
+            0.0
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClientCounts {
+    pub sent: usize,
+    pub failed: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Everything one scenario produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioRun {
+    pub scenario: Scenario,
+    pub description: String,
+    pub phases: Vec<Phase>,
+    /// Route -> median latency with nothing injected.
+    pub reference_medians: BTreeMap<String, f64>,
+    /// The requests of the fault phases, as the agent decomposed them.
+    pub requests: Vec<Request>,
+    pub summary: Summary,
+    /// The load generator's view of the fault phases.
+    pub client: ClientCounts,
+    pub throttle: Option<ThrottleCheck>,
+    pub service_pid: u32,
+    pub hog_pid: Option<u32>,
+    /// The downstream service as the service sees it (`127.0.0.1:port`).
+    pub downstream_peer: String,
+    /// Request spans the service ended vs those that came out of the agent.
+    pub spans_expected: u64,
+    pub spans_received: usize,
+    /// The retransmits the agent saw on the downstream connections.
+    pub retransmits: Vec<culprit::retransmits::RetransmitRow>,
+}
+
+impl ScenarioRun {
+    /// The slowest request.
+    pub(crate) fn slowest(&self) -> Option<&Request> {
+        self.requests
+            .iter()
+            .max_by(|a, b| a.latency_ms.total_cmp(&b.latency_ms))
+    }
+
+    /// Share of the contention phase's slow requests (its p90+) naming the hog as the neighbour.
+    pub fn hog_named_share(&self) -> Option<f64> {
+        let tag = format!("({})", self.hog_pid?);
+        // Slow as in the accuracy: the contention phase's own p90.
+        let contended: Vec<&Request> = self
+            .requests
+            .iter()
+            .filter(|r| r.injected == Some(Injected::Contention))
+            .collect();
+        let latencies: Vec<f64> = contended.iter().map(|r| r.latency_ms).collect();
+        let p90 = accuracy::quantile(&latencies, 0.9);
+        let slow: Vec<&Request> = contended
+            .into_iter()
+            .filter(|r| r.latency_ms >= p90)
+            .collect();
+        let named = slow
+            .iter()
+            .filter(|r| r.neighbour.as_deref().is_some_and(|n| n.ends_with(&tag)))
+            .count();
+        (!slow.is_empty()).then(|| named as f64 / slow.len() as f64)
+    }
+}

@@ -1,0 +1,8 @@
+//! The application side the agent watches: the lab's instrumented HTTP service and how it is
+//! started, the open-loop load generator that drives it, and real OpenTelemetry peers (the Python SDK app, the rotel
+//! collector, a sink that records what arrives).
+
+pub(crate) mod launch;
+pub(crate) mod load;
+pub mod otel;
+pub mod server;

@@ -1,0 +1,13 @@
+//! The single-cause generators behind `culprit-lab`'s workload subcommands (a CPU hog, wakeups,
+//! sleeps, TCP request/response, a context-switch storm), and a Rust app instrumented with
+//! opentelemetry-otlp. Each runs in a process of its own, placed by whoever started it.
+
+mod cpu;
+mod pingpong;
+pub mod rust_otel_app;
+mod tcp;
+
+pub(crate) use cpu::busy;
+pub use cpu::{hog, sleeper, wakeups};
+pub use pingpong::pingpong;
+pub use tcp::{tcp_client, tcp_server};

@@ -1,0 +1,75 @@
+//! TCP request/response over loopback: a server answering fixed-size requests, and a client
+//! sending them one after the other over one connection.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+
+/// Serves fixed-size responses: each request is `size` bytes, answered with `size` bytes.
+pub fn tcp_server(port: u16, size: usize, run_for: Duration) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .with_context(|| format!("binding 127.0.0.1:{port}"))?;
+    let deadline = Instant::now() + run_for;
+    listener.set_nonblocking(true)?;
+    while Instant::now() < deadline {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                thread::spawn(move || serve(stream, size));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn serve(mut stream: TcpStream, size: usize) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = vec![0u8; size];
+    while stream.read_exact(&mut buf).is_ok() {
+        if stream.write_all(&buf).is_err() {
+            break;
+        }
+    }
+}
+
+/// Sends requests of `size` bytes over one connection and waits for each answer, until
+/// `run_for` has passed.
+pub fn tcp_client(port: u16, size: usize, run_for: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + run_for;
+    let mut stream = connect_with_retry(port, deadline)?;
+    stream.set_nodelay(true)?;
+    let request = vec![7u8; size];
+    let mut response = vec![0u8; size];
+    while Instant::now() < deadline {
+        stream.write_all(&request)?;
+        stream.read_exact(&mut response)?;
+    }
+    Ok(())
+}
+
+fn connect_with_retry(port: u16, deadline: Instant) -> anyhow::Result<TcpStream> {
+    loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => return Ok(s),
+            Err(e) if Instant::now() < deadline => {
+                log_retry(&e);
+                thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e).with_context(|| format!("connecting to 127.0.0.1:{port}")),
+        }
+    }
+}
+
+fn log_retry(e: &std::io::Error) {
+    if e.kind() != std::io::ErrorKind::ConnectionRefused {
+        eprintln!("culprit-lab: connect failed ({e}); retrying");
+    }
+}
