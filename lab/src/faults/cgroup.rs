@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use culprit::cgroup_paths::find_cgroup2_mount;
+use culprit::find_cgroup2_mount;
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 

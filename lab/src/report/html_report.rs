@@ -7,23 +7,19 @@ use std::fmt::Write as _;
 use plotters::{coord::Shift, prelude::*};
 
 use super::present;
+use culprit::cause::{Cause, Colour, Part};
+
 use crate::scenario::{
-    accuracy::{PART_NAMES, Parts, quantile},
+    accuracy::{Parts, quantile},
     outcome::ScenarioRun,
 };
 
 const CHART_SIZE: (u32, u32) = (1100, 340);
 
-/// The colour of each cause, shared by both panels.
-fn cause_colour(cause: &str) -> RGBColor {
-    match cause {
-        "on_cpu" => RGBColor(70, 130, 180),
-        "cpu.contention" => RGBColor(230, 85, 13),
-        "cpu.throttling" => RGBColor(117, 107, 177),
-        "tcp.retransmit" => RGBColor(49, 163, 84),
-        "off_cpu" => RGBColor(150, 150, 150),
-        _ => RGBColor(210, 210, 210),
-    }
+/// A cause's or a part's colour (shared with the agent's tools), for both panels.
+fn rgb(colour: Colour) -> RGBColor {
+    let (r, g, b) = colour.rgb;
+    RGBColor(r, g, b)
 }
 
 pub(crate) fn render(runs: &[ScenarioRun]) -> anyhow::Result<String> {
@@ -153,8 +149,8 @@ fn time_by_cause(
         .x_desc("% of time")
         .draw()
         .map_err(plot_error)?;
-    for (i, name) in PART_NAMES.iter().enumerate() {
-        let colour = cause_colour(name);
+    for (i, part) in Part::ALL.into_iter().enumerate() {
+        let colour = rgb(part.colour());
         let mut bars = Vec::new();
         for (row, parts) in [all, slow].into_iter().enumerate() {
             let values = parts.values();
@@ -173,7 +169,7 @@ fn time_by_cause(
         chart
             .draw_series(bars)
             .map_err(plot_error)?
-            .label(*name)
+            .label(part.name())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], colour.filled()));
     }
     draw_legend(&mut chart)
@@ -191,9 +187,9 @@ fn latency_histogram(
     let ratio = (hi / lo).powf(1.0 / BINS as f64);
     let edge = |i: usize| lo * ratio.powi(i as i32);
     let bin_of = |ms: f64| (((ms / lo).ln() / ratio.ln()).floor().max(0.0) as usize).min(BINS - 1);
-    let causes: Vec<&str> = {
-        let mut c: Vec<&str> = run.requests.iter().map(|r| r.cause.as_str()).collect();
-        c.sort_unstable();
+    let causes: Vec<Cause> = {
+        let mut c: Vec<Cause> = run.requests.iter().map(|r| r.cause).collect();
+        c.sort_unstable_by_key(|c| c.as_str());
         c.dedup();
         c
     };
@@ -226,7 +222,7 @@ fn latency_histogram(
         .draw()
         .map_err(plot_error)?;
     for (ci, cause) in causes.iter().enumerate() {
-        let colour = cause_colour(cause);
+        let colour = rgb(cause.colour());
         let bars: Vec<_> = (0..BINS)
             .filter(|&b| counts[b][ci] > 0)
             .map(|b| {
@@ -240,7 +236,7 @@ fn latency_histogram(
         chart
             .draw_series(bars)
             .map_err(plot_error)?
-            .label(*cause)
+            .label(cause.as_str())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], colour.filled()));
     }
     draw_legend(&mut chart)

@@ -2,8 +2,10 @@
 
 use std::fmt::Write as _;
 
+use culprit::cause::Part;
+
 use crate::scenario::{
-    accuracy::{PART_NAMES, Parts, Request},
+    accuracy::{Parts, Request},
     outcome::ScenarioRun,
     plan::Scenario,
 };
@@ -87,11 +89,10 @@ pub(crate) fn shares_line(parts: &Parts) -> String {
     if total <= 0.0 {
         return "no time observed".into();
     }
-    PART_NAMES
-        .iter()
-        .zip(parts.values())
+    parts
+        .each()
         .filter(|(_, v)| *v / total >= 0.005)
-        .map(|(name, v)| format!("{name} {:.0}%", v / total * 100.0))
+        .map(|(part, v)| format!("{} {:.0}%", part.name(), v / total * 100.0))
         .collect::<Vec<_>>()
         .join(" | ")
 }
@@ -102,17 +103,17 @@ pub(crate) fn decomposition(r: &Request) -> String {
         "{} {:.1} ms (trace {}) cause={}: ",
         r.route, r.latency_ms, r.trace_id, r.cause
     );
-    let items: Vec<String> = PART_NAMES
-        .iter()
-        .zip(r.parts.values())
+    let items: Vec<String> = r
+        .parts
+        .each()
         .filter(|(_, v)| *v >= 0.05)
-        .map(|(name, v)| {
-            let who = match *name {
-                "cpu.contention" => r.neighbour.as_ref().map(|n| format!(" (neighbour {n})")),
-                "tcp.retransmit" => r.retransmit_peer.as_ref().map(|p| format!(" (peer {p})")),
+        .map(|(part, v)| {
+            let who = match part {
+                Part::Contention => r.neighbour.as_ref().map(|n| format!(" (neighbour {n})")),
+                Part::Retransmit => r.retransmit_peer.as_ref().map(|p| format!(" (peer {p})")),
                 _ => None,
             };
-            format!("{name} {v:.1} ms{}", who.unwrap_or_default())
+            format!("{} {v:.1} ms{}", part.name(), who.unwrap_or_default())
         })
         .collect();
     out.push_str(&items.join(", "));

@@ -9,10 +9,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use culprit::{
-    join::joiner::SpanLine,
-    report::{Report, ThreadRow},
-};
+use culprit::model::{Report, SpanLine, ThreadRow};
 
 use crate::process::{binaries::bin_path, reaped::Reaped};
 

@@ -14,7 +14,10 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use culprit::{clock::monotonic_ns, join::joiner::SpanLine, report::Report};
+use culprit::{
+    clock::monotonic_ns,
+    model::{Report, SpanLine},
+};
 use serde::Deserialize;
 
 use super::agent::RunningAgent;

@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use culprit::report::Report;
+use culprit::model::Report;
 
 use super::agent::{RunningAgent, RunqTotals, ThreadTotals};
 use crate::{faults::cgroup::TempCgroup, process::reaped::spawn_workload};

@@ -11,29 +11,54 @@
 
 use std::collections::BTreeMap;
 
-use culprit::join::joiner::SpanLine;
-pub use culprit::join::parts::{PART_NAMES, Parts};
+use culprit::cause::Cause;
 pub use culprit::live::view::quantile;
+pub use culprit::model::Parts;
+use culprit::model::SpanLine;
 use serde::{Deserialize, Serialize};
 
-/// The causes the lab injects, as the agent names them in `culprit.cause`.
+/// The causes the lab injects, named (in `culprit.cause` and in results.json) as the agent names
+/// them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "Cause", try_from = "Cause")]
 pub enum Injected {
-    #[serde(rename = "cpu.contention")]
     Contention,
-    #[serde(rename = "cpu.throttling")]
     Throttling,
-    #[serde(rename = "tcp.retransmit")]
     Retransmit,
 }
 
 impl Injected {
-    pub fn cause_name(self) -> &'static str {
+    pub fn cause(self) -> Cause {
         match self {
-            Injected::Contention => "cpu.contention",
-            Injected::Throttling => "cpu.throttling",
-            Injected::Retransmit => "tcp.retransmit",
+            Injected::Contention => Cause::CpuContention,
+            Injected::Throttling => Cause::CpuThrottling,
+            Injected::Retransmit => Cause::TcpRetransmit,
         }
+    }
+
+    pub fn cause_name(self) -> &'static str {
+        self.cause().as_str()
+    }
+}
+
+impl From<Injected> for Cause {
+    fn from(i: Injected) -> Cause {
+        i.cause()
+    }
+}
+
+impl TryFrom<Cause> for Injected {
+    type Error = String;
+
+    fn try_from(c: Cause) -> Result<Self, String> {
+        [
+            Injected::Contention,
+            Injected::Throttling,
+            Injected::Retransmit,
+        ]
+        .into_iter()
+        .find(|i| i.cause() == c)
+        .ok_or_else(|| format!("the lab does not inject {c}"))
     }
 }
 
@@ -54,7 +79,7 @@ pub struct Request {
     pub start_mono_ns: u64,
     pub latency_ms: f64,
     /// The agent's verdict (`culprit.cause`).
-    pub cause: String,
+    pub cause: Cause,
     pub neighbour: Option<String>,
     pub retransmit_peer: Option<String>,
     pub parts: Parts,
@@ -69,7 +94,7 @@ impl Request {
             route: s.name.clone(),
             start_mono_ns: s.start_mono_ns,
             latency_ms: s.duration_ms,
-            cause: s.attribution.cause.clone(),
+            cause: s.attribution.cause,
             neighbour: s.attribution.neighbour.clone(),
             retransmit_peer: s.attribution.retransmit_peer.clone(),
             parts: Parts::of(&s.attribution, s.duration_ms),
@@ -192,7 +217,7 @@ mod tests {
             route: route.into(),
             start_mono_ns: 0,
             latency_ms,
-            cause: String::new(),
+            cause: Cause::default(),
             neighbour: None,
             retransmit_peer: None,
             parts,

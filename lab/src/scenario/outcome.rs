@@ -70,7 +70,7 @@ pub struct ScenarioRun {
     pub spans_expected: u64,
     pub spans_received: usize,
     /// The retransmits the agent saw on the downstream connections.
-    pub retransmits: Vec<culprit::retransmits::RetransmitRow>,
+    pub retransmits: Vec<culprit::model::RetransmitRow>,
 }
 
 impl ScenarioRun {
