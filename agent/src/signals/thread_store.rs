@@ -330,6 +330,7 @@ mod tests {
                 off_cpu_ns: off * MS,
                 neighbour_ns: (runq - throttled) * MS,
                 neighbour_tgid: 7,
+                ..ThreadBucket::default()
             },
         }
     }
