@@ -7,9 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// What a request's latency is blamed on (`culprit.cause`).
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Cause {
     /// The request's own thread computing: the code's own time.
     #[serde(rename = "on_cpu")]
@@ -88,6 +86,19 @@ impl Cause {
             Some(p) => p.colour(),
             None => Part::Unobserved.colour(),
         }
+    }
+}
+
+/// Causes sort by their attribute value, as their names did in every table and metric.
+impl Ord for Cause {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl PartialOrd for Cause {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -236,6 +247,12 @@ mod tests {
         assert_eq!(Cause::parse("cpu"), None);
         assert_eq!(Cause::from("cpu"), Cause::Unknown);
         assert!(Cause::CpuContention == "cpu.contention");
+        let mut sorted = Cause::ALL;
+        sorted.sort();
+        let names: Vec<&str> = sorted.iter().map(|c| c.as_str()).collect();
+        let mut by_name = names.clone();
+        by_name.sort_unstable();
+        assert_eq!(names, by_name);
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub fn note_switch_out(ts: &mut TaskSched, preempted: bool, now_ns: u64) -> bool
 }
 
 /// The task gets a CPU at `now_ns`: the delay since it became runnable, if it is known to have,
-/// and the task is no longer waiting. A clock that went backwards gives no delay.
+/// and the task is no longer waiting. A clock that went backwards counts as a zero delay.
 #[inline(always)]
 pub fn take_delay_ns(ts: &mut TaskSched, now_ns: u64) -> Option<u64> {
     let enqueued_ns = ts.enqueued_ns;

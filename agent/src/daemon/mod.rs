@@ -40,6 +40,8 @@ const MAX_HOLD: Duration = Duration::from_secs(2);
 const RECEIVER_DRAIN: Duration = Duration::from_secs(2);
 /// How long shutdown waits for the export queue to drain.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
+/// How long the exporter may take to finish its current request once the queue is drained.
+const EXPORTER_STOP: Duration = Duration::from_secs(1);
 
 pub(crate) fn run(opts: AgentOpts) -> anyhow::Result<()> {
     // Before the runtime starts its threads: they inherit the policy.
@@ -132,9 +134,10 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
         opts.export_endpoint.as_deref(),
         opts.export_protocol.as_deref(),
     )?;
-    let mut probes = start::load_probes(&opts, config)?;
+    let cgroup_root = start::cgroup_root(&opts)?;
+    let mut probes = start::load_probes(&opts, config, &cgroup_root)?;
     let live = start::live_view(&probes);
-    let mut signals = start::signals(&opts, config, &mut probes)?;
+    let mut signals = start::signals(&opts, config, cgroup_root, &mut probes)?;
     let mut sched_events = RingReader::<SchedRecord>::new(&mut probes.ebpf, maps::SCHED_EVENTS)?;
     let mut tcp_events = RingReader::<RetransmitRecord>::new(&mut probes.ebpf, maps::TCP_EVENTS)?;
 
@@ -206,13 +209,14 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
                 // Whatever the kernel has streamed up to now belongs in this report.
                 sched_events.drain(|rec| signals.on_sched(rec));
                 tcp_events.drain(|rec| signals.on_retransmit(rec));
+                let interval = signals.interval();
                 let otlp = OtlpCounts {
                     ingress: ingress.stats.snapshot(),
                     join: joiner.counts(),
                     export: export_queue.stats.snapshot(),
                     exporting,
                 };
-                let mut report = Report::of(opts.interval, signals.interval(), otlp);
+                let mut report = Report::of(opts.interval, interval, otlp);
                 let malformed = sched_events.malformed + tcp_events.malformed;
                 report.drops.insert("ring_records_malformed".into(), malformed);
                 outputs.report(&report, &mut signals)?;
@@ -237,7 +241,7 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
             log::warn!("{left} export requests still queued at shutdown: dropped");
         }
     }
-    tasks.stop(Stage::Outbound, Duration::from_secs(1)).await;
+    tasks.stop(Stage::Outbound, EXPORTER_STOP).await;
     log::info!("detaching probes");
     // Dropping the maps and `probes` detaches every program and frees the kernel objects.
     drop(sched_events);

@@ -1,7 +1,10 @@
 //! Starting the agent's stages: the probes and the signals they feed, the OTLP receivers and the
 //! local API (supervised tasks), the exporter.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
 
 use culprit_common::ProbeConfig;
 
@@ -12,6 +15,7 @@ use crate::{
     host::{
         cgroups::{CgroupPaths, find_cgroup2_mount},
         clock::realtime_ns,
+        procfs,
     },
     kernel::{
         drops::DropCounters,
@@ -42,14 +46,22 @@ pub(super) fn probe_config(opts: &AgentOpts) -> anyhow::Result<ProbeConfig> {
 }
 
 /// Loads and attaches the probes; a refused hook degrades its signal, with a warning.
-pub(super) fn load_probes(opts: &AgentOpts, config: ProbeConfig) -> anyhow::Result<Probes> {
+pub(super) fn load_probes(
+    opts: &AgentOpts,
+    config: ProbeConfig,
+    cgroup_root: &Path,
+) -> anyhow::Result<Probes> {
     let probes = probes::load(&ProbeOptions {
         btf: opts.btf.clone(),
         tracefs: opts.tracefs.clone(),
         config,
     })?;
     let attached = probes.hooks.iter().filter(|h| h.attached).count();
-    log::info!("probes attached: {attached}/{}", probes.hooks.len());
+    log::info!(
+        "probes attached: {attached}/{}; cgroup v2 root {}",
+        probes.hooks.len(),
+        cgroup_root.display()
+    );
     Ok(probes)
 }
 
@@ -57,26 +69,28 @@ pub(super) fn load_probes(opts: &AgentOpts, config: ProbeConfig) -> anyhow::Resu
 pub(super) fn live_view(probes: &Probes) -> Arc<Mutex<LiveView>> {
     Arc::new(Mutex::new(LiveView::new(AgentFacts {
         version: env!("CARGO_PKG_VERSION").to_string(),
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default(),
+        kernel: procfs::kernel_release().unwrap_or_default(),
         started_unix_ms: realtime_ns() / 1_000_000,
         probes: probes.hooks.clone(),
         signals: probes.signals.clone(),
     })))
 }
 
+/// The cgroup v2 mount: found before the probes load, so that a host without one fails first.
+pub(super) fn cgroup_root(opts: &AgentOpts) -> anyhow::Result<PathBuf> {
+    match &opts.cgroup_root {
+        Some(root) => Ok(root.clone()),
+        None => find_cgroup2_mount(),
+    }
+}
+
 /// The signals over the probes' maps and the host's cgroup tree.
 pub(super) fn signals(
     opts: &AgentOpts,
     config: ProbeConfig,
+    cgroup_root: PathBuf,
     probes: &mut Probes,
 ) -> anyhow::Result<Signals> {
-    let cgroup_root = match &opts.cgroup_root {
-        Some(root) => root.clone(),
-        None => find_cgroup2_mount()?,
-    };
-    log::info!("cgroup v2 root {}", cgroup_root.display());
     let degraded = probes
         .signals
         .iter()

@@ -8,6 +8,9 @@ use std::{future::Future, time::Duration};
 use tokio::task::{AbortHandle, Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+/// How long aborted tasks get to reach their next await point and end.
+const ABORT_GRACE: Duration = Duration::from_secs(1);
+
 /// A stage of the pipeline, stopped as a whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stage {
@@ -95,7 +98,8 @@ impl Supervisor {
     }
 
     /// Stops `stage` and waits up to `deadline` for its tasks; those still running are
-    /// aborted, naming them.
+    /// aborted, naming them. A task of another stage that happens to end meanwhile is only
+    /// logged: at shutdown, health has no reader left.
     pub(crate) async fn stop(&mut self, stage: Stage, deadline: Duration) {
         self.token(stage).cancel();
         let mut until = tokio::time::Instant::now() + deadline;
@@ -109,7 +113,12 @@ impl Supervisor {
                     }
                     id
                 }
-                Ok(Some(Err(err))) => err.id(),
+                Ok(Some(Err(err))) => {
+                    if err.is_panic() {
+                        log::warn!("a task panicked while stopping: {err}");
+                    }
+                    err.id()
+                }
                 Ok(None) => break,
                 Err(_) if !aborted => {
                     for t in self.tasks.iter().filter(|t| t.stage == stage) {
@@ -117,7 +126,7 @@ impl Supervisor {
                         t.abort.abort();
                     }
                     aborted = true;
-                    until = tokio::time::Instant::now() + Duration::from_secs(1);
+                    until = tokio::time::Instant::now() + ABORT_GRACE;
                     continue;
                 }
                 // An aborted task ends at its next await point; one that never yields is lost.

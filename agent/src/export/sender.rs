@@ -84,7 +84,8 @@ impl Sender {
         })
     }
 
-    /// Runs until the process ends: sends whatever is queued, waits otherwise.
+    /// Sends whatever is queued, waits otherwise; runs until its task is stopped (the
+    /// outbound stage, last at shutdown).
     pub(crate) async fn run(self) {
         let mut backoff = BACKOFF_MIN;
         loop {

@@ -80,7 +80,7 @@ impl IdentityCache {
         &entry.0
     }
 
-    /// Whether `pid`'s identity is cached (its first span was seen less than the expiry ago).
+    /// Whether `pid`'s identity is cached (it was looked up less than the expiry ago).
     pub(crate) fn knows(&self, pid: u32) -> bool {
         self.by_pid.contains_key(&pid)
     }

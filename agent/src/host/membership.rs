@@ -90,6 +90,22 @@ pub(crate) fn threads_of(dir: &Path) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// Whether `dir` is a cgroup directory (v2 `cgroup.threads`, v1 `tasks`).
+pub(crate) fn is_cgroup_dir(dir: &Path) -> bool {
+    dir.join("cgroup.threads").exists() || dir.join("tasks").exists()
+}
+
+/// A cgroup v2 directory's id as the kernel reports it: its kernfs inode number.
+pub(crate) fn cgroup_id(dir: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    fs::metadata(dir).ok().map(|m| m.ino())
+}
+
+/// The text of a cgroup's `cpu.stat` (v1 `cpu` controller or v2).
+pub(crate) fn cpu_stat_text(dir: &Path) -> Option<String> {
+    fs::read_to_string(dir.join("cpu.stat")).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -157,6 +157,8 @@ impl Joiner {
                     && !self.identities.knows(pid)
                 {
                     log::debug!("span sender {pid} identified by {}", by.as_str());
+                    // A new sender can be a reused pid: names are re-read from here on.
+                    self.comms.clear();
                 }
                 let pid = identified.map(|(p, _)| p);
                 if let Some(pid) = pid {

@@ -72,7 +72,10 @@ impl Parts {
     }
 
     pub fn kernel_ms(&self) -> f64 {
-        self.contention_ms + self.throttled_ms + self.retransmit_ms
+        self.each()
+            .filter(|(p, _)| p.is_kernel())
+            .map(|(_, ms)| ms)
+            .sum()
     }
 
     pub fn add(&mut self, o: &Parts) {

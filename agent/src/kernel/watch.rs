@@ -4,8 +4,6 @@
 
 use std::{
     collections::{BTreeMap, HashSet},
-    fs,
-    os::unix::fs::MetadataExt as _,
     path::PathBuf,
 };
 
@@ -69,7 +67,7 @@ impl WatchSet {
             .map(|c| if c.is_absolute() { c } else { v2_root.join(c) })
             .collect::<Vec<_>>();
         for c in &cgroups {
-            if !c.join("cgroup.threads").exists() && !c.join("tasks").exists() {
+            if !membership::is_cgroup_dir(c) {
                 anyhow::bail!("--watch-cgroup {}: not a cgroup directory", c.display());
             }
         }
@@ -113,10 +111,10 @@ impl WatchSet {
             threads.extend(procfs::threads_of(pid).into_iter().map(|tid| (tid, pid)));
         }
         for dir in &self.cgroups {
-            if let Ok(meta) = fs::metadata(dir)
+            if let Some(id) = membership::cgroup_id(dir)
                 && dir.starts_with(&self.v2_root)
             {
-                let _ = self.cgroup_ids.insert(meta.ino(), 1, 0);
+                let _ = self.cgroup_ids.insert(id, 1, 0);
             }
             for tid in membership::threads_of(dir) {
                 if let Some(tgid) = procfs::tgid_of(tid) {

@@ -7,12 +7,13 @@ pub mod http;
 pub(crate) mod ingress;
 pub mod raw_codec;
 
-pub use ingress::{Inbound, Ingress, IngressStats, Origin, Payload};
+pub(crate) use ingress::{Inbound, Origin};
+pub use ingress::{Ingress, Payload};
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 
 /// A string attribute.
-pub fn string_kv(key: &str, value: &str) -> KeyValue {
+pub(crate) fn string_kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.to_string(),
         value: Some(AnyValue {
@@ -34,7 +35,7 @@ pub fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value>
 }
 
 /// Binds a receiver's listener, naming it in the error.
-pub async fn bind(
+pub(crate) async fn bind(
     addr: std::net::SocketAddr,
     what: &str,
 ) -> anyhow::Result<tokio::net::TcpListener> {

@@ -210,9 +210,7 @@ impl AgentMetrics {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
+    crate::host::procfs::hostname().unwrap_or_default()
 }
 
 #[cfg(test)]

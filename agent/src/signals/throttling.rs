@@ -4,11 +4,12 @@
 
 use std::{
     collections::HashMap,
-    fs,
     path::{Path, PathBuf},
 };
 
 use serde::{Deserialize, Serialize};
+
+use crate::host::membership;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct CpuStat {
@@ -90,9 +91,9 @@ impl ThrottleMonitor {
     pub(crate) fn poll(&mut self, now_ns: u64) {
         let mut gone = Vec::new();
         for (dir, w) in &mut self.cgroups {
-            match fs::read_to_string(dir.join("cpu.stat"))
-                .ok()
-                .and_then(|t| parse_cpu_stat(&t))
+            match membership::cpu_stat_text(dir)
+                .as_deref()
+                .and_then(parse_cpu_stat)
             {
                 Some(stat) => {
                     if let Some(ep) = observe(w, &dir.display().to_string(), stat, now_ns) {

@@ -8,7 +8,7 @@ use crate::live::{
     view::Health,
 };
 
-/// Exit code when a signal runs degraded.
+/// Exit code when a signal runs degraded or a task of the agent stopped.
 pub(crate) const EXIT_DEGRADED: u8 = 2;
 
 pub(crate) fn run(
@@ -131,7 +131,7 @@ pub(crate) fn render(h: &Health, now_unix_ms: u64) -> String {
         out,
         "=> {}",
         if h.degraded {
-            "DEGRADED: some signals are missing (see above)"
+            "DEGRADED: some signals are missing or a task stopped (see above)"
         } else {
             "OK: every signal is running"
         }

@@ -1,6 +1,6 @@
-//! What `culprit top` draws: the screen state, its keys, and its rendering with ratatui (and as
-//! plain text when stdout is not a terminal). No I/O here, so that the TUI is tested with
-//! ratatui's test backend.
+//! What `culprit top` draws: the screen state, its keys, and its rendering with ratatui (the
+//! plain-text form is `top_plain`'s, re-exported here). No I/O here, so that the TUI is tested
+//! with ratatui's test backend.
 
 use ratatui::{
     Frame,

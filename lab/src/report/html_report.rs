@@ -189,7 +189,7 @@ fn latency_histogram(
     let bin_of = |ms: f64| (((ms / lo).ln() / ratio.ln()).floor().max(0.0) as usize).min(BINS - 1);
     let causes: Vec<Cause> = {
         let mut c: Vec<Cause> = run.requests.iter().map(|r| r.cause).collect();
-        c.sort_unstable_by_key(|c| c.as_str());
+        c.sort_unstable();
         c.dedup();
         c
     };
