@@ -8,10 +8,11 @@ use std::{io::Read as _, net::SocketAddr};
 use axum::{
     Router,
     body::Bytes,
-    extract::{ConnectInfo, DefaultBodyLimit, State},
+    extract::{ConnectInfo, DefaultBodyLimit, State, connect_info::Connected},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::post,
+    serve::IncomingStream,
 };
 use opentelemetry_proto::tonic::collector::{
     logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse},
@@ -20,6 +21,7 @@ use opentelemetry_proto::tonic::collector::{
 };
 use prost::Message;
 use serde::{Serialize, de::DeserializeOwned};
+use tokio::net::TcpListener;
 
 use super::ingress::{Ingress, Origin, Payload, Rejection};
 
@@ -29,7 +31,24 @@ const JSON: &str = "application/json";
 #[derive(Clone)]
 struct AppState {
     ingress: Ingress,
-    local: SocketAddr,
+}
+
+/// Both ends of an accepted connection. The local end is the accepted socket's own address, not
+/// the listener's: on `0.0.0.0` only the former names the address the sender connected to, which
+/// the sender's socket mirrors.
+#[derive(Clone, Copy, Debug)]
+struct Ends {
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+}
+
+impl Connected<IncomingStream<'_, TcpListener>> for Ends {
+    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
+        Self {
+            peer: *stream.remote_addr(),
+            local: stream.io().local_addr().ok(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -147,7 +166,7 @@ fn inflate(headers: &HeaderMap, body: Bytes, ingress: &Ingress) -> Result<Bytes,
 
 async fn handle<Req, Resp>(
     state: AppState,
-    peer: SocketAddr,
+    ends: Ends,
     headers: HeaderMap,
     body: Bytes,
     wrap: fn(Req) -> Payload,
@@ -175,8 +194,8 @@ where
         let body = inflate(&headers, body, ingress)?;
         let req: Req = decode(&body, encoding).map_err(|e| ingress.malformed(e))?;
         let origin = Origin {
-            peer: Some(peer),
-            local: Some(state.local),
+            peer: Some(ends.peer),
+            local: ends.local,
         };
         ingress.deliver(wrap(req), origin)
     })();
@@ -193,13 +212,13 @@ where
 
 async fn traces(
     State(s): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(ends): ConnectInfo<Ends>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     handle::<ExportTraceServiceRequest, ExportTraceServiceResponse>(
         s,
-        peer,
+        ends,
         headers,
         body,
         Payload::Traces,
@@ -209,13 +228,13 @@ async fn traces(
 
 async fn metrics(
     State(s): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(ends): ConnectInfo<Ends>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     handle::<ExportMetricsServiceRequest, ExportMetricsServiceResponse>(
         s,
-        peer,
+        ends,
         headers,
         body,
         Payload::Metrics,
@@ -225,13 +244,13 @@ async fn metrics(
 
 async fn logs(
     State(s): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(ends): ConnectInfo<Ends>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     handle::<ExportLogsServiceRequest, ExportLogsServiceResponse>(
         s,
-        peer,
+        ends,
         headers,
         body,
         Payload::Logs,
@@ -255,12 +274,62 @@ pub async fn serve(
         .route("/v1/metrics", post(metrics))
         .route("/v1/logs", post(logs))
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(AppState { ingress, local });
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await?;
+        .with_state(AppState { ingress });
+    axum::serve(listener, app.into_make_service_with_connect_info::<Ends>())
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On `0.0.0.0` the origin's local end is the address the client connected to, so that the
+    /// sender's socket (its mirror) can be found.
+    #[tokio::test]
+    async fn the_origin_names_the_accepted_sockets_own_address() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let (ingress, mut inbound) = Ingress::new(4, 4, 1 << 20);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(
+            SocketAddr::from(([0, 0, 0, 0], port)),
+            ingress,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let url = format!("http://127.0.0.1:{port}/v1/traces");
+        let client = reqwest::Client::new();
+        let mut sent = None;
+        // The server binds asynchronously: retry the first request until it listens.
+        for _ in 0..100 {
+            match client
+                .post(&url)
+                .header(header::CONTENT_TYPE, PROTOBUF)
+                .body(ExportTraceServiceRequest::default().encode_to_vec())
+                .send()
+                .await
+            {
+                Ok(resp) => {
+                    sent = Some(resp.status());
+                    break;
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        }
+        assert_eq!(sent, Some(reqwest::StatusCode::OK));
+        let msg = inbound.recv().await.expect("one message");
+        assert_eq!(
+            msg.origin.local,
+            Some(SocketAddr::from(([127, 0, 0, 1], port)))
+        );
+        assert!(msg.origin.peer.is_some_and(|p| p.ip().is_loopback()));
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
 }
