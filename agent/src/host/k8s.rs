@@ -91,6 +91,26 @@ impl IdentityCache {
     }
 }
 
+/// Whether a cgroup path names container `id`: as a whole path component, or as the id in a
+/// runtime's scope name (`cri-containerd-<id>.scope`). Never a substring, so that `pod<uid>` or
+/// a prefix of another container's id cannot match.
+pub(crate) fn names_container(cgroup_path: &str, id: &str) -> bool {
+    let id = id.to_ascii_lowercase();
+    cgroup_path
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .any(|c| c.eq_ignore_ascii_case(&id) || container_id(c).is_some_and(|found| found == id))
+}
+
+/// The first process in container `id` (a full scan of /proc).
+pub(crate) fn first_pid_in_container(id: &str) -> Option<u32> {
+    super::procfs::all_pids().find(|&pid| {
+        super::membership::memberships_of(pid)
+            .iter()
+            .any(|m| names_container(&m.path, id))
+    })
+}
+
 fn lookup(pid: u32) -> K8sIdentity {
     super::membership::any_path_of(pid)
         .map(|path| parse(&path))
@@ -112,6 +132,27 @@ mod tests {
 
     fn expected() -> (Option<String>, Option<String>) {
         (Some(UID.to_string()), Some(ID.to_string()))
+    }
+
+    #[test]
+    fn a_container_is_named_whole_never_by_a_substring() {
+        let path = format!("/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{ID}.scope");
+        assert!(names_container(&path, ID));
+        assert!(names_container(&path, &ID.to_ascii_uppercase()));
+        assert!(names_container(
+            &path,
+            &format!("cri-containerd-{ID}.scope")
+        ));
+        // A prefix of the id, the pod, or any other piece of the path is not this container.
+        assert!(!names_container(&path, &ID[..12]));
+        assert!(!names_container(&path, &format!("pod{UID_}")));
+        assert!(!names_container(&path, "kubepods"));
+        assert!(!names_container(&path, &ID[1..]));
+        // The cgroupfs driver names the container by its bare id.
+        assert!(names_container(
+            &format!("/kubepods/besteffort/pod{UID}/{ID}"),
+            ID
+        ));
     }
 
     #[test]

@@ -54,13 +54,6 @@ pub(crate) fn all_pids() -> impl Iterator<Item = u32> {
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
 }
 
-/// The first process whose `/proc/<pid>/cgroup` contains `needle` (a full scan of /proc).
-pub(crate) fn first_pid_with_cgroup_containing(needle: &str) -> Option<u32> {
-    all_pids().find(|&p| {
-        fs::read_to_string(format!("/proc/{p}/cgroup")).is_ok_and(|c| c.contains(needle))
-    })
-}
-
 /// Thread ids of a process (empty if it is gone).
 pub(crate) fn threads_of(pid: u32) -> Vec<u32> {
     fs::read_dir(format!("/proc/{pid}/task"))

@@ -11,7 +11,7 @@ use std::{
 use opentelemetry_proto::tonic::{common::v1::any_value::Value, resource::v1::Resource};
 
 use crate::{
-    host::procfs,
+    host::{k8s, procfs},
     otlp::{Origin, attribute},
 };
 
@@ -156,7 +156,7 @@ impl Identifier {
             return None;
         }
         self.containers.get_or_scan(id.to_string(), || {
-            procfs::first_pid_with_cgroup_containing(id).map(|p| (p, IdentifiedBy::ContainerId))
+            k8s::first_pid_in_container(id).map(|p| (p, IdentifiedBy::ContainerId))
         })
     }
 }
