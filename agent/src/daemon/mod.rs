@@ -40,6 +40,8 @@ const MAX_HOLD: Duration = Duration::from_secs(2);
 const RECEIVER_DRAIN: Duration = Duration::from_secs(2);
 /// How long shutdown waits for the export queue to drain.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
+/// Times the threads' states are re-read for one report while records keep arriving.
+const LIVE_READ_TRIES: usize = 3;
 /// How long the exporter may take to finish its current request once the queue is drained.
 const EXPORTER_STOP: Duration = Duration::from_secs(1);
 
@@ -207,9 +209,20 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
             _ = throttle_tick.tick() => signals.poll_throttling(),
             _ = report_tick.tick() => {
                 // Whatever the kernel has streamed up to now belongs in this report.
-                sched_events.drain(|rec| signals.on_sched(rec));
                 tcp_events.drain(|rec| signals.on_retransmit(rec));
-                let interval = signals.interval();
+                sched_events.drain(|rec| signals.on_sched(rec));
+                // A thread's current state and the records of its closed intervals are read
+                // apart: an interval that closes in between would be in neither. Read the
+                // states again until no record came in meanwhile (a few tries on a busy node,
+                // then as before: nothing is counted twice, an interval may be late).
+                let mut live = signals.live_snapshot();
+                for _ in 0..LIVE_READ_TRIES {
+                    if sched_events.drain(|rec| signals.on_sched(rec)) == 0 {
+                        break;
+                    }
+                    live = signals.live_snapshot();
+                }
+                let interval = signals.interval(&live);
                 let otlp = OtlpCounts {
                     ingress: ingress.stats.snapshot(),
                     join: joiner.counts(),

@@ -46,10 +46,12 @@ impl<T: Copy> RingReader<T> {
         Ok(())
     }
 
-    /// Hands every record available now to `on_record`.
-    pub(crate) fn drain(&mut self, mut on_record: impl FnMut(T)) {
+    /// Hands every record available now to `on_record`; returns how many there were.
+    pub(crate) fn drain(&mut self, mut on_record: impl FnMut(T)) -> usize {
         let ring = self.fd.get_mut();
+        let mut records = 0;
         while let Some(item) = ring.next() {
+            records += 1;
             if item.len() < std::mem::size_of::<T>() {
                 self.malformed += 1;
                 continue;
@@ -57,5 +59,6 @@ impl<T: Copy> RingReader<T> {
             // SAFETY: T is a plain #[repr(C)] record and the item is at least that long.
             on_record(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<T>()) });
         }
+        records
     }
 }

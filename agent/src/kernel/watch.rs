@@ -30,6 +30,9 @@ pub(crate) struct LiveState {
     pub throttled: bool,
 }
 
+/// Every watched thread's live state at one instant, by tid: (its process, its state).
+pub(crate) type LiveSnapshot = std::collections::HashMap<u32, (u32, LiveState)>;
+
 /// BPF_NOEXIST: never reset the state of a thread the kernel already tracks.
 const NOEXIST: u64 = 1;
 
@@ -193,17 +196,19 @@ impl WatchSet {
         )
     }
 
-    /// The watched threads the kernel currently tracks.
-    pub(crate) fn tids(&self) -> Vec<u32> {
-        self.thread_state.keys().flatten().collect()
-    }
-
     /// Every watched thread with its process and what the kernel holds for it, in one walk.
     pub(crate) fn live_all(&self) -> impl Iterator<Item = (u32, u32, LiveState)> + '_ {
         self.thread_state
             .iter()
             .flatten()
             .map(|(tid, st)| (tid, st.tgid, live_state(&st)))
+    }
+
+    /// What the kernel holds for every watched thread right now, by tid (with its process).
+    pub(crate) fn live_snapshot(&self) -> LiveSnapshot {
+        self.live_all()
+            .map(|(tid, tgid, live)| (tid, (tgid, live)))
+            .collect()
     }
 
     /// What the kernel holds for a watched thread right now.

@@ -10,7 +10,10 @@ use super::{
     intervals::union_ns, retransmits::RetransmitRow, runqueue::CgroupRunq, state::Signals,
     thread_store::Breakdown, throttling::ThrottleEpisode,
 };
-use crate::host::{clock::monotonic_ns, procfs};
+use crate::{
+    host::{clock::monotonic_ns, procfs},
+    kernel::watch::LiveSnapshot,
+};
 
 /// The signals' part of one report.
 #[derive(Debug, Clone, Default)]
@@ -79,8 +82,10 @@ pub struct ThrottleRow {
 }
 
 impl Signals {
-    /// Everything seen since the previous call (or `start`).
-    pub(crate) fn interval(&mut self) -> Interval {
+    /// Everything seen since the previous call (or `start`), with the watched threads' states
+    /// as `live` holds them: read after the records of what the threads did before (see the
+    /// report tick in `daemon`), so that no closed interval is missing from both.
+    pub(crate) fn interval(&mut self, live: &LiveSnapshot) -> Interval {
         let now_ns = monotonic_ns();
         let (start_ns, end_ns) = (self.last_report_ns, now_ns);
         self.last_report_ns = now_ns;
@@ -90,8 +95,8 @@ impl Signals {
         if let Some(prefix) = &self.cgroup_prefix {
             cgroups.retain(|c| c.cgroup.starts_with(prefix.as_str()));
         }
-        let breakdowns = self.thread_breakdowns(start_ns, end_ns);
-        let throttling = self.throttle_rows(&breakdowns, start_ns, end_ns);
+        let breakdowns = self.thread_breakdowns(live, start_ns, end_ns);
+        let throttling = self.throttle_rows(live, &breakdowns, start_ns, end_ns);
         let threads = breakdowns
             .into_iter()
             .map(|(tid, tgid, b)| thread_row(tid, tgid, &b))
@@ -118,15 +123,20 @@ impl Signals {
         }
     }
 
-    fn thread_breakdowns(&self, start_ns: u64, end_ns: u64) -> Vec<(u32, u32, Breakdown)> {
-        let mut tids: Vec<u32> = self.watch.tids();
+    fn thread_breakdowns(
+        &self,
+        live: &LiveSnapshot,
+        start_ns: u64,
+        end_ns: u64,
+    ) -> Vec<(u32, u32, Breakdown)> {
+        let mut tids: Vec<u32> = live.keys().copied().collect();
         tids.extend(self.store.tids());
         tids.sort_unstable();
         tids.dedup();
         let mut rows: Vec<(u32, u32, Breakdown)> = tids
             .into_iter()
             .filter_map(|tid| {
-                let live = self.watch.live(tid);
+                let live = live.get(&tid).copied();
                 let tgid = live
                     .map(|(tgid, _)| tgid)
                     .filter(|&t| t != 0)
@@ -143,6 +153,7 @@ impl Signals {
 
     fn throttle_rows(
         &mut self,
+        live: &LiveSnapshot,
         breakdowns: &[(u32, u32, Breakdown)],
         start_ns: u64,
         end_ns: u64,
@@ -162,7 +173,7 @@ impl Signals {
                     .collect();
                 let threads_throttled_ns = in_cgroup.iter().map(|(_, _, b)| b.throttled_ns).sum();
                 let threads_throttled_wall_ns =
-                    self.throttled_wall_ns(&in_cgroup, start_ns, end_ns);
+                    self.throttled_wall_ns(live, &in_cgroup, start_ns, end_ns);
                 let cgroup = dir.display().to_string();
                 ThrottleRow {
                     nr_throttled: stat.nr_throttled.saturating_sub(before.nr_throttled),
@@ -182,6 +193,7 @@ impl Signals {
     /// own `cpu.stat` counts, whereas the threads' sum counts a throttle once per waiting thread.
     fn throttled_wall_ns(
         &self,
+        live: &LiveSnapshot,
         threads: &[&(u32, u32, Breakdown)],
         start_ns: u64,
         end_ns: u64,
@@ -189,7 +201,7 @@ impl Signals {
         let mut intervals = Vec::new();
         let mut unplaced_ns = 0;
         for (tid, _, _) in threads {
-            let live = self.watch.live(*tid);
+            let live = live.get(tid).copied();
             let (mut placed, short_ns) = self.store.throttled_intervals(
                 *tid,
                 start_ns,

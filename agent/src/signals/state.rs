@@ -15,7 +15,10 @@ use super::{
 };
 use crate::{
     host::{cgroups::CgroupPaths, clock::monotonic_ns, procfs},
-    kernel::{drops::DropCounters, watch::WatchSet},
+    kernel::{
+        drops::DropCounters,
+        watch::{LiveSnapshot, WatchSet},
+    },
 };
 
 const ENDPOINTS_REFRESH_NS: u64 = 1_000_000_000;
@@ -134,6 +137,11 @@ impl Signals {
             self.endpoints
                 .insert(*pid, eps.iter().map(ToString::to_string).collect());
         }
+    }
+
+    /// The watched threads' live states, for `interval`.
+    pub(crate) fn live_snapshot(&self) -> LiveSnapshot {
+        self.watch.live_snapshot()
     }
 
     /// Re-reads the watch set and the cgroups whose throttling it follows.
