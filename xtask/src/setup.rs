@@ -149,8 +149,7 @@ fn offline_rust_src() -> anyhow::Result<PathBuf> {
 
 /// Where bpf-linker finds libLLVM.so: the binary keeps an rpath to it, so it must last.
 fn llvm_prefix() -> PathBuf {
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    Path::new(&home).join(".local/share/culprit/llvm")
+    home().join(".local/share/culprit/llvm")
 }
 
 fn ensure_bpf_linker() -> anyhow::Result<()> {
@@ -164,22 +163,14 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
         println!("    already installed");
         return Ok(());
     }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    shell::run(
-        Command::new("cargo")
-            // Outside the workspace: its rust-toolchain.toml is for the project, not for tools.
-            .current_dir(home)
-            .env("LLVM_PREFIX", &prefix)
-            .args([
-                "install",
-                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
-                "--locked",
-                "--force",
-                "--no-default-features",
-                "--features",
-                BPF_LINKER_LLVM_FEATURE,
-            ]),
-    )
+    shell::run(cargo_install().env("LLVM_PREFIX", &prefix).args([
+        &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+        "--locked",
+        "--force",
+        "--no-default-features",
+        "--features",
+        BPF_LINKER_LLVM_FEATURE,
+    ]))
 }
 
 /// bpf-linker must use the very LLVM that rustc emits bitcode for: `<prefix>/lib` holds links to
@@ -228,13 +219,21 @@ fn ensure_cargo_tool(name: &str, version: &str) -> anyhow::Result<()> {
         println!("    already installed");
         return Ok(());
     }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    shell::run(
-        Command::new("cargo")
-            // Outside the workspace: its rust-toolchain.toml is for the project, not for tools.
-            .current_dir(home)
-            .args(["install", "--locked", &format!("{name}@{version}")]),
-    )
+    shell::run(cargo_install().args(["--locked", &format!("{name}@{version}")]))
+}
+
+/// `cargo install`, run from the home directory: outside the workspace, whose
+/// rust-toolchain.toml is for the project, not for tools.
+fn cargo_install() -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(home()).arg("install");
+    cmd
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .unwrap_or_else(|| "/root".into())
+        .into()
 }
 
 fn ensure_mounts() -> anyhow::Result<()> {
