@@ -11,9 +11,15 @@ pub struct ProbeConfig {
     /// Non-zero: keep per-cgroup run-queue histograms for every thread on the node.
     pub node_summary: u32,
     pub _reserved: u32,
+    /// Ports the agent receives OTLP on (0: unused slot): connections dialled to them have their
+    /// opener recorded in `CONNECTION_OWNER`.
+    pub otlp_ports: [u16; OTLP_PORT_SLOTS],
 }
 
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 24);
+/// How many OTLP ports the programs watch connections to.
+pub const OTLP_PORT_SLOTS: usize = 4;
+
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 32);
 
 impl ProbeConfig {
     pub const DEFAULT: ProbeConfig = ProbeConfig {
@@ -21,6 +27,7 @@ impl ProbeConfig {
         bucket_ns: 10_000_000,
         node_summary: 1,
         _reserved: 0,
+        otlp_ports: [0; OTLP_PORT_SLOTS],
     };
 }
 

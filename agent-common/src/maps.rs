@@ -21,6 +21,11 @@ pub const SCHED_EVENTS: &str = "SCHED_EVENTS";
 pub const TCP_EVENTS: &str = "TCP_EVENTS";
 /// Socket owners (`struct sock *` -> [`crate::tcp::SockOwner`]).
 pub const SOCK_OWNER: &str = "SOCK_OWNER";
+/// Connections being opened to an OTLP port (`struct sock *` -> [`crate::tcp::PendingConnect`]).
+pub const PENDING_CONNECT: &str = "PENDING_CONNECT";
+/// Who opened each connection to an OTLP port ([`crate::tcp::ConnectionKey`] ->
+/// [`crate::tcp::ConnectionOwner`]).
+pub const CONNECTION_OWNER: &str = "CONNECTION_OWNER";
 
 /// Global variables patched by the loader.
 pub const KERNEL_OFFSETS_GLOBAL: &str = "KERNEL_OFFSETS";

@@ -36,9 +36,14 @@ pub struct KernelOffsets {
     /// `tcp_sock.retrans_stamp` (u32, ms on the tcp clock): when the stall being retransmitted
     /// began.
     pub tcp_retrans_stamp: u32,
+    /// `sock_common.skc_net` (`possible_net_t`, whose only field is `struct net *`).
+    pub sock_net: u32,
+    /// `net.ns` plus `ns_common.inum`: the network namespace's inode, as
+    /// `/proc/<pid>/ns/net` shows it.
+    pub net_ns_inum: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 48);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 56);
 
 impl KernelOffsets {
     pub const ZERO: KernelOffsets = KernelOffsets {
@@ -54,6 +59,8 @@ impl KernelOffsets {
         cfs_rq_throttle_count: OFFSET_ABSENT,
         cfs_rq_throttled_self_ns: OFFSET_ABSENT,
         tcp_retrans_stamp: OFFSET_ABSENT,
+        sock_net: OFFSET_ABSENT,
+        net_ns_inum: OFFSET_ABSENT,
     };
 }
 
@@ -86,9 +93,22 @@ pub struct TcpTracepointOffsets {
     pub synack_daddr_v6: u32,
     /// `sock:sock_send_length` / `sock:sock_recv_length` `sk` field.
     pub sock_len_sk: u32,
+    /// `sock:inet_sock_set_state` fields.
+    pub state_skaddr: u32,
+    pub state_oldstate: u32,
+    pub state_newstate: u32,
+    pub state_sport: u32,
+    pub state_dport: u32,
+    pub state_family: u32,
+    pub state_protocol: u32,
+    pub state_saddr: u32,
+    pub state_daddr: u32,
+    pub state_saddr_v6: u32,
+    pub state_daddr_v6: u32,
+    pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<TcpTracepointOffsets>() == 72);
+const _: () = assert!(core::mem::size_of::<TcpTracepointOffsets>() == 120);
 
 impl TcpTracepointOffsets {
     pub const ZERO: TcpTracepointOffsets = TcpTracepointOffsets {
@@ -110,6 +130,18 @@ impl TcpTracepointOffsets {
         synack_saddr_v6: 0,
         synack_daddr_v6: 0,
         sock_len_sk: 0,
+        state_skaddr: 0,
+        state_oldstate: 0,
+        state_newstate: 0,
+        state_sport: 0,
+        state_dport: 0,
+        state_family: 0,
+        state_protocol: 0,
+        state_saddr: 0,
+        state_daddr: 0,
+        state_saddr_v6: 0,
+        state_daddr_v6: 0,
+        _pad: 0,
     };
 }
 

@@ -16,10 +16,13 @@ pub enum DropCounter {
     ThreadStateFull = 4,
     /// The TCP ring buffer was full: a retransmit record was lost.
     TcpRingFull = 5,
+    /// `PENDING_CONNECT` or `CONNECTION_OWNER` refused an entry: a connection to an OTLP port
+    /// has no kernel-recorded opener (its sender falls back to /proc).
+    ConnectionOwnerFailed = 6,
 }
 
 impl DropCounter {
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 7;
     pub const ALL: [DropCounter; Self::COUNT as usize] = [
         DropCounter::RunqHistFull,
         DropCounter::TaskReadFailed,
@@ -27,6 +30,7 @@ impl DropCounter {
         DropCounter::SchedRingFull,
         DropCounter::ThreadStateFull,
         DropCounter::TcpRingFull,
+        DropCounter::ConnectionOwnerFailed,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -37,6 +41,7 @@ impl DropCounter {
             DropCounter::SchedRingFull => "sched_ring_full",
             DropCounter::ThreadStateFull => "thread_state_map_full",
             DropCounter::TcpRingFull => "tcp_ring_full",
+            DropCounter::ConnectionOwnerFailed => "connection_owner_failed",
         }
     }
 }

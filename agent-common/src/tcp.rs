@@ -1,4 +1,5 @@
-//! TCP retransmits and the thread that owns the socket.
+//! TCP retransmits and the thread that owns the socket; who opened each connection to the
+//! agent's OTLP ports.
 
 /// Who last sent or received on a socket (map `SOCK_OWNER`, keyed by `struct sock *`).
 #[repr(C)]
@@ -51,8 +52,57 @@ pub struct RetransmitRecord {
 
 const _: () = assert!(core::mem::size_of::<RetransmitRecord>() == 88);
 
+/// Who is opening a connection to an OTLP port, recorded at `SYN_SENT` in the connecting task's
+/// context (map `PENDING_CONNECT`, keyed by `struct sock *`): the source port is not chosen yet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingConnect {
+    pub tgid: u32,
+    pub tid: u32,
+    /// Cgroup v2 id of the connecting task.
+    pub cgroup_id: u64,
+    /// Inode of the socket's network namespace.
+    pub netns_inode: u32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<PendingConnect>() == 24);
+
+/// The opener's end of a connection (map `CONNECTION_OWNER`): its source address and port, as
+/// the accepting side sees them as the peer unless a NAT rewrote them. Unused bytes are zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConnectionKey {
+    /// IPv4 in the first 4 bytes, or IPv6.
+    pub saddr: [u8; 16],
+    pub sport: u16,
+    /// `AF_INET` (2) or `AF_INET6` (10).
+    pub family: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<ConnectionKey>() == 20);
+
+/// Who opened a connection to an OTLP port, recorded when it became established.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionOwner {
+    pub opener: PendingConnect,
+    /// Where the opener dialled (before any DNAT): IPv4 in the first 4 bytes, or IPv6.
+    pub daddr: [u8; 16],
+    pub dport: u16,
+    pub family: u16,
+    pub _pad: u32,
+    /// When the connection became established (`bpf_ktime_get_ns`).
+    pub established_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<ConnectionOwner>() == 56);
+
 #[cfg(feature = "user")]
 mod pod {
     unsafe impl aya::Pod for super::SockOwner {}
     unsafe impl aya::Pod for super::RetransmitRecord {}
+    unsafe impl aya::Pod for super::PendingConnect {}
+    unsafe impl aya::Pod for super::ConnectionKey {}
+    unsafe impl aya::Pod for super::ConnectionOwner {}
 }

@@ -7,6 +7,7 @@
 #![allow(internal_features)]
 
 mod config;
+mod connect;
 mod cpu_slices;
 mod drops;
 mod runq_hist;

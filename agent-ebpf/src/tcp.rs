@@ -25,6 +25,13 @@ use crate::{
 #[map(name = "SOCK_OWNER")]
 static SOCK_OWNER: LruHashMap<u64, SockOwner> = LruHashMap::with_max_entries(65536, 0);
 
+/// A closed socket's owner is forgotten: the kernel recycles `struct sock` memory, and a stale
+/// entry would blame the next socket's retransmits on this one's owner.
+#[inline(always)]
+pub fn forget_socket(sk: u64) {
+    let _ = SOCK_OWNER.remove(&sk);
+}
+
 #[map(name = "TCP_EVENTS")]
 static TCP_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 

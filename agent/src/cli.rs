@@ -130,6 +130,22 @@ pub(crate) struct AgentOpts {
     /// OTLP/HTTP receiver address (protobuf and JSON).
     #[arg(long, default_value = "127.0.0.1:4318")]
     pub otlp_http: std::net::SocketAddr,
+    /// Receive OTLP on this address instead of the hosts in --otlp-grpc and --otlp-http (their
+    /// ports kept): in a DaemonSet, the node's address from the downward API's `status.hostIP`,
+    /// so that only the node's pods and the node itself can reach the receivers.
+    #[arg(long, env = "CULPRIT_OTLP_HOST")]
+    pub otlp_host: Option<std::net::IpAddr>,
+    /// Also receive OTLP/gRPC on this unix socket (mode 0666; mount its directory into pods).
+    /// The sender is the socket's peer, from the kernel (`SO_PEERCRED`).
+    #[arg(long, value_name = "PATH")]
+    pub otlp_grpc_unix: Option<PathBuf>,
+    /// Also receive OTLP/HTTP on this unix socket (mode 0666), as --otlp-grpc-unix.
+    #[arg(long, value_name = "PATH")]
+    pub otlp_http_unix: Option<PathBuf>,
+    /// A port senders dial that a NAT (a hostPort, a Service) translates to a receiver's port:
+    /// connections to it have their opener recorded too. Repeatable; four ports in all.
+    #[arg(long = "otlp-dialled-port", value_name = "PORT")]
+    pub otlp_dialled_ports: Vec<u16>,
     /// Do not receive OTLP (kernel signals only).
     #[arg(long)]
     pub no_otlp: bool,
@@ -180,6 +196,19 @@ pub(crate) struct AgentOpts {
     /// the downward API's `spec.nodeName`).
     #[arg(long, env = "K8S_NODE_NAME")]
     pub node_name: Option<String>,
+}
+
+impl AgentOpts {
+    /// The gRPC and HTTP receivers' addresses, on --otlp-host when it is given.
+    pub(crate) fn otlp_addrs(&self) -> (std::net::SocketAddr, std::net::SocketAddr) {
+        let on_host = |mut addr: std::net::SocketAddr| {
+            if let Some(host) = self.otlp_host {
+                addr.set_ip(host);
+            }
+            addr
+        };
+        (on_host(self.otlp_grpc), on_host(self.otlp_http))
+    }
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {

@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Parser, Subcommand};
 use culprit_lab::{
     bench,
-    faults::placement,
+    faults::{netns, placement},
     report::present,
     run::demo,
     scenario::{
@@ -25,6 +25,9 @@ struct Cli {
     /// Pin this process to this CPU.
     #[arg(long, global = true)]
     cpu: Option<usize>,
+    /// Run in this network namespace (a name from `ip netns add`), after joining the cgroups.
+    #[arg(long, global = true)]
+    netns: Option<String>,
     /// Stop after this many seconds.
     #[arg(long, global = true, default_value = "10")]
     seconds: f64,
@@ -102,6 +105,9 @@ enum LabCommand {
         /// Write the ids and names of the spans created here (JSON).
         #[arg(long)]
         record: PathBuf,
+        /// Send the stock resource: no `process.pid`, no `culprit.thread.tid` on spans.
+        #[arg(long)]
+        stock: bool,
     },
     /// The lab's HTTP service (instrumented with opentelemetry-otlp): `/cpu` burns CPU,
     /// `/downstream` calls a TCP service.
@@ -239,6 +245,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(cpu) = cli.cpu {
         placement::pin_to_cpu(cpu)?;
     }
+    if let Some(netns) = &cli.netns {
+        netns::join(netns)?;
+    }
     let run_for = Duration::from_secs_f64(cli.seconds);
     match cli.command {
         LabCommand::Hog { threads } => workloads::hog(threads, run_for),
@@ -261,11 +270,16 @@ fn main() -> anyhow::Result<()> {
             count,
             work_ms,
             record,
+            stock,
         } => rust_otel_app::run(
             &endpoint,
             count,
             Duration::from_secs_f64(work_ms / 1e3),
             &record,
+            rust_otel_app::SelfDescription {
+                pid: !stock,
+                thread: !stock,
+            },
         )?,
         LabCommand::Service {
             port,

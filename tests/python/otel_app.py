@@ -5,10 +5,12 @@ attributes of every type, so that lossless forwarding can be checked), doing one
 
   cpu         busy-loop for --work-ms
   sleep       sleep for --work-ms
-  downstream  one request/response over TCP to 127.0.0.1:--downstream-port
+  downstream  one request/response over TCP to --downstream-host:--downstream-port
   idle        almost nothing
 
-Spans go to the agent through the official OTLP exporters (gRPC or HTTP/protobuf). Every span
+Spans go to the agent through the official OTLP exporters (gRPC or HTTP/protobuf; gRPC also to
+a unix:///path endpoint). `http-unix` posts the SDK's own OTLP/protobuf encoding over a unix
+socket (--endpoint is the socket's path), which the HTTP exporter cannot. Every span
 the app created is also written, as JSON, to --record, for the test to compare with what comes
 out of the collector.
 """
@@ -66,10 +68,44 @@ class Recorder(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
+class UnixHttpExporter(SpanExporter):
+    """OTLP/HTTP protobuf over a unix socket, encoded by the SDK's own OTLP encoder."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def export(self, spans):
+        import http.client
+
+        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+        class Conn(http.client.HTTPConnection):
+            def connect(conn):
+                conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                conn.sock.connect(self.path)
+
+        body = encode_spans(spans).SerializeToString()
+        conn = Conn("localhost")
+        try:
+            conn.request("POST", "/v1/traces", body, {"Content-Type": "application/x-protobuf"})
+            ok = conn.getresponse().status == 200
+        finally:
+            conn.close()
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+
+
 def exporter(protocol, endpoint):
+    if protocol == "http-unix":
+        return UnixHttpExporter(endpoint)
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
+        if endpoint.startswith("unix:"):
+            # gRPC core sends the socket's path as :authority, which HTTP/2 servers built on
+            # the h2 crate (the agent's) refuse: name the host the way grpc-go does.
+            return OTLPSpanExporter(
+                endpoint=endpoint, insecure=True, channel_options=(("grpc.default_authority", "localhost"),)
+            )
         return OTLPSpanExporter(endpoint=endpoint, insecure=True)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -83,9 +119,9 @@ def busy(ms):
         x += 1
 
 
-def downstream(port, sock_holder):
+def downstream(host, port, sock_holder):
     if sock_holder[0] is None:
-        sock_holder[0] = socket.create_connection(("127.0.0.1", port))
+        sock_holder[0] = socket.create_connection((host, port))
         sock_holder[0].setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     s = sock_holder[0]
     s.sendall(b"x" * 512)
@@ -99,13 +135,22 @@ def downstream(port, sock_holder):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--protocol", choices=["grpc", "http"], required=True)
+    ap.add_argument("--protocol", choices=["grpc", "http", "http-unix"], required=True)
     ap.add_argument("--endpoint", required=True)
     ap.add_argument("--mode", choices=["cpu", "sleep", "downstream", "idle"], required=True)
     ap.add_argument("--count", type=int, default=10)
     ap.add_argument("--work-ms", type=float, default=30.0)
     ap.add_argument("--gap-ms", type=float, default=20.0)
     ap.add_argument("--downstream-port", type=int, default=0)
+    ap.add_argument("--downstream-host", default="127.0.0.1")
+    ap.add_argument(
+        "--resource",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extra resource attribute (integers stay integers), e.g. a claimed process.pid",
+    )
+    ap.add_argument("--thread-tid", type=int, help="claim this thread id (culprit.thread.tid)")
     ap.add_argument("--no-pid", action="store_true", help="leave process.pid out of the resource")
     ap.add_argument("--thread-attr", action="store_true", help="name the OS thread (culprit.thread.tid)")
     ap.add_argument("--service", default="culprit-test-app")
@@ -116,6 +161,9 @@ def main():
     attrs = {"service.name": args.service, "deployment.environment": "test"}
     if not args.no_pid:
         attrs["process.pid"] = os.getpid()
+    for kv in args.resource:
+        key, value = kv.split("=", 1)
+        attrs[key] = int(value) if value.lstrip("-").isdigit() else value
     provider = TracerProvider(resource=Resource.create(attrs))
     recorder = Recorder()
     provider.add_span_processor(SimpleSpanProcessor(exporter(args.protocol, args.endpoint)))
@@ -132,7 +180,9 @@ def main():
             span.set_attribute("request.ratio", 0.5)
             span.set_attribute("request.ok", True)
             span.set_attribute("request.tags", ["a", "b"])
-            if args.thread_attr:
+            if args.thread_tid is not None:
+                span.set_attribute("culprit.thread.tid", args.thread_tid)
+            elif args.thread_attr:
                 span.set_attribute("culprit.thread.tid", threading.get_native_id())
             span.add_event("work.start", {"mode": args.mode})
             with tracer.start_as_current_span("work", kind=SpanKind.INTERNAL) as child:
@@ -142,7 +192,7 @@ def main():
                 elif args.mode == "sleep":
                     time.sleep(args.work_ms / 1000.0)
                 elif args.mode == "downstream":
-                    downstream(args.downstream_port, sock_holder)
+                    downstream(args.downstream_host, args.downstream_port, sock_holder)
                 else:
                     busy(0.2)
             span.add_event("work.end")

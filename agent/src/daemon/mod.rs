@@ -21,7 +21,7 @@ use crate::{
     export::{self, ExportQueue, queue::Item},
     host::{clock::realtime_ns, k8s, membership},
     join::Joiner,
-    kernel::ring_reader::RingReader,
+    kernel::{connections::ConnectionOwners, ring_reader::RingReader},
     live::{api, view::Placement},
     otlp::{Inbound, Ingress, Payload},
     report::{self, OtlpCounts, Report, metrics::AgentMetrics},
@@ -166,6 +166,11 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
     };
     let mut joiner = Joiner::new(Duration::from_millis(opts.hold_ms).min(MAX_HOLD), MAX_HOLD)
         .with_node_name(opts.node_name.clone());
+    // Without the map the senders are identified through /proc and their claims.
+    match ConnectionOwners::new(&mut probes.ebpf) {
+        Ok(owners) => joiner = joiner.with_connection_openers(Box::new(owners)),
+        Err(err) => log::warn!("senders are not verified by the kernel: {err:#}"),
+    }
 
     let stop = stop_requested(opts.duration);
     tokio::pin!(stop);

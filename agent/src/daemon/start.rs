@@ -6,7 +6,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use culprit_common::ProbeConfig;
+use culprit_common::{OTLP_PORT_SLOTS, ProbeConfig};
 
 use super::supervise::{Stage, Supervisor};
 use crate::{
@@ -42,7 +42,30 @@ pub(super) fn probe_config(opts: &AgentOpts) -> anyhow::Result<ProbeConfig> {
         bucket_ns: ms_to_ns(opts.bucket_ms, "bucket-ms")?,
         node_summary: u32::from(!opts.no_node_summary),
         _reserved: 0,
+        otlp_ports: otlp_ports(opts)?,
     })
+}
+
+/// The ports senders dial to reach the receivers: the receivers' own, and those a NAT in front
+/// of them (a hostPort, a Service) translates from.
+fn otlp_ports(opts: &AgentOpts) -> anyhow::Result<[u16; OTLP_PORT_SLOTS]> {
+    let mut ports = [0; OTLP_PORT_SLOTS];
+    if opts.no_otlp {
+        return Ok(ports);
+    }
+    let (grpc, http) = opts.otlp_addrs();
+    let mut wanted = vec![grpc.port(), http.port()];
+    wanted.extend(&opts.otlp_dialled_ports);
+    wanted.retain(|p| *p != 0);
+    wanted.sort_unstable();
+    wanted.dedup();
+    if wanted.len() > OTLP_PORT_SLOTS {
+        anyhow::bail!(
+            "at most {OTLP_PORT_SLOTS} OTLP ports can be watched for sender identity, got {wanted:?}"
+        );
+    }
+    ports[..wanted.len()].copy_from_slice(&wanted);
+    Ok(ports)
 }
 
 /// Loads and attaches the probes; a refused hook degrades its signal, with a warning.
@@ -123,7 +146,7 @@ pub(super) fn receivers(opts: &AgentOpts, ingress: &Ingress, tasks: &mut Supervi
     if opts.no_otlp {
         return;
     }
-    let (grpc, http) = (opts.otlp_grpc, opts.otlp_http);
+    let (grpc, http) = opts.otlp_addrs();
     let ingress_grpc = ingress.clone();
     tasks.spawn("otlp-grpc receiver", Stage::Inbound, move |stop| {
         otlp::grpc::serve(grpc, ingress_grpc, stop.stopped())
@@ -132,6 +155,18 @@ pub(super) fn receivers(opts: &AgentOpts, ingress: &Ingress, tasks: &mut Supervi
     tasks.spawn("otlp-http receiver", Stage::Inbound, move |stop| {
         otlp::http::serve(http, ingress_http, stop.stopped())
     });
+    if let Some(path) = opts.otlp_grpc_unix.clone() {
+        let ingress = ingress.clone();
+        tasks.spawn("otlp-grpc unix receiver", Stage::Inbound, move |stop| {
+            otlp::grpc::serve_unix(path, ingress, stop.stopped())
+        });
+    }
+    if let Some(path) = opts.otlp_http_unix.clone() {
+        let ingress = ingress.clone();
+        tasks.spawn("otlp-http unix receiver", Stage::Inbound, move |stop| {
+            otlp::http::serve_unix(path, ingress, stop.stopped())
+        });
+    }
 }
 
 /// The local API, in the inbound stage; a failure to serve it costs only the API.

@@ -111,6 +111,22 @@ pub(crate) fn first_pid_in_container(id: &str) -> Option<u32> {
     })
 }
 
+/// A pod uid as a sender may write it (`k8s.pod.uid`), in the form cgroup paths give it:
+/// lower case with dashes. `None` if it is not a uid.
+pub(crate) fn normalize_pod_uid(uid: &str) -> Option<String> {
+    pod_uid(&format!("pod{uid}"))
+}
+
+/// The first process in pod `uid` (a full scan of /proc).
+pub(crate) fn first_pid_in_pod(uid: &str) -> Option<u32> {
+    let uid = normalize_pod_uid(uid)?;
+    super::procfs::all_pids().find(|&pid| {
+        super::membership::memberships_of(pid)
+            .iter()
+            .any(|m| parse(&m.path).pod_uid.as_deref() == Some(uid.as_str()))
+    })
+}
+
 fn lookup(pid: u32) -> K8sIdentity {
     super::membership::any_path_of(pid)
         .map(|path| parse(&path))
@@ -132,6 +148,19 @@ mod tests {
 
     fn expected() -> (Option<String>, Option<String>) {
         (Some(UID.to_string()), Some(ID.to_string()))
+    }
+
+    #[test]
+    fn pod_uids_are_normalized_or_refused() {
+        assert_eq!(normalize_pod_uid(UID).as_deref(), Some(UID));
+        assert_eq!(normalize_pod_uid(UID_).as_deref(), Some(UID));
+        assert_eq!(
+            normalize_pod_uid(&UID.to_ascii_uppercase()).as_deref(),
+            Some(UID)
+        );
+        assert_eq!(normalize_pod_uid(&UID[..30]), None);
+        assert_eq!(normalize_pod_uid(""), None);
+        assert_eq!(normalize_pod_uid(&format!("x{UID}")), None);
     }
 
     #[test]

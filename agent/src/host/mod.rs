@@ -1,4 +1,4 @@
-//! The host as the agent reads it: the one owner of /proc (`procfs`) and of cgroupfs (the tree of
+//! The host as the agent reads it: the one owner of /proc (`procfs`, its TCP tables `sockets`) and of cgroupfs (the tree of
 //! cgroup ids, `cgroups`; which cgroups a process is in, `membership`), Kubernetes identity from
 //! cgroup paths (`k8s`), the agent's own capabilities and scheduling policy, and the clocks.
 
@@ -9,3 +9,4 @@ pub(crate) mod k8s;
 pub(crate) mod membership;
 pub(crate) mod procfs;
 pub(crate) mod sched_policy;
+pub(crate) mod sockets;

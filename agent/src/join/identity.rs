@@ -1,6 +1,16 @@
-//! Who sent a span: the resource's `process.pid` (a container's own pid is translated to the
-//! host's through `NSpid`), its `container.id`, or else the connection itself (the same-host TCP
-//! peer, resolved to its owning process through /proc).
+//! Who sent a span, and how far that is to be trusted.
+//!
+//! *Verified*: the kernel names the sending process: the peer of a unix socket connection
+//! (`SO_PEERCRED`), the opener of the TCP connection as the probes recorded it at connect time
+//! (in whichever network namespace it dialled from), or else the holder of the connection's far
+//! end in the socket tables of /proc. A verified sender wins over anything its payload says:
+//! a `process.pid`, `container.id` or `k8s.pod.uid` that contradicts it is reported, and the
+//! join replaces it.
+//!
+//! *Claimed*: nothing verifies the connection (the agent started after it was opened and /proc
+//! no longer shows it, or a NAT rewrote its source), so the resource's own word is taken: its
+//! `process.pid` (a pid from inside a container's pid namespace is translated to the host's
+//! through `NSpid`), its `container.id` or its `k8s.pod.uid`, each matched exactly.
 
 use std::{
     collections::HashMap,
@@ -11,46 +21,140 @@ use std::{
 use opentelemetry_proto::tonic::{common::v1::any_value::Value, resource::v1::Resource};
 
 use crate::{
-    host::{k8s, procfs},
+    host::{
+        k8s::{self, IdentityCache},
+        procfs, sockets,
+    },
+    kernel::connections::ConnectionOpeners,
     otlp::{Origin, attribute},
 };
 
-/// How the sender was identified.
+/// How far the agent trusts who it says sent a span (`culprit.identity`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum IdentifiedBy {
-    ProcessPid,
-    NamespacedPid,
-    ContainerId,
-    TcpPeer,
+pub(crate) enum Trust {
+    /// The kernel named the sender.
+    Verified,
+    /// The payload named it and nothing contradicted it.
+    Claimed,
+    /// Nobody knows.
+    None,
 }
 
-impl IdentifiedBy {
+impl Trust {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
-            Self::ProcessPid => "process.pid",
-            Self::NamespacedPid => "process.pid (namespaced)",
-            Self::ContainerId => "container.id",
-            Self::TcpPeer => "tcp peer",
+            Self::Verified => "verified",
+            Self::Claimed => "claimed",
+            Self::None => "none",
         }
     }
 }
 
-fn attr<'a>(resource: &'a Resource, key: &str) -> Option<&'a Value> {
-    attribute(&resource.attributes, key)
+/// How the sender was identified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IdentifiedBy {
+    PeerCredentials,
+    ConnectionOpener,
+    SocketTable,
+    ProcessPid,
+    NamespacedPid,
+    ContainerId,
+    PodUid,
 }
 
-fn attr_int(resource: &Resource, key: &str) -> Option<i64> {
-    match attr(resource, key)? {
-        Value::IntValue(i) => Some(*i),
-        Value::StringValue(s) => s.parse().ok(),
-        _ => None,
+impl IdentifiedBy {
+    pub(crate) const ALL: [Self; 7] = [
+        Self::PeerCredentials,
+        Self::ConnectionOpener,
+        Self::SocketTable,
+        Self::ProcessPid,
+        Self::NamespacedPid,
+        Self::ContainerId,
+        Self::PodUid,
+    ];
+
+    /// The name counted in reports (`spans_identified_by`).
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            Self::PeerCredentials => "peer_credentials",
+            Self::ConnectionOpener => "connection_opener",
+            Self::SocketTable => "socket_table",
+            Self::ProcessPid => "claimed_pid",
+            Self::NamespacedPid => "claimed_namespaced_pid",
+            Self::ContainerId => "claimed_container_id",
+            Self::PodUid => "claimed_pod_uid",
+        }
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::PeerCredentials => "unix socket peer (SO_PEERCRED)",
+            Self::ConnectionOpener => "connection opener (kernel)",
+            Self::SocketTable => "connection's far end (/proc socket tables)",
+            Self::ProcessPid => "claimed process.pid",
+            Self::NamespacedPid => "claimed process.pid (namespaced)",
+            Self::ContainerId => "claimed container.id",
+            Self::PodUid => "claimed k8s.pod.uid",
+        }
+    }
+
+    fn trust(self) -> Trust {
+        match self {
+            Self::PeerCredentials | Self::ConnectionOpener | Self::SocketTable => Trust::Verified,
+            _ => Trust::Claimed,
+        }
     }
 }
 
-fn attr_str<'a>(resource: &'a Resource, key: &str) -> Option<&'a str> {
-    match attr(resource, key)? {
-        Value::StringValue(s) => Some(s),
-        _ => None,
+/// The sender of one resource's spans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Sender {
+    /// Host pid.
+    pub(crate) pid: u32,
+    pub(crate) by: IdentifiedBy,
+    /// Resource attributes whose claim the verified sender contradicts.
+    pub(crate) contradicted: Vec<&'static str>,
+}
+
+impl Sender {
+    pub(crate) fn trust(&self) -> Trust {
+        self.by.trust()
+    }
+}
+
+pub(crate) const PROCESS_PID: &str = "process.pid";
+pub(crate) const CONTAINER_ID: &str = "container.id";
+pub(crate) const POD_UID: &str = "k8s.pod.uid";
+
+/// What a resource says of its sender.
+#[derive(Debug, Default)]
+struct Claims<'a> {
+    pid: Option<u32>,
+    container_id: Option<&'a str>,
+    pod_uid: Option<&'a str>,
+}
+
+impl<'a> Claims<'a> {
+    fn of(resource: Option<&'a Resource>) -> Self {
+        let Some(res) = resource else {
+            return Self::default();
+        };
+        let attr = |key| attribute(&res.attributes, key);
+        Self {
+            pid: match attr(PROCESS_PID) {
+                Some(Value::IntValue(i)) => u32::try_from(*i).ok(),
+                Some(Value::StringValue(s)) => s.parse().ok(),
+                _ => None,
+            },
+            container_id: match attr(CONTAINER_ID) {
+                Some(Value::StringValue(s)) if !s.is_empty() => Some(s),
+                _ => None,
+            },
+            pod_uid: match attr(POD_UID) {
+                Some(Value::StringValue(s)) if !s.is_empty() => Some(s),
+                _ => None,
+            },
+        }
     }
 }
 
@@ -98,67 +202,118 @@ impl<K: std::hash::Hash + Eq> ScanCache<K> {
 
 #[derive(Default)]
 pub(crate) struct Identifier {
-    peers: HashMap<SocketAddr, Option<u32>>,
+    /// The kernel's record of connection openers; `None` without the probe.
+    openers: Option<Box<dyn ConnectionOpeners + Send>>,
+    connections: ScanCache<(SocketAddr, SocketAddr)>,
     containers: ScanCache<String>,
+    pods: ScanCache<String>,
     namespaced: ScanCache<u32>,
 }
 
 impl Identifier {
+    pub(crate) fn new(openers: Option<Box<dyn ConnectionOpeners + Send>>) -> Self {
+        Self {
+            openers,
+            ..Self::default()
+        }
+    }
+
+    /// The sender of a resource's spans that arrived from `origin`, if anyone can tell (what
+    /// a verified sender contradicts is [`contradicted`]'s to say).
     pub(crate) fn identify(
         &mut self,
         resource: Option<&Resource>,
         origin: Origin,
-    ) -> Option<(u32, IdentifiedBy)> {
-        let peer_owner = self.peer_owner(origin);
-        if let Some(res) = resource {
-            if let Some(pid) = attr_int(res, "process.pid").and_then(|p| u32::try_from(p).ok()) {
-                // The connection's owner is the best witness: the same process, or the same
-                // process seen from inside its pid namespace.
-                if let Some(owner) = peer_owner {
-                    if owner == pid {
-                        return Some((pid, IdentifiedBy::ProcessPid));
-                    }
-                    if procfs::nspid(owner).last() == Some(&pid) {
-                        return Some((owner, IdentifiedBy::NamespacedPid));
-                    }
-                }
-                if procfs::nspid(pid).len() == 1 {
-                    return Some((pid, IdentifiedBy::ProcessPid));
-                }
-                if let Some(host_pid) = self.namespaced.get_or_scan(pid, || namespaced_to_host(pid))
-                {
-                    return Some(host_pid);
-                }
+    ) -> Option<Sender> {
+        let (pid, by) = match self.verified(origin) {
+            Some(found) => found,
+            None => self.claimed(&Claims::of(resource))?,
+        };
+        Some(Sender {
+            pid,
+            by,
+            contradicted: Vec::new(),
+        })
+    }
+
+    /// The sender as the kernel names it.
+    fn verified(&mut self, origin: Origin) -> Option<(u32, IdentifiedBy)> {
+        if let Some(pid) = origin.peer_pid {
+            return Some((pid, IdentifiedBy::PeerCredentials));
+        }
+        let (peer, local) = (origin.peer?, origin.local?);
+        if let Some(opener) = self.openers.as_ref().and_then(|o| o.opener(peer, local))
+            // A connection outlives its opener only if it was handed on (fork): then the
+            // socket tables know the holder.
+            && procfs::exists(opener.tgid)
+        {
+            return Some((opener.tgid, IdentifiedBy::ConnectionOpener));
+        }
+        self.connections.get_or_scan((peer, local), || {
+            sockets::connection_opener(peer, local).map(|p| (p, IdentifiedBy::SocketTable))
+        })
+    }
+
+    /// The sender as the payload names it, each claim matched exactly.
+    fn claimed(&mut self, claims: &Claims<'_>) -> Option<(u32, IdentifiedBy)> {
+        if let Some(pid) = claims.pid {
+            if procfs::nspid(pid).len() == 1 {
+                return Some((pid, IdentifiedBy::ProcessPid));
             }
-            if let Some(id) = attr_str(res, "container.id")
-                && let Some(found) = self.container_pid(id)
-            {
+            if let Some(found) = self.namespaced.get_or_scan(pid, || namespaced_to_host(pid)) {
                 return Some(found);
             }
         }
-        peer_owner.map(|pid| (pid, IdentifiedBy::TcpPeer))
-    }
-
-    fn peer_owner(&mut self, origin: Origin) -> Option<u32> {
-        let (peer, local) = (origin.peer?, origin.local?);
-        if self.peers.len() > 4096 {
-            self.peers.clear();
+        if let Some(id) = claims.container_id
+            && id.len() >= 12
+            && let Some(found) = self.containers.get_or_scan(id.to_string(), || {
+                k8s::first_pid_in_container(id).map(|p| (p, IdentifiedBy::ContainerId))
+            })
+        {
+            return Some(found);
         }
-        *self
-            .peers
-            .entry(peer)
-            // The sender's socket is the mirror of ours.
-            .or_insert_with(|| procfs::socket_owner(peer, local))
-    }
-
-    fn container_pid(&mut self, id: &str) -> Option<(u32, IdentifiedBy)> {
-        if id.len() < 12 {
-            return None;
-        }
-        self.containers.get_or_scan(id.to_string(), || {
-            k8s::first_pid_in_container(id).map(|p| (p, IdentifiedBy::ContainerId))
+        let uid = claims.pod_uid.and_then(k8s::normalize_pod_uid)?;
+        self.pods.get_or_scan(uid.clone(), || {
+            k8s::first_pid_in_pod(&uid).map(|p| (p, IdentifiedBy::PodUid))
         })
     }
+}
+
+/// The claims of `resource` that verified sender `pid` contradicts. A pid matches in any of the
+/// sender's pid namespaces (an SDK in a container reports its own); a container id matches the
+/// sender's whole (case aside); a pod uid in either of the forms the kubelet writes.
+pub(crate) fn contradicted(
+    pid: u32,
+    resource: Option<&Resource>,
+    identities: &mut IdentityCache,
+) -> Vec<&'static str> {
+    let claims = Claims::of(resource);
+    let mut out = Vec::new();
+    if let Some(claimed) = claims.pid
+        && claimed != pid
+        && !procfs::nspid(pid).contains(&claimed)
+    {
+        out.push(PROCESS_PID);
+    }
+    if claims.container_id.is_none() && claims.pod_uid.is_none() {
+        return out;
+    }
+    let identity = identities.of(pid);
+    if let Some(claimed) = claims.container_id
+        && !identity
+            .container_id
+            .as_deref()
+            .is_some_and(|own| own.eq_ignore_ascii_case(claimed))
+    {
+        out.push(CONTAINER_ID);
+    }
+    if let Some(claimed) = claims.pod_uid {
+        let own = identity.pod_uid.as_deref();
+        if own.is_none() || k8s::normalize_pod_uid(claimed).as_deref() != own {
+            out.push(POD_UID);
+        }
+    }
+    out
 }
 
 /// The host pid of the only process that has `pid` as its innermost namespaced pid (a full scan
@@ -181,6 +336,7 @@ mod tests {
     use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 
     use super::*;
+    use crate::kernel::connections::Opener;
 
     fn resource(kvs: &[(&str, Value)]) -> Resource {
         Resource {
@@ -198,14 +354,46 @@ mod tests {
         }
     }
 
+    /// Openers as a fixed table, the way the kernel's map answers.
+    struct Openers(Vec<(SocketAddr, u32)>);
+
+    impl ConnectionOpeners for Openers {
+        fn opener(&self, peer: SocketAddr, _local: SocketAddr) -> Option<Opener> {
+            self.0
+                .iter()
+                .find(|(p, _)| *p == peer)
+                .map(|(_, tgid)| Opener {
+                    tgid: *tgid,
+                    tid: *tgid,
+                    cgroup_id: 0,
+                    netns_inode: 0,
+                    dialled: "10.0.0.1:4318".parse().unwrap(),
+                })
+        }
+    }
+
+    fn tcp(peer: &str) -> Origin {
+        Origin {
+            peer: Some(peer.parse().unwrap()),
+            local: Some("10.0.0.1:4318".parse().unwrap()),
+            peer_pid: None,
+        }
+    }
+
     #[test]
-    fn a_host_pid_in_the_resource_identifies_the_sender() {
+    fn a_host_pid_in_the_resource_is_a_claim() {
         let me = std::process::id();
         let res = resource(&[("process.pid", Value::IntValue(me as i64))]);
-        let mut id = Identifier::default();
+        let sender = Identifier::default()
+            .identify(Some(&res), Origin::default())
+            .unwrap();
+        assert_eq!((sender.pid, sender.by), (me, IdentifiedBy::ProcessPid));
+        assert_eq!(sender.trust(), Trust::Claimed);
+        // A pid nobody has is no claim at all.
+        let res = resource(&[("process.pid", Value::IntValue(i64::from(u32::MAX)))]);
         assert_eq!(
-            id.identify(Some(&res), Origin::default()),
-            Some((me, IdentifiedBy::ProcessPid))
+            Identifier::default().identify(Some(&res), Origin::default()),
+            None
         );
     }
 
@@ -215,21 +403,84 @@ mod tests {
         assert_eq!(id.identify(None, Origin::default()), None);
         let res = resource(&[("service.name", Value::StringValue("x".into()))]);
         assert_eq!(id.identify(Some(&res), Origin::default()), None);
+        // Short or unknown container ids and malformed pod uids match nobody.
+        let res = resource(&[
+            ("container.id", Value::StringValue("abc".into())),
+            ("k8s.pod.uid", Value::StringValue("not-a-uid".into())),
+        ]);
+        assert_eq!(id.identify(Some(&res), Origin::default()), None);
     }
 
     #[test]
-    fn the_tcp_peer_identifies_the_sender() {
+    fn the_kernel_wins_over_the_payload() {
+        let me = std::process::id();
+        let mut id = Identifier::new(Some(Box::new(Openers(vec![(
+            "10.0.0.2:40000".parse().unwrap(),
+            me,
+        )]))));
+        // Claiming init's pid from this process's connection.
+        let res = resource(&[("process.pid", Value::IntValue(1))]);
+        let sender = id.identify(Some(&res), tcp("10.0.0.2:40000")).unwrap();
+        assert_eq!(
+            (sender.pid, sender.by),
+            (me, IdentifiedBy::ConnectionOpener)
+        );
+        assert_eq!(sender.trust(), Trust::Verified);
+        let mut identities = IdentityCache::default();
+        assert_eq!(contradicted(me, Some(&res), &mut identities), [PROCESS_PID]);
+        // Its own pid, no container, no pod: nothing contradicted.
+        let honest = resource(&[("process.pid", Value::IntValue(i64::from(me)))]);
+        assert!(contradicted(me, Some(&honest), &mut identities).is_empty());
+        assert!(contradicted(me, None, &mut identities).is_empty());
+        let spoof = resource(&[
+            (
+                "container.id",
+                Value::StringValue(
+                    "3f4e5d6c7b8a99887766554433221100ffeeddccbbaa00112233445566778899".into(),
+                ),
+            ),
+            (
+                "k8s.pod.uid",
+                Value::StringValue("6b3e5f7a-1c2d-4e5f-8a9b-0c1d2e3f4a5b".into()),
+            ),
+        ]);
+        assert_eq!(
+            contradicted(me, Some(&spoof), &mut identities),
+            [CONTAINER_ID, POD_UID]
+        );
+        // A connection the kernel did not record falls back to /proc, then to the claim.
+        let sender = id.identify(Some(&honest), tcp("10.0.0.3:1")).unwrap();
+        assert_eq!(sender.trust(), Trust::Claimed);
+    }
+
+    #[test]
+    fn the_unix_socket_peer_is_verified() {
+        let origin = Origin {
+            peer_pid: Some(4242),
+            ..Origin::default()
+        };
+        let res = resource(&[("process.pid", Value::IntValue(1))]);
+        let sender = Identifier::default().identify(Some(&res), origin).unwrap();
+        assert_eq!(
+            (sender.pid, sender.by),
+            (4242, IdentifiedBy::PeerCredentials)
+        );
+    }
+
+    #[test]
+    fn the_tcp_peer_is_found_in_the_socket_tables() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (_server_side, peer) = listener.accept().unwrap();
         let origin = Origin {
             peer: Some(peer),
             local: Some(listener.local_addr().unwrap()),
+            peer_pid: None,
         };
-        let mut id = Identifier::default();
+        let sender = Identifier::default().identify(None, origin).unwrap();
         assert_eq!(
-            id.identify(None, origin),
-            Some((std::process::id(), IdentifiedBy::TcpPeer))
+            (sender.pid, sender.by),
+            (std::process::id(), IdentifiedBy::SocketTable)
         );
         drop(client);
     }

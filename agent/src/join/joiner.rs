@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     annotated::{self, SpanExtras},
     attribution::{Attribution, attribute},
-    identity::Identifier,
-    resource::annotate,
+    identity::{self, IdentifiedBy, Identifier, PROCESS_PID, Sender, Trust},
+    resource::{Identity, annotate, mark_unidentified},
 };
 use crate::{
     host::{
@@ -29,6 +29,7 @@ use crate::{
         k8s::IdentityCache,
         procfs,
     },
+    kernel::connections::ConnectionOpeners,
     otlp::{self, Origin},
     signals::{ProcessView, WindowView},
 };
@@ -42,12 +43,27 @@ pub(crate) struct JoinStats {
     pub spans_joined: AtomicU64,
     /// Spans whose sender could not be identified: forwarded unchanged.
     pub spans_unidentified: AtomicU64,
+    /// Joined spans whose sender the kernel named (`culprit.identity = verified`).
+    pub spans_verified: AtomicU64,
+    /// Spans whose payload contradicted the kernel-verified sender (its `process.pid`,
+    /// `container.id` or `k8s.pod.uid`, or a `culprit.thread.tid` of another process).
+    pub spans_identity_mismatch: AtomicU64,
+    /// Joined spans by how their sender was identified, in [`IdentifiedBy::ALL`]'s order.
+    pub spans_identified_by: [AtomicU64; IdentifiedBy::ALL.len()],
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinCounts {
     pub spans_joined: u64,
     pub spans_unidentified: u64,
+    #[serde(default)]
+    pub spans_verified: u64,
+    #[serde(default)]
+    pub spans_identity_mismatch: u64,
+    /// Joined spans by how their sender was identified: `peer_credentials`,
+    /// `connection_opener` and `socket_table` are verified, the `claimed_*` are not.
+    #[serde(default)]
+    pub spans_identified_by: std::collections::BTreeMap<String, u64>,
     pub batches_held: u64,
 }
 
@@ -85,7 +101,7 @@ struct Held {
     release_at_ns: u64,
     request: ExportTraceServiceRequest,
     /// The sender of each `resource_spans` entry, where known.
-    pids: Vec<Option<u32>>,
+    senders: Vec<Option<Sender>>,
 }
 
 pub(crate) struct Joiner {
@@ -102,6 +118,16 @@ pub(crate) struct Joiner {
 }
 
 impl Joiner {
+    /// Takes connection openers from the kernel's record: senders verified in any network
+    /// namespace.
+    pub(crate) fn with_connection_openers(
+        mut self,
+        openers: Box<dyn ConnectionOpeners + Send>,
+    ) -> Self {
+        self.identifier = Identifier::new(Some(openers));
+        self
+    }
+
     /// Names the node in `k8s.node.name` on every resource the agent identified.
     pub(crate) fn with_node_name(mut self, node_name: Option<String>) -> Self {
         self.node_name = node_name;
@@ -134,6 +160,14 @@ impl Joiner {
         JoinCounts {
             spans_joined: self.stats.spans_joined.load(Ordering::Relaxed),
             spans_unidentified: self.stats.spans_unidentified.load(Ordering::Relaxed),
+            spans_verified: self.stats.spans_verified.load(Ordering::Relaxed),
+            spans_identity_mismatch: self.stats.spans_identity_mismatch.load(Ordering::Relaxed),
+            spans_identified_by: IdentifiedBy::ALL
+                .iter()
+                .zip(&self.stats.spans_identified_by)
+                .map(|(by, n)| (by.key().to_string(), n.load(Ordering::Relaxed)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
             batches_held: self.held.len() as u64,
         }
     }
@@ -148,37 +182,53 @@ impl Joiner {
         let mut senders = Vec::new();
         let now = monotonic_ns();
         let mut latest_end = 0;
-        let pids = request
+        let identified = request
             .resource_spans
             .iter()
             .map(|rs| {
-                let identified = self.identifier.identify(rs.resource.as_ref(), origin);
-                if let Some((pid, by)) = identified
-                    && !self.identities.knows(pid)
-                {
-                    log::debug!("span sender {pid} identified by {}", by.as_str());
-                    // A new sender can be a reused pid: names are re-read from here on.
-                    self.comms.clear();
-                }
-                let pid = identified.map(|(p, _)| p);
-                if let Some(pid) = pid {
-                    if !senders.contains(&pid) {
-                        senders.push(pid);
+                let mut sender = self.identifier.identify(rs.resource.as_ref(), origin);
+                if let Some(sender) = &mut sender {
+                    if !self.identities.knows(sender.pid) {
+                        log::debug!(
+                            "span sender {} identified by {}",
+                            sender.pid,
+                            sender.by.as_str()
+                        );
+                        // A new sender can be a reused pid: names are re-read from here on.
+                        self.comms.clear();
+                    }
+                    if sender.trust() == Trust::Verified {
+                        sender.contradicted = identity::contradicted(
+                            sender.pid,
+                            rs.resource.as_ref(),
+                            &mut self.identities,
+                        );
+                    }
+                    if !sender.contradicted.is_empty() {
+                        log::debug!(
+                            "span sender {} ({}) contradicts its resource's {:?}",
+                            sender.pid,
+                            sender.by.as_str(),
+                            sender.contradicted
+                        );
+                    }
+                    if !senders.contains(&sender.pid) {
+                        senders.push(sender.pid);
                     }
                     // Read now, while the sender surely exists.
-                    self.identities.of(pid);
+                    self.identities.of(sender.pid);
                 }
                 for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
                     latest_end = latest_end.max(self.offset.to_monotonic(span.end_time_unix_nano));
                 }
-                pid
+                sender
             })
             .collect();
         let release_at_ns = (latest_end + self.hold_ns).clamp(now, now + self.max_hold_ns);
         self.held.push_back(Held {
             release_at_ns,
             request,
-            pids,
+            senders: identified,
         });
         senders
     }
@@ -207,43 +257,64 @@ impl Joiner {
                 .sum();
             let mut lines = Vec::with_capacity(spans);
             let mut extras = SpanExtras::with_capacity(spans);
-            for (rs, pid) in held.request.resource_spans.iter_mut().zip(&held.pids) {
-                let no_view = ProcessView::default();
-                let view = match pid {
-                    Some(p) => views.entry(*p).or_insert_with(|| signals.process_view(*p)),
-                    None => &no_view,
+            for (rs, sender) in held.request.resource_spans.iter_mut().zip(&held.senders) {
+                let resource = rs.resource.get_or_insert_with(Default::default);
+                let service = match otlp::attribute(&resource.attributes, "service.name") {
+                    Some(Value::StringValue(s)) => Some(s.clone()),
+                    _ => None,
                 };
-                if let Some(pid) = pid {
-                    let identity = self.identities.of(*pid);
-                    annotate(
-                        rs.resource.get_or_insert_with(Default::default),
-                        identity,
-                        self.node_name.as_deref(),
-                    );
-                }
-                let service = rs.resource.as_ref().and_then(|r| {
-                    match otlp::attribute(&r.attributes, "service.name")? {
-                        Value::StringValue(s) => Some(s.clone()),
-                        _ => None,
-                    }
-                });
+                let spans_here = rs.scope_spans.iter().map(|s| s.spans.len()).sum::<usize>();
+                let Some(sender) = sender else {
+                    mark_unidentified(resource);
+                    (0..spans_here).for_each(|_| extras.push_none());
+                    self.stats
+                        .spans_unidentified
+                        .fetch_add(spans_here as u64, Ordering::Relaxed);
+                    continue;
+                };
+                let pid = sender.pid;
+                let trust = sender.trust();
+                let own_pid = sender
+                    .contradicted
+                    .contains(&PROCESS_PID)
+                    .then(|| procfs::nspid(pid).last().copied().unwrap_or(pid));
+                annotate(
+                    resource,
+                    &Identity {
+                        trust,
+                        k8s: self.identities.of(pid),
+                        own_pid,
+                    },
+                    self.node_name.as_deref(),
+                );
+                let view = views
+                    .entry(pid)
+                    .or_insert_with(|| signals.process_view(pid));
+                let mut mismatched = if sender.contradicted.is_empty() {
+                    0
+                } else {
+                    spans_here as u64
+                };
                 for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
-                    match pid {
-                        Some(pid) => {
-                            let mut line = self.attribute_span(span, *pid, view, signals);
-                            extras.push(&line.attribution);
-                            line.service.clone_from(&service);
-                            lines.push(line);
-                            self.stats.spans_joined.fetch_add(1, Ordering::Relaxed);
-                        }
-                        None => {
-                            extras.push_none();
-                            self.stats
-                                .spans_unidentified
-                                .fetch_add(1, Ordering::Relaxed);
-                        }
+                    let (mut line, foreign_thread) = self.attribute_span(span, pid, view, signals);
+                    if foreign_thread && sender.contradicted.is_empty() {
+                        mismatched += 1;
                     }
+                    extras.push(&line.attribution);
+                    line.service.clone_from(&service);
+                    lines.push(line);
                 }
+                let add = |c: &AtomicU64, n: u64| {
+                    c.fetch_add(n, Ordering::Relaxed);
+                };
+                add(&self.stats.spans_joined, spans_here as u64);
+                if let Some(i) = IdentifiedBy::ALL.iter().position(|b| *b == sender.by) {
+                    add(&self.stats.spans_identified_by[i], spans_here as u64);
+                }
+                if trust == Trust::Verified {
+                    add(&self.stats.spans_verified, spans_here as u64);
+                }
+                add(&self.stats.spans_identity_mismatch, mismatched);
             }
             out.push(Released {
                 request: held.request,
@@ -255,20 +326,27 @@ impl Joiner {
         out
     }
 
+    /// The span's line, and whether it named a thread of another process (which is ignored).
     fn attribute_span(
         &mut self,
         span: &Span,
         pid: u32,
         view: &ProcessView,
         signals: &impl WindowView,
-    ) -> SpanLine {
+    ) -> (SpanLine, bool) {
         let start = self.offset.to_monotonic(span.start_time_unix_nano);
         let end = self.offset.to_monotonic(span.end_time_unix_nano);
-        let tid = match otlp::attribute(&span.attributes, THREAD_TID_ATTRIBUTE) {
+        let claimed_tid = match otlp::attribute(&span.attributes, THREAD_TID_ATTRIBUTE) {
             Some(Value::IntValue(t)) => u32::try_from(*t).ok(),
             Some(Value::StringValue(s)) => s.parse().ok(),
             _ => None,
         };
+        // A thread is the sender's only if the kernel says so: another process's thread would
+        // show the span that process's kernel data.
+        let tid = claimed_tid.filter(|&tid| {
+            view.threads.iter().any(|(t, _)| *t == tid) || procfs::tgid_of(tid) == Some(pid)
+        });
+        let foreign_thread = claimed_tid.is_some() && tid.is_none();
         let mut measured = signals.measure(view, pid, tid, start, end);
         if let Some(npid) = measured.neighbour_pid {
             let comm = self
@@ -279,7 +357,7 @@ impl Joiner {
             measured.neighbour_container_id = self.identities.of(npid).container_id.clone();
         }
         let attribution = attribute(&measured);
-        SpanLine {
+        let line = SpanLine {
             trace_id: hex(&span.trace_id),
             span_id: hex(&span.span_id),
             name: span.name.clone(),
@@ -288,7 +366,8 @@ impl Joiner {
             start_mono_ns: start,
             duration_ms: end.saturating_sub(start) as f64 / 1e6,
             attribution,
-        }
+        };
+        (line, foreign_thread)
     }
 }
 

@@ -154,6 +154,12 @@ pub(crate) fn kernel_offsets(btf: &KernelBtf) -> anyhow::Result<KernelOffsets> {
         cfs_rq_throttled_self_ns: optional("cfs_rq", "throttled_clock_self_time")
             .unwrap_or(OFFSET_ABSENT),
         tcp_retrans_stamp: optional("tcp_sock", "retrans_stamp").unwrap_or(OFFSET_ABSENT),
+        // Without CONFIG_NET_NS `possible_net_t` is empty: senders' namespaces go unrecorded.
+        sock_net: optional("sock_common", "skc_net").unwrap_or(OFFSET_ABSENT),
+        net_ns_inum: match (optional("net", "ns"), optional("ns_common", "inum")) {
+            (Some(ns), Some(inum)) => ns + inum,
+            _ => OFFSET_ABSENT,
+        },
     })
 }
 

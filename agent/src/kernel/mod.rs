@@ -4,6 +4,7 @@
 //! (`watch`), and their loss counters (`drops`). Decoding what the records mean is the signals'.
 
 pub(crate) mod btf;
+pub(crate) mod connections;
 pub(crate) mod drops;
 pub(crate) mod probes;
 pub(crate) mod ring_reader;

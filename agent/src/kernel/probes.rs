@@ -30,6 +30,8 @@ pub enum Signal {
     CpuThrottling,
     /// TCP retransmits with their owner.
     TcpRetransmits,
+    /// Who opened each connection to the OTLP ports: span senders identified by the kernel.
+    SenderIdentity,
 }
 
 enum HookKind {
@@ -91,6 +93,11 @@ const HOOKS: &[Hook] = &[
         program: "sock_recv_length",
         kind: HookKind::Classic("sock", "sock_recv_length"),
         signals: &[Signal::TcpRetransmits],
+    },
+    Hook {
+        program: "inet_sock_set_state",
+        kind: HookKind::Classic("sock", "inet_sock_set_state"),
+        signals: &[Signal::SenderIdentity, Signal::TcpRetransmits],
     },
 ];
 
@@ -201,6 +208,7 @@ fn signal_health(hooks: &[HookHealth], offsets: &KernelOffsets) -> Vec<SignalHea
         Signal::ThreadStates,
         Signal::CpuThrottling,
         Signal::TcpRetransmits,
+        Signal::SenderIdentity,
     ];
     all.iter()
         .map(|&signal| {

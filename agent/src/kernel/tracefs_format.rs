@@ -62,8 +62,9 @@ pub(crate) fn read_format(
     Ok(TracepointFormat::parse(&text))
 }
 
-/// The offsets the TCP programs read, from the three tracepoints' formats.
+/// The offsets the TCP programs read, from the tracepoints' formats.
 pub(crate) fn tcp_offsets(tracefs: &Path) -> anyhow::Result<TcpTracepointOffsets> {
+    let state = read_format(tracefs, "sock", "inet_sock_set_state")?;
     let rtx = read_format(tracefs, "tcp", "tcp_retransmit_skb")?;
     let synack = read_format(tracefs, "tcp", "tcp_retransmit_synack")?;
     let send = read_format(tracefs, "sock", "sock_send_length")?;
@@ -91,6 +92,18 @@ pub(crate) fn tcp_offsets(tracefs: &Path) -> anyhow::Result<TcpTracepointOffsets
         synack_saddr_v6: synack.offset("saddr_v6")?,
         synack_daddr_v6: synack.offset("daddr_v6")?,
         sock_len_sk: sk,
+        state_skaddr: state.offset("skaddr")?,
+        state_oldstate: state.offset("oldstate")?,
+        state_newstate: state.offset("newstate")?,
+        state_sport: state.offset("sport")?,
+        state_dport: state.offset("dport")?,
+        state_family: state.offset("family")?,
+        state_protocol: state.offset("protocol")?,
+        state_saddr: state.offset("saddr")?,
+        state_daddr: state.offset("daddr")?,
+        state_saddr_v6: state.offset("saddr_v6")?,
+        state_daddr_v6: state.offset("daddr_v6")?,
+        _pad: 0,
     })
 }
 

@@ -132,9 +132,17 @@ impl<S: OtlpSignal> UnaryService<Bytes> for Export<S> {
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let ingress = self.ingress.clone();
         Box::pin(async move {
+            // On the unix socket the kernel names the sending process (`SO_PEERCRED`).
+            let peer_pid = request
+                .extensions()
+                .get::<tonic::transport::server::UdsConnectInfo>()
+                .and_then(|info| info.peer_cred)
+                .and_then(|cred| cred.pid())
+                .and_then(|pid| u32::try_from(pid).ok());
             let origin = Origin {
                 peer: request.remote_addr(),
                 local: request.local_addr(),
+                peer_pid,
             };
             OtlpGrpc::<S>::handle(&ingress, request.get_ref(), origin).map_err(status_of)?;
             Ok(Response::new(S::ok_response()))
@@ -186,6 +194,13 @@ fn enabled_gzip() -> tonic::codec::EnabledCompressionEncodings {
     e
 }
 
+fn router(ingress: Ingress) -> tonic::transport::server::Router {
+    tonic::transport::Server::builder()
+        .add_service(OtlpGrpc::<Traces>::new(ingress.clone()))
+        .add_service(OtlpGrpc::<Metrics>::new(ingress.clone()))
+        .add_service(OtlpGrpc::<Logs>::new(ingress))
+}
+
 /// Serves the three OTLP services on `addr` until `shutdown` resolves.
 pub(crate) async fn serve(
     addr: SocketAddr,
@@ -194,14 +209,30 @@ pub(crate) async fn serve(
 ) -> anyhow::Result<()> {
     let listener = super::bind(addr, "OTLP/gRPC").await?;
     log::info!("OTLP/gRPC receiver on {addr}");
-    tonic::transport::Server::builder()
-        .add_service(OtlpGrpc::<Traces>::new(ingress.clone()))
-        .add_service(OtlpGrpc::<Metrics>::new(ingress.clone()))
-        .add_service(OtlpGrpc::<Logs>::new(ingress))
+    router(ingress)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown,
         )
         .await?;
+    Ok(())
+}
+
+/// Serves the three OTLP services on the unix socket `path` until `shutdown` resolves.
+pub(crate) async fn serve_unix(
+    path: std::path::PathBuf,
+    ingress: Ingress,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = super::bind_unix(&path, "OTLP/gRPC")?;
+    let inode = super::socket_inode(&path);
+    log::info!("OTLP/gRPC receiver on unix:{}", path.display());
+    router(ingress)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            shutdown,
+        )
+        .await?;
+    super::unbind_unix(&path, inode);
     Ok(())
 }

@@ -21,7 +21,7 @@ use opentelemetry_proto::tonic::collector::{
 };
 use prost::Message;
 use serde::{Serialize, de::DeserializeOwned};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 
 use super::ingress::{Ingress, Origin, Payload, Rejection};
 
@@ -33,21 +33,34 @@ struct AppState {
     ingress: Ingress,
 }
 
-/// Both ends of an accepted connection. The local end is the accepted socket's own address, not
-/// the listener's: on `0.0.0.0` only the former names the address the sender connected to, which
-/// the sender's socket mirrors.
+/// What the kernel says of an accepted connection. On TCP, both ends: the local end is the
+/// accepted socket's own address, not the listener's (on `0.0.0.0` only the former names the
+/// address the sender connected to). On a unix socket, the peer process (`SO_PEERCRED`).
 #[derive(Clone, Copy, Debug)]
-struct Ends {
-    peer: SocketAddr,
-    local: Option<SocketAddr>,
-}
+struct Ends(Origin);
 
 impl Connected<IncomingStream<'_, TcpListener>> for Ends {
     fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
-        Self {
-            peer: *stream.remote_addr(),
+        Self(Origin {
+            peer: Some(*stream.remote_addr()),
             local: stream.io().local_addr().ok(),
-        }
+            peer_pid: None,
+        })
+    }
+}
+
+impl Connected<IncomingStream<'_, UnixListener>> for Ends {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        let peer_pid = stream
+            .io()
+            .peer_cred()
+            .ok()
+            .and_then(|cred| cred.pid())
+            .and_then(|pid| u32::try_from(pid).ok());
+        Self(Origin {
+            peer_pid,
+            ..Origin::default()
+        })
     }
 }
 
@@ -193,11 +206,7 @@ where
         ingress.check_size(body.len())?;
         let body = inflate(&headers, body, ingress)?;
         let req: Req = decode(&body, encoding).map_err(|e| ingress.malformed(e))?;
-        let origin = Origin {
-            peer: Some(ends.peer),
-            local: ends.local,
-        };
-        ingress.deliver(wrap(req), origin)
+        ingress.deliver(wrap(req), ends.0)
     })();
     match result {
         Ok(()) => {
@@ -258,6 +267,17 @@ async fn logs(
     .await
 }
 
+fn router(ingress: Ingress) -> Router {
+    // Bodies past the limit are refused by the transport with 413 before they are buffered.
+    let body_limit = ingress.max_message_bytes;
+    Router::new()
+        .route("/v1/traces", post(traces))
+        .route("/v1/metrics", post(metrics))
+        .route("/v1/logs", post(logs))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(AppState { ingress })
+}
+
 /// Serves OTLP/HTTP on `addr` until `shutdown` resolves.
 pub async fn serve(
     addr: SocketAddr,
@@ -267,17 +287,31 @@ pub async fn serve(
     let listener = super::bind(addr, "OTLP/HTTP").await?;
     let local = listener.local_addr()?;
     log::info!("OTLP/HTTP receiver on {local}");
-    // Bodies past the limit are refused by the transport with 413 before they are buffered.
-    let body_limit = ingress.max_message_bytes;
-    let app = Router::new()
-        .route("/v1/traces", post(traces))
-        .route("/v1/metrics", post(metrics))
-        .route("/v1/logs", post(logs))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(AppState { ingress });
-    axum::serve(listener, app.into_make_service_with_connect_info::<Ends>())
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    axum::serve(
+        listener,
+        router(ingress).into_make_service_with_connect_info::<Ends>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
+    Ok(())
+}
+
+/// Serves OTLP/HTTP on the unix socket `path` until `shutdown` resolves.
+pub async fn serve_unix(
+    path: std::path::PathBuf,
+    ingress: Ingress,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = super::bind_unix(&path, "OTLP/HTTP")?;
+    let inode = super::socket_inode(&path);
+    log::info!("OTLP/HTTP receiver on unix:{}", path.display());
+    axum::serve(
+        listener,
+        router(ingress).into_make_service_with_connect_info::<Ends>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
+    super::unbind_unix(&path, inode);
     Ok(())
 }
 

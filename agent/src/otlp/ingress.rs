@@ -16,12 +16,15 @@ use opentelemetry_proto::tonic::collector::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc};
 
-/// Where a request came from: the TCP peer identifies the sending process when the resource
-/// does not say.
+/// Where a request came from, as the kernel knows it: the connection's two ends (whose opener
+/// the kernel recorded), or on a unix socket the sending process itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Origin {
     pub peer: Option<SocketAddr>,
     pub local: Option<SocketAddr>,
+    /// The peer process of a unix socket connection (`SO_PEERCRED`), in the agent's pid
+    /// namespace.
+    pub peer_pid: Option<u32>,
 }
 
 #[derive(Debug)]

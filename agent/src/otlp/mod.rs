@@ -43,3 +43,49 @@ pub(crate) async fn bind(
         .await
         .map_err(|e| anyhow::anyhow!("binding the {what} receiver to {addr}: {e}"))
 }
+
+/// Binds a receiver's unix socket: a stale socket file from an earlier run is replaced, and the
+/// socket is opened to every user (pods run as any uid; the peer is identified by the kernel,
+/// never trusted for its uid).
+pub(crate) fn bind_unix(
+    path: &std::path::Path,
+    what: &str,
+) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    let context = |e: std::io::Error| {
+        anyhow::anyhow!(
+            "binding the {what} receiver to unix:{}: {e}",
+            path.display()
+        )
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(context)?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path).map_err(context)?,
+        Ok(_) => {
+            return Err(context(std::io::Error::other(
+                "the path exists and is not a socket",
+            )));
+        }
+        Err(_) => {}
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(context)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(context)?;
+    Ok(listener)
+}
+
+/// Removes a receiver's socket file at shutdown, unless another agent has bound the path since
+/// (its socket is a different inode).
+pub(crate) fn unbind_unix(path: &std::path::Path, listener_inode: Option<u64>) {
+    use std::os::unix::fs::MetadataExt as _;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| Some(m.ino()) == listener_inode) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// The inode of the socket file just bound at `path`.
+pub(crate) fn socket_inode(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::symlink_metadata(path).ok().map(|m| m.ino())
+}

@@ -8,7 +8,7 @@ use std::{
 use culprit_common::tcp::{RetransmitRecord, retransmit};
 use serde::{Deserialize, Serialize};
 
-use crate::host::procfs;
+use crate::host::{procfs, sockets};
 
 /// Linux's minimum retransmission timeout: what a timer-driven retransmit costs at least.
 pub(crate) const TCP_RTO_MIN_NS: u64 = 200_000_000;
@@ -98,7 +98,7 @@ impl RetransmitResolver {
             let owner = *self
                 .proc_owners
                 .entry(rec.skaddr)
-                .or_insert_with(|| procfs::socket_owner(local, remote));
+                .or_insert_with(|| sockets::socket_owner(local, remote));
             match owner {
                 Some(pid) => (Some(pid), None, "proc"),
                 None => (None, None, "unknown"),

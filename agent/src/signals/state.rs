@@ -14,7 +14,7 @@ use super::{
     throttling::{CpuStat, ThrottleMonitor},
 };
 use crate::{
-    host::{cgroups::CgroupPaths, clock::monotonic_ns, procfs},
+    host::{cgroups::CgroupPaths, clock::monotonic_ns, procfs, sockets},
     kernel::{
         drops::DropCounters,
         watch::{LiveSnapshot, WatchSet},
@@ -117,7 +117,7 @@ impl Signals {
             self.refresh_watch();
         }
         self.endpoints.entry(pid).or_insert_with(|| {
-            procfs::tcp_endpoints_of(pid)
+            sockets::tcp_endpoints_of(pid)
                 .iter()
                 .map(ToString::to_string)
                 .collect()
@@ -133,7 +133,7 @@ impl Signals {
         self.endpoints_read_ns = monotonic_ns();
         self.endpoints.retain(|pid, _| procfs::exists(*pid));
         let pids: Vec<u32> = self.endpoints.keys().copied().collect();
-        for (pid, eps) in pids.iter().zip(procfs::tcp_endpoints_of_all(&pids)) {
+        for (pid, eps) in pids.iter().zip(sockets::tcp_endpoints_of_all(&pids)) {
             self.endpoints
                 .insert(*pid, eps.iter().map(ToString::to_string).collect());
         }

@@ -133,6 +133,35 @@ impl WindowView for Signals {
     }
 }
 
+/// The far end of a retransmitting connection as process `pid` sees it, if the connection is
+/// one of its own. Its endpoints decide which side is the process's: the socket's recorded owner
+/// can be wrong (a connection between two of its own threads, or an owner entry outliving its
+/// socket). When both ends are the process's, the far end is the one on a port it does not
+/// hold as a client: the port it dialled, not its own ephemeral one.
+fn peer_of<'a>(r: &'a RetransmitRow, pid: u32, endpoints: &[String]) -> Option<&'a str> {
+    let local_is_ours = endpoints.contains(&r.local);
+    let remote_is_ours = endpoints.contains(&r.remote);
+    match (local_is_ours, remote_is_ours) {
+        (true, true) => Some(if is_ephemeral(&r.remote) && !is_ephemeral(&r.local) {
+            r.local.as_str()
+        } else {
+            r.remote.as_str()
+        }),
+        (false, true) => Some(r.local.as_str()),
+        (true, false) => Some(r.remote.as_str()),
+        (false, false) => (r.pid == Some(pid)).then_some(r.remote.as_str()),
+    }
+}
+
+/// Whether an `address:port` is on Linux's default ephemeral port range (32768-60999): the
+/// port of a connection's client end.
+fn is_ephemeral(endpoint: &str) -> bool {
+    endpoint
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse::<u16>().ok())
+        .is_some_and(|p| (32768..=60999).contains(&p))
+}
+
 /// Time process `pid` spent waiting on retransmitted segments within the window: its own
 /// retransmits, and those of the other end of its connections (`endpoints`: its local TCP
 /// endpoints). Each retransmit at `t` with cost `c` covers `[t - c, t]`. Also the count, and the
@@ -147,12 +176,7 @@ pub(crate) fn retransmit_wait(
     let mut intervals: Vec<(u64, u64)> = Vec::new();
     let mut peers: BTreeMap<&str, u64> = BTreeMap::new();
     for r in rows.iter() {
-        // The peer is the far end as seen from the span's process.
-        let peer = if r.pid == Some(pid) {
-            r.remote.as_str()
-        } else if endpoints.contains(&r.remote) {
-            r.local.as_str()
-        } else {
+        let Some(peer) = peer_of(r, pid, endpoints) else {
             continue;
         };
         let lo = r.mono_ns.saturating_sub(r.cost_ns).max(start_ns);
@@ -195,5 +219,35 @@ mod tests {
         // Process 7 holds b:2, the far end of process 99's retransmitting connection.
         let (wait, n, peer) = retransmit_wait(&rows, 7, &["b:2".to_string()], 0, 5000);
         assert_eq!((wait, n, peer.as_deref()), (300, 3, Some("a:1")));
+    }
+
+    #[test]
+    fn the_peer_is_named_from_the_waiting_processs_side() {
+        let eps = |e: &[&str]| e.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // The downstream's socket, wrongly owned by the caller (a stale owner entry): the
+        // caller's own ephemeral end is not its peer.
+        let mut r = row("127.0.0.1:18090", "127.0.0.1:45000", 200);
+        r.pid = Some(1);
+        assert_eq!(
+            peer_of(&r, 1, &eps(&["127.0.0.1:45000"])),
+            Some("127.0.0.1:18090")
+        );
+        // Both ends the caller's (its own server thread): the port it dialled.
+        assert_eq!(
+            peer_of(&r, 1, &eps(&["127.0.0.1:45000", "127.0.0.1:18090"])),
+            Some("127.0.0.1:18090")
+        );
+        let mut back = row("127.0.0.1:45000", "127.0.0.1:18090", 200);
+        back.pid = Some(1);
+        assert_eq!(
+            peer_of(&back, 1, &eps(&["127.0.0.1:45000", "127.0.0.1:18090"])),
+            Some("127.0.0.1:18090")
+        );
+        // Its own socket, endpoints not read yet.
+        assert_eq!(peer_of(&back, 1, &[]), Some("127.0.0.1:18090"));
+        // Somebody else's connection.
+        assert_eq!(peer_of(&back, 2, &[]), None);
+        assert!(is_ephemeral("[::1]:40000") && !is_ephemeral("10.0.0.1:8080"));
+        assert!(!is_ephemeral("garbage"));
     }
 }

@@ -58,9 +58,22 @@ pub fn python_app(
     cgroup: Option<&Path>,
     cpu: Option<usize>,
 ) -> anyhow::Result<Reaped> {
+    python_app_with(&[], args, cgroup, cpu)
+}
+
+/// Like [`python_app`], with more of `culprit-lab`'s placement arguments (e.g.
+/// [`crate::faults::netns::PodNetwork::lab_args`]). The lab execs the app, which keeps the pid
+/// the harness knows.
+pub fn python_app_with(
+    lab_args: &[String],
+    args: &[&str],
+    cgroup: Option<&Path>,
+    cpu: Option<usize>,
+) -> anyhow::Result<Reaped> {
     let python = venv()?.join("bin/python");
     let app = workspace_root().join("tests/python/otel_app.py");
     let mut cmd = Command::new(bin_path("culprit-lab")?);
+    cmd.args(lab_args);
     if let Some(cg) = cgroup {
         cmd.arg("--cgroup").arg(cg);
     }

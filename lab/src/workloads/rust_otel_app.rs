@@ -13,7 +13,21 @@ use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
 
 use crate::workloads;
 
-pub fn run(endpoint: &str, count: usize, work: Duration, record: &Path) -> anyhow::Result<()> {
+/// How the app describes itself: the stock SDK's resource (as most apps send it: no
+/// `process.pid`) or with its pid and each span's OS thread.
+#[derive(Debug, Clone, Copy)]
+pub struct SelfDescription {
+    pub pid: bool,
+    pub thread: bool,
+}
+
+pub fn run(
+    endpoint: &str,
+    count: usize,
+    work: Duration,
+    record: &Path,
+    describe: SelfDescription,
+) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -25,13 +39,13 @@ pub fn run(endpoint: &str, count: usize, work: Duration, record: &Path) -> anyho
         .with_endpoint(endpoint)
         .build()
         .context("building the OTLP exporter")?;
+    let mut resource = Resource::builder().with_service_name("culprit-rust-app");
+    if describe.pid {
+        resource =
+            resource.with_attribute(KeyValue::new("process.pid", i64::from(std::process::id())));
+    }
     let provider = SdkTracerProvider::builder()
-        .with_resource(
-            Resource::builder()
-                .with_service_name("culprit-rust-app")
-                .with_attribute(KeyValue::new("process.pid", i64::from(std::process::id())))
-                .build(),
-        )
+        .with_resource(resource.build())
         .with_batch_exporter(exporter)
         .build();
     let tracer = provider.tracer("culprit.lab.rust");
@@ -40,7 +54,9 @@ pub fn run(endpoint: &str, count: usize, work: Duration, record: &Path) -> anyho
     for i in 0..count {
         let mut span = tracer.start("rust request");
         span.set_attribute(KeyValue::new("request.index", i as i64));
-        span.set_attribute(KeyValue::new("culprit.thread.tid", i64::from(tid)));
+        if describe.thread {
+            span.set_attribute(KeyValue::new("culprit.thread.tid", i64::from(tid)));
+        }
         span.add_event("work.start", vec![KeyValue::new("lang", "rust")]);
         workloads::busy(work);
         let ctx = span.span_context().clone();

@@ -15,7 +15,7 @@ const CFG: ProbeConfig = ProbeConfig {
     episode_threshold_ns: MS,
     bucket_ns: 10 * MS,
     node_summary: 1,
-    _reserved: 0,
+    ..ProbeConfig::DEFAULT
 };
 
 #[derive(Default)]
