@@ -234,4 +234,50 @@ mod tests {
         assert!(parse_seconds("abc").is_err());
         assert!(parse_seconds("inf").is_err());
     }
+
+    /// The flags the DaemonSet's ConfigMap ships, as `culprit agent --config` reads them.
+    fn shipped_config() -> Vec<std::ffi::OsString> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/kubernetes/configmap.yaml"
+        );
+        let yaml = std::fs::read_to_string(path).expect("the ConfigMap");
+        let block: String = yaml
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("agent.conf: |"))
+            .skip(1)
+            .take_while(|l| l.starts_with("    ") || l.trim().is_empty())
+            .map(|l| format!("{}\n", l.trim()))
+            .collect();
+        crate::config_file::parse(&block)
+    }
+
+    #[test]
+    fn the_daemonsets_config_binds_the_node_address_and_the_unix_sockets() {
+        let mut args: Vec<std::ffi::OsString> = vec!["culprit".into(), "agent".into()];
+        args.extend(shipped_config());
+        assert!(args.len() > 6, "{args:?}");
+        // CULPRIT_OTLP_HOST, as the DaemonSet sets it from status.hostIP.
+        args.extend(["--otlp-host".into(), "10.1.2.3".into()]);
+        let Command::Agent(opts) = Cli::try_parse_from(args)
+            .expect("the shipped flags parse")
+            .command
+        else {
+            panic!("not the agent command");
+        };
+        let (grpc, http) = opts.otlp_addrs();
+        assert_eq!(grpc, "10.1.2.3:4317".parse().unwrap());
+        assert_eq!(http, "10.1.2.3:4318".parse().unwrap());
+        assert_eq!(
+            opts.otlp_grpc_unix.as_deref(),
+            Some(std::path::Path::new("/run/culprit-otlp/grpc.sock"))
+        );
+        assert!(opts.otlp_http_unix.is_some());
+        // Without a host, the addresses as given.
+        let Command::Agent(bare) = Cli::try_parse_from(["culprit", "agent"]).unwrap().command
+        else {
+            panic!("not the agent command");
+        };
+        assert_eq!(bare.otlp_addrs().0, bare.otlp_grpc);
+    }
 }

@@ -3,12 +3,12 @@
 //! sockets; the agent on `0.0.0.0` (as the DaemonSet's config has it) and on one node address
 //! (IPv6). Every sender is verified by the kernel.
 
-use std::time::Duration;
+use std::{net::SocketAddrV4, time::Duration};
 
 use culprit_lab::{
-    faults::{cgroup::TempCgroup, netns::PodNetwork},
+    faults::{cgroup::TempCgroup, netns::PodNetwork, port_forward::PortForward},
     process::reaped::spawn_workload,
-    service::otel::wait_success,
+    service::otel::{free_port, wait_success},
 };
 use culprit_tests::{
     identity::{Setup, assert_verified, by_service, python, rust_app, span_str},
@@ -23,17 +23,32 @@ fn stock_senders_in_every_namespace_are_verified_with_the_agent_on_any_address()
 -> anyhow::Result<()> {
     require_root()?;
     let pod = PodNetwork::new("id-any", 71)?;
-    let mut setup = Setup::start("any", "0.0.0.0", &[])?;
+    // A hostPort in front of the HTTP receiver: the pod dials another port, a DNAT forwards it.
+    let host_port = free_port()?;
+    let mut setup = Setup::start(
+        "any",
+        "0.0.0.0",
+        &["--otlp-dialled-port", &host_port.to_string()],
+    )?;
     let in_pod = pod.lab_args();
     let node = pod.node_v4;
+    let _forward = PortForward::new(node, host_port, SocketAddrV4::new(node, setup.http))?;
     let cg = TempCgroup::new_v2("culprit-test-identity-any")?;
     // A noisy neighbour on the pod app's CPU.
     let _hog = spawn_workload(&cg.child("hog")?, Some(0), 90.0, &["hog", "--threads", "2"])?;
     let work = WORK_MS.to_string();
-    let records: Vec<String> = ["host", "node", "pod", "rust", "grpc-unix", "http-unix"]
-        .iter()
-        .map(|n| setup.record(n))
-        .collect();
+    let records: Vec<String> = [
+        "host",
+        "node",
+        "pod",
+        "rust",
+        "grpc-unix",
+        "http-unix",
+        "hostport",
+    ]
+    .iter()
+    .map(|n| setup.record(n))
+    .collect();
     let host_url = format!("http://127.0.0.1:{}/v1/traces", setup.http);
     let node_url = format!("http://{node}:{}", setup.grpc);
     let pod_url = format!("http://{node}:{}/v1/traces", setup.http);
@@ -72,6 +87,10 @@ fn stock_senders_in_every_namespace_are_verified_with_the_agent_on_any_address()
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         apps.push(python(&[], &args, None, None)?);
     }
+    let hostport_url = format!("http://{node}:{host_port}/v1/traces");
+    let hostport = app("http", &hostport_url, "hostport-app", &records[6]);
+    let hostport: Vec<&str> = hostport.iter().map(String::as_str).collect();
+    apps.push(python(&in_pod, &hostport, None, None)?);
     let pod_app = python(
         &in_pod,
         &[
@@ -122,6 +141,7 @@ fn stock_senders_in_every_namespace_are_verified_with_the_agent_on_any_address()
         "culprit-rust-app",
         "grpc-unix-app",
         "http-unix-app",
+        "hostport-app",
     ] {
         assert_verified(&services, service);
     }

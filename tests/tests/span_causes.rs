@@ -21,9 +21,20 @@ fn requests(
     cgroup: Option<&std::path::Path>,
     cpu: Option<usize>,
 ) -> anyhow::Result<Vec<SpanLine>> {
+    requests_with(&[], app_args, cgroup, cpu)
+}
+
+/// [`requests`], with more agent arguments.
+fn requests_with(
+    agent_args: &[&str],
+    app_args: &[&str],
+    cgroup: Option<&std::path::Path>,
+    cpu: Option<usize>,
+) -> anyhow::Result<Vec<SpanLine>> {
     let ports = AgentPorts::fresh()?;
     let mut args = ports.args();
     args.extend(["--slow-ms".into(), "0".into()]);
+    args.extend(agent_args.iter().map(|a| a.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut agent = RunningAgent::start(Duration::from_secs(1), &args)?;
     agent.next_report()?;
@@ -212,6 +223,51 @@ fn lost_packets_on_the_downstream_call_are_blamed_with_the_peer() -> anyhow::Res
             .iter()
             .all(|s| s.duration_ms > 150.0 || s.attribution.cause != "tcp.retransmit"),
         "a fast request was blamed on retransmits"
+    );
+    Ok(())
+}
+
+/// The downstream watched too (it owns the far end's sockets, whose retransmits the caller waits
+/// on, and is a sender itself in a real system): the peer is still named from the caller's side,
+/// the downstream's address, never the caller's own ephemeral port.
+#[test]
+fn the_retransmit_peer_is_the_downstream_when_both_ends_are_watched() -> anyhow::Result<()> {
+    require_root()?;
+    let port = free_port()?;
+    let cg = TempCgroup::new_v2("culprit-test-spans-rtx-both")?;
+    let server = spawn_workload(
+        &cg.child("downstream")?,
+        None,
+        120.0,
+        &["tcp-server", "--port", &port.to_string()],
+    )?;
+    wait_for_port(port, Duration::from_secs(10))?;
+    let _loss = PacketLoss::on_port(port, 25)?;
+    let server_pid = server.pid().to_string();
+    let spans = requests_with(
+        &["--watch-pid", &server_pid],
+        &[
+            "--mode",
+            "downstream",
+            "--downstream-port",
+            &port.to_string(),
+            "--count",
+            "30",
+            "--gap-ms",
+            "5",
+        ],
+        None,
+        None,
+    )?;
+    let peer = format!("127.0.0.1:{port}");
+    let named: Vec<Option<&str>> = spans
+        .iter()
+        .filter_map(|s| s.attribution.retransmit_peer.as_deref().map(Some))
+        .collect();
+    assert!(named.len() >= 3, "only {} spans name a peer", named.len());
+    assert!(
+        named.iter().all(|p| *p == Some(peer.as_str())),
+        "peers {named:?}, expected {peer}"
     );
     Ok(())
 }

@@ -42,7 +42,7 @@ impl Drop for PacketLoss {
     }
 }
 
-fn nft(args: &[&str], stdin: Option<&str>) -> anyhow::Result<()> {
+pub(crate) fn nft(args: &[&str], stdin: Option<&str>) -> anyhow::Result<()> {
     use std::io::Write as _;
     let mut child = Command::new("nft")
         .args(args)
