@@ -12,14 +12,11 @@
 //! `process.pid` (a pid from inside a container's pid namespace is translated to the host's
 //! through `NSpid`), its `container.id` or its `k8s.pod.uid`, each matched exactly.
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::net::SocketAddr;
 
 use opentelemetry_proto::tonic::{common::v1::any_value::Value, resource::v1::Resource};
 
+use super::scan_cache::{ScanBudget, ScanCache};
 use crate::{
     host::{
         k8s::{self, IdentityCache},
@@ -158,56 +155,19 @@ impl<'a> Claims<'a> {
     }
 }
 
-/// How long the result of a full /proc scan stands: scans cost a read per process on the node,
-/// so one sender's batches must not repeat them, but processes come and go.
-const SCAN_TTL: Duration = Duration::from_secs(5);
-/// Entries kept per cache before it is cleared: senders are few, hostile payloads many.
-const SCAN_CACHE_MAX: usize = 1024;
-
-/// Results of /proc scans by what was looked for, each valid for [`SCAN_TTL`].
-struct ScanCache<K> {
-    entries: HashMap<K, (Option<(u32, IdentifiedBy)>, Instant)>,
-}
-
-impl<K> Default for ScanCache<K> {
-    fn default() -> Self {
-        Self {
-            entries: HashMap::new(),
-        }
-    }
-}
-
-impl<K: std::hash::Hash + Eq> ScanCache<K> {
-    fn get_or_scan(
-        &mut self,
-        key: K,
-        scan: impl FnOnce() -> Option<(u32, IdentifiedBy)>,
-    ) -> Option<(u32, IdentifiedBy)> {
-        if let Some((found, at)) = self.entries.get(&key)
-            && at.elapsed() < SCAN_TTL
-        {
-            return *found;
-        }
-        if self.entries.len() >= SCAN_CACHE_MAX {
-            self.entries.retain(|_, (_, at)| at.elapsed() < SCAN_TTL);
-            if self.entries.len() >= SCAN_CACHE_MAX {
-                self.entries.clear();
-            }
-        }
-        let found = scan();
-        self.entries.insert(key, (found, Instant::now()));
-        found
-    }
-}
+/// A sender's host pid and how it was found.
+type Found = (u32, IdentifiedBy);
 
 #[derive(Default)]
 pub(crate) struct Identifier {
     /// The kernel's record of connection openers; `None` without the probe.
     openers: Option<Box<dyn ConnectionOpeners + Send>>,
-    connections: ScanCache<(SocketAddr, SocketAddr)>,
-    containers: ScanCache<String>,
-    pods: ScanCache<String>,
-    namespaced: ScanCache<u32>,
+    connections: ScanCache<(SocketAddr, SocketAddr), Found>,
+    containers: ScanCache<String, Found>,
+    pods: ScanCache<String, Found>,
+    namespaced: ScanCache<u32, Found>,
+    /// Full scans of /proc allowed per second, over all the caches.
+    budget: ScanBudget,
 }
 
 impl Identifier {
@@ -216,6 +176,11 @@ impl Identifier {
             openers,
             ..Self::default()
         }
+    }
+
+    /// Full scans refused since start because the budget was spent.
+    pub(crate) fn scans_refused(&self) -> u64 {
+        self.budget.refused
     }
 
     /// The sender of a resource's spans that arrived from `origin`, if anyone can tell (what
@@ -249,9 +214,10 @@ impl Identifier {
         {
             return Some((opener.tgid, IdentifiedBy::ConnectionOpener));
         }
-        self.connections.get_or_scan((peer, local), || {
-            sockets::connection_opener(peer, local).map(|p| (p, IdentifiedBy::SocketTable))
-        })
+        self.connections
+            .get_or_scan(&mut self.budget, (peer, local), || {
+                sockets::connection_opener(peer, local).map(|p| (p, IdentifiedBy::SocketTable))
+            })
     }
 
     /// The sender as the payload names it, each claim matched exactly.
@@ -260,20 +226,25 @@ impl Identifier {
             if procfs::nspid(pid).len() == 1 {
                 return Some((pid, IdentifiedBy::ProcessPid));
             }
-            if let Some(found) = self.namespaced.get_or_scan(pid, || namespaced_to_host(pid)) {
+            if let Some(found) = self
+                .namespaced
+                .get_or_scan(&mut self.budget, pid, || namespaced_to_host(pid))
+            {
                 return Some(found);
             }
         }
         if let Some(id) = claims.container_id
             && id.len() >= 12
-            && let Some(found) = self.containers.get_or_scan(id.to_string(), || {
-                k8s::first_pid_in_container(id).map(|p| (p, IdentifiedBy::ContainerId))
-            })
+            && let Some(found) =
+                self.containers
+                    .get_or_scan(&mut self.budget, id.to_string(), || {
+                        k8s::first_pid_in_container(id).map(|p| (p, IdentifiedBy::ContainerId))
+                    })
         {
             return Some(found);
         }
         let uid = claims.pod_uid.and_then(k8s::normalize_pod_uid)?;
-        self.pods.get_or_scan(uid.clone(), || {
+        self.pods.get_or_scan(&mut self.budget, uid.clone(), || {
             k8s::first_pid_in_pod(&uid).map(|p| (p, IdentifiedBy::PodUid))
         })
     }

@@ -64,6 +64,9 @@ pub struct JoinCounts {
     /// `connection_opener` and `socket_table` are verified, the `claimed_*` are not.
     #[serde(default)]
     pub spans_identified_by: std::collections::BTreeMap<String, u64>,
+    /// Full /proc scans for senders refused because too many were asked for in a second.
+    #[serde(default)]
+    pub identity_scans_refused: u64,
     pub batches_held: u64,
 }
 
@@ -168,6 +171,7 @@ impl Joiner {
                 .map(|(by, n)| (by.key().to_string(), n.load(Ordering::Relaxed)))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
+            identity_scans_refused: self.identifier.scans_refused(),
             batches_held: self.held.len() as u64,
         }
     }

@@ -1,4 +1,5 @@
-//! Joining spans with kernel signals: who sent the span (`identity`), which threads did its
+//! Joining spans with kernel signals: who sent the span (`identity`, its /proc scans rationed in
+//! `scan_cache`), which threads did its
 //! work and where its wall time went (`joiner`, reading the signals' `WindowView`), which kernel
 //! cause dominated (`attribution`, `parts`), and the span re-encoded with its `culprit.*`
 //! attributes (`annotated`) and its sender's identity on the resource (`resource`).
@@ -9,6 +10,7 @@ pub(crate) mod identity;
 pub(crate) mod joiner;
 pub(crate) mod parts;
 pub(crate) mod resource;
+pub(crate) mod scan_cache;
 
 pub(crate) use self::joiner::Joiner;
 pub use self::{
