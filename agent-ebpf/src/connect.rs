@@ -74,7 +74,7 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         }
         TCP_CLOSE => {
             forget_socket(sk);
-            let _ = PENDING_CONNECT.remove(&sk);
+            let _ = PENDING_CONNECT.remove(sk);
         }
         _ => {}
     }
@@ -107,7 +107,7 @@ fn opening(sk: u64) {
         netns_inode: netns_inode(sk),
         _pad: 0,
     };
-    if PENDING_CONNECT.insert(&sk, &pending, 0).is_err() {
+    if PENDING_CONNECT.insert(sk, pending, 0).is_err() {
         count_drop(DropCounter::ConnectionOwnerFailed);
     }
 }
@@ -116,10 +116,10 @@ fn opening(sk: u64) {
 /// port, which are known now.
 #[inline(always)]
 fn established(ctx: &TracePointContext, sk: u64) -> Result<(), i64> {
-    let Some(opener) = (unsafe { PENDING_CONNECT.get(&sk) }).copied() else {
+    let Some(opener) = (unsafe { PENDING_CONNECT.get(sk) }).copied() else {
         return Ok(());
     };
-    let _ = PENDING_CONNECT.remove(&sk);
+    let _ = PENDING_CONNECT.remove(sk);
     let off = tcp_tp_offsets();
     let family: u16 = unsafe { ctx.read_at(off.state_family as usize)? };
     let mut key = ConnectionKey {
@@ -146,7 +146,7 @@ fn established(ctx: &TracePointContext, sk: u64) -> Result<(), i64> {
             owner.daddr = ctx.read_at(off.state_daddr_v6 as usize)?;
         }
     }
-    if CONNECTION_OWNER.insert(&key, &owner, 0).is_err() {
+    if CONNECTION_OWNER.insert(key, owner, 0).is_err() {
         count_drop(DropCounter::ConnectionOwnerFailed);
     }
     Ok(())

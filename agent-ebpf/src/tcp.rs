@@ -29,7 +29,7 @@ static SOCK_OWNER: LruHashMap<u64, SockOwner> = LruHashMap::with_max_entries(655
 /// entry would blame the next socket's retransmits on this one's owner.
 #[inline(always)]
 pub fn forget_socket(sk: u64) {
-    let _ = SOCK_OWNER.remove(&sk);
+    let _ = SOCK_OWNER.remove(sk);
 }
 
 #[map(name = "TCP_EVENTS")]
