@@ -3,6 +3,7 @@
 //! (`throttling`) and TCP retransmits (`retransmits`). [`Signals`] keeps them between reports;
 //! the join reads them through the narrow, read-only [`WindowView`].
 
+pub(crate) mod bucket_gaps;
 pub(crate) mod interval;
 pub(crate) mod intervals;
 pub(crate) mod retransmits;

@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 
 use culprit_common::thread::{SchedRecord, ThreadBucket, record, state};
 
+use super::bucket_gaps;
 use crate::kernel::watch::LiveState;
 
 /// Where a thread's time went over a window.
@@ -152,44 +153,58 @@ impl ThreadStore {
         if end_ns <= start_ns {
             return out;
         }
-        if let Some(t) = self.threads.get(&tid) {
-            // Newest first, stopping at the first episode that ended before the window: episodes
-            // are streamed as they end, so everything stored before one ended before it. (A
-            // bucket is streamed when it closes, so it never sits behind a newer episode.)
-            for rec in t.records.iter().rev() {
-                if rec.kind == record::EPISODE && rec.end_ns <= start_ns {
-                    break;
-                }
+        // The live interval (the thread's state right now) is accounted on its own, like an
+        // episode.
+        let current = live.and_then(|l| {
+            (l.since_ns != 0 && l.since_ns < end_ns && l.state != state::UNKNOWN)
+                .then(|| current_episode(l, end_ns))
+        });
+        // Newest first, back to the first episode that ended a bucket before the window: the
+        // episodes that cover part of the window's buckets are needed to place the buckets' time.
+        // Episodes are streamed as they end, so everything stored before one ended before it (a
+        // bucket is streamed when it closes, so it never sits behind a newer episode).
+        let horizon = start_ns.saturating_sub(self.bucket_ns);
+        let recent: Vec<&SchedRecord> = self.threads.get(&tid).map_or_else(Vec::new, |t| {
+            t.records
+                .iter()
+                .rev()
+                .take_while(|r| !(r.kind == record::EPISODE && r.end_ns <= horizon))
+                .collect()
+        });
+        let covered: Vec<(u64, u64)> = recent
+            .iter()
+            .copied()
+            .chain(current.as_ref())
+            .filter(|r| r.kind == record::EPISODE)
+            .map(|r| (r.start_ns, r.end_ns))
+            .collect();
+        for rec in recent {
+            if rec.kind == record::EPISODE {
                 add_record(&mut out, rec, start_ns, end_ns);
+            } else {
+                add_bucket(&mut out, rec, rec.end_ns, start_ns, end_ns, &covered);
             }
         }
-        if let Some(live) = live {
-            if live.bucket.start_ns != 0 {
-                add_record(&mut out, &self.open_bucket(live), start_ns, end_ns);
-            }
-            if live.since_ns != 0 && live.since_ns < end_ns && live.state != state::UNKNOWN {
-                let mut b = ThreadBucket::default();
-                let dur = end_ns - live.since_ns;
-                match live.state {
-                    state::ON_CPU => b.on_cpu_ns = dur,
-                    state::RUNQ => {
-                        b.runq_ns = dur;
-                        if live.throttled {
-                            b.throttled_ns = dur;
-                        }
-                    }
-                    _ => b.off_cpu_ns = dur,
-                }
-                let current = SchedRecord {
-                    kind: record::EPISODE,
-                    state: live.state,
-                    start_ns: live.since_ns,
-                    end_ns,
-                    bucket: b,
-                    ..SchedRecord::default()
-                };
-                add_record(&mut out, &current, start_ns, end_ns);
-            }
+        if let Some(live) = live
+            && live.bucket.start_ns != 0
+        {
+            // The open bucket's intervals all ended before the live one began.
+            let until = if live.since_ns > live.bucket.start_ns {
+                live.since_ns
+            } else {
+                live.bucket.start_ns + self.bucket_ns
+            };
+            add_bucket(
+                &mut out,
+                &self.open_bucket(live),
+                until,
+                start_ns,
+                end_ns,
+                &covered,
+            );
+        }
+        if let Some(current) = &current {
+            add_record(&mut out, current, start_ns, end_ns);
         }
         out
     }
@@ -262,6 +277,51 @@ impl ThreadStore {
     }
 }
 
+/// What the kernel holds for a thread right now, as an episode up to `end_ns`.
+fn current_episode(live: &LiveState, end_ns: u64) -> SchedRecord {
+    let mut b = ThreadBucket::default();
+    let dur = end_ns - live.since_ns;
+    match live.state {
+        state::ON_CPU => b.on_cpu_ns = dur,
+        state::RUNQ => {
+            b.runq_ns = dur;
+            if live.throttled {
+                b.throttled_ns = dur;
+            }
+        }
+        _ => b.off_cpu_ns = dur,
+    }
+    SchedRecord {
+        kind: record::EPISODE,
+        state: live.state,
+        start_ns: live.since_ns,
+        end_ns,
+        bucket: b,
+        ..SchedRecord::default()
+    }
+}
+
+/// Adds the part of bucket `rec` inside the window: its share of the gaps the episodes
+/// (`covered`) leave in the bucket's window up to `until_ns`, or, with no gap, its share of the
+/// whole window.
+fn add_bucket(
+    out: &mut Breakdown,
+    rec: &SchedRecord,
+    until_ns: u64,
+    start_ns: u64,
+    end_ns: u64,
+    covered: &[(u64, u64)],
+) {
+    if rec.end_ns <= start_ns || rec.start_ns >= end_ns {
+        return;
+    }
+    let gaps = bucket_gaps::gaps((rec.start_ns, until_ns.min(rec.end_ns)), covered);
+    match bucket_gaps::share(&gaps, (start_ns, end_ns)) {
+        Some(fraction) => out.add(&rec.bucket, fraction),
+        None => add_record(out, rec, start_ns, end_ns),
+    }
+}
+
 /// Adds the part of `rec` inside the window, in proportion to the overlap.
 fn add_record(out: &mut Breakdown, rec: &SchedRecord, start_ns: u64, end_ns: u64) {
     let lo = rec.start_ns.max(start_ns);
@@ -283,168 +343,4 @@ fn add_record(out: &mut Breakdown, rec: &SchedRecord, start_ns: u64, end_ns: u64
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MS: u64 = 1_000_000;
-
-    fn episode(tid: u32, st: u32, start_ms: u64, end_ms: u64) -> SchedRecord {
-        let dur = (end_ms - start_ms) * MS;
-        let mut b = ThreadBucket::default();
-        match st {
-            state::ON_CPU => b.on_cpu_ns = dur,
-            state::RUNQ => b.runq_ns = dur,
-            _ => b.off_cpu_ns = dur,
-        }
-        SchedRecord {
-            kind: record::EPISODE,
-            state: st,
-            tid,
-            tgid: 100,
-            start_ns: start_ms * MS,
-            end_ns: end_ms * MS,
-            bucket: b,
-        }
-    }
-
-    fn bucket(
-        tid: u32,
-        start_ms: u64,
-        on: u64,
-        runq: u64,
-        throttled: u64,
-        off: u64,
-    ) -> SchedRecord {
-        SchedRecord {
-            kind: record::BUCKET,
-            state: 0,
-            tid,
-            tgid: 100,
-            start_ns: start_ms * MS,
-            end_ns: (start_ms + 10) * MS,
-            bucket: ThreadBucket {
-                start_ns: start_ms * MS,
-                on_cpu_ns: on * MS,
-                runq_ns: runq * MS,
-                throttled_ns: throttled * MS,
-                off_cpu_ns: off * MS,
-                neighbour_ns: (runq - throttled) * MS,
-                neighbour_tgid: 7,
-                ..ThreadBucket::default()
-            },
-        }
-    }
-
-    #[test]
-    fn throttled_waits_are_placed_at_the_end_of_their_episode() {
-        let mut s = ThreadStore::new(60_000 * MS, 1000, 10 * MS);
-        let mut wait = episode(1, state::RUNQ, 100, 140);
-        wait.bucket.throttled_ns = 30 * MS;
-        s.insert(wait);
-        s.insert(episode(1, state::ON_CPU, 140, 150));
-        s.insert(bucket(1, 150, 2, 3, 2, 5));
-        let (placed, short) = s.throttled_intervals(1, 0, 1000 * MS, None);
-        assert_eq!(placed, vec![(110 * MS, 140 * MS)]);
-        assert_eq!(short, 2 * MS);
-        // Clipped to the window; half the bucket is inside.
-        let (placed, short) = s.throttled_intervals(1, 120 * MS, 155 * MS, None);
-        assert_eq!(placed, vec![(120 * MS, 140 * MS)]);
-        assert_eq!(short, MS);
-        // A wait still going on that began throttled runs to the end of the window.
-        let live = LiveState {
-            state: state::RUNQ,
-            since_ns: 900 * MS,
-            bucket: ThreadBucket::default(),
-            throttled: true,
-        };
-        let (placed, _) = s.throttled_intervals(1, 800 * MS, 950 * MS, Some(&live));
-        assert_eq!(placed, vec![(900 * MS, 950 * MS)]);
-        assert_eq!(s.throttled_intervals(2, 0, 1000 * MS, None), (vec![], 0));
-    }
-
-    #[test]
-    fn episodes_are_clipped_to_the_window() {
-        let mut s = ThreadStore::new(60_000 * MS, 1000, 10 * MS);
-        s.insert(episode(1, state::OFF_CPU, 100, 150));
-        s.insert(episode(1, state::ON_CPU, 150, 170));
-        let b = s.breakdown(1, 0, 1000 * MS, None);
-        assert_eq!((b.off_cpu_ns, b.on_cpu_ns), (50 * MS, 20 * MS));
-        assert_eq!(b.longest_off_cpu_ns, 50 * MS);
-        let b = s.breakdown(1, 140 * MS, 160 * MS, None);
-        assert_eq!((b.off_cpu_ns, b.on_cpu_ns), (10 * MS, 10 * MS));
-        assert_eq!(
-            s.breakdown(1, 200 * MS, 300 * MS, None),
-            Breakdown::default()
-        );
-        assert_eq!(s.breakdown(2, 0, 1000 * MS, None), Breakdown::default());
-    }
-
-    #[test]
-    fn buckets_count_in_proportion_and_split_throttling() {
-        let mut s = ThreadStore::new(60_000 * MS, 1000, 10 * MS);
-        s.insert(bucket(1, 100, 4, 4, 1, 2));
-        let b = s.breakdown(1, 0, 1000 * MS, None);
-        assert_eq!(
-            (b.on_cpu_ns, b.runq_ns, b.throttled_ns, b.off_cpu_ns),
-            (4 * MS, 4 * MS, MS, 2 * MS)
-        );
-        assert_eq!(b.contention_ns(), 3 * MS);
-        assert_eq!(b.top_neighbours(3), vec![(7, 3 * MS)]);
-        // Half the bucket inside the window: half its sums.
-        let b = s.breakdown(1, 105 * MS, 200 * MS, None);
-        assert_eq!(b.on_cpu_ns, 2 * MS);
-    }
-
-    #[test]
-    fn live_state_fills_the_present() {
-        let s = ThreadStore::new(60_000 * MS, 1000, 10 * MS);
-        let live = LiveState {
-            state: state::ON_CPU,
-            since_ns: 500 * MS,
-            bucket: ThreadBucket::default(),
-            throttled: false,
-        };
-        let b = s.breakdown(1, 0, 1000 * MS, Some(&live));
-        assert_eq!(b.on_cpu_ns, 500 * MS);
-        let waiting_throttled = LiveState {
-            state: state::RUNQ,
-            throttled: true,
-            ..live
-        };
-        let b = s.breakdown(1, 0, 1000 * MS, Some(&waiting_throttled));
-        assert_eq!(
-            (b.runq_ns, b.throttled_ns, b.contention_ns()),
-            (500 * MS, 500 * MS, 0)
-        );
-        let unknown = LiveState {
-            state: state::UNKNOWN,
-            ..live
-        };
-        assert_eq!(s.breakdown(1, 0, 1000 * MS, Some(&unknown)).on_cpu_ns, 0);
-    }
-
-    #[test]
-    fn the_cap_evicts_oldest_first_and_counts() {
-        let mut s = ThreadStore::new(60_000 * MS, 3, 10 * MS);
-        s.insert(episode(1, state::ON_CPU, 0, 10));
-        s.insert(episode(2, state::ON_CPU, 10, 20));
-        s.insert(episode(1, state::ON_CPU, 20, 30));
-        s.insert(episode(2, state::ON_CPU, 30, 40));
-        assert_eq!((s.len(), s.evicted()), (3, 1));
-        // Thread 1's first record went.
-        assert_eq!(s.breakdown(1, 0, 100 * MS, None).on_cpu_ns, 10 * MS);
-        assert_eq!(s.breakdown(2, 0, 100 * MS, None).on_cpu_ns, 20 * MS);
-    }
-
-    #[test]
-    fn retention_expires_without_counting_loss() {
-        let mut s = ThreadStore::new(100 * MS, 1000, 10 * MS);
-        s.insert(episode(1, state::ON_CPU, 0, 10));
-        s.insert(episode(1, state::ON_CPU, 150, 160));
-        s.expire(200 * MS);
-        assert_eq!((s.len(), s.evicted()), (1, 0));
-        s.expire(10_000 * MS);
-        assert_eq!(s.len(), 0);
-        assert_eq!(s.tids().count(), 0);
-    }
-}
+mod tests;
