@@ -125,6 +125,7 @@ fn spoofed_identities_are_replaced_by_the_senders_own_and_counted() -> anyhow::R
         }
     }
     let mismatched = report.otlp.join.spans_identity_mismatch as usize;
+    eprintln!("{mismatched} mismatches counted for {spans_total} spoofers' spans");
     // Every span of the pid and pod spoofers; the thread spoofer's request spans (its child
     // spans name no thread).
     assert!(

@@ -165,6 +165,10 @@ fn senders_are_verified(b: &Binding) -> anyhow::Result<()> {
         counts.spans_joined,
         "{counts:?}"
     );
+    eprintln!(
+        "{}: {} spans joined, by {:?}, {} unidentified",
+        b.tag, counts.spans_joined, counts.spans_identified_by, counts.spans_unidentified
+    );
     let services = by_service(&got);
     let mut expected = vec![
         "host-app",
@@ -211,6 +215,10 @@ fn assert_contention_blamed(spans: &[&Span]) -> anyhow::Result<()> {
         .iter()
         .filter(|s| span_str(s, "culprit.cause") == Some("cpu.contention"))
         .count();
+    eprintln!(
+        "pod app: {contended} of {} slow requests blamed on cpu.contention",
+        slow.len()
+    );
     assert!(
         contended * 10 >= slow.len() * 8,
         "{contended} of {} slow pod requests blamed on contention: {:?}",

@@ -159,8 +159,8 @@ pub(crate) fn scenario_text(run: &ScenarioRun) -> String {
 /// The accuracy table (Markdown) for ACCURACY.md.
 pub(crate) fn accuracy_markdown(runs: &[ScenarioRun]) -> String {
     let mut out = String::from(
-        "| scenario | requests | p50 ms | p99 ms | accuracy (slow requests' excess on the injected cause) | kernel share of all request time | throttled: agent vs cpu.stat |\n\
-         |---|---:|---:|---:|---|---:|---|\n",
+        "| scenario | requests | p50 ms | p99 ms | accuracy (slow requests' excess on the injected cause) | kernel share of all request time | throttled: agent vs cpu.stat | requests < 1 ms decomposed |\n\
+         |---|---:|---:|---:|---|---:|---|---:|\n",
     );
     for run in runs {
         let s = &run.summary;
@@ -181,16 +181,27 @@ pub(crate) fn accuracy_markdown(runs: &[ScenarioRun]) -> String {
                 t.relative_error() * 100.0
             )
         });
+        let short = if s.short_requests == 0 {
+            "none".to_string()
+        } else {
+            format!(
+                "{} of {} ({:.0}%)",
+                s.short_decomposed,
+                s.short_requests,
+                s.short_decomposed as f64 * 100.0 / s.short_requests as f64
+            )
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {:.1} | {:.1} | {} | {:.1}% | {} |",
+            "| {} | {} | {:.1} | {:.1} | {} | {:.1}% | {} | {} |",
             run.scenario,
             s.requests,
             s.p50_ms,
             s.p99_ms,
             accuracy,
             s.kernel_share * 100.0,
-            throttle
+            throttle,
+            short
         );
     }
     out

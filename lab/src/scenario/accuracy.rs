@@ -139,6 +139,21 @@ pub struct Summary {
     pub slow_excess_ms: f64,
     /// The injected causes whose slow requests had excess, with each one's own accuracy.
     pub accuracy_by_cause: BTreeMap<String, f64>,
+    /// Requests under [`SHORT_REQUEST_MS`], and how many of them got a real decomposition
+    /// (see [`decomposed`]).
+    #[serde(default)]
+    pub short_requests: usize,
+    #[serde(default)]
+    pub short_decomposed: usize,
+}
+
+/// Below this a request is "short": most microservice calls, and the hardest to decompose (its
+/// thread's intervals are below the episode threshold).
+pub const SHORT_REQUEST_MS: f64 = 1.0;
+
+/// Whether a request's time was observed (at least 90% of it) and given a cause.
+pub(crate) fn decomposed(r: &Request) -> bool {
+    r.cause != Cause::Unknown && r.parts.unobserved_ms <= 0.1 * r.latency_ms
 }
 
 pub(crate) fn summarize(
@@ -181,6 +196,10 @@ pub(crate) fn summarize(
             e.1 += explained_by(&r.parts, cause).min(excess);
         }
     }
+    let short: Vec<&Request> = measured
+        .iter()
+        .filter(|r| r.latency_ms < SHORT_REQUEST_MS)
+        .collect();
     let (excess, explained) = by_cause
         .values()
         .fold((0.0, 0.0), |(e, x), (e2, x2)| (e + e2, x + x2));
@@ -204,6 +223,8 @@ pub(crate) fn summarize(
             .filter(|(_, (e, _))| *e > 0.0)
             .map(|(c, (e, x))| (c.cause_name().to_string(), x / e))
             .collect(),
+        short_requests: short.len(),
+        short_decomposed: short.iter().filter(|r| decomposed(r)).count(),
     }
 }
 
@@ -233,6 +254,24 @@ mod tests {
             retransmit_ms,
             ..Parts::default()
         }
+    }
+
+    #[test]
+    fn short_requests_count_as_decomposed_when_observed_and_explained() {
+        let mut observed = req("GET /downstream", 0.2, parts(0.1, 0.0, 0.0, 0.0), None);
+        observed.parts.off_cpu_ms = 0.09;
+        observed.parts.unobserved_ms = 0.01;
+        observed.cause = Cause::OffCpu;
+        assert!(decomposed(&observed));
+        let mut unknown = observed.clone();
+        unknown.cause = Cause::Unknown;
+        assert!(!decomposed(&unknown));
+        let mut unseen = observed.clone();
+        unseen.parts.unobserved_ms = 0.05;
+        assert!(!decomposed(&unseen));
+        let long = req("GET /cpu", 5.0, parts(5.0, 0.0, 0.0, 0.0), None);
+        let s = summarize(&[observed, unknown, unseen, long], &BTreeMap::new());
+        assert_eq!((s.short_requests, s.short_decomposed), (3, 1));
     }
 
     #[test]
