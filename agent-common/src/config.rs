@@ -23,7 +23,7 @@ const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 32);
 
 impl ProbeConfig {
     pub const DEFAULT: ProbeConfig = ProbeConfig {
-        episode_threshold_ns: 1_000_000,
+        episode_threshold_ns: 20_000,
         bucket_ns: 10_000_000,
         node_summary: 1,
         _reserved: 0,

@@ -109,8 +109,9 @@ pub(crate) struct AgentOpts {
     #[arg(long = "watch-cgroup", value_name = "PATH")]
     pub watch_cgroups: Vec<PathBuf>,
     /// Per-thread intervals at least this long are kept with their own start and end; shorter
-    /// ones are summed into buckets.
-    #[arg(long, default_value_t = 1.0)]
+    /// ones are summed into buckets. Short enough that a thread's timeline is placed to the
+    /// microsecond (which thread served a span that does not say is read from it).
+    #[arg(long, default_value_t = 0.02)]
     pub episode_threshold_ms: f64,
     /// Width of the per-thread buckets of short intervals.
     #[arg(long, default_value_t = 10.0)]

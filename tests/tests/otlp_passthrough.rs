@@ -175,7 +175,7 @@ fn python_sdk_spans_reach_the_collector_unchanged_with_culprit_attributes() -> a
         assert!(format!("{service:?}").contains("culprit-rust-app"));
     }
     // The gRPC app named its thread; the HTTP app left process.pid out and was found through
-    // its connection, joined per process.
+    // its connection, its thread inferred from the kernel's timeline.
     let joins: Vec<String> = got
         .iter()
         .filter_map(|(_, _, _, s)| match attr(s, "culprit.join") {
@@ -184,7 +184,7 @@ fn python_sdk_spans_reach_the_collector_unchanged_with_culprit_attributes() -> a
         })
         .collect();
     assert!(
-        joins.iter().any(|j| j == "thread") && joins.iter().any(|j| j == "process"),
+        joins.iter().any(|j| j == "thread") && joins.iter().any(|j| j == "thread.inferred"),
         "{joins:?}"
     );
     std::fs::remove_dir_all(&dir).ok();

@@ -79,6 +79,9 @@ pub struct SpanLine {
     /// The resource's `service.name`.
     pub service: Option<String>,
     pub pid: u32,
+    /// The thread whose time was measured: named by the span or inferred (`culprit.join`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tid: Option<u32>,
     /// Start of the span on the kernel's monotonic clock (as in the agent's reports).
     pub start_mono_ns: u64,
     pub duration_ms: f64,
@@ -367,6 +370,7 @@ impl Joiner {
             name: span.name.clone(),
             service: None,
             pid,
+            tid: measured.tid,
             start_mono_ns: start,
             duration_ms: end.saturating_sub(start) as f64 / 1e6,
             attribution,

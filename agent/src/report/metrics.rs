@@ -227,6 +227,7 @@ mod tests {
             name: "x".into(),
             service: Some("shop".into()),
             pid: 1,
+            tid: None,
             start_mono_ns: 0,
             duration_ms: 250.0,
             attribution: attribute(&Measured {

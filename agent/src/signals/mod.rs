@@ -9,6 +9,7 @@ pub(crate) mod intervals;
 pub(crate) mod retransmits;
 pub(crate) mod runq_quantile;
 pub(crate) mod runqueue;
+pub(crate) mod serving_thread;
 mod state;
 pub(crate) mod thread_store;
 pub(crate) mod throttling;

@@ -209,6 +209,32 @@ impl ThreadStore {
         out
     }
 
+    /// The state thread `tid` is known to have been in at instant `t_ns`: that of the episode (or
+    /// of the live interval) covering it; `None` inside a bucket's gap or without records.
+    pub(crate) fn state_at(&self, tid: u32, t_ns: u64, live: Option<&LiveState>) -> Option<u32> {
+        if let Some(l) = live
+            && l.since_ns != 0
+            && l.since_ns <= t_ns
+            && l.state != state::UNKNOWN
+        {
+            return Some(l.state);
+        }
+        let t = self.threads.get(&tid)?;
+        for rec in t.records.iter().rev() {
+            if rec.kind != record::EPISODE {
+                continue;
+            }
+            if rec.end_ns <= t_ns {
+                // Everything stored before it ended before it.
+                return None;
+            }
+            if rec.start_ns <= t_ns {
+                return Some(rec.state);
+            }
+        }
+        None
+    }
+
     /// The bucket the kernel is still filling for a thread, as a record.
     fn open_bucket(&self, live: &LiveState) -> SchedRecord {
         SchedRecord {

@@ -3,7 +3,13 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::{intervals::union_ns, retransmits::RetransmitRow, state::Signals};
+use super::{
+    intervals::union_ns,
+    retransmits::RetransmitRow,
+    serving_thread::{self, Candidate, Serving},
+    state::Signals,
+    thread_store::Breakdown,
+};
 use crate::kernel::watch::LiveState;
 
 /// What the probes measured over one span's window.
@@ -24,8 +30,11 @@ pub(crate) struct Measured {
     /// Its name, `comm (pid)`, and its container: filled in by the join, which caches them.
     pub(crate) neighbour: Option<String>,
     pub(crate) neighbour_container_id: Option<String>,
-    /// `thread` or `process`.
+    /// `thread` (the span named it), `thread.inferred` (the kernel's facts named it) or
+    /// `process` (nobody could tell: no thread's timeline is used).
     pub(crate) join: &'static str,
+    /// The thread whose time was measured.
+    pub(crate) tid: Option<u32>,
     /// Threads whose time was summed.
     pub(crate) threads: usize,
 }
@@ -101,22 +110,21 @@ impl WindowView for Signals {
         let total = match tid {
             Some(tid) => {
                 m.join = "thread";
-                let live = view
-                    .live(tid)
-                    .or_else(|| self.watch.live(tid).map(|(_, l)| l));
-                breakdown(tid, live.as_ref())
+                m.tid = Some(tid);
+                breakdown(tid, self.live_of(view, tid).as_ref())
             }
-            None => {
-                // Without the thread's name, the thread that ran (or waited to run) most in the
-                // window is taken as the one that served the span: summing every thread would
-                // mix in the blocked time of idle helper threads.
-                m.join = "process";
-                view.threads
-                    .iter()
-                    .map(|(tid, live)| breakdown(*tid, live.as_ref()))
-                    .max_by_key(|b| b.on_cpu_ns + b.runq_ns)
-                    .unwrap_or_default()
-            }
+            None => match self.serving_thread(view, start_ns, end_ns) {
+                Serving::Inferred(tid) => {
+                    m.join = "thread.inferred";
+                    m.tid = Some(tid);
+                    breakdown(tid, self.live_of(view, tid).as_ref())
+                }
+                // Another request's thread would explain this one with its own time.
+                Serving::Ambiguous => {
+                    m.join = "process";
+                    Breakdown::default()
+                }
+            },
         };
         m.on_cpu_ns = total.on_cpu_ns;
         m.runq_ns = total.runq_ns;
@@ -160,6 +168,48 @@ fn is_ephemeral(endpoint: &str) -> bool {
         .rsplit_once(':')
         .and_then(|(_, port)| port.parse::<u16>().ok())
         .is_some_and(|p| (32768..=60999).contains(&p))
+}
+
+/// How far from a span's start or end the clock read may be from the instant the kernel saw: the
+/// wall-to-monotonic offset is re-measured every second and good to a microsecond or two.
+const INSTANT_SLACK_NS: u64 = 5_000;
+
+impl Signals {
+    fn live_of(&self, view: &ProcessView, tid: u32) -> Option<LiveState> {
+        view.live(tid)
+            .or_else(|| self.watch.live(tid).map(|(_, l)| l))
+    }
+
+    /// The thread of the process that served a span without a thread attribute, from what the
+    /// kernel saw of each of its threads at the span's two instants.
+    fn serving_thread(&self, view: &ProcessView, start_ns: u64, end_ns: u64) -> Serving {
+        let candidates: Vec<Candidate> = view
+            .threads
+            .iter()
+            .map(|(tid, live)| {
+                let live = live.as_ref();
+                // A state counts only if it held on both sides of the instant.
+                let known = |t: u64| {
+                    let before =
+                        self.store
+                            .state_at(*tid, t.saturating_sub(INSTANT_SLACK_NS), live);
+                    let after = self.store.state_at(*tid, t + INSTANT_SLACK_NS, live);
+                    (before == after).then_some(before).flatten()
+                };
+                Candidate {
+                    tid: *tid,
+                    at_start: known(start_ns),
+                    at_end: known(end_ns.saturating_sub(1)),
+                    on_cpu_ns: self.store.breakdown(*tid, start_ns, end_ns, live).on_cpu_ns,
+                }
+            })
+            .collect();
+        let serving = serving_thread::infer(&candidates);
+        if serving == Serving::Ambiguous {
+            log::debug!("no serving thread for [{start_ns}, {end_ns}): {candidates:?}");
+        }
+        serving
+    }
 }
 
 /// Time process `pid` spent waiting on retransmitted segments within the window: its own

@@ -30,6 +30,7 @@ fn span(i: u64, service: &str, name: &str, duration_ms: f64, a: Attribution) -> 
         name: name.to_string(),
         service: Some(service.to_string()),
         pid: if service == "checkout" { 4242 } else { 5151 },
+        tid: None,
         start_mono_ns: 1_000_000_000 + i * 10_000_000,
         duration_ms,
         attribution: a,

@@ -70,8 +70,19 @@ pub fn python_app_with(
     cgroup: Option<&Path>,
     cpu: Option<usize>,
 ) -> anyhow::Result<Reaped> {
+    python_script_with("otel_app.py", lab_args, args, cgroup, cpu)
+}
+
+/// Runs `tests/python/<script>` with `args`, as [`python_app_with`] does.
+pub fn python_script_with(
+    script: &str,
+    lab_args: &[String],
+    args: &[&str],
+    cgroup: Option<&Path>,
+    cpu: Option<usize>,
+) -> anyhow::Result<Reaped> {
     let python = venv()?.join("bin/python");
-    let app = workspace_root().join("tests/python/otel_app.py");
+    let app = workspace_root().join("tests/python").join(script);
     let mut cmd = Command::new(bin_path("culprit-lab")?);
     cmd.args(lab_args);
     if let Some(cg) = cgroup {
@@ -86,7 +97,7 @@ pub fn python_app_with(
         .arg(app)
         .args(args)
         .stdin(Stdio::null());
-    Reaped::spawn("otel_app.py", &mut cmd)
+    Reaped::spawn(script, &mut cmd)
 }
 
 /// Waits for a process to finish, failing if it does not in time or fails.

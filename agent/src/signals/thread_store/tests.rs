@@ -180,3 +180,25 @@ fn a_short_request_between_long_sleeps_gets_its_gaps_share_of_the_bucket() {
     assert_eq!(got.on_cpu_ns, 67 * US - 333, "{got:?}");
     // Before, its share of the whole 10 ms window: 2% of 0.3 ms, a coverage of 3%.
 }
+
+#[test]
+fn the_state_at_an_instant_comes_from_the_episode_covering_it() {
+    let mut s = ThreadStore::new(60_000 * MS, 1000, 10 * MS);
+    s.insert(episode(1, state::OFF_CPU, 0, 5));
+    s.insert(bucket(1, 0, 1, 0, 0, 0));
+    s.insert(episode(1, state::ON_CPU, 6, 9));
+    assert_eq!(s.state_at(1, 2 * MS, None), Some(state::OFF_CPU));
+    assert_eq!(s.state_at(1, 7 * MS, None), Some(state::ON_CPU));
+    // Between the episodes: a bucket's gap, not placed in time.
+    assert_eq!(s.state_at(1, 5 * MS + 500_000, None), None);
+    assert_eq!(s.state_at(2, 2 * MS, None), None);
+    // The live interval covers the present.
+    let live = LiveState {
+        state: state::RUNQ,
+        since_ns: 9 * MS,
+        bucket: ThreadBucket::default(),
+        throttled: false,
+    };
+    assert_eq!(s.state_at(1, 12 * MS, Some(&live)), Some(state::RUNQ));
+    assert_eq!(s.state_at(1, 7 * MS, Some(&live)), Some(state::ON_CPU));
+}
