@@ -123,6 +123,13 @@ enum LabCommand {
         workers: usize,
         #[arg(long, default_value_t = 5.0)]
         cpu_work_ms: f64,
+        /// Leave `culprit.thread.tid` off the spans (the agent infers the serving thread).
+        #[arg(long)]
+        no_thread_attr: bool,
+        /// Write the thread that served each span here (JSON) at shutdown: the truth a test
+        /// scores the agent's inference against.
+        #[arg(long)]
+        record: Option<PathBuf>,
     },
     /// Run a command in place of this process, after joining the cgroups and pinning.
     Exec {
@@ -287,12 +294,16 @@ fn main() -> anyhow::Result<()> {
             endpoint,
             workers,
             cpu_work_ms,
+            no_thread_attr,
+            record,
         } => server::run(&server::ServiceConfig {
             port,
             downstream_port,
             otlp_endpoint: endpoint,
             workers,
             cpu_work: Duration::from_secs_f64(cpu_work_ms / 1e3),
+            thread_attr: !no_thread_attr,
+            record,
         })?,
         LabCommand::Exec { command } => {
             use std::os::unix::process::CommandExt as _;

@@ -88,8 +88,10 @@ def load(args):
             if r.status != 200:
                 failures.append(r.status)
 
-    threads = [threading.Thread(target=client, args=("/cpu",)) for _ in range(args.cpu_clients)]
-    threads += [threading.Thread(target=client, args=("/sleep",)) for _ in range(args.sleep_clients)]
+    threads = [threading.Thread(target=client, args=(args.cpu_path,)) for _ in range(args.cpu_clients)]
+    threads += [
+        threading.Thread(target=client, args=(args.sleep_path,)) for _ in range(args.sleep_clients)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -110,6 +112,8 @@ def main():
     ap.add_argument("--cpu-clients", type=int, default=3)
     ap.add_argument("--sleep-clients", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--cpu-path", default="/cpu", help="--load: the computing route")
+    ap.add_argument("--sleep-path", default="/sleep", help="--load: the waiting route")
     args = ap.parse_args()
     load(args) if args.load else serve(args)
 

@@ -160,3 +160,127 @@ fn concurrent_requests_are_joined_with_their_own_threads() -> anyhow::Result<()>
     );
     Ok(())
 }
+
+/// The lab's Rust service (two worker threads sharing one CPU, the `opentelemetry-otlp` SDK's
+/// batch processor, no thread attribute): computing and downstream-calling requests in parallel.
+#[test]
+fn the_rust_services_requests_are_joined_with_their_workers() -> anyhow::Result<()> {
+    require_root()?;
+    let ports = AgentPorts::fresh()?;
+    let mut args = ports.args();
+    args.extend(["--slow-ms".into(), "0".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut agent = RunningAgent::start(Duration::from_secs(1), &args)?;
+    agent.next_report()?;
+    let downstream_port = free_port()?;
+    let cg = culprit_lab::faults::cgroup::TempCgroup::new_v2("culprit-test-threads-rust")?;
+    let _downstream = culprit_lab::process::reaped::spawn_workload(
+        &cg.child("downstream")?,
+        Some(0),
+        60.0,
+        &["tcp-server", "--port", &downstream_port.to_string()],
+    )?;
+    wait_for_port(downstream_port, Duration::from_secs(10))?;
+    let port = free_port()?;
+    let record =
+        std::env::temp_dir().join(format!("culprit-threads-rs-{}.json", std::process::id()));
+    let service = culprit_lab::process::reaped::spawn_workload(
+        &cg.child("service")?,
+        Some(1),
+        60.0,
+        &[
+            "service",
+            "--port",
+            &port.to_string(),
+            "--downstream-port",
+            &downstream_port.to_string(),
+            "--endpoint",
+            &ports.grpc_url(),
+            "--workers",
+            "2",
+            "--cpu-work-ms",
+            "5",
+            "--no-thread-attr",
+            "--record",
+            &record.display().to_string(),
+        ],
+    )?;
+    wait_for_port(port, Duration::from_secs(20))?;
+    let load = python_script_with(
+        "threaded_app.py",
+        &[],
+        &[
+            "--load",
+            "--port",
+            &port.to_string(),
+            "--seconds",
+            "6",
+            "--cpu-path",
+            "/cpu",
+            "--sleep-path",
+            "/downstream",
+        ],
+        None,
+        Some(0),
+    )?;
+    wait_success(load, Duration::from_secs(60))?;
+    unsafe { libc::kill(service.pid() as i32, libc::SIGTERM) };
+    wait_success(service, Duration::from_secs(30))?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let lines: BTreeMap<String, SpanLine> = agent
+        .stop()?
+        .into_iter()
+        .map(|l| (l.span_id.clone(), l))
+        .collect();
+    let truth: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&record)?)?;
+    std::fs::remove_file(&record).ok();
+    let first = lines.values().map(|l| l.start_mono_ns).min().unwrap_or(0);
+    let scored: Vec<(u32, &SpanLine)> = truth
+        .iter()
+        .filter_map(|v| {
+            let line = lines.get(v["spanId"].as_str()?)?;
+            Some((v["tid"].as_u64()? as u32, line))
+        })
+        .filter(|(_, l)| l.start_mono_ns > first + 1_000_000_000)
+        .collect();
+    anyhow::ensure!(
+        scored.len() >= 60,
+        "only {} requests to score",
+        scored.len()
+    );
+    let right = scored
+        .iter()
+        .filter(|(tid, l)| l.tid == Some(*tid) && l.attribution.join == "thread.inferred")
+        .count();
+    let wrong = scored
+        .iter()
+        .filter(|(tid, l)| l.tid.is_some_and(|t| t != *tid))
+        .count();
+    let cause_right = scored
+        .iter()
+        .filter(|(_, l)| match l.name.as_str() {
+            "GET /cpu" => ["on_cpu", "cpu.contention"].contains(&l.attribution.cause.as_str()),
+            _ => l.attribution.cause != "unknown",
+        })
+        .count();
+    eprintln!(
+        "{} requests: {right} joined with their own worker, {wrong} with another; {cause_right} \
+         with their route's cause",
+        scored.len()
+    );
+    assert!(
+        right * 100 >= scored.len() * 95,
+        "{right} of {} joined right",
+        scored.len()
+    );
+    assert!(
+        wrong * 100 <= scored.len(),
+        "{wrong} joined with another worker"
+    );
+    assert!(
+        cause_right * 100 >= scored.len() * 95,
+        "{cause_right} of {} with their route's cause",
+        scored.len()
+    );
+    Ok(())
+}

@@ -1,7 +1,8 @@
 //! The lab's HTTP service, instrumented with the official `opentelemetry-otlp` SDK: a CPU-bound
 //! endpoint and one that calls a downstream TCP service. Each request is handled start to end by
 //! one worker thread, which names itself in `culprit.thread.tid` so that the agent can join the
-//! span with that thread's kernel timeline.
+//! span with that thread's kernel timeline (or, with `--no-thread-attr`, leaves the agent to
+//! infer it, and records the truth).
 
 use std::{
     io::{Read as _, Write as _},
@@ -43,7 +44,14 @@ pub struct ServiceConfig {
     pub workers: usize,
     /// Busy time of one `/cpu` request.
     pub cpu_work: Duration,
+    /// Name the serving thread in `culprit.thread.tid`.
+    pub thread_attr: bool,
+    /// Where to write, at shutdown, the thread that served each span.
+    pub record: Option<std::path::PathBuf>,
 }
+
+/// (span id, serving thread) of every request span, for `ServiceConfig::record`.
+type Served = Arc<std::sync::Mutex<Vec<(String, i64)>>>;
 
 /// Serves until SIGINT or SIGTERM, then flushes its spans and prints how many requests it served
 /// (one JSON line, read by the lab).
@@ -66,6 +74,7 @@ pub fn run(config: &ServiceConfig) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("binding 127.0.0.1:{}: {e}", config.port))?,
     );
     let served = Arc::new(AtomicU64::new(0));
+    let truth: Served = Arc::default();
     let workers: Vec<_> = (0..config.workers.max(1))
         .map(|_| {
             let worker = Worker {
@@ -73,6 +82,7 @@ pub fn run(config: &ServiceConfig) -> anyhow::Result<()> {
                 tracer: tracer.clone(),
                 stop: stop.clone(),
                 served: served.clone(),
+                truth: truth.clone(),
                 config: config.clone(),
                 downstream: None,
             };
@@ -83,6 +93,15 @@ pub fn run(config: &ServiceConfig) -> anyhow::Result<()> {
         let _ = w.join();
     }
     provider.shutdown().context("flushing spans")?;
+    if let Some(path) = &config.record {
+        let truth = truth.lock().map(|t| t.clone()).unwrap_or_default();
+        let json: Vec<serde_json::Value> = truth
+            .iter()
+            .map(|(span_id, tid)| serde_json::json!({ "spanId": span_id, "tid": tid }))
+            .collect();
+        std::fs::write(path, serde_json::to_vec(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     println!(
         "{}",
         serde_json::json!({ "served": served.load(Ordering::SeqCst) })
@@ -122,6 +141,7 @@ struct Worker {
     stop: Arc<AtomicBool>,
     served: Arc<AtomicU64>,
     config: ServiceConfig,
+    truth: Served,
     /// This worker's connection to the downstream service (a connection pool of one).
     downstream: Option<TcpStream>,
 }
@@ -153,18 +173,26 @@ impl Worker {
                     continue;
                 }
             };
+            let mut attributes = vec![
+                KeyValue::new("http.request.method", "GET"),
+                KeyValue::new("http.route", path.clone()),
+                KeyValue::new("url.path", path.clone()),
+            ];
+            if self.config.thread_attr {
+                attributes.push(KeyValue::new("culprit.thread.tid", tid));
+            }
             let span = self
                 .tracer
                 .span_builder(route)
                 .with_kind(SpanKind::Server)
-                .with_attributes([
-                    KeyValue::new("http.request.method", "GET"),
-                    KeyValue::new("http.route", path.clone()),
-                    KeyValue::new("url.path", path.clone()),
-                    KeyValue::new("culprit.thread.tid", tid),
-                ])
+                .with_attributes(attributes)
                 .start(&self.tracer);
             let cx = Context::current_with_span(span);
+            if self.config.record.is_some()
+                && let Ok(mut truth) = self.truth.lock()
+            {
+                truth.push((cx.span().span_context().span_id().to_string(), tid));
+            }
             let outcome = if route == CPU_ROUTE {
                 workloads::busy(self.config.cpu_work);
                 Ok(())
