@@ -91,6 +91,12 @@ enum LabCommand {
         /// Write the results as Markdown here too.
         #[arg(long)]
         markdown: Option<PathBuf>,
+        /// Run the agent with this `--episode-threshold-ms` (default: the agent's own).
+        #[arg(long)]
+        episode_threshold_ms: Option<f64>,
+        /// The context-switch storm.
+        #[arg(long, value_enum, default_value = "pingpong")]
+        storm: bench::hooks::Storm,
     },
     /// A Rust app instrumented with opentelemetry-otlp (gRPC), sending request spans.
     RustOtelApp {
@@ -222,7 +228,16 @@ fn main() -> anyhow::Result<()> {
         LabCommand::BenchHooks {
             storm_seconds,
             markdown,
-        } => return bench::hooks::run(*storm_seconds, markdown.as_deref()),
+            episode_threshold_ms,
+            storm,
+        } => {
+            return bench::hooks::run(
+                *storm_seconds,
+                markdown.as_deref(),
+                *episode_threshold_ms,
+                *storm,
+            );
+        }
         LabCommand::BenchOverhead { seconds, markdown } => {
             return bench::overhead::run(*seconds, markdown.as_deref());
         }

@@ -56,12 +56,42 @@ impl HookCost {
     }
 }
 
-pub fn run(storm_seconds: f64, markdown: Option<&Path>) -> anyhow::Result<()> {
+/// The context-switch storm of a run: ping-pong pairs (every hop a switch, intervals of a few
+/// µs), or a thread waking every 200 µs for 50 µs of work (intervals past the episode
+/// threshold, each one streamed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Storm {
+    Pingpong,
+    Wakeups,
+}
+
+impl Storm {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Pingpong => "2 ping-pong pairs",
+            Self::Wakeups => "a thread waking every 200 µs for 50 µs of work",
+        }
+    }
+
+    fn workload(self) -> &'static [&'static str] {
+        match self {
+            Self::Pingpong => &["pingpong", "--pairs", "2"],
+            Self::Wakeups => &["wakeups", "--period-us", "200", "--work-us", "50"],
+        }
+    }
+}
+
+pub fn run(
+    storm_seconds: f64,
+    markdown: Option<&Path>,
+    episode_threshold_ms: Option<f64>,
+    storm: Storm,
+) -> anyhow::Result<()> {
     // Held open for the whole run: the kernel counts run time only while someone asks.
     let _stats = enable_stats(Stats::RunTime).context("enabling bpf_stats (needs root)")?;
     let cgroup = TempCgroup::new_v2("culprit-bench")?;
 
-    let agent_costs = measure("culprit", storm_seconds, &cgroup, |storm_pid| {
+    let agent_costs = measure("culprit", storm_seconds, storm, &cgroup, |storm_pid| {
         let mut cmd = Command::new(bin_path("culprit")?);
         cmd.args([
             "agent",
@@ -73,16 +103,25 @@ pub fn run(storm_seconds: f64, markdown: Option<&Path>) -> anyhow::Result<()> {
         ])
         .arg(storm_pid.to_string())
         .stdout(Stdio::null());
+        if let Some(ms) = episode_threshold_ms {
+            cmd.arg("--episode-threshold-ms").arg(ms.to_string());
+        }
         Reaped::spawn("culprit agent", &mut cmd)
     })?;
     // The common case on a node: threads that send no spans, so only node-wide work.
-    let unwatched_costs = measure("culprit, storm not watched", storm_seconds, &cgroup, |_| {
-        let mut cmd = Command::new(bin_path("culprit")?);
-        cmd.args(["agent", "--output", "json", "--interval", "5"])
-            .stdout(Stdio::null());
-        Reaped::spawn("culprit agent", &mut cmd)
-    })?;
-    let bpftrace_costs = measure("bpftrace runqlat", storm_seconds, &cgroup, |_| {
+    let unwatched_costs = measure(
+        "culprit, storm not watched",
+        storm_seconds,
+        storm,
+        &cgroup,
+        |_| {
+            let mut cmd = Command::new(bin_path("culprit")?);
+            cmd.args(["agent", "--output", "json", "--interval", "5"])
+                .stdout(Stdio::null());
+            Reaped::spawn("culprit agent", &mut cmd)
+        },
+    )?;
+    let bpftrace_costs = measure("bpftrace runqlat", storm_seconds, storm, &cgroup, |_| {
         let mut cmd = Command::new("bpftrace");
         cmd.arg("-e").arg(BPFTRACE_RUNQLAT).stdout(Stdio::null());
         Reaped::spawn("bpftrace", &mut cmd)
@@ -90,7 +129,7 @@ pub fn run(storm_seconds: f64, markdown: Option<&Path>) -> anyhow::Result<()> {
 
     // The floor: a program that does nothing, as cheap as any hook can be on this machine
     // (tracepoint dispatch plus the run-time accounting itself).
-    let floor_costs = measure("empty program", storm_seconds, &cgroup, |_| {
+    let floor_costs = measure("empty program", storm_seconds, storm, &cgroup, |_| {
         let mut cmd = Command::new("bpftrace");
         cmd.arg("-e")
             .arg("tracepoint:sched:sched_switch, tracepoint:sched:sched_wakeup, tracepoint:sched:sched_wakeup_new { $x = 1; }")
@@ -104,6 +143,7 @@ pub fn run(storm_seconds: f64, markdown: Option<&Path>) -> anyhow::Result<()> {
         &bpftrace_costs,
         &floor_costs,
         storm_seconds,
+        storm,
     );
     print!("{text}");
     if let Some(path) = markdown {
@@ -117,18 +157,14 @@ pub fn run(storm_seconds: f64, markdown: Option<&Path>) -> anyhow::Result<()> {
 fn measure(
     tool: &'static str,
     storm_seconds: f64,
+    storm: Storm,
     cgroup: &TempCgroup,
     start_tool: impl FnOnce(u32) -> anyhow::Result<Reaped>,
 ) -> anyhow::Result<Vec<HookCost>> {
     let before: BTreeSet<u32> = program_stats()?.keys().copied().collect();
     let storm_cg = cgroup.child(&format!("storm-{}", tool.replace(' ', "-")))?;
     // Both threads of each pair on one CPU: every hop is a context switch.
-    let storm = spawn_workload(
-        &storm_cg,
-        Some(1),
-        storm_seconds + 30.0,
-        &["pingpong", "--pairs", "2"],
-    )?;
+    let storm = spawn_workload(&storm_cg, Some(1), storm_seconds + 30.0, storm.workload())?;
     let tool_process = start_tool(storm.pid())?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let ours = loop {
@@ -193,6 +229,7 @@ fn render(
     bpftrace: &[HookCost],
     floor: &[HookCost],
     storm_seconds: f64,
+    storm: Storm,
 ) -> String {
     let mut s = String::new();
     let switches = agent
@@ -201,8 +238,9 @@ fn render(
         .map_or(0, |c| c.run_cnt);
     let _ = writeln!(
         s,
-        "Context-switch storm: 2 ping-pong pairs on CPU 1, {storm_seconds:.0} s per tool \
+        "Context-switch storm: {} on CPU 1, {storm_seconds:.0} s per tool \
          (~{:.0} switches/s node-wide during the agent's run).\n",
+        storm.describe(),
         switches as f64 / storm_seconds
     );
     let _ = writeln!(s, "| tool | program | invocations | ns per invocation |");
