@@ -20,7 +20,7 @@ use super::scan_cache::{ScanBudget, ScanCache};
 use crate::{
     host::{
         k8s::{self, IdentityCache},
-        procfs, sockets,
+        membership, procfs, sockets,
     },
     kernel::connections::ConnectionOpeners,
     otlp::{Origin, attribute},
@@ -270,13 +270,18 @@ pub(crate) fn contradicted(
         return out;
     }
     let identity = identities.of(pid);
-    if let Some(claimed) = claims.container_id
-        && !identity
-            .container_id
-            .as_deref()
-            .is_some_and(|own| own.eq_ignore_ascii_case(claimed))
-    {
-        out.push(CONTAINER_ID);
+    if let Some(claimed) = claims.container_id {
+        let consistent = match identity.container_id.as_deref() {
+            Some(own) => own.eq_ignore_ascii_case(claimed),
+            // A runtime whose cgroup layout the agent does not parse: the claim stands if the
+            // sender's cgroup path names that container whole.
+            None => membership::memberships_of(pid)
+                .iter()
+                .any(|m| k8s::names_container(&m.path, claimed)),
+        };
+        if !consistent {
+            out.push(CONTAINER_ID);
+        }
     }
     if let Some(claimed) = claims.pod_uid {
         let own = identity.pod_uid.as_deref();

@@ -291,6 +291,7 @@ impl Joiner {
                         trust,
                         k8s: self.identities.of(pid),
                         own_pid,
+                        contradicted: &sender.contradicted,
                     },
                     self.node_name.as_deref(),
                 );

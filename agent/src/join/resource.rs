@@ -22,12 +22,15 @@ pub(crate) struct Identity<'a> {
     /// The sender's pid as it sees it itself (its innermost pid namespace's), set on the resource
     /// when the application's `process.pid` contradicted the verified sender.
     pub(crate) own_pid: Option<u32>,
+    /// The resource attributes the verified sender contradicted.
+    pub(crate) contradicted: &'a [&'static str],
 }
 
 /// Writes `container.id`, `k8s.pod.uid`, `k8s.node.name` and `culprit.identity`. For a verified
-/// sender the agent's values replace the application's (a claim the kernel contradicts is
-/// removed when the agent has no value of its own), and a contradicted `process.pid` is
-/// replaced; otherwise the application's values are kept.
+/// sender the agent's values replace the application's, and a contradicted claim is removed
+/// when the agent has no value of its own (a claim the agent cannot check, such as the
+/// container id of a runtime whose layout it does not know, is kept); a contradicted
+/// `process.pid` is replaced. For a claimed sender the application's values are kept.
 pub(crate) fn annotate(resource: &mut Resource, identity: &Identity<'_>, node_name: Option<&str>) {
     let verified = identity.trust == Trust::Verified;
     let mut put = |key: &str, value: Option<&str>, replace: bool| {
@@ -41,8 +44,13 @@ pub(crate) fn annotate(resource: &mut Resource, identity: &Identity<'_>, node_na
             _ => {}
         }
     };
-    put(CONTAINER_ID, identity.k8s.container_id.as_deref(), verified);
-    put(POD_UID, identity.k8s.pod_uid.as_deref(), verified);
+    let replaces = |key: &str, own: Option<&str>| {
+        verified && (own.is_some() || identity.contradicted.contains(&key))
+    };
+    let container = identity.k8s.container_id.as_deref();
+    let pod = identity.k8s.pod_uid.as_deref();
+    put(CONTAINER_ID, container, replaces(CONTAINER_ID, container));
+    put(POD_UID, pod, replaces(POD_UID, pod));
     put(NODE_NAME, node_name, false);
     put(IDENTITY_ATTRIBUTE, Some(identity.trust.as_str()), true);
     if let Some(pid) = identity.own_pid
@@ -119,6 +127,7 @@ mod tests {
             trust: Trust::Claimed,
             k8s: &k8s,
             own_pid: Some(7),
+            contradicted: &[CONTAINER_ID],
         };
         annotate(&mut r, &identity, Some("node-a"));
         assert_eq!(get(&r, CONTAINER_ID).len(), 1);
@@ -135,6 +144,7 @@ mod tests {
                 trust: Trust::Claimed,
                 k8s: &nothing,
                 own_pid: None,
+                contradicted: &[],
             },
             None,
         );
@@ -152,6 +162,7 @@ mod tests {
             trust: Trust::Verified,
             k8s: &k8s,
             own_pid: Some(7),
+            contradicted: &[CONTAINER_ID, POD_UID, PROCESS_PID],
         };
         annotate(&mut r, &identity, None);
         // The sender is in no container: the claimed one is removed.
@@ -165,6 +176,22 @@ mod tests {
         let before = r.clone();
         annotate(&mut r, &identity, None);
         assert_eq!(r, before);
+        // A claim the agent has no value to check against, and did not find contradicted, is
+        // the application's to keep.
+        let mut kept = app_resource();
+        let nothing = K8sIdentity::default();
+        annotate(
+            &mut kept,
+            &Identity {
+                trust: Trust::Verified,
+                k8s: &nothing,
+                own_pid: None,
+                contradicted: &[],
+            },
+            None,
+        );
+        assert!(get(&kept, CONTAINER_ID)[0].contains("from-the-app"));
+        assert!(get(&kept, POD_UID)[0].contains("pod-from-the-app"));
     }
 
     #[test]
