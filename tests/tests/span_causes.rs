@@ -159,19 +159,32 @@ fn a_cpu_quota_is_blamed_as_throttling() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[test]
-fn lost_packets_on_the_downstream_call_are_blamed_with_the_peer() -> anyhow::Result<()> {
-    require_root()?;
+/// A downstream echo service in its own cgroup, losing 25% of its packets.
+fn lossy_downstream(
+    cgroup: &str,
+) -> anyhow::Result<(
+    u16,
+    TempCgroup,
+    culprit_lab::process::reaped::Reaped,
+    PacketLoss,
+)> {
     let port = free_port()?;
-    let cg = TempCgroup::new_v2("culprit-test-spans-rtx")?;
-    let _server = spawn_workload(
+    let cg = TempCgroup::new_v2(cgroup)?;
+    let server = spawn_workload(
         &cg.child("downstream")?,
         None,
         120.0,
         &["tcp-server", "--port", &port.to_string()],
     )?;
     wait_for_port(port, Duration::from_secs(10))?;
-    let _loss = PacketLoss::on_port(port, 25)?;
+    let loss = PacketLoss::on_port(port, 25)?;
+    Ok((port, cg, server, loss))
+}
+
+#[test]
+fn lost_packets_on_the_downstream_call_are_blamed_with_the_peer() -> anyhow::Result<()> {
+    require_root()?;
+    let (port, _cg, _server, _loss) = lossy_downstream("culprit-test-spans-rtx")?;
     let spans = requests(
         &[
             "--mode",
@@ -233,16 +246,7 @@ fn lost_packets_on_the_downstream_call_are_blamed_with_the_peer() -> anyhow::Res
 #[test]
 fn the_retransmit_peer_is_the_downstream_when_both_ends_are_watched() -> anyhow::Result<()> {
     require_root()?;
-    let port = free_port()?;
-    let cg = TempCgroup::new_v2("culprit-test-spans-rtx-both")?;
-    let server = spawn_workload(
-        &cg.child("downstream")?,
-        None,
-        120.0,
-        &["tcp-server", "--port", &port.to_string()],
-    )?;
-    wait_for_port(port, Duration::from_secs(10))?;
-    let _loss = PacketLoss::on_port(port, 25)?;
+    let (port, _cg, server, _loss) = lossy_downstream("culprit-test-spans-rtx-both")?;
     let server_pid = server.pid().to_string();
     let spans = requests_with(
         &["--watch-pid", &server_pid],
