@@ -2,16 +2,12 @@
 //! address, both unix sockets) exporting through rotel to a sink, the stock SDK apps, and what
 //! came out, by service.
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use culprit_lab::{
     process::{binaries::bin_path, reaped::Reaped},
     run::agent::RunningAgent,
-    service::otel::{Sink, free_port, python_app_with, rotel},
+    service::otel::{Sink, free_port, rotel},
 };
 use opentelemetry_proto::tonic::{
     collector::trace::v1::ExportTraceServiceRequest, common::v1::any_value::Value,
@@ -163,15 +159,6 @@ pub fn assert_verified(services: &BTreeMap<String, Vec<(Option<Resource>, Span)>
             .map(|(r, _)| resource_str(r, "culprit.identity"))
             .collect::<Vec<_>>()
     );
-}
-
-pub fn python(
-    lab_args: &[String],
-    args: &[&str],
-    cgroup: Option<&Path>,
-    cpu: Option<usize>,
-) -> anyhow::Result<Reaped> {
-    python_app_with(lab_args, args, cgroup, cpu)
 }
 
 pub fn rust_app(lab_args: &[String], endpoint: &str, record: &str) -> anyhow::Result<Reaped> {

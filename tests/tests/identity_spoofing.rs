@@ -8,10 +8,10 @@ use culprit::model::Report;
 use culprit_lab::{
     faults::{cgroup::TempCgroup, netns::PodNetwork},
     process::reaped::spawn_workload,
-    service::otel::wait_success,
+    service::otel::{python_app_with, wait_success},
 };
 use culprit_tests::{
-    identity::{Setup, by_service, python, resource_int, resource_str, span_str},
+    identity::{Setup, by_service, resource_int, resource_str, span_str},
     require_root,
 };
 
@@ -84,7 +84,10 @@ fn spoofed_identities_are_replaced_by_the_senders_own_and_counted() -> anyhow::R
         ];
         args.extend(extra.iter().map(String::as_str));
         // Away from the victim's CPU: nothing of it may show on these spans.
-        apps.push((service, python(&pod.lab_args(), &args, None, Some(0))?));
+        apps.push((
+            service,
+            python_app_with(&pod.lab_args(), &args, None, Some(0))?,
+        ));
     }
     let pids: BTreeMap<String, i64> = apps
         .iter()

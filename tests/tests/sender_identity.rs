@@ -9,10 +9,10 @@ use std::{net::SocketAddrV4, time::Duration};
 use culprit_lab::{
     faults::{cgroup::TempCgroup, netns::PodNetwork, port_forward::PortForward},
     process::reaped::spawn_workload,
-    service::otel::{free_port, wait_success},
+    service::otel::{free_port, python_app_with, wait_success},
 };
 use culprit_tests::{
-    identity::{Setup, assert_verified, by_service, python, rust_app, span_str},
+    identity::{Setup, assert_verified, by_service, rust_app, span_str},
     require_root,
 };
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -117,10 +117,10 @@ fn senders_are_verified(b: &Binding) -> anyhow::Result<()> {
         .chain(pod_side.drain(..).map(|a| (&in_pod[..], a)))
     {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        apps.push(python(lab_args, &args, None, None)?);
+        apps.push(python_app_with(lab_args, &args, None, None)?);
     }
     let work = WORK_MS.to_string();
-    apps.push(python(
+    apps.push(python_app_with(
         &in_pod,
         &[
             "--protocol",
