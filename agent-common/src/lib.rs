@@ -10,6 +10,7 @@
 
 pub mod accounting;
 pub mod config;
+pub mod context;
 pub mod histogram;
 pub mod maps;
 pub mod offsets;

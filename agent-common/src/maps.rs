@@ -27,6 +27,10 @@ pub const PENDING_CONNECT: &str = "PENDING_CONNECT";
 /// [`crate::tcp::ConnectionOwner`]).
 pub const CONNECTION_OWNER: &str = "CONNECTION_OWNER";
 
+/// Processes that publish an OTEP 4947 thread context (tgid ->
+/// [`crate::context::ContextLocation`]).
+pub const CONTEXT_LOCATIONS: &str = "CONTEXT_LOCATIONS";
+
 /// Global variables patched by the loader.
 pub const KERNEL_OFFSETS_GLOBAL: &str = "KERNEL_OFFSETS";
 pub const TCP_TP_OFFSETS_GLOBAL: &str = "TCP_TP_OFFSETS";

@@ -41,9 +41,13 @@ pub struct KernelOffsets {
     /// `net.ns` plus `ns_common.inum`: the network namespace's inode, as
     /// `/proc/<pid>/ns/net` shows it.
     pub net_ns_inum: u32,
+    /// `task_struct.thread` plus `thread_struct.fsbase` (x86_64): the thread pointer its user
+    /// code runs with, where its TLS is. Absent: thread contexts are not read.
+    pub task_fsbase: u32,
+    pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 56);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
 
 impl KernelOffsets {
     pub const ZERO: KernelOffsets = KernelOffsets {
@@ -61,6 +65,8 @@ impl KernelOffsets {
         tcp_retrans_stamp: OFFSET_ABSENT,
         sock_net: OFFSET_ABSENT,
         net_ns_inum: OFFSET_ABSENT,
+        task_fsbase: OFFSET_ABSENT,
+        _pad: 0,
     };
 }
 

@@ -19,10 +19,13 @@ pub enum DropCounter {
     /// `PENDING_CONNECT` or `CONNECTION_OWNER` refused an entry: a connection to an OTLP port
     /// has no kernel-recorded opener (its sender falls back to /proc).
     ConnectionOwnerFailed = 6,
+    /// A published thread context (OTEP 4947) could not be read: a thread pointer, dtv or
+    /// record not readable without a page fault. The interval keeps the last span read.
+    ContextReadFailed = 7,
 }
 
 impl DropCounter {
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 8;
     pub const ALL: [DropCounter; Self::COUNT as usize] = [
         DropCounter::RunqHistFull,
         DropCounter::TaskReadFailed,
@@ -31,6 +34,7 @@ impl DropCounter {
         DropCounter::ThreadStateFull,
         DropCounter::TcpRingFull,
         DropCounter::ConnectionOwnerFailed,
+        DropCounter::ContextReadFailed,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -42,6 +46,7 @@ impl DropCounter {
             DropCounter::ThreadStateFull => "thread_state_map_full",
             DropCounter::TcpRingFull => "tcp_ring_full",
             DropCounter::ConnectionOwnerFailed => "connection_owner_failed",
+            DropCounter::ContextReadFailed => "context_read_failed",
         }
     }
 }

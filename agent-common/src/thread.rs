@@ -47,11 +47,16 @@ pub struct ThreadState {
     pub throttled_self_ns_at_enqueue: u64,
     /// Non-zero when the cfs_rq (or an ancestor) was throttled as the wait began.
     pub throttled_at_enqueue: u32,
-    pub _reserved: u32,
+    /// Non-zero while a scheduler hook is changing this state for the thread on the CPU: the
+    /// context sampler, which can interrupt it (an NMI), then leaves the state alone.
+    pub in_hook: u32,
     pub bucket: ThreadBucket,
+    /// The span of the thread's published context (OTEP 4947) when the current interval began:
+    /// read as the thread last left a CPU or was last sampled. 0: none or not published.
+    pub span_id: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<ThreadState>() == 96);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 104);
 
 /// Record kinds on the `SCHED_EVENTS` ring buffer.
 pub mod record {
@@ -61,6 +66,36 @@ pub mod record {
     pub const BUCKET: u32 = 2;
     /// The thread exited; its state is gone.
     pub const EXIT: u32 = 3;
+}
+
+/// The span of a thread's published context (OTEP 4947) at an interval's two ends, as the
+/// first 8 bytes of the span id in memory order; 0: none. A thread cannot change its context
+/// while off a CPU, so an interval off CPU or in a run queue has the same span at both ends; an
+/// interval on CPU whose ends differ changed context somewhere inside.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpanTags {
+    pub at_start: u64,
+    pub at_end: u64,
+}
+
+impl SpanTags {
+    pub const NONE: SpanTags = SpanTags {
+        at_start: 0,
+        at_end: 0,
+    };
+
+    /// The same span at both ends.
+    pub const fn steady(span_id: u64) -> SpanTags {
+        SpanTags {
+            at_start: span_id,
+            at_end: span_id,
+        }
+    }
+
+    pub const fn is_none(&self) -> bool {
+        self.at_start == 0 && self.at_end == 0
+    }
 }
 
 /// A record on the `SCHED_EVENTS` ring buffer.
@@ -78,9 +113,12 @@ pub struct SchedRecord {
     pub end_ns: u64,
     /// Episode: the throttled part of a run-queue wait. Bucket: the bucket's sums.
     pub bucket: ThreadBucket,
+    /// Episode: the context spans at its ends (a bucket has none: time of a context is never
+    /// summed into one).
+    pub spans: SpanTags,
 }
 
-const _: () = assert!(core::mem::size_of::<SchedRecord>() == 88);
+const _: () = assert!(core::mem::size_of::<SchedRecord>() == 104);
 
 /// Slices of CPU time recently given out on one CPU (per-CPU map `CPU_SLICES`): who ran there,
 /// so that a thread's run-queue wait can be charged to the neighbours that held the CPU.

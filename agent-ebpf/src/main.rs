@@ -8,6 +8,7 @@
 
 mod config;
 mod connect;
+mod context_sampler;
 mod cpu_slices;
 mod drops;
 mod runq_hist;
@@ -16,6 +17,7 @@ mod task;
 mod task_sched;
 mod task_storage;
 mod tcp;
+mod thread_context;
 mod thread_state;
 
 #[cfg(not(test))]

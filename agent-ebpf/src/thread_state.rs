@@ -20,13 +20,14 @@ use culprit_common::{
         thread_time::{self, RecordSink},
         watch_cache,
     },
-    thread::{SchedRecord, TaskSched, ThreadBucket, ThreadState},
+    thread::{SchedRecord, SpanTags, TaskSched, ThreadBucket, ThreadState},
 };
 
 use crate::{
     config::probe_config,
     drops::count_drop,
     task::{task_cgroup_id, task_tgid, task_throttling},
+    thread_context,
 };
 
 #[map(name = "THREAD_STATE")]
@@ -70,7 +71,17 @@ pub fn is_watched_tgid(tgid: u32) -> bool {
     unsafe { WATCHED_TGIDS.get(tgid) }.is_some()
 }
 
-/// Watched `prev` (state `st`) leaves its CPU: preempted (still runnable) or blocking.
+/// Marks `st` as being changed by a hook of its thread's own CPU, or done: the context sampler
+/// (an NMI) may interrupt the hook. Volatile, so that the compiler keeps the mark around the
+/// changes.
+#[inline(always)]
+fn mark_in_hook(st: *mut ThreadState, on: u32) {
+    unsafe { core::ptr::write_volatile(&raw mut (*st).in_hook, on) };
+}
+
+/// Watched `prev` (state `st`) leaves its CPU: preempted (still runnable) or blocking. Its
+/// published context, if its process has one, is read now: it cannot change until it is back.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn switch_out(
     st: *mut ThreadState,
@@ -81,14 +92,39 @@ pub fn switch_out(
     now_ns: u64,
     off: &KernelOffsets,
 ) {
+    mark_in_hook(st, 1);
+    let span_id = thread_context::current_span(prev, tgid, off, unsafe { (*st).span_id });
     thread_time::switch_out(
         unsafe { &mut *st },
         tgid,
         preempted,
         now_ns,
+        span_id,
         &probe_config(),
         &mut Ring { tid },
         || task_throttling(prev, off),
+    );
+    mark_in_hook(st, 0);
+}
+
+/// The sampler interrupted watched thread `tid` (the current task, `task`) of a process that
+/// publishes its context.
+#[inline(always)]
+pub fn sample(task: *const u8, tid: u32, tgid: u32, now_ns: u64, off: &KernelOffsets) {
+    let Some(st) = THREAD_STATE.get_ptr_mut(tid) else {
+        return;
+    };
+    // Interrupting a scheduler hook of this thread: its state is half-changed.
+    if unsafe { core::ptr::read_volatile(&raw const (*st).in_hook) } != 0 {
+        return;
+    }
+    let span_id = thread_context::current_span(task, tgid, off, unsafe { (*st).span_id });
+    thread_time::context_sample(
+        unsafe { &mut *st },
+        now_ns,
+        span_id,
+        &probe_config(),
+        &mut Ring { tid },
     );
 }
 
@@ -151,6 +187,7 @@ pub fn exit(tid: u32, now_ns: u64) {
     let Some(st) = THREAD_STATE.get_ptr_mut(tid) else {
         return;
     };
+    mark_in_hook(st, 1);
     thread_time::exit(
         unsafe { &mut *st },
         now_ns,
@@ -166,7 +203,7 @@ struct Ring {
 }
 
 impl RecordSink for Ring {
-    /// Writes the record straight into the ring buffer: no 88-byte copy on the 512-byte stack.
+    /// Writes the record straight into the ring buffer: no 104-byte copy on the 512-byte stack.
     #[inline(always)]
     fn emit(
         &mut self,
@@ -176,6 +213,7 @@ impl RecordSink for Ring {
         start_ns: u64,
         end_ns: u64,
         bucket: &ThreadBucket,
+        spans: SpanTags,
     ) {
         let Some(mut entry) = SCHED_EVENTS.reserve::<SchedRecord>(0) else {
             count_drop(DropCounter::SchedRingFull);
@@ -190,6 +228,7 @@ impl RecordSink for Ring {
             (*rec).start_ns = start_ns;
             (*rec).end_ns = end_ns;
             (*rec).bucket = *bucket;
+            (*rec).spans = spans;
         }
         // No wakeup per record: the agent drains the ring on its own 20 ms tick. Waking it for
         // every record would put it on the CPU of the very threads it watches (observer effect).

@@ -116,6 +116,12 @@ pub(crate) struct AgentOpts {
     /// Width of the per-thread buckets of short intervals.
     #[arg(long, default_value_t = 10.0)]
     pub bucket_ms: f64,
+    /// How often each CPU's running thread is sampled for its published thread context (OTEP
+    /// 4947), so that a runtime switching requests without leaving the CPU (async) has each
+    /// request's CPU time to within one period. Only threads of processes that publish a
+    /// context are read; 0 reads contexts only as threads leave a CPU.
+    #[arg(long, default_value_t = 1000)]
+    pub context_sample_hz: u32,
     /// How long per-thread history is kept.
     #[arg(long, default_value = "60", value_parser = parse_seconds)]
     pub retention: Duration,

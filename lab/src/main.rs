@@ -12,7 +12,10 @@ use culprit_lab::{
         outcome::ScenarioRun,
         plan::{Scenario, Timing},
     },
-    service::server,
+    service::{
+        async_server, server,
+        thread_context::{self, ContextRecord},
+    },
     workloads::{self, rust_otel_app},
 };
 
@@ -52,6 +55,10 @@ enum LabCommand {
         /// Work after each wakeup.
         #[arg(long, default_value_t = 50)]
         work_us: u64,
+        /// Publish an OpenTelemetry thread context (OTEP 4947) all along, so that the agent
+        /// reads it at every switch (the context read's cost, in `bench-hooks`).
+        #[arg(long)]
+        thread_context: bool,
     },
     /// Sleep a fixed time, a number of times (off-CPU time to measure).
     Sleeper {
@@ -134,6 +141,28 @@ enum LabCommand {
         no_thread_attr: bool,
         /// Write the thread that served each span here (JSON) at shutdown: the truth a test
         /// scores the agent's inference against.
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// Publish each request's OpenTelemetry thread context (OTEP 4947).
+        #[arg(long)]
+        thread_context: bool,
+    },
+    /// The lab's async service: one thread interleaves all requests, each publishing its
+    /// OpenTelemetry thread context (OTEP 4947) while it runs. `/cpu` computes in slices,
+    /// `/sleep` awaits a timer.
+    AsyncService {
+        #[arg(long)]
+        port: u16,
+        /// The OTLP/gRPC endpoint, e.g. http://127.0.0.1:4317.
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long, default_value_t = 20.0)]
+        cpu_work_ms: f64,
+        #[arg(long, default_value_t = 0.5)]
+        slice_ms: f64,
+        #[arg(long, default_value_t = 50.0)]
+        sleep_ms: f64,
+        /// Write, at shutdown, each span's thread and the CPU time its polls took (JSON).
         #[arg(long)]
         record: Option<PathBuf>,
     },
@@ -273,11 +302,22 @@ fn main() -> anyhow::Result<()> {
     let run_for = Duration::from_secs_f64(cli.seconds);
     match cli.command {
         LabCommand::Hog { threads } => workloads::hog(threads, run_for),
-        LabCommand::Wakeups { period_us, work_us } => workloads::wakeups(
-            Duration::from_micros(period_us),
-            Duration::from_micros(work_us),
-            run_for,
-        ),
+        LabCommand::Wakeups {
+            period_us,
+            work_us,
+            thread_context,
+        } => {
+            // Kept alive, and published, for the whole run.
+            let record = thread_context.then(|| ContextRecord::fixed([7; 16], [9; 8]));
+            if let Some(record) = &record {
+                thread_context::attach(record);
+            }
+            workloads::wakeups(
+                Duration::from_micros(period_us),
+                Duration::from_micros(work_us),
+                run_for,
+            );
+        }
         LabCommand::Sleeper { sleep_ms, count } => {
             workloads::sleeper(Duration::from_millis(sleep_ms), count, run_for)
         }
@@ -311,6 +351,7 @@ fn main() -> anyhow::Result<()> {
             cpu_work_ms,
             no_thread_attr,
             record,
+            thread_context,
         } => server::run(&server::ServiceConfig {
             port,
             downstream_port,
@@ -318,6 +359,22 @@ fn main() -> anyhow::Result<()> {
             workers,
             cpu_work: Duration::from_secs_f64(cpu_work_ms / 1e3),
             thread_attr: !no_thread_attr,
+            record,
+            thread_context,
+        })?,
+        LabCommand::AsyncService {
+            port,
+            endpoint,
+            cpu_work_ms,
+            slice_ms,
+            sleep_ms,
+            record,
+        } => async_server::run(&async_server::AsyncServiceConfig {
+            port,
+            otlp_endpoint: endpoint,
+            cpu_work: Duration::from_secs_f64(cpu_work_ms / 1e3),
+            slice: Duration::from_secs_f64(slice_ms / 1e3),
+            sleep: Duration::from_secs_f64(sleep_ms / 1e3),
             record,
         })?,
         LabCommand::Exec { command } => {

@@ -11,13 +11,14 @@ use super::{
 };
 use crate::{
     ProbeConfig,
-    thread::{ThreadBucket, ThreadState, record, state},
+    thread::{SpanTags, ThreadBucket, ThreadState, record, state},
 };
 
 /// Where records go: the kernel writes them to the `SCHED_EVENTS` ring buffer for the thread
 /// being accounted.
 pub trait RecordSink {
     /// A record of `kind` ([`record`]); `state` is the episode's state, 0 for other kinds.
+    #[allow(clippy::too_many_arguments)]
     fn emit(
         &mut self,
         kind: u32,
@@ -26,6 +27,7 @@ pub trait RecordSink {
         start_ns: u64,
         end_ns: u64,
         bucket: &ThreadBucket,
+        spans: SpanTags,
     );
 }
 
@@ -40,6 +42,8 @@ pub struct Interval {
     pub throttled_ns: u64,
     /// For a run-queue wait: who held the CPU meanwhile.
     pub neighbour: Neighbour,
+    /// The thread's context spans at its ends.
+    pub spans: SpanTags,
 }
 
 /// What a closed interval becomes.
@@ -77,13 +81,14 @@ pub fn bucket_start_ns(t_ns: u64, width_ns: NonZeroU64) -> u64 {
 
 /// What the interval `[start_ns, end_ns)` becomes. A short interval belongs to the bucket it
 /// ends in: its end is when it is known. A clock that went backwards gives an empty interval.
+/// An interval of a published context is always an episode: a bucket would lose whose it was.
 #[inline(always)]
-pub fn charge_of(start_ns: u64, end_ns: u64, cfg: &ProbeConfig) -> Charge {
+pub fn charge_of(start_ns: u64, end_ns: u64, spans: SpanTags, cfg: &ProbeConfig) -> Charge {
     let dur_ns = end_ns.saturating_sub(start_ns);
     if dur_ns == 0 || start_ns == 0 {
         return Charge::Nothing;
     }
-    if dur_ns >= cfg.episode_threshold_ns {
+    if dur_ns >= cfg.episode_threshold_ns || !spans.is_none() {
         return Charge::Episode { dur_ns };
     }
     Charge::Bucket {
@@ -125,7 +130,7 @@ pub fn add_to_bucket(
 /// bucket first if the interval ends in another one.
 #[inline(always)]
 pub fn account(st: &mut ThreadState, iv: Interval, cfg: &ProbeConfig, sink: &mut impl RecordSink) {
-    match charge_of(iv.start_ns, iv.end_ns, cfg) {
+    match charge_of(iv.start_ns, iv.end_ns, iv.spans, cfg) {
         Charge::Nothing => {}
         Charge::Episode { dur_ns } => {
             let mut bucket = ThreadBucket::default();
@@ -137,6 +142,7 @@ pub fn account(st: &mut ThreadState, iv: Interval, cfg: &ProbeConfig, sink: &mut
                 iv.start_ns,
                 iv.end_ns,
                 &bucket,
+                iv.spans,
             );
         }
         Charge::Bucket {
@@ -176,6 +182,7 @@ pub fn flush_bucket(st: &mut ThreadState, cfg: &ProbeConfig, sink: &mut impl Rec
         b.start_ns,
         b.start_ns.wrapping_add(cfg.bucket_ns),
         b,
+        SpanTags::NONE,
     );
     st.bucket.start_ns = 0;
 }
@@ -199,11 +206,13 @@ pub fn new_thread(tgid: u32, now_ns: u64, throttling: Option<Throttling>) -> Thr
     st
 }
 
-/// Charges the interval on CPU that ends at `now_ns`, if the thread was on one.
+/// Charges the interval on CPU that ends at `now_ns`, if the thread was on one; `span_id` is
+/// its context now.
 #[inline(always)]
 pub fn close_on_cpu(
     st: &mut ThreadState,
     now_ns: u64,
+    span_id: u64,
     cfg: &ProbeConfig,
     sink: &mut impl RecordSink,
 ) {
@@ -212,26 +221,53 @@ pub fn close_on_cpu(
             state: state::ON_CPU,
             start_ns: st.since_ns,
             end_ns: now_ns,
+            spans: SpanTags {
+                at_start: st.span_id,
+                at_end: span_id,
+            },
             ..Interval::default()
         };
         account(st, iv, cfg, sink);
     }
+    st.span_id = span_id;
+}
+
+/// The thread on its CPU was sampled at `now_ns` with context `span_id`. A change of context
+/// ends its interval on CPU there, so that the time either side is charged to its own span:
+/// a runtime that switches requests without leaving the CPU (async) is placed to within one
+/// sampling period.
+#[inline(always)]
+pub fn context_sample(
+    st: &mut ThreadState,
+    now_ns: u64,
+    span_id: u64,
+    cfg: &ProbeConfig,
+    sink: &mut impl RecordSink,
+) {
+    if st.state != state::ON_CPU || st.span_id == span_id || st.in_hook != 0 {
+        return;
+    }
+    close_on_cpu(st, now_ns, span_id, cfg, sink);
+    st.since_ns = now_ns;
 }
 
 /// The thread (of process `tgid`) leaves its CPU at `now_ns`: still runnable if `preempted`
-/// (its wait begins; `throttling` reads its cfs_rq), else blocking.
+/// (its wait begins; `throttling` reads its cfs_rq), else blocking. `span_id` is its published
+/// context as it leaves (0: none), which the interval it begins keeps.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn switch_out(
     st: &mut ThreadState,
     tgid: u32,
     preempted: bool,
     now_ns: u64,
+    span_id: u64,
     cfg: &ProbeConfig,
     sink: &mut impl RecordSink,
     throttling: impl FnOnce() -> Option<Throttling>,
 ) {
     st.tgid = tgid;
-    close_on_cpu(st, now_ns, cfg, sink);
+    close_on_cpu(st, now_ns, span_id, cfg, sink);
     if preempted {
         begin_wait(st, now_ns, throttling());
     } else {
@@ -263,6 +299,7 @@ pub fn switch_in(
             end_ns: now_ns,
             throttled_ns,
             neighbour,
+            spans: SpanTags::steady(st.span_id),
         };
         account(st, iv, cfg, sink);
     }
@@ -286,6 +323,7 @@ pub fn wakeup(
                 state: state::OFF_CPU,
                 start_ns: st.since_ns,
                 end_ns: now_ns,
+                spans: SpanTags::steady(st.span_id),
                 ..Interval::default()
             };
             account(st, iv, cfg, sink);
@@ -300,9 +338,17 @@ pub fn wakeup(
 /// streamed, then an exit record so that the agent forgets it.
 #[inline(always)]
 pub fn exit(st: &mut ThreadState, now_ns: u64, cfg: &ProbeConfig, sink: &mut impl RecordSink) {
-    close_on_cpu(st, now_ns, cfg, sink);
+    close_on_cpu(st, now_ns, st.span_id, cfg, sink);
     flush_bucket(st, cfg, sink);
-    sink.emit(record::EXIT, 0, st.tgid, now_ns, now_ns, &st.bucket);
+    sink.emit(
+        record::EXIT,
+        0,
+        st.tgid,
+        now_ns,
+        now_ns,
+        &st.bucket,
+        SpanTags::NONE,
+    );
 }
 
 #[cfg(test)]

@@ -78,6 +78,7 @@ pub(super) fn load_probes(
         btf: opts.btf.clone(),
         tracefs: opts.tracefs.clone(),
         config,
+        context_sample_hz: opts.context_sample_hz,
     })?;
     let attached = probes.hooks.iter().filter(|h| h.attached).count();
     log::info!(
@@ -138,7 +139,16 @@ pub(super) fn signals(
         ),
         watch,
     };
-    Ok(Signals::new(sources, opts.cgroup_prefix.clone(), degraded))
+    let sampled = probes
+        .hooks
+        .iter()
+        .any(|h| h.program == "context_sample" && h.attached);
+    Ok(
+        Signals::new(sources, opts.cgroup_prefix.clone(), degraded).with_context_sampling(
+            (sampled && opts.context_sample_hz > 0)
+                .then(|| 1_000_000_000 / u64::from(opts.context_sample_hz)),
+        ),
+    )
 }
 
 /// The OTLP receivers, in the inbound stage.

@@ -10,3 +10,4 @@ pub(crate) mod membership;
 pub(crate) mod procfs;
 pub(crate) mod sched_policy;
 pub(crate) mod sockets;
+pub(crate) mod thread_context;

@@ -22,6 +22,7 @@ use super::{
     attribution::{Attribution, attribute},
     identity::{self, IdentifiedBy, Identifier, PROCESS_PID, Sender, Trust},
     resource::{Identity, annotate, mark_unidentified},
+    span_traces::SpanTraces,
 };
 use crate::{
     host::{
@@ -31,8 +32,12 @@ use crate::{
     },
     kernel::connections::ConnectionOpeners,
     otlp::{self, Origin},
-    signals::{ProcessView, WindowView},
+    signals::{ProcessView, SpanOwnership, WindowView},
 };
+use culprit_common::context::span_key;
+
+/// Spans whose trace is remembered, for the thread-context join (~40 bytes each).
+const MAX_TRACED_SPANS: usize = 65_536;
 
 /// The span attribute naming the OS thread that served the span. Semantic conventions'
 /// `thread.id` is the runtime's managed id (not the kernel's tid), so it is not used.
@@ -121,6 +126,8 @@ pub(crate) struct Joiner {
     /// Command names of neighbours, so that naming one costs no file read per span.
     comms: HashMap<u32, String>,
     node_name: Option<String>,
+    /// The trace of recent spans: which thread-context tags are a span's own.
+    traces: SpanTraces,
 }
 
 impl Joiner {
@@ -151,6 +158,7 @@ impl Joiner {
             identities: IdentityCache::default(),
             comms: HashMap::new(),
             node_name: None,
+            traces: SpanTraces::new(MAX_TRACED_SPANS),
         }
     }
 
@@ -227,6 +235,7 @@ impl Joiner {
                 }
                 for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
                     latest_end = latest_end.max(self.offset.to_monotonic(span.end_time_unix_nano));
+                    self.traces.note(span_key(&span.span_id), &span.trace_id);
                 }
                 sender
             })
@@ -355,7 +364,12 @@ impl Joiner {
             view.threads.iter().any(|(t, _)| *t == tid) || procfs::tgid_of(tid) == Some(pid)
         });
         let foreign_thread = claimed_tid.is_some() && tid.is_none();
-        let mut measured = signals.measure(view, pid, tid, start, end);
+        let key = span_key(&span.span_id);
+        let traces = &self.traces;
+        let own = |k: u64| k != 0 && (k == key || traces.in_trace(k, &span.trace_id));
+        let ownership = SpanOwnership { own: &own };
+        let mut measured =
+            signals.measure(view, pid, (key != 0).then_some(&ownership), tid, start, end);
         if let Some(npid) = measured.neighbour_pid {
             let comm = self
                 .comms

@@ -11,6 +11,7 @@ pub(crate) mod joiner;
 pub(crate) mod parts;
 pub(crate) mod resource;
 pub(crate) mod scan_cache;
+pub(crate) mod span_traces;
 
 pub(crate) use self::joiner::Joiner;
 pub use self::{

@@ -160,6 +160,15 @@ pub(crate) fn kernel_offsets(btf: &KernelBtf) -> anyhow::Result<KernelOffsets> {
             (Some(ns), Some(inum)) => ns + inum,
             _ => OFFSET_ABSENT,
         },
+        // x86_64's saved user thread pointer; other architectures keep it elsewhere.
+        task_fsbase: match (
+            optional("task_struct", "thread"),
+            optional("thread_struct", "fsbase"),
+        ) {
+            (Some(thread), Some(fsbase)) => thread + fsbase,
+            _ => OFFSET_ABSENT,
+        },
+        _pad: 0,
     })
 }
 
@@ -188,6 +197,7 @@ mod tests {
         // This kernel (6.x, CFS bandwidth on) has everything the throttling split reads.
         assert_ne!(off.task_cfs_rq, OFFSET_ABSENT);
         assert_ne!(off.cfs_rq_throttle_count, OFFSET_ABSENT);
+        assert_ne!(off.task_fsbase, OFFSET_ABSENT);
         assert_eq!(btf.tracepoint_arg_count("sched_wakeup").unwrap(), 1);
         assert!(btf.tracepoint_arg_count("sched_switch").unwrap() >= 3);
     }

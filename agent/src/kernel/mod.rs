@@ -5,6 +5,7 @@
 
 pub(crate) mod btf;
 pub(crate) mod connections;
+pub(crate) mod contexts;
 pub(crate) mod drops;
 pub(crate) mod probes;
 pub(crate) mod ring_reader;

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use aya::{
     Btf, Ebpf, EbpfLoader, include_bytes_aligned,
-    programs::{BtfTracePoint, TracePoint},
+    programs::{
+        BtfTracePoint, PerfEvent, TracePoint,
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+    },
+    util::online_cpus,
 };
 use culprit_common::{KernelOffsets, OFFSET_ABSENT, ProbeConfig, TcpTracepointOffsets, maps};
 use serde::{Deserialize, Serialize};
@@ -32,6 +36,9 @@ pub enum Signal {
     TcpRetransmits,
     /// Who opened each connection to the OTLP ports: span senders identified by the kernel.
     SenderIdentity,
+    /// Which span each interval of a thread belongs to, from the context its process publishes
+    /// (OTEP 4947): read as threads leave a CPU, and sampled on CPU.
+    ThreadContext,
 }
 
 enum HookKind {
@@ -39,6 +46,8 @@ enum HookKind {
     Btf(&'static str),
     /// A classic tracepoint: category and name.
     Classic(&'static str, &'static str),
+    /// A CPU-clock perf event on every online CPU, at the configured rate.
+    CpuSampler,
 }
 
 struct Hook {
@@ -51,6 +60,13 @@ const SCHED: &[Signal] = &[
     Signal::RunQueueDelay,
     Signal::ThreadStates,
     Signal::CpuThrottling,
+];
+
+const SWITCH: &[Signal] = &[
+    Signal::RunQueueDelay,
+    Signal::ThreadStates,
+    Signal::CpuThrottling,
+    Signal::ThreadContext,
 ];
 
 const HOOKS: &[Hook] = &[
@@ -67,7 +83,7 @@ const HOOKS: &[Hook] = &[
     Hook {
         program: "sched_switch",
         kind: HookKind::Btf("sched_switch"),
-        signals: SCHED,
+        signals: SWITCH,
     },
     Hook {
         program: "sched_process_exit",
@@ -99,6 +115,11 @@ const HOOKS: &[Hook] = &[
         kind: HookKind::Classic("sock", "inet_sock_set_state"),
         signals: &[Signal::SenderIdentity, Signal::TcpRetransmits],
     },
+    Hook {
+        program: "context_sample",
+        kind: HookKind::CpuSampler,
+        signals: &[Signal::ThreadContext],
+    },
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +141,8 @@ pub(crate) struct ProbeOptions {
     pub btf: PathBuf,
     pub tracefs: PathBuf,
     pub config: ProbeConfig,
+    /// Rate of the context sampler per CPU; 0: not attached.
+    pub context_sample_hz: u32,
 }
 
 pub(crate) struct Probes {
@@ -165,7 +188,7 @@ pub(crate) fn load(opts: &ProbeOptions) -> anyhow::Result<Probes> {
             let started = std::time::Instant::now();
             let result = match (&hook.kind, &tcp) {
                 (HookKind::Classic(..), Err(err)) => Err(anyhow::anyhow!("{err:#}")),
-                _ => attach(&mut ebpf, hook, &btf),
+                _ => attach(&mut ebpf, hook, &btf, opts.context_sample_hz),
             };
             log::debug!(
                 "{} verified and attached in {:?}",
@@ -187,7 +210,7 @@ pub(crate) fn load(opts: &ProbeOptions) -> anyhow::Result<Probes> {
         })
         .collect();
     drop(btf);
-    let signals = signal_health(&hooks, &offsets);
+    let signals = signal_health(&hooks, &offsets, opts.context_sample_hz);
     for s in signals.iter().filter(|s| !s.ok) {
         log::warn!(
             "{:?} degraded: {}",
@@ -202,13 +225,18 @@ pub(crate) fn load(opts: &ProbeOptions) -> anyhow::Result<Probes> {
     })
 }
 
-fn signal_health(hooks: &[HookHealth], offsets: &KernelOffsets) -> Vec<SignalHealth> {
+fn signal_health(
+    hooks: &[HookHealth],
+    offsets: &KernelOffsets,
+    context_sample_hz: u32,
+) -> Vec<SignalHealth> {
     let all = [
         Signal::RunQueueDelay,
         Signal::ThreadStates,
         Signal::CpuThrottling,
         Signal::TcpRetransmits,
         Signal::SenderIdentity,
+        Signal::ThreadContext,
     ];
     all.iter()
         .map(|&signal| {
@@ -230,6 +258,20 @@ fn signal_health(hooks: &[HookHealth], offsets: &KernelOffsets) -> Vec<SignalHea
                         .to_string(),
                 );
             }
+            if signal == Signal::ThreadContext {
+                if offsets.task_fsbase == OFFSET_ABSENT {
+                    reason = Some(
+                        "no thread pointer in this kernel's task_struct (not x86_64): \
+                         published thread contexts are not read"
+                            .to_string(),
+                    );
+                } else if context_sample_hz == 0 && reason.is_none() {
+                    reason = Some(
+                        "--context-sample-hz 0: contexts are read only as threads leave a CPU"
+                            .to_string(),
+                    );
+                }
+            }
             SignalHealth {
                 signal,
                 ok: reason.is_none(),
@@ -239,7 +281,7 @@ fn signal_health(hooks: &[HookHealth], offsets: &KernelOffsets) -> Vec<SignalHea
         .collect()
 }
 
-fn attach(ebpf: &mut Ebpf, hook: &Hook, btf: &Btf) -> anyhow::Result<()> {
+fn attach(ebpf: &mut Ebpf, hook: &Hook, btf: &Btf, sample_hz: u32) -> anyhow::Result<()> {
     let program = ebpf
         .program_mut(hook.program)
         .with_context(|| format!("program {} missing from the eBPF object", hook.program))?;
@@ -261,6 +303,29 @@ fn attach(ebpf: &mut Ebpf, hook: &Hook, btf: &Btf) -> anyhow::Result<()> {
             program
                 .attach(category, name)
                 .with_context(|| format!("attaching to tracepoint/{category}/{name}"))?;
+        }
+        HookKind::CpuSampler => {
+            if sample_hz == 0 {
+                anyhow::bail!("disabled (--context-sample-hz 0)");
+            }
+            let program: &mut PerfEvent = program.try_into()?;
+            program
+                .load()
+                .with_context(|| format!("loading {}", hook.program))?;
+            let cpus = online_cpus().map_err(|(_, e)| e).context("listing CPUs")?;
+            // A period, not a frequency: the kernel keeps a frequency by re-tuning the period,
+            // which would make the placement's resolution drift.
+            let period_ns = 1_000_000_000 / u64::from(sample_hz);
+            for cpu in cpus {
+                program
+                    .attach(
+                        PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                        PerfEventScope::AllProcessesOneCpu { cpu },
+                        SamplePolicy::Period(period_ns),
+                        false,
+                    )
+                    .with_context(|| format!("attaching the cpu-clock sampler on CPU {cpu}"))?;
+            }
         }
     }
     Ok(())

@@ -17,6 +17,7 @@ use culprit_common::{
     thread::{ThreadBucket, ThreadState, state},
 };
 
+use super::contexts::ContextRegistry;
 use crate::host::{clock::monotonic_ns, membership, procfs};
 
 /// What a thread is doing right now, as read from the kernel's `THREAD_STATE`: the current
@@ -28,6 +29,8 @@ pub(crate) struct LiveState {
     pub bucket: ThreadBucket,
     /// The current run-queue wait began with the thread's cgroup throttled.
     pub throttled: bool,
+    /// The span of the thread's published context as the current interval began (0: none).
+    pub span_id: u64,
 }
 
 /// Every watched thread's live state at one instant, by tid: (its process, its state).
@@ -52,6 +55,8 @@ pub(crate) struct WatchSet {
     pub cpu_cgroups: BTreeMap<u32, PathBuf>,
     /// Threads that could not be registered because `THREAD_STATE` was full.
     pub registration_failures: u64,
+    /// The watched processes that publish a thread context.
+    pub contexts: ContextRegistry,
 }
 
 impl WatchSet {
@@ -92,6 +97,7 @@ impl WatchSet {
             cgroup_ids: HashMap::try_from(take(ebpf, maps::WATCHED_CGROUPS)?)?,
             cpu_cgroups: BTreeMap::new(),
             registration_failures: 0,
+            contexts: ContextRegistry::new(ebpf)?,
         })
     }
 
@@ -173,6 +179,7 @@ impl WatchSet {
             let _ = self.tgids.remove(&tgid);
             self.cpu_cgroups.remove(&tgid);
         }
+        self.contexts.refresh(&live_tgids);
     }
 
     /// After new entries are in `THREAD_STATE`: tasks the kernel cached as unwatched are looked
@@ -224,5 +231,6 @@ fn live_state(st: &ThreadState) -> LiveState {
         since_ns: st.since_ns,
         bucket: st.bucket,
         throttled: st.throttled_at_enqueue != 0,
+        span_id: st.span_id,
     }
 }

@@ -109,6 +109,10 @@ impl Signals {
             "thread_registration_failed".into(),
             self.watch.registration_failures,
         );
+        drops.insert(
+            "thread_context_unlocated".into(),
+            self.watch.contexts.locate_failures,
+        );
         self.store.expire(now_ns);
         self.expire_retransmits(now_ns);
         Interval {

@@ -10,6 +10,7 @@ pub(crate) mod retransmits;
 pub(crate) mod runq_quantile;
 pub(crate) mod runqueue;
 pub(crate) mod serving_thread;
+pub(crate) mod span_context;
 mod state;
 pub(crate) mod thread_store;
 pub(crate) mod throttling;
@@ -18,7 +19,7 @@ pub(crate) mod window;
 pub(crate) use self::{
     interval::Interval,
     state::{Signals, Sources},
-    window::{Measured, ProcessView, WindowView},
+    window::{Measured, ProcessView, SpanOwnership, WindowView},
 };
 pub use self::{
     interval::{ConnectionRow, NeighbourRow, ThreadRow, ThrottleRow},

@@ -47,6 +47,8 @@ pub(crate) struct Signals {
     pub(super) last_report_ns: u64,
     /// cpu.stat counters at the previous report, per watched cgroup.
     pub(super) last_cpu_stat: HashMap<PathBuf, CpuStat>,
+    /// The context sampler's period, when it runs: where a change of thread context is placed.
+    pub(super) context_sample_period_ns: Option<u64>,
 }
 
 /// What the signals are built from: the kernel's maps and the host's cgroup tree.
@@ -59,6 +61,12 @@ pub(crate) struct Sources {
 }
 
 impl Signals {
+    /// The context sampler runs at this period (see `--context-sample-hz`).
+    pub(crate) fn with_context_sampling(mut self, period_ns: Option<u64>) -> Self {
+        self.context_sample_period_ns = period_ns;
+        self
+    }
+
     pub(crate) fn new(
         sources: Sources,
         cgroup_prefix: Option<String>,
@@ -88,6 +96,7 @@ impl Signals {
             degraded,
             last_report_ns: monotonic_ns(),
             last_cpu_stat: HashMap::new(),
+            context_sample_period_ns: None,
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use culprit_common::thread::{SchedRecord, ThreadBucket, record, state};
+use culprit_common::thread::{SchedRecord, SpanTags, ThreadBucket, record, state};
 
 use super::bucket_gaps;
 use crate::kernel::watch::LiveState;
@@ -36,7 +36,7 @@ impl Breakdown {
     }
 
     /// Adds `fraction` of a record's sums.
-    fn add(&mut self, b: &ThreadBucket, fraction: f64) {
+    pub(super) fn add(&mut self, b: &ThreadBucket, fraction: f64) {
         let part = |ns: u64| (ns as f64 * fraction).round() as u64;
         self.on_cpu_ns += part(b.on_cpu_ns);
         self.runq_ns += part(b.runq_ns);
@@ -235,6 +235,33 @@ impl ThreadStore {
         None
     }
 
+    /// Thread `tid`'s episodes that end after `start_ns`, newest first, with what the kernel
+    /// holds for it right now as one more (up to `end_ns`).
+    pub(crate) fn episodes_after(
+        &self,
+        tid: u32,
+        start_ns: u64,
+        end_ns: u64,
+        live: Option<&LiveState>,
+    ) -> Vec<SchedRecord> {
+        let mut out: Vec<SchedRecord> = live
+            .filter(|l| l.since_ns != 0 && l.since_ns < end_ns && l.state != state::UNKNOWN)
+            .map(|l| current_episode(l, end_ns))
+            .into_iter()
+            .collect();
+        if let Some(t) = self.threads.get(&tid) {
+            out.extend(
+                t.records
+                    .iter()
+                    .rev()
+                    .filter(|r| r.kind == record::EPISODE)
+                    .take_while(|r| r.end_ns > start_ns)
+                    .copied(),
+            );
+        }
+        out
+    }
+
     /// The bucket the kernel is still filling for a thread, as a record.
     fn open_bucket(&self, live: &LiveState) -> SchedRecord {
         SchedRecord {
@@ -323,6 +350,8 @@ fn current_episode(live: &LiveState, end_ns: u64) -> SchedRecord {
         start_ns: live.since_ns,
         end_ns,
         bucket: b,
+        // Its context at the start; on a CPU it may have changed since, unseen until it leaves.
+        spans: SpanTags::steady(live.span_id),
         ..SchedRecord::default()
     }
 }

@@ -7,6 +7,7 @@ use super::{
     intervals::union_ns,
     retransmits::RetransmitRow,
     serving_thread::{self, Candidate, Serving},
+    span_context::{self, Split},
     state::Signals,
     thread_store::Breakdown,
 };
@@ -30,8 +31,9 @@ pub(crate) struct Measured {
     /// Its name, `comm (pid)`, and its container: filled in by the join, which caches them.
     pub(crate) neighbour: Option<String>,
     pub(crate) neighbour_container_id: Option<String>,
-    /// `thread` (the span named it), `thread.inferred` (the kernel's facts named it) or
-    /// `process` (nobody could tell: no thread's timeline is used).
+    /// `context` (its thread context tagged its intervals), `thread` (the span named it),
+    /// `thread.inferred` (the kernel's facts named it) or `process` (nobody could tell: no
+    /// thread's timeline is used).
     pub(crate) join: &'static str,
     /// The thread whose time was measured.
     pub(crate) tid: Option<u32>,
@@ -60,16 +62,23 @@ pub(crate) trait WindowView {
     /// per batch of spans (a map walk, a system call per entry), then used for all of its spans.
     fn process_view(&self, pid: u32) -> ProcessView;
 
-    /// What the probes saw of process `pid` (or of its thread `tid`) between two monotonic
-    /// times.
+    /// What the probes saw of process `pid` between two monotonic times: of the intervals its
+    /// threads' published contexts tag as the span's (`span`), else of its thread `tid`, else
+    /// of the thread inferred to have served it.
     fn measure(
         &self,
         view: &ProcessView,
         pid: u32,
+        span: Option<&SpanOwnership>,
         tid: Option<u32>,
         start_ns: u64,
         end_ns: u64,
     ) -> Measured;
+}
+
+/// Which context tags are a span's own: its own span id, or one of a span of its trace.
+pub(crate) struct SpanOwnership<'a> {
+    pub(crate) own: &'a dyn Fn(u64) -> bool,
 }
 
 impl WindowView for Signals {
@@ -96,6 +105,7 @@ impl WindowView for Signals {
         &self,
         view: &ProcessView,
         pid: u32,
+        span: Option<&SpanOwnership>,
         tid: Option<u32>,
         start_ns: u64,
         end_ns: u64,
@@ -107,13 +117,19 @@ impl WindowView for Signals {
         let breakdown =
             |tid: u32, live: Option<&LiveState>| self.store.breakdown(tid, start_ns, end_ns, live);
         m.threads = 1;
-        let total = match tid {
-            Some(tid) => {
+        let by_context = span.and_then(|s| self.by_context(view, s, start_ns, end_ns));
+        let mut total = match (by_context, tid) {
+            (Some((tid, total)), _) => {
+                m.join = "context";
+                m.tid = Some(tid);
+                total
+            }
+            (None, Some(tid)) => {
                 m.join = "thread";
                 m.tid = Some(tid);
                 breakdown(tid, self.live_of(view, tid).as_ref())
             }
-            None => match self.serving_thread(view, start_ns, end_ns) {
+            (None, None) => match self.serving_thread(view, start_ns, end_ns) {
                 Serving::Inferred(tid) => {
                     m.join = "thread.inferred";
                     m.tid = Some(tid);
@@ -126,6 +142,28 @@ impl WindowView for Signals {
                 }
             },
         };
+        // A span its thread's context never showed (it ran too briefly for any read) is not
+        // charged what the context tags as other requests' time: it was suspended meanwhile.
+        // A thread seen running other requests within the window interleaves them (an async
+        // runtime): its time without a context is the runtime's, not this span's either.
+        if let (Some(span), Some(tid), false) = (span, m.tid, m.join == "context") {
+            let episodes =
+                self.store
+                    .episodes_after(tid, start_ns, end_ns, self.live_of(view, tid).as_ref());
+            let split = Split {
+                sample_period_ns: self.context_sample_period_ns,
+                window_is_own: false,
+            };
+            let other_request = |k: u64| k != 0 && !(span.own)(k);
+            let not_own = |k: u64| !(span.own)(k);
+            if span_context::context_breakdown(&episodes, start_ns, end_ns, &other_request, split)
+                .is_some()
+                && let Some(others) =
+                    span_context::context_breakdown(&episodes, start_ns, end_ns, &not_own, split)
+            {
+                span_context::exclude(&mut total, &others);
+            }
+        }
         m.on_cpu_ns = total.on_cpu_ns;
         m.runq_ns = total.runq_ns;
         m.throttled_ns = total.throttled_ns;
@@ -178,6 +216,46 @@ impl Signals {
     fn live_of(&self, view: &ProcessView, tid: u32) -> Option<LiveState> {
         view.live(tid)
             .or_else(|| self.watch.live(tid).map(|(_, l)| l))
+    }
+
+    /// The span's time from the intervals its process's published contexts tag as its own, with
+    /// the thread that has most of them; `None` when no interval in the window is tagged so.
+    fn by_context(
+        &self,
+        view: &ProcessView,
+        span: &SpanOwnership,
+        start_ns: u64,
+        end_ns: u64,
+    ) -> Option<(u32, Breakdown)> {
+        let parts: Vec<(u32, Breakdown)> = view
+            .threads
+            .iter()
+            .filter_map(|(tid, live)| {
+                let episodes = self
+                    .store
+                    .episodes_after(*tid, start_ns, end_ns, live.as_ref());
+                span_context::context_breakdown(
+                    &episodes,
+                    start_ns,
+                    end_ns,
+                    span.own,
+                    Split {
+                        sample_period_ns: self.context_sample_period_ns,
+                        window_is_own: true,
+                    },
+                )
+                .map(|b| (*tid, b))
+            })
+            .collect();
+        let main = parts
+            .iter()
+            .max_by_key(|(tid, b)| (b.observed_ns(), std::cmp::Reverse(*tid)))?
+            .0;
+        let total = span_context::merge(
+            parts.into_iter().map(|(_, b)| b).collect(),
+            end_ns.saturating_sub(start_ns),
+        );
+        Some((main, total))
     }
 
     /// The thread of the process that served a span without a thread attribute, from what the

@@ -63,6 +63,8 @@ impl HookCost {
 pub enum Storm {
     Pingpong,
     Wakeups,
+    /// `wakeups` publishing an OpenTelemetry thread context: its switches read it.
+    WakeupsWithContext,
 }
 
 impl Storm {
@@ -70,6 +72,9 @@ impl Storm {
         match self {
             Self::Pingpong => "2 ping-pong pairs",
             Self::Wakeups => "a thread waking every 200 µs for 50 µs of work",
+            Self::WakeupsWithContext => {
+                "a thread waking every 200 µs for 50 µs of work, publishing its thread context"
+            }
         }
     }
 
@@ -77,6 +82,14 @@ impl Storm {
         match self {
             Self::Pingpong => &["pingpong", "--pairs", "2"],
             Self::Wakeups => &["wakeups", "--period-us", "200", "--work-us", "50"],
+            Self::WakeupsWithContext => &[
+                "wakeups",
+                "--period-us",
+                "200",
+                "--work-us",
+                "50",
+                "--thread-context",
+            ],
         }
     }
 }

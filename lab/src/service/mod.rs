@@ -2,7 +2,9 @@
 //! started, the open-loop load generator that drives it, and real OpenTelemetry peers (the Python SDK app, the rotel
 //! collector, a sink that records what arrives).
 
+pub mod async_server;
 pub(crate) mod launch;
 pub(crate) mod load;
 pub mod otel;
 pub mod server;
+pub mod thread_context;

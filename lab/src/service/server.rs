@@ -26,6 +26,7 @@ use opentelemetry_sdk::{
     trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider},
 };
 
+use super::thread_context::{self, ContextRecord};
 use crate::workloads;
 
 /// Bytes of one downstream request and of its answer (the lab's `tcp-server` echoes them).
@@ -48,6 +49,8 @@ pub struct ServiceConfig {
     pub thread_attr: bool,
     /// Where to write, at shutdown, the thread that served each span.
     pub record: Option<std::path::PathBuf>,
+    /// Publish each request's OpenTelemetry thread context (OTEP 4947) while it is served.
+    pub thread_context: bool,
 }
 
 /// (span id, serving thread) of every request span, for `ServiceConfig::record`.
@@ -109,7 +112,7 @@ pub fn run(config: &ServiceConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn tracer_provider(endpoint: &str) -> anyhow::Result<SdkTracerProvider> {
+pub(crate) fn tracer_provider(endpoint: &str) -> anyhow::Result<SdkTracerProvider> {
     let exporter = SpanExporter::builder()
         .with_tonic()
         .with_endpoint(endpoint)
@@ -188,6 +191,13 @@ impl Worker {
                 .with_attributes(attributes)
                 .start(&self.tracer);
             let cx = Context::current_with_span(span);
+            let record = self
+                .config
+                .thread_context
+                .then(|| ContextRecord::of(&cx.span().span_context().clone()));
+            if let Some(record) = &record {
+                thread_context::attach(record);
+            }
             if self.config.record.is_some()
                 && let Ok(mut truth) = self.truth.lock()
             {
@@ -213,6 +223,9 @@ impl Worker {
             let responded =
                 request.respond(tiny_http::Response::from_string("done").with_status_code(status));
             cx.span().end();
+            if record.is_some() {
+                thread_context::detach();
+            }
             if responded.is_ok() {
                 self.served.fetch_add(1, Ordering::SeqCst);
             }

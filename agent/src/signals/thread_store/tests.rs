@@ -19,6 +19,7 @@ fn episode(tid: u32, st: u32, start_ms: u64, end_ms: u64) -> SchedRecord {
         start_ns: start_ms * MS,
         end_ns: end_ms * MS,
         bucket: b,
+        ..SchedRecord::default()
     }
 }
 
@@ -40,6 +41,7 @@ fn bucket(tid: u32, start_ms: u64, on: u64, runq: u64, throttled: u64, off: u64)
             neighbour_tgid: 7,
             ..ThreadBucket::default()
         },
+        ..SchedRecord::default()
     }
 }
 
@@ -64,6 +66,7 @@ fn throttled_waits_are_placed_at_the_end_of_their_episode() {
         since_ns: 900 * MS,
         bucket: ThreadBucket::default(),
         throttled: true,
+        span_id: 0,
     };
     let (placed, _) = s.throttled_intervals(1, 800 * MS, 950 * MS, Some(&live));
     assert_eq!(placed, vec![(900 * MS, 950 * MS)]);
@@ -111,12 +114,14 @@ fn live_state_fills_the_present() {
         since_ns: 500 * MS,
         bucket: ThreadBucket::default(),
         throttled: false,
+        span_id: 0,
     };
     let b = s.breakdown(1, 0, 1000 * MS, Some(&live));
     assert_eq!(b.on_cpu_ns, 500 * MS);
     let waiting_throttled = LiveState {
         state: state::RUNQ,
         throttled: true,
+        span_id: 0,
         ..live
     };
     let b = s.breakdown(1, 0, 1000 * MS, Some(&waiting_throttled));
@@ -198,6 +203,7 @@ fn the_state_at_an_instant_comes_from_the_episode_covering_it() {
         since_ns: 9 * MS,
         bucket: ThreadBucket::default(),
         throttled: false,
+        span_id: 0,
     };
     assert_eq!(s.state_at(1, 12 * MS, Some(&live)), Some(state::RUNQ));
     assert_eq!(s.state_at(1, 7 * MS, Some(&live)), Some(state::ON_CPU));

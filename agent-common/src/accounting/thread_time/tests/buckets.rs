@@ -4,27 +4,33 @@ use super::*;
 
 #[test]
 fn empty_intervals_and_unseen_starts_are_not_charged() {
-    assert_eq!(charge_of(T0, T0, &CFG), Charge::Nothing);
+    assert_eq!(charge_of(T0, T0, SpanTags::NONE, &CFG), Charge::Nothing);
     // The clock went backwards.
-    assert_eq!(charge_of(T0 + 5, T0, &CFG), Charge::Nothing);
-    assert_eq!(charge_of(u64::MAX, 0, &CFG), Charge::Nothing);
+    assert_eq!(charge_of(T0 + 5, T0, SpanTags::NONE, &CFG), Charge::Nothing);
+    assert_eq!(
+        charge_of(u64::MAX, 0, SpanTags::NONE, &CFG),
+        Charge::Nothing
+    );
     // A start of 0 was never seen, however long ago it claims to be.
-    assert_eq!(charge_of(0, T0, &CFG), Charge::Nothing);
-    assert_eq!(charge_of(0, 1, &CFG), Charge::Nothing);
+    assert_eq!(charge_of(0, T0, SpanTags::NONE, &CFG), Charge::Nothing);
+    assert_eq!(charge_of(0, 1, SpanTags::NONE, &CFG), Charge::Nothing);
 }
 
 #[test]
 fn the_episode_threshold_is_inclusive() {
-    assert_eq!(charge_of(T0, T0 + MS, &CFG), Charge::Episode { dur_ns: MS });
     assert_eq!(
-        charge_of(T0, T0 + MS - 1, &CFG),
+        charge_of(T0, T0 + MS, SpanTags::NONE, &CFG),
+        Charge::Episode { dur_ns: MS }
+    );
+    assert_eq!(
+        charge_of(T0, T0 + MS - 1, SpanTags::NONE, &CFG),
         Charge::Bucket {
             dur_ns: MS - 1,
             bucket_start_ns: T0
         }
     );
     assert_eq!(
-        charge_of(1, u64::MAX, &CFG),
+        charge_of(1, u64::MAX, SpanTags::NONE, &CFG),
         Charge::Episode {
             dur_ns: u64::MAX - 1
         }
@@ -37,8 +43,11 @@ fn a_zero_threshold_makes_every_interval_an_episode() {
         episode_threshold_ns: 0,
         ..CFG
     };
-    assert_eq!(charge_of(T0, T0 + 1, &cfg), Charge::Episode { dur_ns: 1 });
-    assert_eq!(charge_of(T0, T0, &cfg), Charge::Nothing);
+    assert_eq!(
+        charge_of(T0, T0 + 1, SpanTags::NONE, &cfg),
+        Charge::Episode { dur_ns: 1 }
+    );
+    assert_eq!(charge_of(T0, T0, SpanTags::NONE, &cfg), Charge::Nothing);
 }
 
 #[test]
@@ -46,14 +55,14 @@ fn a_short_interval_belongs_to_the_bucket_it_ends_in() {
     // Starts in the bucket at T0, ends exactly on the next boundary: the next bucket's.
     let end_ns = T0 + 10 * MS;
     assert_eq!(
-        charge_of(end_ns - 1_000, end_ns, &CFG),
+        charge_of(end_ns - 1_000, end_ns, SpanTags::NONE, &CFG),
         Charge::Bucket {
             dur_ns: 1_000,
             bucket_start_ns: end_ns
         }
     );
     assert_eq!(
-        charge_of(end_ns - 1_000, end_ns - 1, &CFG),
+        charge_of(end_ns - 1_000, end_ns - 1, SpanTags::NONE, &CFG),
         Charge::Bucket {
             dur_ns: 999,
             bucket_start_ns: T0
@@ -71,7 +80,7 @@ fn a_zero_bucket_width_falls_back_to_10_ms() {
     assert_eq!(DEFAULT_BUCKET_NS.get(), 10 * MS);
     assert_eq!(bucket_width_ns(&CFG).get(), 10 * MS);
     assert_eq!(
-        charge_of(T0 + 25 * MS, T0 + 25 * MS + 10, &cfg),
+        charge_of(T0 + 25 * MS, T0 + 25 * MS + 10, SpanTags::NONE, &cfg),
         Charge::Bucket {
             dur_ns: 10,
             bucket_start_ns: T0 + 20 * MS
@@ -182,6 +191,7 @@ fn a_long_interval_is_an_episode_and_leaves_the_bucket_alone() {
             tid: 81,
             ns: 2 * MS,
         },
+        spans: SpanTags::NONE,
     };
     account(&mut st, iv, &CFG, &mut out);
     assert_eq!(st.bucket, before);
@@ -201,6 +211,7 @@ fn a_long_interval_is_an_episode_and_leaves_the_bucket_alone() {
                 neighbour_tgid: 8,
                 ..ThreadBucket::default()
             },
+            spans: SpanTags::NONE,
         }]
     );
 }

@@ -5,7 +5,7 @@ extern crate std;
 use std::vec::Vec;
 
 use super::*;
-use crate::thread::SchedRecord;
+use crate::thread::{SchedRecord, SpanTags};
 
 const MS: u64 = 1_000_000;
 /// A boot-time clock well past its first bucket.
@@ -30,6 +30,7 @@ impl RecordSink for Records {
         start_ns: u64,
         end_ns: u64,
         bucket: &ThreadBucket,
+        spans: SpanTags,
     ) {
         self.0.push(SchedRecord {
             kind,
@@ -39,6 +40,7 @@ impl RecordSink for Records {
             start_ns,
             end_ns,
             bucket: *bucket,
+            spans,
         });
     }
 }
@@ -68,4 +70,5 @@ fn unthrottled() -> Option<Throttling> {
 }
 
 mod buckets;
+mod context;
 mod transitions;

@@ -28,7 +28,7 @@ fn switching_out_closes_time_on_cpu_and_starts_a_wait_or_time_off_cpu() {
             let mut out = Records::default();
             let mut reads = 0;
             let now = T0 + 2 * MS;
-            switch_out(&mut st, 77, preempted, now, &CFG, &mut out, || {
+            switch_out(&mut st, 77, preempted, now, 0, &CFG, &mut out, || {
                 reads += 1;
                 unthrottled()
             });
@@ -110,7 +110,16 @@ fn a_thread_registered_by_the_agent_starts_accounting_at_its_first_event() {
     switch_in(&mut st, T0, &CFG, &mut out, no_neighbour, unthrottled);
     assert!(out.0.is_empty());
     assert_eq!((st.state, st.since_ns), (state::ON_CPU, T0));
-    switch_out(&mut st, 5, false, T0 + 2 * MS, &CFG, &mut out, unthrottled);
+    switch_out(
+        &mut st,
+        5,
+        false,
+        T0 + 2 * MS,
+        0,
+        &CFG,
+        &mut out,
+        unthrottled,
+    );
     assert_eq!(charged(&out), Some((state::ON_CPU, 2 * MS)));
 }
 
@@ -161,6 +170,7 @@ fn a_wait_that_began_throttled_is_throttled_whole() {
         5,
         true,
         T0 + 10,
+        0,
         &CFG,
         &mut Records::default(),
         || throttled,
@@ -311,7 +321,9 @@ fn every_nanosecond_of_a_threads_life_is_charged_exactly_once() {
                     switch_in(&mut st, now, &cfg, &mut out, neighbour, cfs_rq)
                 }
                 (state::ON_CPU, 0) => wakeup(&mut st, now, &cfg, &mut out, cfs_rq),
-                (state::ON_CPU, k) => switch_out(&mut st, 50, k == 1, now, &cfg, &mut out, cfs_rq),
+                (state::ON_CPU, k) => {
+                    switch_out(&mut st, 50, k == 1, now, 0, &cfg, &mut out, cfs_rq)
+                }
                 (_, _) => wakeup(&mut st, now, &cfg, &mut out, cfs_rq),
             }
         }
