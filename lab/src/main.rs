@@ -209,6 +209,9 @@ enum LabCommand {
         /// Seconds of load with the fault injected, per scenario.
         #[arg(long, default_value_t = 11.0)]
         fault_seconds: f64,
+        /// Seconds of load per service of the concurrency scenario (0: skip it).
+        #[arg(long, default_value_t = 6)]
+        concurrency_seconds: u32,
     },
     /// One scenario, for longer: baseline, cpu-contention, cpu-throttling, packet-loss, mixed.
     Lab {
@@ -230,13 +233,15 @@ fn main() -> anyhow::Result<()> {
             out,
             reference_seconds,
             fault_seconds,
+            concurrency_seconds,
         } => {
             let timing = Timing {
                 reference: Duration::from_secs_f64(*reference_seconds),
                 fault: Duration::from_secs_f64(*fault_seconds),
                 ..Timing::DEMO
             };
-            return lab_outcome(demo::run(&Scenario::ALL, timing, out, &[]));
+            let concurrency = (*concurrency_seconds > 0).then_some(*concurrency_seconds);
+            return lab_outcome(demo::run(&Scenario::ALL, timing, out, &[], concurrency));
         }
         LabCommand::Lab {
             scenario,
@@ -252,7 +257,7 @@ fn main() -> anyhow::Result<()> {
                 fault: Duration::from_secs_f64(*fault_seconds),
                 ..Timing::DEMO
             };
-            return lab_outcome(demo::run(&[*scenario], timing, out, &agent_args));
+            return lab_outcome(demo::run(&[*scenario], timing, out, &agent_args, None));
         }
         LabCommand::BenchHooks {
             storm_seconds,

@@ -11,11 +11,12 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::lab::Lab;
+use super::{concurrency::Case, lab::Lab};
 use crate::{
     faults::placement::{HARNESS_CPU, SERVICE_CPU},
     report::{html_report, present},
     scenario::{
+        join_score::{self, JoinRow},
         outcome::ScenarioRun,
         plan::{Scenario, Timing},
     },
@@ -49,13 +50,15 @@ pub fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(FLAG.get_or_init(|| flag).clone())
 }
 
-/// Runs `scenarios` in order with one agent, printing each as it completes, and writes the
-/// report to `out_dir`. Returns the runs and where the files went.
+/// Runs `scenarios` in order with one agent, printing each as it completes, then, for
+/// `concurrency_seconds` each, the concurrency scenario's cases, and writes the report to
+/// `out_dir`. Returns the runs and where the files went.
 pub fn run(
     scenarios: &[Scenario],
     timing: Timing,
     out_dir: &Path,
     agent_args: &[String],
+    concurrency_seconds: Option<u32>,
 ) -> anyhow::Result<(Vec<ScenarioRun>, Outputs)> {
     let stop = interrupt_flag()?;
     println!(
@@ -68,7 +71,7 @@ pub fn run(
         SERVICE_CPU,
         HARNESS_CPU
     );
-    let mut lab = Lab::start(stop, agent_args)?;
+    let mut lab = Lab::start(stop.clone(), agent_args)?;
     println!(
         "the agent's live view: culprit top --socket {}",
         lab.api_socket().display()
@@ -82,8 +85,12 @@ pub fn run(
         runs.push(run);
     }
     lab.stop()?;
-    let outputs = write_outputs(&runs, out_dir)?;
-    println!("\n{}", present::accuracy_markdown(&runs));
+    let joins = match concurrency_seconds {
+        Some(seconds) => concurrency(seconds, &stop)?,
+        None => Vec::new(),
+    };
+    let outputs = write_outputs(&runs, &joins, out_dir)?;
+    println!("\n{}", accuracy_text(&runs, &joins));
     println!(
         "report: {}\nresults: {}\naccuracy table: {}",
         outputs.html.display(),
@@ -93,7 +100,45 @@ pub fn run(
     Ok((runs, outputs))
 }
 
-fn write_outputs(runs: &[ScenarioRun], out_dir: &Path) -> anyhow::Result<Outputs> {
+/// The concurrency scenario: each case in turn, with an agent of its own.
+fn concurrency(seconds: u32, stop: &AtomicBool) -> anyhow::Result<Vec<JoinRow>> {
+    println!(
+        "\nconcurrency: which thread served each request, no thread attribute ({seconds} s per \
+         service)"
+    );
+    let mut rows = Vec::new();
+    for case in Case::ALL {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let row = case
+            .row(seconds)
+            .with_context(|| format!("concurrency: {case:?}"))?;
+        println!(
+            "  {}: {} of {} joined with their own thread ({} with another), {} decomposed as \
+             their route's work",
+            row.app, row.right, row.requests, row.wrong, row.causes_right
+        );
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// The accuracy table, and the concurrency table if it ran.
+fn accuracy_text(runs: &[ScenarioRun], joins: &[JoinRow]) -> String {
+    let mut text = present::accuracy_markdown(runs);
+    if !joins.is_empty() {
+        text.push_str("\n## Concurrency: which thread served each request\n\n");
+        text.push_str(&join_score::markdown(joins));
+    }
+    text
+}
+
+fn write_outputs(
+    runs: &[ScenarioRun],
+    joins: &[JoinRow],
+    out_dir: &Path,
+) -> anyhow::Result<Outputs> {
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let outputs = Outputs {
         html: out_dir.join("report.html"),
@@ -102,6 +147,12 @@ fn write_outputs(runs: &[ScenarioRun], out_dir: &Path) -> anyhow::Result<Outputs
     };
     std::fs::write(&outputs.html, html_report::render(runs)?)?;
     std::fs::write(&outputs.results_json, serde_json::to_vec_pretty(runs)?)?;
-    std::fs::write(&outputs.accuracy_md, present::accuracy_markdown(runs))?;
+    std::fs::write(&outputs.accuracy_md, accuracy_text(runs, joins))?;
+    if !joins.is_empty() {
+        std::fs::write(
+            out_dir.join("concurrency.json"),
+            serde_json::to_vec_pretty(joins)?,
+        )?;
+    }
     Ok(outputs)
 }

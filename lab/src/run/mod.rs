@@ -1,8 +1,9 @@
 //! Experiments next to a live agent: the agent as a child process with its reports read back,
-//! the lab that runs scenarios against the lab service, the run-queue contention experiment,
+//! the lab that runs scenarios against the lab service, the run-queue contention experiment, the concurrency scenario (joins scored),
 //! and the demo that runs every scenario and writes the report.
 
 pub mod agent;
+pub mod concurrency;
 pub mod demo;
 pub mod lab;
 pub mod runq_contention;

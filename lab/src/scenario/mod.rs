@@ -3,5 +3,6 @@
 //! nothing, so that the report and the unit tests need no live agent.
 
 pub mod accuracy;
+pub mod join_score;
 pub mod outcome;
 pub mod plan;
