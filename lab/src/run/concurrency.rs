@@ -70,7 +70,7 @@ impl Case {
     pub fn load(self) -> &'static str {
         match self {
             Case::Python | Case::PythonContext(_) => {
-                "3 clients on `/cpu` (20 ms of CPU), 3 on `/sleep` (50 ms), one CPU"
+                "3 clients on `/cpu` (20 ms of CPU in hashlib), 3 on `/sleep` (50 ms), one CPU"
             }
             Case::WorkerPool | Case::WorkerPoolContext => {
                 "3 clients on `/cpu` (5 ms), 3 on `/downstream`, one CPU"
