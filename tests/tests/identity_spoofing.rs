@@ -114,13 +114,14 @@ fn spoofed_identities_are_replaced_by_the_senders_own_and_counted() -> anyhow::R
             assert_eq!(resource_str(resource, "k8s.pod.uid"), None, "{service}");
             // No data of the victim: never the claimed thread, only the sender's own.
             assert_ne!(span_str(span, "culprit.join"), Some("thread"), "{service}");
-            if span.name.starts_with("request")
-                && span_str(span, "culprit.cause") != Some("unknown")
-            {
-                assert_eq!(
-                    span_str(span, "culprit.cause"),
-                    Some("off_cpu"),
-                    "{service}"
+            // The victim computes: its data would make a sleeping request `on_cpu`. The
+            // spoofers share CPU 0 with each other and the harness, so a request's wakeup may
+            // wait behind one of them (a neighbour that is not the victim, checked below).
+            let cause = span_str(span, "culprit.cause");
+            if span.name.starts_with("request") && cause != Some("unknown") {
+                assert!(
+                    matches!(cause, Some("off_cpu" | "cpu.contention")),
+                    "{service}: {cause:?}"
                 );
             }
             let neighbour = span_str(span, "culprit.cpu.neighbor").unwrap_or("");
