@@ -159,9 +159,17 @@ pub(crate) struct AgentOpts {
     /// Largest OTLP message accepted (after decompression), in MiB.
     #[arg(long, default_value_t = 4)]
     pub max_message_mib: usize,
-    /// OTLP requests processed at once; more are answered 429 / RESOURCE_EXHAUSTED.
+    /// OTLP requests processed at once; more are answered 429 / UNAVAILABLE (retry later).
     #[arg(long, default_value_t = 64)]
     pub max_in_flight: usize,
+    /// Spans, events, links and attributes one trace request may decode into, counted on the
+    /// wire before decoding; more: 413 / RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 100_000)]
+    pub max_items_per_request: usize,
+    /// Memory all decoded trace requests may hold until they are joined and released, in MiB;
+    /// past it, requests are answered 429 / UNAVAILABLE (retry later).
+    #[arg(long, default_value_t = 64)]
+    pub max_decoded_mib: usize,
     /// How long a span is held after its end for the kernel events of its window (max 2000).
     #[arg(long, default_value_t = 300)]
     pub hold_ms: u64,

@@ -29,6 +29,7 @@ mod join;
 mod kernel;
 pub mod live;
 pub mod otlp;
+mod printable;
 mod report;
 mod signals;
 pub mod tools;

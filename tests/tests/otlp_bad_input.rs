@@ -60,6 +60,17 @@ fn valid_request(spans: usize, attr_bytes: usize) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// The peak resident memory of process `pid` so far (`VmHWM`), in MiB.
+fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM for {pid}"))?;
+    Ok(kib / 1024.0)
+}
+
 async fn grpc_export(port: u16, body: Vec<u8>) -> anyhow::Result<tonic::Code> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
         .connect()
@@ -177,6 +188,87 @@ fn bad_input_gets_the_right_status_and_the_agent_keeps_serving() -> anyhow::Resu
     assert!(ingress.rejected_malformed >= 3, "{ingress:?}");
     assert!(ingress.rejected_unsupported_type >= 1, "{ingress:?}");
     assert!(ingress.rejected_busy >= 1, "{ingress:?}");
+    agent.stop()?;
+    Ok(())
+}
+
+/// What a sender can make the agent hold is bounded by construction, with its default limits:
+/// a request of millions of empty spans (4 MB on the wire, some 600 MB decoded) is refused
+/// before it is decoded, and a flood of large requests is answered "busy" before its bodies
+/// are read, while the agent's peak memory stays far below a pod's limit.
+#[test]
+fn what_a_sender_makes_the_agent_hold_is_bounded() -> anyhow::Result<()> {
+    require_root()?;
+    let ports = AgentPorts::fresh()?;
+    let args = ports.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut agent = RunningAgent::start(Duration::from_secs(1), &args)?;
+    agent.next_report()?;
+    wait_for_port(ports.http, Duration::from_secs(10))?;
+    let pid = agent.pid();
+
+    let empty = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span::default(); 2_000_000],
+                ..ScopeSpans::default()
+            }],
+            ..ResourceSpans::default()
+        }],
+    }
+    .encode_to_vec();
+    assert!(empty.len() < 4 << 20, "{} bytes", empty.len());
+    assert_eq!(post(ports.http, "application/x-protobuf", &empty)?, 413);
+    let json = format!(
+        "{{\"resourceSpans\":[{{\"scopeSpans\":[{{\"spans\":[{}{{}}]}}]}}]}}",
+        "{},".repeat(1_200_000)
+    );
+    assert_eq!(post(ports.http, "application/json", json.as_bytes())?, 413);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    assert_eq!(
+        rt.block_on(grpc_export(ports.grpc, empty))?,
+        tonic::Code::ResourceExhausted
+    );
+    let after_empty = peak_rss_mib(pid)?;
+
+    // 64 requests of 4 MB at once, each a thousand real spans.
+    let big = valid_request(1000, 4000);
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..64)
+            .map(|_| s.spawn(|| post(ports.http, "application/x-protobuf", &big).unwrap_or(0)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).collect()
+    });
+    let busy = statuses.iter().filter(|s| **s == 429).count();
+    eprintln!(
+        "flood: {busy} of 64 answered busy; peak RSS {after_empty:.0} MiB after the empty spans"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&200), "{statuses:?}");
+    let good = valid_request(3, 10);
+    assert_eq!(
+        post(ports.http, "application/x-protobuf", &good)?,
+        200,
+        "still serving"
+    );
+    let peak = peak_rss_mib(pid)?;
+    eprintln!("peak RSS after the flood: {peak:.0} MiB");
+    assert!(
+        after_empty <= 150.0,
+        "{after_empty:.0} MiB after the empty spans"
+    );
+    assert!(peak <= 200.0, "{peak:.0} MiB after the flood");
+    let report = agent.fresh_report()?;
+    assert!(
+        report.otlp.ingress.rejected_too_many_items >= 3,
+        "{:?}",
+        report.otlp.ingress
+    );
     agent.stop()?;
     Ok(())
 }

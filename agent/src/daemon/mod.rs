@@ -116,7 +116,7 @@ impl Outputs<'_> {
 fn route(msg: Inbound, joiner: &mut Joiner, signals: &mut Signals, outputs: &Outputs<'_>) {
     match msg.payload {
         Payload::Traces(req) => {
-            for pid in joiner.accept(req, msg.origin) {
+            for pid in joiner.accept(req, msg.origin, msg.budget) {
                 signals.watch_pid(pid);
             }
         }
@@ -146,6 +146,7 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
     let mut tasks = Supervisor::new();
     // OTLP in, and the local API.
     let (ingress, mut inbound) = Ingress::new(1024, opts.max_in_flight, opts.max_message_mib << 20);
+    let ingress = ingress.with_work_limits(opts.max_items_per_request, opts.max_decoded_mib << 20);
     start::receivers(&opts, &ingress, &mut tasks);
     start::local_api(&opts, &live, &mut tasks);
     // OTLP out.

@@ -19,6 +19,8 @@ pub(crate) struct ExportConfig {
     pub logs_endpoint: String,
     pub headers: Vec<(String, String)>,
     pub timeout: Duration,
+    /// gzip request bodies (`OTEL_EXPORTER_OTLP_COMPRESSION=gzip`).
+    pub gzip: bool,
 }
 
 fn parse_protocol(s: &str) -> anyhow::Result<Protocol> {
@@ -114,6 +116,24 @@ pub(crate) fn resolve(
             .map_err(|_| anyhow::anyhow!("OTEL_EXPORTER_OTLP_TIMEOUT `{t}` is not milliseconds"))?,
         None => 10_000,
     };
+    let gzip = match env("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION")
+        .or_else(|| env("OTEL_EXPORTER_OTLP_COMPRESSION"))
+        .as_deref()
+        .map(str::trim)
+    {
+        None | Some("" | "none") => false,
+        Some("gzip") => true,
+        Some(other) => bail!("OTEL_EXPORTER_OTLP_COMPRESSION `{other}`: use gzip or none"),
+    };
+    // Refused at start-up rather than failing every export later.
+    for endpoint in [&traces_endpoint, &metrics_endpoint, &logs_endpoint] {
+        if endpoint.starts_with("https://") {
+            bail!(
+                "export endpoint {endpoint}: this build exports over plain HTTP/2 or HTTP only \
+                 (no TLS yet); front the backend with a local collector or proxy"
+            );
+        }
+    }
     Ok(Some(ExportConfig {
         protocol,
         traces_endpoint,
@@ -121,6 +141,7 @@ pub(crate) fn resolve(
         logs_endpoint,
         headers,
         timeout: Duration::from_millis(timeout_ms),
+        gzip,
     }))
 }
 
@@ -256,5 +277,25 @@ mod tests {
             .is_err()
         );
         assert!(parse_headers("novalue").is_err());
+    }
+
+    #[test]
+    fn compression_and_unusable_endpoints() {
+        let base = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318");
+        let c = resolve(
+            env(&[base, ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")]),
+            None,
+            None,
+        );
+        assert!(c.unwrap().unwrap().gzip);
+        assert!(!resolve(env(&[base]), None, None).unwrap().unwrap().gzip);
+        let zstd = resolve(
+            env(&[base, ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")]),
+            None,
+            None,
+        );
+        assert!(zstd.is_err());
+        let tls = resolve(env(&[]), Some("https://managed:443"), None);
+        assert!(format!("{:#}", tls.unwrap_err()).contains("no TLS"));
     }
 }

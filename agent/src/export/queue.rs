@@ -13,6 +13,11 @@ use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::ExportTraceServiceRequest,
+    trace::v1::{ResourceSpans, ScopeSpans},
+};
+
 use crate::otlp::Payload;
 
 #[derive(Debug, Default)]
@@ -26,6 +31,8 @@ pub(crate) struct ExportStats {
     pub requests_dropped: AtomicU64,
     pub export_retries: AtomicU64,
     pub queue_depth: AtomicU64,
+    /// Dropped after being retried for the maximum elapsed time.
+    pub spans_dropped_retries_exhausted: AtomicU64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +44,8 @@ pub struct ExportCounts {
     pub requests_dropped: u64,
     pub export_retries: u64,
     pub queue_depth: u64,
+    #[serde(default)]
+    pub spans_dropped_retries_exhausted: u64,
 }
 
 impl ExportStats {
@@ -50,6 +59,7 @@ impl ExportStats {
             requests_dropped: g(&self.requests_dropped),
             export_retries: g(&self.export_retries),
             queue_depth: g(&self.queue_depth),
+            spans_dropped_retries_exhausted: g(&self.spans_dropped_retries_exhausted),
         }
     }
 }
@@ -175,9 +185,10 @@ impl ExportQueue {
     }
 
     /// Takes the oldest request out, merged with the trace requests right behind it up to
-    /// `max_spans` spans: one export call instead of many. Order is kept. Encoded protobuf
-    /// messages merge by concatenation (repeated fields append), so merging copies bytes only.
-    pub(crate) fn pop_batch(&self, max_spans: u64) -> Option<Item> {
+    /// `max_spans` spans and `max_bytes`: one export call instead of many. Order is kept.
+    /// Encoded protobuf messages merge by concatenation (repeated fields append), so merging
+    /// copies bytes only.
+    pub(crate) fn pop_batch(&self, max_spans: u64, max_bytes: usize) -> Option<Item> {
         let mut q = self.lock();
         let mut first = q.items.pop_front()?;
         q.bytes -= first.bytes();
@@ -185,7 +196,10 @@ impl ExportQueue {
             // How many follow, then one allocation for all of them.
             let (mut n, mut spans, mut len) = (0, first.spans, first.body.len());
             for next in q.items.iter() {
-                if next.signal != Telemetry::Traces || spans + next.spans > max_spans {
+                if next.signal != Telemetry::Traces
+                    || spans + next.spans > max_spans
+                    || len + next.body.len() > max_bytes
+                {
                     break;
                 }
                 n += 1;
@@ -236,12 +250,43 @@ impl ExportQueue {
     }
 }
 
+/// A trace request in two halves (by resource, else by spans of its largest scope), for a
+/// backend that refused it as too large; `None` when it is one span, or not traces.
+pub(crate) fn split(item: &Item) -> Option<(Item, Item)> {
+    if item.signal != Telemetry::Traces {
+        return None;
+    }
+    let mut request = ExportTraceServiceRequest::decode(&item.body[..]).ok()?;
+    let second = if request.resource_spans.len() > 1 {
+        let half = request.resource_spans.len() / 2;
+        ExportTraceServiceRequest {
+            resource_spans: request.resource_spans.split_off(half),
+        }
+    } else {
+        let rs = request.resource_spans.first_mut()?;
+        let scope = rs.scope_spans.iter_mut().max_by_key(|s| s.spans.len())?;
+        if scope.spans.len() < 2 {
+            return None;
+        }
+        let half = scope.spans.len() / 2;
+        let moved = ScopeSpans {
+            spans: scope.spans.split_off(half),
+            ..scope.clone()
+        };
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![moved],
+                ..rs.clone()
+            }],
+        }
+    };
+    let item_of = |r: &ExportTraceServiceRequest| Item::new(&Payload::Traces(r.clone()));
+    Some((item_of(&request), item_of(&second)))
+}
+
 #[cfg(test)]
 mod tests {
-    use opentelemetry_proto::tonic::{
-        collector::trace::v1::ExportTraceServiceRequest,
-        trace::v1::{ResourceSpans, ScopeSpans, Span},
-    };
+    use opentelemetry_proto::tonic::trace::v1::Span;
 
     use super::*;
 
@@ -298,7 +343,7 @@ mod tests {
         q.push(traces(3));
         q.push(traces(4));
         q.push(traces(5));
-        let b = q.pop_batch(8).unwrap();
+        let b = q.pop_batch(8, usize::MAX).unwrap();
         assert_eq!(b.spans, 7);
         // The concatenated bodies decode as one request holding both.
         let r = ExportTraceServiceRequest::decode(b.body.clone()).unwrap();
@@ -310,8 +355,30 @@ mod tests {
                 .collect::<Vec<_>>(),
             [3, 4]
         );
-        assert_eq!(q.pop_batch(8).unwrap().spans, 5);
-        assert!(q.pop_batch(8).is_none());
+        assert_eq!(q.pop_batch(8, usize::MAX).unwrap().spans, 5);
+        assert!(q.pop_batch(8, usize::MAX).is_none());
+        // Capped in bytes too.
+        q.push(traces(3));
+        q.push(traces(4));
+        let one = traces(3).body.len();
+        assert_eq!(q.pop_batch(100, one + 1).unwrap().spans, 3);
+    }
+
+    #[test]
+    fn a_request_too_large_for_the_backend_splits_in_halves() {
+        let q = ExportQueue::new(100, usize::MAX);
+        q.push(traces(3));
+        q.push(traces(4));
+        let merged = q.pop_batch(100, usize::MAX).unwrap();
+        // By resource first.
+        let (a, b) = split(&merged).unwrap();
+        assert_eq!((a.spans, b.spans), (3, 4));
+        // Then by spans.
+        let (c, d) = split(&b).unwrap();
+        assert_eq!((c.spans, d.spans), (2, 2));
+        let (e, f) = split(&traces(2)).unwrap();
+        assert_eq!((e.spans, f.spans), (1, 1));
+        assert!(split(&traces(1)).is_none());
     }
 
     #[test]

@@ -1,57 +1,23 @@
 //! The task that drains the export queue: one request at a time, in order, retried with
 //! exponential backoff while the backend is unavailable.
 
-use std::{sync::atomic::Ordering, time::Duration};
+use std::{sync::atomic::Ordering, time::Instant};
 
 use tonic::{
-    Code, client::Grpc, codegen::http::uri::PathAndQuery, metadata::MetadataValue,
-    transport::Channel,
+    client::Grpc, codegen::http::uri::PathAndQuery, metadata::MetadataValue, transport::Channel,
 };
 
 use super::{
     config::{ExportConfig, Protocol},
-    queue::{ExportQueue, Item, Telemetry},
+    queue::{ExportQueue, Item, Telemetry, split},
+    retry::{Backoff, Outcome, grpc_outcome, http_outcome, partial_rejection},
 };
 use crate::otlp::raw_codec::RawCodec;
 
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Queued trace requests are merged into one export of at most this many spans.
+/// Queued trace requests are merged into one export of at most this many spans and bytes:
+/// under the 4 MiB a collector's receiver takes by default.
 const MAX_BATCH_SPANS: u64 = 2048;
-
-/// What became of one send.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    Sent,
-    /// Worth trying again later (backend down, overloaded, timed out).
-    Retry(String),
-    /// The backend refused the data itself.
-    Rejected(String),
-}
-
-pub(crate) fn grpc_outcome(code: Code, message: &str) -> Outcome {
-    match code {
-        Code::Ok => Outcome::Sent,
-        Code::Unavailable
-        | Code::ResourceExhausted
-        | Code::DeadlineExceeded
-        | Code::Aborted
-        | Code::Cancelled
-        | Code::OutOfRange
-        | Code::DataLoss
-        | Code::Unknown
-        | Code::Internal => Outcome::Retry(format!("{code:?}: {message}")),
-        _ => Outcome::Rejected(format!("{code:?}: {message}")),
-    }
-}
-
-pub(crate) fn http_outcome(status: u16) -> Outcome {
-    match status {
-        200..=299 => Outcome::Sent,
-        408 | 429 | 500 | 502 | 503 | 504 => Outcome::Retry(format!("HTTP {status}")),
-        _ => Outcome::Rejected(format!("HTTP {status}")),
-    }
-}
+const MAX_BATCH_BYTES: usize = 3 << 20;
 
 enum Client {
     Grpc(Channel),
@@ -87,40 +53,74 @@ impl Sender {
     /// Sends whatever is queued, waits otherwise; runs until its task is stopped (the
     /// outbound stage, last at shutdown).
     pub(crate) async fn run(self) {
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::default();
         loop {
-            let Some(item) = self.queue.pop_batch(MAX_BATCH_SPANS) else {
+            let Some(item) = self.queue.pop_batch(MAX_BATCH_SPANS, MAX_BATCH_BYTES) else {
                 self.queue.notify.notified().await;
                 continue;
             };
+            let stats = &self.queue.stats;
             match self.send(&item).await {
-                Outcome::Sent => {
-                    backoff = BACKOFF_MIN;
-                    let stats = &self.queue.stats;
+                Outcome::Sent { rejected, message } => {
+                    backoff.reset();
+                    let rejected = rejected.min(item.spans);
+                    if rejected > 0 {
+                        log::warn!(
+                            "the OTLP backend accepted {} spans and rejected {rejected}: {message}",
+                            item.spans - rejected
+                        );
+                    }
                     stats
                         .spans_exported
-                        .fetch_add(item.spans, Ordering::Relaxed);
+                        .fetch_add(item.spans - rejected, Ordering::Relaxed);
+                    stats
+                        .spans_rejected_by_backend
+                        .fetch_add(rejected, Ordering::Relaxed);
                     stats.requests_exported.fetch_add(1, Ordering::Relaxed);
                 }
-                Outcome::Rejected(why) => {
-                    log::warn!("the OTLP backend refused {} spans: {why}", item.spans);
-                    self.queue
-                        .stats
-                        .spans_rejected_by_backend
-                        .fetch_add(item.spans, Ordering::Relaxed);
-                }
-                Outcome::Retry(why) => {
-                    log::debug!("export failed ({why}); retrying in {backoff:?}");
-                    self.queue
-                        .stats
-                        .export_retries
-                        .fetch_add(1, Ordering::Relaxed);
+                Outcome::TooLarge(why) => match split(&item) {
+                    // Both halves go first, in order.
+                    Some((first, second)) => {
+                        log::debug!(
+                            "export too large ({why}): sending {} spans in halves",
+                            item.spans
+                        );
+                        self.queue.requeue(second);
+                        self.queue.requeue(first);
+                    }
+                    None => self.refused(&item, &why),
+                },
+                Outcome::Rejected(why) => self.refused(&item, &why),
+                Outcome::Retry { why, after } => {
+                    let now = Instant::now();
+                    if backoff.exhausted(now) {
+                        log::warn!(
+                            "dropping {} spans: the backend failed for too long ({why})",
+                            item.spans
+                        );
+                        stats
+                            .spans_dropped_retries_exhausted
+                            .fetch_add(item.spans, Ordering::Relaxed);
+                        stats.requests_dropped.fetch_add(1, Ordering::Relaxed);
+                        backoff.reset();
+                        continue;
+                    }
+                    let delay = backoff.next_delay(now, after);
+                    log::debug!("export failed ({why}); retrying in {delay:?}");
+                    stats.export_retries.fetch_add(1, Ordering::Relaxed);
                     self.queue.requeue(item);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    tokio::time::sleep(delay).await;
                 }
             }
         }
+    }
+
+    fn refused(&self, item: &Item, why: &str) {
+        log::warn!("the OTLP backend refused {} spans: {why}", item.spans);
+        self.queue
+            .stats
+            .spans_rejected_by_backend
+            .fetch_add(item.spans, Ordering::Relaxed);
     }
 
     async fn send(&self, item: &Item) -> Outcome {
@@ -138,8 +138,14 @@ impl Sender {
             Telemetry::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
         };
         let mut grpc = Grpc::new(channel);
+        if self.config.gzip {
+            grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+        }
         if let Err(e) = grpc.ready().await {
-            return Outcome::Retry(format!("backend not ready: {e}"));
+            return Outcome::Retry {
+                why: format!("backend not ready: {e}"),
+                after: None,
+            };
         }
         let mut request = tonic::Request::new(item.body.clone());
         for (k, v) in &self.config.headers {
@@ -154,8 +160,8 @@ impl Sender {
             .unary(request, PathAndQuery::from_static(path), RawCodec)
             .await
         {
-            Ok(_) => Outcome::Sent,
-            Err(status) => grpc_outcome(status.code(), status.message()),
+            Ok(response) => sent(item, response.get_ref()),
+            Err(status) => grpc_outcome(status.code(), status.message(), status.details()),
         }
     }
 
@@ -167,41 +173,56 @@ impl Sender {
         };
         let mut req = http
             .post(url)
-            .header("content-type", "application/x-protobuf")
-            .body(item.body.clone());
+            .header("content-type", "application/x-protobuf");
+        req = if self.config.gzip {
+            req.header("content-encoding", "gzip")
+                .body(gzipped(&item.body))
+        } else {
+            req.body(item.body.clone())
+        };
         for (k, v) in &self.config.headers {
             req = req.header(k, v);
         }
         match req.send().await {
-            Ok(resp) => http_outcome(resp.status().as_u16()),
-            Err(e) => Outcome::Retry(e.to_string()),
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                match http_outcome(status, retry_after.as_deref()) {
+                    Outcome::Sent { .. } => match resp.bytes().await {
+                        Ok(body) => sent(item, &body),
+                        Err(_) => Outcome::Sent {
+                            rejected: 0,
+                            message: String::new(),
+                        },
+                    },
+                    other => other,
+                }
+            }
+            Err(e) => Outcome::Retry {
+                why: e.to_string(),
+                after: None,
+            },
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+fn gzipped(body: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    // Writing to memory cannot fail.
+    let _ = gz.write_all(body);
+    gz.finish().unwrap_or_default()
+}
 
-    #[test]
-    fn transient_failures_are_retried_and_refusals_are_not() {
-        assert_eq!(grpc_outcome(Code::Ok, ""), Outcome::Sent);
-        assert!(matches!(
-            grpc_outcome(Code::Unavailable, "down"),
-            Outcome::Retry(_)
-        ));
-        assert!(matches!(
-            grpc_outcome(Code::ResourceExhausted, ""),
-            Outcome::Retry(_)
-        ));
-        assert!(matches!(
-            grpc_outcome(Code::InvalidArgument, ""),
-            Outcome::Rejected(_)
-        ));
-        assert_eq!(http_outcome(200), Outcome::Sent);
-        assert!(matches!(http_outcome(503), Outcome::Retry(_)));
-        assert!(matches!(http_outcome(429), Outcome::Retry(_)));
-        assert!(matches!(http_outcome(400), Outcome::Rejected(_)));
-        assert!(matches!(http_outcome(413), Outcome::Rejected(_)));
-    }
+/// A success, with the spans a trace export's partial success says were rejected.
+fn sent(item: &Item, response: &[u8]) -> Outcome {
+    let (rejected, message) = match item.signal {
+        Telemetry::Traces => partial_rejection(response),
+        _ => (0, String::new()),
+    };
+    Outcome::Sent { rejected, message }
 }

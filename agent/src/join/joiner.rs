@@ -16,6 +16,7 @@ use opentelemetry_proto::tonic::{
     collector::trace::v1::ExportTraceServiceRequest, common::v1::any_value::Value, trace::v1::Span,
 };
 use serde::{Deserialize, Serialize};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::{
     annotated::{self, SpanExtras},
@@ -113,6 +114,8 @@ struct Held {
     request: ExportTraceServiceRequest,
     /// The sender of each `resource_spans` entry, where known.
     senders: Vec<Option<Sender>>,
+    /// The request's share of the receivers' memory budget: returned when it is released.
+    _budget: Option<OwnedSemaphorePermit>,
 }
 
 pub(crate) struct Joiner {
@@ -193,6 +196,7 @@ impl Joiner {
         &mut self,
         request: ExportTraceServiceRequest,
         origin: Origin,
+        budget: Option<OwnedSemaphorePermit>,
     ) -> Vec<u32> {
         let mut senders = Vec::new();
         let now = monotonic_ns();
@@ -245,6 +249,7 @@ impl Joiner {
             release_at_ns,
             request,
             senders: identified,
+            _budget: budget,
         });
         senders
     }

@@ -30,6 +30,8 @@ use super::{
 pub(crate) trait OtlpSignal: Send + Sync + 'static {
     const SERVICE: &'static str;
     const PATH: &'static str;
+    /// Trace requests are weighed before they are decoded.
+    const WEIGHED: bool = false;
     fn decode(bytes: &[u8]) -> Result<Payload, prost::DecodeError>;
     fn ok_response() -> Bytes;
 }
@@ -41,6 +43,7 @@ pub(crate) struct Logs;
 impl OtlpSignal for Traces {
     const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
     const PATH: &'static str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+    const WEIGHED: bool = true;
     fn decode(bytes: &[u8]) -> Result<Payload, prost::DecodeError> {
         ExportTraceServiceRequest::decode(bytes).map(Payload::Traces)
     }
@@ -79,10 +82,15 @@ pub(crate) fn status_of(rejection: Rejection) -> Status {
         Rejection::Malformed(why) => {
             Status::invalid_argument(format!("malformed OTLP message: {why}"))
         }
+        // RESOURCE_EXHAUSTED without RetryInfo: SDKs do not retry what can never fit.
         Rejection::TooLarge { limit_bytes } => {
             Status::resource_exhausted(format!("message larger than the {limit_bytes}-byte limit"))
         }
-        Rejection::Busy => Status::resource_exhausted("agent busy: retry with backoff"),
+        Rejection::TooManyItems { limit } => Status::resource_exhausted(format!(
+            "more than {limit} spans, events, links and attributes in one request"
+        )),
+        // UNAVAILABLE is what OTLP senders retry, with backoff.
+        Rejection::Busy => Status::unavailable("agent busy: retry with backoff"),
     }
 }
 
@@ -111,8 +119,15 @@ impl<S: OtlpSignal> OtlpGrpc<S> {
     fn handle(ingress: &Ingress, bytes: &[u8], origin: Origin) -> Result<(), Rejection> {
         let _permit = ingress.admit()?;
         ingress.check_size(bytes.len())?;
+        let mut budget = S::WEIGHED
+            .then(|| ingress.weigh_traces(bytes, false, None))
+            .transpose()?;
         let payload = S::decode(bytes).map_err(|e| ingress.malformed(e))?;
-        ingress.deliver(payload, origin)
+        // The transport's buffer goes when this returns.
+        if let Some(b) = &mut budget {
+            Ingress::release_body(b, bytes.len());
+        }
+        ingress.deliver(payload, origin, budget)
     }
 }
 
@@ -194,8 +209,20 @@ fn enabled_gzip() -> tonic::codec::EnabledCompressionEncodings {
     e
 }
 
+/// Streams one HTTP/2 connection may have open at once: a single sender cannot queue an
+/// unbounded number of buffered messages on one connection.
+const MAX_STREAMS_PER_CONNECTION: u32 = 16;
+/// A request not answered in this time is cancelled (its stream reset), whatever stalls it.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// A connection idle past a keepalive ping this long is closed.
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 fn router(ingress: Ingress) -> tonic::transport::server::Router {
     tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .timeout(REQUEST_TIMEOUT)
+        .http2_keepalive_interval(Some(KEEPALIVE_TIMEOUT))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(OtlpGrpc::<Traces>::new(ingress.clone()))
         .add_service(OtlpGrpc::<Metrics>::new(ingress.clone()))
         .add_service(OtlpGrpc::<Logs>::new(ingress))

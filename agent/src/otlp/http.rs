@@ -1,13 +1,14 @@
 //! The OTLP/HTTP receiver: `/v1/traces`, `/v1/metrics`, `/v1/logs`, protobuf or JSON, optionally
 //! gzip-compressed, answered the way the OTLP specification says (200 with an empty response in
 //! the request's encoding, 400 malformed, 413 too large, 415 unsupported content type, 429
-//! busy).
+//! busy, with `Retry-After`). A request is admitted before its body is read: a flood of large
+//! bodies waits in the senders, not in the agent's memory.
 
 use std::{io::Read as _, net::SocketAddr};
 
 use axum::{
     Router,
-    body::Bytes,
+    body::{Body, Bytes},
     extract::{ConnectInfo, DefaultBodyLimit, State, connect_info::Connected},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -118,7 +119,8 @@ fn error_response(status: StatusCode, message: &str, encoding: Encoding) -> Resp
     }
     let grpc_code = match status {
         StatusCode::BAD_REQUEST => 3,
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::PAYLOAD_TOO_LARGE => 8,
+        StatusCode::PAYLOAD_TOO_LARGE => 8,
+        StatusCode::TOO_MANY_REQUESTS => 14,
         _ => 2,
     };
     let body = encode(
@@ -150,6 +152,11 @@ fn rejection_response(rejection: Rejection, encoding: Encoding) -> Response {
             &format!("body larger than the {limit_bytes}-byte limit"),
             encoding,
         ),
+        Rejection::TooManyItems { limit } => error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("more than {limit} spans, events, links and attributes in one request"),
+            encoding,
+        ),
         Rejection::Busy => error_response(
             StatusCode::TOO_MANY_REQUESTS,
             "agent busy: retry later",
@@ -177,11 +184,19 @@ fn inflate(headers: &HeaderMap, body: Bytes, ingress: &Ingress) -> Result<Bytes,
     Ok(out.into())
 }
 
+/// Which signal a body is for: trace requests are weighed before they are decoded.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Traces,
+    Other,
+}
+
 async fn handle<Req, Resp>(
     state: AppState,
     ends: Ends,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
+    signal: Signal,
     wrap: fn(Req) -> Payload,
 ) -> Response
 where
@@ -201,13 +216,47 @@ where
         );
     };
     let ingress = &state.ingress;
-    let result = (|| {
+    let result = async {
+        // Admitted, and its body's memory reserved, before the body is read.
         let _permit = ingress.admit()?;
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        ingress.check_size(declared.unwrap_or(0))?;
+        // A compressed body may inflate up to the limit.
+        let gzip = headers.contains_key(header::CONTENT_ENCODING);
+        let reserved = ingress.reserve(match declared {
+            Some(n) if !gzip => n,
+            _ => ingress.max_message_bytes,
+        })?;
+        let body = axum::body::to_bytes(body, ingress.max_message_bytes)
+            .await
+            .map_err(|_| {
+                // The only way to fail a bounded read of a body the transport delivers.
+                ingress.check_size(usize::MAX).unwrap_err()
+            })?;
         ingress.check_size(body.len())?;
         let body = inflate(&headers, body, ingress)?;
+        let budget = match signal {
+            Signal::Traces => {
+                Some(ingress.weigh_traces(&body, encoding == Encoding::Json, Some(reserved))?)
+            }
+            // Held while decoding; a metrics or logs request then goes to export as it is.
+            Signal::Other => Some(reserved),
+        };
         let req: Req = decode(&body, encoding).map_err(|e| ingress.malformed(e))?;
-        ingress.deliver(wrap(req), ends.0)
-    })();
+        let body_bytes = body.len();
+        drop(body);
+        let budget = match (signal, budget) {
+            (Signal::Traces, Some(mut b)) => {
+                Ingress::release_body(&mut b, body_bytes);
+                Some(b)
+            }
+            _ => None,
+        };
+        ingress.deliver(wrap(req), ends.0, budget)
+    }
+    .await;
     match result {
         Ok(()) => {
             let mut resp = (StatusCode::OK, encode(&Resp::default(), encoding)).into_response();
@@ -223,13 +272,14 @@ async fn traces(
     State(s): State<AppState>,
     ConnectInfo(ends): ConnectInfo<Ends>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     handle::<ExportTraceServiceRequest, ExportTraceServiceResponse>(
         s,
         ends,
         headers,
         body,
+        Signal::Traces,
         Payload::Traces,
     )
     .await
@@ -239,13 +289,14 @@ async fn metrics(
     State(s): State<AppState>,
     ConnectInfo(ends): ConnectInfo<Ends>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     handle::<ExportMetricsServiceRequest, ExportMetricsServiceResponse>(
         s,
         ends,
         headers,
         body,
+        Signal::Other,
         Payload::Metrics,
     )
     .await
@@ -255,13 +306,14 @@ async fn logs(
     State(s): State<AppState>,
     ConnectInfo(ends): ConnectInfo<Ends>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     handle::<ExportLogsServiceRequest, ExportLogsServiceResponse>(
         s,
         ends,
         headers,
         body,
+        Signal::Other,
         Payload::Logs,
     )
     .await

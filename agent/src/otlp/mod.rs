@@ -6,6 +6,7 @@ pub(crate) mod grpc;
 pub mod http;
 pub(crate) mod ingress;
 pub mod raw_codec;
+pub(crate) mod work_limit;
 
 pub(crate) use ingress::{Inbound, Origin};
 pub use ingress::{Ingress, Payload};

@@ -3,7 +3,7 @@
 use std::io::{self, Write as _};
 
 use super::{OutputFormat, Report};
-use crate::join::SpanLine;
+use crate::{join::SpanLine, printable::printable};
 
 /// Prints one attributed span: a line of text, or `{"span": ...}` in JSON.
 pub(crate) fn print_span(line: &SpanLine, format: OutputFormat) -> io::Result<()> {
@@ -18,7 +18,7 @@ pub(crate) fn print_span(line: &SpanLine, format: OutputFormat) -> io::Result<()
             writeln!(
                 out,
                 "span {} {:.1} ms pid {} cause={} ({:.0}%) on_cpu={:.1} runq={:.1} throttled={:.1} off_cpu={:.1} retransmit_wait={:.1} ms{}{} join={} coverage={:.2}",
-                line.name,
+                printable(&line.name),
                 line.duration_ms,
                 line.pid,
                 a.cause,

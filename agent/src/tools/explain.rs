@@ -9,6 +9,7 @@ use crate::{
         client::{self, Endpoint},
         view::RequestView,
     },
+    printable::printable,
     tools::bar,
 };
 
@@ -44,7 +45,7 @@ pub fn render(r: &RequestView) -> String {
     let _ = writeln!(
         out,
         "{} — {:.1} ms, cause {} ({:.0}%)",
-        r.name,
+        printable(&r.name),
         r.duration_ms,
         r.cause,
         r.cause_share * 100.0

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::live::view::Snapshot;
+use crate::{live::view::Snapshot, printable::printable};
 
 pub(crate) const NOTHING_YET: &str = "no requests observed yet: point the applications' OTLP exporters at \
                            this agent (gRPC 127.0.0.1:4317, HTTP 127.0.0.1:4318)";
@@ -121,8 +121,8 @@ pub fn plain(snap: &Snapshot) -> String {
                 format!(
                     "{:>8.1} ms  {}  {}  {}  trace {}",
                     r.duration_ms,
-                    r.service.as_deref().unwrap_or("?"),
-                    r.name,
+                    printable(r.service.as_deref().unwrap_or("?")),
+                    printable(&r.name),
                     r.cause,
                     r.trace_id
                 )

@@ -16,6 +16,7 @@ use super::top_plain::{NOTHING_YET, head, tail};
 use crate::{
     cause::{Cause, Part, TerminalColour},
     live::view::{RequestView, Snapshot},
+    printable::printable,
     tools::{bar, explain},
 };
 
@@ -306,8 +307,8 @@ fn render_requests(frame: &mut Frame, area: Rect, state: &TopState, snap: &Snaps
         .map(|r| {
             Row::new(vec![
                 Cell::from(format!("{:.1}", r.duration_ms)),
-                Cell::from(head(r.service.as_deref().unwrap_or("?"), 16)),
-                Cell::from(head(&r.name, 22)),
+                Cell::from(head(&printable(r.service.as_deref().unwrap_or("?")), 16)),
+                Cell::from(head(&printable(&r.name), 22)),
                 Cell::from(Span::styled(r.cause.as_str(), cause_style(r.cause))),
             ])
         })
@@ -370,7 +371,7 @@ fn render_detail(frame: &mut Frame, area: Rect, r: &RequestView) {
     }
     frame.render_widget(
         Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(head(
-            &format!("{} — {:.1} ms", r.name, r.duration_ms),
+            &format!("{} — {:.1} ms", printable(&r.name), r.duration_ms),
             width,
         ))),
         area,

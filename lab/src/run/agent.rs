@@ -108,6 +108,11 @@ impl RunningAgent {
     }
 
     /// The next report; fails if the agent died or stayed silent for several intervals.
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     pub fn next_report(&mut self) -> anyhow::Result<Report> {
         let patience = self.interval * 3 + Duration::from_secs(10);
         match self.reports.recv_timeout(patience) {

@@ -1,0 +1,252 @@
+//! What decoding a request would cost, counted on the wire before anything is decoded. An
+//! OTLP message amplifies in memory: an empty span is 2 bytes on the wire and some 300 decoded,
+//! so a 4 MiB request of 2 million of them would take the agent past any pod's limit. The scan
+//! follows the trace schema's nested messages (spans, events, links, attributes and their
+//! values, arrays and maps of values) and counts every message decoding would allocate, without
+//! allocating; past the limit it stops.
+
+/// Decoded messages of one trace request, or why it was not counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Items {
+    /// This many messages (each one allocation or more when decoded).
+    Counted(usize),
+    /// More than the limit: refused before decoding.
+    OverLimit,
+    /// Not valid protobuf wire data (decoding would fail too).
+    Malformed(&'static str),
+}
+
+/// The nested messages of `ExportTraceServiceRequest` that decoding allocates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Msg {
+    Request,
+    ResourceSpans,
+    Resource,
+    ScopeSpans,
+    Scope,
+    Span,
+    Event,
+    Link,
+    KeyValue,
+    AnyValue,
+    ArrayValue,
+    KeyValueList,
+}
+
+impl Msg {
+    /// The message field `field` of `self` holds, if it is one the scan follows.
+    fn child(self, field: u64) -> Option<Msg> {
+        use Msg::*;
+        Some(match (self, field) {
+            (Request, 1) => ResourceSpans,
+            (ResourceSpans, 1) => Resource,
+            (ResourceSpans, 2) => ScopeSpans,
+            (Resource, 1) | (Scope, 3) | (Span, 9) | (Event, 3) | (Link, 4) => KeyValue,
+            (ScopeSpans, 1) => Scope,
+            (ScopeSpans, 2) => Span,
+            (Span, 11) => Event,
+            (Span, 13) => Link,
+            (KeyValue, 2) | (ArrayValue, 1) => AnyValue,
+            (AnyValue, 5) => ArrayValue,
+            (AnyValue, 6) => KeyValueList,
+            (KeyValueList, 1) => KeyValue,
+            _ => return None,
+        })
+    }
+}
+
+/// prost's own nesting limit: deeper messages fail to decode anyway.
+const MAX_DEPTH: usize = 100;
+
+/// Counts the messages decoding `bytes` as an `ExportTraceServiceRequest` would allocate, up to
+/// `limit`.
+pub(crate) fn trace_items(bytes: &[u8], limit: usize) -> Items {
+    let mut count = 0usize;
+    match scan(bytes, Msg::Request, 0, &mut count, limit) {
+        Ok(()) => Items::Counted(count),
+        Err(Stop::OverLimit) => Items::OverLimit,
+        Err(Stop::Malformed(why)) => Items::Malformed(why),
+    }
+}
+
+enum Stop {
+    OverLimit,
+    Malformed(&'static str),
+}
+
+fn scan(
+    mut buf: &[u8],
+    msg: Msg,
+    depth: usize,
+    count: &mut usize,
+    limit: usize,
+) -> Result<(), Stop> {
+    if depth > MAX_DEPTH {
+        return Err(Stop::Malformed("messages nested too deep"));
+    }
+    while !buf.is_empty() {
+        let key = varint(&mut buf)?;
+        let (field, wire_type) = (key >> 3, key & 7);
+        match wire_type {
+            0 => {
+                varint(&mut buf)?;
+            }
+            1 => buf = skip(buf, 8)?,
+            5 => buf = skip(buf, 4)?,
+            2 => {
+                let len = usize::try_from(varint(&mut buf)?)
+                    .map_err(|_| Stop::Malformed("length overflows"))?;
+                if len > buf.len() {
+                    return Err(Stop::Malformed("length past the end"));
+                }
+                let (inner, rest) = buf.split_at(len);
+                buf = rest;
+                if let Some(child) = msg.child(field) {
+                    *count += 1;
+                    if *count > limit {
+                        return Err(Stop::OverLimit);
+                    }
+                    scan(inner, child, depth + 1, count, limit)?;
+                }
+            }
+            _ => return Err(Stop::Malformed("unsupported wire type")),
+        }
+    }
+    Ok(())
+}
+
+fn skip(buf: &[u8], n: usize) -> Result<&[u8], Stop> {
+    buf.get(n..).ok_or(Stop::Malformed("field past the end"))
+}
+
+fn varint(buf: &mut &[u8]) -> Result<u64, Stop> {
+    let mut value = 0u64;
+    for (i, &b) in buf.iter().enumerate().take(10) {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            *buf = &buf[i + 1..];
+            return Ok(value);
+        }
+    }
+    Err(Stop::Malformed("bad varint"))
+}
+
+/// An upper bound of the objects decoding a JSON body would allocate: each one opens a brace.
+pub(crate) fn json_items(bytes: &[u8], limit: usize) -> Items {
+    let braces = bytes.iter().filter(|&&b| b == b'{').count();
+    if braces > limit {
+        Items::OverLimit
+    } else {
+        Items::Counted(braces)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::{
+        collector::trace::v1::ExportTraceServiceRequest,
+        common::v1::{AnyValue, ArrayValue, KeyValue, any_value::Value},
+        trace::v1::{ResourceSpans, ScopeSpans, Span, span::Event},
+    };
+    use prost::Message as _;
+
+    use super::*;
+
+    fn request(spans: Vec<Span>) -> Vec<u8> {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..ScopeSpans::default()
+                }],
+                ..ResourceSpans::default()
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    fn kv(key: &str, value: Value) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(value) }),
+            ..KeyValue::default()
+        }
+    }
+
+    #[test]
+    fn every_allocated_message_is_counted() {
+        let span = Span {
+            name: "x".into(),
+            attributes: vec![
+                kv("a", Value::IntValue(1)),
+                kv(
+                    "b",
+                    Value::ArrayValue(ArrayValue {
+                        values: vec![AnyValue::default(), AnyValue::default()],
+                    }),
+                ),
+            ],
+            events: vec![Event::default()],
+            ..Span::default()
+        };
+        // resource_spans, scope_spans, span, 2 key-values with their values, the array and its
+        // 2 values, the event.
+        assert_eq!(trace_items(&request(vec![span]), 100), Items::Counted(11));
+        assert_eq!(trace_items(&request(vec![]), 100), Items::Counted(2));
+        assert_eq!(trace_items(&[], 100), Items::Counted(0));
+    }
+
+    #[test]
+    fn empty_spans_are_refused_past_the_limit_without_decoding() {
+        let body = request(vec![Span::default(); 10_000]);
+        assert_eq!(trace_items(&body, 20_000), Items::Counted(10_002));
+        assert_eq!(trace_items(&body, 5_000), Items::OverLimit);
+    }
+
+    #[test]
+    fn broken_wire_data_is_malformed() {
+        let mut body = request(vec![Span::default()]);
+        body.truncate(body.len() - 1);
+        assert!(matches!(trace_items(&body, 100), Items::Malformed(_)));
+        assert!(matches!(
+            trace_items(&[0x0a, 0xff], 100),
+            Items::Malformed(_)
+        ));
+        assert!(matches!(trace_items(&[0x0b], 100), Items::Malformed(_)));
+        // Unknown fields are skipped, as decoding skips them.
+        assert_eq!(
+            trace_items(&[0x10, 0x01, 0x1d, 0, 0, 0, 0], 100),
+            Items::Counted(0)
+        );
+    }
+
+    #[test]
+    fn values_nested_past_prosts_limit_are_malformed() {
+        let mut value = AnyValue::default();
+        for _ in 0..60 {
+            value = AnyValue {
+                value: Some(Value::ArrayValue(ArrayValue {
+                    values: vec![value],
+                })),
+            };
+        }
+        let span = Span {
+            attributes: vec![KeyValue {
+                key: "deep".into(),
+                value: Some(value),
+                ..KeyValue::default()
+            }],
+            ..Span::default()
+        };
+        assert!(matches!(
+            trace_items(&request(vec![span]), 1_000),
+            Items::Malformed(_)
+        ));
+    }
+
+    #[test]
+    fn json_bodies_are_bounded_by_their_braces() {
+        assert_eq!(json_items(br#"{"a":{"b":1}}"#, 10), Items::Counted(2));
+        assert_eq!(json_items(&b"{}".repeat(11), 10), Items::OverLimit);
+    }
+}
