@@ -20,7 +20,8 @@ const CARGO_MACHETE_VERSION: &str = "0.9.2";
 /// Debian packages the tests and benchmarks use: nftables injects packet loss, iproute2 makes
 /// network namespaces, bpftrace is the classic tool the hook benchmark compares against,
 /// Chromium (with a font) renders the lab's HTML report the way a user would see it, tmux
-/// gives `culprit top` a real terminal in its end-to-end test.
+/// gives `culprit top` a real terminal in its end-to-end test, nginx (with openssl for its
+/// certificates) is the TLS-terminating, token-checking front of a "managed backend".
 const APT_PACKAGES: &[&str] = &[
     "tmux",
     "nftables",
@@ -28,6 +29,8 @@ const APT_PACKAGES: &[&str] = &[
     "bpftrace",
     "chromium",
     "fonts-dejavu-core",
+    "nginx",
+    "openssl",
 ];
 
 pub fn run() -> anyhow::Result<()> {
@@ -57,7 +60,7 @@ pub fn run() -> anyhow::Result<()> {
     )?;
     step(
         &format!("Debian packages: {}", APT_PACKAGES.join(", ")),
-        "apt-get update && apt-get install -y tmux nftables iproute2 bpftrace chromium fonts-dejavu-core",
+        "apt-get update && apt-get install -y tmux nftables iproute2 bpftrace chromium fonts-dejavu-core nginx openssl",
         ensure_apt_packages,
     )?;
     step(

@@ -1,8 +1,8 @@
 //! Where to export, from the standard OpenTelemetry environment variables or flags.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Protocol {
@@ -21,6 +21,50 @@ pub(crate) struct ExportConfig {
     pub timeout: Duration,
     /// gzip request bodies (`OTEL_EXPORTER_OTLP_COMPRESSION=gzip`).
     pub gzip: bool,
+    /// TLS material for an `https` endpoint, read at start-up.
+    pub tls: TlsMaterial,
+}
+
+/// PEM files for TLS: the CA that signs the backend's certificate (besides the bundled web
+/// roots) and the agent's own certificate and key for mutual TLS.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TlsMaterial {
+    pub ca_pem: Option<Vec<u8>>,
+    pub client_pem: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The TLS files the `OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE`, `..._CLIENT_CERTIFICATE` and
+/// `..._CLIENT_KEY` variables name.
+fn tls_material(env: &impl Fn(&str) -> Option<String>) -> anyhow::Result<TlsMaterial> {
+    let var = |name: &str| {
+        env(&format!("OTEL_EXPORTER_OTLP_TRACES_{name}"))
+            .or_else(|| env(&format!("OTEL_EXPORTER_OTLP_{name}")))
+            .filter(|v| !v.trim().is_empty())
+    };
+    let read = |name: &str| -> anyhow::Result<Option<Vec<u8>>> {
+        let Some(path) = var(name) else {
+            return Ok(None);
+        };
+        let path = PathBuf::from(path.trim());
+        let pem = std::fs::read(&path)
+            .with_context(|| format!("OTEL_EXPORTER_OTLP_{name} {}", path.display()))?;
+        if !pem.windows(10).any(|w| w == b"-----BEGIN") {
+            bail!(
+                "OTEL_EXPORTER_OTLP_{name} {}: not a PEM file",
+                path.display()
+            );
+        }
+        Ok(Some(pem))
+    };
+    let ca_pem = read("CERTIFICATE")?;
+    let client_pem = match (read("CLIENT_CERTIFICATE")?, read("CLIENT_KEY")?) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => bail!(
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY go together"
+        ),
+    };
+    Ok(TlsMaterial { ca_pem, client_pem })
 }
 
 fn parse_protocol(s: &str) -> anyhow::Result<Protocol> {
@@ -125,14 +169,13 @@ pub(crate) fn resolve(
         Some("gzip") => true,
         Some(other) => bail!("OTEL_EXPORTER_OTLP_COMPRESSION `{other}`: use gzip or none"),
     };
+    let tls = tls_material(&env)?;
     // Refused at start-up rather than failing every export later.
-    for endpoint in [&traces_endpoint, &metrics_endpoint, &logs_endpoint] {
-        if endpoint.starts_with("https://") {
-            bail!(
-                "export endpoint {endpoint}: this build exports over plain HTTP/2 or HTTP only \
-                 (no TLS yet); front the backend with a local collector or proxy"
-            );
-        }
+    if traces_endpoint.starts_with("http://") && tls != TlsMaterial::default() {
+        bail!(
+            "export endpoint {traces_endpoint} is plaintext but TLS files are configured: use \
+             https://"
+        );
     }
     Ok(Some(ExportConfig {
         protocol,
@@ -142,6 +185,7 @@ pub(crate) fn resolve(
         headers,
         timeout: Duration::from_millis(timeout_ms),
         gzip,
+        tls,
     }))
 }
 
@@ -296,6 +340,32 @@ mod tests {
         );
         assert!(zstd.is_err());
         let tls = resolve(env(&[]), Some("https://managed:443"), None);
-        assert!(format!("{:#}", tls.unwrap_err()).contains("no TLS"));
+        assert_eq!(tls.unwrap().unwrap().tls, TlsMaterial::default());
+        let dir = std::env::temp_dir().join(format!("culprit-tls-conf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ca, junk) = (dir.join("ca.pem"), dir.join("junk.pem"));
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::fs::write(&junk, "not pem").unwrap();
+        let with = |k: &'static str, v: &std::path::Path| {
+            let v = v.display().to_string();
+            resolve(
+                move |name: &str| (name == k).then(|| v.clone()),
+                Some("https://managed:443"),
+                None,
+            )
+        };
+        let c = with("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca)
+            .unwrap()
+            .unwrap();
+        assert!(c.tls.ca_pem.is_some());
+        assert!(with("OTEL_EXPORTER_OTLP_CERTIFICATE", &junk).is_err());
+        assert!(with("OTEL_EXPORTER_OTLP_CERTIFICATE", &dir.join("missing.pem")).is_err());
+        // A key without its certificate.
+        assert!(with("OTEL_EXPORTER_OTLP_CLIENT_KEY", &ca).is_err());
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

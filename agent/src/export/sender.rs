@@ -1,10 +1,16 @@
-//! The task that drains the export queue: one request at a time, in order, retried with
-//! exponential backoff while the backend is unavailable.
+//! The task that drains the export queue: one request at a time, in order, retried as
+//! `retry` says while the backend is unavailable; over TLS (rustls, the bundled web roots plus
+//! `OTEL_EXPORTER_OTLP_CERTIFICATE`, and a client certificate for mutual TLS) to an `https`
+//! endpoint.
 
 use std::{sync::atomic::Ordering, time::Instant};
 
+use anyhow::Context as _;
 use tonic::{
-    client::Grpc, codegen::http::uri::PathAndQuery, metadata::MetadataValue, transport::Channel,
+    client::Grpc,
+    codegen::http::uri::PathAndQuery,
+    metadata::MetadataValue,
+    transport::{Certificate, Channel, ClientTlsConfig, Identity},
 };
 
 use super::{
@@ -32,15 +38,43 @@ pub(crate) struct Sender {
 
 impl Sender {
     pub(crate) fn new(config: ExportConfig, queue: ExportQueue) -> anyhow::Result<Self> {
+        let tls = &config.tls;
         let client = match config.protocol {
-            Protocol::Grpc => Client::Grpc(
-                Channel::from_shared(config.traces_endpoint.clone())?
+            Protocol::Grpc => {
+                let mut channel = Channel::from_shared(config.traces_endpoint.clone())?
                     .timeout(config.timeout)
-                    .connect_timeout(config.timeout)
-                    .connect_lazy(),
-            ),
+                    .connect_timeout(config.timeout);
+                if config.traces_endpoint.starts_with("https://") {
+                    let mut tls_config = ClientTlsConfig::new().with_webpki_roots();
+                    if let Some(ca) = &tls.ca_pem {
+                        tls_config = tls_config.ca_certificate(Certificate::from_pem(ca));
+                    }
+                    if let Some((cert, key)) = &tls.client_pem {
+                        tls_config = tls_config.identity(Identity::from_pem(cert, key));
+                    }
+                    channel = channel
+                        .tls_config(tls_config)
+                        .context("the gRPC export endpoint's TLS configuration")?;
+                }
+                Client::Grpc(channel.connect_lazy())
+            }
             Protocol::HttpProtobuf => {
-                Client::Http(reqwest::Client::builder().timeout(config.timeout).build()?)
+                let mut builder = reqwest::Client::builder()
+                    .timeout(config.timeout)
+                    .use_rustls_tls();
+                if let Some(ca) = &tls.ca_pem {
+                    for cert in reqwest::Certificate::from_pem_bundle(ca)
+                        .context("OTEL_EXPORTER_OTLP_CERTIFICATE")?
+                    {
+                        builder = builder.add_root_certificate(cert);
+                    }
+                }
+                if let Some((cert, key)) = &tls.client_pem {
+                    let identity = reqwest::Identity::from_pem(&[&cert[..], &key[..]].concat())
+                        .context("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and _CLIENT_KEY")?;
+                    builder = builder.identity(identity);
+                }
+                Client::Http(builder.build()?)
             }
         };
         Ok(Self {

@@ -29,10 +29,29 @@ impl RunningAgent {
         Self::start_wrapped(&[], interval, extra_args)
     }
 
+    /// Like [`RunningAgent::start`], with these environment variables set for the agent (the
+    /// `OTEL_EXPORTER_OTLP_*` a DaemonSet's pod spec would give it).
+    pub fn start_with_env(
+        interval: Duration,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        Self::spawn(&[], env, interval, extra_args)
+    }
+
     /// Like [`RunningAgent::start`], with the agent run through `prefix` (e.g. `setpriv` with a
     /// reduced capability set).
     pub(crate) fn start_wrapped(
         prefix: &[String],
+        interval: Duration,
+        extra_args: &[&str],
+    ) -> anyhow::Result<Self> {
+        Self::spawn(prefix, &[], interval, extra_args)
+    }
+
+    fn spawn(
+        prefix: &[String],
+        env: &[(&str, &str)],
         interval: Duration,
         extra_args: &[&str],
     ) -> anyhow::Result<Self> {
@@ -60,6 +79,7 @@ impl RunningAgent {
             cmd.arg("--api-socket").arg(&api_socket);
         }
         cmd.args(extra_args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped());
         let mut process = Reaped::spawn("culprit agent", &mut cmd)?;

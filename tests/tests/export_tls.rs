@@ -1,0 +1,277 @@
+//! Export to a "managed backend" the way one is reached in production: over TLS to a
+//! certificate signed by a private CA (`OTEL_EXPORTER_OTLP_CERTIFICATE`), with a bearer token
+//! (`OTEL_EXPORTER_OTLP_HEADERS`) and gzip. The backend is nginx terminating TLS and checking the
+//! token (gRPC through `grpc_pass`, HTTP through `proxy_pass`) in front of the rotel collector.
+//! A wrong token is refused and counted; a CA the agent does not trust delivers nothing.
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use culprit_lab::{
+    process::{binaries::bin_path, reaped::Reaped},
+    run::agent::RunningAgent,
+    service::otel::{AgentPorts, Sink, free_port, rotel, wait_for_port, wait_success},
+};
+use culprit_tests::{hex, require_root, spans_of};
+
+const TOKEN: &str = "s3cret-token";
+
+fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// A private CA and a certificate it signs for `localhost` and 127.0.0.1.
+fn pki(dir: &Path) -> anyhow::Result<()> {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=culprit test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    )?;
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    )?;
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ],
+    )
+}
+
+/// nginx terminating TLS on `grpc_port` (HTTP/2, to rotel's gRPC) and `http_port` (to rotel's
+/// HTTP), refusing requests without the bearer token.
+fn nginx(dir: &Path, ports: (u16, u16), rotel_ports: (u16, u16)) -> anyhow::Result<Reaped> {
+    let d = dir.display();
+    let check = format!("if ($http_authorization != \"Bearer {TOKEN}\") {{ return 401; }}");
+    let conf = format!(
+        "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{}}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+           ssl_certificate {d}/server.pem;\n  ssl_certificate_key {d}/server.key;\n\
+           server {{ listen 127.0.0.1:{} ssl http2; location / {{ {check} grpc_pass grpc://127.0.0.1:{}; }} }}\n\
+           server {{ listen 127.0.0.1:{} ssl; location / {{ {check} proxy_pass http://127.0.0.1:{}; }} }}\n\
+         }}\n",
+        ports.0, rotel_ports.0, ports.1, rotel_ports.1
+    );
+    std::fs::create_dir_all(dir.join("logs"))?;
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf)?;
+    let mut cmd = Command::new("nginx");
+    cmd.arg("-p").arg(dir).arg("-c").arg(&path);
+    let p = Reaped::spawn("nginx", &mut cmd)?;
+    wait_for_port(ports.0, Duration::from_secs(10))?;
+    wait_for_port(ports.1, Duration::from_secs(10))?;
+    Ok(p)
+}
+
+/// The managed backend: rotel behind nginx, what it receives arriving at a sink.
+struct Backend {
+    dir: PathBuf,
+    sink: Sink,
+    grpc: u16,
+    http: u16,
+    _rotel: Reaped,
+    _nginx: Reaped,
+}
+
+impl Backend {
+    fn start() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("culprit-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        pki(&dir)?;
+        let sink = Sink::start(free_port()?)?;
+        let rotel_ports = (free_port()?, free_port()?);
+        let rotel = rotel(rotel_ports.0, rotel_ports.1, &sink.endpoint())?;
+        let (grpc, http) = (free_port()?, free_port()?);
+        let nginx = nginx(&dir, (grpc, http), rotel_ports)?;
+        Ok(Self {
+            dir,
+            sink,
+            grpc,
+            http,
+            _rotel: rotel,
+            _nginx: nginx,
+        })
+    }
+
+    fn ca(&self) -> String {
+        self.dir.join("ca.pem").display().to_string()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+/// An agent exporting with `env`, and the span ids of 4 requests the lab's Rust app sent it.
+fn export_through(env: &[(&str, &str)]) -> anyhow::Result<(RunningAgent, BTreeSet<String>)> {
+    let ports = AgentPorts::fresh()?;
+    let args = ports.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut agent = RunningAgent::start_with_env(Duration::from_secs(1), &args, env)?;
+    agent.next_report()?;
+    let record = std::env::temp_dir().join(format!(
+        "culprit-tls-app-{}-{}.json",
+        std::process::id(),
+        ports.grpc
+    ));
+    let mut cmd = Command::new(bin_path("culprit-lab")?);
+    cmd.args([
+        "rust-otel-app",
+        "--endpoint",
+        &ports.grpc_url(),
+        "--count",
+        "4",
+        "--record",
+    ])
+    .arg(&record);
+    wait_success(
+        Reaped::spawn("rust-otel-app", &mut cmd)?,
+        Duration::from_secs(60),
+    )?;
+    let spans: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&record)?)?;
+    std::fs::remove_file(&record).ok();
+    let ids = spans
+        .iter()
+        .filter_map(|s| s["spanId"].as_str().map(str::to_string))
+        .collect();
+    Ok((agent, ids))
+}
+
+fn delivered(sink: &Sink, want: &BTreeSet<String>, timeout: Duration) -> BTreeSet<String> {
+    let got = sink.collect(timeout, |reqs| {
+        let seen: BTreeSet<String> = spans_of(reqs)
+            .iter()
+            .map(|(_, _, _, s)| hex(&s.span_id))
+            .collect();
+        want.is_subset(&seen)
+    });
+    spans_of(&got)
+        .iter()
+        .map(|(_, _, _, s)| hex(&s.span_id))
+        .filter(|id| want.contains(id))
+        .collect()
+}
+
+#[test]
+fn spans_reach_a_tls_backend_with_a_private_ca_and_a_token() -> anyhow::Result<()> {
+    require_root()?;
+    let backend = Backend::start()?;
+    let ca = backend.ca();
+    let headers = format!("authorization=Bearer%20{TOKEN}");
+    for (protocol, port) in [("grpc", backend.grpc), ("http/protobuf", backend.http)] {
+        let endpoint = format!("https://localhost:{port}");
+        let env = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.as_str()),
+            ("OTEL_EXPORTER_OTLP_HEADERS", headers.as_str()),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+        ];
+        let (mut agent, want) = export_through(&env)?;
+        anyhow::ensure!(want.len() >= 4, "the app recorded {want:?}");
+        let got = delivered(&backend.sink, &want, Duration::from_secs(20));
+        let report = agent.fresh_report()?;
+        agent.stop()?;
+        assert_eq!(got, want, "{protocol}: {:?}", report.otlp.export);
+        assert_eq!(
+            report.otlp.export.spans_rejected_by_backend, 0,
+            "{protocol}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn a_wrong_token_is_refused_and_an_untrusted_ca_delivers_nothing() -> anyhow::Result<()> {
+    require_root()?;
+    let backend = Backend::start()?;
+    let ca = backend.ca();
+    let endpoint = format!("https://localhost:{}", backend.http);
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.as_str()),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20wrong"),
+    ];
+    let (mut agent, want) = export_through(&env)?;
+    assert!(delivered(&backend.sink, &want, Duration::from_secs(5)).is_empty());
+    let report = agent.fresh_report()?;
+    agent.stop()?;
+    assert!(
+        report.otlp.export.spans_rejected_by_backend >= want.len() as u64,
+        "{:?}",
+        report.otlp.export
+    );
+
+    // The private CA not given: the backend's certificate is not trusted.
+    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())];
+    let (mut agent, want) = export_through(&env)?;
+    assert!(delivered(&backend.sink, &want, Duration::from_secs(5)).is_empty());
+    let report = agent.fresh_report()?;
+    agent.stop()?;
+    let export = &report.otlp.export;
+    assert_eq!(export.spans_exported, 0, "{export:?}");
+    assert!(
+        export.export_retries > 0 || export.queue_depth > 0,
+        "{export:?}"
+    );
+    Ok(())
+}
