@@ -28,6 +28,10 @@ pub const DTV_ENTRY_BYTES: u64 = 16;
 pub const DTV_UNALLOCATED: u64 = u64::MAX;
 /// Offset of span-id in the record; valid, trace-flags and attrs-data-size follow it.
 pub const RECORD_SPAN_ID_OFFSET: u64 = 16;
+/// `task_struct.flags` of threads that share their creator's thread pointer without being its
+/// threads (io_uring workers, `PF_IO_WORKER`; vhost and other user workers, `PF_USER_WORKER`):
+/// their intervals are no request's.
+pub const PF_WORKER_FLAGS: u32 = 0x0000_0010 | 0x0000_4000;
 /// The record's valid byte when the record may be read.
 pub const RECORD_VALID: u8 = 1;
 

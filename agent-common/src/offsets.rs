@@ -44,7 +44,9 @@ pub struct KernelOffsets {
     /// `task_struct.thread` plus `thread_struct.fsbase` (x86_64): the thread pointer its user
     /// code runs with, where its TLS is. Absent: thread contexts are not read.
     pub task_fsbase: u32,
-    pub _pad: u32,
+    /// `task_struct.flags`: io_uring and other user-worker threads (`PF_IO_WORKER`,
+    /// `PF_USER_WORKER`) inherit their creator's thread pointer, not its context.
+    pub task_flags: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
@@ -66,7 +68,7 @@ impl KernelOffsets {
         sock_net: OFFSET_ABSENT,
         net_ns_inum: OFFSET_ABSENT,
         task_fsbase: OFFSET_ABSENT,
-        _pad: 0,
+        task_flags: OFFSET_ABSENT,
     };
 }
 

@@ -10,7 +10,9 @@ use aya_ebpf::{
 };
 use culprit_common::{
     DropCounter, KernelOffsets, OFFSET_ABSENT,
-    context::{ContextLocation, RECORD_SPAN_ID_OFFSET, RecordTail, variable_address},
+    context::{
+        ContextLocation, PF_WORKER_FLAGS, RECORD_SPAN_ID_OFFSET, RecordTail, variable_address,
+    },
 };
 
 use crate::drops::count_drop;
@@ -45,6 +47,14 @@ pub fn current_span(task: *const u8, tgid: u32, off: &KernelOffsets, last: u64) 
 
 #[inline(always)]
 fn read_span(task: *const u8, loc: &ContextLocation, off: &KernelOffsets) -> Result<u64, ()> {
+    if off.task_flags != OFFSET_ABSENT {
+        let flags: u32 =
+            unsafe { bpf_probe_read_kernel(task.add(off.task_flags as usize) as *const u32) }
+                .map_err(|_| ())?;
+        if flags & PF_WORKER_FLAGS != 0 {
+            return Ok(0);
+        }
+    }
     let fsbase: u64 =
         unsafe { bpf_probe_read_kernel(task.add(off.task_fsbase as usize) as *const u64) }
             .map_err(|_| ())?;

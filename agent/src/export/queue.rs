@@ -78,6 +78,9 @@ pub(crate) struct Item {
     pub signal: Telemetry,
     pub body: Bytes,
     pub spans: u64,
+    /// False for the halves of a request the backend found too large: merged again, they would
+    /// be refused again.
+    pub mergeable: bool,
 }
 
 impl Item {
@@ -99,6 +102,7 @@ impl Item {
             signal,
             body: Bytes::from(body),
             spans,
+            mergeable: true,
         }
     }
 
@@ -108,6 +112,7 @@ impl Item {
             signal: Telemetry::Traces,
             body: Bytes::from(body),
             spans,
+            mergeable: true,
         }
     }
 
@@ -192,11 +197,12 @@ impl ExportQueue {
         let mut q = self.lock();
         let mut first = q.items.pop_front()?;
         q.bytes -= first.bytes();
-        if first.signal == Telemetry::Traces {
+        if first.signal == Telemetry::Traces && first.mergeable {
             // How many follow, then one allocation for all of them.
             let (mut n, mut spans, mut len) = (0, first.spans, first.body.len());
             for next in q.items.iter() {
                 if next.signal != Telemetry::Traces
+                    || !next.mergeable
                     || spans + next.spans > max_spans
                     || len + next.body.len() > max_bytes
                 {
@@ -262,6 +268,16 @@ pub(crate) fn split(item: &Item) -> Option<(Item, Item)> {
         ExportTraceServiceRequest {
             resource_spans: request.resource_spans.split_off(half),
         }
+    } else if request.resource_spans.first()?.scope_spans.len() > 1 {
+        let rs = request.resource_spans.first_mut()?;
+        let half = rs.scope_spans.len() / 2;
+        let moved = rs.scope_spans.split_off(half);
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: moved,
+                ..rs.clone()
+            }],
+        }
     } else {
         let rs = request.resource_spans.first_mut()?;
         let scope = rs.scope_spans.iter_mut().max_by_key(|s| s.spans.len())?;
@@ -280,7 +296,10 @@ pub(crate) fn split(item: &Item) -> Option<(Item, Item)> {
             }],
         }
     };
-    let item_of = |r: &ExportTraceServiceRequest| Item::new(&Payload::Traces(r.clone()));
+    let item_of = |r: &ExportTraceServiceRequest| Item {
+        mergeable: false,
+        ..Item::new(&Payload::Traces(r.clone()))
+    };
     Some((item_of(&request), item_of(&second)))
 }
 
@@ -379,6 +398,26 @@ mod tests {
         let (e, f) = split(&traces(2)).unwrap();
         assert_eq!((e.spans, f.spans), (1, 1));
         assert!(split(&traces(1)).is_none());
+        // By scope, when one resource holds several.
+        let scopes = Item::new(&Payload::Traces(ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![
+                    ScopeSpans {
+                        spans: vec![Span::default()],
+                        ..ScopeSpans::default()
+                    };
+                    3
+                ],
+                ..ResourceSpans::default()
+            }],
+        }));
+        let (g, h) = split(&scopes).unwrap();
+        assert_eq!((g.spans, h.spans), (1, 2));
+        // Halves are never merged back into what was refused.
+        q.requeue(d);
+        q.requeue(c);
+        assert_eq!(q.pop_batch(100, usize::MAX).unwrap().spans, 2);
+        assert_eq!(q.pop_batch(100, usize::MAX).unwrap().spans, 2);
     }
 
     #[test]

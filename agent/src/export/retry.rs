@@ -169,13 +169,15 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    /// The wait before the next attempt: the backend's delay if it gave one, else the current
-    /// backoff with jitter (50–150%), which then doubles up to its maximum.
+    /// The wait before the next attempt: the current backoff with jitter (50–150%), which then
+    /// doubles up to its maximum, or the backend's delay if it asked for longer.
     pub(crate) fn next_delay(&mut self, now: Instant, server: Option<Duration>) -> Duration {
         self.failing_since.get_or_insert(now);
+        let own = jittered(self.current);
         let delay = match server {
-            Some(d) => d.min(MAX_SERVER_DELAY),
-            None => jittered(self.current),
+            // A backend asking for no delay at all does not get a tight loop.
+            Some(d) => d.min(MAX_SERVER_DELAY).max(own),
+            None => own,
         };
         self.current = (self.current * 2).min(BACKOFF_MAX);
         delay
@@ -286,9 +288,10 @@ mod tests {
             assert!(b.next_delay(t0, None) < BACKOFF_MAX * 3 / 2);
         }
         assert_eq!(
-            b.next_delay(t0, Some(Duration::from_secs(7))),
-            Duration::from_secs(7)
+            b.next_delay(t0, Some(Duration::from_secs(9))),
+            Duration::from_secs(9)
         );
+        assert!(b.next_delay(t0, Some(Duration::ZERO)) >= BACKOFF_MAX / 2);
         assert_eq!(
             b.next_delay(t0, Some(Duration::from_secs(600))),
             MAX_SERVER_DELAY

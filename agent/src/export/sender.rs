@@ -113,8 +113,9 @@ impl Sender {
                     stats.requests_exported.fetch_add(1, Ordering::Relaxed);
                 }
                 Outcome::TooLarge(why) => match split(&item) {
-                    // Both halves go first, in order.
+                    // Both halves go first, in order, never merged again.
                     Some((first, second)) => {
+                        backoff.reset();
                         log::debug!(
                             "export too large ({why}): sending {} spans in halves",
                             item.spans
@@ -122,9 +123,15 @@ impl Sender {
                         self.queue.requeue(second);
                         self.queue.requeue(first);
                     }
-                    None => self.refused(&item, &why),
+                    None => {
+                        backoff.reset();
+                        self.refused(&item, &why);
+                    }
                 },
-                Outcome::Rejected(why) => self.refused(&item, &why),
+                Outcome::Rejected(why) => {
+                    backoff.reset();
+                    self.refused(&item, &why);
+                }
                 Outcome::Retry { why, after } => {
                     let now = Instant::now();
                     if backoff.exhausted(now) {

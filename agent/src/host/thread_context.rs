@@ -346,7 +346,16 @@ pub(crate) fn locate(pid: u32) -> Result<Option<ThreadContextSlot>, LocateError>
             }
         }
     }
+    // musl's dtv has 8-byte entries and its count in entry 0, not glibc's layout the programs
+    // read: a dynamic slot there would be read at the wrong place.
+    let musl = maps.lines().any(|l| l.contains("/ld-musl-"));
     match (best, errors.into_iter().next(), defined_in) {
+        (Some((_, slot)), _, _) if musl && matches!(slot.slot, TlsSlot::Dtv { .. }) => {
+            Err(LocateError::Unresolved {
+                path: slot.module_path,
+                reason: "dynamic TLS under musl is not supported (glibc's dtv layout only)".into(),
+            })
+        }
         (Some((_, slot)), _, _) => Ok(Some(slot)),
         (None, Some(error), _) => Err(error),
         (None, None, Some(path)) => Err(LocateError::Unresolved {
@@ -367,7 +376,9 @@ fn open_mapped(proc_dir: &Path, file: &MappedFile) -> Option<File> {
     // `file.path` is absolute: this is `/proc/<pid>/root/<path>`.
     let by_root = proc_dir.join(format!("root{}", file.path.display()));
     let opened = File::open(by_range).or_else(|_| File::open(by_root)).ok()?;
-    (opened.metadata().ok()?.len() <= MAX_FILE_BYTES).then_some(opened)
+    // Regular files only: a mapped device or pipe could block a read or never end.
+    let meta = opened.metadata().ok()?;
+    (meta.is_file() && meta.len() <= MAX_FILE_BYTES).then_some(opened)
 }
 
 /// Inspects one mapped file: whether it defines the symbol, and what each source of the slot in

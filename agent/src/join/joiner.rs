@@ -372,7 +372,11 @@ impl Joiner {
         let key = span_key(&span.span_id);
         let traces = &self.traces;
         let own = |k: u64| k != 0 && (k == key || traces.in_trace(k, &span.trace_id));
-        let ownership = SpanOwnership { own: &own };
+        let known = |k: u64| k == key || traces.knows(k);
+        let ownership = SpanOwnership {
+            own: &own,
+            known: &known,
+        };
         let mut measured =
             signals.measure(view, pid, (key != 0).then_some(&ownership), tid, start, end);
         if let Some(npid) = measured.neighbour_pid {

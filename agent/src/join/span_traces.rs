@@ -44,6 +44,11 @@ impl SpanTraces {
             .is_some_and(|t| t.as_slice() == trace_id)
     }
 
+    /// Whether span `span_key` was received lately.
+    pub(crate) fn knows(&self, span_key: u64) -> bool {
+        self.trace_of.contains_key(&span_key)
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.trace_of.len()
@@ -64,6 +69,7 @@ mod tests {
         t.note(3, &[7; 16]);
         assert!(!t.in_trace(1, &[7; 16]), "the oldest went first");
         assert!(t.in_trace(3, &[7; 16]) && t.in_trace(2, &[8; 16]));
+        assert!(t.knows(3) && !t.knows(1));
         assert_eq!(t.len(), 2);
         // No id, or a malformed trace id: nothing to remember.
         t.note(0, &[7; 16]);

@@ -168,7 +168,7 @@ pub(crate) fn kernel_offsets(btf: &KernelBtf) -> anyhow::Result<KernelOffsets> {
             (Some(thread), Some(fsbase)) => thread + fsbase,
             _ => OFFSET_ABSENT,
         },
-        _pad: 0,
+        task_flags: optional("task_struct", "flags").unwrap_or(OFFSET_ABSENT),
     })
 }
 

@@ -1,7 +1,7 @@
 //! Which watched processes publish an OTEP 4947 thread context, and where: found once per
 //! process (`host::thread_context`) and registered in `CONTEXT_LOCATIONS`, so that the programs
-//! read the context of those processes' threads and of no other. A process without one is
-//! looked at again only when it maps a new file (a library that may define the variable), at
+//! read the context of those processes' threads and of no other. A process is looked at again
+//! only when the files it maps change (a library that may define the variable, or an exec), at
 //! most every few seconds: looking parses ELF files.
 
 use std::{
@@ -23,12 +23,11 @@ use crate::host::thread_context;
 const RELOOK_AFTER: Duration = Duration::from_secs(5);
 
 enum Known {
-    Located,
+    /// Registered, as of the process's mapped files then (an exec, or a reused pid, changes
+    /// them: the variable is looked for again).
+    Located { mapped: u64, looked_at: Instant },
     /// Not published (or not locatable) as of the process's mapped files then.
-    Absent {
-        mapped: u64,
-        looked_at: Instant,
-    },
+    Absent { mapped: u64, looked_at: Instant },
 }
 
 pub(crate) struct ContextRegistry {
@@ -53,6 +52,11 @@ impl ContextRegistry {
         })
     }
 
+    /// Whether process `tgid`'s threads have their context read (its variable was located).
+    pub(crate) fn publishes(&self, tgid: u32) -> bool {
+        matches!(self.known.get(&tgid), Some(Known::Located { .. }))
+    }
+
     /// Looks at the watched processes not known to publish a context yet; forgets the others.
     pub(crate) fn refresh(&mut self, tgids: &HashSet<u32>) {
         let gone: Vec<u32> = self
@@ -62,20 +66,19 @@ impl ContextRegistry {
             .filter(|t| !tgids.contains(t))
             .collect();
         for tgid in gone {
-            if let Some(Known::Located) = self.known.remove(&tgid) {
+            if let Some(Known::Located { .. }) = self.known.remove(&tgid) {
                 let _ = self.locations.remove(&tgid);
             }
         }
         let now = Instant::now();
         for &tgid in tgids {
             let mapped = match self.known.get(&tgid) {
-                Some(Known::Located) => continue,
-                Some(Known::Absent { looked_at, .. })
+                Some(Known::Located { looked_at, .. } | Known::Absent { looked_at, .. })
                     if now.duration_since(*looked_at) < RELOOK_AFTER =>
                 {
                     continue;
                 }
-                Some(Known::Absent { mapped, .. }) => {
+                Some(Known::Located { mapped, .. } | Known::Absent { mapped, .. }) => {
                     let now_mapped = mapped_files(tgid);
                     if now_mapped == *mapped {
                         continue;
@@ -92,7 +95,10 @@ impl ContextRegistry {
                             found.model,
                             found.module_path.display()
                         );
-                        Known::Located
+                        Known::Located {
+                            mapped,
+                            looked_at: now,
+                        }
                     }
                     Err(err) => {
                         log::warn!("registering the thread context of {tgid}: {err}");

@@ -27,6 +27,8 @@ use tokio::net::{TcpListener, UnixListener};
 use super::ingress::{Ingress, Origin, Payload, Rejection};
 
 const PROTOBUF: &str = "application/x-protobuf";
+/// The longest a request's body may take to arrive once it is admitted.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 const JSON: &str = "application/json";
 
 #[derive(Clone)]
@@ -229,12 +231,17 @@ where
             Some(n) if !gzip => n,
             _ => ingress.max_message_bytes,
         })?;
-        let body = axum::body::to_bytes(body, ingress.max_message_bytes)
-            .await
-            .map_err(|_| {
-                // The only way to fail a bounded read of a body the transport delivers.
-                ingress.check_size(usize::MAX).unwrap_err()
-            })?;
+        // A body trickled in (or never sent) must not hold the budget it reserved.
+        let body = tokio::time::timeout(
+            BODY_READ_TIMEOUT,
+            axum::body::to_bytes(body, ingress.max_message_bytes),
+        )
+        .await
+        .map_err(|_| ingress.malformed("body not received within 30 s"))?
+        .map_err(|_| {
+            // The only way to fail a bounded read of a body the transport delivers.
+            ingress.check_size(usize::MAX).unwrap_err()
+        })?;
         ingress.check_size(body.len())?;
         let body = inflate(&headers, body, ingress)?;
         let budget = match signal {

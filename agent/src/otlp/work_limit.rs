@@ -31,6 +31,9 @@ enum Msg {
     AnyValue,
     ArrayValue,
     KeyValueList,
+    /// `Resource.entity_refs`: its repeated strings (id and description keys) are each an
+    /// allocation, counted as one.
+    EntityRef,
 }
 
 impl Msg {
@@ -40,6 +43,7 @@ impl Msg {
         Some(match (self, field) {
             (Request, 1) => ResourceSpans,
             (ResourceSpans, 1) => Resource,
+            (Resource, 3) => EntityRef,
             (ResourceSpans, 2) => ScopeSpans,
             (Resource, 1) | (Scope, 3) | (Span, 9) | (Event, 3) | (Link, 4) => KeyValue,
             (ScopeSpans, 1) => Scope,
@@ -101,7 +105,12 @@ fn scan(
                 }
                 let (inner, rest) = buf.split_at(len);
                 buf = rest;
-                if let Some(child) = msg.child(field) {
+                if msg == Msg::EntityRef {
+                    *count += 1;
+                    if *count > limit {
+                        return Err(Stop::OverLimit);
+                    }
+                } else if let Some(child) = msg.child(field) {
                     *count += 1;
                     if *count > limit {
                         return Err(Stop::OverLimit);
@@ -131,9 +140,10 @@ fn varint(buf: &mut &[u8]) -> Result<u64, Stop> {
     Err(Stop::Malformed("bad varint"))
 }
 
-/// An upper bound of the objects decoding a JSON body would allocate: each one opens a brace.
+/// An upper bound of the objects decoding a JSON body would allocate: each one opens a brace,
+/// and each element of an array of strings ends at a comma.
 pub(crate) fn json_items(bytes: &[u8], limit: usize) -> Items {
-    let braces = bytes.iter().filter(|&&b| b == b'{').count();
+    let braces = bytes.iter().filter(|&&b| b == b'{' || b == b',').count();
     if braces > limit {
         Items::OverLimit
     } else {
@@ -248,5 +258,21 @@ mod tests {
     fn json_bodies_are_bounded_by_their_braces() {
         assert_eq!(json_items(br#"{"a":{"b":1}}"#, 10), Items::Counted(2));
         assert_eq!(json_items(&b"{}".repeat(11), 10), Items::OverLimit);
+        assert_eq!(
+            json_items(br#"{"idKeys":["","",""]}"#, 10),
+            Items::Counted(3)
+        );
+    }
+
+    #[test]
+    fn entity_references_are_counted_with_their_strings() {
+        // ResourceSpans { resource: Resource { entity_refs: [EntityRef { id_keys: ["a", "b"] }] } }
+        let entity = [0x1a, 0x06, 0x1a, 0x01, b'a', 0x1a, 0x01, b'b'];
+        let mut resource = vec![0x0a, entity.len() as u8];
+        resource.extend_from_slice(&entity);
+        let mut request = vec![0x0a, resource.len() as u8];
+        request.extend_from_slice(&resource);
+        // resource_spans, resource, the entity reference, its two keys.
+        assert_eq!(trace_items(&request, 100), Items::Counted(5));
     }
 }

@@ -256,6 +256,7 @@ impl ThreadStore {
                     .rev()
                     .filter(|r| r.kind == record::EPISODE)
                     .take_while(|r| r.end_ns > start_ns)
+                    .filter(|r| r.start_ns < end_ns)
                     .copied(),
             );
         }

@@ -76,9 +76,11 @@ pub(crate) trait WindowView {
     ) -> Measured;
 }
 
-/// Which context tags are a span's own: its own span id, or one of a span of its trace.
+/// Which context tags are a span's own: its own span id, or one of a span of its trace; and
+/// which are known at all (a span the agent received).
 pub(crate) struct SpanOwnership<'a> {
     pub(crate) own: &'a dyn Fn(u64) -> bool,
+    pub(crate) known: &'a dyn Fn(u64) -> bool,
 }
 
 impl WindowView for Signals {
@@ -117,6 +119,8 @@ impl WindowView for Signals {
         let breakdown =
             |tid: u32, live: Option<&LiveState>| self.store.breakdown(tid, start_ns, end_ns, live);
         m.threads = 1;
+        // Only the threads of a process whose context is read carry tags.
+        let span = span.filter(|_| self.watch.contexts.publishes(pid));
         let by_context = span.and_then(|s| self.by_context(view, s, start_ns, end_ns));
         let mut total = match (by_context, tid) {
             (Some((tid, total)), _) => {
@@ -154,7 +158,9 @@ impl WindowView for Signals {
                 sample_period_ns: self.context_sample_period_ns,
                 window_is_own: false,
             };
-            let other_request = |k: u64| k != 0 && !(span.own)(k);
+            // A tag of a span not received yet (its parent, sent after it) is not evidence of
+            // another request.
+            let other_request = |k: u64| k != 0 && !(span.own)(k) && (span.known)(k);
             let not_own = |k: u64| !(span.own)(k);
             if span_context::context_breakdown(&episodes, start_ns, end_ns, &other_request, split)
                 .is_some()
