@@ -201,9 +201,13 @@ pub(crate) struct AgentOpts {
     /// The local API's unix socket (root-only), read by `culprit top`, `explain` and `status`.
     #[arg(long, default_value = crate::live::api::DEFAULT_SOCKET)]
     pub api_socket: PathBuf,
-    /// Also serve the local API on this TCP address (keep it on loopback).
+    /// Also serve the local API on this TCP address: loopback only, unless
+    /// --api-listen-any-address (the API has no authentication and names the node's processes).
     #[arg(long)]
     pub api_listen: Option<std::net::SocketAddr>,
+    /// Allow --api-listen on an address other than loopback.
+    #[arg(long)]
+    pub api_listen_any_address: bool,
     /// Do not serve the local API.
     #[arg(long)]
     pub no_api: bool,
@@ -226,6 +230,22 @@ impl AgentOpts {
     }
 }
 
+impl AgentOpts {
+    /// The TCP address of the local API, if any: refused off loopback unless asked explicitly.
+    pub(crate) fn api_tcp_address(&self) -> anyhow::Result<Option<std::net::SocketAddr>> {
+        match self.api_listen {
+            Some(addr) if !addr.ip().is_loopback() && !self.api_listen_any_address => {
+                anyhow::bail!(
+                    "--api-listen {addr}: not a loopback address; the local API has no \
+                     authentication and names the node's processes (add \
+                     --api-listen-any-address to serve it there anyway)"
+                )
+            }
+            other => Ok(other),
+        }
+    }
+}
+
 fn parse_seconds(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
@@ -239,6 +259,30 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_api_listens_off_loopback_only_when_asked() {
+        let opts = |args: &[&str]| {
+            let mut all = vec!["culprit", "agent"];
+            all.extend_from_slice(args);
+            match Cli::try_parse_from(all).unwrap().command {
+                Command::Agent(o) => o,
+                _ => unreachable!(),
+            }
+        };
+        let local = opts(&["--api-listen", "127.0.0.1:7000"]);
+        assert!(local.api_tcp_address().unwrap().is_some());
+        assert!(
+            opts(&["--api-listen", "[::1]:7000"])
+                .api_tcp_address()
+                .is_ok()
+        );
+        assert!(opts(&[]).api_tcp_address().unwrap().is_none());
+        let open = opts(&["--api-listen", "0.0.0.0:7000"]);
+        assert!(format!("{:#}", open.api_tcp_address().unwrap_err()).contains("loopback"));
+        let asked = opts(&["--api-listen", "0.0.0.0:7000", "--api-listen-any-address"]);
+        assert!(asked.api_tcp_address().unwrap().is_some());
+    }
 
     #[test]
     fn seconds_accept_fractions_and_reject_garbage() {

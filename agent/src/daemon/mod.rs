@@ -128,6 +128,8 @@ fn route(msg: Inbound, joiner: &mut Joiner, signals: &mut Signals, outputs: &Out
 
 async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
     let config = start::probe_config(&opts)?;
+    // Refused before anything starts.
+    opts.api_tcp_address()?;
     for warning in crate::host::capabilities::check_self().map_err(anyhow::Error::msg)? {
         log::warn!("{warning}");
     }

@@ -194,7 +194,8 @@ pub(super) fn local_api(opts: &AgentOpts, live: &api::Shared, tasks: &mut Superv
         }
         Err(err) => log::warn!("no local API (culprit top/explain/status): {err:#}"),
     }
-    if let Some(addr) = opts.api_listen {
+    // Checked at start-up (`run_async`).
+    if let Ok(Some(addr)) = opts.api_tcp_address() {
         let view = live.clone();
         tasks.spawn("local API (tcp)", Stage::Inbound, move |stop| {
             api::serve_tcp(addr, view, stop.stopped())
