@@ -12,9 +12,11 @@ use std::{
 };
 
 use culprit_lab::{
-    process::{binaries::bin_path, reaped::Reaped},
+    process::reaped::Reaped,
     run::agent::RunningAgent,
-    service::otel::{AgentPorts, Sink, free_port, rotel, wait_for_port, wait_success},
+    service::otel::{
+        AgentPorts, Sink, free_port, rotel, rust_otel_app, wait_for_port, wait_success,
+    },
 };
 use culprit_tests::{hex, require_root, spans_of};
 
@@ -173,18 +175,8 @@ fn export_through(env: &[(&str, &str)]) -> anyhow::Result<(RunningAgent, BTreeSe
         std::process::id(),
         ports.grpc
     ));
-    let mut cmd = Command::new(bin_path("culprit-lab")?);
-    cmd.args([
-        "rust-otel-app",
-        "--endpoint",
-        &ports.grpc_url(),
-        "--count",
-        "4",
-        "--record",
-    ])
-    .arg(&record);
     wait_success(
-        Reaped::spawn("rust-otel-app", &mut cmd)?,
+        rust_otel_app(&ports.grpc_url(), 4, &record)?,
         Duration::from_secs(60),
     )?;
     let spans: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&record)?)?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use culprit_lab::{
     run::agent::RunningAgent,
-    service::otel::{AgentPorts, Sink, free_port, python_app, rotel, wait_success},
+    service::otel::{AgentPorts, Sink, free_port, python_app, rotel, rust_otel_app, wait_success},
 };
 use culprit_tests::{attr, hex, require_root, span_as_recorded, spans_of};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
@@ -68,19 +68,7 @@ fn python_sdk_spans_reach_the_collector_unchanged_with_culprit_attributes() -> a
         None,
     )?;
     let rust_record = dir.join("rust.json");
-    let mut rust_cmd =
-        std::process::Command::new(culprit_lab::process::binaries::bin_path("culprit-lab")?);
-    rust_cmd
-        .args([
-            "rust-otel-app",
-            "--endpoint",
-            &ports.grpc_url(),
-            "--count",
-            "4",
-            "--record",
-        ])
-        .arg(&rust_record);
-    let rust_app = culprit_lab::process::reaped::Reaped::spawn("rust-otel-app", &mut rust_cmd)?;
+    let rust_app = rust_otel_app(&ports.grpc_url(), 4, &rust_record)?;
     wait_success(grpc_app, Duration::from_secs(60))?;
     wait_success(http_app, Duration::from_secs(60))?;
     wait_success(rust_app, Duration::from_secs(60))?;

@@ -52,6 +52,17 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
     bail!("nothing listens on 127.0.0.1:{port} after {timeout:?}")
 }
 
+/// Runs the lab's Rust app (`culprit-lab rust-otel-app`, the `opentelemetry-otlp` SDK over
+/// gRPC) sending `count` requests to `endpoint`, recording their spans to `record`.
+pub fn rust_otel_app(endpoint: &str, count: usize, record: &Path) -> anyhow::Result<Reaped> {
+    let mut cmd = Command::new(bin_path("culprit-lab")?);
+    cmd.args(["rust-otel-app", "--endpoint", endpoint, "--count"])
+        .arg(count.to_string())
+        .arg("--record")
+        .arg(record);
+    Reaped::spawn("rust-otel-app", &mut cmd)
+}
+
 /// Runs `tests/python/otel_app.py` with `args`, optionally in a cgroup and pinned to a CPU.
 pub fn python_app(
     args: &[&str],
