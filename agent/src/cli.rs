@@ -46,15 +46,17 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The agent's health: probes, signals, losses, spans in and out. Exit code 2 when a signal
-    /// runs degraded, 1 when the agent cannot be asked.
+    /// The agent's health: probes, signals, losses, receivers, the exporter, the event loop.
+    /// Exit code 2 when anything runs degraded, 1 when the agent cannot be asked.
     Status {
         #[command(flatten)]
         api: ApiOpts,
         #[arg(long)]
         json: bool,
-        /// Exit 0 whenever the agent answers, degraded or not (a liveness probe).
-        #[arg(long)]
+        /// A probe's answer: exit 0 while the agent is alive (its event loop turns, every task
+        /// runs, every receiver bound), degraded signals or export or not; 2 otherwise. For
+        /// Kubernetes' liveness and readiness probes.
+        #[arg(long, visible_alias = "readiness")]
         liveness: bool,
     },
 }
@@ -182,6 +184,14 @@ pub(crate) struct AgentOpts {
     /// Requests the export queue holds while the backend is down; then the oldest are dropped.
     #[arg(long, default_value_t = 2048)]
     pub export_queue: usize,
+    /// How long one export request is retried while the backend fails (unavailable, throttling,
+    /// refusing the credentials) before it is dropped and counted, in seconds.
+    #[arg(long, value_parser = parse_seconds, default_value = "300")]
+    pub export_max_elapsed: Duration,
+    /// The memory the agent may use, in MiB (default: its cgroup's `memory.max`): the export
+    /// queue and the decoded-request budget are sized to stay below it.
+    #[arg(long)]
+    pub memory_limit_mib: Option<u64>,
     /// Print the decomposition of every span at least this long (always when not exporting;
     /// with an export endpoint only with --print-spans).
     #[arg(long, default_value_t = 50.0)]

@@ -39,7 +39,7 @@ pub use host::{cgroups::find_cgroup2_mount, clock};
 /// What the agent outputs (reports, spans, health), as the lab and the tests read it back.
 pub mod model {
     pub use crate::{
-        export::queue::ExportCounts,
+        export::stats::ExportCounts,
         join::{Attribution, JoinCounts, Parts, SpanLine},
         kernel::probes::{HookHealth, Signal, SignalHealth},
         otlp::ingress::IngressCounts,

@@ -4,6 +4,7 @@
 //! time (they share CPUs and the kernel).
 
 pub mod identity;
+pub mod otlp_http;
 pub mod serving;
 
 use opentelemetry_proto::tonic::{

@@ -2,7 +2,8 @@
 //! certificate signed by a private CA (`OTEL_EXPORTER_OTLP_CERTIFICATE`), with a bearer token
 //! (`OTEL_EXPORTER_OTLP_HEADERS`) and gzip. The backend is nginx terminating TLS and checking the
 //! token (gRPC through `grpc_pass`, HTTP through `proxy_pass`) in front of the rotel collector.
-//! A wrong token is refused and counted; a CA the agent does not trust delivers nothing.
+//! A wrong token or a CA the agent does not trust delivers nothing: the export shows degraded,
+//! retries, and drops what it cannot deliver, counted.
 
 use std::{
     collections::BTreeSet,
@@ -14,11 +15,12 @@ use std::{
 use culprit_lab::{
     process::reaped::Reaped,
     run::agent::RunningAgent,
-    service::otel::{
-        AgentPorts, Sink, free_port, rotel, rust_otel_app, wait_for_port, wait_success,
+    service::{
+        nginx::nginx,
+        otel::{AgentPorts, Sink, free_port, rotel, rust_otel_app, wait_success},
     },
 };
-use culprit_tests::{hex, require_root, spans_of};
+use culprit_tests::{otlp_http::delivered, require_root};
 
 const TOKEN: &str = "s3cret-token";
 
@@ -98,28 +100,16 @@ fn pki(dir: &Path) -> anyhow::Result<()> {
 
 /// nginx terminating TLS on `grpc_port` (HTTP/2, to rotel's gRPC) and `http_port` (to rotel's
 /// HTTP), refusing requests without the bearer token.
-fn nginx(dir: &Path, ports: (u16, u16), rotel_ports: (u16, u16)) -> anyhow::Result<Reaped> {
+fn front(dir: &Path, ports: (u16, u16), rotel_ports: (u16, u16)) -> anyhow::Result<Reaped> {
     let d = dir.display();
     let check = format!("if ($http_authorization != \"Bearer {TOKEN}\") {{ return 401; }}");
-    let conf = format!(
-        "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-         events {{}}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-           ssl_certificate {d}/server.pem;\n  ssl_certificate_key {d}/server.key;\n\
-           server {{ listen 127.0.0.1:{} ssl http2; location / {{ {check} grpc_pass grpc://127.0.0.1:{}; }} }}\n\
-           server {{ listen 127.0.0.1:{} ssl; location / {{ {check} proxy_pass http://127.0.0.1:{}; }} }}\n\
-         }}\n",
+    let tls = format!("ssl_certificate {d}/server.pem;\n  ssl_certificate_key {d}/server.key;");
+    let servers = format!(
+        "server {{ listen 127.0.0.1:{} ssl http2; location / {{ {check} grpc_pass grpc://127.0.0.1:{}; }} }}\n\
+         server {{ listen 127.0.0.1:{} ssl; location / {{ {check} proxy_pass http://127.0.0.1:{}; }} }}",
         ports.0, rotel_ports.0, ports.1, rotel_ports.1
     );
-    std::fs::create_dir_all(dir.join("logs"))?;
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, conf)?;
-    let mut cmd = Command::new("nginx");
-    cmd.arg("-p").arg(dir).arg("-c").arg(&path);
-    let p = Reaped::spawn("nginx", &mut cmd)?;
-    wait_for_port(ports.0, Duration::from_secs(10))?;
-    wait_for_port(ports.1, Duration::from_secs(10))?;
-    Ok(p)
+    nginx(dir, &tls, &servers, &[ports.0, ports.1])
 }
 
 /// The managed backend: rotel behind nginx, what it receives arriving at a sink.
@@ -141,7 +131,7 @@ impl Backend {
         let rotel_ports = (free_port()?, free_port()?);
         let rotel = rotel(rotel_ports.0, rotel_ports.1, &sink.endpoint())?;
         let (grpc, http) = (free_port()?, free_port()?);
-        let nginx = nginx(&dir, (grpc, http), rotel_ports)?;
+        let nginx = front(&dir, (grpc, http), rotel_ports)?;
         Ok(Self {
             dir,
             sink,
@@ -163,11 +153,16 @@ impl Drop for Backend {
     }
 }
 
-/// An agent exporting with `env`, and the span ids of 4 requests the lab's Rust app sent it.
-fn export_through(env: &[(&str, &str)]) -> anyhow::Result<(RunningAgent, BTreeSet<String>)> {
+/// An agent exporting with `env` (and `extra` flags), and the span ids of 4 requests the lab's
+/// Rust app sent it.
+fn export_through(
+    env: &[(&str, &str)],
+    extra: &[&str],
+) -> anyhow::Result<(RunningAgent, BTreeSet<String>)> {
     let ports = AgentPorts::fresh()?;
     let args = ports.args();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend(extra);
     let mut agent = RunningAgent::start_with_env(Duration::from_secs(1), &args, env)?;
     agent.next_report()?;
     let record = std::env::temp_dir().join(format!(
@@ -188,21 +183,6 @@ fn export_through(env: &[(&str, &str)]) -> anyhow::Result<(RunningAgent, BTreeSe
     Ok((agent, ids))
 }
 
-fn delivered(sink: &Sink, want: &BTreeSet<String>, timeout: Duration) -> BTreeSet<String> {
-    let got = sink.collect(timeout, |reqs| {
-        let seen: BTreeSet<String> = spans_of(reqs)
-            .iter()
-            .map(|(_, _, _, s)| hex(&s.span_id))
-            .collect();
-        want.is_subset(&seen)
-    });
-    spans_of(&got)
-        .iter()
-        .map(|(_, _, _, s)| hex(&s.span_id))
-        .filter(|id| want.contains(id))
-        .collect()
-}
-
 #[test]
 fn spans_reach_a_tls_backend_with_a_private_ca_and_a_token() -> anyhow::Result<()> {
     require_root()?;
@@ -218,7 +198,7 @@ fn spans_reach_a_tls_backend_with_a_private_ca_and_a_token() -> anyhow::Result<(
             ("OTEL_EXPORTER_OTLP_HEADERS", headers.as_str()),
             ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
         ];
-        let (mut agent, want) = export_through(&env)?;
+        let (mut agent, want) = export_through(&env, &[])?;
         anyhow::ensure!(want.len() >= 4, "the app recorded {want:?}");
         let got = delivered(&backend.sink, &want, Duration::from_secs(20));
         let report = agent.fresh_report()?;
@@ -232,38 +212,70 @@ fn spans_reach_a_tls_backend_with_a_private_ca_and_a_token() -> anyhow::Result<(
     Ok(())
 }
 
+/// A refused token or an untrusted certificate is a configuration fault an operator fixes (a
+/// secret being rotated): the spans stay queued and are retried, the export shows degraded in
+/// `culprit status` with the backend's reason (the agent itself still alive), and what the
+/// retry window cannot save is dropped and counted.
 #[test]
-fn a_wrong_token_is_refused_and_an_untrusted_ca_delivers_nothing() -> anyhow::Result<()> {
+fn a_wrong_token_or_an_untrusted_ca_shows_degraded_and_is_retried() -> anyhow::Result<()> {
     require_root()?;
     let backend = Backend::start()?;
     let ca = backend.ca();
     let endpoint = format!("https://localhost:{}", backend.http);
-    let env = [
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-        ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.as_str()),
-        ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20wrong"),
+    let cases = [
+        (
+            "wrong token",
+            vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.as_str()),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20wrong"),
+            ],
+            "401",
+        ),
+        // The private CA not given: the backend's certificate is not trusted.
+        (
+            "untrusted CA",
+            vec![("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())],
+            "certificate",
+        ),
     ];
-    let (mut agent, want) = export_through(&env)?;
-    assert!(delivered(&backend.sink, &want, Duration::from_secs(5)).is_empty());
-    let report = agent.fresh_report()?;
-    agent.stop()?;
-    assert!(
-        report.otlp.export.spans_rejected_by_backend >= want.len() as u64,
-        "{:?}",
-        report.otlp.export
-    );
-
-    // The private CA not given: the backend's certificate is not trusted.
-    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())];
-    let (mut agent, want) = export_through(&env)?;
-    assert!(delivered(&backend.sink, &want, Duration::from_secs(5)).is_empty());
-    let report = agent.fresh_report()?;
-    agent.stop()?;
-    let export = &report.otlp.export;
-    assert_eq!(export.spans_exported, 0, "{export:?}");
-    assert!(
-        export.export_retries > 0 || export.queue_depth > 0,
-        "{export:?}"
-    );
+    for (case, env, reason) in cases {
+        let (agent, want) = export_through(&env, &["--export-max-elapsed", "4"])?;
+        assert!(
+            delivered(&backend.sink, &want, Duration::from_secs(3)).is_empty(),
+            "{case}"
+        );
+        let (code, health) = agent.status(&[])?;
+        let export = &health.otlp.export;
+        assert_eq!(code, 2, "{case}: status exits degraded: {health:?}");
+        assert!(health.degraded && export.failing(), "{case}: {export:?}");
+        assert!(
+            export
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains(reason)),
+            "{case}: {export:?}"
+        );
+        assert_eq!(export.spans_exported, 0, "{case}: {export:?}");
+        assert!(export.export_retries > 0, "{case}: {export:?}");
+        let (live_code, _) = agent.status(&["--liveness"])?;
+        assert_eq!(live_code, 0, "{case}: the agent itself is alive");
+        // Past the retry window the spans are dropped, and counted.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let dropped = loop {
+            let (_, h) = agent.status(&[])?;
+            let e = h.otlp.export;
+            if e.spans_dropped_retries_exhausted >= want.len() as u64 {
+                break e.spans_dropped_retries_exhausted;
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "{case}: nothing dropped after the retry window: {e:?}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        };
+        eprintln!("{case}: {dropped} spans dropped after the retry window");
+        agent.stop()?;
+    }
     Ok(())
 }

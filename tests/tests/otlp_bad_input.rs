@@ -1,45 +1,19 @@
 //! Bad OTLP input gets the status the specification asks for, and the agent keeps serving:
 //! malformed protobuf, a wrong content type, an oversized body, a flood beyond the limits.
 
-use std::{
-    io::{Read as _, Write as _},
-    net::TcpStream,
-    time::Duration,
-};
+use std::time::Duration;
 
 use culprit::otlp::raw_codec::RawCodec;
 use culprit_lab::{
     run::agent::RunningAgent,
     service::otel::{AgentPorts, wait_for_port},
 };
-use culprit_tests::require_root;
+use culprit_tests::{otlp_http::post, require_root};
 use opentelemetry_proto::tonic::{
     collector::trace::v1::ExportTraceServiceRequest,
     trace::v1::{ResourceSpans, ScopeSpans, Span},
 };
 use prost::Message as _;
-
-/// POSTs `body` and returns the HTTP status.
-fn post(port: u16, content_type: &str, body: &[u8]) -> anyhow::Result<u16> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let head = format!(
-        "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes())?;
-    // The server may answer (413) and close before the whole body is read.
-    let _ = s.write_all(body);
-    let mut resp = Vec::new();
-    let _ = s.read_to_end(&mut resp);
-    let text = String::from_utf8_lossy(&resp);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no HTTP status in {text:?}"))?;
-    Ok(status)
-}
 
 fn valid_request(spans: usize, attr_bytes: usize) -> Vec<u8> {
     let span = Span {

@@ -3,6 +3,7 @@
 //! spans go to the live view, stdout and the export queue; every interval a report. Shutdown runs
 //! in order: receivers, held spans, export queue, probes.
 
+mod budget;
 mod shutdown;
 mod start;
 mod supervise;
@@ -19,10 +20,14 @@ use self::{
 use crate::{
     cli::AgentOpts,
     export::{self, ExportQueue, queue::Item},
-    host::{clock::realtime_ns, k8s, membership},
+    host::{clock::realtime_ns, k8s, membership, memory_limit},
     join::Joiner,
     kernel::{connections::ConnectionOwners, ring_reader::RingReader},
-    live::{api, view::Placement},
+    live::{
+        api,
+        view::Placement,
+        vitals::{Heartbeat, Vitals},
+    },
     otlp::{Inbound, Ingress, Payload},
     report::{self, OtlpCounts, Report, metrics::AgentMetrics},
     signals::Signals,
@@ -133,12 +138,26 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
     for warning in crate::host::capabilities::check_self().map_err(anyhow::Error::msg)? {
         log::warn!("{warning}");
     }
-    let export_config = export::config::resolve(
+    let mut export_config = export::config::resolve(
         |k| std::env::var(k).ok(),
         opts.export_endpoint.as_deref(),
         opts.export_protocol.as_deref(),
     )?;
+    if let Some(c) = &mut export_config {
+        c.max_elapsed = opts.export_max_elapsed;
+    }
     let cgroup_root = start::cgroup_root(&opts)?;
+    let limit_bytes = opts
+        .memory_limit_mib
+        .map(|m| m << 20)
+        .or_else(|| memory_limit::own_limit_bytes(&cgroup_root));
+    let budgets = budget::budgets(limit_bytes, opts.max_decoded_mib << 20)?;
+    log::info!(
+        "memory: limit {}, export queue up to {} MiB, decoded requests up to {} MiB",
+        limit_bytes.map_or("none".to_string(), |l| format!("{} MiB", l >> 20)),
+        budgets.export_queue_bytes >> 20,
+        budgets.decoded_bytes >> 20
+    );
     let mut probes = start::load_probes(&opts, config, &cgroup_root)?;
     let live = start::live_view(&probes);
     let mut signals = start::signals(&opts, config, cgroup_root, &mut probes)?;
@@ -148,12 +167,20 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
     let mut tasks = Supervisor::new();
     // OTLP in, and the local API.
     let (ingress, mut inbound) = Ingress::new(1024, opts.max_in_flight, opts.max_message_mib << 20);
-    let ingress = ingress.with_work_limits(opts.max_items_per_request, opts.max_decoded_mib << 20);
+    let ingress = ingress.with_work_limits(opts.max_items_per_request, budgets.decoded_bytes);
     start::receivers(&opts, &ingress, &mut tasks);
     start::local_api(&opts, &live, &mut tasks);
     // OTLP out.
-    let export_queue = ExportQueue::new(opts.export_queue, 256 << 20);
+    let export_queue = ExportQueue::new(opts.export_queue, budgets.export_queue_bytes);
     let exporting = export_config.is_some();
+    let heartbeat = Heartbeat::default();
+    live.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .set_vitals(Vitals {
+            heartbeat: heartbeat.clone(),
+            ingress: ingress.stats.clone(),
+            export: exporting.then(|| export_queue.stats.clone()),
+        });
     match export_config {
         Some(cfg) => start::exporter(cfg, &export_queue, &mut tasks)?,
         None => log::info!("no OTLP export endpoint: printing span decompositions"),
@@ -205,6 +232,7 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
             }
             Some(msg) = inbound.recv() => route(msg, &mut joiner, &mut signals, &outputs),
             _ = release_tick.tick() => {
+                heartbeat.beat(realtime_ns() / 1_000_000);
                 sched_events.drain(|rec| signals.on_sched(rec));
                 tcp_events.drain(|rec| signals.on_retransmit(rec));
                 outputs.emit(&signals, &mut joiner, false)?;

@@ -23,6 +23,8 @@ pub(crate) struct ExportConfig {
     pub gzip: bool,
     /// TLS material for an `https` endpoint, read at start-up.
     pub tls: TlsMaterial,
+    /// How long one request is retried before it is dropped (`--export-max-elapsed-s`).
+    pub max_elapsed: Duration,
 }
 
 /// PEM files for TLS: the CA that signs the backend's certificate (besides the bundled web
@@ -123,14 +125,24 @@ pub(crate) fn resolve(
         // The specification's default.
         None => Protocol::HttpProtobuf,
     };
+    let insecure = match env("OTEL_EXPORTER_OTLP_TRACES_INSECURE")
+        .or_else(|| env("OTEL_EXPORTER_OTLP_INSECURE"))
+        .map(|v| v.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("" | "false") => false,
+        Some("true") => true,
+        Some(other) => bail!("OTEL_EXPORTER_OTLP_INSECURE `{other}`: use true or false"),
+    };
     let base = endpoint_flag
         .map(str::to_string)
-        .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"));
+        .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        .map(|e| with_scheme(e.trim(), protocol, insecure));
     let signal = |var: &str, path: &str| -> Option<String> {
         if endpoint_flag.is_none()
             && let Some(e) = env(var)
         {
-            return Some(e);
+            return Some(with_scheme(e.trim(), protocol, insecure));
         }
         let base = base.as_ref()?.trim_end_matches('/');
         Some(match protocol {
@@ -186,7 +198,22 @@ pub(crate) fn resolve(
         timeout: Duration::from_millis(timeout_ms),
         gzip,
         tls,
+        max_elapsed: super::retry::MAX_ELAPSED,
     }))
+}
+
+/// A gRPC endpoint given as `host:port` is TLS unless `OTEL_EXPORTER_OTLP_INSECURE` is true, as
+/// the specification says; an HTTP one without a scheme is taken as plaintext HTTP. Endpoints
+/// with a scheme are kept as they are.
+fn with_scheme(endpoint: &str, protocol: Protocol, insecure: bool) -> String {
+    if endpoint.contains("://") {
+        return endpoint.to_string();
+    }
+    let scheme = match protocol {
+        Protocol::Grpc if !insecure => "https",
+        _ => "http",
+    };
+    format!("{scheme}://{endpoint}")
 }
 
 /// Another signal's endpoint next to a traces-only one.
@@ -367,5 +394,41 @@ mod tests {
         // A key without its certificate.
         assert!(with("OTEL_EXPORTER_OTLP_CLIENT_KEY", &ca).is_err());
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn an_endpoint_without_a_scheme_follows_insecure() {
+        let grpc = |insecure: Option<&'static str>| {
+            let mut vars = vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ];
+            vars.extend(insecure.map(|v| ("OTEL_EXPORTER_OTLP_INSECURE", v)));
+            resolve(env(&vars), None, None).map(|c| c.unwrap().traces_endpoint)
+        };
+        assert_eq!(grpc(None).unwrap(), "https://collector:4317");
+        assert_eq!(grpc(Some("false")).unwrap(), "https://collector:4317");
+        assert_eq!(grpc(Some("TRUE")).unwrap(), "http://collector:4317");
+        assert!(grpc(Some("yes")).is_err());
+        let http = resolve(
+            env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")]),
+            None,
+            None,
+        );
+        assert_eq!(
+            http.unwrap().unwrap().traces_endpoint,
+            "http://collector:4318/v1/traces"
+        );
+        // A scheme given wins over the variable.
+        let kept = resolve(
+            env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4317"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                ("OTEL_EXPORTER_OTLP_INSECURE", "true"),
+            ]),
+            None,
+            None,
+        );
+        assert_eq!(kept.unwrap().unwrap().traces_endpoint, "https://c:4317");
     }
 }

@@ -6,5 +6,6 @@ pub(crate) mod config;
 pub(crate) mod queue;
 pub(crate) mod retry;
 pub(crate) mod sender;
+pub(crate) mod stats;
 
 pub(crate) use queue::ExportQueue;

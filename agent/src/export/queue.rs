@@ -2,15 +2,11 @@
 
 use std::{
     collections::VecDeque,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex, atomic::Ordering},
 };
 
 use bytes::{Bytes, BytesMut};
 use prost::Message as _;
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use opentelemetry_proto::tonic::{
@@ -18,51 +14,8 @@ use opentelemetry_proto::tonic::{
     trace::v1::{ResourceSpans, ScopeSpans},
 };
 
+pub(crate) use super::stats::ExportStats;
 use crate::otlp::Payload;
-
-#[derive(Debug, Default)]
-pub(crate) struct ExportStats {
-    pub spans_exported: AtomicU64,
-    /// Dropped because the queue was full (the oldest go first).
-    pub spans_dropped_queue_full: AtomicU64,
-    /// Refused by the backend as invalid: retrying would not help.
-    pub spans_rejected_by_backend: AtomicU64,
-    pub requests_exported: AtomicU64,
-    pub requests_dropped: AtomicU64,
-    pub export_retries: AtomicU64,
-    pub queue_depth: AtomicU64,
-    /// Dropped after being retried for the maximum elapsed time.
-    pub spans_dropped_retries_exhausted: AtomicU64,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExportCounts {
-    pub spans_exported: u64,
-    pub spans_dropped_queue_full: u64,
-    pub spans_rejected_by_backend: u64,
-    pub requests_exported: u64,
-    pub requests_dropped: u64,
-    pub export_retries: u64,
-    pub queue_depth: u64,
-    #[serde(default)]
-    pub spans_dropped_retries_exhausted: u64,
-}
-
-impl ExportStats {
-    pub(crate) fn snapshot(&self) -> ExportCounts {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        ExportCounts {
-            spans_exported: g(&self.spans_exported),
-            spans_dropped_queue_full: g(&self.spans_dropped_queue_full),
-            spans_rejected_by_backend: g(&self.spans_rejected_by_backend),
-            requests_exported: g(&self.requests_exported),
-            requests_dropped: g(&self.requests_dropped),
-            export_retries: g(&self.export_retries),
-            queue_depth: g(&self.queue_depth),
-            spans_dropped_retries_exhausted: g(&self.spans_dropped_retries_exhausted),
-        }
-    }
-}
 
 /// Which OTLP service an encoded body is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,10 @@
 //! exporterhelper do it: only the retryable codes are retried; the backend's own delay
 //! (`Retry-After`, gRPC `RetryInfo`) comes first, else exponential backoff with jitter, and
 //! retrying stops after a maximum elapsed time; a batch too large for the backend is split; a
-//! partial success counts the spans the backend rejected.
+//! partial success counts the spans the backend rejected. Unlike the specification, refused
+//! credentials (HTTP 401/403, gRPC UNAUTHENTICATED/PERMISSION_DENIED) are retried too: on a node
+//! they mean a token or certificate being rotated, and the spans are worth keeping for the
+//! retry window while the export shows degraded.
 
 use std::{
     hash::{BuildHasher as _, RandomState},
@@ -12,6 +15,8 @@ use std::{
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message as _;
 use tonic::Code;
+
+use crate::otlp::rpc_status::retry_info_delay;
 
 pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -62,6 +67,7 @@ pub(crate) fn grpc_outcome(code: Code, message: &str, details: &[u8]) -> Outcome
             after: retry_delay,
         },
         Code::ResourceExhausted => Outcome::TooLarge(why),
+        Code::Unauthenticated | Code::PermissionDenied => Outcome::Retry { why, after: None },
         _ => Outcome::Rejected(why),
     }
 }
@@ -77,6 +83,10 @@ pub(crate) fn http_outcome(status: u16, retry_after: Option<&str>) -> Outcome {
         429 | 502 | 503 | 504 => Outcome::Retry {
             why,
             after: retry_after.and_then(parse_retry_after),
+        },
+        401 | 403 => Outcome::Retry {
+            why: format!("{why}: credentials refused"),
+            after: None,
         },
         413 => Outcome::TooLarge(why),
         _ => Outcome::Rejected(why),
@@ -96,51 +106,6 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
     )
 }
 
-/// `google.rpc.Status` and the parts of it read here.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(message, repeated, tag = "3")]
-    details: Vec<AnyDetail>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct AnyDetail {
-    #[prost(string, tag = "1")]
-    type_url: String,
-    #[prost(bytes = "vec", tag = "2")]
-    value: Vec<u8>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct RetryInfo {
-    #[prost(message, optional, tag = "1")]
-    retry_delay: Option<ProtoDuration>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct ProtoDuration {
-    #[prost(int64, tag = "1")]
-    seconds: i64,
-    #[prost(int32, tag = "2")]
-    nanos: i32,
-}
-
-const RETRY_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RetryInfo";
-
-/// The delay a gRPC status's `RetryInfo` asks for.
-fn retry_info_delay(details: &[u8]) -> Option<Duration> {
-    let status = RpcStatus::decode(details).ok()?;
-    let info = status
-        .details
-        .iter()
-        .find(|d| d.type_url == RETRY_INFO_TYPE)?;
-    let delay = RetryInfo::decode(&info.value[..]).ok()?.retry_delay?;
-    Some(Duration::new(
-        u64::try_from(delay.seconds).ok()?,
-        u32::try_from(delay.nanos).unwrap_or(0),
-    ))
-}
-
 /// The spans a successful trace export's response says were rejected, with the backend's
 /// message.
 pub(crate) fn partial_rejection(response: &[u8]) -> (u64, String) {
@@ -157,18 +122,25 @@ pub(crate) fn partial_rejection(response: &[u8]) -> (u64, String) {
 pub(crate) struct Backoff {
     current: Duration,
     failing_since: Option<Instant>,
+    max_elapsed: Duration,
 }
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self {
-            current: BACKOFF_MIN,
-            failing_since: None,
-        }
+        Self::new(MAX_ELAPSED)
     }
 }
 
 impl Backoff {
+    /// A request is retried for up to `max_elapsed`, then dropped.
+    pub(crate) fn new(max_elapsed: Duration) -> Self {
+        Self {
+            current: BACKOFF_MIN,
+            failing_since: None,
+            max_elapsed,
+        }
+    }
+
     /// The wait before the next attempt: the current backoff with jitter (50–150%), which then
     /// doubles up to its maximum, or the backend's delay if it asked for longer.
     pub(crate) fn next_delay(&mut self, now: Instant, server: Option<Duration>) -> Duration {
@@ -186,12 +158,12 @@ impl Backoff {
     /// Whether the request has been retried for longer than it may be.
     pub(crate) fn exhausted(&self, now: Instant) -> bool {
         self.failing_since
-            .is_some_and(|t| now.duration_since(t) >= MAX_ELAPSED)
+            .is_some_and(|t| now.duration_since(t) >= self.max_elapsed)
     }
 
     /// A request went out: the next one starts afresh.
     pub(crate) fn reset(&mut self) {
-        *self = Self::default();
+        *self = Self::new(self.max_elapsed);
     }
 }
 
@@ -209,17 +181,8 @@ mod tests {
 
     use super::*;
 
-    fn retry_info(seconds: i64) -> Vec<u8> {
-        RpcStatus {
-            details: vec![AnyDetail {
-                type_url: RETRY_INFO_TYPE.into(),
-                value: RetryInfo {
-                    retry_delay: Some(ProtoDuration { seconds, nanos: 0 }),
-                }
-                .encode_to_vec(),
-            }],
-        }
-        .encode_to_vec()
+    fn retry_info(seconds: u64) -> Vec<u8> {
+        crate::otlp::rpc_status::retry_info(Duration::from_secs(seconds))
     }
 
     #[test]
@@ -239,8 +202,14 @@ mod tests {
             grpc_outcome(Code::ResourceExhausted, "too big", &[]),
             Outcome::TooLarge(_)
         ));
-        for code in [Code::InvalidArgument, Code::Internal, Code::Unauthenticated] {
+        for code in [Code::InvalidArgument, Code::Internal, Code::Unimplemented] {
             assert!(matches!(grpc_outcome(code, "", &[]), Outcome::Rejected(_)));
+        }
+        for code in [Code::Unauthenticated, Code::PermissionDenied] {
+            assert!(matches!(
+                grpc_outcome(code, "", &[]),
+                Outcome::Retry { after: None, .. }
+            ));
         }
     }
 
@@ -266,7 +235,13 @@ mod tests {
             Outcome::Retry { after: None, .. }
         ));
         assert!(matches!(http_outcome(413, None), Outcome::TooLarge(_)));
-        assert!(matches!(http_outcome(401, None), Outcome::Rejected(_)));
+        assert!(matches!(http_outcome(400, None), Outcome::Rejected(_)));
+        for status in [401, 403] {
+            assert!(matches!(
+                http_outcome(status, None),
+                Outcome::Retry { after: None, .. }
+            ));
+        }
         assert!(matches!(http_outcome(204, None), Outcome::Sent { .. }));
     }
 

@@ -18,7 +18,7 @@ use super::{
     queue::{ExportQueue, Item, Telemetry, split},
     retry::{Backoff, Outcome, grpc_outcome, http_outcome, partial_rejection},
 };
-use crate::otlp::raw_codec::RawCodec;
+use crate::{host::clock::realtime_ns, otlp::raw_codec::RawCodec};
 
 /// Queued trace requests are merged into one export of at most this many spans and bytes:
 /// under the 4 MiB a collector's receiver takes by default.
@@ -87,14 +87,24 @@ impl Sender {
     /// Sends whatever is queued, waits otherwise; runs until its task is stopped (the
     /// outbound stage, last at shutdown).
     pub(crate) async fn run(self) {
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::new(self.config.max_elapsed);
         loop {
             let Some(item) = self.queue.pop_batch(MAX_BATCH_SPANS, MAX_BATCH_BYTES) else {
                 self.queue.notify.notified().await;
                 continue;
             };
             let stats = &self.queue.stats;
-            match self.send(&item).await {
+            let outcome = self.send(&item).await;
+            let now_unix_ms = realtime_ns() / 1_000_000;
+            match &outcome {
+                Outcome::Sent { .. } => stats.on_success(now_unix_ms),
+                Outcome::Retry { why, .. } | Outcome::Rejected(why) => {
+                    stats.on_failure(now_unix_ms, why);
+                }
+                // Answered, if not taken: it is split, or refused if it cannot be.
+                Outcome::TooLarge(_) => {}
+            }
+            match outcome {
                 Outcome::Sent { rejected, message } => {
                     backoff.reset();
                     let rejected = rejected.min(item.spans);
@@ -125,6 +135,7 @@ impl Sender {
                     }
                     None => {
                         backoff.reset();
+                        stats.on_failure(now_unix_ms, &why);
                         self.refused(&item, &why);
                     }
                 },
@@ -136,7 +147,9 @@ impl Sender {
                     let now = Instant::now();
                     if backoff.exhausted(now) {
                         log::warn!(
-                            "dropping {} spans: the backend failed for too long ({why})",
+                            "dropping a {:?} export ({} spans): the backend failed for too long \
+                             ({why})",
+                            item.signal,
                             item.spans
                         );
                         stats
@@ -184,7 +197,7 @@ impl Sender {
         }
         if let Err(e) = grpc.ready().await {
             return Outcome::Retry {
-                why: format!("backend not ready: {e}"),
+                why: format!("backend not ready: {}", chain(&e)),
                 after: None,
             };
         }
@@ -244,11 +257,26 @@ impl Sender {
                 }
             }
             Err(e) => Outcome::Retry {
-                why: e.to_string(),
+                why: chain(&e),
                 after: None,
             },
         }
     }
+}
+
+/// An error with its causes: a TLS failure is named only deep in the chain.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 fn gzipped(body: &[u8]) -> Vec<u8> {

@@ -1,5 +1,6 @@
 //! The host as the agent reads it: the one owner of /proc (`procfs`, its TCP tables `sockets`) and of cgroupfs (the tree of
-//! cgroup ids, `cgroups`; which cgroups a process is in, `membership`), Kubernetes identity from
+//! cgroup ids, `cgroups`; which cgroups a process is in, `membership`; the agent's own memory
+//! limit, `memory_limit`), Kubernetes identity from
 //! cgroup paths (`k8s`), the agent's own capabilities and scheduling policy, and the clocks.
 
 pub(crate) mod capabilities;
@@ -7,6 +8,7 @@ pub(crate) mod cgroups;
 pub mod clock;
 pub(crate) mod k8s;
 pub(crate) mod membership;
+pub(crate) mod memory_limit;
 pub(crate) mod procfs;
 pub(crate) mod sched_policy;
 pub(crate) mod sockets;

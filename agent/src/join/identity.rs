@@ -233,8 +233,10 @@ impl Identifier {
                 return Some(found);
             }
         }
+        // A container id is 64 hex digits (12 abbreviated); anything far longer is no id, and is
+        // not kept as a cache key.
         if let Some(id) = claims.container_id
-            && id.len() >= 12
+            && (12..=128).contains(&id.len())
             && let Some(found) =
                 self.containers
                     .get_or_scan(&mut self.budget, id.to_string(), || {

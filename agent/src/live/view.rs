@@ -6,11 +6,16 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+pub use super::vitals::{Health, TaskFailure};
+use super::vitals::{LOOP_STUCK_AFTER_MS, Vitals};
 use crate::{
     cause::Cause,
     join::{SpanLine, attribution::KERNEL_CAUSE_MIN_SHARE, parts::Parts},
     kernel::probes::{HookHealth, SignalHealth},
-    report::{OtlpCounts, Report},
+    report::{
+        OtlpCounts, Report,
+        series::{MAX_LABEL_BYTES, bounded},
+    },
     signals::{RetransmitRow, ThrottleRow},
 };
 
@@ -18,6 +23,8 @@ use crate::{
 pub const MAX_REQUESTS: usize = 5000;
 /// Reports kept (one per interval).
 pub const MAX_REPORTS: usize = 120;
+/// Retransmits kept per report: the view's peers come from these.
+const MAX_KEPT_RETRANSMITS: usize = 500;
 /// Summaries cover this much of the recent past unless asked otherwise.
 pub const DEFAULT_WINDOW_MS: u64 = 60_000;
 
@@ -53,13 +60,16 @@ pub struct Placement {
 }
 
 impl RequestView {
+    /// The strings a sender chose are cut to `MAX_LABEL_BYTES`: the view's memory is bounded by
+    /// its request count.
     pub fn new(line: &SpanLine, placement: &Placement, seen_unix_ms: u64) -> Self {
         let a = &line.attribution;
+        let cut = |s: &str| bounded(s, MAX_LABEL_BYTES).to_string();
         Self {
-            trace_id: line.trace_id.clone(),
-            span_id: line.span_id.clone(),
-            name: line.name.clone(),
-            service: line.service.clone(),
+            trace_id: cut(&line.trace_id),
+            span_id: cut(&line.span_id),
+            name: cut(&line.name),
+            service: line.service.as_deref().map(cut),
             pid: line.pid,
             cgroup: placement.cgroup.clone(),
             container_id: placement.container_id.clone(),
@@ -121,38 +131,6 @@ pub struct PeerView {
     pub pids: Vec<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Health {
-    pub version: String,
-    pub kernel: String,
-    pub started_unix_ms: u64,
-    pub uptime_s: f64,
-    pub probes_attached: usize,
-    pub probes_total: usize,
-    pub probes: Vec<HookHealth>,
-    pub signals: Vec<SignalHealth>,
-    /// A signal runs degraded (its hook refused, a kernel feature missing), or a task of the
-    /// agent stopped.
-    pub degraded: bool,
-    /// The agent's tasks (receivers, local API, exporter) that stopped on their own, and why.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tasks_failed: Vec<TaskFailure>,
-    /// Kernel and userspace losses since start (`drops` of the last report).
-    pub events_lost: BTreeMap<String, u64>,
-    pub otlp: OtlpCounts,
-    pub requests_kept: usize,
-    /// Requests dropped from the API's memory (not from export) to stay within bounds.
-    pub requests_evicted: u64,
-    pub last_report_unix_ms: Option<u64>,
-}
-
-/// A task of the agent that stopped without being asked to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskFailure {
-    pub task: String,
-    pub error: String,
-}
-
 /// Everything `culprit top` shows, in one call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -195,6 +173,7 @@ pub struct LiveView {
     reports: VecDeque<KeptReport>,
     placements: HashMap<u32, Placement>,
     tasks_failed: Vec<TaskFailure>,
+    vitals: Option<Vitals>,
 }
 
 impl LiveView {
@@ -206,7 +185,13 @@ impl LiveView {
             reports: VecDeque::new(),
             placements: HashMap::new(),
             tasks_failed: Vec::new(),
+            vitals: None,
         }
+    }
+
+    /// Health then reads the event loop's heartbeat, the receivers and the exporter live.
+    pub(crate) fn set_vitals(&mut self, vitals: Vitals) {
+        self.vitals = Some(vitals);
     }
 
     /// Records that one of the agent's tasks stopped on its own: the agent runs degraded.
@@ -242,7 +227,8 @@ impl LiveView {
         self.reports.push_back(KeptReport {
             unix_time_ms: report.unix_time_ms,
             throttling: report.throttling.clone(),
-            retransmits: report.retransmits.clone(),
+            retransmits: report.retransmits[..report.retransmits.len().min(MAX_KEPT_RETRANSMITS)]
+                .to_vec(),
             drops: report.drops.clone(),
             otlp: report.otlp.clone(),
         });
@@ -273,6 +259,16 @@ impl LiveView {
     pub fn health(&self, now_unix_ms: u64) -> Health {
         let last = self.reports.back();
         let f = &self.facts;
+        let mut otlp = last.map(|r| r.otlp.clone()).unwrap_or_default();
+        let (mut lag_ms, mut receivers) = (0, Vec::new());
+        if let Some(v) = &self.vitals {
+            lag_ms = v.heartbeat.lag_ms(now_unix_ms);
+            receivers = v.ingress.bound();
+            if let Some(export) = &v.export {
+                otlp.export = export.snapshot();
+            }
+        }
+        let alive = lag_ms < LOOP_STUCK_AFTER_MS && self.tasks_failed.is_empty();
         Health {
             version: f.version.clone(),
             kernel: f.kernel.clone(),
@@ -282,10 +278,13 @@ impl LiveView {
             probes_total: f.probes.len(),
             probes: f.probes.clone(),
             signals: f.signals.clone(),
-            degraded: f.signals.iter().any(|s| !s.ok) || !self.tasks_failed.is_empty(),
+            degraded: f.signals.iter().any(|s| !s.ok) || !alive || otlp.export.failing(),
+            alive,
+            event_loop_lag_ms: lag_ms,
+            receivers,
             tasks_failed: self.tasks_failed.clone(),
             events_lost: last.map(|r| r.drops.clone()).unwrap_or_default(),
-            otlp: last.map(|r| r.otlp.clone()).unwrap_or_default(),
+            otlp,
             requests_kept: self.requests.len(),
             requests_evicted: self.evicted,
             last_report_unix_ms: last.map(|r| r.unix_time_ms),

@@ -21,7 +21,10 @@ use tonic::{
     server::{Grpc, NamedService, UnaryService},
 };
 
+use tokio::sync::OwnedSemaphorePermit;
+
 use super::{
+    connections,
     ingress::{Ingress, Origin, Payload, Rejection},
     raw_codec::RawCodec,
 };
@@ -89,8 +92,15 @@ pub(crate) fn status_of(rejection: Rejection) -> Status {
         Rejection::TooManyItems { limit } => Status::resource_exhausted(format!(
             "more than {limit} spans, events, links and attributes in one request"
         )),
-        // UNAVAILABLE is what OTLP senders retry, with backoff.
-        Rejection::Busy => Status::unavailable("agent busy: retry with backoff"),
+        // UNAVAILABLE is what OTLP senders retry; RetryInfo says when.
+        Rejection::Busy => Status::with_details(
+            tonic::Code::Unavailable,
+            "agent busy: retry later",
+            super::rpc_status::retry_info(std::time::Duration::from_secs(
+                super::BUSY_RETRY_AFTER_S,
+            ))
+            .into(),
+        ),
     }
 }
 
@@ -116,12 +126,21 @@ impl<S: OtlpSignal> OtlpGrpc<S> {
         }
     }
 
-    fn handle(ingress: &Ingress, bytes: &[u8], origin: Origin) -> Result<(), Rejection> {
-        let _permit = ingress.admit()?;
+    /// Decodes and delivers a message whose body `reserved` held budget for while it was read.
+    fn handle(
+        ingress: &Ingress,
+        bytes: &[u8],
+        origin: Origin,
+        reserved: OwnedSemaphorePermit,
+    ) -> Result<(), Rejection> {
         ingress.check_size(bytes.len())?;
-        let mut budget = S::WEIGHED
-            .then(|| ingress.weigh_traces(bytes, false, None))
-            .transpose()?;
+        let mut budget = if S::WEIGHED {
+            Some(ingress.weigh_traces(bytes, false, Some(reserved))?)
+        } else {
+            // Held while decoding; a metrics or logs request then goes to export as it is.
+            drop(reserved);
+            None
+        };
         let payload = S::decode(bytes).map_err(|e| ingress.malformed(e))?;
         // The transport's buffer goes when this returns.
         if let Some(b) = &mut budget {
@@ -137,6 +156,8 @@ impl<S: OtlpSignal> NamedService for OtlpGrpc<S> {
 
 struct Export<S> {
     ingress: Ingress,
+    /// The budget reserved for the body before the transport read it.
+    reserved: Option<OwnedSemaphorePermit>,
     _signal: PhantomData<S>,
 }
 
@@ -146,20 +167,16 @@ impl<S: OtlpSignal> UnaryService<Bytes> for Export<S> {
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let ingress = self.ingress.clone();
+        let reserved = self.reserved.take();
         Box::pin(async move {
-            // On the unix socket the kernel names the sending process (`SO_PEERCRED`).
-            let peer_pid = request
+            let origin = request
                 .extensions()
-                .get::<tonic::transport::server::UdsConnectInfo>()
-                .and_then(|info| info.peer_cred)
-                .and_then(|cred| cred.pid())
-                .and_then(|pid| u32::try_from(pid).ok());
-            let origin = Origin {
-                peer: request.remote_addr(),
-                local: request.local_addr(),
-                peer_pid,
-            };
-            OtlpGrpc::<S>::handle(&ingress, request.get_ref(), origin).map_err(status_of)?;
+                .get::<Origin>()
+                .copied()
+                .unwrap_or_default();
+            let reserved = reserved.ok_or_else(|| Status::internal("no budget reserved"))?;
+            OtlpGrpc::<S>::handle(&ingress, request.get_ref(), origin, reserved)
+                .map_err(status_of)?;
             Ok(Response::new(S::ok_response()))
         })
     }
@@ -187,9 +204,19 @@ where
         // Twice the limit: anything bigger is cut off by the transport; between the two, the
         // receiver answers RESOURCE_EXHAUSTED itself.
         let transport_limit = ingress.max_message_bytes.saturating_mul(2);
+        // Admitted, and the most its body can take reserved, before the transport buffers it:
+        // a flood of large messages is answered UNAVAILABLE, not held.
+        let admitted = ingress
+            .admit()
+            .and_then(|permit| Ok((permit, ingress.reserve(transport_limit)?)));
         Box::pin(async move {
+            let (_permit, reserved) = match admitted {
+                Ok(a) => a,
+                Err(rejection) => return Ok(status_of(rejection).into_http()),
+            };
             let export = Export::<S> {
                 ingress,
+                reserved: Some(reserved),
                 _signal: PhantomData,
             };
             let mut grpc = Grpc::new(RawCodec)
@@ -198,7 +225,12 @@ where
                     tonic::codec::EnabledCompressionEncodings::default(),
                 )
                 .apply_max_message_size_config(Some(transport_limit), None);
-            Ok(grpc.unary(export, req).await)
+            match tokio::time::timeout(REQUEST_TIMEOUT, grpc.unary(export, req)).await {
+                Ok(response) => Ok(response),
+                Err(_) => {
+                    Ok(Status::deadline_exceeded("request not received within 30 s").into_http())
+                }
+            }
         })
     }
 }
@@ -209,23 +241,15 @@ fn enabled_gzip() -> tonic::codec::EnabledCompressionEncodings {
     e
 }
 
-/// Streams one HTTP/2 connection may have open at once: a single sender cannot queue an
-/// unbounded number of buffered messages on one connection.
-const MAX_STREAMS_PER_CONNECTION: u32 = 16;
-/// A request not answered in this time is cancelled (its stream reset), whatever stalls it.
+/// A request not answered in this time is cancelled, whatever stalls it (a body trickled in).
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-/// A connection idle past a keepalive ping this long is closed.
-const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
-fn router(ingress: Ingress) -> tonic::transport::server::Router {
-    tonic::transport::Server::builder()
-        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-        .timeout(REQUEST_TIMEOUT)
-        .http2_keepalive_interval(Some(KEEPALIVE_TIMEOUT))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .add_service(OtlpGrpc::<Traces>::new(ingress.clone()))
+fn router(ingress: Ingress) -> axum::Router {
+    tonic::service::Routes::new(OtlpGrpc::<Traces>::new(ingress.clone()))
         .add_service(OtlpGrpc::<Metrics>::new(ingress.clone()))
         .add_service(OtlpGrpc::<Logs>::new(ingress))
+        .prepare()
+        .into_axum_router()
 }
 
 /// Serves the three OTLP services on `addr` until `shutdown` resolves.
@@ -235,14 +259,11 @@ pub(crate) async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let listener = super::bind(addr, "OTLP/gRPC").await?;
-    log::info!("OTLP/gRPC receiver on {addr}");
-    router(ingress)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
-        .await?;
-    Ok(())
+    let local = listener.local_addr()?;
+    log::info!("OTLP/gRPC receiver on {local}");
+    ingress.stats.on_bound(format!("OTLP/gRPC {local}"));
+    let stats = ingress.stats.clone();
+    connections::serve(listener, router(ingress), stats, shutdown).await
 }
 
 /// Serves the three OTLP services on the unix socket `path` until `shutdown` resolves.
@@ -254,12 +275,11 @@ pub(crate) async fn serve_unix(
     let listener = super::bind_unix(&path, "OTLP/gRPC")?;
     let inode = super::socket_inode(&path);
     log::info!("OTLP/gRPC receiver on unix:{}", path.display());
-    router(ingress)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::UnixListenerStream::new(listener),
-            shutdown,
-        )
-        .await?;
+    ingress
+        .stats
+        .on_bound(format!("OTLP/gRPC unix:{}", path.display()));
+    let stats = ingress.stats.clone();
+    let served = connections::serve(listener, router(ingress), stats, shutdown).await;
     super::unbind_unix(&path, inode);
-    Ok(())
+    served
 }

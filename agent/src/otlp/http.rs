@@ -7,13 +7,12 @@
 use std::{io::Read as _, net::SocketAddr};
 
 use axum::{
-    Router,
+    Extension, Router,
     body::{Body, Bytes},
-    extract::{ConnectInfo, DefaultBodyLimit, State, connect_info::Connected},
+    extract::{DefaultBodyLimit, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::post,
-    serve::IncomingStream,
 };
 use opentelemetry_proto::tonic::collector::{
     logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse},
@@ -22,9 +21,11 @@ use opentelemetry_proto::tonic::collector::{
 };
 use prost::Message;
 use serde::{Serialize, de::DeserializeOwned};
-use tokio::net::{TcpListener, UnixListener};
 
-use super::ingress::{Ingress, Origin, Payload, Rejection};
+use super::{
+    connections,
+    ingress::{Ingress, Origin, Payload, Rejection},
+};
 
 const PROTOBUF: &str = "application/x-protobuf";
 /// The longest a request's body may take to arrive once it is admitted.
@@ -34,37 +35,6 @@ const JSON: &str = "application/json";
 #[derive(Clone)]
 struct AppState {
     ingress: Ingress,
-}
-
-/// What the kernel says of an accepted connection. On TCP, both ends: the local end is the
-/// accepted socket's own address, not the listener's (on `0.0.0.0` only the former names the
-/// address the sender connected to). On a unix socket, the peer process (`SO_PEERCRED`).
-#[derive(Clone, Copy, Debug)]
-struct Ends(Origin);
-
-impl Connected<IncomingStream<'_, TcpListener>> for Ends {
-    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
-        Self(Origin {
-            peer: Some(*stream.remote_addr()),
-            local: stream.io().local_addr().ok(),
-            peer_pid: None,
-        })
-    }
-}
-
-impl Connected<IncomingStream<'_, UnixListener>> for Ends {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        let peer_pid = stream
-            .io()
-            .peer_cred()
-            .ok()
-            .and_then(|cred| cred.pid())
-            .and_then(|pid| u32::try_from(pid).ok());
-        Self(Origin {
-            peer_pid,
-            ..Origin::default()
-        })
-    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -136,8 +106,10 @@ fn error_response(status: StatusCode, message: &str, encoding: Encoding) -> Resp
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, encoding.content_type());
     if status == StatusCode::TOO_MANY_REQUESTS {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(super::BUSY_RETRY_AFTER_S),
+        );
     }
     resp
 }
@@ -195,7 +167,7 @@ enum Signal {
 
 async fn handle<Req, Resp>(
     state: AppState,
-    ends: Ends,
+    origin: Origin,
     headers: HeaderMap,
     body: Body,
     signal: Signal,
@@ -261,7 +233,7 @@ where
             }
             _ => None,
         };
-        ingress.deliver(wrap(req), ends.0, budget)
+        ingress.deliver(wrap(req), origin, budget)
     }
     .await;
     match result {
@@ -277,13 +249,13 @@ where
 
 async fn traces(
     State(s): State<AppState>,
-    ConnectInfo(ends): ConnectInfo<Ends>,
+    Extension(origin): Extension<Origin>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     handle::<ExportTraceServiceRequest, ExportTraceServiceResponse>(
         s,
-        ends,
+        origin,
         headers,
         body,
         Signal::Traces,
@@ -294,13 +266,13 @@ async fn traces(
 
 async fn metrics(
     State(s): State<AppState>,
-    ConnectInfo(ends): ConnectInfo<Ends>,
+    Extension(origin): Extension<Origin>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     handle::<ExportMetricsServiceRequest, ExportMetricsServiceResponse>(
         s,
-        ends,
+        origin,
         headers,
         body,
         Signal::Other,
@@ -311,13 +283,13 @@ async fn metrics(
 
 async fn logs(
     State(s): State<AppState>,
-    ConnectInfo(ends): ConnectInfo<Ends>,
+    Extension(origin): Extension<Origin>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     handle::<ExportLogsServiceRequest, ExportLogsServiceResponse>(
         s,
-        ends,
+        origin,
         headers,
         body,
         Signal::Other,
@@ -346,13 +318,9 @@ pub async fn serve(
     let listener = super::bind(addr, "OTLP/HTTP").await?;
     let local = listener.local_addr()?;
     log::info!("OTLP/HTTP receiver on {local}");
-    axum::serve(
-        listener,
-        router(ingress).into_make_service_with_connect_info::<Ends>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await?;
-    Ok(())
+    ingress.stats.on_bound(format!("OTLP/HTTP {local}"));
+    let stats = ingress.stats.clone();
+    connections::serve(listener, router(ingress), stats, shutdown).await
 }
 
 /// Serves OTLP/HTTP on the unix socket `path` until `shutdown` resolves.
@@ -364,14 +332,13 @@ pub async fn serve_unix(
     let listener = super::bind_unix(&path, "OTLP/HTTP")?;
     let inode = super::socket_inode(&path);
     log::info!("OTLP/HTTP receiver on unix:{}", path.display());
-    axum::serve(
-        listener,
-        router(ingress).into_make_service_with_connect_info::<Ends>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await?;
+    ingress
+        .stats
+        .on_bound(format!("OTLP/HTTP unix:{}", path.display()));
+    let stats = ingress.stats.clone();
+    let served = connections::serve(listener, router(ingress), stats, shutdown).await;
     super::unbind_unix(&path, inode);
-    Ok(())
+    served
 }
 
 #[cfg(test)]

@@ -58,6 +58,12 @@ pub struct IngressStats {
     pub rejected_busy: AtomicU64,
     /// Trace requests that would decode into more messages than one request may.
     pub rejected_too_many_items: AtomicU64,
+    /// Connections closed at once: the receiver had as many open as it takes.
+    pub rejected_connections: AtomicU64,
+    /// Connections closed for sending nothing (idle, or a request's headers trickled in).
+    pub connections_timed_out: AtomicU64,
+    /// The receivers listening, as `protocol address`.
+    bound: std::sync::Mutex<Vec<String>>,
 }
 
 /// A snapshot of [`IngressStats`] for reports.
@@ -71,6 +77,10 @@ pub struct IngressCounts {
     pub rejected_busy: u64,
     #[serde(default)]
     pub rejected_too_many_items: u64,
+    #[serde(default)]
+    pub rejected_connections: u64,
+    #[serde(default)]
+    pub connections_timed_out: u64,
 }
 
 impl IngressStats {
@@ -84,7 +94,21 @@ impl IngressStats {
             rejected_unsupported_type: get(&self.rejected_unsupported_type),
             rejected_busy: get(&self.rejected_busy),
             rejected_too_many_items: get(&self.rejected_too_many_items),
+            rejected_connections: get(&self.rejected_connections),
+            connections_timed_out: get(&self.connections_timed_out),
         }
+    }
+
+    /// A receiver listens on `what` (`OTLP/gRPC 0.0.0.0:4317`).
+    pub(crate) fn on_bound(&self, what: String) {
+        self.bound
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(what);
+    }
+
+    pub(crate) fn bound(&self) -> Vec<String> {
+        self.bound.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 

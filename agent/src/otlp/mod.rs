@@ -2,16 +2,21 @@
 //! messages they hand to the agent. Traces are joined with kernel signals; metrics and logs pass
 //! through untouched, so the agent can be the node's single OTLP endpoint.
 
+pub(crate) mod connections;
 pub(crate) mod grpc;
 pub mod http;
 pub(crate) mod ingress;
 pub mod raw_codec;
+pub(crate) mod rpc_status;
 pub(crate) mod work_limit;
 
 pub(crate) use ingress::{Inbound, Origin};
 pub use ingress::{Ingress, Payload};
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+
+/// How long a busy receiver asks senders to wait (HTTP `Retry-After`, gRPC `RetryInfo`).
+pub(crate) const BUSY_RETRY_AFTER_S: u64 = 1;
 
 /// A string attribute.
 pub(crate) fn string_kv(key: &str, value: &str) -> KeyValue {

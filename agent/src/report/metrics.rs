@@ -15,16 +15,18 @@ use opentelemetry_proto::tonic::{
     resource::v1::Resource,
 };
 
+use super::series::{CappedSeries, MAX_LABEL_BYTES, bounded};
 use crate::{cause::Cause, join::SpanLine, report::Report};
 
 /// Cumulative state behind the metrics.
 #[derive(Default)]
 pub(crate) struct AgentMetrics {
     start_unix_ns: u64,
-    /// (cause, service) -> seconds of span time.
-    attributed_s: BTreeMap<(Cause, String), f64>,
+    /// (cause, service) -> seconds of span time. Service names come from senders and peers
+    /// from anyone who reaches the node: both are capped.
+    attributed_s: CappedSeries<(Cause, String), f64>,
     throttled_ns: BTreeMap<String, u64>,
-    retransmits: BTreeMap<String, u64>,
+    retransmits: CappedSeries<String, u64>,
 }
 
 impl AgentMetrics {
@@ -38,11 +40,11 @@ impl AgentMetrics {
     /// Adds a released span's decomposition.
     pub(crate) fn on_span(&mut self, line: &SpanLine) {
         let a = &line.attribution;
-        let service = line
-            .service
-            .clone()
-            .unwrap_or_else(|| "unknown_service".into());
-        *self.attributed_s.entry((a.cause, service)).or_default() += line.duration_ms / 1e3;
+        let service = bounded(
+            line.service.as_deref().unwrap_or("unknown_service"),
+            MAX_LABEL_BYTES,
+        );
+        *self.attributed_s.entry((a.cause, service.to_string())) += line.duration_ms / 1e3;
     }
 
     /// Adds what a report measured over its interval.
@@ -51,7 +53,9 @@ impl AgentMetrics {
             *self.throttled_ns.entry(t.cgroup.clone()).or_default() += t.cpu_stat_throttled_ns;
         }
         for r in &report.retransmits {
-            *self.retransmits.entry(r.remote.clone()).or_default() += 1;
+            *self
+                .retransmits
+                .entry(bounded(&r.remote, MAX_LABEL_BYTES).to_string()) += 1;
         }
     }
 
@@ -83,53 +87,60 @@ impl AgentMetrics {
                 })),
                 ..Metric::default()
             };
-        let mut metrics = vec![
-            sum(
-                "culprit.attributed.time",
-                "s",
-                "Span time by dominant cause",
-                self.attributed_s
-                    .iter()
-                    .map(|((cause, service), s)| {
-                        point(
-                            vec![
-                                crate::otlp::string_kv("culprit.cause", cause.as_str()),
-                                crate::otlp::string_kv("service.name", service),
-                            ],
-                            number_data_point::Value::AsDouble(*s),
-                        )
-                    })
-                    .collect(),
-            ),
-            sum(
-                "culprit.cpu.throttled.time",
-                "s",
-                "CFS throttled time of watched cgroups (cpu.stat)",
-                self.throttled_ns
-                    .iter()
-                    .map(|(cg, ns)| {
-                        point(
-                            vec![crate::otlp::string_kv("culprit.cgroup", cg)],
-                            number_data_point::Value::AsDouble(*ns as f64 / 1e9),
-                        )
-                    })
-                    .collect(),
-            ),
-            sum(
-                "culprit.tcp.retransmits",
-                "{retransmit}",
-                "TCP retransmits by peer",
-                self.retransmits
-                    .iter()
-                    .map(|(peer, n)| {
-                        point(
-                            vec![crate::otlp::string_kv("culprit.tcp.peer", peer)],
-                            number_data_point::Value::AsInt(*n as i64),
-                        )
-                    })
-                    .collect(),
-            ),
-        ];
+        let mut metrics =
+            vec![
+                sum(
+                    "culprit.attributed.time",
+                    "s",
+                    "Span time by dominant cause",
+                    self.attributed_s
+                        .iter()
+                        .map(|((cause, service), s)| {
+                            point(
+                                vec![
+                                    crate::otlp::string_kv("culprit.cause", cause.as_str()),
+                                    crate::otlp::string_kv("service.name", service),
+                                ],
+                                number_data_point::Value::AsDouble(*s),
+                            )
+                        })
+                        .chain(self.attributed_s.overflow().map(|s| {
+                            point(overflow_attrs(), number_data_point::Value::AsDouble(*s))
+                        }))
+                        .collect(),
+                ),
+                sum(
+                    "culprit.cpu.throttled.time",
+                    "s",
+                    "CFS throttled time of watched cgroups (cpu.stat)",
+                    self.throttled_ns
+                        .iter()
+                        .map(|(cg, ns)| {
+                            point(
+                                vec![crate::otlp::string_kv("culprit.cgroup", cg)],
+                                number_data_point::Value::AsDouble(*ns as f64 / 1e9),
+                            )
+                        })
+                        .collect(),
+                ),
+                sum(
+                    "culprit.tcp.retransmits",
+                    "{retransmit}",
+                    "TCP retransmits by peer",
+                    self.retransmits
+                        .iter()
+                        .map(|(peer, n)| {
+                            point(
+                                vec![crate::otlp::string_kv("culprit.tcp.peer", peer)],
+                                number_data_point::Value::AsInt(*n as i64),
+                            )
+                        })
+                        .chain(self.retransmits.overflow().map(|n| {
+                            point(overflow_attrs(), number_data_point::Value::AsInt(*n as i64))
+                        }))
+                        .collect(),
+                ),
+            ];
         // Run-queue delay: the in-kernel histogram's slot bounds as explicit bucket bounds.
         let bounds: Vec<f64> = (1..HIST_SLOTS)
             .map(|i| slot_lower_bound_ns(i) as f64 / 1e9)
@@ -174,6 +185,10 @@ impl AgentMetrics {
                 o.export.spans_dropped_queue_full + o.export.spans_rejected_by_backend,
             ),
             ("culprit.agent.kernel_events.lost", lost),
+            (
+                "culprit.agent.metric_points.overflowed",
+                self.attributed_s.overflowed + self.retransmits.overflowed,
+            ),
         ] {
             metrics.push(sum(
                 name,
@@ -207,6 +222,17 @@ impl AgentMetrics {
             }],
         }
     }
+}
+
+/// The attribute of the series values past the cardinality limit go to.
+fn overflow_attrs() -> Vec<KeyValue> {
+    vec![KeyValue {
+        key: "otel.metric.overflow".into(),
+        value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+            value: Some(opentelemetry_proto::tonic::common::v1::any_value::Value::BoolValue(true)),
+        }),
+        ..KeyValue::default()
+    }]
 }
 
 fn hostname() -> String {

@@ -3,6 +3,7 @@
 //! OTLP metrics (`metrics`).
 
 pub(crate) mod metrics;
+pub(crate) mod series;
 pub(crate) mod table;
 
 use std::{
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use self::table::{print, print_span};
 use crate::{
-    export::queue::ExportCounts,
+    export::stats::ExportCounts,
     join::JoinCounts,
     otlp::ingress::IngressCounts,
     signals::{CgroupRunq, ConnectionRow, Interval, RetransmitRow, ThreadRow, ThrottleRow},

@@ -105,6 +105,7 @@ impl Signals {
         let connections = connection_rows(&retransmits);
         let mut drops = self.drops.read();
         drops.insert("thread_store_evicted".into(), self.store.evicted());
+        drops.insert("retransmits_unreported".into(), self.retransmits_unreported);
         drops.insert(
             "thread_registration_failed".into(),
             self.watch.registration_failures,

@@ -24,6 +24,9 @@ use crate::{
 const ENDPOINTS_REFRESH_NS: u64 = 1_000_000_000;
 const RECENT_RETRANSMITS_MAX: usize = 10_000;
 const RECENT_RETRANSMITS_NS: u64 = 60_000_000_000;
+/// Retransmits one report lists; past it (a flood of SYN-ACK retransmits to spoofed peers) they
+/// still count against spans, and the rows left out are counted.
+pub(super) const MAX_REPORTED_RETRANSMITS: usize = 10_000;
 
 /// Everything the signals keep between reports.
 pub(crate) struct Signals {
@@ -35,6 +38,8 @@ pub(crate) struct Signals {
     pub(super) throttle: ThrottleMonitor,
     pub(super) resolver: RetransmitResolver,
     pub(super) pending_retransmits: Vec<RetransmitRow>,
+    /// Retransmits left out of reports since start (`MAX_REPORTED_RETRANSMITS`).
+    pub(super) retransmits_unreported: u64,
     /// Retransmits of the last minute, for joining with spans.
     pub(super) recent_retransmits: VecDeque<RetransmitRow>,
     /// Local TCP endpoints of span senders: a retransmit by the other end of one of their
@@ -88,6 +93,7 @@ impl Signals {
             throttle: ThrottleMonitor::default(),
             resolver: RetransmitResolver::default(),
             pending_retransmits: Vec::new(),
+            retransmits_unreported: 0,
             recent_retransmits: VecDeque::new(),
             endpoints: HashMap::new(),
             retransmits_since_refresh: false,
@@ -117,7 +123,11 @@ impl Signals {
         if now_ns.saturating_sub(self.endpoints_read_ns) >= ENDPOINTS_REFRESH_NS {
             self.refresh_endpoints();
         }
-        self.pending_retransmits.push(row);
+        if self.pending_retransmits.len() < MAX_REPORTED_RETRANSMITS {
+            self.pending_retransmits.push(row);
+        } else {
+            self.retransmits_unreported += 1;
+        }
     }
 
     /// Starts per-thread accounting of a process (a span sender), if not yet watched.

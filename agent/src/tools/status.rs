@@ -1,11 +1,14 @@
-//! `culprit status`: the agent's health on one screen; the exit code says whether every signal
-//! runs (0), some run degraded (2), or the agent could not be asked (1).
+//! `culprit status`: the agent's health on one screen; the exit code says whether everything
+//! runs (0), something runs degraded (2), or the agent could not be asked (1). With
+//! `--liveness` (or `--readiness`) only a stuck event loop or a stopped task fails (2): a node
+//! whose kernel lacks a hook, or whose backend is down, still serves.
 
 use std::fmt::Write as _;
 
 use crate::live::{
     client::{self, Endpoint},
     view::Health,
+    vitals::LOOP_STUCK_AFTER_MS,
 };
 
 /// Exit code when a signal runs degraded or a task of the agent stopped.
@@ -26,11 +29,47 @@ pub(crate) fn run(
             render(&health, crate::host::clock::realtime_ns() / 1_000_000)
         );
     }
-    Ok(if health.degraded && !liveness {
+    let failed = if liveness {
+        !health.alive
+    } else {
+        health.degraded
+    };
+    Ok(if failed {
         std::process::ExitCode::from(EXIT_DEGRADED)
     } else {
         std::process::ExitCode::SUCCESS
     })
+}
+
+/// The exporter: what went out and, while exports fail, since when and why.
+fn export_line(h: &Health, now_unix_ms: u64) -> String {
+    let o = &h.otlp;
+    if !o.exporting {
+        return "no endpoint (spans printed only)".to_string();
+    }
+    let e = &o.export;
+    let dropped = e.spans_dropped_queue_full + e.spans_dropped_retries_exhausted;
+    let mut line = format!(
+        "{} spans exported, {} rejected by the backend, {dropped} dropped, queue {}",
+        e.spans_exported, e.spans_rejected_by_backend, e.queue_depth
+    );
+    let ago = |t: u64| duration(now_unix_ms.saturating_sub(t) as f64 / 1e3);
+    match (e.failing_since_unix_ms, e.last_success_unix_ms) {
+        (Some(since), last) => {
+            let _ = write!(
+                line,
+                "\n          DEGRADED: failing for {} ({}); last success {}",
+                ago(since),
+                crate::printable::printable(e.last_error.as_deref().unwrap_or("?")),
+                last.map_or("never".to_string(), |t| format!("{} ago", ago(t)))
+            );
+        }
+        (None, Some(t)) => {
+            let _ = write!(line, "; last success {} ago", ago(t));
+        }
+        (None, None) => {}
+    }
+    line
 }
 
 fn duration(s: f64) -> String {
@@ -94,19 +133,26 @@ pub(crate) fn render(h: &Health, now_unix_ms: u64) -> String {
     let o = &h.otlp;
     let _ = writeln!(
         out,
-        "spans     {} received, {} joined, {} unidentified; {}",
-        o.ingress.spans_received,
-        o.join.spans_joined,
-        o.join.spans_unidentified,
-        if o.exporting {
-            format!(
-                "{} exported, queue {}, {} dropped",
-                o.export.spans_exported, o.export.queue_depth, o.export.spans_dropped_queue_full
-            )
+        "receivers {}",
+        if h.receivers.is_empty() {
+            "none".to_string()
         } else {
-            "no export endpoint (printed only)".to_string()
+            h.receivers.join(", ")
         }
     );
+    let _ = writeln!(
+        out,
+        "spans     {} received, {} joined, {} unidentified",
+        o.ingress.spans_received, o.join.spans_joined, o.join.spans_unidentified,
+    );
+    let _ = writeln!(out, "export    {}", export_line(h, now_unix_ms));
+    if h.event_loop_lag_ms >= LOOP_STUCK_AFTER_MS {
+        let _ = writeln!(
+            out,
+            "loop      STUCK: no turn for {}",
+            duration(h.event_loop_lag_ms as f64 / 1e3)
+        );
+    }
     let _ = writeln!(
         out,
         "requests  {} kept for the live view ({} evicted)",
@@ -130,8 +176,10 @@ pub(crate) fn render(h: &Health, now_unix_ms: u64) -> String {
     let _ = writeln!(
         out,
         "=> {}",
-        if h.degraded {
-            "DEGRADED: some signals are missing or a task stopped (see above)"
+        if !h.alive {
+            "FAILING: the event loop is stuck or a task stopped (see above)"
+        } else if h.degraded {
+            "DEGRADED: some signals are missing or exports fail (see above)"
         } else {
             "OK: every signal is running"
         }

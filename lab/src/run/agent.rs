@@ -127,10 +127,28 @@ impl RunningAgent {
         })
     }
 
-    /// The next report; fails if the agent died or stayed silent for several intervals.
     /// The agent's process id.
     pub fn pid(&self) -> u32 {
         self.process.pid()
+    }
+
+    /// `culprit status --json` against this agent, as a user runs it: its exit code (0 all
+    /// well, 2 degraded; `--liveness` in `args` for a probe's answer) and the health it printed.
+    pub fn status(&self, args: &[&str]) -> anyhow::Result<(i32, culprit::live::view::Health)> {
+        let out = Command::new(bin_path("culprit")?)
+            .args(["status", "--json", "--socket"])
+            .arg(&self.api_socket)
+            .args(args)
+            .output()
+            .context("running culprit status")?;
+        let code = out.status.code().unwrap_or(-1);
+        let health = serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "culprit status printed no health (exit {code}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+        Ok((code, health))
     }
 
     pub fn next_report(&mut self) -> anyhow::Result<Report> {

@@ -5,6 +5,7 @@
 pub mod async_server;
 pub(crate) mod launch;
 pub(crate) mod load;
+pub mod nginx;
 pub mod otel;
 pub mod server;
 pub mod thread_context;

@@ -180,7 +180,10 @@ impl Sink {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let (ingress, mut inbound) = Ingress::new(1024, 64, 64 << 20);
+                // The end of the chain takes whatever the collector sends, as a backend does:
+                // no admission limits of its own to push back with.
+                let (ingress, mut inbound) = Ingress::new(1024, 256, 64 << 20);
+                let ingress = ingress.with_work_limits(usize::MAX, 4 << 30);
                 tokio::spawn(culprit::otlp::http::serve(
                     addr,
                     ingress,
