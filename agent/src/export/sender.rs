@@ -295,3 +295,7 @@ fn sent(item: &Item, response: &[u8]) -> Outcome {
     };
     Outcome::Sent { rejected, message }
 }
+
+#[cfg(test)]
+#[path = "sender_tests.rs"]
+mod tests;
