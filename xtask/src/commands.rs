@@ -3,7 +3,7 @@
 use std::process::Command;
 
 use crate::{
-    setup,
+    deny, setup,
     shell::{all_ok, cargo, is_root, root, run as run_cmd, step},
     structure,
 };
@@ -158,8 +158,12 @@ pub fn test() -> anyhow::Result<()> {
     step("cargo fmt --check", "run `cargo fmt --all`", || {
         run_cmd(cargo().args(["fmt", "--all", "--", "--check"]))
     })?;
-    // Both read sources only, so they run before anything is compiled.
-    all_ok(vec![structure::check_deps(), structure::check_structure()])?;
+    // These read sources, manifests and Cargo.lock only, so they run before anything is compiled.
+    all_ok(vec![
+        structure::check_deps(),
+        structure::check_structure(),
+        deny::check(),
+    ])?;
     step(
         "clippy -D warnings (userspace)",
         "fix the lints clippy printed",

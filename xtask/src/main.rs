@@ -2,6 +2,7 @@
 
 mod commands;
 mod cycles;
+mod deny;
 mod modgraph;
 #[cfg(test)]
 mod modgraph_tests;
@@ -29,14 +30,22 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Formatting, structure and dependency checks, lints, unit tests, then the privileged
-    /// end-to-end tests.
+    /// Formatting, structure, dependency and supply-chain checks, lints, unit tests, then the
+    /// privileged end-to-end tests.
     Test,
     /// No cycle between the library crates' modules, no .rs file over 500 lines.
     CheckStructure,
     /// No unused dependency: cargo machete on the members, and no [workspace.dependencies]
     /// entry that no member inherits.
     CheckDeps,
+    /// Supply chain: cargo deny with deny.toml, advisories (from the snapshot vendored in
+    /// supply-chain/advisory-db), licenses, bans, sources.
+    Deny {
+        /// First renew the advisory snapshot from this git repository of the RustSec
+        /// advisory-db (a clone or a bare mirror; its HEAD), for the crates in Cargo.lock.
+        #[arg(long, value_name = "ADVISORY_DB_GIT_DIR")]
+        refresh: Option<std::path::PathBuf>,
+    },
     /// Every lab scenario next to the agent: what it finds per request, an HTML report
     /// (target/culprit-lab/report.html) and the accuracy table.
     Demo,
@@ -63,6 +72,10 @@ fn main() -> std::process::ExitCode {
         Command::Test => commands::test(),
         Command::CheckStructure => structure::check_structure(),
         Command::CheckDeps => structure::check_deps(),
+        Command::Deny { refresh: None } => deny::check(),
+        Command::Deny {
+            refresh: Some(source),
+        } => deny::refresh(&source),
         Command::Demo => commands::demo(),
         Command::Lab { args } => commands::lab(&args),
         Command::Bench => commands::bench(),

@@ -17,6 +17,10 @@ const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 /// `cargo xtask check-deps` runs this cargo-machete: it reads manifests and sources without
 /// building anything (about a second); its install takes under 2 minutes on one core.
 const CARGO_MACHETE_VERSION: &str = "0.9.2";
+/// `cargo xtask deny` runs this cargo-deny (its advisory-database layout is relied on in
+/// xtask/src/deny.rs); it builds with the pinned stable toolchain, its install takes about 4
+/// minutes on two cores.
+const CARGO_DENY_VERSION: &str = "0.20.2";
 /// Debian packages the tests and benchmarks use: nftables injects packet loss, iproute2 makes
 /// network namespaces, bpftrace is the classic tool the hook benchmark compares against,
 /// Chromium (with a font) renders the lab's HTML report the way a user would see it, tmux
@@ -53,6 +57,7 @@ pub fn run() -> anyhow::Result<()> {
         ensure_bpf_linker,
     )?;
     ensure_cargo_machete_step()?;
+    ensure_cargo_deny_step()?;
     step(
         "tracefs and bpffs mounted",
         "mount -t tracefs nodev /sys/kernel/tracing; mount -t bpf bpf /sys/fs/bpf",
@@ -209,6 +214,14 @@ pub fn ensure_cargo_machete_step() -> anyhow::Result<()> {
         &format!("cargo-machete {CARGO_MACHETE_VERSION} (unused dependencies)"),
         "check that crates.io is reachable",
         || ensure_cargo_tool("cargo-machete", CARGO_MACHETE_VERSION),
+    )
+}
+
+pub fn ensure_cargo_deny_step() -> anyhow::Result<()> {
+    step(
+        &format!("cargo-deny {CARGO_DENY_VERSION} (supply-chain check)"),
+        "check that crates.io is reachable",
+        || ensure_cargo_tool("cargo-deny", CARGO_DENY_VERSION),
     )
 }
 
