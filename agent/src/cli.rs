@@ -155,6 +155,19 @@ pub(crate) struct AgentOpts {
     /// connections to it have their opener recorded too. Repeatable; four ports in all.
     #[arg(long = "otlp-dialled-port", value_name = "PORT")]
     pub otlp_dialled_ports: Vec<u16>,
+    /// Serve the TCP receivers over TLS with this certificate chain (PEM; with --otlp-tls-key).
+    #[arg(long, value_name = "PEM")]
+    pub otlp_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --otlp-tls-cert.
+    #[arg(long, value_name = "PEM")]
+    pub otlp_tls_key: Option<PathBuf>,
+    /// Mutual TLS: senders must present a certificate signed by this CA (PEM).
+    #[arg(long, value_name = "PEM")]
+    pub otlp_tls_client_ca: Option<PathBuf>,
+    /// The TCP receivers require `Authorization: Bearer <token>`, the token read from this file
+    /// at start (a mounted Secret); others are answered 401 / UNAUTHENTICATED.
+    #[arg(long, value_name = "PATH")]
+    pub otlp_bearer_token_file: Option<PathBuf>,
     /// Do not receive OTLP (kernel signals only).
     #[arg(long)]
     pub no_otlp: bool,
@@ -228,6 +241,18 @@ pub(crate) struct AgentOpts {
 }
 
 impl AgentOpts {
+    /// The receivers' TLS and token files.
+    pub(crate) fn receiver_security_files(
+        &self,
+    ) -> crate::otlp::receiver_security::SecurityFiles<'_> {
+        crate::otlp::receiver_security::SecurityFiles {
+            cert: self.otlp_tls_cert.as_deref(),
+            key: self.otlp_tls_key.as_deref(),
+            client_ca: self.otlp_tls_client_ca.as_deref(),
+            bearer_token: self.otlp_bearer_token_file.as_deref(),
+        }
+    }
+
     /// The gRPC and HTTP receivers' addresses, on --otlp-host when it is given.
     pub(crate) fn otlp_addrs(&self) -> (std::net::SocketAddr, std::net::SocketAddr) {
         let on_host = |mut addr: std::net::SocketAddr| {

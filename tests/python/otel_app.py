@@ -106,6 +106,9 @@ def exporter(protocol, endpoint):
             return OTLPSpanExporter(
                 endpoint=endpoint, insecure=True, channel_options=(("grpc.default_authority", "localhost"),)
             )
+        if endpoint.startswith("https://"):
+            # TLS as configured by the OTEL_EXPORTER_OTLP_* certificate variables.
+            return OTLPSpanExporter(endpoint=endpoint, insecure=False)
         return OTLPSpanExporter(endpoint=endpoint, insecure=True)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 

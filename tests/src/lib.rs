@@ -5,6 +5,7 @@
 
 pub mod identity;
 pub mod otlp_http;
+pub mod pki;
 pub mod serving;
 
 use opentelemetry_proto::tonic::{
@@ -14,6 +15,20 @@ use opentelemetry_proto::tonic::{
     trace::v1::Span,
 };
 use serde_json::{Map, Value as Json, json};
+
+/// Resident memory of `pid` now (`VmRSS`) and at its peak (`VmHWM`), in MiB.
+pub fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| -> f64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
 
 /// Fails with an actionable message unless the tests can load eBPF programs.
 pub fn require_root() -> anyhow::Result<()> {

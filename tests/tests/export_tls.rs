@@ -8,7 +8,6 @@
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
-    process::Command,
     time::Duration,
 };
 
@@ -20,83 +19,9 @@ use culprit_lab::{
         otel::{AgentPorts, Sink, free_port, rotel, rust_otel_app, wait_success},
     },
 };
-use culprit_tests::{otlp_http::delivered, require_root};
+use culprit_tests::{otlp_http::delivered, pki, require_root};
 
 const TOKEN: &str = "s3cret-token";
-
-fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
-/// A private CA and a certificate it signs for `localhost` and 127.0.0.1.
-fn pki(dir: &Path) -> anyhow::Result<()> {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=culprit test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-        ],
-    )?;
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ],
-    )?;
-    std::fs::write(
-        dir.join("san.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )?;
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-            "-out",
-            "server.pem",
-        ],
-    )
-}
 
 /// nginx terminating TLS on `grpc_port` (HTTP/2, to rotel's gRPC) and `http_port` (to rotel's
 /// HTTP), refusing requests without the bearer token.
@@ -126,7 +51,7 @@ impl Backend {
     fn start() -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("culprit-tls-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        pki(&dir)?;
+        pki::make(&dir)?;
         let sink = Sink::start(free_port()?)?;
         let rotel_ports = (free_port()?, free_port()?);
         let rotel = rotel(rotel_ports.0, rotel_ports.1, &sink.endpoint())?;

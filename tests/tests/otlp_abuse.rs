@@ -4,11 +4,10 @@
 //! whose spans all reach the collector while a flood of 4 MB requests is answered "busy".
 
 use std::{
-    collections::BTreeSet,
     io::{Read as _, Write as _},
     net::TcpStream,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -19,63 +18,15 @@ use culprit_lab::{
     service::otel::{AgentPorts, Sink, free_port, rotel, wait_for_port},
 };
 use culprit_tests::{
-    hex,
-    otlp_http::{self, string_kv},
-    require_root,
+    otlp_http::{self, GoodSender, trace_request},
+    require_root, rss_mib,
 };
-use opentelemetry_proto::tonic::{
-    collector::trace::v1::ExportTraceServiceRequest,
-    resource::v1::Resource,
-    trace::v1::{ResourceSpans, ScopeSpans, Span},
-};
-use prost::Message as _;
 
 const LIMIT_MIB: &str = "256";
 
 /// POSTs a protobuf trace request; its HTTP status (0 when the connection failed).
 fn post(port: u16, body: &[u8]) -> u16 {
     otlp_http::post(port, "application/x-protobuf", body).unwrap_or(0)
-}
-
-/// One resource per `(service, span)`: a span with id `span_id` from service `service`.
-fn request(spans: impl Iterator<Item = (String, u64, usize)>) -> Vec<u8> {
-    ExportTraceServiceRequest {
-        resource_spans: spans
-            .map(|(service, id, name_bytes)| ResourceSpans {
-                resource: Some(Resource {
-                    attributes: vec![string_kv("service.name", service)],
-                    ..Resource::default()
-                }),
-                scope_spans: vec![ScopeSpans {
-                    spans: vec![Span {
-                        trace_id: [id.to_be_bytes(), [9; 8]].concat(),
-                        span_id: id.to_be_bytes().to_vec(),
-                        name: "n".repeat(name_bytes),
-                        start_time_unix_nano: 1,
-                        end_time_unix_nano: 2,
-                        ..Span::default()
-                    }],
-                    ..ScopeSpans::default()
-                }],
-                ..ResourceSpans::default()
-            })
-            .collect(),
-    }
-    .encode_to_vec()
-}
-
-/// Resident memory of `pid` now (`VmRSS`) and at its peak (`VmHWM`), in MiB.
-fn rss_mib(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| -> f64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
 
 fn agent(extra_env: &[(&str, &str)]) -> anyhow::Result<(RunningAgent, AgentPorts)> {
@@ -147,8 +98,9 @@ fn a_million_service_names_and_idle_or_trickling_connections_leave_the_agent_fla
     let mut rss_early = 0.0;
     let mut busy = 0;
     for batch in 0..1000u64 {
-        let body =
-            request((0..1000u64).map(|i| (format!("svc-{batch}-{i}"), batch * 1000 + i + 1, 8)));
+        let body = trace_request(
+            (0..1000u64).map(|i| (format!("svc-{batch}-{i}"), batch * 1000 + i + 1, 8)),
+        );
         loop {
             match post(ports.http, &body) {
                 200 => break,
@@ -214,38 +166,9 @@ fn a_well_behaved_sender_is_exported_whole_during_a_flood() -> anyhow::Result<()
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
     ])?;
     let pid = agent.pid();
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(Mutex::new(BTreeSet::new()));
-
-    // The well-behaved sender: a small batch every 100 ms, retried on "busy" as SDKs do.
-    let good = {
-        let (stop, sent) = (stop.clone(), sent.clone());
-        std::thread::spawn(move || {
-            let mut next_id = 1u64 << 40;
-            let mut busy = 0u32;
-            while !stop.load(Ordering::Relaxed) {
-                let ids: Vec<u64> = (next_id..next_id + 5).collect();
-                next_id += 5;
-                let body = request(ids.iter().map(|id| ("good".to_string(), *id, 12)));
-                loop {
-                    match post(ports.http, &body) {
-                        200 => break,
-                        _ => {
-                            busy += 1;
-                            std::thread::sleep(Duration::from_millis(200));
-                        }
-                    }
-                }
-                let mut sent = sent.lock().unwrap();
-                sent.extend(ids.iter().map(|id| hex(&id.to_be_bytes())));
-                drop(sent);
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            busy
-        })
-    };
+    let good = GoodSender::start(ports.http);
     // The flood: 64 requests of 4 MB at once, three times.
-    let big = request((0..1000u64).map(|i| ("flood".to_string(), i + 1, 4000)));
+    let big = trace_request((0..1000u64).map(|i| ("flood".to_string(), i + 1, 4000)));
     let mut statuses = Vec::new();
     for _ in 0..3 {
         statuses.extend(std::thread::scope(|s| {
@@ -259,9 +182,7 @@ fn a_well_behaved_sender_is_exported_whole_during_a_flood() -> anyhow::Result<()
         }));
     }
     std::thread::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::Relaxed);
-    let good_busy = good.join().expect("the good sender");
-    let want = sent.lock().unwrap().clone();
+    let (want, good_busy) = good.stop();
     let seen = otlp_http::delivered(&sink, &want, Duration::from_secs(30));
     let (_, peak) = rss_mib(pid);
     let report = agent.fresh_report()?;

@@ -135,6 +135,10 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
     let config = start::probe_config(&opts)?;
     // Refused before anything starts.
     opts.api_tcp_address()?;
+    let receiver_security = crate::otlp::receiver_security::ReceiverSecurity::from_files(
+        opts.receiver_security_files(),
+    )
+    .context("the OTLP receivers' TLS or token")?;
     for warning in crate::host::capabilities::check_self().map_err(anyhow::Error::msg)? {
         log::warn!("{warning}");
     }
@@ -167,7 +171,9 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
     let mut tasks = Supervisor::new();
     // OTLP in, and the local API.
     let (ingress, mut inbound) = Ingress::new(1024, opts.max_in_flight, opts.max_message_mib << 20);
-    let ingress = ingress.with_work_limits(opts.max_items_per_request, budgets.decoded_bytes);
+    let ingress = ingress
+        .with_work_limits(opts.max_items_per_request, budgets.decoded_bytes)
+        .with_security(receiver_security);
     start::receivers(&opts, &ingress, &mut tasks);
     start::local_api(&opts, &live, &mut tasks);
     // OTLP out.

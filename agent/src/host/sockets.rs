@@ -113,6 +113,23 @@ pub(crate) fn socket_owner(local: SocketAddr, remote: SocketAddr) -> Option<u32>
     holder_of(inode, procfs::all_pids())
 }
 
+/// The process listening at `local` (a SYN-ACK's source: the listener owns the half-open
+/// connection, which has no socket inode of its own), in the agent's network namespace.
+pub(crate) fn listener_owner(local: SocketAddr) -> Option<u32> {
+    let local = canonical(local);
+    let inode = table_of(None)
+        .into_iter()
+        .find(|s| {
+            let at = canonical(s.local);
+            s.remote.port() == 0
+                && s.remote.ip().is_unspecified()
+                && at.port() == local.port()
+                && (at.ip() == local.ip() || at.ip().is_unspecified())
+        })?
+        .inode;
+    holder_of(inode, procfs::all_pids())
+}
+
 /// The process that opened the connection the agent accepted with ends `peer` (the opener's)
 /// and `local` (the agent's), through /proc: in the agent's network namespace, else in the
 /// namespace whose table has a socket at `peer` (pod addresses are unique on a node; loopback
@@ -232,5 +249,17 @@ mod tests {
         assert_eq!(connection_opener(peer, local), Some(std::process::id()));
         let nobody: SocketAddr = "127.0.0.1:1".parse().unwrap();
         assert_eq!(connection_opener(nobody, local), None);
+    }
+
+    #[test]
+    fn finds_the_listener_behind_a_half_open_connection() {
+        let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let at: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        assert_eq!(listener_owner(at), Some(std::process::id()));
+        let mapped: SocketAddr = format!("[::ffff:127.0.0.1]:{port}").parse().unwrap();
+        assert_eq!(listener_owner(mapped), Some(std::process::id()));
+        drop(listener);
+        assert_eq!(listener_owner(at), None);
     }
 }

@@ -19,6 +19,8 @@ use tokio::{
     sync::Semaphore,
 };
 
+use tokio_rustls::TlsAcceptor;
+
 use super::ingress::{IngressStats, Origin};
 
 /// Connections one listener keeps open; an OTLP sender needs one or two.
@@ -137,19 +139,22 @@ fn builder(header_read_timeout: Duration) -> auto::Builder<TokioExecutor> {
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then waits for the connections'
-/// requests in flight (the supervisor's deadline bounds the wait).
+/// requests in flight (the supervisor's deadline bounds the wait). With `tls`, each connection
+/// is served once its handshake completes, which must happen within the header read timeout.
 pub(crate) async fn serve<L: Listener>(
     listener: L,
     router: axum::Router,
+    tls: Option<TlsAcceptor>,
     stats: Arc<IngressStats>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    serve_within(listener, router, stats, shutdown, HEADER_READ_TIMEOUT).await
+    serve_within(listener, router, tls, stats, shutdown, HEADER_READ_TIMEOUT).await
 }
 
 async fn serve_within<L: Listener>(
     listener: L,
     router: axum::Router,
+    tls: Option<TlsAcceptor>,
     stats: Arc<IngressStats>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     header_read_timeout: Duration,
@@ -176,7 +181,7 @@ async fn serve_within<L: Listener>(
             continue;
         };
         let service = TowerToHyperService::new(router.clone().layer(axum::Extension(origin)));
-        let (builder, stats) = (builder.clone(), stats.clone());
+        let (builder, stats, tls) = (builder.clone(), stats.clone(), tls.clone());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             // A connection that sends nothing holds a slot for no longer than a request's
@@ -188,10 +193,31 @@ async fn serve_within<L: Listener>(
                 stats.connections_timed_out.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(io), service)
-                .into_owned();
-            if let Err(err) = watcher.watch(conn).await {
+            let served = match tls {
+                None => {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+                Some(tls) => {
+                    match tokio::time::timeout(header_read_timeout, tls.accept(io)).await {
+                        Ok(Ok(io)) => {
+                            let conn =
+                                builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Ok(Err(err)) => {
+                            stats.rejected_tls.fetch_add(1, Ordering::Relaxed);
+                            log::debug!("TLS handshake with {:?}: {err}", origin.peer);
+                            Ok(())
+                        }
+                        Err(_) => {
+                            stats.connections_timed_out.fetch_add(1, Ordering::Relaxed);
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(err) = served {
                 if is_timeout(err.as_ref()) {
                     stats.connections_timed_out.fetch_add(1, Ordering::Relaxed);
                 } else {
@@ -236,6 +262,7 @@ mod tests {
         let server = tokio::spawn(serve_within(
             listener,
             router,
+            None,
             stats.clone(),
             std::future::pending(),
             Duration::from_millis(300),

@@ -258,12 +258,16 @@ pub(crate) async fn serve(
     ingress: Ingress,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let listener = super::bind(addr, "OTLP/gRPC").await?;
-    let local = listener.local_addr()?;
-    log::info!("OTLP/gRPC receiver on {local}");
-    ingress.stats.on_bound(format!("OTLP/gRPC {local}"));
-    let stats = ingress.stats.clone();
-    connections::serve(listener, router(ingress), stats, shutdown).await
+    let (security, stats) = (ingress.security.clone(), ingress.stats.clone());
+    super::serve_tcp(
+        addr,
+        "OTLP/gRPC",
+        router(ingress),
+        security,
+        stats,
+        shutdown,
+    )
+    .await
 }
 
 /// Serves the three OTLP services on the unix socket `path` until `shutdown` resolves.
@@ -279,7 +283,7 @@ pub(crate) async fn serve_unix(
         .stats
         .on_bound(format!("OTLP/gRPC unix:{}", path.display()));
     let stats = ingress.stats.clone();
-    let served = connections::serve(listener, router(ingress), stats, shutdown).await;
+    let served = connections::serve(listener, router(ingress), None, stats, shutdown).await;
     super::unbind_unix(&path, inode);
     served
 }

@@ -315,12 +315,16 @@ pub async fn serve(
     ingress: Ingress,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let listener = super::bind(addr, "OTLP/HTTP").await?;
-    let local = listener.local_addr()?;
-    log::info!("OTLP/HTTP receiver on {local}");
-    ingress.stats.on_bound(format!("OTLP/HTTP {local}"));
-    let stats = ingress.stats.clone();
-    connections::serve(listener, router(ingress), stats, shutdown).await
+    let (security, stats) = (ingress.security.clone(), ingress.stats.clone());
+    super::serve_tcp(
+        addr,
+        "OTLP/HTTP",
+        router(ingress),
+        security,
+        stats,
+        shutdown,
+    )
+    .await
 }
 
 /// Serves OTLP/HTTP on the unix socket `path` until `shutdown` resolves.
@@ -336,7 +340,7 @@ pub async fn serve_unix(
         .stats
         .on_bound(format!("OTLP/HTTP unix:{}", path.display()));
     let stats = ingress.stats.clone();
-    let served = connections::serve(listener, router(ingress), stats, shutdown).await;
+    let served = connections::serve(listener, router(ingress), None, stats, shutdown).await;
     super::unbind_unix(&path, inode);
     served
 }

@@ -19,7 +19,10 @@ use opentelemetry_proto::tonic::collector::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use super::work_limit::{Items, json_items, trace_items};
+use super::{
+    receiver_security::ReceiverSecurity,
+    work_limit::{Items, json_items, trace_items},
+};
 
 /// Where a request came from, as the kernel knows it: the connection's two ends (whose opener
 /// the kernel recorded), or on a unix socket the sending process itself.
@@ -62,6 +65,11 @@ pub struct IngressStats {
     pub rejected_connections: AtomicU64,
     /// Connections closed for sending nothing (idle, or a request's headers trickled in).
     pub connections_timed_out: AtomicU64,
+    /// Connections whose TLS handshake failed (no or an untrusted client certificate, plain
+    /// text to a TLS receiver).
+    pub rejected_tls: AtomicU64,
+    /// Requests without the bearer token the receivers require.
+    pub rejected_unauthenticated: AtomicU64,
     /// The receivers listening, as `protocol address`.
     bound: std::sync::Mutex<Vec<String>>,
 }
@@ -81,6 +89,10 @@ pub struct IngressCounts {
     pub rejected_connections: u64,
     #[serde(default)]
     pub connections_timed_out: u64,
+    #[serde(default)]
+    pub rejected_tls: u64,
+    #[serde(default)]
+    pub rejected_unauthenticated: u64,
 }
 
 impl IngressStats {
@@ -96,6 +108,8 @@ impl IngressStats {
             rejected_too_many_items: get(&self.rejected_too_many_items),
             rejected_connections: get(&self.rejected_connections),
             connections_timed_out: get(&self.connections_timed_out),
+            rejected_tls: get(&self.rejected_tls),
+            rejected_unauthenticated: get(&self.rejected_unauthenticated),
         }
     }
 
@@ -140,6 +154,8 @@ pub struct Ingress {
     /// The memory budget of decoded trace requests, in KiB permits.
     budget: Arc<Semaphore>,
     budget_kib: usize,
+    /// The TLS and token the TCP receivers require.
+    pub security: ReceiverSecurity,
 }
 
 /// The default memory budget of decoded trace requests.
@@ -164,6 +180,7 @@ impl Ingress {
                 max_items: DEFAULT_MAX_ITEMS,
                 budget: Arc::new(Semaphore::new(DEFAULT_BUDGET_BYTES >> 10)),
                 budget_kib: DEFAULT_BUDGET_BYTES >> 10,
+                security: ReceiverSecurity::default(),
             },
             rx,
         )
@@ -175,6 +192,12 @@ impl Ingress {
         self.max_items = max_items.max(1);
         self.budget = Arc::new(Semaphore::new(kib));
         self.budget_kib = kib;
+        self
+    }
+
+    /// The TCP receivers require what `security` says.
+    pub fn with_security(mut self, security: ReceiverSecurity) -> Self {
+        self.security = security;
         self
     }
 

@@ -7,6 +7,7 @@ pub(crate) mod grpc;
 pub mod http;
 pub(crate) mod ingress;
 pub mod raw_codec;
+pub mod receiver_security;
 pub(crate) mod rpc_status;
 pub(crate) mod work_limit;
 
@@ -48,6 +49,29 @@ pub(crate) async fn bind(
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("binding the {what} receiver to {addr}: {e}"))
+}
+
+/// Serves a receiver's `router` on TCP `addr` with what `security` requires of senders, until
+/// `shutdown` resolves; `what` names it (`OTLP/gRPC`) in the log and `culprit status`.
+pub(crate) async fn serve_tcp(
+    addr: std::net::SocketAddr,
+    what: &str,
+    router: axum::Router,
+    security: receiver_security::ReceiverSecurity,
+    stats: std::sync::Arc<ingress::IngressStats>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = bind(addr, what).await?;
+    let local = listener.local_addr()?;
+    log::info!("{what} receiver on {local}{}", security.describe());
+    stats.on_bound(format!("{what} {local}{}", security.describe()));
+    let refusals = stats.clone();
+    let router = security.guard(router, move || {
+        refusals
+            .rejected_unauthenticated
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    });
+    connections::serve(listener, router, security.tls, stats, shutdown).await
 }
 
 /// Binds a receiver's unix socket: a stale socket file from an earlier run is replaced, and the

@@ -82,31 +82,69 @@ pub(crate) fn cost(rec: &RetransmitRecord) -> (u64, &'static str) {
     }
 }
 
+/// A listener's owner is looked up at most once in this long: a SYN flood retransmits SYN-ACKs
+/// to a hundred thousand peers from one listener.
+const LISTENER_TTL_NS: u64 = 10_000_000_000;
+/// Owners cached per socket or listener; past it the cache starts over.
+const MAX_CACHED_OWNERS: usize = 4096;
+
+/// A process found through /proc, with its name.
+type ProcOwner = Option<(u32, Option<String>)>;
+
 /// Turns records into rows, resolving owners the kernel did not see through /proc (cached per
-/// socket: a lossy connection retransmits many times).
+/// socket: a lossy connection retransmits many times; and per listener for SYN-ACKs, whose
+/// half-open connections have no socket of their own in /proc).
 #[derive(Default)]
 pub(crate) struct RetransmitResolver {
-    proc_owners: HashMap<u64, Option<u32>>,
+    proc_owners: HashMap<u64, ProcOwner>,
+    listener_owners: HashMap<SocketAddr, (u64, ProcOwner)>,
+}
+
+fn with_comm(pid: Option<u32>) -> ProcOwner {
+    pid.map(|pid| (pid, procfs::comm(pid)))
 }
 
 impl RetransmitResolver {
-    pub(crate) fn row(&mut self, rec: &RetransmitRecord) -> RetransmitRow {
+    fn owner_through_proc(&mut self, rec: &RetransmitRecord) -> ProcOwner {
         let (local, remote) = endpoints(rec);
-        let (pid, tid, owner_from) = if rec.tgid != 0 {
-            (Some(rec.tgid), Some(rec.tid), "socket")
-        } else {
-            let owner = *self
-                .proc_owners
-                .entry(rec.skaddr)
-                .or_insert_with(|| sockets::socket_owner(local, remote));
-            match owner {
-                Some(pid) => (Some(pid), None, "proc"),
-                None => (None, None, "unknown"),
+        if rec.kind == retransmit::SYNACK {
+            if self.listener_owners.len() > MAX_CACHED_OWNERS {
+                self.listener_owners.clear();
             }
-        };
-        if self.proc_owners.len() > 4096 {
+            let (read_ns, owner) = self
+                .listener_owners
+                .entry(local)
+                .or_insert_with(|| (rec.ts_ns, with_comm(sockets::listener_owner(local))));
+            if rec.ts_ns.saturating_sub(*read_ns) > LISTENER_TTL_NS {
+                *read_ns = rec.ts_ns;
+                *owner = with_comm(sockets::listener_owner(local));
+            }
+            return owner.clone();
+        }
+        if self.proc_owners.len() > MAX_CACHED_OWNERS {
             self.proc_owners.clear();
         }
+        self.proc_owners
+            .entry(rec.skaddr)
+            .or_insert_with(|| with_comm(sockets::socket_owner(local, remote)))
+            .clone()
+    }
+
+    pub(crate) fn row(&mut self, rec: &RetransmitRecord) -> RetransmitRow {
+        let (local, remote) = endpoints(rec);
+        let (pid, tid, comm, owner_from) = if rec.tgid != 0 {
+            (
+                Some(rec.tgid),
+                Some(rec.tid),
+                procfs::comm(rec.tgid),
+                "socket",
+            )
+        } else {
+            match self.owner_through_proc(rec) {
+                Some((pid, comm)) => (Some(pid), None, comm, "proc"),
+                None => (None, None, None, "unknown"),
+            }
+        };
         let (cost_ns, cost_from) = cost(rec);
         RetransmitRow {
             mono_ns: rec.ts_ns,
@@ -121,7 +159,7 @@ impl RetransmitResolver {
             remote: remote.to_string(),
             pid,
             tid,
-            comm: pid.and_then(procfs::comm),
+            comm,
             owner_from: owner_from.to_string(),
             cost_ns,
             cost_from: cost_from.to_string(),
@@ -192,6 +230,37 @@ mod tests {
         assert_eq!(cost(&r), (TCP_RTO_MIN_NS, "rto_min"));
         r.since_send_ns = 3_600_000_000_000;
         assert_eq!(cost(&r), (TCP_RTO_MIN_NS, "rto_min"));
+    }
+
+    #[test]
+    fn a_syn_ack_is_owned_by_its_listener_looked_up_once() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut res = RetransmitResolver::default();
+        let synack = |peer: u8, ts_ns: u64| {
+            let mut r = rec();
+            r.kind = retransmit::SYNACK;
+            (r.tgid, r.tid, r.sport, r.ts_ns) = (0, 0, port, ts_ns);
+            r.daddr[..4].copy_from_slice(&[10, 64, 0, peer]);
+            r.skaddr = u64::from(peer);
+            r
+        };
+        let row = res.row(&synack(1, 1));
+        let me = std::process::id();
+        assert_eq!(
+            (row.pid, row.owner_from.as_str(), row.kind.as_str()),
+            (Some(me), "proc", "synack")
+        );
+        assert!(row.comm.is_some());
+        // Gone from /proc, the listener is still named from the cache for other peers...
+        drop(listener);
+        for peer in 2..=200 {
+            assert_eq!(res.row(&synack(peer, 2)).pid, Some(me));
+        }
+        assert_eq!(res.listener_owners.len(), 1);
+        assert!(res.proc_owners.is_empty());
+        // ...until the entry is read again.
+        assert_eq!(res.row(&synack(201, 2 + LISTENER_TTL_NS + 1)).pid, None);
     }
 
     #[test]

@@ -170,7 +170,7 @@ impl RunningAgent {
     }
 
     /// The reports received so far and not yet taken.
-    pub(crate) fn take_reports(&self) -> Vec<Report> {
+    pub fn take_reports(&self) -> Vec<Report> {
         self.reports.try_iter().collect()
     }
 

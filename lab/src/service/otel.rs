@@ -84,6 +84,17 @@ pub fn python_app_with(
     python_script_with("otel_app.py", lab_args, args, cgroup, cpu)
 }
 
+/// Runs `tests/python/otel_app.py` with `args` and the environment variables `env` (the SDK's
+/// `OTEL_EXPORTER_OTLP_*` settings).
+pub fn python_app_env(env: &[(&str, &str)], args: &[&str]) -> anyhow::Result<Reaped> {
+    let mut cmd = python_command("otel_app.py", &[], args, None, None)?;
+    // `requests` prefers these to the CA file the exporter passes it (OTEL_*_CERTIFICATE).
+    cmd.env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE")
+        .envs(env.iter().copied());
+    Reaped::spawn("otel_app.py", &mut cmd)
+}
+
 /// Runs `tests/python/<script>` with `args`, as [`python_app_with`] does.
 pub fn python_script_with(
     script: &str,
@@ -92,6 +103,17 @@ pub fn python_script_with(
     cgroup: Option<&Path>,
     cpu: Option<usize>,
 ) -> anyhow::Result<Reaped> {
+    let mut cmd = python_command(script, lab_args, args, cgroup, cpu)?;
+    Reaped::spawn(script, &mut cmd)
+}
+
+fn python_command(
+    script: &str,
+    lab_args: &[String],
+    args: &[&str],
+    cgroup: Option<&Path>,
+    cpu: Option<usize>,
+) -> anyhow::Result<Command> {
     let python = venv()?.join("bin/python");
     let app = workspace_root().join("tests/python").join(script);
     let mut cmd = Command::new(bin_path("culprit-lab")?);
@@ -108,7 +130,7 @@ pub fn python_script_with(
         .arg(app)
         .args(args)
         .stdin(Stdio::null());
-    Reaped::spawn(script, &mut cmd)
+    Ok(cmd)
 }
 
 /// Waits for a process to finish, failing if it does not in time or fails.
