@@ -17,7 +17,11 @@ pub(crate) struct ExportConfig {
     pub traces_endpoint: String,
     pub metrics_endpoint: String,
     pub logs_endpoint: String,
+    /// Headers per signal (`OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_HEADERS`, each falling
+    /// back to `OTEL_EXPORTER_OTLP_HEADERS`): a backend may take each signal with its own token.
     pub headers: Vec<(String, String)>,
+    pub metrics_headers: Vec<(String, String)>,
+    pub logs_headers: Vec<(String, String)>,
     pub timeout: Duration,
     /// gzip request bodies (`OTEL_EXPORTER_OTLP_COMPRESSION=gzip`).
     pub gzip: bool,
@@ -157,12 +161,19 @@ pub(crate) fn resolve(
         .unwrap_or_else(|| sibling(&traces_endpoint, protocol, "v1/metrics"));
     let logs_endpoint = signal("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "v1/logs")
         .unwrap_or_else(|| sibling(&traces_endpoint, protocol, "v1/logs"));
-    let headers = match env("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
-        .or_else(|| env("OTEL_EXPORTER_OTLP_HEADERS"))
-    {
-        Some(h) => parse_headers(&h)?,
-        None => Vec::new(),
+    let headers_of = |signal: &str| -> anyhow::Result<Vec<(String, String)>> {
+        match env(&format!("OTEL_EXPORTER_OTLP_{signal}_HEADERS"))
+            .or_else(|| env("OTEL_EXPORTER_OTLP_HEADERS"))
+        {
+            Some(h) => parse_headers(&h),
+            None => Ok(Vec::new()),
+        }
     };
+    let (headers, metrics_headers, logs_headers) = (
+        headers_of("TRACES")?,
+        headers_of("METRICS")?,
+        headers_of("LOGS")?,
+    );
     let timeout_ms = match env("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
         .or_else(|| env("OTEL_EXPORTER_OTLP_TIMEOUT"))
     {
@@ -195,6 +206,8 @@ pub(crate) fn resolve(
         metrics_endpoint,
         logs_endpoint,
         headers,
+        metrics_headers,
+        logs_headers,
         timeout: Duration::from_millis(timeout_ms),
         gzip,
         tls,
@@ -324,7 +337,30 @@ mod tests {
             c.headers,
             vec![("api-key".into(), "a b".into()), ("x".into(), "1".into())]
         );
+        assert_eq!(c.metrics_headers, c.headers);
         assert_eq!(c.timeout, Duration::from_millis(2500));
+        let per_signal = resolve(
+            env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "k=all"),
+                ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "k=traces"),
+                ("OTEL_EXPORTER_OTLP_LOGS_HEADERS", "k=logs"),
+            ]),
+            None,
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        let value = |h: &[(String, String)]| h[0].1.clone();
+        assert_eq!(
+            [
+                &per_signal.headers,
+                &per_signal.metrics_headers,
+                &per_signal.logs_headers
+            ]
+            .map(|h| value(h)),
+            ["traces", "all", "logs"]
+        );
         assert!(
             resolve(
                 env(&[

@@ -202,7 +202,7 @@ impl Sender {
             };
         }
         let mut request = tonic::Request::new(item.body.clone());
-        for (k, v) in &self.config.headers {
+        for (k, v) in self.headers(item.signal) {
             if let (Ok(key), Ok(val)) = (
                 tonic::metadata::MetadataKey::from_bytes(k.to_lowercase().as_bytes()),
                 MetadataValue::try_from(v.as_str()),
@@ -216,6 +216,14 @@ impl Sender {
         {
             Ok(response) => sent(item, response.get_ref()),
             Err(status) => grpc_outcome(status.code(), status.message(), status.details()),
+        }
+    }
+
+    fn headers(&self, signal: Telemetry) -> &[(String, String)] {
+        match signal {
+            Telemetry::Traces => &self.config.headers,
+            Telemetry::Metrics => &self.config.metrics_headers,
+            Telemetry::Logs => &self.config.logs_headers,
         }
     }
 
@@ -234,7 +242,7 @@ impl Sender {
         } else {
             req.body(item.body.clone())
         };
-        for (k, v) in &self.config.headers {
+        for (k, v) in self.headers(item.signal) {
             req = req.header(k, v);
         }
         match req.send().await {
