@@ -177,8 +177,8 @@ pub(crate) struct AgentOpts {
     /// OTLP requests processed at once; more are answered 429 / UNAVAILABLE (retry later).
     #[arg(long, default_value_t = 64)]
     pub max_in_flight: usize,
-    /// Spans, events, links and attributes one trace request may decode into, counted on the
-    /// wire before decoding; more: 413 / RESOURCE_EXHAUSTED.
+    /// Messages one OTLP request may decode into (spans, data points, log records, events,
+    /// links, attributes), counted on the wire before decoding; more: 413 / RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = 100_000)]
     pub max_items_per_request: usize,
     /// Memory all decoded trace requests may hold until they are joined and released, in MiB;

@@ -31,10 +31,15 @@ use crate::{hex, spans_of};
 /// POSTs `body` to `/v1/traces` on 127.0.0.1:`port` and returns the HTTP status. The body is
 /// written whole unless the server answers (413) and closes first.
 pub fn post(port: u16, content_type: &str, body: &[u8]) -> anyhow::Result<u16> {
+    post_to(port, "/v1/traces", content_type, body)
+}
+
+/// POSTs `body` to `path` (`/v1/metrics`), as [`post`] does.
+pub fn post_to(port: u16, path: &str, content_type: &str, body: &[u8]) -> anyhow::Result<u16> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let head = format!(
-        "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n\
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );

@@ -8,9 +8,17 @@ use culprit_lab::{
     run::agent::RunningAgent,
     service::otel::{AgentPorts, wait_for_port},
 };
-use culprit_tests::{otlp_http::post, require_root};
+use culprit_tests::{
+    otlp_http::{post, post_to},
+    require_root,
+};
 use opentelemetry_proto::tonic::{
-    collector::trace::v1::ExportTraceServiceRequest,
+    collector::{
+        logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+        trace::v1::ExportTraceServiceRequest,
+    },
+    logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
+    metrics::v1::{Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric},
     trace::v1::{ResourceSpans, ScopeSpans, Span},
 };
 use prost::Message as _;
@@ -46,14 +54,21 @@ fn peak_rss_mib(pid: u32) -> anyhow::Result<f64> {
 }
 
 async fn grpc_export(port: u16, body: Vec<u8>) -> anyhow::Result<tonic::Code> {
+    grpc_call(
+        port,
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        body,
+    )
+    .await
+}
+
+async fn grpc_call(port: u16, path: &'static str, body: Vec<u8>) -> anyhow::Result<tonic::Code> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
         .connect()
         .await?;
     let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(64 << 20);
     grpc.ready().await?;
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
-        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-    );
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
     Ok(
         match grpc
             .unary(tonic::Request::new(body.into()), path, RawCodec)
@@ -167,8 +182,8 @@ fn bad_input_gets_the_right_status_and_the_agent_keeps_serving() -> anyhow::Resu
 }
 
 /// What a sender can make the agent hold is bounded by construction, with its default limits:
-/// a request of millions of empty spans (4 MB on the wire, some 600 MB decoded) is refused
-/// before it is decoded, and a flood of large requests is answered "busy" before its bodies
+/// a request of millions of empty spans, data points or log records (4 MB on the wire, some
+/// 600 MB decoded) is refused before it is decoded, and a flood of large requests is answered "busy" before its bodies
 /// are read, while the agent's peak memory stays far below a pod's limit.
 #[test]
 fn what_a_sender_makes_the_agent_hold_is_bounded() -> anyhow::Result<()> {
@@ -205,6 +220,57 @@ fn what_a_sender_makes_the_agent_hold_is_bounded() -> anyhow::Result<()> {
         rt.block_on(grpc_export(ports.grpc, empty))?,
         tonic::Code::ResourceExhausted
     );
+    // The same of metrics and logs, which the agent passes through: 2 million empty data
+    // points, 2 million empty log records.
+    let points = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    data: Some(metric::Data::Gauge(Gauge {
+                        data_points: vec![NumberDataPoint::default(); 2_000_000],
+                    })),
+                    ..Metric::default()
+                }],
+                ..ScopeMetrics::default()
+            }],
+            ..ResourceMetrics::default()
+        }],
+    }
+    .encode_to_vec();
+    let records = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord::default(); 2_000_000],
+                ..ScopeLogs::default()
+            }],
+            ..ResourceLogs::default()
+        }],
+    }
+    .encode_to_vec();
+    for (path, body, service) in [
+        (
+            "/v1/metrics",
+            &points,
+            "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        ),
+        (
+            "/v1/logs",
+            &records,
+            "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        ),
+    ] {
+        assert!(body.len() < 4 << 20, "{path}: {} bytes", body.len());
+        assert_eq!(
+            post_to(ports.http, path, "application/x-protobuf", body)?,
+            413,
+            "{path}"
+        );
+        assert_eq!(
+            rt.block_on(grpc_call(ports.grpc, service, body.clone()))?,
+            tonic::Code::ResourceExhausted,
+            "{service}"
+        );
+    }
     let after_empty = peak_rss_mib(pid)?;
 
     // 64 requests of 4 MB at once, each a thousand real spans.
@@ -239,7 +305,7 @@ fn what_a_sender_makes_the_agent_hold_is_bounded() -> anyhow::Result<()> {
     assert!(peak <= 200.0, "{peak:.0} MiB after the flood");
     let report = agent.fresh_report()?;
     assert!(
-        report.otlp.ingress.rejected_too_many_items >= 3,
+        report.otlp.ingress.rejected_too_many_items >= 7,
         "{:?}",
         report.otlp.ingress
     );

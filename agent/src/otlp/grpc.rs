@@ -27,14 +27,15 @@ use super::{
     connections,
     ingress::{Ingress, Origin, Payload, Rejection},
     raw_codec::RawCodec,
+    work_limit::Schema,
 };
 
 /// One OTLP signal's gRPC service: its name, request type and empty response.
 pub(crate) trait OtlpSignal: Send + Sync + 'static {
     const SERVICE: &'static str;
     const PATH: &'static str;
-    /// Trace requests are weighed before they are decoded.
-    const WEIGHED: bool = false;
+    /// The request's schema, by which it is weighed before it is decoded.
+    const SCHEMA: Schema;
     fn decode(bytes: &[u8]) -> Result<Payload, prost::DecodeError>;
     fn ok_response() -> Bytes;
 }
@@ -46,7 +47,7 @@ pub(crate) struct Logs;
 impl OtlpSignal for Traces {
     const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
     const PATH: &'static str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
-    const WEIGHED: bool = true;
+    const SCHEMA: Schema = Schema::Traces;
     fn decode(bytes: &[u8]) -> Result<Payload, prost::DecodeError> {
         ExportTraceServiceRequest::decode(bytes).map(Payload::Traces)
     }
@@ -58,6 +59,7 @@ impl OtlpSignal for Traces {
 impl OtlpSignal for Metrics {
     const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
     const PATH: &'static str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+    const SCHEMA: Schema = Schema::Metrics;
     fn decode(bytes: &[u8]) -> Result<Payload, prost::DecodeError> {
         ExportMetricsServiceRequest::decode(bytes).map(Payload::Metrics)
     }
@@ -71,6 +73,7 @@ impl OtlpSignal for Metrics {
 impl OtlpSignal for Logs {
     const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
     const PATH: &'static str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+    const SCHEMA: Schema = Schema::Logs;
     fn decode(bytes: &[u8]) -> Result<Payload, prost::DecodeError> {
         ExportLogsServiceRequest::decode(bytes).map(Payload::Logs)
     }
@@ -90,7 +93,8 @@ pub(crate) fn status_of(rejection: Rejection) -> Status {
             Status::resource_exhausted(format!("message larger than the {limit_bytes}-byte limit"))
         }
         Rejection::TooManyItems { limit } => Status::resource_exhausted(format!(
-            "more than {limit} spans, events, links and attributes in one request"
+            "more than {limit} messages (spans, data points, log records, events, links, \
+             attributes) in one request"
         )),
         // UNAVAILABLE is what OTLP senders retry; RetryInfo says when.
         Rejection::Busy => Status::with_details(
@@ -134,19 +138,11 @@ impl<S: OtlpSignal> OtlpGrpc<S> {
         reserved: OwnedSemaphorePermit,
     ) -> Result<(), Rejection> {
         ingress.check_size(bytes.len())?;
-        let mut budget = if S::WEIGHED {
-            Some(ingress.weigh_traces(bytes, false, Some(reserved))?)
-        } else {
-            // Held while decoding; a metrics or logs request then goes to export as it is.
-            drop(reserved);
-            None
-        };
+        let mut budget = ingress.weigh(bytes, S::SCHEMA, false, Some(reserved))?;
         let payload = S::decode(bytes).map_err(|e| ingress.malformed(e))?;
         // The transport's buffer goes when this returns.
-        if let Some(b) = &mut budget {
-            Ingress::release_body(b, bytes.len());
-        }
-        ingress.deliver(payload, origin, budget)
+        Ingress::release_body(&mut budget, bytes.len());
+        ingress.deliver(payload, origin, Some(budget))
     }
 }
 

@@ -25,6 +25,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use super::{
     connections,
     ingress::{Ingress, Origin, Payload, Rejection},
+    work_limit::Schema,
 };
 
 const PROTOBUF: &str = "application/x-protobuf";
@@ -128,7 +129,10 @@ fn rejection_response(rejection: Rejection, encoding: Encoding) -> Response {
         ),
         Rejection::TooManyItems { limit } => error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("more than {limit} spans, events, links and attributes in one request"),
+            &format!(
+                "more than {limit} messages (spans, data points, log records, events, links, \
+                 attributes) in one request"
+            ),
             encoding,
         ),
         Rejection::Busy => error_response(
@@ -158,19 +162,12 @@ fn inflate(headers: &HeaderMap, body: Bytes, ingress: &Ingress) -> Result<Bytes,
     Ok(out.into())
 }
 
-/// Which signal a body is for: trace requests are weighed before they are decoded.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Signal {
-    Traces,
-    Other,
-}
-
 async fn handle<Req, Resp>(
     state: AppState,
     origin: Origin,
     headers: HeaderMap,
     body: Body,
-    signal: Signal,
+    schema: Schema,
     wrap: fn(Req) -> Payload,
 ) -> Response
 where
@@ -216,24 +213,13 @@ where
         })?;
         ingress.check_size(body.len())?;
         let body = inflate(&headers, body, ingress)?;
-        let budget = match signal {
-            Signal::Traces => {
-                Some(ingress.weigh_traces(&body, encoding == Encoding::Json, Some(reserved))?)
-            }
-            // Held while decoding; a metrics or logs request then goes to export as it is.
-            Signal::Other => Some(reserved),
-        };
+        let mut budget =
+            ingress.weigh(&body, schema, encoding == Encoding::Json, Some(reserved))?;
         let req: Req = decode(&body, encoding).map_err(|e| ingress.malformed(e))?;
         let body_bytes = body.len();
         drop(body);
-        let budget = match (signal, budget) {
-            (Signal::Traces, Some(mut b)) => {
-                Ingress::release_body(&mut b, body_bytes);
-                Some(b)
-            }
-            _ => None,
-        };
-        ingress.deliver(wrap(req), origin, budget)
+        Ingress::release_body(&mut budget, body_bytes);
+        ingress.deliver(wrap(req), origin, Some(budget))
     }
     .await;
     match result {
@@ -258,7 +244,7 @@ async fn traces(
         origin,
         headers,
         body,
-        Signal::Traces,
+        Schema::Traces,
         Payload::Traces,
     )
     .await
@@ -275,7 +261,7 @@ async fn metrics(
         origin,
         headers,
         body,
-        Signal::Other,
+        Schema::Metrics,
         Payload::Metrics,
     )
     .await
@@ -292,7 +278,7 @@ async fn logs(
         origin,
         headers,
         body,
-        Signal::Other,
+        Schema::Logs,
         Payload::Logs,
     )
     .await

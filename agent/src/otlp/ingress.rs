@@ -21,7 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::{
     receiver_security::ReceiverSecurity,
-    work_limit::{Items, json_items, trace_items},
+    work_limit::{Items, Schema, items, json_items},
 };
 
 /// Where a request came from, as the kernel knows it: the connection's two ends (whose opener
@@ -230,19 +230,30 @@ impl Ingress {
         }
     }
 
-    /// Weighs a trace request's body (protobuf, or JSON when `json`) before it is decoded: its
-    /// share of the memory budget (topping up what was `reserved` for the body), or why it is
-    /// refused.
+    /// Weighs a trace request's body, as [`Ingress::weigh`] does.
     pub fn weigh_traces(
         &self,
         body: &[u8],
         json: bool,
         reserved: Option<OwnedSemaphorePermit>,
     ) -> Result<OwnedSemaphorePermit, Rejection> {
+        self.weigh(body, Schema::Traces, json, reserved)
+    }
+
+    /// Weighs a request's body (protobuf of `schema`, or JSON when `json`) before it is
+    /// decoded: its share of the memory budget (topping up what was `reserved` for the body),
+    /// or why it is refused.
+    pub(crate) fn weigh(
+        &self,
+        body: &[u8],
+        schema: Schema,
+        json: bool,
+        reserved: Option<OwnedSemaphorePermit>,
+    ) -> Result<OwnedSemaphorePermit, Rejection> {
         let items = if json {
             json_items(body, self.max_items)
         } else {
-            trace_items(body, self.max_items)
+            items(body, schema, self.max_items)
         };
         let n = match items {
             Items::Counted(n) => n,

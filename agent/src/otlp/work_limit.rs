@@ -1,9 +1,10 @@
 //! What decoding a request would cost, counted on the wire before anything is decoded. An
 //! OTLP message amplifies in memory: an empty span is 2 bytes on the wire and some 300 decoded,
-//! so a 4 MiB request of 2 million of them would take the agent past any pod's limit. The scan
-//! follows the trace schema's nested messages (spans, events, links, attributes and their
-//! values, arrays and maps of values) and counts every message decoding would allocate, without
-//! allocating; past the limit it stops.
+//! so a 4 MiB request of 2 million of them would take the agent past any pod's limit; so do
+//! empty data points and log records. The scan follows each signal's schema of nested messages
+//! (spans, events, links; metrics, data points, exemplars, buckets; log records; attributes and
+//! their values, arrays and maps of values) and counts every message decoding would allocate,
+//! without allocating; past the limit it stops.
 
 /// Decoded messages of one trace request, or why it was not counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,7 +17,15 @@ pub(crate) enum Items {
     Malformed(&'static str),
 }
 
-/// The nested messages of `ExportTraceServiceRequest` that decoding allocates.
+/// The request types a receiver decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Schema {
+    Traces,
+    Metrics,
+    Logs,
+}
+
+/// The nested messages of the OTLP export requests that decoding allocates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Msg {
     Request,
@@ -27,6 +36,21 @@ enum Msg {
     Span,
     Event,
     Link,
+    MetricsRequest,
+    ResourceMetrics,
+    ScopeMetrics,
+    Metric,
+    /// `Gauge`, `Sum`, `Histogram`, `ExponentialHistogram` and `Summary`: each holds its data
+    /// points in field 1.
+    MetricData(PointKind),
+    DataPoint(PointKind),
+    Exemplar,
+    /// `ExponentialHistogramDataPoint.Buckets`, whose counts are packed varints.
+    Buckets,
+    LogsRequest,
+    ResourceLogs,
+    ScopeLogs,
+    LogRecord,
     KeyValue,
     AnyValue,
     ArrayValue,
@@ -36,11 +60,47 @@ enum Msg {
     EntityRef,
 }
 
+/// The kinds of data point, which keep their attributes and exemplars in different fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PointKind {
+    Number,
+    Histogram,
+    Exponential,
+    Summary,
+}
+
+/// A packed varint decodes into 8 bytes; this many of them weigh one message.
+const PACKED_VARINTS_PER_ITEM: usize = 40;
+
 impl Msg {
     /// The message field `field` of `self` holds, if it is one the scan follows.
     fn child(self, field: u64) -> Option<Msg> {
         use Msg::*;
         Some(match (self, field) {
+            (MetricsRequest, 1) => ResourceMetrics,
+            (ResourceMetrics | ResourceLogs, 1) => Resource,
+            (ResourceMetrics, 2) => ScopeMetrics,
+            (ScopeMetrics | ScopeLogs, 1) => Scope,
+            (ScopeMetrics, 2) => Metric,
+            (Metric, 5 | 7) => MetricData(PointKind::Number),
+            (Metric, 9) => MetricData(PointKind::Histogram),
+            (Metric, 10) => MetricData(PointKind::Exponential),
+            (Metric, 11) => MetricData(PointKind::Summary),
+            (MetricData(p), 1) => DataPoint(p),
+            (DataPoint(PointKind::Number | PointKind::Summary), 7)
+            | (DataPoint(PointKind::Histogram), 9)
+            | (DataPoint(PointKind::Exponential), 1)
+            | (Metric, 12)
+            | (Exemplar, 7)
+            | (LogRecord, 6) => KeyValue,
+            (DataPoint(PointKind::Number), 5)
+            | (DataPoint(PointKind::Histogram), 8)
+            | (DataPoint(PointKind::Exponential), 11) => Exemplar,
+            (DataPoint(PointKind::Exponential), 8 | 9) => Buckets,
+            (LogsRequest, 1) => ResourceLogs,
+            (ResourceLogs, 2) => ScopeLogs,
+            (ScopeLogs, 2) => LogRecord,
+            (LogRecord, 5) => AnyValue,
             (Request, 1) => ResourceSpans,
             (ResourceSpans, 1) => Resource,
             (Resource, 3) => EntityRef,
@@ -62,11 +122,16 @@ impl Msg {
 /// prost's own nesting limit: deeper messages fail to decode anyway.
 const MAX_DEPTH: usize = 100;
 
-/// Counts the messages decoding `bytes` as an `ExportTraceServiceRequest` would allocate, up to
-/// `limit`.
-pub(crate) fn trace_items(bytes: &[u8], limit: usize) -> Items {
+/// Counts the messages decoding `bytes` as the export request of `schema` would allocate, up
+/// to `limit`.
+pub(crate) fn items(bytes: &[u8], schema: Schema, limit: usize) -> Items {
+    let root = match schema {
+        Schema::Traces => Msg::Request,
+        Schema::Metrics => Msg::MetricsRequest,
+        Schema::Logs => Msg::LogsRequest,
+    };
     let mut count = 0usize;
-    match scan(bytes, Msg::Request, 0, &mut count, limit) {
+    match scan(bytes, root, 0, &mut count, limit) {
         Ok(()) => Items::Counted(count),
         Err(Stop::OverLimit) => Items::OverLimit,
         Err(Stop::Malformed(why)) => Items::Malformed(why),
@@ -105,7 +170,12 @@ fn scan(
                 }
                 let (inner, rest) = buf.split_at(len);
                 buf = rest;
-                if msg == Msg::EntityRef {
+                if msg == Msg::Buckets && field == 2 {
+                    *count += len.div_ceil(PACKED_VARINTS_PER_ITEM);
+                    if *count > limit {
+                        return Err(Stop::OverLimit);
+                    }
+                } else if msg == Msg::EntityRef {
                     *count += 1;
                     if *count > limit {
                         return Err(Stop::OverLimit);
@@ -161,6 +231,10 @@ mod tests {
     use prost::Message as _;
 
     use super::*;
+
+    fn trace_items(bytes: &[u8], limit: usize) -> Items {
+        items(bytes, Schema::Traces, limit)
+    }
 
     fn request(spans: Vec<Span>) -> Vec<u8> {
         ExportTraceServiceRequest {
@@ -276,3 +350,7 @@ mod tests {
         assert_eq!(trace_items(&request, 100), Items::Counted(5));
     }
 }
+
+#[cfg(test)]
+#[path = "work_limit_signal_tests.rs"]
+mod signal_tests;
