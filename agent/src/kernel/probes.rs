@@ -12,7 +12,7 @@ use aya::{
     },
     util::online_cpus,
 };
-use culprit_common::{KernelOffsets, OFFSET_ABSENT, ProbeConfig, TcpTracepointOffsets, maps};
+use culprit_common::{KernelOffsets, OFFSET_ABSENT, ProbeConfig, maps};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -68,6 +68,9 @@ const SWITCH: &[Signal] = &[
     Signal::CpuThrottling,
     Signal::ThreadContext,
 ];
+
+/// The hooks that name a retransmitting socket's owner, and date its last send.
+const OWNER_HOOKS: &[&str] = &["sock_send_length", "sock_recv_length"];
 
 const HOOKS: &[Hook] = &[
     Hook {
@@ -161,10 +164,7 @@ pub(crate) fn load(opts: &ProbeOptions) -> anyhow::Result<Probes> {
     };
     log::debug!("kernel offsets: {offsets:?}");
     let tcp = tcp_offsets(&opts.tracefs);
-    if let Err(err) = &tcp {
-        log::warn!("TCP retransmits disabled: {err:#}");
-    }
-    let tcp_globals = tcp.as_ref().copied().unwrap_or(TcpTracepointOffsets::ZERO);
+    let tcp_globals = tcp.offsets;
 
     let btf = Btf::parse_file(&opts.btf, aya::Endianness::default())
         .with_context(|| format!("parsing {}", opts.btf.display()))?;
@@ -186,9 +186,9 @@ pub(crate) fn load(opts: &ProbeOptions) -> anyhow::Result<Probes> {
         .iter()
         .map(|hook| {
             let started = std::time::Instant::now();
-            let result = match (&hook.kind, &tcp) {
-                (HookKind::Classic(..), Err(err)) => Err(anyhow::anyhow!("{err:#}")),
-                _ => attach(&mut ebpf, hook, &btf, opts.context_sample_hz),
+            let result = match tcp.unavailable(hook.program) {
+                Some(why) => Err(anyhow::anyhow!("{why}")),
+                None => attach(&mut ebpf, hook, &btf, opts.context_sample_hz),
             };
             log::debug!(
                 "{} verified and attached in {:?}",
@@ -248,6 +248,17 @@ fn signal_health(
                 .collect();
             let mut reason = (!missing.is_empty())
                 .then(|| format!("hooks not attached: {}", missing.join(", ")));
+            // Without the owner hooks retransmits are still seen, their owners found in /proc.
+            if signal == Signal::TcpRetransmits
+                && !missing.is_empty()
+                && missing.iter().all(|p| OWNER_HOOKS.contains(p))
+            {
+                reason = Some(format!(
+                    "owners found through /proc only, costs from the kernel's stall start or the \
+                     minimum RTO (hooks not attached: {})",
+                    missing.join(", ")
+                ));
+            }
             if signal == Signal::CpuThrottling
                 && (offsets.task_cfs_rq == OFFSET_ABSENT
                     || offsets.cfs_rq_throttle_count == OFFSET_ABSENT)
@@ -342,5 +353,53 @@ fn raise_memlock_limit() {
             "could not raise RLIMIT_MEMLOCK ({}); fine on kernels >= 5.11",
             std::io::Error::last_os_error()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn health(missing: &[&str]) -> Vec<HookHealth> {
+        HOOKS
+            .iter()
+            .map(|h| HookHealth {
+                program: h.program.to_string(),
+                attached: !missing.contains(&h.program),
+                error: None,
+            })
+            .collect()
+    }
+
+    fn reason(missing: &[&str], signal: Signal) -> Option<String> {
+        let offsets = KernelOffsets {
+            task_cfs_rq: 1,
+            cfs_rq_throttle_count: 1,
+            task_fsbase: 1,
+            ..KernelOffsets::ZERO
+        };
+        signal_health(&health(missing), &offsets, 1000)
+            .into_iter()
+            .find(|s| s.signal == signal)
+            .and_then(|s| s.reason)
+    }
+
+    #[test]
+    fn each_missing_hook_degrades_only_what_needs_it() {
+        assert_eq!(reason(&[], Signal::TcpRetransmits), None);
+        let owners = reason(OWNER_HOOKS, Signal::TcpRetransmits).unwrap();
+        assert!(
+            owners.starts_with("owners found through /proc only"),
+            "{owners}"
+        );
+        assert_eq!(reason(OWNER_HOOKS, Signal::SenderIdentity), None);
+        assert_eq!(reason(OWNER_HOOKS, Signal::RunQueueDelay), None);
+        let down = reason(&["tcp_retransmit_skb"], Signal::TcpRetransmits).unwrap();
+        assert_eq!(down, "hooks not attached: tcp_retransmit_skb");
+        let both = reason(
+            &["tcp_retransmit_skb", "sock_send_length"],
+            Signal::TcpRetransmits,
+        );
+        assert!(both.unwrap().starts_with("hooks not attached"));
     }
 }

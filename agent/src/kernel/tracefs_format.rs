@@ -62,49 +62,91 @@ pub(crate) fn read_format(
     Ok(TracepointFormat::parse(&text))
 }
 
-/// The offsets the TCP programs read, from the tracepoints' formats.
-pub(crate) fn tcp_offsets(tracefs: &Path) -> anyhow::Result<TcpTracepointOffsets> {
-    let state = read_format(tracefs, "sock", "inet_sock_set_state")?;
-    let rtx = read_format(tracefs, "tcp", "tcp_retransmit_skb")?;
-    let synack = read_format(tracefs, "tcp", "tcp_retransmit_synack")?;
-    let send = read_format(tracefs, "sock", "sock_send_length")?;
-    let recv = read_format(tracefs, "sock", "sock_recv_length")?;
-    let sk = send.offset("sk")?;
-    if recv.offset("sk")? != sk {
-        anyhow::bail!("sock_send_length and sock_recv_length disagree on the `sk` offset");
+/// The offsets the TCP programs read, from the tracepoints' formats, and the programs whose
+/// tracepoint this kernel lacks (or formats differently), with the reason: each program is left
+/// out alone, so that a kernel without `sock:sock_send_length` (before 6.3) still has its
+/// retransmits, their owners found through /proc.
+#[derive(Debug)]
+pub(crate) struct TcpFormats {
+    pub(crate) offsets: TcpTracepointOffsets,
+    pub(crate) unavailable: Vec<(&'static str, String)>,
+}
+
+impl TcpFormats {
+    /// Why `program` cannot run here, if it cannot.
+    pub(crate) fn unavailable(&self, program: &str) -> Option<&str> {
+        self.unavailable
+            .iter()
+            .find(|(p, _)| *p == program)
+            .map(|(_, why)| why.as_str())
     }
-    Ok(TcpTracepointOffsets {
-        rtx_skaddr: rtx.offset("skaddr")?,
-        rtx_state: rtx.offset("state")?,
-        rtx_sport: rtx.offset("sport")?,
-        rtx_dport: rtx.offset("dport")?,
-        rtx_family: rtx.offset("family")?,
-        rtx_saddr: rtx.offset("saddr")?,
-        rtx_daddr: rtx.offset("daddr")?,
-        rtx_saddr_v6: rtx.offset("saddr_v6")?,
-        rtx_daddr_v6: rtx.offset("daddr_v6")?,
-        synack_skaddr: synack.offset("skaddr")?,
-        synack_sport: synack.offset("sport")?,
-        synack_dport: synack.offset("dport")?,
-        synack_family: synack.offset("family")?,
-        synack_saddr: synack.offset("saddr")?,
-        synack_daddr: synack.offset("daddr")?,
-        synack_saddr_v6: synack.offset("saddr_v6")?,
-        synack_daddr_v6: synack.offset("daddr_v6")?,
-        sock_len_sk: sk,
-        state_skaddr: state.offset("skaddr")?,
-        state_oldstate: state.offset("oldstate")?,
-        state_newstate: state.offset("newstate")?,
-        state_sport: state.offset("sport")?,
-        state_dport: state.offset("dport")?,
-        state_family: state.offset("family")?,
-        state_protocol: state.offset("protocol")?,
-        state_saddr: state.offset("saddr")?,
-        state_daddr: state.offset("daddr")?,
-        state_saddr_v6: state.offset("saddr_v6")?,
-        state_daddr_v6: state.offset("daddr_v6")?,
-        _pad: 0,
-    })
+}
+
+/// Reads the TCP tracepoints' formats under `tracefs`.
+pub(crate) fn tcp_offsets(tracefs: &Path) -> TcpFormats {
+    let mut off = TcpTracepointOffsets::ZERO;
+    let mut unavailable = Vec::new();
+    let mut group = |programs: &[&'static str], read: &mut dyn FnMut() -> anyhow::Result<()>| {
+        if let Err(err) = read() {
+            for &p in programs {
+                unavailable.push((p, format!("{err:#}")));
+            }
+        }
+    };
+    group(&["tcp_retransmit_skb"], &mut || {
+        let rtx = read_format(tracefs, "tcp", "tcp_retransmit_skb")?;
+        off.rtx_skaddr = rtx.offset("skaddr")?;
+        off.rtx_state = rtx.offset("state")?;
+        off.rtx_sport = rtx.offset("sport")?;
+        off.rtx_dport = rtx.offset("dport")?;
+        off.rtx_family = rtx.offset("family")?;
+        off.rtx_saddr = rtx.offset("saddr")?;
+        off.rtx_daddr = rtx.offset("daddr")?;
+        off.rtx_saddr_v6 = rtx.offset("saddr_v6")?;
+        off.rtx_daddr_v6 = rtx.offset("daddr_v6")?;
+        Ok(())
+    });
+    group(&["tcp_retransmit_synack"], &mut || {
+        let synack = read_format(tracefs, "tcp", "tcp_retransmit_synack")?;
+        off.synack_skaddr = synack.offset("skaddr")?;
+        off.synack_sport = synack.offset("sport")?;
+        off.synack_dport = synack.offset("dport")?;
+        off.synack_family = synack.offset("family")?;
+        off.synack_saddr = synack.offset("saddr")?;
+        off.synack_daddr = synack.offset("daddr")?;
+        off.synack_saddr_v6 = synack.offset("saddr_v6")?;
+        off.synack_daddr_v6 = synack.offset("daddr_v6")?;
+        Ok(())
+    });
+    group(&["sock_send_length", "sock_recv_length"], &mut || {
+        let send = read_format(tracefs, "sock", "sock_send_length")?;
+        let recv = read_format(tracefs, "sock", "sock_recv_length")?;
+        let sk = send.offset("sk")?;
+        if recv.offset("sk")? != sk {
+            anyhow::bail!("sock_send_length and sock_recv_length disagree on the `sk` offset");
+        }
+        off.sock_len_sk = sk;
+        Ok(())
+    });
+    group(&["inet_sock_set_state"], &mut || {
+        let state = read_format(tracefs, "sock", "inet_sock_set_state")?;
+        off.state_skaddr = state.offset("skaddr")?;
+        off.state_oldstate = state.offset("oldstate")?;
+        off.state_newstate = state.offset("newstate")?;
+        off.state_sport = state.offset("sport")?;
+        off.state_dport = state.offset("dport")?;
+        off.state_family = state.offset("family")?;
+        off.state_protocol = state.offset("protocol")?;
+        off.state_saddr = state.offset("saddr")?;
+        off.state_daddr = state.offset("daddr")?;
+        off.state_saddr_v6 = state.offset("saddr_v6")?;
+        off.state_daddr_v6 = state.offset("daddr_v6")?;
+        Ok(())
+    });
+    TcpFormats {
+        offsets: off,
+        unavailable,
+    }
 }
 
 #[cfg(test)]
@@ -165,7 +207,48 @@ print fmt: \"skbaddr=%p skaddr=%p\", REC->skbaddr, REC->skaddr
             eprintln!("tracefs not mounted here; skipped");
             return;
         }
-        let off = tcp_offsets(tracefs).unwrap();
-        assert!(off.rtx_skaddr >= 8 && off.sock_len_sk >= 8);
+        let tcp = tcp_offsets(tracefs);
+        assert!(tcp.unavailable.is_empty(), "{:?}", tcp.unavailable);
+        assert!(tcp.offsets.rtx_skaddr >= 8 && tcp.offsets.sock_len_sk >= 8);
+    }
+
+    /// A kernel without `sock:sock_send_length` (6.1) loses the owner hooks alone.
+    #[test]
+    fn a_missing_tracepoint_takes_only_its_programs() {
+        let tracefs = Path::new("/sys/kernel/tracing");
+        if !tracefs.join("events/tcp").exists() {
+            eprintln!("tracefs not mounted here; skipped");
+            return;
+        }
+        let fake = std::env::temp_dir().join(format!("culprit-tracefs-{}", std::process::id()));
+        for (category, name) in [
+            ("tcp", "tcp_retransmit_skb"),
+            ("tcp", "tcp_retransmit_synack"),
+            ("sock", "sock_recv_length"),
+            ("sock", "inet_sock_set_state"),
+        ] {
+            let dir = fake.join("events").join(category).join(name);
+            fs::create_dir_all(&dir).unwrap();
+            fs::copy(
+                tracefs
+                    .join("events")
+                    .join(category)
+                    .join(name)
+                    .join("format"),
+                dir.join("format"),
+            )
+            .unwrap();
+        }
+        let tcp = tcp_offsets(&fake);
+        fs::remove_dir_all(&fake).ok();
+        let missing: Vec<&str> = tcp.unavailable.iter().map(|(p, _)| *p).collect();
+        assert_eq!(missing, ["sock_send_length", "sock_recv_length"]);
+        assert!(
+            tcp.unavailable("sock_send_length")
+                .is_some_and(|why| why.contains("sock_send_length/format"))
+        );
+        assert_eq!(tcp.unavailable("tcp_retransmit_skb"), None);
+        assert!(tcp.offsets.rtx_skaddr >= 8 && tcp.offsets.state_skaddr >= 8);
+        assert_eq!(tcp.offsets.sock_len_sk, 0);
     }
 }
