@@ -1,7 +1,7 @@
 //! The decomposition of a span's wall time and the choice of its dominant cause. Pure: the
 //! inputs are what the kernel side measured over the span's window.
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use serde::{Deserialize, Serialize};
 
@@ -112,7 +112,7 @@ pub(crate) enum AttrValue<'a> {
 }
 
 impl AttrValue<'_> {
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn to_otlp(self) -> Value {
         match self {
             Self::Str(s) => Value::StringValue(s.to_string()),
@@ -154,7 +154,7 @@ pub(crate) fn attribute_pairs(
     )
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 /// The schema as OTLP attributes.
 pub(crate) fn to_attributes(a: &Attribution) -> Vec<KeyValue> {
     attribute_pairs(a)
