@@ -68,9 +68,27 @@ pub fn proc_cgroup(text: &str) {
     let _ = k8s::normalize_pod_uid(text);
 }
 
-/// `/proc/self/mountinfo`: where cgroup2 is mounted.
+/// `/proc/self/mountinfo`: where cgroup2 is mounted. And the text as a cgroup2 mount point,
+/// escaped as the kernel writes it (space, tab, newline and backslash in octal): it must come
+/// back whole.
 pub fn mountinfo(text: &str) -> Option<std::path::PathBuf> {
-    crate::host::cgroups::cgroup2_mount(text)
+    use crate::host::cgroups::cgroup2_mount;
+    if !text.is_empty() {
+        let escaped: String = text
+            .chars()
+            .map(|c| match c {
+                ' ' | '\t' | '\n' | '\\' => format!("\\{:03o}", u32::from(c)),
+                c => c.to_string(),
+            })
+            .collect();
+        let line = format!("36 25 0:31 / {escaped} rw,relatime shared:9 - cgroup2 cgroup2 rw\n");
+        assert_eq!(
+            cgroup2_mount(&line),
+            Some(std::path::PathBuf::from(text)),
+            "{line:?}"
+        );
+    }
+    cgroup2_mount(text)
 }
 
 /// A tracefs `format` file: the offsets the TCP programs would be given.
