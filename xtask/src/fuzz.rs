@@ -171,7 +171,9 @@ fn run_target(opts: &FuzzOptions, target: &str) -> anyhow::Result<Outcome> {
         .context("starting cargo fuzz run")?;
     let text = fs::read_to_string(&log_path).unwrap_or_default();
     let mut outcome = parse_stats(target, &text);
-    outcome.seconds = started.elapsed().as_secs_f64();
+    if outcome.seconds == 0.0 {
+        outcome.seconds = started.elapsed().as_secs_f64();
+    }
     if !status.success() {
         let tail: Vec<&str> = text.lines().rev().take(40).collect();
         for line in tail.iter().rev() {
@@ -207,7 +209,8 @@ fn newest_file(dir: &Path) -> Option<PathBuf> {
         .map(|(_, p)| p)
 }
 
-/// libFuzzer's `stat::` lines and the corpus size of its last status line (`corp: N/...`).
+/// libFuzzer's `stat::` lines, the corpus size of its last status line (`corp: N/...`) and the
+/// time it fuzzed (`Done N runs in S second(s)`: without the build before it).
 fn parse_stats(target: &str, log: &str) -> Outcome {
     let stat = |name: &str| {
         log.lines()
@@ -221,8 +224,21 @@ fn parse_stats(target: &str, log: &str) -> Outcome {
         .filter_map(|l| l.split_once(" corp: ")?.1.split('/').next()?.parse().ok())
         .next_back()
         .unwrap_or(0);
+    let seconds = log
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("Done ")?
+                .split(" in ")
+                .nth(1)?
+                .split(' ')
+                .next()
+        })
+        .filter_map(|s| s.parse().ok())
+        .next_back()
+        .unwrap_or(0.0);
     Outcome {
         target: target.to_string(),
+        seconds,
         executions: stat("number_of_executed_units"),
         exec_per_s: stat("average_exec_per_sec"),
         corpus,
@@ -273,6 +289,7 @@ stat::new_units_added:          33
 ";
         let o = parse_stats("t", log);
         assert_eq!((o.executions, o.exec_per_s, o.corpus), (5000, 2500, 37));
+        assert_eq!(o.seconds, 2.0);
         assert_eq!(parse_stats("t", "").executions, 0);
     }
 
