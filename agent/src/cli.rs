@@ -281,14 +281,18 @@ impl AgentOpts {
     }
 }
 
-fn parse_seconds(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_seconds(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
         .map_err(|_| format!("`{s}` is not a number of seconds"))?;
     if !(secs > 0.0 && secs.is_finite()) {
         return Err(format!("`{s}` must be a positive number of seconds"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if d.is_zero() => Err(format!("`{s}` is shorter than a nanosecond")),
+        Ok(d) => Ok(d),
+        Err(_) => Err(format!("`{s}` seconds is longer than a duration can be")),
+    }
 }
 
 #[cfg(test)]
@@ -327,6 +331,16 @@ mod tests {
         assert!(parse_seconds("-1").is_err());
         assert!(parse_seconds("abc").is_err());
         assert!(parse_seconds("inf").is_err());
+    }
+
+    #[test]
+    fn seconds_past_what_a_duration_holds_are_refused() {
+        let err = parse_seconds("1e30").unwrap_err();
+        assert!(err.contains("longer than a duration"), "{err}");
+        assert!(parse_seconds("1e-30").unwrap_err().contains("nanosecond"));
+        assert_eq!(parse_seconds("1e-9"), Ok(Duration::from_nanos(1)));
+        // Through clap, as `--duration 1e30` is given.
+        assert!(Cli::try_parse_from(["culprit", "agent", "--duration", "1e30"]).is_err());
     }
 
     /// The flags the DaemonSet's ConfigMap ships, as `culprit agent --config` reads them.

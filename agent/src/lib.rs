@@ -24,6 +24,8 @@ mod cli;
 mod config_file;
 mod daemon;
 mod export;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod host;
 mod join;
 mod kernel;

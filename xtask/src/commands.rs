@@ -3,7 +3,7 @@
 use std::process::Command;
 
 use crate::{
-    deny, setup,
+    deny, fuzz, setup,
     shell::{all_ok, cargo, is_root, root, run as run_cmd, step},
     structure,
 };
@@ -156,7 +156,16 @@ pub fn bench() -> anyhow::Result<()> {
 pub fn test() -> anyhow::Result<()> {
     setup::run()?;
     step("cargo fmt --check", "run `cargo fmt --all`", || {
-        run_cmd(cargo().args(["fmt", "--all", "--", "--check"]))
+        run_cmd(cargo().args(["fmt", "--all", "--", "--check"]))?;
+        // The fuzz targets are a workspace of their own.
+        run_cmd(cargo().args([
+            "fmt",
+            "--all",
+            "--manifest-path",
+            "fuzz/Cargo.toml",
+            "--",
+            "--check",
+        ]))
     })?;
     // These read sources, manifests and Cargo.lock only, so they run before anything is compiled.
     all_ok(vec![
@@ -168,10 +177,14 @@ pub fn test() -> anyhow::Result<()> {
         "clippy -D warnings (userspace)",
         "fix the lints clippy printed",
         || {
+            // With the fuzz targets' entry points (`culprit::fuzzing`): a check build shares
+            // nothing with the builds below, so the feature costs nothing here.
             run_cmd(cargo().args([
                 "clippy",
                 "--release",
                 "--all-targets",
+                "--features",
+                "culprit/fuzzing",
                 "--",
                 "-D",
                 "warnings",
@@ -186,6 +199,7 @@ pub fn test() -> anyhow::Result<()> {
     step("unit tests", "fix the failing tests", || {
         run_cmd(cargo().args(["test", "--release"]).args(UNIT_TEST_PACKAGES))
     })?;
+    fuzz::short_pass()?;
     build()?;
     step(
         "privileged end-to-end tests (real probes, injected causes)",

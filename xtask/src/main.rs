@@ -3,6 +3,7 @@
 mod commands;
 mod cycles;
 mod deny;
+mod fuzz;
 mod modgraph;
 #[cfg(test)]
 mod modgraph_tests;
@@ -61,6 +62,18 @@ enum Command {
     },
     /// Benchmarks: per-hook kernel cost next to bpftrace, OTLP throughput next to rotel.
     Bench,
+    /// The fuzz targets in fuzz/ (cargo-fuzz on nightly), one after the other, each for a
+    /// bounded time from its seed corpus; fails on a crash and names its artifact.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = fuzz::DEFAULT_SECONDS)]
+        seconds: u64,
+        /// Unoptimized, without AddressSanitizer: quicker to build, slower to run.
+        #[arg(long)]
+        dev: bool,
+        /// Targets to run (default: all of fuzz/fuzz_targets).
+        targets: Vec<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -80,6 +93,15 @@ fn main() -> std::process::ExitCode {
         Command::Lab { args } => commands::lab(&args),
         Command::Bench => commands::bench(),
         Command::Image { tag } => commands::image(tag.as_deref()),
+        Command::Fuzz {
+            seconds,
+            dev,
+            targets,
+        } => fuzz::run(&fuzz::FuzzOptions {
+            seconds,
+            dev,
+            targets,
+        }),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

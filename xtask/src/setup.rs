@@ -21,6 +21,9 @@ const CARGO_MACHETE_VERSION: &str = "0.9.2";
 /// xtask/src/deny.rs); it builds with the pinned stable toolchain, its install takes about 4
 /// minutes on two cores.
 const CARGO_DENY_VERSION: &str = "0.20.2";
+/// `cargo xtask fuzz` and the short pass of `cargo xtask test` run this cargo-fuzz (installed with
+/// the pinned stable toolchain; it runs the fuzz targets' builds on nightly), in about a minute.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// Debian packages the tests and benchmarks use: nftables injects packet loss, iproute2 makes
 /// network namespaces, bpftrace is the classic tool the hook benchmark compares against,
 /// Chromium (with a font) renders the lab's HTML report the way a user would see it, tmux
@@ -58,6 +61,7 @@ pub fn run() -> anyhow::Result<()> {
     )?;
     ensure_cargo_machete_step()?;
     ensure_cargo_deny_step()?;
+    ensure_cargo_fuzz_step()?;
     step(
         "tracefs and bpffs mounted",
         "mount -t tracefs nodev /sys/kernel/tracing; mount -t bpf bpf /sys/fs/bpf",
@@ -222,6 +226,14 @@ pub fn ensure_cargo_deny_step() -> anyhow::Result<()> {
         &format!("cargo-deny {CARGO_DENY_VERSION} (supply-chain check)"),
         "check that crates.io is reachable",
         || ensure_cargo_tool("cargo-deny", CARGO_DENY_VERSION),
+    )
+}
+
+pub fn ensure_cargo_fuzz_step() -> anyhow::Result<()> {
+    step(
+        &format!("cargo-fuzz {CARGO_FUZZ_VERSION} (fuzz targets)"),
+        "check that crates.io is reachable",
+        || ensure_cargo_tool("cargo-fuzz", CARGO_FUZZ_VERSION),
     )
 }
 

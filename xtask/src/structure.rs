@@ -26,6 +26,7 @@ const SOURCE_DIRS: &[&str] = &[
     "agent",
     "agent-common",
     "agent-ebpf",
+    "fuzz",
     "lab",
     "tests",
     "xtask",

@@ -17,29 +17,35 @@ use anyhow::{Context as _, anyhow};
 /// is `/sys/fs/cgroup`; on a hybrid one, usually `/sys/fs/cgroup/unified`.
 pub(crate) fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
     mountinfo.lines().find_map(|line| {
-        // Fields: id parent major:minor root mount-point options [optional...] - fstype source
-        let (left, right) = line.split_once(" - ")?;
-        let fstype = right.split_whitespace().next()?;
-        if fstype != "cgroup2" {
+        // Fields, each followed by one space (proc(5)): id parent major:minor root mount-point
+        // options [optional...] - fstype source super-options. Only space, tab, newline and
+        // backslash are escaped in a path: other whitespace is part of it.
+        let fields: Vec<&str> = line.split(' ').collect();
+        let separator = 6 + fields.get(6..)?.iter().position(|f| *f == "-")?;
+        if *fields.get(separator + 1)? != "cgroup2" {
             return None;
         }
-        let mount_point = left.split_whitespace().nth(4)?;
-        Some(PathBuf::from(unescape_mount_path(mount_point)))
+        Some(PathBuf::from(unescape_mount_path(fields[4])))
     })
 }
 
-/// mountinfo escapes space, tab, newline and backslash as `\ooo` octal.
+/// mountinfo escapes space, tab, newline and backslash as `\ooo` octal; a backslash followed by
+/// anything else, or by digits past `\377`, is itself.
 fn unescape_mount_path(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes
+        let escaped = bytes
             .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match (bytes[i], octal) {
-            (b'\\', Some(d)) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)))
+            .and_then(|d| {
+                let value = d.iter().fold(0u32, |v, b| v * 8 + u32::from(b - b'0'));
+                u8::try_from(value).ok()
+            });
+        match (bytes[i], escaped) {
+            (b'\\', Some(b)) => {
+                out.push(b);
                 i += 4;
             }
             (b, _) => {
@@ -161,6 +167,27 @@ mod tests {
     fn escaped_mount_points_are_decoded() {
         let line = "40 29 0:40 / /mnt/my\\040cgroups rw - cgroup2 cgroup2 rw\n";
         assert_eq!(cgroup2_mount(line), Some(PathBuf::from("/mnt/my cgroups")));
+    }
+
+    #[test]
+    fn fields_are_split_on_single_spaces_only() {
+        // An em space is not escaped by the kernel: it belongs to the path.
+        let line = "40 29 0:40 / /mnt/a\u{2003}b rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(cgroup2_mount(line), Some(PathBuf::from("/mnt/a\u{2003}b")));
+        // Optional fields before the separator; no separator, or one too early, is no mount.
+        let tagged = "40 29 0:40 / /cg rw shared:1 master:2 - cgroup2 none rw\n";
+        assert_eq!(cgroup2_mount(tagged), Some(PathBuf::from("/cg")));
+        assert_eq!(cgroup2_mount("1 2 3 - cgroup2 x y\n"), None);
+        assert_eq!(cgroup2_mount("40 29 0:40 / /cg rw cgroup2\n"), None);
+    }
+
+    #[test]
+    fn octal_escapes_past_a_byte_are_literal() {
+        assert_eq!(unescape_mount_path("/a\\777b"), "/a\\777b");
+        assert_eq!(unescape_mount_path("/a\\377"), "/a\u{FFFD}");
+        assert_eq!(unescape_mount_path("/a\\134b"), "/a\\b");
+        assert_eq!(unescape_mount_path("/a\\09"), "/a\\09");
+        assert_eq!(unescape_mount_path("\\"), "\\");
     }
 
     #[test]

@@ -76,13 +76,17 @@ pub(crate) fn run_state(tid: u32) -> Option<char> {
 }
 
 /// The state follows the command name, which is in parentheses and may itself contain them.
-fn parse_stat_state(stat: &str) -> Option<char> {
+pub(crate) fn parse_stat_state(stat: &str) -> Option<char> {
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 /// The process a thread belongs to.
 pub(crate) fn tgid_of(tid: u32) -> Option<u32> {
-    let status = fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    parse_tgid(&fs::read_to_string(format!("/proc/{tid}/status")).ok()?)
+}
+
+/// The `Tgid:` of a /proc/<tid>/status.
+pub(crate) fn parse_tgid(status: &str) -> Option<u32> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("Tgid:"))?

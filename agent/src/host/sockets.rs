@@ -34,6 +34,7 @@ pub(crate) fn parse_proc_net_tcp(text: &str) -> Vec<ProcSocket> {
 }
 
 /// `0100007F:1F90` (IPv4) or 32 hex digits (IPv6), in the kernel's native 32-bit word order.
+/// Text that is not hex (even where its length in bytes fits) is no address.
 fn parse_hex_addr(s: &str) -> Option<SocketAddr> {
     let (addr, port) = s.split_once(':')?;
     let port = u16::from_str_radix(port, 16).ok()?;
@@ -44,7 +45,7 @@ fn parse_hex_addr(s: &str) -> Option<SocketAddr> {
         32 => {
             let mut bytes = [0u8; 16];
             for (i, chunk) in bytes.chunks_mut(4).enumerate() {
-                let word = u32::from_str_radix(&addr[i * 8..i * 8 + 8], 16).ok()?;
+                let word = u32::from_str_radix(addr.get(i * 8..i * 8 + 8)?, 16).ok()?;
                 chunk.copy_from_slice(&word.to_le_bytes());
             }
             IpAddr::V6(Ipv6Addr::from(bytes))
@@ -228,6 +229,16 @@ mod tests {
         assert_eq!(s[0].inode, 777);
         assert!(parse_proc_net_tcp("header only\n").is_empty());
         assert!(parse_proc_net_tcp("h\n 0: zz:zz yy:yy\n").is_empty());
+    }
+
+    #[test]
+    fn non_ascii_addresses_are_no_addresses() {
+        // 32 bytes, but a word boundary falls inside the two-byte `é`.
+        let addr = format!("{}é{}:1F90", "0".repeat(7), "0".repeat(23));
+        assert_eq!(addr.split_once(':').unwrap().0.len(), 32);
+        assert_eq!(parse_hex_addr(&addr), None);
+        let line = format!("h\n 0: {addr} {addr} 01 0 0 0 0 0 1\n");
+        assert!(parse_proc_net_tcp(&line).is_empty());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The decomposition of a span's wall time and the choice of its dominant cause. Pure: the
 //! inputs are what the kernel side measured over the span's window.
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use serde::{Deserialize, Serialize};
 
@@ -32,7 +32,11 @@ pub struct Attribution {
 
 /// The decomposition of a span from what was measured over its window, and its dominant cause.
 pub(crate) fn attribute(m: &Measured) -> Attribution {
-    let observed = m.on_cpu_ns + m.runq_ns + m.off_cpu_ns;
+    // Saturating: the kernel's sums are bounded by the span, a corrupt record's are not.
+    let observed = m
+        .on_cpu_ns
+        .saturating_add(m.runq_ns)
+        .saturating_add(m.off_cpu_ns);
     let wall = m.wall_ns.max(1) as f64;
     // Several threads of a process can overlap in time: scale their sum to the span.
     let per_thread = (m.threads.max(1)) as f64;
@@ -108,7 +112,7 @@ pub(crate) enum AttrValue<'a> {
 }
 
 impl AttrValue<'_> {
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn to_otlp(self) -> Value {
         match self {
             Self::Str(s) => Value::StringValue(s.to_string()),
@@ -150,7 +154,7 @@ pub(crate) fn attribute_pairs(
     )
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 /// The schema as OTLP attributes.
 pub(crate) fn to_attributes(a: &Attribution) -> Vec<KeyValue> {
     attribute_pairs(a)
@@ -243,6 +247,18 @@ mod tests {
         assert!(a.coverage < 0.05);
         let empty = attribute(&Measured::default());
         assert_eq!(empty.cause, "unknown");
+    }
+
+    #[test]
+    fn absurd_measurements_are_bounded_not_overflowed() {
+        let mut x = m(0, 0, 0, 0, 0);
+        (x.on_cpu_ns, x.runq_ns, x.off_cpu_ns) = (u64::MAX, u64::MAX, u64::MAX);
+        x.throttled_ns = u64::MAX;
+        x.retransmit_wait_ns = u64::MAX;
+        x.threads = usize::MAX;
+        let a = attribute(&x);
+        assert!((0.0..=1.0).contains(&a.cause_share) && (0.0..=1.0).contains(&a.coverage));
+        assert!(a.on_cpu_s.is_finite() && a.retransmit_wait_s >= 0.0);
     }
 
     #[test]

@@ -284,7 +284,7 @@ async fn logs(
     .await
 }
 
-fn router(ingress: Ingress) -> Router {
+pub(crate) fn router(ingress: Ingress) -> Router {
     // Bodies past the limit are refused by the transport with 413 before they are buffered.
     let body_limit = ingress.max_message_bytes;
     Router::new()

@@ -154,24 +154,12 @@ fn scan(
         return Err(Stop::Malformed("messages nested too deep"));
     }
     while !buf.is_empty() {
-        let key = varint(&mut buf)?;
-        let (field, wire_type) = (key >> 3, key & 7);
+        let (field, wire_type) = key(&mut buf)?;
         match wire_type {
-            0 => {
-                varint(&mut buf)?;
-            }
-            1 => buf = skip(buf, 8)?,
-            5 => buf = skip(buf, 4)?,
-            2 => {
-                let len = usize::try_from(varint(&mut buf)?)
-                    .map_err(|_| Stop::Malformed("length overflows"))?;
-                if len > buf.len() {
-                    return Err(Stop::Malformed("length past the end"));
-                }
-                let (inner, rest) = buf.split_at(len);
-                buf = rest;
+            LEN => {
+                let inner = length_delimited(&mut buf)?;
                 if msg == Msg::Buckets && field == 2 {
-                    *count += len.div_ceil(PACKED_VARINTS_PER_ITEM);
+                    *count += inner.len().div_ceil(PACKED_VARINTS_PER_ITEM);
                     if *count > limit {
                         return Err(Stop::OverLimit);
                     }
@@ -188,10 +176,80 @@ fn scan(
                     scan(inner, child, depth + 1, count, limit)?;
                 }
             }
-            _ => return Err(Stop::Malformed("unsupported wire type")),
+            START_GROUP => buf = skip_group(buf, field, depth + 1)?,
+            END_GROUP => return Err(Stop::Malformed("end of a group that was not started")),
+            _ => buf = skip_scalar(buf, wire_type)?,
         }
     }
     Ok(())
+}
+
+const VARINT: u64 = 0;
+const I64: u64 = 1;
+const LEN: u64 = 2;
+/// Groups (deprecated, proto2): no field of the OTLP schemas is one, but an unknown field may
+/// be, and decoding skips it up to its end tag.
+const START_GROUP: u64 = 3;
+const END_GROUP: u64 = 4;
+const I32: u64 = 5;
+
+/// A field's key: its number and wire type, refused where decoding refuses it.
+fn key(buf: &mut &[u8]) -> Result<(u64, u64), Stop> {
+    let key = varint(buf)?;
+    if key > u64::from(u32::MAX) {
+        return Err(Stop::Malformed("invalid field key"));
+    }
+    let (field, wire_type) = (key >> 3, key & 7);
+    if field == 0 {
+        return Err(Stop::Malformed("field number 0"));
+    }
+    if wire_type > I32 {
+        return Err(Stop::Malformed("unsupported wire type"));
+    }
+    Ok((field, wire_type))
+}
+
+fn length_delimited<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], Stop> {
+    let len = usize::try_from(varint(buf)?).map_err(|_| Stop::Malformed("length overflows"))?;
+    if len > buf.len() {
+        return Err(Stop::Malformed("length past the end"));
+    }
+    let (inner, rest) = buf.split_at(len);
+    *buf = rest;
+    Ok(inner)
+}
+
+/// Skips a value that is not a group (`wire_type` is 0, 1, 2 or 5).
+fn skip_scalar(mut buf: &[u8], wire_type: u64) -> Result<&[u8], Stop> {
+    match wire_type {
+        VARINT => {
+            varint(&mut buf)?;
+            Ok(buf)
+        }
+        I64 => skip(buf, 8),
+        LEN => length_delimited(&mut buf).map(|_| buf),
+        _ => skip(buf, 4),
+    }
+}
+
+/// Skips a group's fields, nested groups included, through the end tag of `field`; what follows.
+/// Each step consumes at least a key, and nesting is bounded as messages are.
+fn skip_group(mut buf: &[u8], field: u64, depth: usize) -> Result<&[u8], Stop> {
+    if depth > MAX_DEPTH {
+        return Err(Stop::Malformed("groups nested too deep"));
+    }
+    loop {
+        if buf.is_empty() {
+            return Err(Stop::Malformed("group without its end"));
+        }
+        let (inner, wire_type) = key(&mut buf)?;
+        match wire_type {
+            END_GROUP if inner == field => return Ok(buf),
+            END_GROUP => return Err(Stop::Malformed("end of another group")),
+            START_GROUP => buf = skip_group(buf, inner, depth + 1)?,
+            _ => buf = skip_scalar(buf, wire_type)?,
+        }
+    }
 }
 
 fn skip(buf: &[u8], n: usize) -> Result<&[u8], Stop> {
@@ -297,11 +355,49 @@ mod tests {
             Items::Malformed(_)
         ));
         assert!(matches!(trace_items(&[0x0b], 100), Items::Malformed(_)));
+        assert!(matches!(trace_items(&[0x0e], 100), Items::Malformed(_)));
         // Unknown fields are skipped, as decoding skips them.
         assert_eq!(
             trace_items(&[0x10, 0x01, 0x1d, 0, 0, 0, 0], 100),
             Items::Counted(0)
         );
+    }
+
+    #[test]
+    fn unknown_groups_are_skipped_as_decoding_skips_them() {
+        let span = request(vec![Span::default()]);
+        // Field 15 as a group holding a varint, a nested group (field 2) and a fixed32.
+        let group = [0x7b, 0x08, 0x01, 0x13, 0x14, 0x0d, 1, 2, 3, 4, 0x7c];
+        let body = [&group[..], &span].concat();
+        assert!(ExportTraceServiceRequest::decode(&body[..]).is_ok());
+        assert_eq!(trace_items(&body, 100), Items::Counted(3));
+        // A group left open, closed by another field's end tag, or an end without a start.
+        for bad in [
+            &[0x7b, 0x08, 0x01][..],
+            &[0x7b, 0x14],
+            &[0x7c],
+            &[0x7b, 0x7b, 0x7c],
+        ] {
+            assert!(
+                matches!(trace_items(bad, 100), Items::Malformed(_)),
+                "{bad:x?}"
+            );
+            assert!(ExportTraceServiceRequest::decode(bad).is_err(), "{bad:x?}");
+        }
+        // Groups nested past the limit stop, without overflowing the stack.
+        let deep = [vec![0x7b; 10_000], vec![0x7c; 10_000]].concat();
+        assert!(matches!(trace_items(&deep, 100), Items::Malformed(_)));
+    }
+
+    #[test]
+    fn keys_decoding_refuses_are_malformed() {
+        // Field number 0, and a key past 32 bits.
+        assert!(matches!(
+            trace_items(&[0x00, 0x01], 100),
+            Items::Malformed(_)
+        ));
+        let big = [0x80, 0x80, 0x80, 0x80, 0x10, 0x00];
+        assert!(matches!(trace_items(&big, 100), Items::Malformed(_)));
     }
 
     #[test]

@@ -1,0 +1,8 @@
+//! A command-line number of seconds (--interval, --duration, ...).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = culprit::fuzzing::cli_seconds(text);
+    }
+});

@@ -1,0 +1,8 @@
+//! An OTLP/HTTP JSON request: the first byte picks path, gzip and Content-Length.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    if let Some((selector, body)) = data.split_first() {
+        culprit::fuzzing::otlp_http(*selector, true, body);
+    }
+});
