@@ -113,7 +113,8 @@ pub struct TcpTracepointOffsets {
     pub state_daddr: u32,
     pub state_saddr_v6: u32,
     pub state_daddr_v6: u32,
-    pub _pad: u32,
+    /// `tcp:tcp_rcv_space_adjust` `skaddr` field (the owner hook of kernels before 6.3).
+    pub rcv_space_sk: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<TcpTracepointOffsets>() == 120);
@@ -149,7 +150,7 @@ impl TcpTracepointOffsets {
         state_daddr: 0,
         state_saddr_v6: 0,
         state_daddr_v6: 0,
-        _pad: 0,
+        rcv_space_sk: 0,
     };
 }
 

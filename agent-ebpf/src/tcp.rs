@@ -49,6 +49,14 @@ pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Before 6.3 (no `sock:sock_*_length`): every TCP read passes here, in the reader's context, so
+/// receivers are still named by the kernel; attached only where `sock_recv_length` is not.
+#[tracepoint(category = "tcp", name = "tcp_rcv_space_adjust")]
+pub fn tcp_rcv_space_adjust(ctx: TracePointContext) -> u32 {
+    let _ = try_sock_used_at(&ctx, tcp_tp_offsets().rcv_space_sk, false);
+    0
+}
+
 #[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
     let _ = try_retransmit(&ctx, retransmit::SEGMENT);
@@ -65,13 +73,19 @@ pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
 /// the node's other traffic costs one lookup.
 #[inline(always)]
 fn try_sock_used(ctx: &TracePointContext, send: bool) -> Result<(), i64> {
+    try_sock_used_at(ctx, tcp_tp_offsets().sock_len_sk, send)
+}
+
+/// The socket at `sk_offset` of the record is used by the current thread; a send also dates the
+/// socket's last send.
+#[inline(always)]
+fn try_sock_used_at(ctx: &TracePointContext, sk_offset: u32, send: bool) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !is_watched_tgid(tgid) {
         return Ok(());
     }
-    let off = tcp_tp_offsets();
-    let sk: u64 = unsafe { ctx.read_at(off.sock_len_sk as usize)? };
+    let sk: u64 = unsafe { ctx.read_at(sk_offset as usize)? };
     let previous_send_ns = unsafe { SOCK_OWNER.get(sk) }.map_or(0, |o| o.last_send_ns);
     let owner = SockOwner {
         tgid,

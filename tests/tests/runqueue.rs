@@ -14,13 +14,11 @@ fn a_cpu_hog_on_the_victims_cpu_is_found_as_contention_and_named() -> anyhow::Re
     eprintln!("{outcome:#?}");
     let (alone, contended) = (outcome.victim_alone, outcome.victim_contended);
 
-    // The victim wakes up every millisecond: both phases must have seen it at work.
+    // The victim wakes up after every millisecond of sleep (a cycle of ~2 ms alone, more next
+    // to the hog): both phases must have seen it at work.
+    assert!(alone.waits > 500, "victim alone barely observed: {alone:?}");
     assert!(
-        alone.waits > 1000,
-        "victim alone barely observed: {alone:?}"
-    );
-    assert!(
-        contended.waits > 1000,
+        contended.waits > 500,
         "victim next to hog barely observed: {contended:?}"
     );
     // The hog competes with the victim for one CPU: the victim's waits grow several-fold.

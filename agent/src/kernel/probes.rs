@@ -54,6 +54,8 @@ struct Hook {
     program: &'static str,
     kind: HookKind,
     signals: &'static [Signal],
+    /// Attached only where this other program is not: an older kernel's stand-in for it.
+    standby_for: Option<&'static str>,
 }
 
 const SCHED: &[Signal] = &[
@@ -70,58 +72,77 @@ const SWITCH: &[Signal] = &[
 ];
 
 /// The hooks that name a retransmitting socket's owner, and date its last send.
-const OWNER_HOOKS: &[&str] = &["sock_send_length", "sock_recv_length"];
+const OWNER_HOOKS: &[&str] = &["sock_send_length", "sock_recv_length", RECEIVE_OWNER_HOOK];
+/// Before 6.3 (no `sock:sock_*_length`) the owner of a socket that reads is named by
+/// `tcp:tcp_rcv_space_adjust`, which every TCP read passes in the reader's context.
+const RECEIVE_OWNER_HOOK: &str = "tcp_rcv_space_adjust";
 
 const HOOKS: &[Hook] = &[
     Hook {
         program: "sched_wakeup",
         kind: HookKind::Btf("sched_wakeup"),
         signals: SCHED,
+        standby_for: None,
     },
     Hook {
         program: "sched_wakeup_new",
         kind: HookKind::Btf("sched_wakeup_new"),
         signals: SCHED,
+        standby_for: None,
     },
     Hook {
         program: "sched_switch",
         kind: HookKind::Btf("sched_switch"),
         signals: SWITCH,
+        standby_for: None,
     },
     Hook {
         program: "sched_process_exit",
         kind: HookKind::Btf("sched_process_exit"),
         signals: &[Signal::ThreadStates],
+        standby_for: None,
     },
     Hook {
         program: "tcp_retransmit_skb",
         kind: HookKind::Classic("tcp", "tcp_retransmit_skb"),
         signals: &[Signal::TcpRetransmits],
+        standby_for: None,
     },
     Hook {
         program: "tcp_retransmit_synack",
         kind: HookKind::Classic("tcp", "tcp_retransmit_synack"),
         signals: &[Signal::TcpRetransmits],
+        standby_for: None,
     },
     Hook {
         program: "sock_send_length",
         kind: HookKind::Classic("sock", "sock_send_length"),
         signals: &[Signal::TcpRetransmits],
+        standby_for: None,
     },
     Hook {
         program: "sock_recv_length",
         kind: HookKind::Classic("sock", "sock_recv_length"),
         signals: &[Signal::TcpRetransmits],
+        standby_for: None,
+    },
+    Hook {
+        program: RECEIVE_OWNER_HOOK,
+        kind: HookKind::Classic("tcp", "tcp_rcv_space_adjust"),
+        signals: &[Signal::TcpRetransmits],
+        standby_for: Some("sock_recv_length"),
     },
     Hook {
         program: "inet_sock_set_state",
         kind: HookKind::Classic("sock", "inet_sock_set_state"),
         signals: &[Signal::SenderIdentity, Signal::TcpRetransmits],
+        standby_for: None,
     },
     Hook {
         program: "context_sample",
         kind: HookKind::CpuSampler,
         signals: &[Signal::ThreadContext],
+        standby_for: None,
     },
 ];
 
@@ -182,9 +203,23 @@ pub(crate) fn load(opts: &ProbeOptions) -> anyhow::Result<Probes> {
              CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE",
         )?;
 
-    let hooks: Vec<HookHealth> = HOOKS
-        .iter()
-        .map(|hook| {
+    let mut hooks: Vec<HookHealth> = Vec::with_capacity(HOOKS.len());
+    for hook in HOOKS {
+        let primary_attached = hook
+            .standby_for
+            .is_some_and(|p| hooks.iter().any(|h| h.program == p && h.attached));
+        if primary_attached {
+            hooks.push(HookHealth {
+                program: hook.program.to_string(),
+                attached: false,
+                error: Some(format!(
+                    "standby, not needed: {} is attached",
+                    hook.standby_for.unwrap_or_default()
+                )),
+            });
+            continue;
+        }
+        hooks.push({
             let started = std::time::Instant::now();
             let result = match tcp.unavailable(hook.program) {
                 Some(why) => Err(anyhow::anyhow!("{why}")),
@@ -207,8 +242,8 @@ pub(crate) fn load(opts: &ProbeOptions) -> anyhow::Result<Probes> {
                 attached: result.is_ok(),
                 error: result.err().map(|e| format!("{e:#}")),
             }
-        })
-        .collect();
+        });
+    }
     drop(btf);
     let signals = signal_health(&hooks, &offsets, opts.context_sample_hz);
     for s in signals.iter().filter(|s| !s.ok) {
@@ -240,11 +275,13 @@ fn signal_health(
     ];
     all.iter()
         .map(|&signal| {
+            let attached = |program: &str| hooks.iter().any(|h| h.program == program && h.attached);
             let missing: Vec<&str> = HOOKS
                 .iter()
-                .zip(hooks)
-                .filter(|(hook, health)| hook.signals.contains(&signal) && !health.attached)
-                .map(|(hook, _)| hook.program)
+                .filter(|hook| hook.signals.contains(&signal) && !attached(hook.program))
+                // A stand-in is not missed where what it stands in for is attached.
+                .filter(|hook| !hook.standby_for.is_some_and(attached))
+                .map(|hook| hook.program)
                 .collect();
             let mut reason = (!missing.is_empty())
                 .then(|| format!("hooks not attached: {}", missing.join(", ")));
@@ -253,9 +290,15 @@ fn signal_health(
                 && !missing.is_empty()
                 && missing.iter().all(|p| OWNER_HOOKS.contains(p))
             {
+                let owners = if attached(RECEIVE_OWNER_HOOK) {
+                    "owners named by the kernel when they read (tcp:tcp_rcv_space_adjust), else \
+                     found through /proc"
+                } else {
+                    "owners found through /proc only"
+                };
                 reason = Some(format!(
-                    "owners found through /proc only, costs from the kernel's stall start or the \
-                     minimum RTO (hooks not attached: {})",
+                    "{owners}, costs from the kernel's stall start or the minimum RTO (hooks not \
+                     attached: {}; sock:sock_send_length and sock_recv_length arrived in 6.3)",
                     missing.join(", ")
                 ));
             }
@@ -401,5 +444,22 @@ mod tests {
             Signal::TcpRetransmits,
         );
         assert!(both.unwrap().starts_with("hooks not attached"));
+    }
+
+    /// 6.1: no `sock:sock_*_length`, receivers named by `tcp_rcv_space_adjust`; elsewhere the
+    /// stand-in is not attached and not missed.
+    #[test]
+    fn a_stand_in_hook_counts_only_where_it_is_needed() {
+        let on_6_1 = reason(
+            &["sock_send_length", "sock_recv_length"],
+            Signal::TcpRetransmits,
+        )
+        .unwrap();
+        assert!(
+            on_6_1.starts_with("owners named by the kernel when they read"),
+            "{on_6_1}"
+        );
+        assert!(on_6_1.contains("hooks not attached: sock_send_length, sock_recv_length;"));
+        assert_eq!(reason(&[RECEIVE_OWNER_HOOK], Signal::TcpRetransmits), None);
     }
 }

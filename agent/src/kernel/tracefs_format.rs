@@ -54,10 +54,17 @@ pub(crate) fn read_format(
         .join(name)
         .join("format");
     let text = fs::read_to_string(&path).with_context(|| {
-        format!(
-            "reading {} (is tracefs mounted? `mount -t tracefs nodev /sys/kernel/tracing`)",
-            path.display()
-        )
+        if tracefs.join("events").is_dir() {
+            format!(
+                "this kernel has no tracepoint {category}:{name} ({})",
+                path.display()
+            )
+        } else {
+            format!(
+                "reading {} (is tracefs mounted? `mount -t tracefs nodev /sys/kernel/tracing`)",
+                path.display()
+            )
+        }
     })?;
     Ok(TracepointFormat::parse(&text))
 }
@@ -126,6 +133,10 @@ pub(crate) fn tcp_offsets(tracefs: &Path) -> TcpFormats {
             anyhow::bail!("sock_send_length and sock_recv_length disagree on the `sk` offset");
         }
         off.sock_len_sk = sk;
+        Ok(())
+    });
+    group(&["tcp_rcv_space_adjust"], &mut || {
+        off.rcv_space_sk = read_format(tracefs, "tcp", "tcp_rcv_space_adjust")?.offset("skaddr")?;
         Ok(())
     });
     group(&["inet_sock_set_state"], &mut || {
@@ -226,6 +237,7 @@ print fmt: \"skbaddr=%p skaddr=%p\", REC->skbaddr, REC->skaddr
             ("tcp", "tcp_retransmit_synack"),
             ("sock", "sock_recv_length"),
             ("sock", "inet_sock_set_state"),
+            ("tcp", "tcp_rcv_space_adjust"),
         ] {
             let dir = fake.join("events").join(category).join(name);
             fs::create_dir_all(&dir).unwrap();
@@ -250,5 +262,6 @@ print fmt: \"skbaddr=%p skaddr=%p\", REC->skbaddr, REC->skaddr
         assert_eq!(tcp.unavailable("tcp_retransmit_skb"), None);
         assert!(tcp.offsets.rtx_skaddr >= 8 && tcp.offsets.state_skaddr >= 8);
         assert_eq!(tcp.offsets.sock_len_sk, 0);
+        assert!(tcp.offsets.rcv_space_sk >= 8);
     }
 }

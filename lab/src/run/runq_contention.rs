@@ -1,5 +1,10 @@
 //! CPU contention seen per cgroup: a victim that wakes up every millisecond, first alone on its
 //! CPU, then next to a CPU hog.
+//!
+//! The victim asks for more than the third of the CPU a fair scheduler gives it next to the
+//! hog's two threads (0.7 ms of work after each 1 ms sleep): a light sleeper would be let in at
+//! once by CFS's wakeup preemption (its sleeper credit, up to 6.5) and wait for the hog only under
+//! EEVDF (6.6+), so it would measure the scheduler, not the contention.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -10,6 +15,9 @@ use crate::{faults::cgroup::TempCgroup, process::reaped::spawn_workload};
 
 /// The CPU both the victim and the hog are pinned to.
 const CPU: usize = 0;
+
+/// 0.7 ms of work after each 1 ms sleep: about 40% of a CPU when it is free.
+const VICTIM: [&str; 3] = ["wakeups", "--work-us", "700"];
 
 /// What the agent reported for the victim alone and next to the hog.
 #[derive(Debug)]
@@ -39,7 +47,7 @@ pub fn contention(
     let hog_cg = lab.child("noisy-neighbour")?;
     lab.child("idle")?;
     let phase_secs = (reports_per_phase + 1) as f64 * interval.as_secs_f64();
-    let victim = spawn_workload(&victim_cg, Some(CPU), phase_secs * 2.0 + 15.0, &["wakeups"])?;
+    let victim = spawn_workload(&victim_cg, Some(CPU), phase_secs * 2.0 + 15.0, &VICTIM)?;
     let victim_pid = victim.pid().to_string();
     let mut agent = RunningAgent::start(
         interval,
