@@ -46,6 +46,17 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Preflight for a node, before deploying: kernel, BTF, tracefs, cgroup layout,
+    /// capabilities, and every probe loaded, attached and detached again, with what each
+    /// signal would do here. Takes the agent's own options. Exit code 2 when a signal would run
+    /// degraded, 1 when the agent cannot run here.
+    Check {
+        #[command(flatten)]
+        agent: Box<AgentOpts>,
+        /// JSON for scripts (the kernel matrix reads it).
+        #[arg(long)]
+        json: bool,
+    },
     /// The agent's health: probes, signals, losses, receivers, the exporter, the event loop.
     /// Exit code 2 when anything runs degraded, 1 when the agent cannot be asked.
     Status {

@@ -87,6 +87,7 @@ pub fn main() -> std::process::ExitCode {
         .map(|()| std::process::ExitCode::SUCCESS),
         cli::Command::Explain { api, id, json } => tools::explain::run(&api.endpoint(), &id, json)
             .map(|()| std::process::ExitCode::SUCCESS),
+        cli::Command::Check { agent, json } => tools::check::run(&agent, json),
         cli::Command::Status {
             api,
             json,

@@ -6,6 +6,8 @@
 mod budget;
 mod shutdown;
 mod start;
+
+pub(crate) use start::probe_config;
 mod supervise;
 
 use std::time::Duration;

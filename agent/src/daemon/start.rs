@@ -30,7 +30,7 @@ use crate::{
     signals::{Signals, Sources, runqueue::RunqCollector, thread_store::ThreadStore},
 };
 
-pub(super) fn probe_config(opts: &AgentOpts) -> anyhow::Result<ProbeConfig> {
+pub(crate) fn probe_config(opts: &AgentOpts) -> anyhow::Result<ProbeConfig> {
     let ms_to_ns = |ms: f64, what: &str| -> anyhow::Result<u64> {
         if !(ms > 0.0 && ms.is_finite()) {
             anyhow::bail!("--{what} must be a positive number of milliseconds");

@@ -4,6 +4,7 @@
 //! cgroup paths (`k8s`), the agent's own capabilities and scheduling policy, and the clocks.
 
 pub(crate) mod capabilities;
+pub(crate) mod cgroup_layout;
 pub(crate) mod cgroups;
 pub mod clock;
 pub(crate) mod k8s;
