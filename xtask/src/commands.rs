@@ -5,7 +5,7 @@ use std::process::Command;
 use crate::{
     deny, fuzz, setup,
     shell::{all_ok, cargo, is_root, root, run as run_cmd, step},
-    structure,
+    structure, vm_test,
 };
 
 /// The packages whose binaries the agent, the demo and the tests run.
@@ -60,22 +60,73 @@ pub fn demo() -> anyhow::Result<()> {
     )
 }
 
-/// `cargo xtask image [TAG]`: the agent's container image from `Containerfile`, with the first
-/// builder found (podman, docker, buildah).
+/// The static build the image carries: no libc to match on the node, no base image to pull.
+pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
+/// The tag `cargo xtask image` gives by default, which the image test mounts.
+pub const DEFAULT_IMAGE_TAG: &str = "culprit:dev";
+
+/// `cargo xtask image [TAG]`: the agent built for musl, staged with the directories it writes
+/// to in `target/image/root`, and `Containerfile` (`FROM scratch`) built over it with the first
+/// builder found (buildah, podman, docker).
 pub fn image(tag: Option<&str>) -> anyhow::Result<()> {
-    let tag = tag.unwrap_or("culprit:dev");
-    let builder = ["podman", "docker", "buildah"]
+    setup::run()?;
+    let tag = tag.unwrap_or(DEFAULT_IMAGE_TAG);
+    step(
+        &format!("the agent, static ({MUSL_TARGET})"),
+        "rustup target add x86_64-unknown-linux-musl; apt-get install musl-tools",
+        || {
+            run_cmd(
+                Command::new("rustup")
+                    .args(["target", "add", MUSL_TARGET])
+                    .current_dir(root()),
+            )?;
+            run_cmd(
+                cargo()
+                    .args([
+                        "build",
+                        "--release",
+                        "-p",
+                        "culprit",
+                        "--target",
+                        MUSL_TARGET,
+                    ])
+                    // ring and mimalloc compile C: musl's compiler wrapper links them statically.
+                    .env("CC_x86_64_unknown_linux_musl", "musl-gcc"),
+            )
+        },
+    )?;
+    let context = root().join("target/image");
+    let staged = context.join("root");
+    std::fs::remove_dir_all(&staged).ok();
+    for dir in [
+        "usr/local/bin",
+        "tmp",
+        "run/culprit",
+        "run/culprit-otlp",
+        "etc/culprit",
+    ] {
+        std::fs::create_dir_all(staged.join(dir))?;
+    }
+    std::fs::copy(
+        root()
+            .join("target")
+            .join(MUSL_TARGET)
+            .join("release/culprit"),
+        staged.join("usr/local/bin/culprit"),
+    )?;
+    let builder = ["buildah", "podman", "docker"]
         .into_iter()
         .find(|b| which::which(b).is_ok())
         .ok_or_else(|| {
             anyhow::anyhow!(
-                "no container builder here (podman, docker or buildah): install one, or build \
-                 Containerfile on a machine that has one"
+                "no container builder here (buildah, podman or docker): `cargo xtask setup` \
+                 installs buildah"
             )
         })?;
     let mut cmd = Command::new(builder);
     if builder == "buildah" {
-        cmd.arg("bud");
+        // No container can run here, and none needs to: the image has no RUN step.
+        cmd.args(["bud", "--isolation", "chroot"]);
     } else {
         cmd.arg("build");
     }
@@ -84,8 +135,10 @@ pub fn image(tag: Option<&str>) -> anyhow::Result<()> {
         "see the builder's output above",
         || {
             run_cmd(
-                cmd.args(["-f", "Containerfile", "-t", tag, "."])
-                    .current_dir(root()),
+                cmd.arg("-f")
+                    .arg(root().join("Containerfile"))
+                    .args(["-t", tag])
+                    .arg(&context),
             )
         },
     )
@@ -201,6 +254,8 @@ pub fn test() -> anyhow::Result<()> {
     })?;
     fuzz::short_pass()?;
     build()?;
+    // The image test (tests/tests/image.rs) mounts the image this builds.
+    image(None)?;
     step(
         "privileged end-to-end tests (real probes, injected causes)",
         "run as root on Linux >= 5.8 with BTF; see the test output above",
@@ -215,7 +270,11 @@ pub fn test() -> anyhow::Result<()> {
                 "--test-threads=1",
             ]))
         },
-    )
+    )?;
+    vm_test::run(&vm_test::VmTestOptions {
+        kernels: Vec::new(),
+        kvm: false,
+    })
 }
 
 fn clippy_ebpf() -> anyhow::Result<()> {

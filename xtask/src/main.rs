@@ -10,6 +10,8 @@ mod modgraph_tests;
 mod setup;
 mod shell;
 mod structure;
+mod vm_kernels;
+mod vm_test;
 
 use clap::{Parser, Subcommand};
 
@@ -62,6 +64,16 @@ enum Command {
     },
     /// Benchmarks: per-hook kernel cost next to bpftrace, OTLP throughput next to rotel.
     Bench,
+    /// The kernel matrix: Debian's 6.1, 6.12 and 6.18 under QEMU with pure cgroup v2, and the
+    /// host; `culprit check`, readiness and the e2e test behind each signal in each.
+    VmTest {
+        /// 6.1, 6.12, 6.18, host or all (repeatable; default all).
+        #[arg(long = "kernel")]
+        kernels: Vec<String>,
+        /// Boot with KVM (stock kernels hang under some hosts' KVM; the default is TCG).
+        #[arg(long)]
+        kvm: bool,
+    },
     /// The fuzz targets in fuzz/ (cargo-fuzz on nightly), one after the other, each for a
     /// bounded time from its seed corpus; fails on a crash and names its artifact.
     Fuzz {
@@ -92,6 +104,7 @@ fn main() -> std::process::ExitCode {
         Command::Demo => commands::demo(),
         Command::Lab { args } => commands::lab(&args),
         Command::Bench => commands::bench(),
+        Command::VmTest { kernels, kvm } => vm_test::run(&vm_test::VmTestOptions { kernels, kvm }),
         Command::Image { tag } => commands::image(tag.as_deref()),
         Command::Fuzz {
             seconds,

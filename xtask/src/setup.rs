@@ -28,7 +28,10 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// network namespaces, bpftrace is the classic tool the hook benchmark compares against,
 /// Chromium (with a font) renders the lab's HTML report the way a user would see it, tmux
 /// gives `culprit top` a real terminal in its end-to-end test, nginx (with openssl for its
-/// certificates) is the TLS-terminating, token-checking front of a "managed backend".
+/// certificates) is the TLS-terminating, token-checking front of a "managed backend". The
+/// kernel matrix (`cargo xtask vm-test`) boots Debian's kernels with QEMU (virtme-ng, in the
+/// virtualenv, wants busybox for its initramfs and kmod's depmod for the kernels' modules) and
+/// fetches with curl and xz; the image is a musl build (musl-tools) assembled by buildah.
 const APT_PACKAGES: &[&str] = &[
     "tmux",
     "nftables",
@@ -38,6 +41,13 @@ const APT_PACKAGES: &[&str] = &[
     "fonts-dejavu-core",
     "nginx",
     "openssl",
+    "qemu-system-x86",
+    "busybox-static",
+    "kmod",
+    "curl",
+    "xz-utils",
+    "buildah",
+    "musl-tools",
 ];
 
 pub fn run() -> anyhow::Result<()> {
@@ -69,7 +79,10 @@ pub fn run() -> anyhow::Result<()> {
     )?;
     step(
         &format!("Debian packages: {}", APT_PACKAGES.join(", ")),
-        "apt-get update && apt-get install -y tmux nftables iproute2 bpftrace chromium fonts-dejavu-core nginx openssl",
+        &format!(
+            "apt-get update && apt-get install -y {}",
+            APT_PACKAGES.join(" ")
+        ),
         ensure_apt_packages,
     )?;
     step(

@@ -105,7 +105,11 @@ mod tests {
     fn pure_v2_v1_only_and_none_are_told_apart() {
         let v2 = cgroup_layout(PURE_V2);
         assert_eq!((v2.mode, v2.v1_cpu_root), (CgroupMode::V2, None));
-        let v1_only: String = HYBRID.lines().filter(|l| !l.contains("cgroup2")).collect::<Vec<_>>().join("\n");
+        let v1_only: String = HYBRID
+            .lines()
+            .filter(|l| !l.contains("cgroup2"))
+            .collect::<Vec<_>>()
+            .join("\n");
         assert_eq!(cgroup_layout(&v1_only).mode, CgroupMode::V1);
         assert_eq!(cgroup_layout("").mode, CgroupMode::None);
         // Garbage lines are skipped, not trusted.

@@ -7,9 +7,20 @@
 /// Puts the calling thread, and every thread it starts afterwards, under SCHED_BATCH. Needs no
 /// privilege; on failure the agent runs on under the normal policy.
 pub(crate) fn yield_to_applications() {
-    let param = libc::sched_param { sched_priority: 0 };
+    // Zeroed: priority 0 (what SCHED_BATCH takes), and musl's reserved SCHED_SPORADIC fields.
+    // SAFETY: sched_param is plain integers, for which all zeroes is a valid value.
+    let param: libc::sched_param = unsafe { std::mem::zeroed() };
+    // The system call itself: musl's sched_setscheduler() is a stub that fails with ENOSYS.
     // SAFETY: a plain system call on the calling thread with a valid parameter block.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
+    if unsafe {
+        libc::syscall(
+            libc::SYS_sched_setscheduler,
+            0,
+            libc::SCHED_BATCH,
+            &param as *const libc::sched_param,
+        )
+    } != 0
+    {
         log::warn!(
             "could not switch to SCHED_BATCH ({}): the agent's wake-ups may preempt applications",
             std::io::Error::last_os_error()

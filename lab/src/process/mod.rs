@@ -3,3 +3,4 @@
 
 pub mod binaries;
 pub mod reaped;
+pub mod slowdown;

@@ -152,7 +152,8 @@ impl RunningAgent {
     }
 
     pub fn next_report(&mut self) -> anyhow::Result<Report> {
-        let patience = self.interval * 3 + Duration::from_secs(10);
+        let patience =
+            crate::process::slowdown::stretch(self.interval * 3 + Duration::from_secs(10));
         match self.reports.recv_timeout(patience) {
             Ok(report) => Ok(report),
             Err(RecvTimeoutError::Timeout) => bail!("no report from the agent in {patience:?}"),

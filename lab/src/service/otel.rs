@@ -42,6 +42,7 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// Waits until something accepts connections on the port.
 pub fn wait_for_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
+    let timeout = crate::process::slowdown::stretch(timeout);
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -135,6 +136,7 @@ fn python_command(
 
 /// Waits for a process to finish, failing if it does not in time or fails.
 pub fn wait_success(mut p: Reaped, timeout: Duration) -> anyhow::Result<()> {
+    let timeout = crate::process::slowdown::stretch(timeout);
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = p.child.try_wait()? {

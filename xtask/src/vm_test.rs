@@ -1,0 +1,483 @@
+//! `cargo xtask vm-test`: the kernel matrix. Each of Debian's kernels (6.1, 6.12, 6.18) boots
+//! under QEMU (TCG: stock kernels hang under this machine's KVM; `--kvm` where it works) over the
+//! host's root filesystem with pure cgroup v2, by virtme-ng; the host itself (6.18, hybrid
+//! cgroups) is the matrix's last column. In each, one generated script runs `culprit check`, the
+//! agent as the DaemonSet runs it with its readiness probe, and the privileged e2e tests behind
+//! each signal; the host reads what the script left in `target/vm/run/<kernel>/` and prints the
+//! matrix (also `target/vm/matrix.md`). It fails on a failed check, a node that would not be
+//! Ready, or a degradation this kernel is not known for.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    commands, setup,
+    shell::{cargo, output, root, step},
+    vm_kernels::{self, KERNELS},
+};
+
+/// One row of the matrix: a privileged e2e test (or some of its cases) behind a signal.
+struct Check {
+    name: &'static str,
+    proves: &'static str,
+    /// The signal's name in `culprit check --json`, if the row is one signal's.
+    signal: Option<&'static str>,
+    test: &'static str,
+    cases: &'static [&'static str],
+}
+
+const CHECKS: &[Check] = &[
+    Check {
+        name: "load and attach",
+        proves: "`culprit check`: every probe loads and attaches",
+        signal: None,
+        test: "",
+        cases: &[],
+    },
+    Check {
+        name: "contention",
+        proves: "a hog on the victim's CPU: contention dominates, the hog is the named neighbour",
+        signal: Some("run_queue_delay"),
+        test: "runqueue",
+        cases: &[],
+    },
+    Check {
+        name: "throttling",
+        proves: "a quota-bound loop: throttled time within 15% of the cgroup's cpu.stat",
+        signal: Some("cpu_throttling"),
+        test: "throttling",
+        cases: &[],
+    },
+    Check {
+        name: "retransmits",
+        proves: "nftables drops: retransmits with 4-tuple, owner (from the kernel) and cost",
+        signal: Some("tcp_retransmits"),
+        test: "retransmits",
+        cases: &[],
+    },
+    Check {
+        name: "thread states",
+        proves: "sleeps are off-CPU, spins on-CPU, the unwatched ignored",
+        signal: Some("thread_states"),
+        test: "thread_states",
+        cases: &[],
+    },
+    Check {
+        name: "span join",
+        proves: "Python SDK spans blamed on contention (hog named) and on a quota",
+        signal: None,
+        test: "span_causes",
+        cases: &[
+            "cpu_contention_is_blamed_with_the_hog_as_neighbour",
+            "a_cpu_quota_is_blamed_as_throttling",
+        ],
+    },
+    Check {
+        name: "export to rotel",
+        proves: "Python SDK spans reach rotel through the agent, unchanged, with causes",
+        signal: None,
+        test: "otlp_passthrough",
+        cases: &[],
+    },
+];
+
+/// Degradations a kernel is known for, with why: anything else degraded is a regression.
+const EXPECTED_DEGRADED: &[(&str, &str, &str)] = &[(
+    "6.1",
+    "tcp_retransmits",
+    "no sock:sock_send_length/sock_recv_length before 6.3: receivers are named by \
+     tcp:tcp_rcv_space_adjust, senders through /proc, costs from the kernel's stall start",
+)];
+
+/// How much longer than on the host things take under TCG, for the tests' deadlines: a Python
+/// app's start measured ~4x slower.
+const TCG_SLOWDOWN: u32 = 4;
+/// Memory of each VM: the tests' Python apps and rotel run inside.
+const VM_MEMORY: &str = "4G";
+/// The guest's own deadline for all its work, and the host's for the whole VM.
+const GUEST_TIMEOUT_SECS: u64 = 1500;
+
+pub struct VmTestOptions {
+    /// Kernel labels (`6.1`, `6.12`, `6.18`), `host`, or `all`.
+    pub kernels: Vec<String>,
+    pub kvm: bool,
+}
+
+fn run_dir(label: &str) -> PathBuf {
+    root().join("target/vm/run").join(label)
+}
+
+pub fn run(opts: &VmTestOptions) -> anyhow::Result<()> {
+    setup::run()?;
+    let wanted = selected(&opts.kernels)?;
+    commands::build()?;
+    let binaries = step(
+        "privileged e2e test binaries (built, not run)",
+        "see cargo's output above",
+        test_binaries,
+    )?;
+    let mut columns = Vec::new();
+    for label in &wanted {
+        let dir = run_dir(label);
+        fs::remove_dir_all(&dir).ok();
+        fs::create_dir_all(&dir)?;
+        let script = dir.join("guest.sh");
+        let slowdown = if label == "host" || opts.kvm {
+            1
+        } else {
+            TCG_SLOWDOWN
+        };
+        fs::write(&script, guest_script(&dir, &binaries, slowdown))?;
+        if label == "host" {
+            step(
+                "matrix on the host kernel",
+                "see target/vm/run/host/",
+                || crate::shell::run(Command::new("sh").arg(&script).current_dir(root())),
+            )?;
+            columns.push(Column::read(label, &dir));
+            continue;
+        }
+        let spec = KERNELS
+            .iter()
+            .find(|k| k.label == label)
+            .expect("labels were checked");
+        let kernel = step(
+            &format!("kernel {label}: Debian's package, unpacked, modules installed"),
+            "check that deb.debian.org is reachable (apt, curl)",
+            || vm_kernels::prepare(spec),
+        )?;
+        step(
+            &format!(
+                "matrix on {} ({}) under QEMU ({})",
+                kernel.release,
+                kernel.package,
+                accel(opts.kvm)
+            ),
+            &format!("the console is in {}", dir.join("console.log").display()),
+            || boot(&kernel.vmlinuz, &dir, &script, opts.kvm),
+        )?;
+        columns.push(Column::read(label, &dir));
+    }
+    let matrix = render(&columns);
+    println!("\n{matrix}");
+    fs::write(root().join("target/vm/matrix.md"), &matrix)?;
+    let failures: Vec<String> = columns.iter().flat_map(Column::failures).collect();
+    if !failures.is_empty() {
+        bail!("kernel matrix:\n  {}", failures.join("\n  "));
+    }
+    Ok(())
+}
+
+fn accel(kvm: bool) -> &'static str {
+    if kvm { "KVM" } else { "TCG" }
+}
+
+fn selected(kernels: &[String]) -> anyhow::Result<Vec<String>> {
+    let all: Vec<String> = KERNELS
+        .iter()
+        .map(|k| k.label.to_string())
+        .chain(["host".to_string()])
+        .collect();
+    if kernels.is_empty() || kernels.iter().any(|k| k == "all") {
+        return Ok(all);
+    }
+    for k in kernels {
+        if !all.contains(k) {
+            bail!("unknown kernel {k}: one of {}, or all", all.join(", "));
+        }
+    }
+    Ok(kernels.to_vec())
+}
+
+/// Test target name -> executable, from cargo's build messages.
+fn test_binaries() -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let out = output(cargo().args([
+        "test",
+        "--release",
+        "-p",
+        "culprit-tests",
+        "--tests",
+        "--no-run",
+        "--message-format=json",
+    ]))?;
+    let mut binaries = BTreeMap::new();
+    for line in out.lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["profile"]["test"] == true
+            && let (Some(name), Some(exe)) =
+                (msg["target"]["name"].as_str(), msg["executable"].as_str())
+        {
+            binaries.insert(name.to_string(), PathBuf::from(exe));
+        }
+    }
+    for check in CHECKS.iter().filter(|c| !c.test.is_empty()) {
+        if !binaries.contains_key(check.test) {
+            bail!("no test binary {} was built", check.test);
+        }
+    }
+    Ok(binaries)
+}
+
+/// The script the VM (or the host) runs; it leaves every result as a file in `out`.
+fn guest_script(out: &Path, binaries: &BTreeMap<String, PathBuf>, slowdown: u32) -> String {
+    let agent = root().join("target/release/culprit");
+    let mut s = format!(
+        r#"#!/bin/sh
+# Generated by `cargo xtask vm-test`: every result is a file in $OUT.
+OUT='{out}'
+AGENT='{agent}'
+cd '{root}'
+export PATH="{venv}/bin:$PATH"
+# Deadlines stretch under emulation (see culprit_lab::process::slowdown).
+export CULPRIT_SLOWDOWN={slowdown}
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
+uname -r > "$OUT/release"
+grep -E ' - cgroup2? ' /proc/self/mountinfo > "$OUT/cgroup-mounts"
+"$AGENT" check --json > "$OUT/check.json" 2> "$OUT/check.log"; echo $? > "$OUT/check.rc"
+
+# The agent as the DaemonSet runs it (receivers, API), then the DaemonSet's readiness probe.
+SOCK=/tmp/culprit-vm-test.sock
+rm -f "$SOCK"
+"$AGENT" agent --interval 1 --api-socket "$SOCK" --otlp-grpc 127.0.0.1:0 --otlp-http 127.0.0.1:0 \
+  > "$OUT/agent.log" 2>&1 &
+AGENT_PID=$!
+ready=1
+i=0
+while [ $i -lt 120 ]; do
+  if "$AGENT" status --readiness --socket "$SOCK" > /dev/null 2>&1; then ready=0; break; fi
+  kill -0 $AGENT_PID 2>/dev/null || break
+  i=$((i + 1))
+  sleep 0.5
+done
+echo $ready > "$OUT/ready.rc"
+"$AGENT" status --json --socket "$SOCK" > "$OUT/status.json" 2> /dev/null
+kill $AGENT_PID 2>/dev/null
+wait $AGENT_PID 2>/dev/null
+
+run_test() {{
+  name=$1; shift
+  echo "== $name"
+  timeout 900 "$@" --test-threads=1 --nocapture > "$OUT/$name.log" 2>&1
+  echo $? > "$OUT/$name.rc"
+  tail -n 3 "$OUT/$name.log"
+}}
+"#,
+        out = out.display(),
+        agent = agent.display(),
+        root = root().display(),
+        venv = setup::venv_dir().display(),
+    );
+    for check in CHECKS.iter().filter(|c| !c.test.is_empty()) {
+        let _ = write!(
+            s,
+            "run_test {} '{}'",
+            file_name(check.name),
+            binaries[check.test].display()
+        );
+        for case in check.cases {
+            let _ = write!(s, " {case}");
+        }
+        s.push('\n');
+    }
+    s.push_str("echo done > \"$OUT/finished\"\n");
+    s
+}
+
+fn file_name(check: &str) -> String {
+    check.replace(' ', "-")
+}
+
+/// Boots `vmlinuz` with the host's root filesystem (read-only, `out` writable) and runs
+/// `script` as root inside; the console goes to `out/console.log`.
+fn boot(vmlinuz: &Path, out: &Path, script: &Path, kvm: bool) -> anyhow::Result<()> {
+    let console = fs::File::create(out.join("console.log"))?;
+    let mut cmd = Command::new("timeout");
+    cmd.arg(GUEST_TIMEOUT_SECS.to_string())
+        .arg(setup::venv_dir().join("bin/vng"))
+        .arg("--run")
+        .arg(vmlinuz)
+        .args([
+            "--force-9p",
+            "--verbose",
+            "--memory",
+            VM_MEMORY,
+            "--cpus",
+            "2",
+        ])
+        .arg("--rwdir")
+        .arg(out)
+        .arg("--exec")
+        .arg(format!("sh {}", script.display()))
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                setup::venv_dir().join("bin").display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .current_dir(root())
+        .stdout(console.try_clone()?)
+        .stderr(console);
+    if !kvm {
+        cmd.arg("--disable-kvm");
+    }
+    let status = cmd.status().context("starting vng (virtme-ng)")?;
+    if !out.join("finished").exists() {
+        bail!("the VM stopped before its script finished ({status})");
+    }
+    Ok(())
+}
+
+/// What one kernel's run left behind.
+struct Column {
+    label: String,
+    release: String,
+    cgroups: String,
+    check: Option<serde_json::Value>,
+    check_error: Option<String>,
+    ready: bool,
+    passed: BTreeMap<&'static str, Option<bool>>,
+}
+
+impl Column {
+    fn read(label: &str, dir: &Path) -> Column {
+        let text = |name: &str| fs::read_to_string(dir.join(name)).unwrap_or_default();
+        let rc = |name: &str| text(&format!("{name}.rc")).trim().parse::<i32>().ok();
+        let check = serde_json::from_str::<serde_json::Value>(&text("check.json")).ok();
+        let cgroups = match text("cgroup-mounts") {
+            m if m.contains(" - cgroup ") => "hybrid".to_string(),
+            m if m.contains(" - cgroup2 ") => "pure v2".to_string(),
+            _ => "none".to_string(),
+        };
+        let passed = CHECKS
+            .iter()
+            .filter(|c| !c.test.is_empty())
+            .map(|c| (c.name, rc(&file_name(c.name)).map(|rc| rc == 0)))
+            .collect();
+        Column {
+            label: label.to_string(),
+            release: text("release").trim().to_string(),
+            cgroups,
+            check_error: match (&check, rc("check")) {
+                (None, _) => Some(format!("culprit check gave no JSON: {}", text("check.log"))),
+                (Some(_), Some(1)) => Some("culprit check: the agent cannot run".to_string()),
+                _ => None,
+            },
+            check,
+            ready: rc("ready") == Some(0),
+            passed,
+        }
+    }
+
+    /// `(ok, reason)` of a signal in `culprit check`.
+    fn signal(&self, name: &str) -> Option<(bool, Option<String>)> {
+        let signals = self.check.as_ref()?["signals"].as_array()?;
+        let s = signals.iter().find(|s| s["signal"] == name)?;
+        Some((s["ok"].as_bool()?, s["reason"].as_str().map(str::to_string)))
+    }
+
+    fn cell(&self, check: &Check) -> String {
+        if check.test.is_empty() {
+            return match &self.check_error {
+                Some(err) => format!("FAILED: {err}"),
+                None => {
+                    let hooks = self.check.as_ref().and_then(|c| c["hooks"].as_array());
+                    let attached =
+                        hooks.map_or(0, |h| h.iter().filter(|h| h["attached"] == true).count());
+                    format!("verified ({attached} hooks attached)")
+                }
+            };
+        }
+        let degraded = check
+            .signal
+            .and_then(|s| self.signal(s))
+            .and_then(|(ok, reason)| (!ok).then(|| reason.unwrap_or_default()));
+        match (self.passed.get(check.name).copied().flatten(), degraded) {
+            (Some(true), None) => "verified".to_string(),
+            (Some(true), Some(why)) => format!("verified, degraded: {why}"),
+            (Some(false), _) => format!(
+                "FAILED (target/vm/run/{}/{}.log)",
+                self.label,
+                file_name(check.name)
+            ),
+            (None, _) => "FAILED: did not run".to_string(),
+        }
+    }
+
+    fn failures(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(err) = &self.check_error {
+            out.push(format!("{}: {err}", self.label));
+        }
+        if !self.ready {
+            out.push(format!(
+                "{}: the agent never became Ready (target/vm/run/{}/agent.log)",
+                self.label, self.label
+            ));
+        }
+        for check in CHECKS {
+            let cell = self.cell(check);
+            if cell.starts_with("FAILED") {
+                out.push(format!("{}: {}: {cell}", self.label, check.name));
+            }
+        }
+        let signals = self
+            .check
+            .as_ref()
+            .and_then(|c| c["signals"].as_array().cloned())
+            .unwrap_or_default();
+        for s in signals.iter().filter(|s| s["ok"] == false) {
+            let name = s["signal"].as_str().unwrap_or_default();
+            let expected = EXPECTED_DEGRADED
+                .iter()
+                .any(|(k, sig, _)| *k == self.label && *sig == name);
+            if !expected {
+                out.push(format!(
+                    "{}: {name} degraded, which this kernel is not known for: {}",
+                    self.label,
+                    s["reason"].as_str().unwrap_or_default()
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn render(columns: &[Column]) -> String {
+    let mut s = String::from("| check | what it proves |");
+    for c in columns {
+        let _ = write!(s, " {} ({}, {}) |", c.label, c.release, c.cgroups);
+    }
+    s.push_str("\n|---|---|");
+    for _ in columns {
+        s.push_str("---|");
+    }
+    s.push('\n');
+    for check in CHECKS {
+        let _ = write!(s, "| {} | {} |", check.name, check.proves);
+        for c in columns {
+            let _ = write!(s, " {} |", c.cell(check));
+        }
+        s.push('\n');
+    }
+    s.push_str("| Ready | the DaemonSet's readiness probe passes with the agent running |");
+    for c in columns {
+        s.push_str(if c.ready { " yes |" } else { " NO |" });
+    }
+    s.push_str("\n\nKnown degradations:\n");
+    for (kernel, signal, why) in EXPECTED_DEGRADED {
+        let _ = writeln!(s, "- {kernel}, {signal}: {why}");
+    }
+    s
+}
