@@ -5,7 +5,7 @@ use std::process::Command;
 use crate::{
     deny, fuzz, setup,
     shell::{all_ok, cargo, is_root, root, run as run_cmd, step},
-    structure, vm_test,
+    structure,
 };
 
 /// The packages whose binaries the agent, the demo and the tests run.
@@ -270,11 +270,7 @@ pub fn test() -> anyhow::Result<()> {
                 "--test-threads=1",
             ]))
         },
-    )?;
-    vm_test::run(&vm_test::VmTestOptions {
-        kernels: Vec::new(),
-        kvm: false,
-    })
+    )
 }
 
 fn clippy_ebpf() -> anyhow::Result<()> {
