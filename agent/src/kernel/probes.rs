@@ -150,6 +150,10 @@ const HOOKS: &[Hook] = &[
 pub struct HookHealth {
     pub program: String,
     pub attached: bool,
+    /// A stand-in left detached because the hook it stands in for is attached: not needed on
+    /// this kernel, so it counts neither as attached nor as missing.
+    #[serde(default)]
+    pub standby: bool,
     pub error: Option<String>,
 }
 
@@ -212,6 +216,7 @@ pub(crate) fn load(opts: &ProbeOptions) -> anyhow::Result<Probes> {
             hooks.push(HookHealth {
                 program: hook.program.to_string(),
                 attached: false,
+                standby: true,
                 error: Some(format!(
                     "standby, not needed: {} is attached",
                     hook.standby_for.unwrap_or_default()
@@ -240,6 +245,7 @@ pub(crate) fn load(opts: &ProbeOptions) -> anyhow::Result<Probes> {
             HookHealth {
                 program: hook.program.to_string(),
                 attached: result.is_ok(),
+                standby: false,
                 error: result.err().map(|e| format!("{e:#}")),
             }
         });
@@ -409,6 +415,7 @@ mod tests {
             .map(|h| HookHealth {
                 program: h.program.to_string(),
                 attached: !missing.contains(&h.program),
+                standby: false,
                 error: None,
             })
             .collect()

@@ -275,7 +275,8 @@ impl LiveView {
             started_unix_ms: f.started_unix_ms,
             uptime_s: now_unix_ms.saturating_sub(f.started_unix_ms) as f64 / 1e3,
             probes_attached: f.probes.iter().filter(|p| p.attached).count(),
-            probes_total: f.probes.len(),
+            // A stand-in on standby is not needed here: "10/10 attached", not "10/11".
+            probes_total: f.probes.iter().filter(|p| !p.standby).count(),
             probes: f.probes.clone(),
             signals: f.signals.clone(),
             degraded: f.signals.iter().any(|s| !s.ok) || !alive || otlp.export.failing(),

@@ -98,8 +98,13 @@ pub(crate) fn render(h: &Health, now_unix_ms: u64) -> String {
     for p in h.probes.iter().filter(|p| !p.attached) {
         let _ = writeln!(
             out,
-            "          {} not attached: {}",
+            "          {} {}: {}",
             p.program,
+            if p.standby {
+                "on standby"
+            } else {
+                "not attached"
+            },
             p.error.as_deref().unwrap_or("?")
         );
     }

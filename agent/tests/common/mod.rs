@@ -80,6 +80,7 @@ pub fn facts(degraded: bool) -> AgentFacts {
     let hook = |program: &str, attached: bool| HookHealth {
         program: program.to_string(),
         attached,
+        standby: false,
         error: (!attached).then(|| "Operation not permitted (os error 1)".to_string()),
     };
     AgentFacts {
