@@ -66,6 +66,9 @@ enum LabCommand {
         sleep_ms: u64,
         #[arg(long, default_value_t = 10)]
         count: u32,
+        /// Write each sleep's measured wall time (ns, one per line) here.
+        #[arg(long)]
+        record: Option<PathBuf>,
     },
     /// A TCP server on 127.0.0.1 answering fixed-size requests.
     TcpServer {
@@ -323,9 +326,16 @@ fn main() -> anyhow::Result<()> {
                 run_for,
             );
         }
-        LabCommand::Sleeper { sleep_ms, count } => {
-            workloads::sleeper(Duration::from_millis(sleep_ms), count, run_for)
-        }
+        LabCommand::Sleeper {
+            sleep_ms,
+            count,
+            record,
+        } => workloads::sleeper(
+            Duration::from_millis(sleep_ms),
+            count,
+            run_for,
+            record.as_deref(),
+        )?,
         LabCommand::TcpServer { port, size } => workloads::tcp_server(port, size, run_for)?,
         LabCommand::TcpClient { port, size } => workloads::tcp_client(port, size, run_for)?,
         LabCommand::Pingpong {

@@ -60,6 +60,18 @@ fn closed_within(mut s: &TcpStream, within: Duration) -> bool {
     }
 }
 
+/// The agent's RSS once nothing is in flight (no batch held for the join, export queue empty):
+/// what it retains, not what the last requests still occupy within their budget.
+fn settled_rss_mib(agent: &mut RunningAgent) -> anyhow::Result<f64> {
+    for _ in 0..30 {
+        let report = agent.fresh_report()?;
+        if report.otlp.join.batches_held == 0 && report.otlp.export.queue_depth == 0 {
+            return Ok(rss_mib(agent.pid()).0);
+        }
+    }
+    anyhow::bail!("the pipeline never drained")
+}
+
 #[test]
 fn a_million_service_names_and_idle_or_trickling_connections_leave_the_agent_flat()
 -> anyhow::Result<()> {
@@ -112,10 +124,11 @@ fn a_million_service_names_and_idle_or_trickling_connections_leave_the_agent_fla
             }
         }
         if batch == 99 {
-            rss_early = rss_mib(pid).0;
+            rss_early = settled_rss_mib(&mut agent)?;
         }
     }
-    let (rss_end, peak) = rss_mib(pid);
+    let rss_end = settled_rss_mib(&mut agent)?;
+    let peak = rss_mib(pid).1;
     eprintln!(
         "1M service names in {:.1} s ({busy} busy answers): RSS {rss_early:.0} MiB after 100k, \
          {rss_end:.0} MiB after 1M, peak {peak:.0} MiB",

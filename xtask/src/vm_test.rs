@@ -330,7 +330,9 @@ fn boot(vmlinuz: &Path, out: &Path, script: &Path, kvm: bool) -> anyhow::Result<
         .stdout(console.try_clone()?)
         .stderr(console);
     if !kvm {
-        cmd.arg("--disable-kvm");
+        // One emulation thread for all vCPUs: under multi-threaded TCG, 6.12 oopsed on an int3
+        // left by cross-CPU text patching (a jump label flipped while nftables rules loaded).
+        cmd.args(["--disable-kvm", "--qemu-opts=-accel tcg,thread=single"]);
     }
     let status = cmd.status().context("starting vng (virtme-ng)")?;
     if !out.join("finished").exists() {

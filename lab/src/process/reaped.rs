@@ -62,6 +62,9 @@ pub fn spawn_workload(
     if let Some(cpu) = cpu {
         cmd.arg("--cpu").arg(cpu.to_string());
     }
+    // A lifetime bound (the workload is killed when dropped): on a slow machine the test's own
+    // steps take longer, so the bound stretches with them.
+    let seconds = seconds * f64::from(crate::process::slowdown::factor());
     cmd.arg("--seconds").arg(seconds.to_string());
     cmd.args(workload).stdin(Stdio::null());
     Reaped::spawn(workload.first().copied().unwrap_or("workload"), &mut cmd)

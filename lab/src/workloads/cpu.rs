@@ -1,10 +1,15 @@
 //! CPU-bound generators: a hog that never pauses, wakeups with a little work each, and sleeps.
 
 use std::{
+    fs,
     hint::black_box,
+    io::Write as _,
+    path::Path,
     thread,
     time::{Duration, Instant},
 };
+
+use anyhow::Context as _;
 
 /// Spins `threads` threads until `run_for` has passed.
 pub fn hog(threads: usize, run_for: Duration) {
@@ -27,14 +32,29 @@ pub fn wakeups(period: Duration, work: Duration, run_for: Duration) {
 }
 
 /// Sleeps `sleep` `count` times, with a short burst of work between sleeps, then lingers
-/// (blocked) until `run_for` has passed.
-pub fn sleeper(sleep: Duration, count: u32, run_for: Duration) {
+/// (blocked) until `run_for` has passed. With `record`, each sleep's wall time as the sleeper
+/// measured it (ns, one per line, written as it ends): the truth for what the agent reports,
+/// which on an emulated or overcommitted machine is well above the asked-for time.
+pub fn sleeper(
+    sleep: Duration,
+    count: u32,
+    run_for: Duration,
+    record: Option<&Path>,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + run_for;
+    let mut record = record
+        .map(|p| fs::File::create(p).with_context(|| format!("creating {}", p.display())))
+        .transpose()?;
     for _ in 0..count {
+        let started = Instant::now();
         thread::sleep(sleep);
+        if let Some(f) = record.as_mut() {
+            writeln!(f, "{}", started.elapsed().as_nanos())?;
+        }
         spin_until(Instant::now() + Duration::from_micros(200));
     }
     thread::sleep(deadline.saturating_duration_since(Instant::now()));
+    Ok(())
 }
 
 /// Burns CPU for `d`.
