@@ -26,8 +26,10 @@ fn sleeps_are_off_cpu_spins_are_on_cpu_and_the_unwatched_are_ignored() -> anyhow
             "sleeper",
             "--sleep-ms",
             "50",
+            // Sleeps for its whole lifetime: a sleeper done early would idle through the
+            // measured reports in one long episode.
             "--count",
-            "200",
+            "1000000",
             "--record",
             &record_arg,
         ],

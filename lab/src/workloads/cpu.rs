@@ -31,7 +31,7 @@ pub fn wakeups(period: Duration, work: Duration, run_for: Duration) {
     }
 }
 
-/// Sleeps `sleep` `count` times, with a short burst of work between sleeps, then lingers
+/// Sleeps `sleep` `count` times (fewer if `run_for` passes first), with a short burst of work between sleeps, then lingers
 /// (blocked) until `run_for` has passed. With `record`, each sleep's wall time as the sleeper
 /// measured it (ns, one per line, written as it ends): the truth for what the agent reports,
 /// which on an emulated or overcommitted machine is well above the asked-for time.
@@ -46,6 +46,9 @@ pub fn sleeper(
         .map(|p| fs::File::create(p).with_context(|| format!("creating {}", p.display())))
         .transpose()?;
     for _ in 0..count {
+        if Instant::now() >= deadline {
+            break;
+        }
         let started = Instant::now();
         thread::sleep(sleep);
         if let Some(f) = record.as_mut() {
