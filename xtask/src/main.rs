@@ -10,6 +10,7 @@ mod modgraph_tests;
 mod setup;
 mod shell;
 mod structure;
+mod vm_guest;
 mod vm_kernels;
 mod vm_test;
 
