@@ -161,7 +161,6 @@ fn test_binaries() -> anyhow::Result<BTreeMap<String, PathBuf>> {
     Ok(binaries)
 }
 
-/// The script the VM (or the host) runs; it leaves every result as a file in `out`.
 /// Boots `vmlinuz` with the host's root filesystem (read-only, `out` writable) and runs
 /// `script` as root inside; the console goes to `out/console.log`.
 fn boot(vmlinuz: &Path, out: &Path, script: &Path, kvm: bool) -> anyhow::Result<()> {

@@ -31,8 +31,8 @@ pub fn wakeups(period: Duration, work: Duration, run_for: Duration) {
     }
 }
 
-/// Sleeps `sleep` `count` times (fewer if `run_for` passes first), with a short burst of work between sleeps, then lingers
-/// (blocked) until `run_for` has passed. With `record`, each sleep's wall time as the sleeper
+/// Sleeps `sleep` `count` times (fewer if `run_for` passes first), with a short burst of work
+/// between sleeps, then lingers (blocked) until `run_for` has passed. With `record`, each sleep's wall time as the sleeper
 /// measured it (ns, one per line, written as it ends): the truth for what the agent reports,
 /// which on an emulated or overcommitted machine is well above the asked-for time.
 pub fn sleeper(
