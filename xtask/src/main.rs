@@ -34,8 +34,8 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Formatting, structure, dependency and supply-chain checks, lints, unit tests, then the
-    /// privileged end-to-end tests.
+    /// Formatting, structure, dependency and supply-chain checks, lints, unit tests, the
+    /// privileged end-to-end tests, then the kernel matrix (`vm-test --kernel all`).
     Test,
     /// No cycle between the library crates' modules, no .rs file over 500 lines.
     CheckStructure,
@@ -95,7 +95,12 @@ fn main() -> std::process::ExitCode {
         Command::Setup => setup::run(),
         Command::Build => commands::build(),
         Command::Run { args } => commands::run(&args),
-        Command::Test => commands::test(),
+        Command::Test => commands::test().and_then(|()| {
+            vm_test::run(&vm_test::VmTestOptions {
+                kernels: Vec::new(),
+                kvm: false,
+            })
+        }),
         Command::CheckStructure => structure::check_structure(),
         Command::CheckDeps => structure::check_deps(),
         Command::Deny { refresh: None } => deny::check(),
