@@ -12,4 +12,5 @@ pub mod neighbour;
 pub mod runq_delay;
 pub mod thread_time;
 pub mod throttle;
+pub mod wake_chain;
 pub mod watch_cache;

@@ -6,6 +6,9 @@ pub const TASK_SCHED: &str = "TASK_SCHED";
 pub const RUNQ_HIST: &str = "RUNQ_HIST";
 /// Per-CPU drop counters, indexed by [`crate::DropCounter`].
 pub const DROPS: &str = "DROPS";
+/// One u32, set by the agent once every interrupt hook of the wake chain is attached: until
+/// then no waker passes its run-queue delay on (`crate::accounting::wake_chain`).
+pub const WAKE_CHAIN_ON: &str = "WAKE_CHAIN_ON";
 /// Watched threads (tid -> [`crate::thread::ThreadState`]).
 pub const THREAD_STATE: &str = "THREAD_STATE";
 /// The watch generation (one u32): bumped by the agent after it adds threads to

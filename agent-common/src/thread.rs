@@ -26,11 +26,14 @@ pub struct ThreadBucket {
     pub off_cpu_ns: u64,
     pub neighbour_ns: u64,
     pub neighbour_tgid: u32,
-    /// Keeps the struct's size a multiple of its alignment, the same on both sides.
-    pub _pad: u32,
+    /// The process that held the CPU from the wakers of `waker_delay_ns`, the longest of them.
+    pub waker_neighbour_tgid: u32,
+    /// The part of `off_cpu_ns` the thread slept while its waker sat in a run queue behind a
+    /// neighbour (`accounting::wake_chain`): contention through another thread.
+    pub waker_delay_ns: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<ThreadBucket>() == 56);
+const _: () = assert!(core::mem::size_of::<ThreadBucket>() == 64);
 
 /// The kernel's per-thread record (map `THREAD_STATE`, keyed by tid). Its presence is what makes
 /// a thread watched.
@@ -56,7 +59,7 @@ pub struct ThreadState {
     pub span_id: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<ThreadState>() == 104);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 112);
 
 /// Record kinds on the `SCHED_EVENTS` ring buffer.
 pub mod record {
@@ -118,7 +121,73 @@ pub struct SchedRecord {
     pub spans: SpanTags,
 }
 
-const _: () = assert!(core::mem::size_of::<SchedRecord>() == 104);
+const _: () = assert!(core::mem::size_of::<SchedRecord>() == 112);
+
+/// Run-queue delay a task carries since it was last woken (`accounting::wake_chain`):
+/// `delayed_ns` of waiting behind neighbours within `[start_ns, end_ns)`, inherited from its
+/// waker or its own, the longest part while a process of `neighbour_tgid` held the CPU;
+/// `hops` wakeups from the task that waited (0: its own). `end_ns == 0`: none.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Delay {
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub delayed_ns: u64,
+    pub neighbour_tgid: u32,
+    pub hops: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<Delay>() == 32);
+
+impl Delay {
+    pub const NONE: Delay = Delay {
+        start_ns: 0,
+        end_ns: 0,
+        delayed_ns: 0,
+        neighbour_tgid: 0,
+        hops: 0,
+    };
+
+    #[inline(always)]
+    pub const fn is_none(&self) -> bool {
+        self.end_ns == 0
+    }
+
+    /// How much of the delay fell within `[start_ns, end_ns)`: the waiting, bounded by the
+    /// overlap of the two windows (the waiting's place inside its window is not kept).
+    #[inline(always)]
+    pub fn overlap_ns(&self, start_ns: u64, end_ns: u64) -> u64 {
+        if self.is_none() {
+            return 0;
+        }
+        let overlap_ns = overlap_ns((self.start_ns, self.end_ns), (start_ns, end_ns));
+        if overlap_ns < self.delayed_ns {
+            overlap_ns
+        } else {
+            self.delayed_ns
+        }
+    }
+}
+
+/// How long the intervals `[a.0, a.1)` and `[b.0, b.1)` share (0 if they do not meet). Written
+/// with plain comparisons: `min`/`max` calls cost the verifier more states.
+#[inline(always)]
+pub fn overlap_ns(a: (u64, u64), b: (u64, u64)) -> u64 {
+    let lo = if a.0 > b.0 { a.0 } else { b.0 };
+    let hi = if a.1 < b.1 { a.1 } else { b.1 };
+    hi.saturating_sub(lo)
+}
+
+/// The delay of the task running on a CPU, with the task it belongs to (its `task_struct`
+/// address; 0: nobody's). See `accounting::wake_chain`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunningDelay {
+    pub task: u64,
+    pub delay: Delay,
+}
+
+const _: () = assert!(core::mem::size_of::<RunningDelay>() == 40);
 
 /// Slices of CPU time recently given out on one CPU (per-CPU map `CPU_SLICES`): who ran there,
 /// so that a thread's run-queue wait can be charged to the neighbours that held the CPU.
@@ -131,14 +200,19 @@ pub struct CpuSlices {
     pub last_switch_ns: u64,
     /// Next slot to overwrite.
     pub head: u32,
-    pub _reserved: u32,
+    /// Timer or device interrupt handlers running on this CPU now (the wake chain's
+    /// `interrupts`): their wakeups are nobody's doing.
+    pub interrupt_depth: u32,
     pub tgid: [u32; CPU_SLICE_SLOTS],
     pub tid: [u32; CPU_SLICE_SLOTS],
     pub start_ns: [u64; CPU_SLICE_SLOTS],
     pub end_ns: [u64; CPU_SLICE_SLOTS],
+    /// The delay the task running here carries (`accounting::wake_chain`): kept with the slices,
+    /// which every switch already looks up.
+    pub running_delay: RunningDelay,
 }
 
-const _: () = assert!(core::mem::size_of::<CpuSlices>() == 16 + 24 * CPU_SLICE_SLOTS);
+const _: () = assert!(core::mem::size_of::<CpuSlices>() == 16 + 24 * CPU_SLICE_SLOTS + 40);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -164,6 +238,9 @@ pub struct TaskSched {
     /// Times the task left a CPU (wrapping): paces the cgroup id refresh.
     pub switches_out: u32,
     pub _reserved: u32,
+    /// The run-queue delay the task carries since it was last woken: its waker's, and its own
+    /// long waits since (`accounting::wake_chain`).
+    pub carried: Delay,
 }
 
-const _: () = assert!(core::mem::size_of::<TaskSched>() == 32);
+const _: () = assert!(core::mem::size_of::<TaskSched>() == 64);

@@ -11,6 +11,7 @@ mod connect;
 mod context_sampler;
 mod cpu_slices;
 mod drops;
+mod interrupts;
 mod runq_hist;
 mod sched;
 mod task;

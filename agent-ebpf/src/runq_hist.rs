@@ -38,23 +38,28 @@ pub fn record_switch_out(ts: *mut TaskSched, preempted: bool, now_ns: u64) {
     }
 }
 
-/// `next` (bookkeeping `ts`) got a CPU: charge its wait to its cgroup.
+/// `next` (bookkeeping `ts`) got a CPU: charge its wait to its cgroup. Returns the wait, if it
+/// is known to have waited.
 #[inline(always)]
-pub fn record_dequeue(next: *const u8, ts: *mut TaskSched, now_ns: u64, off: &KernelOffsets) {
+pub fn record_dequeue(
+    next: *const u8,
+    ts: *mut TaskSched,
+    now_ns: u64,
+    off: &KernelOffsets,
+) -> Option<u64> {
     let ts = unsafe { &mut *ts };
-    let Some(delay_ns) = runq_delay::take_delay_ns(ts, now_ns) else {
-        return;
-    };
+    let delay_ns = runq_delay::take_delay_ns(ts, now_ns)?;
     // A task that never left a CPU yet (just forked) has no cached cgroup.
     let cgroup_id = if ts.cgroup_id != 0 {
         ts.cgroup_id
     } else {
         match task_cgroup_id(next, off) {
             Ok(id) => id,
-            Err(()) => return,
+            Err(()) => return Some(delay_ns),
         }
     };
     let _ = add_sample(cgroup_id, delay_ns);
+    Some(delay_ns)
 }
 
 #[inline(always)]

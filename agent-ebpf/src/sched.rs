@@ -10,12 +10,16 @@ use aya_ebpf::{
 };
 use culprit_common::{
     KernelOffsets,
-    accounting::neighbour::{Neighbour, neighbour_of_wait},
+    accounting::{
+        neighbour::{Neighbour, longest_holder, neighbour_of_wait},
+        wake_chain,
+    },
+    thread::Delay,
 };
 
 use crate::{
     config::{kernel_offsets, probe_config},
-    cpu_slices::record_slice,
+    cpu_slices::{self, record_slice},
     runq_hist,
     task::{task_state, task_tid},
     task_sched::task_sched,
@@ -24,8 +28,11 @@ use crate::{
 
 const TASK_RUNNING: u32 = 0;
 
-#[btf_tracepoint(function = "sched_wakeup")]
-pub fn sched_wakeup(ctx: BtfTracePointContext) -> i32 {
+/// `sched_waking`, not `sched_wakeup`: it runs in the waker's context on every kernel, where
+/// `sched_wakeup` of a wakeup queued to another CPU runs there, in whatever that CPU was doing.
+/// The waker is what the wake chain needs; the wait starts as the waker lets the task go.
+#[btf_tracepoint(function = "sched_waking")]
+pub fn sched_waking(ctx: BtfTracePointContext) -> i32 {
     let _ = try_wakeup(ctx.arg(0), false);
     0
 }
@@ -55,15 +62,20 @@ fn try_wakeup(task: *const u8, new: bool) -> Result<(), ()> {
     let off = kernel_offsets();
     let now_ns = unsafe { bpf_ktime_get_ns() };
     let ts = task_sched(task);
-    if probe_config().node_summary != 0
-        && let Some(ts) = ts
-    {
+    // Run-queue waits are known only with the node summary on: so is the wake chain.
+    let node_summary = probe_config().node_summary != 0;
+    let mut waker_delay = Delay::NONE;
+    if node_summary && let Some(ts) = ts {
         runq_hist::record_enqueue(ts, now_ns);
+        if !new {
+            waker_delay = cpu_slices::waker_delay(now_ns);
+            wake_chain::keep(unsafe { &mut (*ts).carried }, waker_delay);
+        }
     }
     if new {
         thread_state::wakeup_new(task, task_tid(task, &off)?, now_ns, &off);
     } else if let Some((tid, st)) = watched_state(ts, || task_tid(task, &off)) {
-        thread_state::wakeup(st, task, tid, now_ns, &off);
+        thread_state::wakeup(st, task, tid, now_ns, &waker_delay, &off);
     }
     Ok(())
 }
@@ -101,7 +113,22 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
             runq_hist::record_switch_out(ts, preempted, now_ns);
         }
         if let Some(ts) = next_ts {
-            runq_hist::record_dequeue(next, ts, now_ns, &off);
+            let wait_ns = runq_hist::record_dequeue(next, ts, now_ns, &off);
+            if let Some(s) = slices {
+                let long_wait = wake_chain::long_wait_start_ns(wait_ns, now_ns).map(|start_ns| {
+                    (
+                        start_ns,
+                        longest_holder(unsafe { &*s }, start_ns, now_ns).tgid,
+                    )
+                });
+                wake_chain::switch_in(
+                    unsafe { &mut (*s).running_delay },
+                    unsafe { &mut (*ts).carried },
+                    next as u64,
+                    long_wait,
+                    now_ns,
+                );
+            }
         }
     }
     if let Some((_, st)) = watched_state(prev_ts, || Ok(prev_tid)) {

@@ -20,7 +20,7 @@ use culprit_common::{
         thread_time::{self, RecordSink},
         watch_cache,
     },
-    thread::{SchedRecord, SpanTags, TaskSched, ThreadBucket, ThreadState},
+    thread::{Delay, SchedRecord, SpanTags, TaskSched, ThreadBucket, ThreadState},
 };
 
 use crate::{
@@ -148,12 +148,20 @@ pub fn switch_in(
     );
 }
 
-/// Watched `task` (state `st`) was woken up.
+/// Watched `task` (state `st`) was woken up by a waker that carried `waker_delay`.
 #[inline(always)]
-pub fn wakeup(st: *mut ThreadState, task: *const u8, tid: u32, now_ns: u64, off: &KernelOffsets) {
+pub fn wakeup(
+    st: *mut ThreadState,
+    task: *const u8,
+    tid: u32,
+    now_ns: u64,
+    waker_delay: &Delay,
+    off: &KernelOffsets,
+) {
     thread_time::wakeup(
         unsafe { &mut *st },
         now_ns,
+        waker_delay,
         &probe_config(),
         &mut Ring { tid },
         || task_throttling(task, off),
@@ -164,7 +172,7 @@ pub fn wakeup(st: *mut ThreadState, task: *const u8, tid: u32, now_ns: u64, off:
 #[inline(always)]
 pub fn wakeup_new(task: *const u8, tid: u32, now_ns: u64, off: &KernelOffsets) {
     if let Some(st) = THREAD_STATE.get_ptr_mut(tid) {
-        return wakeup(st, task, tid, now_ns, off);
+        return wakeup(st, task, tid, now_ns, &Delay::NONE, off);
     }
     let Ok(tgid) = task_tgid(task, off) else {
         return;

@@ -210,6 +210,8 @@ fn measured(input: &mut Input<'_>) -> Measured {
         join: JOINS[usize::from(input.byte() % 4)],
         tid: None,
         threads: usize::from(input.byte()),
+        // Last: the seeds' bytes keep their meaning for the fields before it.
+        waker_delay_ns: input.u64(),
     }
 }
 
@@ -274,6 +276,7 @@ pub fn annotate(data: &[u8]) {
             a.runqueue_s,
             a.throttled_s,
             a.off_cpu_s,
+            a.waker_delay_s,
             a.retransmit_wait_s,
         ];
         assert!(seconds.iter().all(|s| s.is_finite() && *s >= 0.0), "{a:?}");

@@ -76,6 +76,9 @@ enum LabCommand {
         port: u16,
         #[arg(long, default_value_t = 512)]
         size: usize,
+        /// Busy time before each answer, in microseconds.
+        #[arg(long, default_value_t = 0)]
+        work_us: u64,
     },
     /// A TCP client sending fixed-size requests to 127.0.0.1 in a loop.
     TcpClient {
@@ -336,7 +339,11 @@ fn main() -> anyhow::Result<()> {
             run_for,
             record.as_deref(),
         )?,
-        LabCommand::TcpServer { port, size } => workloads::tcp_server(port, size, run_for)?,
+        LabCommand::TcpServer {
+            port,
+            size,
+            work_us,
+        } => workloads::tcp_server(port, size, Duration::from_micros(work_us), run_for)?,
         LabCommand::TcpClient { port, size } => workloads::tcp_client(port, size, run_for)?,
         LabCommand::Pingpong {
             pairs,

@@ -19,9 +19,9 @@ use culprit_tests::require_root;
 
 const ACCURACY_FLOOR: f64 = 0.75;
 const MIXED_ACCURACY_FLOOR: f64 = 0.6;
-/// Contention has a known gap (ACCURACY.md): a `/downstream` request whose packet waits for
-/// `ksoftirqd` behind the hogs shows as the service thread's off-CPU time. Runs measured 47-100%.
-const CONTENTION_ACCURACY_FLOOR: f64 = 0.4;
+/// A `/downstream` request is slow through its downstream (or `ksoftirqd`) waiting behind the
+/// hogs while the service thread sleeps: the wake chain names it contention, as the goal wants.
+const CONTENTION_ACCURACY_FLOOR: f64 = 0.75;
 const BASELINE_KERNEL_SHARE_CEILING: f64 = 0.15;
 /// Measured within 7% (ACCURACY.md); one CI run on a machine also compiling on the same two
 /// CPUs measured +34%: waits that begin throttled count whole, including the queueing after

@@ -1,7 +1,7 @@
 //! Who held a CPU while a thread waited for it: a ring of the last slices of CPU time on each
 //! CPU ([`CpuSlices`]), and the neighbour a wait is charged to.
 
-use crate::thread::{CPU_SLICE_SLOTS, CpuSlices};
+use crate::thread::{CPU_SLICE_SLOTS, CpuSlices, overlap_ns};
 
 const SLOT_MASK: u32 = CPU_SLICE_SLOTS as u32 - 1;
 const _: () = assert!(CPU_SLICE_SLOTS.is_power_of_two());
@@ -50,17 +50,7 @@ pub fn neighbour_of_wait(
     let mut ns = 0u64;
     for i in 0..CPU_SLICE_SLOTS {
         if s.tgid[i] == prev_tgid {
-            let lo = if s.start_ns[i] > start_ns {
-                s.start_ns[i]
-            } else {
-                start_ns
-            };
-            let hi = if s.end_ns[i] < end_ns {
-                s.end_ns[i]
-            } else {
-                end_ns
-            };
-            ns = ns.wrapping_add(hi.saturating_sub(lo));
+            ns = ns.wrapping_add(overlap_ns((s.start_ns[i], s.end_ns[i]), (start_ns, end_ns)));
         }
     }
     Neighbour {
@@ -68,6 +58,26 @@ pub fn neighbour_of_wait(
         tid: prev_tid,
         ns,
     }
+}
+
+/// The thread that held the CPU longest in one slice during `[start_ns, end_ns)`, with that
+/// slice's overlap: who a waker's long wait is charged to. Unlike [`neighbour_of_wait`] it does
+/// not start from the switch's `prev`, which for a waker is often a short-lived thread of its
+/// own process let in just before it. `ns == 0`: nobody held the CPU in a recorded slice.
+#[inline(always)]
+pub fn longest_holder(s: &CpuSlices, start_ns: u64, end_ns: u64) -> Neighbour {
+    let mut best = Neighbour::default();
+    for i in 0..CPU_SLICE_SLOTS {
+        let ns = overlap_ns((s.start_ns[i], s.end_ns[i]), (start_ns, end_ns));
+        if ns > best.ns {
+            best = Neighbour {
+                tgid: s.tgid[i],
+                tid: s.tid[i],
+                ns,
+            };
+        }
+    }
+    best
 }
 
 #[cfg(test)]
@@ -78,11 +88,12 @@ mod tests {
         CpuSlices {
             last_switch_ns: 0,
             head: 0,
-            _reserved: 0,
+            interrupt_depth: 0,
             tgid: [0; CPU_SLICE_SLOTS],
             tid: [0; CPU_SLICE_SLOTS],
             start_ns: [0; CPU_SLICE_SLOTS],
             end_ns: [0; CPU_SLICE_SLOTS],
+            running_delay: Default::default(),
         }
     }
 
@@ -203,5 +214,15 @@ mod tests {
                 assert_eq!(ns, overlap, "wait [{start}, {end})");
             }
         }
+    }
+
+    #[test]
+    fn the_longest_holder_is_the_longest_slice_in_the_wait_not_the_last() {
+        // A hog thread for 3 ms, the other for 2 ms, then a short thread let in just before.
+        let s = ran(1_000, &[(7, 70, 4_000), (8, 70, 6_000), (9, 90, 6_100)]);
+        let n = longest_holder(&s, 2_000, 6_100);
+        assert_eq!((n.tgid, n.tid, n.ns), (70, 7, 2_000));
+        assert_eq!(longest_holder(&s, 6_100, 9_000), Neighbour::default());
+        assert_eq!(longest_holder(&empty(), 0, 9_000), Neighbour::default());
     }
 }

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     ProbeConfig,
-    thread::{SpanTags, ThreadBucket, ThreadState, record, state},
+    thread::{Delay, SpanTags, ThreadBucket, ThreadState, record, state},
 };
 
 /// Where records go: the kernel writes them to the `SCHED_EVENTS` ring buffer for the thread
@@ -40,7 +40,8 @@ pub struct Interval {
     pub end_ns: u64,
     /// For a run-queue wait: the part due to throttling.
     pub throttled_ns: u64,
-    /// For a run-queue wait: who held the CPU meanwhile.
+    /// For a run-queue wait: who held the CPU meanwhile. For time off CPU: who held the CPU
+    /// from the thread's waker while the thread slept (`ns` of it, `wake_chain`).
     pub neighbour: Neighbour,
     /// The thread's context spans at its ends.
     pub spans: SpanTags,
@@ -122,7 +123,17 @@ pub fn add_to_bucket(
                 b.neighbour_ns = n.ns;
             }
         }
-        _ => b.off_cpu_ns = b.off_cpu_ns.wrapping_add(dur_ns),
+        _ => {
+            b.off_cpu_ns = b.off_cpu_ns.wrapping_add(dur_ns);
+            if n.ns == 0 {
+            } else if n.tgid == b.waker_neighbour_tgid || b.waker_delay_ns == 0 {
+                b.waker_neighbour_tgid = n.tgid;
+            } else if n.ns > b.waker_delay_ns {
+                // One sum, one name: a new neighbour takes it when it alone outweighs the rest.
+                b.waker_neighbour_tgid = n.tgid;
+            }
+            b.waker_delay_ns = b.waker_delay_ns.wrapping_add(n.ns);
+        }
     }
 }
 
@@ -279,6 +290,10 @@ pub fn switch_out(
 /// The thread gets a CPU at `now_ns`. If it was waiting, the wait is charged: `neighbour` says
 /// who held the CPU since the wait began (its argument), `throttling` reads the cfs_rq's state
 /// now (only for a wait that did not begin throttled).
+///
+/// A thread that gets a CPU while still known off it was woken as it was leaving its CPU: the
+/// wakeup is seen in the waker (`sched_waking`) while the sleeper may still be on its way out,
+/// and the kernel queues it as soon as it is out. It waited from its switch-out on.
 #[inline(always)]
 pub fn switch_in(
     st: &mut ThreadState,
@@ -288,6 +303,10 @@ pub fn switch_in(
     neighbour: impl FnOnce(u64) -> Neighbour,
     throttling: impl FnOnce() -> Option<Throttling>,
 ) {
+    if st.state == state::OFF_CPU {
+        let since_ns = st.since_ns;
+        begin_wait(st, since_ns, None);
+    }
     if st.state == state::RUNQ {
         let start_ns = st.since_ns;
         let wait_ns = now_ns.saturating_sub(start_ns);
@@ -307,12 +326,14 @@ pub fn switch_in(
     st.since_ns = now_ns;
 }
 
-/// The thread is woken at `now_ns`: a blocked thread's time off CPU ends and its wait begins; a
-/// thread not seen yet begins waiting; a runnable or running one is unchanged.
+/// The thread is woken at `now_ns` by a waker that carried `waker_delay`: a blocked thread's
+/// time off CPU ends (the part its waker spent delayed behind a neighbour is named) and its
+/// wait begins; a thread not seen yet begins waiting; a runnable or running one is unchanged.
 #[inline(always)]
 pub fn wakeup(
     st: &mut ThreadState,
     now_ns: u64,
+    waker_delay: &Delay,
     cfg: &ProbeConfig,
     sink: &mut impl RecordSink,
     throttling: impl FnOnce() -> Option<Throttling>,
@@ -323,6 +344,11 @@ pub fn wakeup(
                 state: state::OFF_CPU,
                 start_ns: st.since_ns,
                 end_ns: now_ns,
+                neighbour: Neighbour {
+                    tgid: waker_delay.neighbour_tgid,
+                    tid: 0,
+                    ns: waker_delay.overlap_ns(st.since_ns, now_ns),
+                },
                 spans: SpanTags::steady(st.span_id),
                 ..Interval::default()
             };

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{cause::Cause, signals::Measured};
 
-/// A kernel cause is named only when it took at least this share of the span: on an idle
-/// machine a few microseconds of run-queue wait must not be blamed.
+/// A kernel cause is named when it took at least this share of the span, whatever the span's
+/// own time (on or off CPU) was: on an idle machine a few microseconds of run-queue wait must
+/// not be blamed, but half a request spent behind a neighbour is the news.
 pub(crate) const KERNEL_CAUSE_MIN_SHARE: f64 = 0.10;
 /// Below this share of the span's wall time seen by the probes, the cause is `unknown`.
 pub(crate) const MIN_COVERAGE: f64 = 0.5;
@@ -21,6 +22,10 @@ pub struct Attribution {
     pub runqueue_s: f64,
     pub throttled_s: f64,
     pub off_cpu_s: f64,
+    /// The part of `off_cpu_s` the thread slept while its waker was held in a run queue behind
+    /// a neighbour: contention through another thread, counted in `cpu.contention`.
+    #[serde(default)]
+    pub waker_delay_s: f64,
     pub retransmit_wait_s: f64,
     pub retransmits: u64,
     pub retransmit_peer: Option<String>,
@@ -58,11 +63,18 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
     };
     let rtx_ns = m.retransmit_wait_ns.min(rtx_cap_ns).min(m.wall_ns);
     // Waiting on the network is off-CPU time; what the retransmits explain is not "off_cpu".
-    // Both in scaled ns: `rtx_ns` is already bounded by the scaled off-CPU time.
-    let other_off_share = ((m.off_cpu_ns as f64 * scale) - rtx_ns as f64).max(0.0) / wall;
+    // Nor is the sleep a waker spent queued behind a neighbour (the wake chain): that is
+    // contention through another thread. All in scaled ns, each bounded by what is left of the
+    // off-CPU time.
+    let off_ns = m.off_cpu_ns as f64 * scale;
+    let waker_delay_ns = (m.waker_delay_ns as f64 * scale).min((off_ns - rtx_ns as f64).max(0.0));
+    let other_off_share = (off_ns - rtx_ns as f64 - waker_delay_ns).max(0.0) / wall;
     let share = |ns: u64| ns as f64 * scale / wall;
     let kernel = [
-        (Cause::CpuContention, share(contention_ns)),
+        (
+            Cause::CpuContention,
+            share(contention_ns) + waker_delay_ns / wall,
+        ),
         (Cause::CpuThrottling, share(m.throttled_ns)),
         (Cause::TcpRetransmit, rtx_ns as f64 / wall),
     ];
@@ -79,10 +91,11 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
     let (cause, cause_share) = if coverage < MIN_COVERAGE && rtx_ns == 0 {
         (Cause::Unknown, 0.0)
     } else {
+        // A request's own work is never its culprit: a significant kernel cause is named even
+        // when the request computed or slept for longer ([`Parts::dominant`] for groups).
         match (top_kernel, top_plain) {
-            (Some(k), Some(p)) if k.1 >= p.1 => k,
-            (_, Some(p)) => p,
-            (Some(k), None) => k,
+            (Some(k), _) => k,
+            (None, Some(p)) => p,
             (None, None) => (Cause::Unknown, 0.0),
         }
     };
@@ -93,6 +106,7 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
         runqueue_s: s(m.runq_ns),
         throttled_s: s(m.throttled_ns),
         off_cpu_s: s(m.off_cpu_ns),
+        waker_delay_s: waker_delay_ns / 1e9,
         retransmit_wait_s: rtx_ns as f64 / 1e9,
         retransmits: m.retransmits,
         retransmit_peer: m.retransmit_peer.clone(),
@@ -134,6 +148,7 @@ pub(crate) fn attribute_pairs(
         ("culprit.runqueue.duration", F64(a.runqueue_s)),
         ("culprit.throttled.duration", F64(a.throttled_s)),
         ("culprit.off_cpu.duration", F64(a.off_cpu_s)),
+        ("culprit.waker_delay.duration", F64(a.waker_delay_s)),
         ("culprit.retransmit_wait.duration", F64(a.retransmit_wait_s)),
         ("culprit.tcp.retransmits", I64(a.retransmits as i64)),
         ("culprit.join", Str(&a.join)),
@@ -212,6 +227,24 @@ mod tests {
     }
 
     #[test]
+    fn a_sleep_behind_a_delayed_waker_is_contention() {
+        // 10 ms asleep on a downstream whose packet sat 8 ms in ksoftirqd's run queue.
+        let mut x = m(1, 0, 0, 10, 0);
+        x.waker_delay_ns = 8 * MS;
+        let a = attribute(&x);
+        assert_eq!(a.cause, "cpu.contention");
+        assert!((a.cause_share - 8.0 / 11.0).abs() < 1e-9);
+        assert!((a.waker_delay_s - 0.008).abs() < 1e-9);
+        // The off-CPU time holds it: a record claiming more is bounded, and what retransmits
+        // explain is not counted twice.
+        let mut x = m(1, 0, 0, 10, 6);
+        x.waker_delay_ns = 50 * MS;
+        let a = attribute(&x);
+        assert!((a.waker_delay_s - 0.004).abs() < 1e-9, "{a:?}");
+        assert!((a.retransmit_wait_s - 0.006).abs() < 1e-9);
+    }
+
+    #[test]
     fn a_computing_thread_is_not_waiting_on_the_network() {
         // Another connection of the process stalled during the span, but this thread ran.
         let a = attribute(&m(50, 0, 0, 2, 50));
@@ -227,6 +260,20 @@ mod tests {
     fn sleeping_is_off_cpu_and_computing_is_on_cpu() {
         assert_eq!(attribute(&m(1, 0, 0, 100, 0)).cause, "off_cpu");
         assert_eq!(attribute(&m(100, 1, 0, 1, 0)).cause, "on_cpu");
+    }
+
+    #[test]
+    fn a_significant_kernel_cause_is_named_over_the_requests_own_time() {
+        // Half its time computing, half behind a neighbour: the neighbour is the culprit.
+        let a = attribute(&m(50, 49, 0, 1, 0));
+        assert_eq!(a.cause, "cpu.contention");
+        assert!((a.cause_share - 0.49).abs() < 1e-9);
+        // A long sleep with a throttled tenth: throttling, with its own share.
+        let a = attribute(&m(1, 11, 11, 88, 0));
+        assert_eq!(a.cause, "cpu.throttling");
+        assert!((a.cause_share - 0.11).abs() < 1e-9);
+        // Just under the bar, the request's own time is the answer.
+        assert_eq!(attribute(&m(91, 9, 0, 0, 0)).cause, "on_cpu");
     }
 
     #[test]
@@ -285,6 +332,7 @@ mod tests {
             "culprit.runqueue.duration",
             "culprit.throttled.duration",
             "culprit.off_cpu.duration",
+            "culprit.waker_delay.duration",
             "culprit.retransmit_wait.duration",
             "culprit.tcp.retransmits",
             "culprit.cpu.neighbor",

@@ -7,6 +7,7 @@ pub(crate) mod btf;
 pub(crate) mod connections;
 pub(crate) mod contexts;
 pub(crate) mod drops;
+mod hooks;
 pub(crate) mod probes;
 pub(crate) mod ring_reader;
 pub(crate) mod tracefs_format;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use aya::{
     Btf, Ebpf, EbpfLoader, include_bytes_aligned,
+    maps::Array,
     programs::{
         BtfTracePoint, PerfEvent, TracePoint,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
@@ -22,129 +23,8 @@ use crate::{
 
 static EBPF_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/culprit"));
 
-/// The user-facing signals, each fed by one or more hooks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Signal {
-    /// Per-cgroup run-queue delay, node-wide.
-    RunQueueDelay,
-    /// Per-thread on-CPU / run-queue / off-CPU accounting of watched threads.
-    ThreadStates,
-    /// The throttled part of run-queue waits.
-    CpuThrottling,
-    /// TCP retransmits with their owner.
-    TcpRetransmits,
-    /// Who opened each connection to the OTLP ports: span senders identified by the kernel.
-    SenderIdentity,
-    /// Which span each interval of a thread belongs to, from the context its process publishes
-    /// (OTEP 4947): read as threads leave a CPU, and sampled on CPU.
-    ThreadContext,
-}
-
-enum HookKind {
-    /// A BTF tracepoint, by its raw tracepoint name.
-    Btf(&'static str),
-    /// A classic tracepoint: category and name.
-    Classic(&'static str, &'static str),
-    /// A CPU-clock perf event on every online CPU, at the configured rate.
-    CpuSampler,
-}
-
-struct Hook {
-    program: &'static str,
-    kind: HookKind,
-    signals: &'static [Signal],
-    /// Attached only where this other program is not: an older kernel's stand-in for it.
-    standby_for: Option<&'static str>,
-}
-
-const SCHED: &[Signal] = &[
-    Signal::RunQueueDelay,
-    Signal::ThreadStates,
-    Signal::CpuThrottling,
-];
-
-const SWITCH: &[Signal] = &[
-    Signal::RunQueueDelay,
-    Signal::ThreadStates,
-    Signal::CpuThrottling,
-    Signal::ThreadContext,
-];
-
-/// The hooks that name a retransmitting socket's owner, and date its last send.
-const OWNER_HOOKS: &[&str] = &["sock_send_length", "sock_recv_length", RECEIVE_OWNER_HOOK];
-/// Before 6.3 (no `sock:sock_*_length`) the owner of a socket that reads is named by
-/// `tcp:tcp_rcv_space_adjust`, which every TCP read passes in the reader's context.
-const RECEIVE_OWNER_HOOK: &str = "tcp_rcv_space_adjust";
-
-const HOOKS: &[Hook] = &[
-    Hook {
-        program: "sched_wakeup",
-        kind: HookKind::Btf("sched_wakeup"),
-        signals: SCHED,
-        standby_for: None,
-    },
-    Hook {
-        program: "sched_wakeup_new",
-        kind: HookKind::Btf("sched_wakeup_new"),
-        signals: SCHED,
-        standby_for: None,
-    },
-    Hook {
-        program: "sched_switch",
-        kind: HookKind::Btf("sched_switch"),
-        signals: SWITCH,
-        standby_for: None,
-    },
-    Hook {
-        program: "sched_process_exit",
-        kind: HookKind::Btf("sched_process_exit"),
-        signals: &[Signal::ThreadStates],
-        standby_for: None,
-    },
-    Hook {
-        program: "tcp_retransmit_skb",
-        kind: HookKind::Classic("tcp", "tcp_retransmit_skb"),
-        signals: &[Signal::TcpRetransmits],
-        standby_for: None,
-    },
-    Hook {
-        program: "tcp_retransmit_synack",
-        kind: HookKind::Classic("tcp", "tcp_retransmit_synack"),
-        signals: &[Signal::TcpRetransmits],
-        standby_for: None,
-    },
-    Hook {
-        program: "sock_send_length",
-        kind: HookKind::Classic("sock", "sock_send_length"),
-        signals: &[Signal::TcpRetransmits],
-        standby_for: None,
-    },
-    Hook {
-        program: "sock_recv_length",
-        kind: HookKind::Classic("sock", "sock_recv_length"),
-        signals: &[Signal::TcpRetransmits],
-        standby_for: None,
-    },
-    Hook {
-        program: RECEIVE_OWNER_HOOK,
-        kind: HookKind::Classic("tcp", "tcp_rcv_space_adjust"),
-        signals: &[Signal::TcpRetransmits],
-        standby_for: Some("sock_recv_length"),
-    },
-    Hook {
-        program: "inet_sock_set_state",
-        kind: HookKind::Classic("sock", "inet_sock_set_state"),
-        signals: &[Signal::SenderIdentity, Signal::TcpRetransmits],
-        standby_for: None,
-    },
-    Hook {
-        program: "context_sample",
-        kind: HookKind::CpuSampler,
-        signals: &[Signal::ThreadContext],
-        standby_for: None,
-    },
-];
+pub use super::hooks::Signal;
+use super::hooks::{HOOKS, Hook, HookKind, INTERRUPT_HOOKS, OWNER_HOOKS, RECEIVE_OWNER_HOOK};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HookHealth {
@@ -251,6 +131,7 @@ pub(crate) fn load(opts: &ProbeOptions) -> anyhow::Result<Probes> {
         });
     }
     drop(btf);
+    enable_wake_chain(&mut ebpf, &hooks)?;
     let signals = signal_health(&hooks, &offsets, opts.context_sample_hz);
     for s in signals.iter().filter(|s| !s.ok) {
         log::warn!(
@@ -264,6 +145,24 @@ pub(crate) fn load(opts: &ProbeOptions) -> anyhow::Result<Probes> {
         hooks,
         signals,
     })
+}
+
+/// Turns the wake chain on once every interrupt hook is attached: with one missing, a timer's
+/// wakeup could pass an interrupted task's delay on to a sleeper it has nothing to do with.
+fn enable_wake_chain(ebpf: &mut Ebpf, hooks: &[HookHealth]) -> anyhow::Result<()> {
+    let all = INTERRUPT_HOOKS
+        .iter()
+        .all(|p| hooks.iter().any(|h| h.program == *p && h.attached));
+    if !all {
+        log::warn!("wake chain off: not every interrupt hook is attached");
+        return Ok(());
+    }
+    let mut on: Array<_, u32> = Array::try_from(
+        ebpf.map_mut(maps::WAKE_CHAIN_ON)
+            .with_context(|| format!("map {} missing", maps::WAKE_CHAIN_ON))?,
+    )?;
+    on.set(0, 1, 0)?;
+    Ok(())
 }
 
 fn signal_health(

@@ -41,6 +41,10 @@ pub struct ThreadRow {
     pub throttled_ns: u64,
     pub contention_ns: u64,
     pub off_cpu_ns: u64,
+    /// The part of `off_cpu_ns` the thread slept while its waker was held in a run queue
+    /// behind a neighbour (the wake chain; the neighbour is among `neighbours`).
+    #[serde(default)]
+    pub waker_delay_ns: u64,
     pub longest_on_cpu_ns: u64,
     pub longest_runq_ns: u64,
     pub longest_off_cpu_ns: u64,
@@ -230,6 +234,7 @@ fn thread_row(tid: u32, tgid: u32, b: &Breakdown) -> ThreadRow {
         throttled_ns: b.throttled_ns,
         contention_ns: b.contention_ns(),
         off_cpu_ns: b.off_cpu_ns,
+        waker_delay_ns: b.waker_delay_ns,
         longest_on_cpu_ns: b.longest_on_cpu_ns,
         longest_runq_ns: b.longest_runq_ns,
         longest_off_cpu_ns: b.longest_off_cpu_ns,

@@ -87,6 +87,7 @@ pub(crate) fn merge(parts: Vec<Breakdown>, wall_ns: u64) -> Breakdown {
         out.runq_ns += p.runq_ns;
         out.throttled_ns += p.throttled_ns;
         out.off_cpu_ns += p.off_cpu_ns;
+        out.waker_delay_ns += p.waker_delay_ns;
         for (tgid, ns) in p.neighbours {
             *out.neighbours.entry(tgid).or_default() += ns;
         }

@@ -18,7 +18,10 @@ pub(crate) struct Breakdown {
     /// The part of `runq_ns` spent while the thread's cgroup was CFS-throttled.
     pub throttled_ns: u64,
     pub off_cpu_ns: u64,
-    /// Neighbour process (tgid) -> run-queue time it took from this thread.
+    /// The part of `off_cpu_ns` the thread slept while its waker sat in a run queue behind a
+    /// neighbour (the wake chain): contention through another thread.
+    pub waker_delay_ns: u64,
+    /// Neighbour process (tgid) -> run-queue time it took from this thread or its wakers.
     pub neighbours: HashMap<u32, u64>,
     pub longest_on_cpu_ns: u64,
     pub longest_runq_ns: u64,
@@ -42,8 +45,12 @@ impl Breakdown {
         self.runq_ns += part(b.runq_ns);
         self.throttled_ns += part(b.throttled_ns);
         self.off_cpu_ns += part(b.off_cpu_ns);
+        self.waker_delay_ns += part(b.waker_delay_ns);
         if b.neighbour_ns > 0 {
             *self.neighbours.entry(b.neighbour_tgid).or_default() += part(b.neighbour_ns);
+        }
+        if b.waker_delay_ns > 0 {
+            *self.neighbours.entry(b.waker_neighbour_tgid).or_default() += part(b.waker_delay_ns);
         }
     }
 

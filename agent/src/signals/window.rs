@@ -22,6 +22,8 @@ pub(crate) struct Measured {
     pub(crate) runq_ns: u64,
     pub(crate) throttled_ns: u64,
     pub(crate) off_cpu_ns: u64,
+    /// The part of `off_cpu_ns` its thread slept while the waker was held in a run queue.
+    pub(crate) waker_delay_ns: u64,
     /// Time the span's process spent waiting on retransmitted segments.
     pub(crate) retransmit_wait_ns: u64,
     pub(crate) retransmits: u64,
@@ -174,6 +176,7 @@ impl WindowView for Signals {
         m.runq_ns = total.runq_ns;
         m.throttled_ns = total.throttled_ns;
         m.off_cpu_ns = total.off_cpu_ns;
+        m.waker_delay_ns = total.waker_delay_ns.min(total.off_cpu_ns);
         m.neighbour_pid = total.top_neighbours(1).first().map(|(npid, _)| *npid);
         let endpoints = self.endpoints.get(&pid).map_or(&[][..], Vec::as_slice);
         let (wait_ns, count, peer) =

@@ -89,7 +89,7 @@ pub fn facts(degraded: bool) -> AgentFacts {
         started_unix_ms: NOW_MS - 3_723_000,
         probes: vec![
             hook("sched_switch", true),
-            hook("sched_wakeup", true),
+            hook("sched_waking", true),
             hook("tcp_retransmit_skb", !degraded),
         ],
         signals: vec![

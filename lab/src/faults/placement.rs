@@ -5,9 +5,10 @@ use std::{fs, path::Path};
 
 use anyhow::Context as _;
 
-/// The service and the faults aimed at it share this CPU; the agent, the load generator and
-/// the downstream service run on [`HARNESS_CPU`], so that the harness does not disturb what it
-/// measures.
+/// The service, its downstream and the faults aimed at them share this CPU (a downstream on
+/// the service's node, as a sidecar or a cache is: the hogs delay it too, and the service's
+/// threads sleep through that, contention through another thread); the agent and the load
+/// generator run on [`HARNESS_CPU`], so that the harness does not disturb what it measures.
 pub(crate) const SERVICE_CPU: usize = 1;
 pub(crate) const HARNESS_CPU: usize = 0;
 

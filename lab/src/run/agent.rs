@@ -264,6 +264,8 @@ pub struct ThreadTotals {
     pub throttled_ns: u64,
     pub contention_ns: u64,
     pub off_cpu_ns: u64,
+    /// The part of `off_cpu_ns` spent asleep while the waker was held behind a neighbour.
+    pub waker_delay_ns: u64,
     pub longest_off_cpu_ns: u64,
     /// Neighbour pid -> time it took, summed.
     pub neighbours: std::collections::BTreeMap<u32, u64>,
@@ -290,6 +292,7 @@ impl ThreadTotals {
         self.throttled_ns += row.throttled_ns;
         self.contention_ns += row.contention_ns;
         self.off_cpu_ns += row.off_cpu_ns;
+        self.waker_delay_ns += row.waker_delay_ns;
         self.longest_off_cpu_ns = self.longest_off_cpu_ns.max(row.longest_off_cpu_ns);
         for n in &row.neighbours {
             *self.neighbours.entry(n.pid).or_default() += n.ns;

@@ -63,7 +63,7 @@ pub fn run(
     let stop = interrupt_flag()?;
     println!(
         "Culprit lab: {} scenario(s), {:.0} s reference + {:.0} s injected each, {} req/s \
-         (the service on CPU {}, the agent and the load on CPU {})",
+         (the service and its downstream on CPU {}, the agent and the load on CPU {})",
         scenarios.len(),
         timing.reference.as_secs_f64(),
         timing.fault.as_secs_f64(),

@@ -45,6 +45,10 @@ use crate::{
 /// not hold back the schedule.
 const CLIENTS: usize = 8;
 
+/// The downstream computes this long for each answer: next to the hogs it is preempted, and the
+/// service thread asleep on it is delayed through it (the wake chain).
+const DOWNSTREAM_WORK_US: u64 = 1000;
+
 /// One agent for a series of scenarios.
 pub struct Lab {
     agent: RunningAgent,
@@ -101,9 +105,15 @@ impl Lab {
         let downstream_port = free_port()?;
         let _downstream = spawn_workload(
             &cg.child("downstream")?,
-            Some(HARNESS_CPU),
+            Some(SERVICE_CPU),
             3600.0,
-            &["tcp-server", "--port", &downstream_port.to_string()],
+            &[
+                "tcp-server",
+                "--port",
+                &downstream_port.to_string(),
+                "--work-us",
+                &DOWNSTREAM_WORK_US.to_string(),
+            ],
         )?;
         wait_for_port(downstream_port, Duration::from_secs(10))?;
         let service_port = free_port()?;

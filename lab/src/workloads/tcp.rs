@@ -10,8 +10,9 @@ use std::{
 
 use anyhow::Context as _;
 
-/// Serves fixed-size responses: each request is `size` bytes, answered with `size` bytes.
-pub fn tcp_server(port: u16, size: usize, run_for: Duration) -> anyhow::Result<()> {
+/// Serves fixed-size responses: each request is `size` bytes, answered with `size` bytes after
+/// `work` of computing (a downstream that does something for its answer).
+pub fn tcp_server(port: u16, size: usize, work: Duration, run_for: Duration) -> anyhow::Result<()> {
     let listener = TcpListener::bind(("127.0.0.1", port))
         .with_context(|| format!("binding 127.0.0.1:{port}"))?;
     let deadline = Instant::now() + run_for;
@@ -19,7 +20,7 @@ pub fn tcp_server(port: u16, size: usize, run_for: Duration) -> anyhow::Result<(
     while Instant::now() < deadline {
         match listener.accept() {
             Ok((stream, _)) => {
-                thread::spawn(move || serve(stream, size));
+                thread::spawn(move || serve(stream, size, work));
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 thread::sleep(Duration::from_millis(5));
@@ -30,10 +31,13 @@ pub fn tcp_server(port: u16, size: usize, run_for: Duration) -> anyhow::Result<(
     Ok(())
 }
 
-fn serve(mut stream: TcpStream, size: usize) {
+fn serve(mut stream: TcpStream, size: usize, work: Duration) {
     let _ = stream.set_nodelay(true);
     let mut buf = vec![0u8; size];
     while stream.read_exact(&mut buf).is_ok() {
+        if !work.is_zero() {
+            super::busy(work);
+        }
         if stream.write_all(&buf).is_err() {
             break;
         }

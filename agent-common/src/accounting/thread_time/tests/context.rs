@@ -22,7 +22,7 @@ fn a_blocking_request_tags_its_cpu_time_and_its_wait() {
     let mut out = Records::default();
     // Short intervals (below the 1 ms threshold) are still episodes: they are a span's.
     switch_out(&mut st, 50, false, T0 + 10, A, &CFG, &mut out, unthrottled);
-    wakeup(&mut st, T0 + 30, &CFG, &mut out, unthrottled);
+    wakeup(&mut st, T0 + 30, &Delay::NONE, &CFG, &mut out, unthrottled);
     switch_in(&mut st, T0 + 35, &CFG, &mut out, no_neighbour, unthrottled);
     switch_out(&mut st, 50, false, T0 + 50, 0, &CFG, &mut out, unthrottled);
     assert_eq!(

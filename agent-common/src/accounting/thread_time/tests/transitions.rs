@@ -67,7 +67,8 @@ fn switching_in_closes_a_wait_and_starts_time_on_cpu() {
                 unthrottled()
             },
         );
-        let waited = from == state::RUNQ;
+        // Off CPU, it was woken as it left (see the test below): a wait too.
+        let waited = from == state::RUNQ || from == state::OFF_CPU;
         assert_eq!(charged(&out), waited.then_some((state::RUNQ, 2 * MS)));
         // Only a wait asks who held the CPU (since it began) and reads the cfs_rq.
         assert_eq!(asked, waited.then_some(T0));
@@ -84,7 +85,7 @@ fn a_wakeup_ends_time_off_cpu_and_starts_a_wait() {
         let mut out = Records::default();
         let mut reads = 0;
         let now = T0 + 2 * MS;
-        wakeup(&mut st, now, &CFG, &mut out, || {
+        wakeup(&mut st, now, &Delay::NONE, &CFG, &mut out, || {
             reads += 1;
             unthrottled()
         });
@@ -100,6 +101,93 @@ fn a_wakeup_ends_time_off_cpu_and_starts_a_wait() {
             assert_eq!(reads, 0);
         }
     }
+}
+
+#[test]
+fn a_thread_woken_as_it_left_its_cpu_waited_from_its_switch_out() {
+    // The waker's `sched_waking` ran while the thread was still on its CPU (a no-op), then the
+    // thread left it blocking and was queued at once: its next event is a switch-in.
+    let mut st = in_state(state::ON_CPU, T0);
+    let mut out = Records::default();
+    wakeup(&mut st, T0 + MS, &Delay::NONE, &CFG, &mut out, unthrottled);
+    assert_eq!((st.state, st.since_ns), (state::ON_CPU, T0));
+    switch_out(
+        &mut st,
+        50,
+        false,
+        T0 + 2 * MS,
+        0,
+        &CFG,
+        &mut out,
+        unthrottled,
+    );
+    let mut out = Records::default();
+    switch_in(
+        &mut st,
+        T0 + 5 * MS,
+        &CFG,
+        &mut out,
+        no_neighbour,
+        unthrottled,
+    );
+    assert_eq!(charged(&out), Some((state::RUNQ, 3 * MS)));
+    assert_eq!((st.state, st.since_ns), (state::ON_CPU, T0 + 5 * MS));
+}
+
+#[test]
+fn a_sleep_names_the_part_its_waker_spent_behind_a_neighbour() {
+    // Asleep from T0 for 10 ms; the waker sat 7 ms of it (and 1 ms before it) behind process 77.
+    let waker_delay = Delay {
+        start_ns: T0 + 2 * MS,
+        end_ns: T0 + 9 * MS,
+        delayed_ns: 7 * MS,
+        neighbour_tgid: 77,
+        hops: 1,
+    };
+    let mut st = in_state(state::OFF_CPU, T0 + 3 * MS);
+    let mut out = Records::default();
+    wakeup(
+        &mut st,
+        T0 + 13 * MS,
+        &waker_delay,
+        &CFG,
+        &mut out,
+        unthrottled,
+    );
+    let [episode] = out.0.as_slice() else {
+        panic!("{:?}", out.0)
+    };
+    assert_eq!(
+        (episode.kind, episode.state),
+        (record::EPISODE, state::OFF_CPU)
+    );
+    assert_eq!(episode.bucket.off_cpu_ns, 10 * MS);
+    assert_eq!(episode.bucket.waker_delay_ns, 6 * MS);
+    assert_eq!(episode.bucket.waker_neighbour_tgid, 77);
+    // Short sleeps sum their wakers' delays into the bucket; a new neighbour takes the name
+    // when its delay alone is longer than all the bucket's so far.
+    let mut st = in_state(state::OFF_CPU, T0 + 20 * MS);
+    let cfg = ProbeConfig {
+        episode_threshold_ns: 100 * MS,
+        ..CFG
+    };
+    let mut out = Records::default();
+    for (i, (tgid, delay_ms)) in [(77u32, 1u64), (88, 1), (88, 3)].into_iter().enumerate() {
+        let at = T0 + 20 * MS + (i as u64) * 3 * MS;
+        st.state = state::OFF_CPU;
+        st.since_ns = at;
+        let d = Delay {
+            start_ns: at,
+            end_ns: at + delay_ms * MS,
+            delayed_ns: delay_ms * MS,
+            neighbour_tgid: tgid,
+            hops: 2,
+        };
+        wakeup(&mut st, at + 3 * MS, &d, &cfg, &mut out, unthrottled);
+    }
+    assert_eq!(st.bucket.off_cpu_ns, 9 * MS);
+    assert_eq!(st.bucket.waker_delay_ns, 5 * MS);
+    assert_eq!(st.bucket.waker_neighbour_tgid, 88);
 }
 
 #[test]
@@ -131,9 +219,14 @@ fn a_wait_is_charged_its_neighbour_and_throttling() {
         throttled_self_ns: 40 * MS,
     };
     let mut st = ThreadState::default();
-    wakeup(&mut st, T0, &CFG, &mut Records::default(), || {
-        Some(at_enqueue)
-    });
+    wakeup(
+        &mut st,
+        T0,
+        &Delay::NONE,
+        &CFG,
+        &mut Records::default(),
+        || Some(at_enqueue),
+    );
     let mut out = Records::default();
     // 5 ms wait; the cfs_rq was throttled 1 ms of it by its clock; a neighbour held the CPU
     // 3 ms: the other 2 ms are the quota's.
@@ -311,7 +404,7 @@ fn every_nanosecond_of_a_threads_life_is_charged_exactly_once() {
                 rng.below(30 * MS),
             ][rng.below(5) as usize];
             match (st.state, rng.below(4)) {
-                (state::RUNQ, 0) => wakeup(&mut st, now, &cfg, &mut out, cfs_rq),
+                (state::RUNQ, 0) => wakeup(&mut st, now, &Delay::NONE, &cfg, &mut out, cfs_rq),
                 (state::RUNQ, _) => {
                     let neighbour = |start_ns: u64| Neighbour {
                         tgid: 9,
@@ -320,18 +413,18 @@ fn every_nanosecond_of_a_threads_life_is_charged_exactly_once() {
                     };
                     switch_in(&mut st, now, &cfg, &mut out, neighbour, cfs_rq)
                 }
-                (state::ON_CPU, 0) => wakeup(&mut st, now, &cfg, &mut out, cfs_rq),
+                (state::ON_CPU, 0) => wakeup(&mut st, now, &Delay::NONE, &cfg, &mut out, cfs_rq),
                 (state::ON_CPU, k) => {
                     switch_out(&mut st, 50, k == 1, now, 0, &cfg, &mut out, cfs_rq)
                 }
-                (_, _) => wakeup(&mut st, now, &cfg, &mut out, cfs_rq),
+                (_, _) => wakeup(&mut st, now, &Delay::NONE, &cfg, &mut out, cfs_rq),
             }
         }
         // Threads exit on a CPU.
         if st.state != state::ON_CPU {
             now += 1;
             if st.state == state::OFF_CPU {
-                wakeup(&mut st, now, &cfg, &mut out, cfs_rq);
+                wakeup(&mut st, now, &Delay::NONE, &cfg, &mut out, cfs_rq);
             }
             now += 1;
             switch_in(&mut st, now, &cfg, &mut out, no_neighbour, cfs_rq);
