@@ -169,11 +169,8 @@ fn mixed_faults_are_each_found_in_their_own_phase() -> anyhow::Result<()> {
         Injected::Retransmit,
     ] {
         let acc = accuracy(run, cause);
-        let floor = if cause == Injected::Contention {
-            CONTENTION_ACCURACY_FLOOR
-        } else {
-            MIXED_ACCURACY_FLOOR
-        };
+        // Each phase of `mixed` is a third as long: fewer slow requests, one floor for all.
+        let floor = MIXED_ACCURACY_FLOOR;
         assert!(
             acc >= floor,
             "{}: accuracy {acc:.2} ({:?})",
