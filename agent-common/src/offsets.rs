@@ -30,8 +30,9 @@ pub struct KernelOffsets {
     pub task_cfs_rq: u32,
     /// `cfs_rq.throttle_count`: non-zero while the cfs_rq or an ancestor is throttled.
     pub cfs_rq_throttle_count: u32,
-    /// `cfs_rq.throttled_clock_self_time` (>= 6.5): cumulative ns this cfs_rq spent throttled.
-    /// Absent: a wait is classified throttled as a whole when it began throttled.
+    /// `cfs_rq.throttled_clock_self_time` (>= 6.5): cumulative ns this cfs_rq spent throttled;
+    /// before 6.5 `throttled_clock_pelt_time`, the same sum on PELT's clock, added at each
+    /// unthrottle. Absent: a wait is classified throttled as a whole when it began throttled.
     pub cfs_rq_throttled_self_ns: u32,
     /// `tcp_sock.retrans_stamp` (u32, ms on the tcp clock): when the stall being retransmitted
     /// began.

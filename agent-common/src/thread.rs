@@ -57,9 +57,12 @@ pub struct ThreadState {
     /// The span of the thread's published context (OTEP 4947) when the current interval began:
     /// read as the thread last left a CPU or was last sampled. 0: none or not published.
     pub span_id: u64,
+    /// When a wakeup found the thread still on its CPU (0: none since it last left one). A
+    /// thread that leaves its CPU blocking right after was woken as it left: it waits.
+    pub woken_on_cpu_ns: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<ThreadState>() == 112);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 120);
 
 /// Record kinds on the `SCHED_EVENTS` ring buffer.
 pub mod record {

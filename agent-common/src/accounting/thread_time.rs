@@ -279,7 +279,13 @@ pub fn switch_out(
 ) {
     st.tgid = tgid;
     close_on_cpu(st, now_ns, span_id, cfg, sink);
-    if preempted {
+    // Woken as it was leaving (the waker's `sched_waking` ran while it was on its way out): the
+    // kernel queues it as soon as it is off its CPU, so it waits from here, and the cfs_rq's
+    // throttling is read now, as for a preemption.
+    let woken_as_it_left =
+        st.woken_on_cpu_ns != 0 && now_ns.saturating_sub(st.woken_on_cpu_ns) <= WOKEN_AS_IT_LEFT_NS;
+    st.woken_on_cpu_ns = 0;
+    if preempted || woken_as_it_left {
         begin_wait(st, now_ns, throttling());
     } else {
         st.state = state::OFF_CPU;
@@ -287,13 +293,18 @@ pub fn switch_out(
     }
 }
 
+/// A wakeup that found the thread on its CPU this shortly before it left blocking raced with its
+/// switch-out; one longer before was for a sleep it never began (it kept running).
+pub const WOKEN_AS_IT_LEFT_NS: u64 = 1_000_000;
+
 /// The thread gets a CPU at `now_ns`. If it was waiting, the wait is charged: `neighbour` says
 /// who held the CPU since the wait began (its argument), `throttling` reads the cfs_rq's state
 /// now (only for a wait that did not begin throttled).
 ///
-/// A thread that gets a CPU while still known off it was woken as it was leaving its CPU: the
-/// wakeup is seen in the waker (`sched_waking`) while the sleeper may still be on its way out,
-/// and the kernel queues it as soon as it is out. It waited from its switch-out on.
+/// A thread that gets a CPU while still known off it was woken as it was leaving its CPU (the
+/// wakeup is seen in the waker, `sched_waking`, while the sleeper may still be on its way out),
+/// and its switch-out was not recognised as such ([`WOKEN_AS_IT_LEFT_NS`]): it waited from its
+/// switch-out on, whether throttled unknown.
 #[inline(always)]
 pub fn switch_in(
     st: &mut ThreadState,
@@ -356,6 +367,8 @@ pub fn wakeup(
             begin_wait(st, now_ns, throttling());
         }
         state::UNKNOWN => begin_wait(st, now_ns, throttling()),
+        // Perhaps about to leave its CPU blocking, too late for the wakeup to find it off.
+        state::ON_CPU => st.woken_on_cpu_ns = now_ns,
         _ => {}
     }
 }

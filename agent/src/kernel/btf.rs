@@ -150,8 +150,12 @@ pub(crate) fn kernel_offsets(btf: &KernelBtf) -> anyhow::Result<KernelOffsets> {
         task_cfs_rq,
         // CONFIG_CFS_BANDWIDTH.
         cfs_rq_throttle_count: optional("cfs_rq", "throttle_count").unwrap_or(OFFSET_ABSENT),
-        // Linux >= 6.5 (cpu.stat.local).
+        // Linux >= 6.5 (cpu.stat.local); before, the clock PELT stops while the cfs_rq is
+        // throttled, summed at each unthrottle (`throttled_clock_task_time` before 5.1): it
+        // moves during a wait that was throttled, which is what the split needs to know.
         cfs_rq_throttled_self_ns: optional("cfs_rq", "throttled_clock_self_time")
+            .or_else(|| optional("cfs_rq", "throttled_clock_pelt_time"))
+            .or_else(|| optional("cfs_rq", "throttled_clock_task_time"))
             .unwrap_or(OFFSET_ABSENT),
         tcp_retrans_stamp: optional("tcp_sock", "retrans_stamp").unwrap_or(OFFSET_ABSENT),
         // Without CONFIG_NET_NS `possible_net_t` is empty: senders' namespaces go unrecorded.

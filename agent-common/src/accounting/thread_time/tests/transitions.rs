@@ -94,9 +94,18 @@ fn a_wakeup_ends_time_off_cpu_and_starts_a_wait() {
         if from == state::OFF_CPU || from == state::UNKNOWN {
             assert_eq!((st.state, st.since_ns), (state::RUNQ, now));
             assert_eq!(reads, 1);
+        } else if from == state::ON_CPU {
+            // Running: only noted, in case it is on its way off its CPU.
+            assert_eq!(
+                st,
+                ThreadState {
+                    woken_on_cpu_ns: now,
+                    ..before
+                }
+            );
+            assert_eq!(reads, 0);
         } else {
-            // Already runnable or running (or a state no program writes): a wakeup
-            // changes nothing.
+            // Already runnable (or a state no program writes): a wakeup changes nothing.
             assert_eq!(st, before);
             assert_eq!(reads, 0);
         }
@@ -105,22 +114,23 @@ fn a_wakeup_ends_time_off_cpu_and_starts_a_wait() {
 
 #[test]
 fn a_thread_woken_as_it_left_its_cpu_waited_from_its_switch_out() {
-    // The waker's `sched_waking` ran while the thread was still on its CPU (a no-op), then the
-    // thread left it blocking and was queued at once: its next event is a switch-in.
+    // The waker's `sched_waking` ran while the thread was still on its CPU, then the thread
+    // left it blocking and was queued at once: a wait, with its cgroup's throttling read as it
+    // leaves.
+    let throttled = Throttling {
+        cfs_rq: 0x1000,
+        throttle_count: 1,
+        throttled_self_ns: 0,
+    };
     let mut st = in_state(state::ON_CPU, T0);
     let mut out = Records::default();
     wakeup(&mut st, T0 + MS, &Delay::NONE, &CFG, &mut out, unthrottled);
     assert_eq!((st.state, st.since_ns), (state::ON_CPU, T0));
-    switch_out(
-        &mut st,
-        50,
-        false,
-        T0 + 2 * MS,
-        0,
-        &CFG,
-        &mut out,
-        unthrottled,
-    );
+    let left_ns = T0 + MS + MS / 2;
+    switch_out(&mut st, 50, false, left_ns, 0, &CFG, &mut out, || {
+        Some(throttled)
+    });
+    assert_eq!((st.state, st.woken_on_cpu_ns), (state::RUNQ, 0));
     let mut out = Records::default();
     switch_in(
         &mut st,
@@ -130,7 +140,42 @@ fn a_thread_woken_as_it_left_its_cpu_waited_from_its_switch_out() {
         no_neighbour,
         unthrottled,
     );
-    assert_eq!(charged(&out), Some((state::RUNQ, 3 * MS)));
+    let [wait] = out.0.as_slice() else {
+        panic!("{:?}", out.0)
+    };
+    assert_eq!(
+        (wait.state, wait.bucket.runq_ns),
+        (state::RUNQ, 3 * MS + MS / 2)
+    );
+    assert_eq!(wait.bucket.throttled_ns, 3 * MS + MS / 2);
+
+    // Woken on its CPU, it kept running; it blocks for real 2 ms later: off CPU.
+    let mut st = in_state(state::ON_CPU, T0);
+    wakeup(&mut st, T0 + MS, &Delay::NONE, &CFG, &mut out, unthrottled);
+    switch_out(
+        &mut st,
+        50,
+        false,
+        T0 + 3 * MS,
+        0,
+        &CFG,
+        &mut out,
+        unthrottled,
+    );
+    assert_eq!((st.state, st.woken_on_cpu_ns), (state::OFF_CPU, 0));
+
+    // A switch-in while still known off CPU (the race not recognised): a wait from the
+    // switch-out, whether throttled unknown.
+    let mut out = Records::default();
+    switch_in(
+        &mut st,
+        T0 + 5 * MS,
+        &CFG,
+        &mut out,
+        no_neighbour,
+        unthrottled,
+    );
+    assert_eq!(charged(&out), Some((state::RUNQ, 2 * MS)));
     assert_eq!((st.state, st.since_ns), (state::ON_CPU, T0 + 5 * MS));
 }
 
