@@ -69,6 +69,16 @@ fn unthrottled() -> Option<Throttling> {
     None
 }
 
+/// The single interval (state, duration) a transition charged, if any.
+fn charged(out: &Records) -> Option<(u32, u64)> {
+    assert!(out.0.len() <= 1, "{:?}", out.0);
+    let r = out.0.first()?;
+    assert_eq!(r.kind, record::EPISODE);
+    let b = r.bucket;
+    Some((r.state, b.on_cpu_ns + b.runq_ns + b.off_cpu_ns))
+}
+
 mod buckets;
 mod context;
 mod transitions;
+mod wakeups;

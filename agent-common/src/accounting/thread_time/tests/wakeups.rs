@@ -1,0 +1,127 @@
+//! Wakeups seen in the waker: what a sleeper's waker carried, and a thread woken while still
+//! on its way off its CPU.
+
+use super::*;
+
+#[test]
+fn a_thread_woken_as_it_left_its_cpu_waited_from_its_switch_out() {
+    // The waker's `sched_waking` ran while the thread was still on its CPU, then the thread
+    // left it blocking and was queued at once: a wait, with its cgroup's throttling read as it
+    // leaves.
+    let throttled = Throttling {
+        cfs_rq: 0x1000,
+        throttle_count: 1,
+        throttled_self_ns: 0,
+    };
+    let mut st = in_state(state::ON_CPU, T0);
+    let mut out = Records::default();
+    wakeup(&mut st, T0 + MS, &Delay::NONE, &CFG, &mut out, unthrottled);
+    assert_eq!((st.state, st.since_ns), (state::ON_CPU, T0));
+    let left_ns = T0 + MS + MS / 2;
+    switch_out(&mut st, 50, false, left_ns, 0, &CFG, &mut out, || {
+        Some(throttled)
+    });
+    assert_eq!((st.state, st.woken_on_cpu_ns), (state::RUNQ, 0));
+    let mut out = Records::default();
+    switch_in(
+        &mut st,
+        T0 + 5 * MS,
+        &CFG,
+        &mut out,
+        no_neighbour,
+        unthrottled,
+    );
+    let [wait] = out.0.as_slice() else {
+        panic!("{:?}", out.0)
+    };
+    assert_eq!(
+        (wait.state, wait.bucket.runq_ns),
+        (state::RUNQ, 3 * MS + MS / 2)
+    );
+    assert_eq!(wait.bucket.throttled_ns, 3 * MS + MS / 2);
+
+    // Woken on its CPU, it kept running; it blocks for real 2 ms later: off CPU.
+    let mut st = in_state(state::ON_CPU, T0);
+    wakeup(&mut st, T0 + MS, &Delay::NONE, &CFG, &mut out, unthrottled);
+    switch_out(
+        &mut st,
+        50,
+        false,
+        T0 + 3 * MS,
+        0,
+        &CFG,
+        &mut out,
+        unthrottled,
+    );
+    assert_eq!((st.state, st.woken_on_cpu_ns), (state::OFF_CPU, 0));
+
+    // A switch-in while still known off CPU (the race not recognised): a wait from the
+    // switch-out, whether throttled unknown.
+    let mut out = Records::default();
+    switch_in(
+        &mut st,
+        T0 + 5 * MS,
+        &CFG,
+        &mut out,
+        no_neighbour,
+        unthrottled,
+    );
+    assert_eq!(charged(&out), Some((state::RUNQ, 2 * MS)));
+    assert_eq!((st.state, st.since_ns), (state::ON_CPU, T0 + 5 * MS));
+}
+
+#[test]
+fn a_sleep_names_the_part_its_waker_spent_behind_a_neighbour() {
+    // Asleep from T0 for 10 ms; the waker sat 7 ms of it (and 1 ms before it) behind process 77.
+    let waker_delay = Delay {
+        start_ns: T0 + 2 * MS,
+        end_ns: T0 + 9 * MS,
+        delayed_ns: 7 * MS,
+        neighbour_tgid: 77,
+        hops: 1,
+    };
+    let mut st = in_state(state::OFF_CPU, T0 + 3 * MS);
+    let mut out = Records::default();
+    wakeup(
+        &mut st,
+        T0 + 13 * MS,
+        &waker_delay,
+        &CFG,
+        &mut out,
+        unthrottled,
+    );
+    let [episode] = out.0.as_slice() else {
+        panic!("{:?}", out.0)
+    };
+    assert_eq!(
+        (episode.kind, episode.state),
+        (record::EPISODE, state::OFF_CPU)
+    );
+    assert_eq!(episode.bucket.off_cpu_ns, 10 * MS);
+    assert_eq!(episode.bucket.waker_delay_ns, 6 * MS);
+    assert_eq!(episode.bucket.waker_neighbour_tgid, 77);
+    // Short sleeps sum their wakers' delays into the bucket; a new neighbour takes the name
+    // when its delay alone is longer than all the bucket's so far.
+    let mut st = in_state(state::OFF_CPU, T0 + 20 * MS);
+    let cfg = ProbeConfig {
+        episode_threshold_ns: 100 * MS,
+        ..CFG
+    };
+    let mut out = Records::default();
+    for (i, (tgid, delay_ms)) in [(77u32, 1u64), (88, 1), (88, 3)].into_iter().enumerate() {
+        let at = T0 + 20 * MS + (i as u64) * 3 * MS;
+        st.state = state::OFF_CPU;
+        st.since_ns = at;
+        let d = Delay {
+            start_ns: at,
+            end_ns: at + delay_ms * MS,
+            delayed_ns: delay_ms * MS,
+            neighbour_tgid: tgid,
+            hops: 2,
+        };
+        wakeup(&mut st, at + 3 * MS, &d, &cfg, &mut out, unthrottled);
+    }
+    assert_eq!(st.bucket.off_cpu_ns, 9 * MS);
+    assert_eq!(st.bucket.waker_delay_ns, 5 * MS);
+    assert_eq!(st.bucket.waker_neighbour_tgid, 88);
+}
