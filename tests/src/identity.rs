@@ -121,6 +121,13 @@ pub fn span_str<'a>(s: &'a Span, key: &str) -> Option<&'a str> {
     }
 }
 
+pub fn span_f64(s: &Span, key: &str) -> Option<f64> {
+    match attr(s, key)? {
+        Value::DoubleValue(v) => Some(*v),
+        _ => None,
+    }
+}
+
 /// The spans that came out, by service.
 pub fn by_service(
     got: &[ExportTraceServiceRequest],
