@@ -116,7 +116,9 @@ fn cpu_contention_carries_the_slow_requests_with_the_hog_named() -> anyhow::Resu
         acc >= CONTENTION_ACCURACY_FLOOR,
         "contention accuracy {acc:.2}"
     );
-    let named = run.hog_named_share().unwrap_or(0.0);
+    let named = run
+        .hog_named_share()
+        .expect("no slow request of the contention phase was named cpu.contention");
     assert!(named >= 0.7, "the hog named in {named:.2} of slow requests");
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use culprit::cause::Cause;
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -81,7 +82,10 @@ impl ScenarioRun {
             .max_by(|a, b| a.latency_ms.total_cmp(&b.latency_ms))
     }
 
-    /// Share of the contention phase's slow requests (its p90+) naming the hog as the neighbour.
+    /// Share of the contention phase's slow contended requests (its p90+, the agent's verdict
+    /// `cpu.contention`) naming the hog as the neighbour. Requests the hog did not slow are left
+    /// out: on EEVDF a waking thread often runs its whole request ahead of the hog, and when
+    /// most do, the phase's p90 holds plain on-CPU requests whose neighbour says nothing.
     pub fn hog_named_share(&self) -> Option<f64> {
         let tag = format!("({})", self.hog_pid?);
         // Slow as in the accuracy: the contention phase's own p90.
@@ -94,7 +98,7 @@ impl ScenarioRun {
         let p90 = accuracy::quantile(&latencies, 0.9);
         let slow: Vec<&Request> = contended
             .into_iter()
-            .filter(|r| r.latency_ms >= p90)
+            .filter(|r| r.latency_ms >= p90 && r.cause == Cause::CpuContention)
             .collect();
         let named = slow
             .iter()
