@@ -51,10 +51,16 @@ pub fn verdict(run: &ScenarioRun) -> Verdict {
                 found &= ok;
                 parts.push(format!(
                     "{name} {}: {:.0}% of the slow requests' excess latency attributed to it \
-                     (goal >= {:.0}%)",
+                     (goal >= {:.0}%){}",
                     if ok { "FOUND" } else { "MISSED" },
                     acc * 100.0,
-                    ACCURACY_GOAL * 100.0
+                    ACCURACY_GOAL * 100.0,
+                    s.label_by_cause
+                        .get(name)
+                        .map_or(String::new(), |l| format!(
+                            ", {:.0}% of them labelled {name}",
+                            l * 100.0
+                        ))
                 ));
             }
             None => {
@@ -159,8 +165,8 @@ pub(crate) fn scenario_text(run: &ScenarioRun) -> String {
 /// The accuracy table (Markdown) for ACCURACY.md.
 pub(crate) fn accuracy_markdown(runs: &[ScenarioRun]) -> String {
     let mut out = String::from(
-        "| scenario | requests | p50 ms | p99 ms | accuracy (slow requests' excess on the injected cause) | kernel share of all request time | throttled: agent vs cpu.stat | requests < 1 ms decomposed |\n\
-         |---|---:|---:|---:|---|---:|---|---:|\n",
+        "| scenario | requests | p50 ms | p99 ms | accuracy (slow requests' excess on the injected cause) | slowed slow requests labelled with it | kernel share of all request time | throttled: agent vs cpu.stat | requests < 1 ms decomposed |\n\
+         |---|---:|---:|---:|---|---|---:|---|---:|\n",
     );
     for run in runs {
         let s = &run.summary;
@@ -170,6 +176,15 @@ pub(crate) fn accuracy_markdown(runs: &[ScenarioRun]) -> String {
             s.accuracy_by_cause
                 .iter()
                 .map(|(c, a)| format!("{c} {:.0}%", a * 100.0))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let labels = if s.label_by_cause.is_empty() {
+            "n/a".to_string()
+        } else {
+            s.label_by_cause
+                .iter()
+                .map(|(c, l)| format!("{c} {:.0}%", l * 100.0))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -193,12 +208,13 @@ pub(crate) fn accuracy_markdown(runs: &[ScenarioRun]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {:.1} | {:.1} | {} | {:.1}% | {} | {} |",
+            "| {} | {} | {:.1} | {:.1} | {} | {} | {:.1}% | {} | {} |",
             run.scenario,
             s.requests,
             s.p50_ms,
             s.p99_ms,
             accuracy,
+            labels,
             s.kernel_share * 100.0,
             throttle,
             short

@@ -7,7 +7,10 @@
 //! - the *slow* requests are those at or above the 90th latency percentile of their phase (the
 //!   requests that started while the same fault, or none, was injected);
 //! - *accuracy* is the share of the slow requests' excess that the agent attributed to the cause
-//!   injected at the time (each request counts at most its own excess).
+//!   injected at the time (each request counts at most its own excess);
+//! - the *label share* is the share of the slow requests really slowed (excess over
+//!   [`SLOWED_FRACTION`] of their reference) whose `culprit.cause` is the injected cause: the
+//!   verdict a responder reads, not only the time behind it.
 
 use std::collections::BTreeMap;
 
@@ -139,6 +142,10 @@ pub struct Summary {
     pub slow_excess_ms: f64,
     /// The injected causes whose slow requests had excess, with each one's own accuracy.
     pub accuracy_by_cause: BTreeMap<String, f64>,
+    /// Per injected cause, the share of its slowed slow requests labelled with it (see the
+    /// module doc), when it had any.
+    #[serde(default)]
+    pub label_by_cause: BTreeMap<String, f64>,
     /// Requests under [`SHORT_REQUEST_MS`], and how many of them got a real decomposition
     /// (see [`decomposed`]).
     #[serde(default)]
@@ -146,6 +153,11 @@ pub struct Summary {
     #[serde(default)]
     pub short_decomposed: usize,
 }
+
+/// A slow request counts in the label share only if its excess is over this fraction of its
+/// route's reference: on EEVDF a woken thread often runs its whole request ahead of a hog, and a
+/// phase's p90 can then hold requests the fault did not slow at all, rightly labelled `on_cpu`.
+pub const SLOWED_FRACTION: f64 = 0.1;
 
 /// Below this a request is "short": most microservice calls, and the hardest to decompose (its
 /// thread's intervals are below the episode threshold).
@@ -177,6 +189,8 @@ pub(crate) fn summarize(
     let mut all_ms = 0.0;
     // Per cause: (excess, explained).
     let mut by_cause: BTreeMap<Injected, (f64, f64)> = BTreeMap::new();
+    // Per cause: (slowed, labelled with it).
+    let mut labels: BTreeMap<Injected, (usize, usize)> = BTreeMap::new();
     let mut slow_requests = 0;
     let mut slow_excess_ms = 0.0;
     for r in measured {
@@ -194,6 +208,11 @@ pub(crate) fn summarize(
             let e = by_cause.entry(cause).or_default();
             e.0 += excess;
             e.1 += explained_by(&r.parts, cause).min(excess);
+            if excess > SLOWED_FRACTION * reference {
+                let l = labels.entry(cause).or_default();
+                l.0 += 1;
+                l.1 += usize::from(r.cause == cause.cause());
+            }
         }
     }
     let short: Vec<&Request> = measured
@@ -222,6 +241,10 @@ pub(crate) fn summarize(
             .into_iter()
             .filter(|(_, (e, _))| *e > 0.0)
             .map(|(c, (e, x))| (c.cause_name().to_string(), x / e))
+            .collect(),
+        label_by_cause: labels
+            .into_iter()
+            .map(|(c, (n, l))| (c.cause_name().to_string(), l as f64 / n as f64))
             .collect(),
         short_requests: short.len(),
         short_decomposed: short.iter().filter(|r| decomposed(r)).count(),
@@ -323,6 +346,34 @@ mod tests {
         assert!((s.accuracy.unwrap() - 0.8).abs() < 1e-9, "{s:?}");
         assert!((s.accuracy_by_cause["cpu.contention"] - 0.8).abs() < 1e-9);
         assert!((s.slow_excess_ms - 15.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_label_share_counts_the_slowed_slow_requests_named_for_the_cause() {
+        let reference = BTreeMap::from([("cpu".to_string(), 5.0)]);
+        let c = Some(Injected::Contention);
+        let labelled = |latency_ms: f64, cause: Cause| {
+            let mut r = req("cpu", latency_ms, parts(5.0, latency_ms - 5.0, 0.0, 0.0), c);
+            r.cause = cause;
+            r
+        };
+        // 36 fast requests (at the p90 as nearest rank has it, with no excess), then two slowed and labelled contention, one slowed and
+        // labelled on_cpu, one only 0.4 ms over the reference (not slowed: left out).
+        let mut measured: Vec<Request> = (0..36).map(|_| labelled(4.0, Cause::OnCpu)).collect();
+        measured.extend([
+            labelled(12.0, Cause::CpuContention),
+            labelled(9.0, Cause::CpuContention),
+            labelled(7.0, Cause::OnCpu),
+            labelled(5.4, Cause::OnCpu),
+        ]);
+        let s = summarize(&measured, &reference);
+        assert!(
+            (s.label_by_cause["cpu.contention"] - 2.0 / 3.0).abs() < 1e-9,
+            "{s:?}"
+        );
+        // Nothing slowed: no label share at all rather than a zero.
+        let calm: Vec<Request> = (0..10).map(|_| labelled(5.0, Cause::OnCpu)).collect();
+        assert!(summarize(&calm, &reference).label_by_cause.is_empty());
     }
 
     #[test]

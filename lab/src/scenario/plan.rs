@@ -56,7 +56,7 @@ impl Scenario {
     }
 
     /// What is injected in each fault phase, in order; the phases share the fault time equally.
-    pub(crate) fn fault_phases(self) -> Vec<Option<Injected>> {
+    pub fn fault_phases(self) -> Vec<Option<Injected>> {
         match self {
             Scenario::Baseline => vec![None],
             Scenario::CpuContention => vec![Some(Injected::Contention)],
