@@ -12,7 +12,7 @@ use culprit_common::{
     KernelOffsets,
     accounting::{
         neighbour::{Neighbour, longest_holder, neighbour_of_wait},
-        wake_chain,
+        wake_chain::{self, LongWait},
     },
     thread::Delay,
 };
@@ -21,7 +21,7 @@ use crate::{
     config::{kernel_offsets, probe_config},
     cpu_slices::{self, record_slice},
     runq_hist,
-    task::{task_state, task_tid},
+    task::{task_state, task_throttling, task_tid},
     task_sched::task_sched,
     thread_state::{self, watched_state},
 };
@@ -116,10 +116,19 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
             let wait_ns = runq_hist::record_dequeue(next, ts, now_ns, &off);
             if let Some(s) = slices {
                 let long_wait = wake_chain::long_wait_start_ns(wait_ns, now_ns).map(|start_ns| {
-                    (
+                    let holder = longest_holder(unsafe { &*s }, start_ns, now_ns);
+                    // Only at a long wait: the throttled clock costs three reads.
+                    let clock_ns = task_throttling(next, &off).map_or(0, |t| t.throttled_self_ns);
+                    LongWait {
                         start_ns,
-                        longest_holder(unsafe { &*s }, start_ns, now_ns).tgid,
-                    )
+                        neighbour_tgid: holder.tgid,
+                        throttled_ns: wake_chain::throttled_wait_ns(
+                            unsafe { &mut (*ts).throttled_clock_ns },
+                            clock_ns,
+                            now_ns - start_ns,
+                            holder.ns,
+                        ),
+                    }
                 });
                 wake_chain::switch_in(
                     unsafe { &mut (*s).running_delay },

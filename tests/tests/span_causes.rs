@@ -152,11 +152,10 @@ fn a_cpu_quota_is_blamed_as_throttling() -> anyhow::Result<()> {
     )?;
     anyhow::ensure!(spans.len() >= 6, "only {} spans came out", spans.len());
     let share = share_with_cause(&spans, "cpu.throttling");
-    // 0.7, not 0.8, until a waker's throttled wait stops being passed on as contention
-    // (docs/signals.md, "Wake chain", limits): in the VM's 6.18 column 2 of 8 requests of this
-    // quota'd app were named contention that way.
+    // A waker's throttled wait is throttling through it (docs/signals.md, "Wake chain"): before
+    // it was told apart, 2 of 8 requests of this quota'd app were named contention on 6.18.
     assert!(
-        share >= 0.7,
+        share >= 0.8,
         "{share:.2} of the requests blamed on throttling"
     );
     Ok(())

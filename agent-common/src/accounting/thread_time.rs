@@ -38,7 +38,8 @@ pub struct Interval {
     pub state: u32,
     pub start_ns: u64,
     pub end_ns: u64,
-    /// For a run-queue wait: the part due to throttling.
+    /// For a run-queue wait: the part due to throttling. For time off CPU: the part of the
+    /// waker's delay (`neighbour.ns`) it spent throttled.
     pub throttled_ns: u64,
     /// For a run-queue wait: who held the CPU meanwhile. For time off CPU: who held the CPU
     /// from the thread's waker while the thread slept (`ns` of it, `wake_chain`).
@@ -124,15 +125,22 @@ pub fn add_to_bucket(
             }
         }
         _ => {
+            // Off CPU, `n.ns` is the sleep's share of its waker's delay, `throttled_ns` of it
+            // throttled; the rest was spent behind the neighbour `n.tgid`.
             b.off_cpu_ns = b.off_cpu_ns.wrapping_add(dur_ns);
-            if n.ns == 0 {
-            } else if n.tgid == b.waker_neighbour_tgid || b.waker_delay_ns == 0 {
-                b.waker_neighbour_tgid = n.tgid;
-            } else if n.ns > b.waker_delay_ns {
+            b.waker_throttled_ns = b.waker_throttled_ns.wrapping_add(throttled_ns);
+            let contended_ns = n.ns.saturating_sub(throttled_ns);
+            if contended_ns == 0 || n.tgid == 0 {
+                return;
+            }
+            if n.tgid == b.waker_neighbour_tgid
+                || b.waker_delay_ns == 0
+                || contended_ns > b.waker_delay_ns
+            {
                 // One sum, one name: a new neighbour takes it when it alone outweighs the rest.
                 b.waker_neighbour_tgid = n.tgid;
             }
-            b.waker_delay_ns = b.waker_delay_ns.wrapping_add(n.ns);
+            b.waker_delay_ns = b.waker_delay_ns.wrapping_add(contended_ns);
         }
     }
 }
@@ -338,8 +346,9 @@ pub fn switch_in(
 }
 
 /// The thread is woken at `now_ns` by a waker that carried `waker_delay`: a blocked thread's
-/// time off CPU ends (the part its waker spent delayed behind a neighbour is named) and its
-/// wait begins; a thread not seen yet begins waiting; a runnable or running one is unchanged.
+/// time off CPU ends (the part its waker spent delayed behind a neighbour is named, the part it
+/// spent throttled kept apart) and its wait begins; a thread not seen yet begins waiting; a
+/// runnable or running one is unchanged.
 #[inline(always)]
 pub fn wakeup(
     st: &mut ThreadState,
@@ -351,17 +360,18 @@ pub fn wakeup(
 ) {
     match st.state {
         state::OFF_CPU => {
+            let delayed_ns = waker_delay.overlap_ns(st.since_ns, now_ns);
             let iv = Interval {
                 state: state::OFF_CPU,
                 start_ns: st.since_ns,
                 end_ns: now_ns,
+                throttled_ns: waker_delay.throttled_part_ns(delayed_ns),
                 neighbour: Neighbour {
                     tgid: waker_delay.neighbour_tgid,
                     tid: 0,
-                    ns: waker_delay.overlap_ns(st.since_ns, now_ns),
+                    ns: delayed_ns,
                 },
                 spans: SpanTags::steady(st.span_id),
-                ..Interval::default()
             };
             account(st, iv, cfg, sink);
             begin_wait(st, now_ns, throttling());

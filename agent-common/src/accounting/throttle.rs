@@ -64,6 +64,14 @@ pub fn throttled_part_ns(
     if clock_ns == 0 {
         return 0;
     }
+    throttled_of_wait(clock_ns, wait_ns, neighbour_ns)
+}
+
+/// The throttled part of a wait of `wait_ns` during which the throttled clock moved `clock_ns`
+/// (> 0) and a neighbour demonstrably held the CPU `neighbour_ns`: all but the neighbour's
+/// time, at least the clock's movement, at most the wait.
+#[inline(always)]
+pub fn throttled_of_wait(clock_ns: u64, wait_ns: u64, neighbour_ns: u64) -> u64 {
     let not_neighbour_ns = wait_ns.saturating_sub(neighbour_ns);
     let throttled_ns = if clock_ns > not_neighbour_ns {
         clock_ns

@@ -12,6 +12,11 @@
 //! overlaps its waker's delay is charged to the neighbour behind it. Every step is O(1): no walk
 //! of the chain, one delay carried per task.
 //!
+//! A long wait of a task in a CFS-throttled cgroup is throttled, not contended: the delay keeps
+//! that part apart ([`Delay::throttled_ns`]) and the sleeper's share of it is throttling through
+//! another thread. Whether the wait was throttled is read from the cumulative throttled clock
+//! of the task's cfs_rq, only at long waits ([`throttled_wait_ns`]): no read on the hot path.
+//!
 //! The waker is the task running when the wakeup happens. A softirq that wakes a thread on a
 //! packet's arrival runs on top of whatever task it interrupted, which is then taken for the
 //! waker: its delay is passed on only if it carries one that is recent.
@@ -19,6 +24,7 @@
 //! [`TaskSched::carried`]: crate::thread::TaskSched
 //! [`CpuSlices::running_delay`]: crate::thread::CpuSlices
 
+use super::throttle::throttled_of_wait;
 use crate::thread::{Delay, RunningDelay};
 
 /// A run-queue wait shorter than this is nobody's news: the scheduler's own latency.
@@ -40,22 +46,60 @@ pub fn long_wait_start_ns(wait_ns: Option<u64>, now_ns: u64) -> Option<u64> {
     }
 }
 
-/// Adds the task's own wait `[start_ns, end_ns)` behind `neighbour_tgid` to what it carries.
+/// A task's own long run-queue wait, as its switch-in found it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LongWait {
+    pub start_ns: u64,
+    /// The process that held the CPU longest meanwhile; 0: the CPU idled.
+    pub neighbour_tgid: u32,
+    /// The part of the wait its cgroup was throttled.
+    pub throttled_ns: u64,
+}
+
+/// The throttled part of a long wait of `wait_ns`, from the task's cfs_rq's cumulative throttled
+/// clock now (`clock_ns`, 0 where the kernel keeps none) and as read at its previous long wait
+/// (`seen_ns`, updated here). A wait during which the clock moved is throttled except for the
+/// time the longest neighbour demonstrably held the CPU (`holder_ns`), as for a watched thread
+/// ([`throttled_of_wait`]); the clock's movement since the last reading bounds it from
+/// below. The first reading is only a baseline.
 #[inline(always)]
-pub fn add_wait(carried: &mut Delay, start_ns: u64, end_ns: u64, neighbour_tgid: u32) {
+pub fn throttled_wait_ns(seen_ns: &mut u64, clock_ns: u64, wait_ns: u64, holder_ns: u64) -> u64 {
+    let before_ns = *seen_ns;
+    *seen_ns = clock_ns;
+    if clock_ns == 0 || before_ns == 0 || clock_ns <= before_ns {
+        return 0;
+    }
+    throttled_of_wait(clock_ns - before_ns, wait_ns, holder_ns)
+}
+
+/// Adds the task's own wait `[start_ns, end_ns)` behind `neighbour_tgid` (`throttled_ns` of it
+/// throttled) to what it carries.
+#[inline(always)]
+pub fn add_wait(
+    carried: &mut Delay,
+    start_ns: u64,
+    end_ns: u64,
+    neighbour_tgid: u32,
+    throttled_ns: u64,
+) {
     let wait_ns = end_ns.saturating_sub(start_ns);
     if carried.is_none() {
         *carried = Delay {
             start_ns,
             end_ns,
             delayed_ns: wait_ns,
+            throttled_ns,
             neighbour_tgid,
             hops: 0,
         };
         return;
     }
-    // The neighbour of the longer part names the whole: one name per delay.
-    if wait_ns > carried.delayed_ns {
+    // The neighbour of the longer contended part names the whole: one name per delay.
+    let contended_ns = wait_ns.saturating_sub(throttled_ns);
+    if neighbour_tgid != 0
+        && (carried.neighbour_tgid == 0
+            || contended_ns > carried.delayed_ns.saturating_sub(carried.throttled_ns))
+    {
         carried.neighbour_tgid = neighbour_tgid;
     }
     if start_ns < carried.start_ns {
@@ -63,24 +107,31 @@ pub fn add_wait(carried: &mut Delay, start_ns: u64, end_ns: u64, neighbour_tgid:
     }
     carried.end_ns = end_ns;
     carried.delayed_ns = carried.delayed_ns.saturating_add(wait_ns);
+    carried.throttled_ns = carried.throttled_ns.saturating_add(throttled_ns);
     carried.hops = 0;
 }
 
-/// Task `next` (carrying `carried`) gets this CPU at `now_ns`, after a long wait (`long_wait`:
-/// its start and the process that held the CPU meanwhile, 0 if the CPU was idle, which delays
-/// nobody) or none. The CPU's running delay becomes what `next` carries.
+/// Task `next` (carrying `carried`) gets this CPU at `now_ns`, after a long wait or none. A
+/// wait on an idle CPU delays nobody unless it was throttled. The CPU's running delay becomes
+/// what `next` carries.
 #[inline(always)]
 pub fn switch_in(
     running: &mut RunningDelay,
     carried: &mut Delay,
     next: u64,
-    long_wait: Option<(u64, u32)>,
+    long_wait: Option<LongWait>,
     now_ns: u64,
 ) {
-    if let Some((start_ns, neighbour_tgid)) = long_wait
-        && neighbour_tgid != 0
+    if let Some(w) = long_wait
+        && (w.neighbour_tgid != 0 || w.throttled_ns != 0)
     {
-        add_wait(carried, start_ns, now_ns, neighbour_tgid);
+        add_wait(
+            carried,
+            w.start_ns,
+            now_ns,
+            w.neighbour_tgid,
+            w.throttled_ns,
+        );
     }
     if !carried.is_none() {
         running.task = next;
@@ -126,6 +177,14 @@ mod tests {
     const MS: u64 = 1_000_000;
     const HOG: u32 = 77;
 
+    fn contended(start_ns: u64, neighbour_tgid: u32) -> LongWait {
+        LongWait {
+            start_ns,
+            neighbour_tgid,
+            throttled_ns: 0,
+        }
+    }
+
     #[test]
     fn a_long_wait_behind_a_neighbour_is_carried_and_runs_with_the_task() {
         let (mut running, mut carried) = (RunningDelay::default(), Delay::NONE);
@@ -135,13 +194,14 @@ mod tests {
             &mut running,
             &mut carried,
             0xa,
-            start.map(|s| (s, HOG)),
+            start.map(|s| contended(s, HOG)),
             100 * MS,
         );
         let want = Delay {
             start_ns: 92 * MS,
             end_ns: 100 * MS,
             delayed_ns: 8 * MS,
+            throttled_ns: 0,
             neighbour_tgid: HOG,
             hops: 0,
         };
@@ -155,7 +215,13 @@ mod tests {
         assert_eq!(long_wait_start_ns(Some(MIN_WAIT_NS - 1), MS), None);
         assert_eq!(long_wait_start_ns(None, MS), None);
         switch_in(&mut running, &mut carried, 0xa, None, MS);
-        switch_in(&mut running, &mut carried, 0xa, Some((5 * MS, 0)), 10 * MS);
+        switch_in(
+            &mut running,
+            &mut carried,
+            0xa,
+            Some(contended(5 * MS, 0)),
+            10 * MS,
+        );
         assert_eq!((running.task, carried), (0, Delay::NONE));
     }
 
@@ -163,19 +229,20 @@ mod tests {
     fn the_waits_of_one_run_add_up_named_by_the_longest() {
         // A server computing a request is preempted twice behind hogs before it answers.
         let mut carried = Delay::NONE;
-        add_wait(&mut carried, 10 * MS, 12 * MS, HOG);
-        add_wait(&mut carried, 13 * MS, 14 * MS, 88);
+        add_wait(&mut carried, 10 * MS, 12 * MS, HOG, 0);
+        add_wait(&mut carried, 13 * MS, 14 * MS, 88, 0);
         assert_eq!(
             carried,
             Delay {
                 start_ns: 10 * MS,
                 end_ns: 14 * MS,
                 delayed_ns: 3 * MS,
+                throttled_ns: 0,
                 neighbour_tgid: HOG,
                 hops: 0
             }
         );
-        add_wait(&mut carried, 15 * MS, 19 * MS, 88);
+        add_wait(&mut carried, 15 * MS, 19 * MS, 88, 0);
         assert_eq!((carried.delayed_ns, carried.neighbour_tgid), (7 * MS, 88));
         // A client asleep from 11 ms to 20 ms met the 7 ms of waiting; one asleep from 18 ms
         // at most the 1 ms of the window it shares.
@@ -187,7 +254,13 @@ mod tests {
     fn the_running_slot_follows_the_task_on_the_cpu() {
         let mut running = RunningDelay::default();
         let mut a = Delay::NONE;
-        switch_in(&mut running, &mut a, 0xa, Some((8 * MS, HOG)), 10 * MS);
+        switch_in(
+            &mut running,
+            &mut a,
+            0xa,
+            Some(contended(8 * MS, HOG)),
+            10 * MS,
+        );
         // Another task without a delay runs: the slot stays a's, but a is not running, so it
         // passes nothing on.
         let mut b = Delay::NONE;
@@ -209,7 +282,7 @@ mod tests {
             &mut cpu1,
             &mut ksoftirqd,
             0x50f7,
-            Some((12 * MS, HOG)),
+            Some(contended(12 * MS, HOG)),
             20 * MS,
         );
         let mut server = Delay::NONE;
@@ -243,6 +316,7 @@ mod tests {
                 start_ns: MS,
                 end_ns: 2 * MS,
                 delayed_ns: MS,
+                throttled_ns: 0,
                 neighbour_tgid: HOG,
                 hops: 0,
             },
@@ -259,6 +333,7 @@ mod tests {
             start_ns: MS,
             end_ns: 2 * MS,
             delayed_ns: MS,
+            throttled_ns: 0,
             neighbour_tgid: HOG,
             hops: 1,
         };
@@ -275,11 +350,53 @@ mod tests {
     }
 
     #[test]
+    fn a_wait_is_throttled_when_the_cfs_rq_clock_moved_since_the_last_one() {
+        let mut seen = 0;
+        // The first reading is a baseline only; a kernel without the clock reads 0.
+        assert_eq!(throttled_wait_ns(&mut seen, 40 * MS, 5 * MS, 0), 0);
+        assert_eq!(seen, 40 * MS);
+        assert_eq!(throttled_wait_ns(&mut 0, 0, 5 * MS, 0), 0);
+        // The clock did not move: contention only.
+        assert_eq!(throttled_wait_ns(&mut seen, 40 * MS, 5 * MS, MS), 0);
+        // It moved 3 ms; a neighbour held the CPU 1 ms of the 5 ms wait: 4 ms throttled.
+        assert_eq!(throttled_wait_ns(&mut seen, 43 * MS, 5 * MS, MS), 4 * MS);
+        // It moved 9 ms (throttled also while the task slept): never more than the wait.
+        assert_eq!(
+            throttled_wait_ns(&mut seen, 52 * MS, 5 * MS, 5 * MS),
+            5 * MS
+        );
+        // A clock read on another cfs_rq, lower: a new baseline.
+        assert_eq!(throttled_wait_ns(&mut seen, 7 * MS, 5 * MS, 0), 0);
+        assert_eq!(seen, 7 * MS);
+    }
+
+    #[test]
+    fn a_throttled_wait_is_carried_even_on_an_idle_cpu_and_passed_on_in_proportion() {
+        let (mut running, mut carried) = (RunningDelay::default(), Delay::NONE);
+        let throttled = LongWait {
+            start_ns: 2 * MS,
+            neighbour_tgid: 0,
+            throttled_ns: 6 * MS,
+        };
+        switch_in(&mut running, &mut carried, 0xa, Some(throttled), 8 * MS);
+        assert_eq!((carried.delayed_ns, carried.throttled_ns), (6 * MS, 6 * MS));
+        // Then 2 ms behind the hog: a quarter of the 8 ms is contention, named.
+        add_wait(&mut carried, 9 * MS, 11 * MS, HOG, 0);
+        assert_eq!((carried.delayed_ns, carried.throttled_ns), (8 * MS, 6 * MS));
+        assert_eq!(carried.neighbour_tgid, HOG);
+        let slept_ns = carried.overlap_ns(0, 20 * MS);
+        assert_eq!(carried.throttled_part_ns(slept_ns), 6 * MS);
+        assert_eq!(carried.throttled_part_ns(4 * MS), 3 * MS);
+        assert_eq!(Delay::NONE.throttled_part_ns(4 * MS), 0);
+    }
+
+    #[test]
     fn overlap_is_the_waiting_within_the_shared_part_of_two_windows() {
         let d = Delay {
             start_ns: 10,
             end_ns: 20,
             delayed_ns: 10,
+            throttled_ns: 0,
             neighbour_tgid: HOG,
             hops: 1,
         };

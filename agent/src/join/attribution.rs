@@ -26,6 +26,10 @@ pub struct Attribution {
     /// a neighbour: contention through another thread, counted in `cpu.contention`.
     #[serde(default)]
     pub waker_delay_s: f64,
+    /// The part of `off_cpu_s` the thread slept while its waker waited throttled by its
+    /// cgroup's CPU quota: throttling through another thread, counted in `cpu.throttling`.
+    #[serde(default)]
+    pub waker_throttled_s: f64,
     pub retransmit_wait_s: f64,
     pub retransmits: u64,
     pub retransmit_peer: Option<String>,
@@ -68,14 +72,20 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
     // off-CPU time.
     let off_ns = m.off_cpu_ns as f64 * scale;
     let waker_delay_ns = (m.waker_delay_ns as f64 * scale).min((off_ns - rtx_ns as f64).max(0.0));
-    let other_off_share = (off_ns - rtx_ns as f64 - waker_delay_ns).max(0.0) / wall;
+    let waker_throttled_ns = (m.waker_throttled_ns as f64 * scale)
+        .min((off_ns - rtx_ns as f64 - waker_delay_ns).max(0.0));
+    let other_off_share =
+        (off_ns - rtx_ns as f64 - waker_delay_ns - waker_throttled_ns).max(0.0) / wall;
     let share = |ns: u64| ns as f64 * scale / wall;
     let kernel = [
         (
             Cause::CpuContention,
             share(contention_ns) + waker_delay_ns / wall,
         ),
-        (Cause::CpuThrottling, share(m.throttled_ns)),
+        (
+            Cause::CpuThrottling,
+            share(m.throttled_ns) + waker_throttled_ns / wall,
+        ),
         (Cause::TcpRetransmit, rtx_ns as f64 / wall),
     ];
     let plain = [
@@ -107,6 +117,7 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
         throttled_s: s(m.throttled_ns),
         off_cpu_s: s(m.off_cpu_ns),
         waker_delay_s: waker_delay_ns / 1e9,
+        waker_throttled_s: waker_throttled_ns / 1e9,
         retransmit_wait_s: rtx_ns as f64 / 1e9,
         retransmits: m.retransmits,
         retransmit_peer: m.retransmit_peer.clone(),
@@ -149,6 +160,7 @@ pub(crate) fn attribute_pairs(
         ("culprit.throttled.duration", F64(a.throttled_s)),
         ("culprit.off_cpu.duration", F64(a.off_cpu_s)),
         ("culprit.waker_delay.duration", F64(a.waker_delay_s)),
+        ("culprit.waker_throttled.duration", F64(a.waker_throttled_s)),
         ("culprit.retransmit_wait.duration", F64(a.retransmit_wait_s)),
         ("culprit.tcp.retransmits", I64(a.retransmits as i64)),
         ("culprit.join", Str(&a.join)),
@@ -242,6 +254,27 @@ mod tests {
         let a = attribute(&x);
         assert!((a.waker_delay_s - 0.004).abs() < 1e-9, "{a:?}");
         assert!((a.retransmit_wait_s - 0.006).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_sleep_behind_a_throttled_waker_is_throttling() {
+        // 10 ms asleep on a thread of a quota'd cgroup that waited 6 ms throttled and 2 ms
+        // behind a neighbour before it answered.
+        let mut x = m(1, 0, 0, 10, 0);
+        x.waker_throttled_ns = 6 * MS;
+        x.waker_delay_ns = 2 * MS;
+        let a = attribute(&x);
+        assert_eq!(a.cause, "cpu.throttling");
+        assert!((a.cause_share - 6.0 / 11.0).abs() < 1e-9, "{a:?}");
+        assert!((a.waker_throttled_s - 0.006).abs() < 1e-9);
+        let parts = crate::join::parts::Parts::of(&a, 11.0);
+        assert!((parts.throttled_ms - 6.0).abs() < 1e-9, "{parts:?}");
+        assert!((parts.contention_ms - 2.0).abs() < 1e-9, "{parts:?}");
+        assert!((parts.off_cpu_ms - 2.0).abs() < 1e-9, "{parts:?}");
+        // Bounded by what the waker's contention and the retransmits leave of the sleep.
+        x.waker_throttled_ns = 50 * MS;
+        let a = attribute(&x);
+        assert!((a.waker_throttled_s - 0.008).abs() < 1e-9, "{a:?}");
     }
 
     #[test]

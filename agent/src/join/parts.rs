@@ -23,11 +23,13 @@ impl Parts {
     pub fn of(a: &Attribution, duration_ms: f64) -> Self {
         let ms = |secs: f64| (secs * 1e3).max(0.0);
         let on_cpu_ms = ms(a.on_cpu_s);
-        let throttled_ms = ms(a.throttled_s);
-        // Contention of its own and of its wakers (the wake chain), which was off-CPU time.
+        // Throttling and contention of its own and of its wakers (the wake chain), the latter
+        // off-CPU time.
+        let throttled_ms = ms(a.throttled_s) + ms(a.waker_throttled_s);
         let contention_ms = ms(a.runqueue_s - a.throttled_s) + ms(a.waker_delay_s);
         let retransmit_ms = ms(a.retransmit_wait_s).min(duration_ms);
-        let off_cpu_ms = ms(a.off_cpu_s - a.retransmit_wait_s - a.waker_delay_s);
+        let off_cpu_ms =
+            ms(a.off_cpu_s - a.retransmit_wait_s - a.waker_delay_s - a.waker_throttled_s);
         let seen = on_cpu_ms + throttled_ms + contention_ms + retransmit_ms + off_cpu_ms;
         Self {
             on_cpu_ms,

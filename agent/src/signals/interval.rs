@@ -45,6 +45,9 @@ pub struct ThreadRow {
     /// behind a neighbour (the wake chain; the neighbour is among `neighbours`).
     #[serde(default)]
     pub waker_delay_ns: u64,
+    /// The part of `off_cpu_ns` the thread slept while its waker waited throttled.
+    #[serde(default)]
+    pub waker_throttled_ns: u64,
     pub longest_on_cpu_ns: u64,
     pub longest_runq_ns: u64,
     pub longest_off_cpu_ns: u64,
@@ -235,6 +238,7 @@ fn thread_row(tid: u32, tgid: u32, b: &Breakdown) -> ThreadRow {
         contention_ns: b.contention_ns(),
         off_cpu_ns: b.off_cpu_ns,
         waker_delay_ns: b.waker_delay_ns,
+        waker_throttled_ns: b.waker_throttled_ns,
         longest_on_cpu_ns: b.longest_on_cpu_ns,
         longest_runq_ns: b.longest_runq_ns,
         longest_off_cpu_ns: b.longest_off_cpu_ns,

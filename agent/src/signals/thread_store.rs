@@ -21,6 +21,9 @@ pub(crate) struct Breakdown {
     /// The part of `off_cpu_ns` the thread slept while its waker sat in a run queue behind a
     /// neighbour (the wake chain): contention through another thread.
     pub waker_delay_ns: u64,
+    /// The part of `off_cpu_ns` the thread slept while its waker waited throttled (the wake
+    /// chain): throttling through another thread.
+    pub waker_throttled_ns: u64,
     /// Neighbour process (tgid) -> run-queue time it took from this thread or its wakers.
     pub neighbours: HashMap<u32, u64>,
     pub longest_on_cpu_ns: u64,
@@ -46,6 +49,7 @@ impl Breakdown {
         self.throttled_ns += part(b.throttled_ns);
         self.off_cpu_ns += part(b.off_cpu_ns);
         self.waker_delay_ns += part(b.waker_delay_ns);
+        self.waker_throttled_ns += part(b.waker_throttled_ns);
         if b.neighbour_ns > 0 {
             *self.neighbours.entry(b.neighbour_tgid).or_default() += part(b.neighbour_ns);
         }

@@ -24,6 +24,8 @@ pub(crate) struct Measured {
     pub(crate) off_cpu_ns: u64,
     /// The part of `off_cpu_ns` its thread slept while the waker was held in a run queue.
     pub(crate) waker_delay_ns: u64,
+    /// The part of `off_cpu_ns` its thread slept while the waker waited throttled.
+    pub(crate) waker_throttled_ns: u64,
     /// Time the span's process spent waiting on retransmitted segments.
     pub(crate) retransmit_wait_ns: u64,
     pub(crate) retransmits: u64,
@@ -177,6 +179,9 @@ impl WindowView for Signals {
         m.throttled_ns = total.throttled_ns;
         m.off_cpu_ns = total.off_cpu_ns;
         m.waker_delay_ns = total.waker_delay_ns.min(total.off_cpu_ns);
+        m.waker_throttled_ns = total
+            .waker_throttled_ns
+            .min(total.off_cpu_ns - m.waker_delay_ns);
         m.neighbour_pid = total.top_neighbours(1).first().map(|(npid, _)| *npid);
         let endpoints = self.endpoints.get(&pid).map_or(&[][..], Vec::as_slice);
         let (wait_ns, count, peer) =

@@ -266,6 +266,8 @@ pub struct ThreadTotals {
     pub off_cpu_ns: u64,
     /// The part of `off_cpu_ns` spent asleep while the waker was held behind a neighbour.
     pub waker_delay_ns: u64,
+    /// The part of `off_cpu_ns` spent asleep while the waker waited throttled.
+    pub waker_throttled_ns: u64,
     pub longest_off_cpu_ns: u64,
     /// Neighbour pid -> time it took, summed.
     pub neighbours: std::collections::BTreeMap<u32, u64>,
@@ -293,6 +295,7 @@ impl ThreadTotals {
         self.contention_ns += row.contention_ns;
         self.off_cpu_ns += row.off_cpu_ns;
         self.waker_delay_ns += row.waker_delay_ns;
+        self.waker_throttled_ns += row.waker_throttled_ns;
         self.longest_off_cpu_ns = self.longest_off_cpu_ns.max(row.longest_off_cpu_ns);
         for n in &row.neighbours {
             *self.neighbours.entry(n.pid).or_default() += n.ns;

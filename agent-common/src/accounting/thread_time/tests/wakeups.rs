@@ -77,6 +77,7 @@ fn a_sleep_names_the_part_its_waker_spent_behind_a_neighbour() {
         start_ns: T0 + 2 * MS,
         end_ns: T0 + 9 * MS,
         delayed_ns: 7 * MS,
+        throttled_ns: 0,
         neighbour_tgid: 77,
         hops: 1,
     };
@@ -116,6 +117,7 @@ fn a_sleep_names_the_part_its_waker_spent_behind_a_neighbour() {
             start_ns: at,
             end_ns: at + delay_ms * MS,
             delayed_ns: delay_ms * MS,
+            throttled_ns: 0,
             neighbour_tgid: tgid,
             hops: 2,
         };
@@ -124,4 +126,52 @@ fn a_sleep_names_the_part_its_waker_spent_behind_a_neighbour() {
     assert_eq!(st.bucket.off_cpu_ns, 9 * MS);
     assert_eq!(st.bucket.waker_delay_ns, 5 * MS);
     assert_eq!(st.bucket.waker_neighbour_tgid, 88);
+}
+
+#[test]
+fn a_sleep_keeps_its_wakers_throttled_wait_apart_from_its_contention() {
+    // The waker waited 8 ms, 6 of them throttled and 2 behind process 77; the sleep met all.
+    let waker_delay = Delay {
+        start_ns: T0 + MS,
+        end_ns: T0 + 9 * MS,
+        delayed_ns: 8 * MS,
+        throttled_ns: 6 * MS,
+        neighbour_tgid: 77,
+        hops: 1,
+    };
+    let mut st = in_state(state::OFF_CPU, T0);
+    let mut out = Records::default();
+    wakeup(
+        &mut st,
+        T0 + 10 * MS,
+        &waker_delay,
+        &CFG,
+        &mut out,
+        unthrottled,
+    );
+    let [episode] = out.0.as_slice() else {
+        panic!("{:?}", out.0)
+    };
+    let b = &episode.bucket;
+    assert_eq!((b.off_cpu_ns, b.waker_throttled_ns), (10 * MS, 6 * MS));
+    assert_eq!((b.waker_delay_ns, b.waker_neighbour_tgid), (2 * MS, 77));
+    // Wholly throttled: nobody is named.
+    let throttled_only = Delay {
+        throttled_ns: 8 * MS,
+        neighbour_tgid: 0,
+        ..waker_delay
+    };
+    let mut st = in_state(state::OFF_CPU, T0);
+    let mut out = Records::default();
+    wakeup(
+        &mut st,
+        T0 + 10 * MS,
+        &throttled_only,
+        &CFG,
+        &mut out,
+        unthrottled,
+    );
+    let b = &out.0[0].bucket;
+    assert_eq!((b.waker_throttled_ns, b.waker_delay_ns), (8 * MS, 0));
+    assert_eq!(b.waker_neighbour_tgid, 0);
 }
