@@ -48,9 +48,13 @@ pub struct KernelOffsets {
     /// `task_struct.flags`: io_uring and other user-worker threads (`PF_IO_WORKER`,
     /// `PF_USER_WORKER`) inherit their creator's thread pointer, not its context.
     pub task_flags: u32,
+    /// `task_struct.in_iowait`, a one-bit field: its offset in *bits*. Set while the task sleeps
+    /// in `io_schedule()` (block I/O, a page being read in). Absent: no I/O wait is told apart.
+    pub task_in_iowait_bit: u32,
+    pub _reserved: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 72);
 
 impl KernelOffsets {
     pub const ZERO: KernelOffsets = KernelOffsets {
@@ -70,6 +74,8 @@ impl KernelOffsets {
         net_ns_inum: OFFSET_ABSENT,
         task_fsbase: OFFSET_ABSENT,
         task_flags: OFFSET_ABSENT,
+        task_in_iowait_bit: OFFSET_ABSENT,
+        _reserved: 0,
     };
 }
 

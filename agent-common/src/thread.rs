@@ -34,9 +34,12 @@ pub struct ThreadBucket {
     /// The part of `off_cpu_ns` the thread slept while its waker waited throttled by its
     /// cgroup's CFS quota: throttling through another thread.
     pub waker_throttled_ns: u64,
+    /// The part of `off_cpu_ns` the thread slept in `io_schedule()`: waiting on block I/O (its
+    /// reads and writes, a page being read in for it).
+    pub io_wait_ns: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<ThreadBucket>() == 72);
+const _: () = assert!(core::mem::size_of::<ThreadBucket>() == 80);
 
 /// The kernel's per-thread record (map `THREAD_STATE`, keyed by tid). Its presence is what makes
 /// a thread watched.
@@ -63,9 +66,13 @@ pub struct ThreadState {
     /// When a wakeup found the thread still on its CPU (0: none since it last left one). A
     /// thread that leaves its CPU blocking right after was woken as it left: it waits.
     pub woken_on_cpu_ns: u64,
+    /// Non-zero when the thread left its CPU blocking in `io_schedule()`: its time off CPU is
+    /// I/O wait.
+    pub in_io_wait: u32,
+    pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ThreadState>() == 128);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 144);
 
 /// Record kinds on the `SCHED_EVENTS` ring buffer.
 pub mod record {
@@ -127,7 +134,7 @@ pub struct SchedRecord {
     pub spans: SpanTags,
 }
 
-const _: () = assert!(core::mem::size_of::<SchedRecord>() == 120);
+const _: () = assert!(core::mem::size_of::<SchedRecord>() == 128);
 
 /// Run-queue delay a task carries since it was last woken (`accounting::wake_chain`):
 /// `delayed_ns` of waiting behind neighbours within `[start_ns, end_ns)`, inherited from its

@@ -40,6 +40,17 @@ pub fn task_cgroup_id(task: *const u8, off: &KernelOffsets) -> Result<u64, ()> {
     read_at::<u64>(kn, off.kernfs_node_id)
 }
 
+/// Whether the task is in `io_schedule()` (its one-bit `in_iowait` set): false where the kernel
+/// has no such field or the read fails.
+#[inline(always)]
+pub fn task_in_iowait(task: *const u8, off: &KernelOffsets) -> bool {
+    if off.task_in_iowait_bit == OFFSET_ABSENT {
+        return false;
+    }
+    let byte = read_at::<u8>(task, off.task_in_iowait_bit / 8).unwrap_or(0);
+    byte & (1 << (off.task_in_iowait_bit % 8)) != 0
+}
+
 /// `task->se.cfs_rq` and its throttling state; `None` without CONFIG_FAIR_GROUP_SCHED.
 #[inline(always)]
 pub fn task_throttling(task: *const u8, off: &KernelOffsets) -> Option<Throttling> {

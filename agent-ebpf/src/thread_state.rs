@@ -26,7 +26,7 @@ use culprit_common::{
 use crate::{
     config::probe_config,
     drops::count_drop,
-    task::{task_cgroup_id, task_tgid, task_throttling},
+    task::{task_cgroup_id, task_in_iowait, task_tgid, task_throttling},
     thread_context,
 };
 
@@ -94,10 +94,13 @@ pub fn switch_out(
 ) {
     mark_in_hook(st, 1);
     let span_id = thread_context::current_span(prev, tgid, off, unsafe { (*st).span_id });
+    // Only a blocking switch-out asks: a preempted thread is not waiting on I/O.
+    let in_io_wait = !preempted && task_in_iowait(prev, off);
     thread_time::switch_out(
         unsafe { &mut *st },
         tgid,
         preempted,
+        in_io_wait,
         now_ns,
         span_id,
         &probe_config(),

@@ -21,6 +21,9 @@ pub enum Cause {
     /// Waiting on retransmitted TCP segments.
     #[serde(rename = "tcp.retransmit")]
     TcpRetransmit,
+    /// Asleep in the kernel's I/O wait (`io_schedule()`): block reads and writes, pages read in.
+    #[serde(rename = "disk.io")]
+    DiskIo,
     /// Off the CPU for anything else (I/O, locks, sleeps, a downstream's work).
     #[serde(rename = "off_cpu")]
     OffCpu,
@@ -32,17 +35,19 @@ pub enum Cause {
 
 impl Cause {
     /// The causes that are news to the application: the kernel's, not its own time.
-    pub const KERNEL: [Cause; 3] = [
+    pub const KERNEL: [Cause; 4] = [
         Cause::CpuContention,
         Cause::CpuThrottling,
         Cause::TcpRetransmit,
+        Cause::DiskIo,
     ];
     /// Every cause, in a stable order.
-    pub const ALL: [Cause; 6] = [
+    pub const ALL: [Cause; 7] = [
         Cause::OnCpu,
         Cause::CpuContention,
         Cause::CpuThrottling,
         Cause::TcpRetransmit,
+        Cause::DiskIo,
         Cause::OffCpu,
         Cause::Unknown,
     ];
@@ -54,6 +59,7 @@ impl Cause {
             Cause::CpuContention => "cpu.contention",
             Cause::CpuThrottling => "cpu.throttling",
             Cause::TcpRetransmit => "tcp.retransmit",
+            Cause::DiskIo => "disk.io",
             Cause::OffCpu => "off_cpu",
             Cause::Unknown => "unknown",
         }
@@ -75,6 +81,7 @@ impl Cause {
             Cause::CpuContention => Some(Part::Contention),
             Cause::CpuThrottling => Some(Part::Throttled),
             Cause::TcpRetransmit => Some(Part::Retransmit),
+            Cause::DiskIo => Some(Part::DiskIo),
             Cause::OffCpu => Some(Part::OffCpu),
             Cause::Unknown => None,
         }
@@ -134,6 +141,7 @@ pub enum Part {
     Contention,
     Throttled,
     Retransmit,
+    DiskIo,
     OffCpu,
     /// Time the probes saw no thread activity for.
     Unobserved,
@@ -153,17 +161,19 @@ pub enum TerminalColour {
     Red,
     Magenta,
     Green,
+    Yellow,
     Gray,
     DarkGray,
 }
 
 impl Part {
     /// Every part, in drawing order (the order of `Parts::values`).
-    pub const ALL: [Part; 6] = [
+    pub const ALL: [Part; 7] = [
         Part::OnCpu,
         Part::Contention,
         Part::Throttled,
         Part::Retransmit,
+        Part::DiskIo,
         Part::OffCpu,
         Part::Unobserved,
     ];
@@ -175,6 +185,7 @@ impl Part {
             Part::Contention => Some(Cause::CpuContention),
             Part::Throttled => Some(Cause::CpuThrottling),
             Part::Retransmit => Some(Cause::TcpRetransmit),
+            Part::DiskIo => Some(Cause::DiskIo),
             Part::OffCpu => Some(Cause::OffCpu),
             Part::Unobserved => None,
         }
@@ -200,6 +211,7 @@ impl Part {
             Part::Contention => "run-queue (contention)",
             Part::Throttled => "throttled",
             Part::Retransmit => "retransmit wait",
+            Part::DiskIo => "I/O wait",
             Part::OffCpu => "off-CPU",
             Part::Unobserved => "unobserved",
         }
@@ -212,6 +224,7 @@ impl Part {
             Part::Contention => 'R',
             Part::Throttled => 'T',
             Part::Retransmit => 'X',
+            Part::DiskIo => 'D',
             Part::OffCpu => '.',
             Part::Unobserved => ' ',
         }
@@ -223,6 +236,7 @@ impl Part {
             Part::Contention => ((230, 85, 13), TerminalColour::Red),
             Part::Throttled => ((117, 107, 177), TerminalColour::Magenta),
             Part::Retransmit => ((49, 163, 84), TerminalColour::Green),
+            Part::DiskIo => ((204, 160, 30), TerminalColour::Yellow),
             Part::OffCpu => ((150, 150, 150), TerminalColour::Gray),
             Part::Unobserved => ((210, 210, 210), TerminalColour::DarkGray),
         };
@@ -271,7 +285,12 @@ mod tests {
         let kernel: Vec<Part> = Part::ALL.into_iter().filter(|p| p.is_kernel()).collect();
         assert_eq!(
             kernel,
-            [Part::Contention, Part::Throttled, Part::Retransmit]
+            [
+                Part::Contention,
+                Part::Throttled,
+                Part::Retransmit,
+                Part::DiskIo
+            ]
         );
         assert!(Cause::KERNEL.iter().all(|c| c.is_kernel()));
         assert!(!Cause::OnCpu.is_kernel() && !Cause::Unknown.is_kernel());

@@ -213,6 +213,7 @@ fn measured(input: &mut Input<'_>) -> Measured {
         // Last: the seeds' bytes keep their meaning for the fields before it.
         waker_delay_ns: input.u64(),
         waker_throttled_ns: input.u64(),
+        io_wait_ns: input.u64(),
     }
 }
 
@@ -279,6 +280,7 @@ pub fn annotate(data: &[u8]) {
             a.off_cpu_s,
             a.waker_delay_s,
             a.waker_throttled_s,
+            a.disk_io_s,
             a.retransmit_wait_s,
         ];
         assert!(seconds.iter().all(|s| s.is_finite() && *s >= 0.0), "{a:?}");

@@ -46,6 +46,14 @@ enum LabCommand {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// Keep the disk busy: threads writing 1 MiB at a time with O_DIRECT | O_DSYNC.
+    DiskWriter {
+        /// Where the writers' files go (on the device to load; not tmpfs).
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+    },
     /// Sleep and wake up in a loop, doing a little work each time: every wakeup is one
     /// run-queue wait to measure.
     Wakeups {
@@ -152,6 +160,9 @@ enum LabCommand {
         /// Publish each request's OpenTelemetry thread context (OTEP 4947).
         #[arg(long)]
         thread_context: bool,
+        /// Serve `/disk` from this file (created if missing), read with O_DIRECT.
+        #[arg(long)]
+        disk_file: Option<PathBuf>,
     },
     /// The lab's async service: one thread interleaves all requests, each publishing its
     /// OpenTelemetry thread context (OTEP 4947) while it runs. `/cpu` computes in slices,
@@ -313,6 +324,7 @@ fn main() -> anyhow::Result<()> {
     let run_for = Duration::from_secs_f64(cli.seconds);
     match cli.command {
         LabCommand::Hog { threads } => workloads::hog(threads, run_for),
+        LabCommand::DiskWriter { dir, threads } => workloads::disk_writer(&dir, threads, run_for)?,
         LabCommand::Wakeups {
             period_us,
             work_us,
@@ -374,6 +386,7 @@ fn main() -> anyhow::Result<()> {
             no_thread_attr,
             record,
             thread_context,
+            disk_file,
         } => server::run(&server::ServiceConfig {
             port,
             downstream_port,
@@ -383,6 +396,7 @@ fn main() -> anyhow::Result<()> {
             thread_attr: !no_thread_attr,
             record,
             thread_context,
+            disk_file,
         })?,
         LabCommand::AsyncService {
             port,

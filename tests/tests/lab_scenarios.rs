@@ -166,6 +166,31 @@ fn packet_loss_carries_the_slow_requests_with_the_downstream_named() -> anyhow::
 }
 
 #[test]
+fn disk_io_carries_the_slow_requests_of_a_loaded_disk() -> anyhow::Result<()> {
+    let run = run_of(Scenario::DiskIo)?;
+    let acc = accuracy(run, Injected::DiskIo);
+    assert!(acc >= ACCURACY_FLOOR, "disk.io accuracy {acc:.2}");
+    // The writers slowed `/disk` itself, not only its tail: its median over its reference's.
+    let disk: Vec<f64> = run
+        .requests
+        .iter()
+        .filter(|r| r.route == "GET /disk")
+        .map(|r| r.latency_ms)
+        .collect();
+    let reference = run
+        .reference_medians
+        .get("GET /disk")
+        .copied()
+        .unwrap_or(0.0);
+    let median = culprit_lab::scenario::accuracy::quantile(&disk, 0.5);
+    assert!(
+        median > 1.5 * reference,
+        "the writers barely slowed /disk: median {median:.1} ms vs {reference:.1} ms"
+    );
+    Ok(())
+}
+
+#[test]
 fn the_slowed_requests_of_every_fault_are_labelled_with_it() -> anyhow::Result<()> {
     for run in runs()? {
         for cause in run.scenario.fault_phases().into_iter().flatten() {

@@ -105,6 +105,16 @@ pub const CHECKS: &[Check] = &[
         },
     },
     Check {
+        name: "wake chain",
+        proves: "a client asleep on a server queued behind a hog: its sleep charged to the hog \
+                 as waker delay, none with the server's CPU free",
+        signal: None,
+        proof: Proof::Test {
+            test: "wake_chain",
+            cases: &[],
+        },
+    },
+    Check {
         name: "export to rotel",
         proves: "Python SDK spans reach rotel through the agent, unchanged, with causes",
         signal: None,

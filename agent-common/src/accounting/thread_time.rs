@@ -41,6 +41,8 @@ pub struct Interval {
     /// For a run-queue wait: the part due to throttling. For time off CPU: the part of the
     /// waker's delay (`neighbour.ns`) it spent throttled.
     pub throttled_ns: u64,
+    /// For time off CPU: spent in `io_schedule()`, waiting on block I/O.
+    pub io_wait: bool,
     /// For a run-queue wait: who held the CPU meanwhile. For time off CPU: who held the CPU
     /// from the thread's waker while the thread slept (`ns` of it, `wake_chain`).
     pub neighbour: Neighbour,
@@ -145,6 +147,16 @@ pub fn add_to_bucket(
     }
 }
 
+/// Adds `dur_ns` of the interval `iv` to `b`: its state's sums, and time off CPU in
+/// `io_schedule()` as I/O wait too.
+#[inline(always)]
+fn add_interval(b: &mut ThreadBucket, iv: &Interval, dur_ns: u64) {
+    add_to_bucket(b, iv.state, dur_ns, iv.throttled_ns, iv.neighbour);
+    if iv.io_wait && iv.state == state::OFF_CPU {
+        b.io_wait_ns = b.io_wait_ns.wrapping_add(dur_ns);
+    }
+}
+
 /// Charges a closed interval to the thread: an episode if long, else its bucket, streaming the
 /// bucket first if the interval ends in another one.
 #[inline(always)]
@@ -153,7 +165,7 @@ pub fn account(st: &mut ThreadState, iv: Interval, cfg: &ProbeConfig, sink: &mut
         Charge::Nothing => {}
         Charge::Episode { dur_ns } => {
             let mut bucket = ThreadBucket::default();
-            add_to_bucket(&mut bucket, iv.state, dur_ns, iv.throttled_ns, iv.neighbour);
+            add_interval(&mut bucket, &iv, dur_ns);
             sink.emit(
                 record::EPISODE,
                 iv.state,
@@ -175,13 +187,7 @@ pub fn account(st: &mut ThreadState, iv: Interval, cfg: &ProbeConfig, sink: &mut
                     ..ThreadBucket::default()
                 };
             }
-            add_to_bucket(
-                &mut st.bucket,
-                iv.state,
-                dur_ns,
-                iv.throttled_ns,
-                iv.neighbour,
-            );
+            add_interval(&mut st.bucket, &iv, dur_ns);
         }
     }
 }
@@ -271,14 +277,16 @@ pub fn context_sample(
 }
 
 /// The thread (of process `tgid`) leaves its CPU at `now_ns`: still runnable if `preempted`
-/// (its wait begins; `throttling` reads its cfs_rq), else blocking. `span_id` is its published
-/// context as it leaves (0: none), which the interval it begins keeps.
+/// (its wait begins; `throttling` reads its cfs_rq), else blocking (`in_io_wait`: in
+/// `io_schedule()`). `span_id` is its published context as it leaves (0: none), which the
+/// interval it begins keeps.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn switch_out(
     st: &mut ThreadState,
     tgid: u32,
     preempted: bool,
+    in_io_wait: bool,
     now_ns: u64,
     span_id: u64,
     cfg: &ProbeConfig,
@@ -298,6 +306,7 @@ pub fn switch_out(
     } else {
         st.state = state::OFF_CPU;
         st.since_ns = now_ns;
+        st.in_io_wait = u32::from(in_io_wait);
     }
 }
 
@@ -338,6 +347,7 @@ pub fn switch_in(
             throttled_ns,
             neighbour,
             spans: SpanTags::steady(st.span_id),
+            io_wait: false,
         };
         account(st, iv, cfg, sink);
     }
@@ -366,6 +376,7 @@ pub fn wakeup(
                 start_ns: st.since_ns,
                 end_ns: now_ns,
                 throttled_ns: waker_delay.throttled_part_ns(delayed_ns),
+                io_wait: st.in_io_wait != 0,
                 neighbour: Neighbour {
                     tgid: waker_delay.neighbour_tgid,
                     tid: 0,

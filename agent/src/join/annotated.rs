@@ -229,6 +229,7 @@ mod tests {
             off_cpu_s: 1e-9,
             waker_delay_s: 0.0,
             waker_throttled_s: 0.0,
+            disk_io_s: 0.0,
             retransmit_wait_s: 0.0,
             retransmits: 3,
             retransmit_peer: None,

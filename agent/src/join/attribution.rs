@@ -30,6 +30,10 @@ pub struct Attribution {
     /// cgroup's CPU quota: throttling through another thread, counted in `cpu.throttling`.
     #[serde(default)]
     pub waker_throttled_s: f64,
+    /// The part of `off_cpu_s` the thread slept in the kernel's I/O wait (`io_schedule()`):
+    /// block reads and writes, pages read in. Counted in `disk.io`.
+    #[serde(default)]
+    pub disk_io_s: f64,
     pub retransmit_wait_s: f64,
     pub retransmits: u64,
     pub retransmit_peer: Option<String>,
@@ -74,8 +78,11 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
     let waker_delay_ns = (m.waker_delay_ns as f64 * scale).min((off_ns - rtx_ns as f64).max(0.0));
     let waker_throttled_ns = (m.waker_throttled_ns as f64 * scale)
         .min((off_ns - rtx_ns as f64 - waker_delay_ns).max(0.0));
+    // I/O wait is the thread's own sleep: the waker parts (a delayed completion) come first.
+    let disk_io_ns = (m.io_wait_ns as f64 * scale)
+        .min((off_ns - rtx_ns as f64 - waker_delay_ns - waker_throttled_ns).max(0.0));
     let other_off_share =
-        (off_ns - rtx_ns as f64 - waker_delay_ns - waker_throttled_ns).max(0.0) / wall;
+        (off_ns - rtx_ns as f64 - waker_delay_ns - waker_throttled_ns - disk_io_ns).max(0.0) / wall;
     let share = |ns: u64| ns as f64 * scale / wall;
     let kernel = [
         (
@@ -87,6 +94,7 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
             share(m.throttled_ns) + waker_throttled_ns / wall,
         ),
         (Cause::TcpRetransmit, rtx_ns as f64 / wall),
+        (Cause::DiskIo, disk_io_ns / wall),
     ];
     let plain = [
         (Cause::OffCpu, other_off_share),
@@ -118,6 +126,7 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
         off_cpu_s: s(m.off_cpu_ns),
         waker_delay_s: waker_delay_ns / 1e9,
         waker_throttled_s: waker_throttled_ns / 1e9,
+        disk_io_s: disk_io_ns / 1e9,
         retransmit_wait_s: rtx_ns as f64 / 1e9,
         retransmits: m.retransmits,
         retransmit_peer: m.retransmit_peer.clone(),
@@ -161,6 +170,7 @@ pub(crate) fn attribute_pairs(
         ("culprit.off_cpu.duration", F64(a.off_cpu_s)),
         ("culprit.waker_delay.duration", F64(a.waker_delay_s)),
         ("culprit.waker_throttled.duration", F64(a.waker_throttled_s)),
+        ("culprit.disk_io.duration", F64(a.disk_io_s)),
         ("culprit.retransmit_wait.duration", F64(a.retransmit_wait_s)),
         ("culprit.tcp.retransmits", I64(a.retransmits as i64)),
         ("culprit.join", Str(&a.join)),

@@ -13,6 +13,9 @@ pub struct Parts {
     pub contention_ms: f64,
     pub throttled_ms: f64,
     pub retransmit_ms: f64,
+    /// Off-CPU time asleep in the kernel's I/O wait.
+    #[serde(default)]
+    pub disk_io_ms: f64,
     /// Off-CPU time not explained by retransmits (I/O, locks, sleeps, a downstream's work).
     pub off_cpu_ms: f64,
     /// Time the probes saw no thread activity for.
@@ -28,14 +31,20 @@ impl Parts {
         let throttled_ms = ms(a.throttled_s) + ms(a.waker_throttled_s);
         let contention_ms = ms(a.runqueue_s - a.throttled_s) + ms(a.waker_delay_s);
         let retransmit_ms = ms(a.retransmit_wait_s).min(duration_ms);
-        let off_cpu_ms =
-            ms(a.off_cpu_s - a.retransmit_wait_s - a.waker_delay_s - a.waker_throttled_s);
-        let seen = on_cpu_ms + throttled_ms + contention_ms + retransmit_ms + off_cpu_ms;
+        let disk_io_ms = ms(a.disk_io_s);
+        let off_cpu_ms = ms(a.off_cpu_s
+            - a.retransmit_wait_s
+            - a.waker_delay_s
+            - a.waker_throttled_s
+            - a.disk_io_s);
+        let seen =
+            on_cpu_ms + throttled_ms + contention_ms + retransmit_ms + disk_io_ms + off_cpu_ms;
         Self {
             on_cpu_ms,
             contention_ms,
             throttled_ms,
             retransmit_ms,
+            disk_io_ms,
             off_cpu_ms,
             unobserved_ms: (duration_ms - seen).max(0.0),
         }
@@ -48,6 +57,7 @@ impl Parts {
             Part::Contention => self.contention_ms,
             Part::Throttled => self.throttled_ms,
             Part::Retransmit => self.retransmit_ms,
+            Part::DiskIo => self.disk_io_ms,
             Part::OffCpu => self.off_cpu_ms,
             Part::Unobserved => self.unobserved_ms,
         }
@@ -59,12 +69,13 @@ impl Parts {
     }
 
     /// The times in [`Part::ALL`] order.
-    pub fn values(&self) -> [f64; 6] {
+    pub fn values(&self) -> [f64; 7] {
         [
             self.on_cpu_ms,
             self.contention_ms,
             self.throttled_ms,
             self.retransmit_ms,
+            self.disk_io_ms,
             self.off_cpu_ms,
             self.unobserved_ms,
         ]
@@ -86,6 +97,7 @@ impl Parts {
         self.contention_ms += o.contention_ms;
         self.throttled_ms += o.throttled_ms;
         self.retransmit_ms += o.retransmit_ms;
+        self.disk_io_ms += o.disk_io_ms;
         self.off_cpu_ms += o.off_cpu_ms;
         self.unobserved_ms += o.unobserved_ms;
     }

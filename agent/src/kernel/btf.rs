@@ -35,6 +35,13 @@ impl KernelBtf {
         Ok(bits / 8)
     }
 
+    /// Offset of `field` in `struct name` in bits: how a one-bit field is found.
+    pub(crate) fn field_bit_offset(&self, name: &str, field: &str) -> anyhow::Result<u32> {
+        let st = self.struct_named(name)?;
+        self.find_field_bits(&st, field, 0)?
+            .ok_or_else(|| anyhow!("struct {name} has no field `{field}` in this kernel"))
+    }
+
     /// Whether `struct name` has `field`.
     pub(crate) fn has_field(&self, name: &str, field: &str) -> anyhow::Result<bool> {
         let st = self.struct_named(name)?;
@@ -173,6 +180,10 @@ pub(crate) fn kernel_offsets(btf: &KernelBtf) -> anyhow::Result<KernelOffsets> {
             _ => OFFSET_ABSENT,
         },
         task_flags: optional("task_struct", "flags").unwrap_or(OFFSET_ABSENT),
+        task_in_iowait_bit: btf
+            .field_bit_offset("task_struct", "in_iowait")
+            .unwrap_or(OFFSET_ABSENT),
+        _reserved: 0,
     })
 }
 
@@ -202,6 +213,8 @@ mod tests {
         assert_ne!(off.task_cfs_rq, OFFSET_ABSENT);
         assert_ne!(off.cfs_rq_throttle_count, OFFSET_ABSENT);
         assert_ne!(off.task_fsbase, OFFSET_ABSENT);
+        // A one-bit field: found by its bit offset, where a byte offset is refused.
+        assert_ne!(off.task_in_iowait_bit, OFFSET_ABSENT);
         assert_eq!(btf.tracepoint_arg_count("sched_wakeup").unwrap(), 1);
         assert!(btf.tracepoint_arg_count("sched_switch").unwrap() >= 3);
     }

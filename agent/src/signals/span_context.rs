@@ -89,6 +89,7 @@ pub(crate) fn merge(parts: Vec<Breakdown>, wall_ns: u64) -> Breakdown {
         out.off_cpu_ns += p.off_cpu_ns;
         out.waker_delay_ns += p.waker_delay_ns;
         out.waker_throttled_ns += p.waker_throttled_ns;
+        out.io_wait_ns += p.io_wait_ns;
         for (tgid, ns) in p.neighbours {
             *out.neighbours.entry(tgid).or_default() += ns;
         }

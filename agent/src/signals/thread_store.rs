@@ -24,6 +24,8 @@ pub(crate) struct Breakdown {
     /// The part of `off_cpu_ns` the thread slept while its waker waited throttled (the wake
     /// chain): throttling through another thread.
     pub waker_throttled_ns: u64,
+    /// The part of `off_cpu_ns` the thread slept in the kernel's I/O wait (`io_schedule()`).
+    pub io_wait_ns: u64,
     /// Neighbour process (tgid) -> run-queue time it took from this thread or its wakers.
     pub neighbours: HashMap<u32, u64>,
     pub longest_on_cpu_ns: u64,
@@ -50,6 +52,7 @@ impl Breakdown {
         self.off_cpu_ns += part(b.off_cpu_ns);
         self.waker_delay_ns += part(b.waker_delay_ns);
         self.waker_throttled_ns += part(b.waker_throttled_ns);
+        self.io_wait_ns += part(b.io_wait_ns);
         if b.neighbour_ns > 0 {
             *self.neighbours.entry(b.neighbour_tgid).or_default() += part(b.neighbour_ns);
         }

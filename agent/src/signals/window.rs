@@ -26,6 +26,8 @@ pub(crate) struct Measured {
     pub(crate) waker_delay_ns: u64,
     /// The part of `off_cpu_ns` its thread slept while the waker waited throttled.
     pub(crate) waker_throttled_ns: u64,
+    /// The part of `off_cpu_ns` its thread slept in the kernel's I/O wait.
+    pub(crate) io_wait_ns: u64,
     /// Time the span's process spent waiting on retransmitted segments.
     pub(crate) retransmit_wait_ns: u64,
     pub(crate) retransmits: u64,
@@ -182,10 +184,16 @@ impl WindowView for Signals {
         m.waker_throttled_ns = total
             .waker_throttled_ns
             .min(total.off_cpu_ns - m.waker_delay_ns);
+        m.io_wait_ns = total.io_wait_ns.min(total.off_cpu_ns);
         m.neighbour_pid = total.top_neighbours(1).first().map(|(npid, _)| *npid);
         let endpoints = self.endpoints.get(&pid).map_or(&[][..], Vec::as_slice);
-        let (wait_ns, count, peer) =
-            retransmit_wait(&self.recent_retransmits, pid, endpoints, start_ns, end_ns);
+        let (wait_ns, count, peer) = retransmit_wait(
+            &self.recent_retransmits,
+            (pid, m.tid),
+            endpoints,
+            start_ns,
+            end_ns,
+        );
         m.retransmit_wait_ns = wait_ns;
         m.retransmits = count;
         m.retransmit_peer = peer;
@@ -307,10 +315,12 @@ impl Signals {
 /// Time process `pid` spent waiting on retransmitted segments within the window: its own
 /// retransmits, and those of the other end of its connections (`endpoints`: its local TCP
 /// endpoints). Each retransmit at `t` with cost `c` covers `[t - c, t]`. Also the count, and the
-/// peer with most.
+/// peer with most. With the span's serving thread known (`tid`), a connection of the process
+/// that another of its threads is known to use (the socket's owner, seen sending or receiving on
+/// it: an exporter's, a pool's) kept some other request waiting, not this one.
 pub(crate) fn retransmit_wait(
     rows: &VecDeque<RetransmitRow>,
-    pid: u32,
+    (pid, tid): (u32, Option<u32>),
     endpoints: &[String],
     start_ns: u64,
     end_ns: u64,
@@ -321,6 +331,14 @@ pub(crate) fn retransmit_wait(
         let Some(peer) = peer_of(r, pid, endpoints) else {
             continue;
         };
+        let another_threads = r.pid == Some(pid)
+            && r.owner_from == "socket"
+            && tid.is_some()
+            && r.tid.is_some()
+            && r.tid != tid;
+        if another_threads {
+            continue;
+        }
         let lo = r.mono_ns.saturating_sub(r.cost_ns).max(start_ns);
         let hi = r.mono_ns.min(end_ns);
         if hi > lo {
@@ -353,14 +371,33 @@ mod tests {
         rows.push_back(r.clone());
         r.pid = Some(99);
         rows.push_back(r);
-        let (wait, n, peer) = retransmit_wait(&rows, 1, &[], 0, 5000);
+        let (wait, n, peer) = retransmit_wait(&rows, (1, None), &[], 0, 5000);
         assert_eq!((wait, n, peer.as_deref()), (300, 2, Some("b:2")));
         // Clipped to the window.
-        assert_eq!(retransmit_wait(&rows, 1, &[], 950, 1050).0, 100);
-        assert_eq!(retransmit_wait(&rows, 1, &[], 2000, 3000), (0, 0, None));
+        assert_eq!(retransmit_wait(&rows, (1, None), &[], 950, 1050).0, 100);
+        assert_eq!(
+            retransmit_wait(&rows, (1, None), &[], 2000, 3000),
+            (0, 0, None)
+        );
         // Process 7 holds b:2, the far end of process 99's retransmitting connection.
-        let (wait, n, peer) = retransmit_wait(&rows, 7, &["b:2".to_string()], 0, 5000);
+        let (wait, n, peer) = retransmit_wait(&rows, (7, None), &["b:2".to_string()], 0, 5000);
         assert_eq!((wait, n, peer.as_deref()), (300, 3, Some("a:1")));
+    }
+
+    #[test]
+    fn a_connection_another_thread_of_the_process_uses_does_not_stall_this_span() {
+        let mut r = row("a:1", "b:2", 200);
+        r.mono_ns = 1000;
+        (r.pid, r.tid, r.owner_from) = (Some(1), Some(11), "socket".into());
+        let rows = VecDeque::from([r.clone()]);
+        // Thread 11 uses the connection; a span served by thread 12 was not waiting on it.
+        assert_eq!(retransmit_wait(&rows, (1, Some(11)), &[], 0, 5000).0, 200);
+        assert_eq!(retransmit_wait(&rows, (1, Some(12)), &[], 0, 5000).0, 0);
+        // Without a known serving thread, or an owner known only from /proc: the process's.
+        assert_eq!(retransmit_wait(&rows, (1, None), &[], 0, 5000).0, 200);
+        r.owner_from = "proc".into();
+        let rows = VecDeque::from([r]);
+        assert_eq!(retransmit_wait(&rows, (1, Some(12)), &[], 0, 5000).0, 200);
     }
 
     #[test]

@@ -4,10 +4,10 @@
 use crate::{cause::Part, join::Parts};
 
 /// Cells per part (in [`Part::ALL`] order) for a bar `width` cells wide.
-pub(crate) fn cells(parts: &Parts, width: usize) -> [usize; 6] {
+pub(crate) fn cells(parts: &Parts, width: usize) -> [usize; Part::ALL.len()] {
     let values = parts.values();
     let total: f64 = values.iter().sum();
-    let mut out = [0usize; 6];
+    let mut out = [0usize; Part::ALL.len()];
     if total <= 0.0 || width == 0 {
         return out;
     }
@@ -16,7 +16,7 @@ pub(crate) fn cells(parts: &Parts, width: usize) -> [usize; 6] {
         *o = e.floor() as usize;
     }
     let mut left = width - out.iter().sum::<usize>();
-    let mut order: Vec<usize> = (0..6).collect();
+    let mut order: Vec<usize> = (0..out.len()).collect();
     order.sort_by(|&a, &b| (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())));
     for i in order {
         if left == 0 {
@@ -67,7 +67,7 @@ mod tests {
     #[test]
     fn cells_add_up_to_the_width_in_proportion() {
         let c = cells(&parts(25.0, 50.0, 25.0), 20);
-        assert_eq!(c, [5, 10, 0, 0, 5, 0]);
+        assert_eq!(c, [5, 10, 0, 0, 0, 5, 0]);
         // Thirds of 10: the remainders decide, the sum holds.
         let c = cells(&parts(1.0, 1.0, 1.0), 10);
         assert_eq!(c.iter().sum::<usize>(), 10);
@@ -75,14 +75,14 @@ mod tests {
             c.iter().filter(|&&n| n > 0).all(|&n| n == 3 || n == 4),
             "{c:?}"
         );
-        assert_eq!(cells(&Parts::default(), 10), [0; 6]);
-        assert_eq!(cells(&parts(1.0, 0.0, 0.0), 0), [0; 6]);
+        assert_eq!(cells(&Parts::default(), 10), [0; 7]);
+        assert_eq!(cells(&parts(1.0, 0.0, 0.0), 0), [0; 7]);
     }
 
     #[test]
     fn a_tiny_part_is_not_given_a_cell_over_a_bigger_one() {
         let c = cells(&parts(0.1, 99.9, 0.0), 10);
-        assert_eq!(c, [0, 10, 0, 0, 0, 0]);
+        assert_eq!(c, [0, 10, 0, 0, 0, 0, 0]);
     }
 
     #[test]

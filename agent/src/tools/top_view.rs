@@ -86,6 +86,7 @@ fn colour(c: TerminalColour) -> Color {
         TerminalColour::Red => Color::Red,
         TerminalColour::Magenta => Color::Magenta,
         TerminalColour::Green => Color::Green,
+        TerminalColour::Yellow => Color::Yellow,
         TerminalColour::Gray => Color::Gray,
         TerminalColour::DarkGray => Color::DarkGray,
     }

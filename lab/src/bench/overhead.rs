@@ -97,6 +97,7 @@ fn app_run(agent_on: bool, seconds: f64, blackhole: &str) -> anyhow::Result<AppR
         LoadShape::Steady { rate_per_s: 50.0 },
         Duration::from_secs(2),
         8,
+        http_load::DEFAULT_ROUTES,
         &never,
     );
     let samples = http_load::run(
@@ -106,6 +107,7 @@ fn app_run(agent_on: bool, seconds: f64, blackhole: &str) -> anyhow::Result<AppR
         },
         Duration::from_secs_f64(seconds),
         8,
+        http_load::DEFAULT_ROUTES,
         &never,
     );
     let _ = service.terminate();

@@ -268,6 +268,8 @@ pub struct ThreadTotals {
     pub waker_delay_ns: u64,
     /// The part of `off_cpu_ns` spent asleep while the waker waited throttled.
     pub waker_throttled_ns: u64,
+    /// The part of `off_cpu_ns` spent asleep in the kernel's I/O wait.
+    pub io_wait_ns: u64,
     pub longest_off_cpu_ns: u64,
     /// Neighbour pid -> time it took, summed.
     pub neighbours: std::collections::BTreeMap<u32, u64>,
@@ -296,6 +298,7 @@ impl ThreadTotals {
         self.off_cpu_ns += row.off_cpu_ns;
         self.waker_delay_ns += row.waker_delay_ns;
         self.waker_throttled_ns += row.waker_throttled_ns;
+        self.io_wait_ns += row.io_wait_ns;
         self.longest_off_cpu_ns = self.longest_off_cpu_ns.max(row.longest_off_cpu_ns);
         for n in &row.neighbours {
             *self.neighbours.entry(n.pid).or_default() += n.ns;

@@ -37,7 +37,7 @@ use crate::{
         launch::service_command,
         load::{self, ClientSample, LoadShape},
         otel::{AgentPorts, free_port, wait_for_port},
-        server::{CPU_ROUTE, DOWNSTREAM_ROUTE},
+        server::{CPU_ROUTE, DISK_ROUTE, DOWNSTREAM_ROUTE},
     },
 };
 
@@ -48,6 +48,11 @@ const CLIENTS: usize = 8;
 /// The downstream computes this long for each answer: next to the hogs it is preempted, and the
 /// service thread asleep on it is delayed through it (the wake chain).
 const DOWNSTREAM_WORK_US: u64 = 1000;
+
+/// Where `/disk`'s data file and the disk writers' files go: on a disk (`/var/tmp` is one by
+/// convention, where `/tmp` may be tmpfs, which refuses O_DIRECT). The data file stays for the
+/// next run: writing it takes seconds.
+const DISK_DIR: &str = "/var/tmp/culprit-lab";
 
 /// One agent for a series of scenarios.
 pub struct Lab {
@@ -117,19 +122,30 @@ impl Lab {
         )?;
         wait_for_port(downstream_port, Duration::from_secs(10))?;
         let service_port = free_port()?;
+        let routes = scenario.routes();
+        let disk_file = routes
+            .contains(&"/disk")
+            .then(|| std::path::Path::new(DISK_DIR).join("disk-route-data"));
+        if disk_file.is_some() {
+            std::fs::create_dir_all(DISK_DIR).with_context(|| format!("creating {DISK_DIR}"))?;
+        }
         let mut service = self.start_service(
             &[cg.child("service")?, quota.path().to_path_buf()],
             service_port,
             downstream_port,
+            disk_file.as_deref(),
         )?;
         let service_pid = service.pid();
         let base_url = format!("http://127.0.0.1:{service_port}");
         let _ = self.agent.take_reports();
-        let warm_up_spans = self.warm_up(&base_url, service_pid)?;
+        let warm_up_spans = self.warm_up(&base_url, service_pid, routes)?;
 
         let mut phases = Vec::new();
         let mut samples = Vec::new();
-        let reference = self.load_phase(&base_url, timing.reference, timing.rate_per_s, None);
+        let load = |lab: &Self, length, injected| {
+            lab.load_phase(&base_url, length, timing.rate_per_s, routes, injected)
+        };
+        let reference = load(self, timing.reference, None);
         phases.push(reference.0);
         self.interrupted()?;
         let fault_phases = scenario.fault_phases();
@@ -156,9 +172,22 @@ impl Lab {
                     downstream_port,
                     faults.loss_percent,
                 )?)),
+                // On the harness's CPU: the writers load the disk, not the service's CPU.
+                Some(Injected::DiskIo) => Some(Fault::Writers(spawn_workload(
+                    &hogs_cg,
+                    Some(HARNESS_CPU),
+                    each.as_secs_f64() + 30.0,
+                    &[
+                        "disk-writer",
+                        "--dir",
+                        DISK_DIR,
+                        "--threads",
+                        &faults.disk_writers.to_string(),
+                    ],
+                )?)),
                 None => None,
             };
-            let (phase, mut s) = self.load_phase(&base_url, each, timing.rate_per_s, injected);
+            let (phase, mut s) = load(self, each, injected);
             phases.push(phase);
             samples.append(&mut s);
             self.interrupted()?;
@@ -170,7 +199,10 @@ impl Lab {
         }
         let served = served_count(stdout)?;
         let spans = self.agent.wait_spans(
-            |s| s.pid == service_pid && (s.name == CPU_ROUTE || s.name == DOWNSTREAM_ROUTE),
+            |s| {
+                s.pid == service_pid
+                    && [CPU_ROUTE, DOWNSTREAM_ROUTE, DISK_ROUTE].contains(&&*s.name)
+            },
             (served as usize).saturating_sub(warm_up_spans),
             // The agent holds spans 300 ms (at most 2 s) after they end.
             Duration::from_secs(3),
@@ -230,18 +262,28 @@ impl Lab {
         cgroups: &[std::path::PathBuf],
         port: u16,
         downstream_port: u16,
+        disk_file: Option<&std::path::Path>,
     ) -> anyhow::Result<Reaped> {
         let mut cmd = service_command(cgroups, port, downstream_port, &self.ports.grpc_url())?;
+        if let Some(path) = disk_file {
+            cmd.arg("--disk-file").arg(path);
+        }
         cmd.stdout(Stdio::piped());
         let service = Reaped::spawn("lab service", &mut cmd)?;
-        wait_for_port(port, Duration::from_secs(10))?;
+        // Longer with a data file to write first.
+        wait_for_port(port, Duration::from_secs(60))?;
         Ok(service)
     }
 
     /// Sends requests until the agent has decomposed one of the service's spans: from then on
     /// it watches the service's threads, and what is measured is fully covered. Returns the
     /// number of the service's spans it took.
-    fn warm_up(&mut self, base_url: &str, service_pid: u32) -> anyhow::Result<usize> {
+    fn warm_up(
+        &mut self,
+        base_url: &str,
+        service_pid: u32,
+        routes: &[&'static str],
+    ) -> anyhow::Result<usize> {
         for _ in 0..20 {
             self.interrupted()?;
             let samples = load::run(
@@ -249,6 +291,7 @@ impl Lab {
                 LoadShape::Steady { rate_per_s: 20.0 },
                 Duration::from_millis(500),
                 2,
+                routes,
                 &self.stop,
             );
             if samples.iter().any(|s| !s.ok) {
@@ -269,6 +312,7 @@ impl Lab {
         base_url: &str,
         length: Duration,
         rate_per_s: f64,
+        routes: &[&'static str],
         injected: Option<Injected>,
     ) -> (Phase, Vec<ClientSample>) {
         let start_mono_ns = monotonic_ns();
@@ -277,6 +321,7 @@ impl Lab {
             LoadShape::Steady { rate_per_s },
             length,
             CLIENTS,
+            routes,
             &self.stop,
         );
         let phase = Phase {
@@ -312,6 +357,7 @@ enum Fault<'a> {
     Hogs(#[allow(dead_code)] Reaped),
     Quota(&'a TempCgroup),
     Loss(#[allow(dead_code)] PacketLoss),
+    Writers(#[allow(dead_code)] Reaped),
 }
 
 impl Drop for Fault<'_> {

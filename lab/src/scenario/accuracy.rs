@@ -28,6 +28,7 @@ pub enum Injected {
     Contention,
     Throttling,
     Retransmit,
+    DiskIo,
 }
 
 impl Injected {
@@ -36,6 +37,7 @@ impl Injected {
             Injected::Contention => Cause::CpuContention,
             Injected::Throttling => Cause::CpuThrottling,
             Injected::Retransmit => Cause::TcpRetransmit,
+            Injected::DiskIo => Cause::DiskIo,
         }
     }
 
@@ -58,6 +60,7 @@ impl TryFrom<Cause> for Injected {
             Injected::Contention,
             Injected::Throttling,
             Injected::Retransmit,
+            Injected::DiskIo,
         ]
         .into_iter()
         .find(|i| i.cause() == c)
@@ -71,6 +74,7 @@ fn explained_by(parts: &Parts, cause: Injected) -> f64 {
         Injected::Contention => parts.contention_ms,
         Injected::Throttling => parts.throttled_ms,
         Injected::Retransmit => parts.retransmit_ms,
+        Injected::DiskIo => parts.disk_io_ms,
     }
 }
 

@@ -13,15 +13,17 @@ pub enum Scenario {
     CpuContention,
     CpuThrottling,
     PacketLoss,
+    DiskIo,
     Mixed,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Baseline,
         Scenario::CpuContention,
         Scenario::CpuThrottling,
         Scenario::PacketLoss,
+        Scenario::DiskIo,
         Scenario::Mixed,
     ];
 
@@ -31,6 +33,7 @@ impl Scenario {
             Scenario::CpuContention => "cpu-contention",
             Scenario::CpuThrottling => "cpu-throttling",
             Scenario::PacketLoss => "packet-loss",
+            Scenario::DiskIo => "disk-io",
             Scenario::Mixed => "mixed",
         }
     }
@@ -51,6 +54,11 @@ impl Scenario {
                 "nftables drops {}% of the packets of the downstream connection",
                 l.loss_percent
             ),
+            Scenario::DiskIo => format!(
+                "{} threads writing 1 MiB at a time (O_DIRECT | O_DSYNC) to the disk `/disk` reads \
+                 from with O_DIRECT",
+                l.disk_writers
+            ),
             Scenario::Mixed => "contention, then throttling, then packet loss, one run".into(),
         }
     }
@@ -62,11 +70,23 @@ impl Scenario {
             Scenario::CpuContention => vec![Some(Injected::Contention)],
             Scenario::CpuThrottling => vec![Some(Injected::Throttling)],
             Scenario::PacketLoss => vec![Some(Injected::Retransmit)],
+            Scenario::DiskIo => vec![Some(Injected::DiskIo)],
             Scenario::Mixed => vec![
                 Some(Injected::Contention),
                 Some(Injected::Throttling),
                 Some(Injected::Retransmit),
             ],
+        }
+    }
+}
+
+impl Scenario {
+    /// The service's routes the load sends to, in turn: `/disk` only where the disk is loaded
+    /// (its requests would only add noise to the others).
+    pub(crate) fn routes(self) -> &'static [&'static str] {
+        match self {
+            Scenario::DiskIo => &["/cpu", "/disk"],
+            _ => crate::service::load::DEFAULT_ROUTES,
         }
     }
 }
@@ -98,6 +118,7 @@ pub(crate) struct Faults {
     pub(crate) quota_us: u64,
     pub(crate) period_us: u64,
     pub(crate) loss_percent: u8,
+    pub(crate) disk_writers: usize,
 }
 
 impl Faults {
@@ -108,6 +129,7 @@ impl Faults {
         quota_us: 2_000,
         period_us: 10_000,
         loss_percent: 10,
+        disk_writers: 4,
     };
 }
 

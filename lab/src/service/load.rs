@@ -55,13 +55,17 @@ pub(crate) struct ClientSample {
     pub(crate) ok: bool,
 }
 
+/// The routes most scenarios and the benches load, in turn.
+pub(crate) const DEFAULT_ROUTES: &[&str] = &["/cpu", "/downstream"];
+
 /// Sends the schedule to `base_url` (e.g. `http://127.0.0.1:8080`) from `clients` threads,
-/// alternating `/cpu` and `/downstream`. Stops early when `stop` is set.
+/// to each of `routes` in turn. Stops early when `stop` is set.
 pub(crate) fn run(
     base_url: &str,
     shape: LoadShape,
     length: Duration,
     clients: usize,
+    routes: &[&'static str],
     stop: &AtomicBool,
 ) -> Vec<ClientSample> {
     let (due_tx, due_rx) = mpsc::channel::<(Instant, &'static str)>();
@@ -108,7 +112,7 @@ pub(crate) fn run(
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        let path = if i % 2 == 0 { "/cpu" } else { "/downstream" };
+        let path = routes[i % routes.len().max(1)];
         if due_tx.send((due, path)).is_err() {
             break;
         }

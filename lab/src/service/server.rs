@@ -1,5 +1,6 @@
 //! The lab's HTTP service, instrumented with the official `opentelemetry-otlp` SDK: a CPU-bound
-//! endpoint and one that calls a downstream TCP service. Each request is handled start to end by
+//! endpoint, one that calls a downstream TCP service, and one that reads a file past the page
+//! cache. Each request is handled start to end by
 //! one worker thread, which names itself in `culprit.thread.tid` so that the agent can join the
 //! span with that thread's kernel timeline (or, with `--no-thread-attr`, leaves the agent to
 //! infer it, and records the truth).
@@ -27,7 +28,7 @@ use opentelemetry_sdk::{
 };
 
 use super::thread_context::{self, ContextRecord};
-use crate::workloads;
+use crate::workloads::{self, disk::DirectReader};
 
 /// Bytes of one downstream request and of its answer (the lab's `tcp-server` echoes them).
 pub(crate) const DOWNSTREAM_MESSAGE_BYTES: usize = 512;
@@ -35,6 +36,10 @@ pub(crate) const SERVICE_NAME: &str = "lab-service";
 /// Names of the server spans, one per route.
 pub(crate) const CPU_ROUTE: &str = "GET /cpu";
 pub(crate) const DOWNSTREAM_ROUTE: &str = "GET /downstream";
+pub(crate) const DISK_ROUTE: &str = "GET /disk";
+/// Blocks one `/disk` request reads, each [`DISK_BLOCK_BYTES`], one after the other.
+const DISK_READS: usize = 32;
+const DISK_BLOCK_BYTES: usize = 64 << 10;
 
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -51,6 +56,8 @@ pub struct ServiceConfig {
     pub record: Option<std::path::PathBuf>,
     /// Publish each request's OpenTelemetry thread context (OTEP 4947) while it is served.
     pub thread_context: bool,
+    /// The file `/disk` reads with `O_DIRECT`; without it `/disk` answers 404.
+    pub disk_file: Option<std::path::PathBuf>,
 }
 
 /// (span id, serving thread) of every request span, for `ServiceConfig::record`.
@@ -76,6 +83,10 @@ pub fn run(config: &ServiceConfig) -> anyhow::Result<()> {
         tiny_http::Server::http(("127.0.0.1", config.port))
             .map_err(|e| anyhow::anyhow!("binding 127.0.0.1:{}: {e}", config.port))?,
     );
+    if let Some(path) = &config.disk_file {
+        // Created once here, before the workers open it each.
+        DirectReader::open(path, DISK_BLOCK_BYTES)?;
+    }
     let served = Arc::new(AtomicU64::new(0));
     let truth: Served = Arc::default();
     let workers: Vec<_> = (0..config.workers.max(1))
@@ -88,6 +99,7 @@ pub fn run(config: &ServiceConfig) -> anyhow::Result<()> {
                 truth: truth.clone(),
                 config: config.clone(),
                 downstream: None,
+                disk: None,
             };
             thread::spawn(move || worker.serve())
         })
@@ -147,6 +159,8 @@ struct Worker {
     truth: Served,
     /// This worker's connection to the downstream service (a connection pool of one).
     downstream: Option<TcpStream>,
+    /// This worker's handle on the `/disk` data file.
+    disk: Option<DirectReader>,
 }
 
 impl Worker {
@@ -165,6 +179,7 @@ impl Worker {
             let route = match path.as_str() {
                 "/cpu" => CPU_ROUTE,
                 "/downstream" => DOWNSTREAM_ROUTE,
+                "/disk" if self.config.disk_file.is_some() => DISK_ROUTE,
                 "/health" => {
                     let _ = request.respond(tiny_http::Response::from_string("ok"));
                     continue;
@@ -203,11 +218,13 @@ impl Worker {
             {
                 truth.push((cx.span().span_context().span_id().to_string(), tid));
             }
-            let outcome = if route == CPU_ROUTE {
-                workloads::busy(self.config.cpu_work);
-                Ok(())
-            } else {
-                self.call_downstream(&cx)
+            let outcome = match route {
+                CPU_ROUTE => {
+                    workloads::busy(self.config.cpu_work);
+                    Ok(())
+                }
+                DISK_ROUTE => self.read_disk(),
+                _ => self.call_downstream(&cx),
             };
             let status = match &outcome {
                 Ok(()) => 200,
@@ -230,6 +247,18 @@ impl Worker {
                 self.served.fetch_add(1, Ordering::SeqCst);
             }
         }
+    }
+
+    /// `/disk`: [`DISK_READS`] blocks read from the data file with `O_DIRECT`.
+    fn read_disk(&mut self) -> anyhow::Result<()> {
+        if self.disk.is_none() {
+            let path = self.config.disk_file.as_ref().context("no data file")?;
+            self.disk = Some(DirectReader::open(path, DISK_BLOCK_BYTES)?);
+        }
+        self.disk
+            .as_mut()
+            .context("no data file")?
+            .read_blocks(DISK_READS)
     }
 
     /// One request/response exchange with the downstream service, as a client span.

@@ -1,13 +1,15 @@
 //! The single-cause generators behind `culprit-lab`'s workload subcommands (a CPU hog, wakeups,
-//! sleeps, TCP request/response, a context-switch storm), and a Rust app instrumented with
+//! sleeps, TCP request/response, a context-switch storm, a disk writer), and a Rust app instrumented with
 //! opentelemetry-otlp. Each runs in a process of its own, placed by whoever started it.
 
 mod cpu;
+pub(crate) mod disk;
 mod pingpong;
 pub mod rust_otel_app;
 mod tcp;
 
 pub(crate) use cpu::busy;
 pub use cpu::{hog, sleeper, wakeups};
+pub use disk::disk_writer;
 pub use pingpong::pingpong;
 pub use tcp::{tcp_client, tcp_server};

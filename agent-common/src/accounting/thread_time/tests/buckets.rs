@@ -192,6 +192,7 @@ fn a_long_interval_is_an_episode_and_leaves_the_bucket_alone() {
             ns: 2 * MS,
         },
         spans: SpanTags::NONE,
+        io_wait: false,
     };
     account(&mut st, iv, &CFG, &mut out);
     assert_eq!(st.bucket, before);

@@ -21,10 +21,30 @@ fn a_blocking_request_tags_its_cpu_time_and_its_wait() {
     let mut st = in_state(state::ON_CPU, T0);
     let mut out = Records::default();
     // Short intervals (below the 1 ms threshold) are still episodes: they are a span's.
-    switch_out(&mut st, 50, false, T0 + 10, A, &CFG, &mut out, unthrottled);
+    switch_out(
+        &mut st,
+        50,
+        false,
+        false,
+        T0 + 10,
+        A,
+        &CFG,
+        &mut out,
+        unthrottled,
+    );
     wakeup(&mut st, T0 + 30, &Delay::NONE, &CFG, &mut out, unthrottled);
     switch_in(&mut st, T0 + 35, &CFG, &mut out, no_neighbour, unthrottled);
-    switch_out(&mut st, 50, false, T0 + 50, 0, &CFG, &mut out, unthrottled);
+    switch_out(
+        &mut st,
+        50,
+        false,
+        false,
+        T0 + 50,
+        0,
+        &CFG,
+        &mut out,
+        unthrottled,
+    );
     assert_eq!(
         episodes(&out),
         vec![
@@ -69,6 +89,7 @@ fn a_sample_that_sees_another_span_splits_the_time_on_cpu() {
         &mut st,
         50,
         true,
+        false,
         T0 + 3 * MS,
         B,
         &CFG,
@@ -112,7 +133,17 @@ fn a_sample_changes_nothing_off_cpu_or_inside_a_hook() {
 fn without_a_context_short_intervals_still_go_to_buckets() {
     let mut st = in_state(state::ON_CPU, T0);
     let mut out = Records::default();
-    switch_out(&mut st, 50, false, T0 + 10, 0, &CFG, &mut out, unthrottled);
+    switch_out(
+        &mut st,
+        50,
+        false,
+        false,
+        T0 + 10,
+        0,
+        &CFG,
+        &mut out,
+        unthrottled,
+    );
     assert!(episodes(&out).is_empty());
     assert_eq!(st.bucket.on_cpu_ns, 10);
 }

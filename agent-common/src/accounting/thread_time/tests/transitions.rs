@@ -19,10 +19,20 @@ fn switching_out_closes_time_on_cpu_and_starts_a_wait_or_time_off_cpu() {
             let mut out = Records::default();
             let mut reads = 0;
             let now = T0 + 2 * MS;
-            switch_out(&mut st, 77, preempted, now, 0, &CFG, &mut out, || {
-                reads += 1;
-                unthrottled()
-            });
+            switch_out(
+                &mut st,
+                77,
+                preempted,
+                false,
+                now,
+                0,
+                &CFG,
+                &mut out,
+                || {
+                    reads += 1;
+                    unthrottled()
+                },
+            );
             let closed = (from == state::ON_CPU).then_some((state::ON_CPU, 2 * MS));
             assert_eq!(charged(&out), closed, "from {from}");
             let to = if preempted {
@@ -115,6 +125,7 @@ fn a_thread_registered_by_the_agent_starts_accounting_at_its_first_event() {
         &mut st,
         5,
         false,
+        false,
         T0 + 2 * MS,
         0,
         &CFG,
@@ -175,6 +186,7 @@ fn a_wait_that_began_throttled_is_throttled_whole() {
         &mut st,
         5,
         true,
+        false,
         T0 + 10,
         0,
         &CFG,
@@ -328,7 +340,7 @@ fn every_nanosecond_of_a_threads_life_is_charged_exactly_once() {
                 }
                 (state::ON_CPU, 0) => wakeup(&mut st, now, &Delay::NONE, &cfg, &mut out, cfs_rq),
                 (state::ON_CPU, k) => {
-                    switch_out(&mut st, 50, k == 1, now, 0, &cfg, &mut out, cfs_rq)
+                    switch_out(&mut st, 50, k == 1, false, now, 0, &cfg, &mut out, cfs_rq)
                 }
                 (_, _) => wakeup(&mut st, now, &Delay::NONE, &cfg, &mut out, cfs_rq),
             }

@@ -18,9 +18,17 @@ fn a_thread_woken_as_it_left_its_cpu_waited_from_its_switch_out() {
     wakeup(&mut st, T0 + MS, &Delay::NONE, &CFG, &mut out, unthrottled);
     assert_eq!((st.state, st.since_ns), (state::ON_CPU, T0));
     let left_ns = T0 + MS + MS / 2;
-    switch_out(&mut st, 50, false, left_ns, 0, &CFG, &mut out, || {
-        Some(throttled)
-    });
+    switch_out(
+        &mut st,
+        50,
+        false,
+        false,
+        left_ns,
+        0,
+        &CFG,
+        &mut out,
+        || Some(throttled),
+    );
     assert_eq!((st.state, st.woken_on_cpu_ns), (state::RUNQ, 0));
     let mut out = Records::default();
     switch_in(
@@ -46,6 +54,7 @@ fn a_thread_woken_as_it_left_its_cpu_waited_from_its_switch_out() {
     switch_out(
         &mut st,
         50,
+        false,
         false,
         T0 + 3 * MS,
         0,
@@ -174,4 +183,62 @@ fn a_sleep_keeps_its_wakers_throttled_wait_apart_from_its_contention() {
     let b = &out.0[0].bucket;
     assert_eq!((b.waker_throttled_ns, b.waker_delay_ns), (8 * MS, 0));
     assert_eq!(b.waker_neighbour_tgid, 0);
+}
+
+#[test]
+fn time_off_cpu_blocked_in_io_schedule_is_io_wait() {
+    let mut out = Records::default();
+    let mut st = in_state(state::ON_CPU, T0);
+    switch_out(
+        &mut st,
+        50,
+        false,
+        true,
+        T0 + MS,
+        0,
+        &CFG,
+        &mut out,
+        unthrottled,
+    );
+    wakeup(
+        &mut st,
+        T0 + 5 * MS,
+        &Delay::NONE,
+        &CFG,
+        &mut out,
+        unthrottled,
+    );
+    let off = out.0.last().expect("the off-CPU episode");
+    assert_eq!((off.state, off.bucket.off_cpu_ns), (state::OFF_CPU, 4 * MS));
+    assert_eq!(off.bucket.io_wait_ns, 4 * MS);
+    // The next sleep, not in io_schedule(), is plain off-CPU time.
+    switch_in(
+        &mut st,
+        T0 + 6 * MS,
+        &CFG,
+        &mut out,
+        no_neighbour,
+        unthrottled,
+    );
+    switch_out(
+        &mut st,
+        50,
+        false,
+        false,
+        T0 + 7 * MS,
+        0,
+        &CFG,
+        &mut out,
+        unthrottled,
+    );
+    wakeup(
+        &mut st,
+        T0 + 9 * MS,
+        &Delay::NONE,
+        &CFG,
+        &mut out,
+        unthrottled,
+    );
+    let off = out.0.last().expect("the off-CPU episode");
+    assert_eq!((off.bucket.off_cpu_ns, off.bucket.io_wait_ns), (2 * MS, 0));
 }
