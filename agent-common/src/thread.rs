@@ -37,9 +37,15 @@ pub struct ThreadBucket {
     /// The part of `off_cpu_ns` the thread slept in `io_schedule()`: waiting on block I/O (its
     /// reads and writes, a page being read in for it).
     pub io_wait_ns: u64,
+    /// The process whose wakeups ended most of `off_cpu_ns` (0: a timer or device interrupt),
+    /// and the time off CPU they ended (0: no wakeup seen). One name per bucket: a new waker
+    /// takes it when one sleep of its alone outweighs the sum so far.
+    pub woken_by_tgid: u32,
+    pub _pad: u32,
+    pub woken_by_ns: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<ThreadBucket>() == 80);
+const _: () = assert!(core::mem::size_of::<ThreadBucket>() == 96);
 
 /// The kernel's per-thread record (map `THREAD_STATE`, keyed by tid). Its presence is what makes
 /// a thread watched.
@@ -72,7 +78,7 @@ pub struct ThreadState {
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ThreadState>() == 144);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 160);
 
 /// Record kinds on the `SCHED_EVENTS` ring buffer.
 pub mod record {
@@ -134,7 +140,7 @@ pub struct SchedRecord {
     pub spans: SpanTags,
 }
 
-const _: () = assert!(core::mem::size_of::<SchedRecord>() == 128);
+const _: () = assert!(core::mem::size_of::<SchedRecord>() == 144);
 
 /// Run-queue delay a task carries since it was last woken (`accounting::wake_chain`):
 /// `delayed_ns` of waiting behind neighbours within `[start_ns, end_ns)`, inherited from its

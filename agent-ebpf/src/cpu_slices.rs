@@ -3,7 +3,7 @@
 //! arithmetic is `culprit_common::accounting::neighbour`.
 
 use aya_ebpf::{
-    helpers::bpf_get_current_task,
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task},
     macros::map,
     maps::{Array, PerCpuArray},
 };
@@ -46,6 +46,20 @@ pub fn leave_interrupt() {
     if let Some(s) = CPU_SLICES.get_ptr_mut(0) {
         let depth = unsafe { &mut (*s).interrupt_depth };
         *depth = depth.saturating_sub(1);
+    }
+}
+
+/// The process waking a task now: the current one, or 0 inside a timer or device interrupt
+/// handler, whose wakeups are nobody's doing.
+#[inline(always)]
+pub fn waker_tgid() -> u32 {
+    let in_interrupt = CPU_SLICES
+        .get_ptr(0)
+        .is_some_and(|s| unsafe { (*s).interrupt_depth } != 0);
+    if in_interrupt {
+        0
+    } else {
+        (bpf_get_current_pid_tgid() >> 32) as u32
     }
 }
 

@@ -158,12 +158,14 @@ pub fn wakeup(
     task: *const u8,
     tid: u32,
     now_ns: u64,
+    waker_tgid: u32,
     waker_delay: &Delay,
     off: &KernelOffsets,
 ) {
     thread_time::wakeup(
         unsafe { &mut *st },
         now_ns,
+        waker_tgid,
         waker_delay,
         &probe_config(),
         &mut Ring { tid },
@@ -175,7 +177,8 @@ pub fn wakeup(
 #[inline(always)]
 pub fn wakeup_new(task: *const u8, tid: u32, now_ns: u64, off: &KernelOffsets) {
     if let Some(st) = THREAD_STATE.get_ptr_mut(tid) {
-        return wakeup(st, task, tid, now_ns, &Delay::NONE, off);
+        // A new thread's first wakeup ends no sleep: its waker is nobody's news.
+        return wakeup(st, task, tid, now_ns, 0, &Delay::NONE, off);
     }
     let Ok(tgid) = task_tgid(task, off) else {
         return;

@@ -207,6 +207,8 @@ fn measured(input: &mut Input<'_>) -> Measured {
         neighbour_pid: None,
         neighbour: input.text(),
         neighbour_container_id: input.text(),
+        waker_pid: None,
+        waker: None,
         join: JOINS[usize::from(input.byte() % 4)],
         tid: None,
         threads: usize::from(input.byte()),

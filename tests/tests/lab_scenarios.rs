@@ -166,6 +166,30 @@ fn packet_loss_carries_the_slow_requests_with_the_downstream_named() -> anyhow::
 }
 
 #[test]
+fn a_downstream_call_names_the_downstream_as_its_waker() -> anyhow::Result<()> {
+    let run = run_of(Scenario::Baseline)?;
+    let tag = format!("({})", run.downstream_pid);
+    let calls: Vec<_> = run
+        .requests
+        .iter()
+        .filter(|r| r.route == "GET /downstream")
+        .collect();
+    let named = calls
+        .iter()
+        .filter(|r| r.waker.as_deref().is_some_and(|w| w.ends_with(&tag)))
+        .count();
+    // Its answer arrives on loopback, processed in the downstream's own send: it wakes the
+    // service thread.
+    assert!(
+        !calls.is_empty() && named * 10 >= calls.len() * 8,
+        "{named} of {} downstream calls name {tag} as their waker: {:?}",
+        calls.len(),
+        calls.iter().take(5).map(|r| &r.waker).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+#[test]
 fn disk_io_carries_the_slow_requests_of_a_loaded_disk() -> anyhow::Result<()> {
     let run = run_of(Scenario::DiskIo)?;
     let acc = accuracy(run, Injected::DiskIo);

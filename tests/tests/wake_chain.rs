@@ -89,8 +89,11 @@ fn a_client_asleep_on_a_server_behind_a_hog_is_delayed_by_the_hog() -> anyhow::R
     let (neighbour, ns) = contended.top_neighbour().expect("a neighbour is named");
     assert_eq!(neighbour, hog.pid(), "{:?}", contended.neighbours);
     assert!(ns * 2 > contended.waker_delay_ns, "{contended:?}");
+    // The client's own waits are not what its waker brought: under emulation (the kernel
+    // matrix) the agent shares the client's CPU and the client waits a quarter of its sleep
+    // (6.1 under TCG: 0.56 s against 1.38 s of waker delay), on this machine almost never.
     assert!(
-        contended.runq_ns * 10 < contended.off_cpu_ns,
+        contended.runq_ns < contended.waker_delay_ns,
         "the client itself waited: {contended:?}"
     );
     assert!(drops.values().all(|&v| v == 0), "losses: {drops:?}");

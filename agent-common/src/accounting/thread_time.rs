@@ -43,6 +43,8 @@ pub struct Interval {
     pub throttled_ns: u64,
     /// For time off CPU: spent in `io_schedule()`, waiting on block I/O.
     pub io_wait: bool,
+    /// For time off CPU: the process whose wakeup ended it; 0: an interrupt's.
+    pub waker_tgid: u32,
     /// For a run-queue wait: who held the CPU meanwhile. For time off CPU: who held the CPU
     /// from the thread's waker while the thread slept (`ns` of it, `wake_chain`).
     pub neighbour: Neighbour,
@@ -147,13 +149,23 @@ pub fn add_to_bucket(
     }
 }
 
-/// Adds `dur_ns` of the interval `iv` to `b`: its state's sums, and time off CPU in
-/// `io_schedule()` as I/O wait too.
+/// Adds `dur_ns` of the interval `iv` to `b`: its state's sums, time off CPU in `io_schedule()`
+/// as I/O wait too, and who ended time off CPU.
 #[inline(always)]
 fn add_interval(b: &mut ThreadBucket, iv: &Interval, dur_ns: u64) {
     add_to_bucket(b, iv.state, dur_ns, iv.throttled_ns, iv.neighbour);
-    if iv.io_wait && iv.state == state::OFF_CPU {
+    if iv.state != state::OFF_CPU {
+        return;
+    }
+    if iv.io_wait {
         b.io_wait_ns = b.io_wait_ns.wrapping_add(dur_ns);
+    }
+    if b.woken_by_ns == 0 || iv.waker_tgid == b.woken_by_tgid {
+        b.woken_by_tgid = iv.waker_tgid;
+        b.woken_by_ns = b.woken_by_ns.wrapping_add(dur_ns);
+    } else if dur_ns > b.woken_by_ns {
+        b.woken_by_tgid = iv.waker_tgid;
+        b.woken_by_ns = dur_ns;
     }
 }
 
@@ -348,6 +360,7 @@ pub fn switch_in(
             neighbour,
             spans: SpanTags::steady(st.span_id),
             io_wait: false,
+            waker_tgid: 0,
         };
         account(st, iv, cfg, sink);
     }
@@ -355,7 +368,8 @@ pub fn switch_in(
     st.since_ns = now_ns;
 }
 
-/// The thread is woken at `now_ns` by a waker that carried `waker_delay`: a blocked thread's
+/// The thread is woken at `now_ns` by process `waker_tgid` (0: from a timer or device
+/// interrupt) that carried `waker_delay`: a blocked thread's
 /// time off CPU ends (the part its waker spent delayed behind a neighbour is named, the part it
 /// spent throttled kept apart) and its wait begins; a thread not seen yet begins waiting; a
 /// runnable or running one is unchanged.
@@ -363,6 +377,7 @@ pub fn switch_in(
 pub fn wakeup(
     st: &mut ThreadState,
     now_ns: u64,
+    waker_tgid: u32,
     waker_delay: &Delay,
     cfg: &ProbeConfig,
     sink: &mut impl RecordSink,
@@ -377,6 +392,7 @@ pub fn wakeup(
                 end_ns: now_ns,
                 throttled_ns: waker_delay.throttled_part_ns(delayed_ns),
                 io_wait: st.in_io_wait != 0,
+                waker_tgid,
                 neighbour: Neighbour {
                     tgid: waker_delay.neighbour_tgid,
                     tid: 0,

@@ -235,6 +235,7 @@ mod tests {
             retransmit_peer: None,
             neighbour: neighbour.map(str::to_string),
             neighbour_container_id: None,
+            waker: None,
             join: "thread".into(),
             coverage: 1.0,
         }

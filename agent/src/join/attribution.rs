@@ -39,6 +39,10 @@ pub struct Attribution {
     pub retransmit_peer: Option<String>,
     pub neighbour: Option<String>,
     pub neighbour_container_id: Option<String>,
+    /// Who woke the serving thread for most of its time off CPU: `comm (pid)` of the process,
+    /// or `interrupt` (a timer or device). What the request waited for.
+    #[serde(default)]
+    pub waker: Option<String>,
     pub join: String,
     pub coverage: f64,
 }
@@ -132,6 +136,12 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
         retransmit_peer: m.retransmit_peer.clone(),
         neighbour: m.neighbour.clone(),
         neighbour_container_id: m.neighbour_container_id.clone(),
+        // Only for a request that waited: a computing one's last wakeup says nothing.
+        waker: if off_ns / wall >= KERNEL_CAUSE_MIN_SHARE {
+            m.waker.clone()
+        } else {
+            None
+        },
         join: m.join.to_string(),
         coverage,
     }
@@ -181,6 +191,7 @@ pub(crate) fn attribute_pairs(
         [
             ("culprit.tcp.retransmit.peer", &a.retransmit_peer),
             ("culprit.cpu.neighbor", &a.neighbour),
+            ("culprit.waker", &a.waker),
             (
                 "culprit.cpu.neighbor.container.id",
                 &a.neighbour_container_id,
@@ -285,6 +296,20 @@ mod tests {
         x.waker_throttled_ns = 50 * MS;
         let a = attribute(&x);
         assert!((a.waker_throttled_s - 0.008).abs() < 1e-9, "{a:?}");
+    }
+
+    #[test]
+    fn the_waker_is_named_only_for_a_request_that_waited() {
+        let mut x = m(1, 0, 0, 10, 0);
+        x.waker = Some("db (7)".into());
+        assert_eq!(attribute(&x).waker.as_deref(), Some("db (7)"));
+        let keys: Vec<&str> = attribute_pairs(&attribute(&x)).map(|(k, _)| k).collect();
+        assert!(keys.contains(&"culprit.waker"));
+        // 0.1 ms asleep in a 10 ms computation: its last wakeup says nothing.
+        let mut busy = m(10, 0, 0, 0, 0);
+        busy.off_cpu_ns = MS / 10;
+        busy.waker = Some("db (7)".into());
+        assert_eq!(attribute(&busy).waker, None);
     }
 
     #[test]

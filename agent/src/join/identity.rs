@@ -207,17 +207,24 @@ impl Identifier {
             return Some((pid, IdentifiedBy::PeerCredentials));
         }
         let (peer, local) = (origin.peer?, origin.local?);
-        if let Some(opener) = self.openers.as_ref().and_then(|o| o.opener(peer, local))
-            // A connection outlives its opener only if it was handed on (fork): then the
-            // socket tables know the holder.
-            && procfs::exists(opener.tgid)
+        let opener = self
+            .openers
+            .as_ref()
+            .and_then(|o| o.opener(peer, local))
+            .map(|o| o.tgid);
+        if let Some(tgid) = opener
+            && procfs::exists(tgid)
         {
-            return Some((opener.tgid, IdentifiedBy::ConnectionOpener));
+            return Some((tgid, IdentifiedBy::ConnectionOpener));
         }
+        // A connection outlives its opener only if it was handed on (fork): then the socket
+        // tables know the holder. If they know nobody, the opener sent and exited (an SDK
+        // flushing its last spans as its process ends): it is still the sender.
         self.connections
             .get_or_scan(&mut self.budget, (peer, local), || {
                 sockets::connection_opener(peer, local).map(|p| (p, IdentifiedBy::SocketTable))
             })
+            .or_else(|| opener.map(|tgid| (tgid, IdentifiedBy::ConnectionOpener)))
     }
 
     /// The sender as the payload names it, each claim matched exactly.
@@ -387,6 +394,22 @@ mod tests {
             ("k8s.pod.uid", Value::StringValue("not-a-uid".into())),
         ]);
         assert_eq!(id.identify(Some(&res), Origin::default()), None);
+    }
+
+    #[test]
+    fn an_opener_that_exited_is_still_the_sender_of_what_it_sent() {
+        // No such process any more, and no socket table holds the connection: the SDK flushed
+        // its last spans as its process ended.
+        let gone = u32::MAX - 1;
+        let mut id = Identifier::new(Some(Box::new(Openers(vec![(
+            "10.0.0.2:40001".parse().unwrap(),
+            gone,
+        )]))));
+        let sender = id.identify(None, tcp("10.0.0.2:40001")).unwrap();
+        assert_eq!(
+            (sender.pid, sender.by),
+            (gone, IdentifiedBy::ConnectionOpener)
+        );
     }
 
     #[test]

@@ -387,6 +387,17 @@ impl Joiner {
             measured.neighbour = Some(format!("{comm} ({npid})"));
             measured.neighbour_container_id = self.identities.of(npid).container_id.clone();
         }
+        measured.waker = match measured.waker_pid {
+            Some(0) => Some("interrupt".into()),
+            Some(wpid) => {
+                let comm = self
+                    .comms
+                    .entry(wpid)
+                    .or_insert_with(|| procfs::comm(wpid).unwrap_or_else(|| "?".into()));
+                Some(format!("{comm} ({wpid})"))
+            }
+            None => None,
+        };
         let attribution = attribute(&measured);
         let line = SpanLine {
             trace_id: hex(&span.trace_id),

@@ -93,6 +93,9 @@ pub(crate) fn merge(parts: Vec<Breakdown>, wall_ns: u64) -> Breakdown {
         for (tgid, ns) in p.neighbours {
             *out.neighbours.entry(tgid).or_default() += ns;
         }
+        for (tgid, ns) in p.wakers {
+            *out.wakers.entry(tgid).or_default() += ns;
+        }
         out.longest_on_cpu_ns = out.longest_on_cpu_ns.max(p.longest_on_cpu_ns);
         out.longest_runq_ns = out.longest_runq_ns.max(p.longest_runq_ns);
         out.longest_off_cpu_ns = out.longest_off_cpu_ns.max(p.longest_off_cpu_ns);

@@ -28,6 +28,8 @@ pub(crate) struct Breakdown {
     pub io_wait_ns: u64,
     /// Neighbour process (tgid) -> run-queue time it took from this thread or its wakers.
     pub neighbours: HashMap<u32, u64>,
+    /// Waking process (tgid; 0: a timer or device interrupt) -> time off CPU its wakeups ended.
+    pub wakers: HashMap<u32, u64>,
     pub longest_on_cpu_ns: u64,
     pub longest_runq_ns: u64,
     pub longest_off_cpu_ns: u64,
@@ -56,9 +58,20 @@ impl Breakdown {
         if b.neighbour_ns > 0 {
             *self.neighbours.entry(b.neighbour_tgid).or_default() += part(b.neighbour_ns);
         }
+        if b.woken_by_ns > 0 {
+            *self.wakers.entry(b.woken_by_tgid).or_default() += part(b.woken_by_ns);
+        }
         if b.waker_delay_ns > 0 {
             *self.neighbours.entry(b.waker_neighbour_tgid).or_default() += part(b.waker_delay_ns);
         }
+    }
+
+    /// The process whose wakeups ended most of the time off CPU (0: interrupts), if any.
+    pub(crate) fn top_waker(&self) -> Option<u32> {
+        self.wakers
+            .iter()
+            .max_by_key(|&(tgid, ns)| (*ns, std::cmp::Reverse(*tgid)))
+            .map(|(tgid, _)| *tgid)
     }
 
     /// The neighbours by time taken, most first.

@@ -34,6 +34,10 @@ pub(crate) struct Measured {
     pub(crate) retransmit_peer: Option<String>,
     /// The process that held the CPU longest while the span waited.
     pub(crate) neighbour_pid: Option<u32>,
+    /// The process whose wakeups ended most of the span's time off CPU (0: interrupts).
+    pub(crate) waker_pid: Option<u32>,
+    /// Its name, `comm (pid)`, or `interrupt`: filled in by the join.
+    pub(crate) waker: Option<String>,
     /// Its name, `comm (pid)`, and its container: filled in by the join, which caches them.
     pub(crate) neighbour: Option<String>,
     pub(crate) neighbour_container_id: Option<String>,
@@ -186,6 +190,7 @@ impl WindowView for Signals {
             .min(total.off_cpu_ns - m.waker_delay_ns);
         m.io_wait_ns = total.io_wait_ns.min(total.off_cpu_ns);
         m.neighbour_pid = total.top_neighbours(1).first().map(|(npid, _)| *npid);
+        m.waker_pid = total.top_waker();
         let endpoints = self.endpoints.get(&pid).map_or(&[][..], Vec::as_slice);
         let (wait_ns, count, peer) = retransmit_wait(
             &self.recent_retransmits,

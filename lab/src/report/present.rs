@@ -123,6 +123,9 @@ pub(crate) fn decomposition(r: &Request) -> String {
         })
         .collect();
     out.push_str(&items.join(", "));
+    if let Some(w) = &r.waker {
+        out.push_str(&format!("; woken by {w}"));
+    }
     out
 }
 

@@ -108,7 +108,7 @@ impl Lab {
             TempCgroup::new_cpu_quota("culprit-lab-quota", faults.quota_us, faults.period_us)?;
         quota.set_cpu_quota(None)?;
         let downstream_port = free_port()?;
-        let _downstream = spawn_workload(
+        let downstream = spawn_workload(
             &cg.child("downstream")?,
             Some(SERVICE_CPU),
             3600.0,
@@ -251,6 +251,7 @@ impl Lab {
             service_pid,
             hog_pid,
             downstream_peer,
+            downstream_pid: downstream.pid(),
             spans_expected: served,
             spans_received,
             retransmits,

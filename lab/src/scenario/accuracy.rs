@@ -88,6 +88,9 @@ pub struct Request {
     /// The agent's verdict (`culprit.cause`).
     pub cause: Cause,
     pub neighbour: Option<String>,
+    /// Who woke its thread for most of its time off CPU (`culprit.waker`).
+    #[serde(default)]
+    pub waker: Option<String>,
     pub retransmit_peer: Option<String>,
     pub parts: Parts,
     /// What the lab injected when the request started, if anything.
@@ -103,6 +106,7 @@ impl Request {
             latency_ms: s.duration_ms,
             cause: s.attribution.cause,
             neighbour: s.attribution.neighbour.clone(),
+            waker: s.attribution.waker.clone(),
             retransmit_peer: s.attribution.retransmit_peer.clone(),
             parts: Parts::of(&s.attribution, s.duration_ms),
             injected,
@@ -267,6 +271,7 @@ mod tests {
             latency_ms,
             cause: Cause::default(),
             neighbour: None,
+            waker: None,
             retransmit_peer: None,
             parts,
             injected,

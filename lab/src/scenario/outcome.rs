@@ -67,6 +67,9 @@ pub struct ScenarioRun {
     pub hog_pid: Option<u32>,
     /// The downstream service as the service sees it (`127.0.0.1:port`).
     pub downstream_peer: String,
+    /// The downstream service's process.
+    #[serde(default)]
+    pub downstream_pid: u32,
     /// Request spans the service ended vs those that came out of the agent.
     pub spans_expected: u64,
     pub spans_received: usize,

@@ -193,6 +193,7 @@ fn a_long_interval_is_an_episode_and_leaves_the_bucket_alone() {
         },
         spans: SpanTags::NONE,
         io_wait: false,
+        waker_tgid: 0,
     };
     account(&mut st, iv, &CFG, &mut out);
     assert_eq!(st.bucket, before);

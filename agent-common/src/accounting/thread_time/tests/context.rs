@@ -32,7 +32,15 @@ fn a_blocking_request_tags_its_cpu_time_and_its_wait() {
         &mut out,
         unthrottled,
     );
-    wakeup(&mut st, T0 + 30, &Delay::NONE, &CFG, &mut out, unthrottled);
+    wakeup(
+        &mut st,
+        T0 + 30,
+        0,
+        &Delay::NONE,
+        &CFG,
+        &mut out,
+        unthrottled,
+    );
     switch_in(&mut st, T0 + 35, &CFG, &mut out, no_neighbour, unthrottled);
     switch_out(
         &mut st,

@@ -86,7 +86,7 @@ fn a_wakeup_ends_time_off_cpu_and_starts_a_wait() {
         let mut out = Records::default();
         let mut reads = 0;
         let now = T0 + 2 * MS;
-        wakeup(&mut st, now, &Delay::NONE, &CFG, &mut out, || {
+        wakeup(&mut st, now, 0, &Delay::NONE, &CFG, &mut out, || {
             reads += 1;
             unthrottled()
         });
@@ -146,6 +146,7 @@ fn a_wait_is_charged_its_neighbour_and_throttling() {
     wakeup(
         &mut st,
         T0,
+        0,
         &Delay::NONE,
         &CFG,
         &mut Records::default(),
@@ -329,7 +330,7 @@ fn every_nanosecond_of_a_threads_life_is_charged_exactly_once() {
                 rng.below(30 * MS),
             ][rng.below(5) as usize];
             match (st.state, rng.below(4)) {
-                (state::RUNQ, 0) => wakeup(&mut st, now, &Delay::NONE, &cfg, &mut out, cfs_rq),
+                (state::RUNQ, 0) => wakeup(&mut st, now, 0, &Delay::NONE, &cfg, &mut out, cfs_rq),
                 (state::RUNQ, _) => {
                     let neighbour = |start_ns: u64| Neighbour {
                         tgid: 9,
@@ -338,18 +339,18 @@ fn every_nanosecond_of_a_threads_life_is_charged_exactly_once() {
                     };
                     switch_in(&mut st, now, &cfg, &mut out, neighbour, cfs_rq)
                 }
-                (state::ON_CPU, 0) => wakeup(&mut st, now, &Delay::NONE, &cfg, &mut out, cfs_rq),
+                (state::ON_CPU, 0) => wakeup(&mut st, now, 0, &Delay::NONE, &cfg, &mut out, cfs_rq),
                 (state::ON_CPU, k) => {
                     switch_out(&mut st, 50, k == 1, false, now, 0, &cfg, &mut out, cfs_rq)
                 }
-                (_, _) => wakeup(&mut st, now, &Delay::NONE, &cfg, &mut out, cfs_rq),
+                (_, _) => wakeup(&mut st, now, 0, &Delay::NONE, &cfg, &mut out, cfs_rq),
             }
         }
         // Threads exit on a CPU.
         if st.state != state::ON_CPU {
             now += 1;
             if st.state == state::OFF_CPU {
-                wakeup(&mut st, now, &Delay::NONE, &cfg, &mut out, cfs_rq);
+                wakeup(&mut st, now, 0, &Delay::NONE, &cfg, &mut out, cfs_rq);
             }
             now += 1;
             switch_in(&mut st, now, &cfg, &mut out, no_neighbour, cfs_rq);

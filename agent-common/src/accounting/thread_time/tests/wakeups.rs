@@ -15,7 +15,15 @@ fn a_thread_woken_as_it_left_its_cpu_waited_from_its_switch_out() {
     };
     let mut st = in_state(state::ON_CPU, T0);
     let mut out = Records::default();
-    wakeup(&mut st, T0 + MS, &Delay::NONE, &CFG, &mut out, unthrottled);
+    wakeup(
+        &mut st,
+        T0 + MS,
+        0,
+        &Delay::NONE,
+        &CFG,
+        &mut out,
+        unthrottled,
+    );
     assert_eq!((st.state, st.since_ns), (state::ON_CPU, T0));
     let left_ns = T0 + MS + MS / 2;
     switch_out(
@@ -50,7 +58,15 @@ fn a_thread_woken_as_it_left_its_cpu_waited_from_its_switch_out() {
 
     // Woken on its CPU, it kept running; it blocks for real 2 ms later: off CPU.
     let mut st = in_state(state::ON_CPU, T0);
-    wakeup(&mut st, T0 + MS, &Delay::NONE, &CFG, &mut out, unthrottled);
+    wakeup(
+        &mut st,
+        T0 + MS,
+        0,
+        &Delay::NONE,
+        &CFG,
+        &mut out,
+        unthrottled,
+    );
     switch_out(
         &mut st,
         50,
@@ -95,6 +111,7 @@ fn a_sleep_names_the_part_its_waker_spent_behind_a_neighbour() {
     wakeup(
         &mut st,
         T0 + 13 * MS,
+        0,
         &waker_delay,
         &CFG,
         &mut out,
@@ -130,7 +147,7 @@ fn a_sleep_names_the_part_its_waker_spent_behind_a_neighbour() {
             neighbour_tgid: tgid,
             hops: 2,
         };
-        wakeup(&mut st, at + 3 * MS, &d, &cfg, &mut out, unthrottled);
+        wakeup(&mut st, at + 3 * MS, 0, &d, &cfg, &mut out, unthrottled);
     }
     assert_eq!(st.bucket.off_cpu_ns, 9 * MS);
     assert_eq!(st.bucket.waker_delay_ns, 5 * MS);
@@ -153,6 +170,7 @@ fn a_sleep_keeps_its_wakers_throttled_wait_apart_from_its_contention() {
     wakeup(
         &mut st,
         T0 + 10 * MS,
+        0,
         &waker_delay,
         &CFG,
         &mut out,
@@ -175,6 +193,7 @@ fn a_sleep_keeps_its_wakers_throttled_wait_apart_from_its_contention() {
     wakeup(
         &mut st,
         T0 + 10 * MS,
+        0,
         &throttled_only,
         &CFG,
         &mut out,
@@ -203,6 +222,7 @@ fn time_off_cpu_blocked_in_io_schedule_is_io_wait() {
     wakeup(
         &mut st,
         T0 + 5 * MS,
+        0,
         &Delay::NONE,
         &CFG,
         &mut out,
@@ -234,6 +254,7 @@ fn time_off_cpu_blocked_in_io_schedule_is_io_wait() {
     wakeup(
         &mut st,
         T0 + 9 * MS,
+        0,
         &Delay::NONE,
         &CFG,
         &mut out,
@@ -241,4 +262,62 @@ fn time_off_cpu_blocked_in_io_schedule_is_io_wait() {
     );
     let off = out.0.last().expect("the off-CPU episode");
     assert_eq!((off.bucket.off_cpu_ns, off.bucket.io_wait_ns), (2 * MS, 0));
+}
+
+#[test]
+fn time_off_cpu_names_the_process_whose_wakeups_ended_most_of_it() {
+    // One bucket for all the sleeps below.
+    let cfg = ProbeConfig {
+        episode_threshold_ns: 100 * MS,
+        bucket_ns: 1000 * MS,
+        ..CFG
+    };
+    let mut out = Records::default();
+    let mut st = in_state(state::OFF_CPU, T0);
+    // Sleeps of 2 ms ended by 40, 1 ms by a timer (0), 2 ms by 40, then one of 5 ms by 50.
+    for (i, (waker, sleep_ms)) in [(40u32, 2u64), (0, 1), (40, 2), (50, 5)]
+        .into_iter()
+        .enumerate()
+    {
+        let at = T0 + (i as u64) * 10 * MS;
+        st.state = state::OFF_CPU;
+        st.since_ns = at;
+        wakeup(
+            &mut st,
+            at + sleep_ms * MS,
+            waker,
+            &Delay::NONE,
+            &cfg,
+            &mut out,
+            unthrottled,
+        );
+        if i == 2 {
+            assert_eq!(
+                (st.bucket.woken_by_tgid, st.bucket.woken_by_ns),
+                (40, 4 * MS)
+            );
+        }
+    }
+    // 50's one sleep outweighs 40's two: it takes the name, with its own time only.
+    assert_eq!(
+        (st.bucket.woken_by_tgid, st.bucket.woken_by_ns),
+        (50, 5 * MS)
+    );
+    // An episode names its own waker.
+    let mut st = in_state(state::OFF_CPU, T0);
+    wakeup(
+        &mut st,
+        T0 + 200 * MS,
+        0,
+        &Delay::NONE,
+        &cfg,
+        &mut out,
+        unthrottled,
+    );
+    let episode = out.0.last().expect("the episode");
+    assert_eq!(episode.kind, record::EPISODE);
+    assert_eq!(
+        (episode.bucket.woken_by_tgid, episode.bucket.woken_by_ns),
+        (0, 200 * MS)
+    );
 }
