@@ -348,6 +348,15 @@ impl Joiner {
         out
     }
 
+    /// `comm (pid)`, the name read once per process (`?` once it is gone).
+    fn process_name(&mut self, pid: u32) -> String {
+        let comm = self
+            .comms
+            .entry(pid)
+            .or_insert_with(|| procfs::comm(pid).unwrap_or_else(|| "?".into()));
+        format!("{comm} ({pid})")
+    }
+
     /// The span's line, and whether it named a thread of another process (which is ignored).
     fn attribute_span(
         &mut self,
@@ -380,22 +389,12 @@ impl Joiner {
         let mut measured =
             signals.measure(view, pid, (key != 0).then_some(&ownership), tid, start, end);
         if let Some(npid) = measured.neighbour_pid {
-            let comm = self
-                .comms
-                .entry(npid)
-                .or_insert_with(|| procfs::comm(npid).unwrap_or_else(|| "?".into()));
-            measured.neighbour = Some(format!("{comm} ({npid})"));
+            measured.neighbour = Some(self.process_name(npid));
             measured.neighbour_container_id = self.identities.of(npid).container_id.clone();
         }
         measured.waker = match measured.waker_pid {
             Some(0) => Some("interrupt".into()),
-            Some(wpid) => {
-                let comm = self
-                    .comms
-                    .entry(wpid)
-                    .or_insert_with(|| procfs::comm(wpid).unwrap_or_else(|| "?".into()));
-                Some(format!("{comm} ({wpid})"))
-            }
+            Some(wpid) => Some(self.process_name(wpid)),
             None => None,
         };
         let attribution = attribute(&measured);

@@ -165,6 +165,18 @@ pub(crate) fn scenario_text(run: &ScenarioRun) -> String {
     out
 }
 
+/// `cause 97%, cause 100%`, or `none` for an empty map.
+fn shares_by_cause(by_cause: &std::collections::BTreeMap<String, f64>, none: &str) -> String {
+    if by_cause.is_empty() {
+        return none.to_string();
+    }
+    by_cause
+        .iter()
+        .map(|(c, share)| format!("{c} {:.0}%", share * 100.0))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The accuracy table (Markdown) for ACCURACY.md.
 pub(crate) fn accuracy_markdown(runs: &[ScenarioRun]) -> String {
     let mut out = String::from(
@@ -173,24 +185,8 @@ pub(crate) fn accuracy_markdown(runs: &[ScenarioRun]) -> String {
     );
     for run in runs {
         let s = &run.summary;
-        let accuracy = if s.accuracy_by_cause.is_empty() {
-            "n/a (nothing injected)".to_string()
-        } else {
-            s.accuracy_by_cause
-                .iter()
-                .map(|(c, a)| format!("{c} {:.0}%", a * 100.0))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let labels = if s.label_by_cause.is_empty() {
-            "n/a".to_string()
-        } else {
-            s.label_by_cause
-                .iter()
-                .map(|(c, l)| format!("{c} {:.0}%", l * 100.0))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let accuracy = shares_by_cause(&s.accuracy_by_cause, "n/a (nothing injected)");
+        let labels = shares_by_cause(&s.label_by_cause, "n/a");
         let throttle = run.throttle.as_ref().map_or("".to_string(), |t| {
             format!(
                 "{:.0} vs {:.0} ms ({:+.1}%)",
