@@ -1,5 +1,6 @@
 //! Per-request attribution with a real OpenTelemetry app: each injected cause is the dominant
-//! cause of the requests it slowed, and on an idle machine no request is blamed on the kernel.
+//! cause of the requests it slowed, and on an idle machine the kernel is blamed only for what it
+//! measured.
 
 use std::time::Duration;
 
@@ -12,7 +13,24 @@ use culprit_lab::{
 };
 use culprit_tests::require_root;
 
-const KERNEL_CAUSES: [&str; 3] = ["cpu.contention", "cpu.throttling", "tcp.retransmit"];
+const KERNEL_CAUSES: [&str; 4] = [
+    "cpu.contention",
+    "cpu.throttling",
+    "tcp.retransmit",
+    "disk.io",
+];
+
+/// The time the agent measured of the kernel cause a span is blamed on.
+fn measured_kernel_s(s: &SpanLine) -> f64 {
+    let a = &s.attribution;
+    match a.cause.as_str() {
+        "cpu.contention" => a.runqueue_s - a.throttled_s + a.waker_delay_s,
+        "cpu.throttling" => a.throttled_s + a.waker_throttled_s,
+        "tcp.retransmit" => a.retransmit_wait_s,
+        "disk.io" => a.disk_io_s,
+        _ => 0.0,
+    }
+}
 
 /// Runs the Python app with `app_args` against a fresh agent and returns the decomposition of
 /// its request spans, minus the first two (sent before the agent knew the process).
@@ -298,13 +316,29 @@ fn sleeping_requests_are_off_cpu_and_an_idle_machine_blames_no_kernel_cause() ->
         share_with_cause(&computing, "on_cpu") >= 0.8,
         "computing requests should be on_cpu"
     );
-    for s in sleeping.iter().chain(&computing) {
+    // The machine is idle of the test's making, not of the kernel's: a kernel thread (a CI
+    // host's `kdamond`, seen holding a CPU for 4 ms of a 21 ms request) may really delay one.
+    // Such a blame is fine when the kernel measured it; one it did not measure, or many, is not.
+    let all: Vec<&SpanLine> = sleeping.iter().chain(&computing).collect();
+    let blamed: Vec<&&SpanLine> = all
+        .iter()
+        .filter(|s| KERNEL_CAUSES.contains(&s.attribution.cause.as_str()))
+        .collect();
+    for s in &blamed {
+        let measured_s = measured_kernel_s(s);
         assert!(
-            !KERNEL_CAUSES.contains(&s.attribution.cause.as_str()),
-            "idle machine, yet {} blamed on {}",
+            measured_s >= 0.1 * s.duration_ms / 1e3,
+            "{} blamed on {} with only {:.2} ms of it measured",
             s.name,
-            s.attribution.cause
+            s.attribution.cause,
+            measured_s * 1e3
         );
     }
+    assert!(
+        blamed.len() * 10 <= all.len(),
+        "idle machine, yet {} of {} requests blamed on a kernel cause",
+        blamed.len(),
+        all.len()
+    );
     Ok(())
 }
