@@ -51,10 +51,17 @@ pub struct KernelOffsets {
     /// `task_struct.in_iowait`, a one-bit field: its offset in *bits*. Set while the task sleeps
     /// in `io_schedule()` (block I/O, a page being read in). Absent: no I/O wait is told apart.
     pub task_in_iowait_bit: u32,
-    pub _reserved: u32,
+    /// `task_struct.in_memstall`, a one-bit field, in bits: set while the task stalls on memory
+    /// (reclaim, the `memory.high` penalty, thrashing). Absent: no memory stall is told apart.
+    pub task_in_memstall_bit: u32,
+    /// `pt_regs.orig_ax` (x86_64): the system call a task entered, in the user registers
+    /// `bpf_task_pt_regs` finds. Absent: no lock wait is told apart.
+    pub pt_regs_syscall_nr: u32,
+    /// The number of the `futex` system call on this architecture.
+    pub syscall_futex: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 72);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
 
 impl KernelOffsets {
     pub const ZERO: KernelOffsets = KernelOffsets {
@@ -75,7 +82,9 @@ impl KernelOffsets {
         task_fsbase: OFFSET_ABSENT,
         task_flags: OFFSET_ABSENT,
         task_in_iowait_bit: OFFSET_ABSENT,
-        _reserved: 0,
+        task_in_memstall_bit: OFFSET_ABSENT,
+        pt_regs_syscall_nr: OFFSET_ABSENT,
+        syscall_futex: OFFSET_ABSENT,
     };
 }
 

@@ -12,6 +12,20 @@ pub mod state {
     pub const OFF_CPU: u32 = 3;
 }
 
+/// Why a watched thread left its CPU blocking, as the kernel says at that moment: what its time
+/// off CPU is spent on until it is woken.
+pub mod wait {
+    /// Anything else: a sleep, a socket, a pipe, a poll.
+    pub const OTHER: u32 = 0;
+    /// In `io_schedule()` (`task_struct.in_iowait`): block I/O, a page being read in.
+    pub const IO: u32 = 1;
+    /// In a `futex` system call: a lock, a condition variable, a thread handing over work.
+    pub const LOCK: u32 = 2;
+    /// In a memory stall (`task_struct.in_memstall`): direct reclaim, the `memory.high`
+    /// penalty sleep, waiting on a page that thrashes. Takes precedence over [`IO`].
+    pub const MEMORY: u32 = 3;
+}
+
 /// Short intervals of one thread summed over one bucket, with the neighbour that took most of
 /// its run-queue time in the bucket.
 #[repr(C)]
@@ -41,11 +55,17 @@ pub struct ThreadBucket {
     /// and the time off CPU they ended (0: no wakeup seen). One name per bucket: a new waker
     /// takes it when one sleep of its alone outweighs the sum so far.
     pub woken_by_tgid: u32,
-    pub _pad: u32,
+    /// The thread whose wakeups ended most of `lock_wait_ns`: the one that released the lock.
+    pub lock_waker_tid: u32,
     pub woken_by_ns: u64,
+    /// The part of `off_cpu_ns` the thread slept in a `futex` call ([`wait::LOCK`]), less what
+    /// its releaser's own delays explain (`waker_delay_ns`, `waker_throttled_ns`).
+    pub lock_wait_ns: u64,
+    /// The part of `off_cpu_ns` the thread slept in a memory stall ([`wait::MEMORY`]).
+    pub memory_stall_ns: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<ThreadBucket>() == 96);
+const _: () = assert!(core::mem::size_of::<ThreadBucket>() == 112);
 
 /// The kernel's per-thread record (map `THREAD_STATE`, keyed by tid). Its presence is what makes
 /// a thread watched.
@@ -72,13 +92,12 @@ pub struct ThreadState {
     /// When a wakeup found the thread still on its CPU (0: none since it last left one). A
     /// thread that leaves its CPU blocking right after was woken as it left: it waits.
     pub woken_on_cpu_ns: u64,
-    /// Non-zero when the thread left its CPU blocking in `io_schedule()`: its time off CPU is
-    /// I/O wait.
-    pub in_io_wait: u32,
+    /// Why the thread left its CPU blocking (one of [`wait`]): what its time off CPU is.
+    pub wait_reason: u32,
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ThreadState>() == 160);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 176);
 
 /// Record kinds on the `SCHED_EVENTS` ring buffer.
 pub mod record {
@@ -140,7 +159,7 @@ pub struct SchedRecord {
     pub spans: SpanTags,
 }
 
-const _: () = assert!(core::mem::size_of::<SchedRecord>() == 144);
+const _: () = assert!(core::mem::size_of::<SchedRecord>() == 160);
 
 /// Run-queue delay a task carries since it was last woken (`accounting::wake_chain`):
 /// `delayed_ns` of waiting behind neighbours within `[start_ns, end_ns)`, inherited from its

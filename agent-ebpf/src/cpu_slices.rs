@@ -49,17 +49,18 @@ pub fn leave_interrupt() {
     }
 }
 
-/// The process waking a task now: the current one, or 0 inside a timer or device interrupt
-/// handler, whose wakeups are nobody's doing.
+/// The process and thread waking a task now: the current ones, or 0s inside a timer or device
+/// interrupt handler, whose wakeups are nobody's doing.
 #[inline(always)]
-pub fn waker_tgid() -> u32 {
+pub fn waker() -> (u32, u32) {
     let in_interrupt = CPU_SLICES
         .get_ptr(0)
         .is_some_and(|s| unsafe { (*s).interrupt_depth } != 0);
     if in_interrupt {
-        0
+        (0, 0)
     } else {
-        (bpf_get_current_pid_tgid() >> 32) as u32
+        let pid_tgid = bpf_get_current_pid_tgid();
+        ((pid_tgid >> 32) as u32, pid_tgid as u32)
     }
 }
 

@@ -75,8 +75,8 @@ fn try_wakeup(task: *const u8, new: bool) -> Result<(), ()> {
     if new {
         thread_state::wakeup_new(task, task_tid(task, &off)?, now_ns, &off);
     } else if let Some((tid, st)) = watched_state(ts, || task_tid(task, &off)) {
-        let waker_tgid = cpu_slices::waker_tgid();
-        thread_state::wakeup(st, task, tid, now_ns, waker_tgid, &waker_delay, &off);
+        let waker = cpu_slices::waker();
+        thread_state::wakeup(st, task, tid, now_ns, waker, &waker_delay, &off);
     }
     Ok(())
 }

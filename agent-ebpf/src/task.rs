@@ -1,8 +1,10 @@
 //! Reads of `task_struct`, its cgroup and its cfs_rq, through offsets the agent resolved from the
 //! running kernel's BTF.
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
-use culprit_common::{DropCounter, KernelOffsets, OFFSET_ABSENT, accounting::throttle::Throttling};
+use aya_ebpf::helpers::{bpf_probe_read_kernel, generated::bpf_task_pt_regs};
+use culprit_common::{
+    DropCounter, KernelOffsets, OFFSET_ABSENT, accounting::throttle::Throttling, thread::wait,
+};
 
 use crate::drops::count_drop;
 
@@ -40,15 +42,46 @@ pub fn task_cgroup_id(task: *const u8, off: &KernelOffsets) -> Result<u64, ()> {
     read_at::<u64>(kn, off.kernfs_node_id)
 }
 
-/// Whether the task is in `io_schedule()` (its one-bit `in_iowait` set): false where the kernel
-/// has no such field or the read fails.
+/// Whether the one-bit field of `task` at `bit` is set: false where the kernel has no such
+/// field or the read fails.
 #[inline(always)]
-pub fn task_in_iowait(task: *const u8, off: &KernelOffsets) -> bool {
-    if off.task_in_iowait_bit == OFFSET_ABSENT {
+fn task_flag_bit(task: *const u8, bit: u32) -> bool {
+    if bit == OFFSET_ABSENT {
         return false;
     }
-    let byte = read_at::<u8>(task, off.task_in_iowait_bit / 8).unwrap_or(0);
-    byte & (1 << (off.task_in_iowait_bit % 8)) != 0
+    let byte = read_at::<u8>(task, bit / 8).unwrap_or(0);
+    byte & (1 << (bit % 8)) != 0
+}
+
+/// The system call `task` is in, from its saved user registers; `u64::MAX` where unknown. Its
+/// `orig_ax` is the call's number inside one (negative in an interrupt or exception). A plain
+/// value, not an `Option`: compared as one, the verifier saw an unread register on the `None`
+/// path.
+#[inline(always)]
+fn task_syscall_nr(task: *const u8, off: &KernelOffsets) -> u64 {
+    if off.pt_regs_syscall_nr == OFFSET_ABSENT {
+        return u64::MAX;
+    }
+    let regs = unsafe { bpf_task_pt_regs(task as *mut _) } as *const u8;
+    if regs.is_null() {
+        return u64::MAX;
+    }
+    read_at::<u64>(regs, off.pt_regs_syscall_nr).unwrap_or(u64::MAX)
+}
+
+/// Why `task`, leaving its CPU blocking, blocks (one of `wait`): a memory stall, then
+/// `io_schedule()`, then a `futex` call; each where the kernel says so.
+#[inline(always)]
+pub fn task_wait_reason(task: *const u8, off: &KernelOffsets) -> u32 {
+    if task_flag_bit(task, off.task_in_memstall_bit) {
+        wait::MEMORY
+    } else if task_flag_bit(task, off.task_in_iowait_bit) {
+        wait::IO
+    } else if task_syscall_nr(task, off) == u64::from(off.syscall_futex) {
+        wait::LOCK
+    } else {
+        wait::OTHER
+    }
 }
 
 /// `task->se.cfs_rq` and its throttling state; `None` without CONFIG_FAIR_GROUP_SCHED.

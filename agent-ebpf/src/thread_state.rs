@@ -20,13 +20,13 @@ use culprit_common::{
         thread_time::{self, RecordSink},
         watch_cache,
     },
-    thread::{Delay, SchedRecord, SpanTags, TaskSched, ThreadBucket, ThreadState},
+    thread::{Delay, SchedRecord, SpanTags, TaskSched, ThreadBucket, ThreadState, wait},
 };
 
 use crate::{
     config::probe_config,
     drops::count_drop,
-    task::{task_cgroup_id, task_in_iowait, task_tgid, task_throttling},
+    task::{task_cgroup_id, task_tgid, task_throttling, task_wait_reason},
     thread_context,
 };
 
@@ -94,13 +94,17 @@ pub fn switch_out(
 ) {
     mark_in_hook(st, 1);
     let span_id = thread_context::current_span(prev, tgid, off, unsafe { (*st).span_id });
-    // Only a blocking switch-out asks: a preempted thread is not waiting on I/O.
-    let in_io_wait = !preempted && task_in_iowait(prev, off);
+    // Only a blocking switch-out asks: a preempted thread is waiting for nothing but a CPU.
+    let wait_reason = if preempted {
+        wait::OTHER
+    } else {
+        task_wait_reason(prev, off)
+    };
     thread_time::switch_out(
         unsafe { &mut *st },
         tgid,
         preempted,
-        in_io_wait,
+        wait_reason,
         now_ns,
         span_id,
         &probe_config(),
@@ -151,21 +155,23 @@ pub fn switch_in(
     );
 }
 
-/// Watched `task` (state `st`) was woken up by a waker that carried `waker_delay`.
+/// Watched `task` (state `st`) was woken up by `waker` (process, thread; 0s: an interrupt)
+/// that carried `waker_delay`.
 #[inline(always)]
 pub fn wakeup(
     st: *mut ThreadState,
     task: *const u8,
     tid: u32,
     now_ns: u64,
-    waker_tgid: u32,
+    waker: (u32, u32),
     waker_delay: &Delay,
     off: &KernelOffsets,
 ) {
     thread_time::wakeup(
         unsafe { &mut *st },
         now_ns,
-        waker_tgid,
+        waker.0,
+        waker.1,
         waker_delay,
         &probe_config(),
         &mut Ring { tid },
@@ -178,7 +184,7 @@ pub fn wakeup(
 pub fn wakeup_new(task: *const u8, tid: u32, now_ns: u64, off: &KernelOffsets) {
     if let Some(st) = THREAD_STATE.get_ptr_mut(tid) {
         // A new thread's first wakeup ends no sleep: its waker is nobody's news.
-        return wakeup(st, task, tid, now_ns, 0, &Delay::NONE, off);
+        return wakeup(st, task, tid, now_ns, (0, 0), &Delay::NONE, off);
     }
     let Ok(tgid) = task_tgid(task, off) else {
         return;

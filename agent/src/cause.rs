@@ -24,7 +24,16 @@ pub enum Cause {
     /// Asleep in the kernel's I/O wait (`io_schedule()`): block reads and writes, pages read in.
     #[serde(rename = "disk.io")]
     DiskIo,
-    /// Off the CPU for anything else (I/O, locks, sleeps, a downstream's work).
+    /// Stalled on memory (`task_struct.in_memstall`): direct reclaim, the `memory.high`
+    /// penalty sleep of its cgroup, pages that thrash.
+    #[serde(rename = "memory.reclaim")]
+    MemoryReclaim,
+    /// Asleep in a `futex` call for longer than its releaser's own delays explain: a lock, a
+    /// condition variable, work handed to another thread. The application's own waiting, not
+    /// the kernel's: it competes with `on_cpu` and `off_cpu`, not with kernel causes.
+    #[serde(rename = "lock.wait")]
+    LockWait,
+    /// Off the CPU for anything else (sleeps, sockets, a downstream's work).
     #[serde(rename = "off_cpu")]
     OffCpu,
     /// Too little of the request was observed to say.
@@ -35,19 +44,22 @@ pub enum Cause {
 
 impl Cause {
     /// The causes that are news to the application: the kernel's, not its own time.
-    pub const KERNEL: [Cause; 4] = [
+    pub const KERNEL: [Cause; 5] = [
         Cause::CpuContention,
         Cause::CpuThrottling,
         Cause::TcpRetransmit,
         Cause::DiskIo,
+        Cause::MemoryReclaim,
     ];
     /// Every cause, in a stable order.
-    pub const ALL: [Cause; 7] = [
+    pub const ALL: [Cause; 9] = [
         Cause::OnCpu,
         Cause::CpuContention,
         Cause::CpuThrottling,
         Cause::TcpRetransmit,
         Cause::DiskIo,
+        Cause::MemoryReclaim,
+        Cause::LockWait,
         Cause::OffCpu,
         Cause::Unknown,
     ];
@@ -60,6 +72,8 @@ impl Cause {
             Cause::CpuThrottling => "cpu.throttling",
             Cause::TcpRetransmit => "tcp.retransmit",
             Cause::DiskIo => "disk.io",
+            Cause::MemoryReclaim => "memory.reclaim",
+            Cause::LockWait => "lock.wait",
             Cause::OffCpu => "off_cpu",
             Cause::Unknown => "unknown",
         }
@@ -82,6 +96,8 @@ impl Cause {
             Cause::CpuThrottling => Some(Part::Throttled),
             Cause::TcpRetransmit => Some(Part::Retransmit),
             Cause::DiskIo => Some(Part::DiskIo),
+            Cause::MemoryReclaim => Some(Part::MemoryReclaim),
+            Cause::LockWait => Some(Part::LockWait),
             Cause::OffCpu => Some(Part::OffCpu),
             Cause::Unknown => None,
         }
@@ -142,6 +158,8 @@ pub enum Part {
     Throttled,
     Retransmit,
     DiskIo,
+    MemoryReclaim,
+    LockWait,
     OffCpu,
     /// Time the probes saw no thread activity for.
     Unobserved,
@@ -162,18 +180,21 @@ pub enum TerminalColour {
     Magenta,
     Green,
     Yellow,
+    Cyan,
     Gray,
     DarkGray,
 }
 
 impl Part {
     /// Every part, in drawing order (the order of `Parts::values`).
-    pub const ALL: [Part; 7] = [
+    pub const ALL: [Part; 9] = [
         Part::OnCpu,
         Part::Contention,
         Part::Throttled,
         Part::Retransmit,
         Part::DiskIo,
+        Part::MemoryReclaim,
+        Part::LockWait,
         Part::OffCpu,
         Part::Unobserved,
     ];
@@ -186,6 +207,8 @@ impl Part {
             Part::Throttled => Some(Cause::CpuThrottling),
             Part::Retransmit => Some(Cause::TcpRetransmit),
             Part::DiskIo => Some(Cause::DiskIo),
+            Part::MemoryReclaim => Some(Cause::MemoryReclaim),
+            Part::LockWait => Some(Cause::LockWait),
             Part::OffCpu => Some(Cause::OffCpu),
             Part::Unobserved => None,
         }
@@ -212,6 +235,8 @@ impl Part {
             Part::Throttled => "throttled",
             Part::Retransmit => "retransmit wait",
             Part::DiskIo => "I/O wait",
+            Part::MemoryReclaim => "memory stall",
+            Part::LockWait => "lock wait",
             Part::OffCpu => "off-CPU",
             Part::Unobserved => "unobserved",
         }
@@ -225,6 +250,8 @@ impl Part {
             Part::Throttled => 'T',
             Part::Retransmit => 'X',
             Part::DiskIo => 'D',
+            Part::MemoryReclaim => 'M',
+            Part::LockWait => 'L',
             Part::OffCpu => '.',
             Part::Unobserved => ' ',
         }
@@ -237,6 +264,8 @@ impl Part {
             Part::Throttled => ((117, 107, 177), TerminalColour::Magenta),
             Part::Retransmit => ((49, 163, 84), TerminalColour::Green),
             Part::DiskIo => ((204, 160, 30), TerminalColour::Yellow),
+            Part::MemoryReclaim => ((23, 190, 207), TerminalColour::Cyan),
+            Part::LockWait => ((140, 86, 75), TerminalColour::Yellow),
             Part::OffCpu => ((150, 150, 150), TerminalColour::Gray),
             Part::Unobserved => ((210, 210, 210), TerminalColour::DarkGray),
         };
@@ -289,7 +318,8 @@ mod tests {
                 Part::Contention,
                 Part::Throttled,
                 Part::Retransmit,
-                Part::DiskIo
+                Part::DiskIo,
+                Part::MemoryReclaim
             ]
         );
         assert!(Cause::KERNEL.iter().all(|c| c.is_kernel()));

@@ -216,6 +216,10 @@ fn measured(input: &mut Input<'_>) -> Measured {
         waker_delay_ns: input.u64(),
         waker_throttled_ns: input.u64(),
         io_wait_ns: input.u64(),
+        memory_stall_ns: input.u64(),
+        lock_wait_ns: input.u64(),
+        lock_holder_tid: None,
+        lock_holder: input.text(),
     }
 }
 
@@ -283,6 +287,8 @@ pub fn annotate(data: &[u8]) {
             a.waker_delay_s,
             a.waker_throttled_s,
             a.disk_io_s,
+            a.memory_reclaim_s,
+            a.lock_wait_s,
             a.retransmit_wait_s,
         ];
         assert!(seconds.iter().all(|s| s.is_finite() && *s >= 0.0), "{a:?}");

@@ -163,6 +163,10 @@ enum LabCommand {
         /// Serve `/disk` from this file (created if missing), read with O_DIRECT.
         #[arg(long)]
         disk_file: Option<PathBuf>,
+        /// Serve `/lock`, whose requests share a lock with a thread on this CPU that holds it
+        /// in bursts.
+        #[arg(long)]
+        lock_holder_cpu: Option<usize>,
     },
     /// The lab's async service: one thread interleaves all requests, each publishing its
     /// OpenTelemetry thread context (OTEP 4947) while it runs. `/cpu` computes in slices,
@@ -387,6 +391,7 @@ fn main() -> anyhow::Result<()> {
             record,
             thread_context,
             disk_file,
+            lock_holder_cpu,
         } => server::run(&server::ServiceConfig {
             port,
             downstream_port,
@@ -397,6 +402,7 @@ fn main() -> anyhow::Result<()> {
             record,
             thread_context,
             disk_file,
+            lock_holder_cpu,
         })?,
         LabCommand::AsyncService {
             port,

@@ -6,11 +6,12 @@
 
 use std::{path::PathBuf, sync::OnceLock, time::Duration};
 
+use culprit::cause::Cause;
 use culprit_lab::{
     report::browser,
     run::demo::{self, Outputs},
     scenario::{
-        accuracy::Injected,
+        accuracy::{Injected, Request},
         outcome::ScenarioRun,
         plan::{Scenario, Timing},
     },
@@ -210,6 +211,58 @@ fn disk_io_carries_the_slow_requests_of_a_loaded_disk() -> anyhow::Result<()> {
     assert!(
         median > 1.5 * reference,
         "the writers barely slowed /disk: median {median:.1} ms vs {reference:.1} ms"
+    );
+    Ok(())
+}
+
+/// The chain of two: `/lock` requests wait in `futex` for a thread that a hog on its own CPU
+/// delays while it holds their lock. Contention, with the hog as neighbour and the holder named;
+/// the holder's own time with the lock is `lock.wait`.
+#[test]
+fn a_lock_holder_behind_a_hog_is_contention_through_the_lock() -> anyhow::Result<()> {
+    let run = run_of(Scenario::LockContention)?;
+    let acc = accuracy(run, Injected::Contention);
+    assert!(acc >= ACCURACY_FLOOR, "lock chain accuracy {acc:.2}");
+    let reference = run
+        .reference_medians
+        .get("GET /lock")
+        .copied()
+        .unwrap_or(0.0);
+    let hog = format!("({})", run.hog_pid.expect("the hog ran"));
+    let lock: Vec<&Request> = run
+        .requests
+        .iter()
+        .filter(|r| r.route == "GET /lock")
+        .collect();
+    // Slowed well past a collision with an undelayed hold.
+    let chained: Vec<&&Request> = lock
+        .iter()
+        .filter(|r| r.latency_ms > reference + 4.0 && r.cause == Cause::CpuContention)
+        .collect();
+    assert!(
+        chained.len() >= 5,
+        "only {} /lock requests slowed by 4 ms and blamed on contention",
+        chained.len()
+    );
+    let share = |f: &dyn Fn(&Request) -> bool| {
+        chained.iter().filter(|r| f(r)).count() as f64 / chained.len() as f64
+    };
+    let hog_named = share(&|r| r.neighbour.as_deref().is_some_and(|n| n.ends_with(&hog)));
+    let holder_named = share(&|r| {
+        r.lock_holder
+            .as_deref()
+            .is_some_and(|h| h.starts_with(culprit_lab::workloads::lock::HOLDER_NAME))
+    });
+    assert!(hog_named >= 0.7, "the hog named in {hog_named:.2}");
+    assert!(
+        holder_named >= 0.7,
+        "the lock holder named in {holder_named:.2}"
+    );
+    // The holder's own time with the lock is the application's: `lock.wait`, holder named.
+    assert!(
+        lock.iter()
+            .any(|r| r.cause == Cause::LockWait && r.lock_holder.is_some()),
+        "no /lock request waited on the lock by the agent"
     );
     Ok(())
 }

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     ProbeConfig,
-    thread::{Delay, SpanTags, ThreadBucket, ThreadState, record, state},
+    thread::{Delay, SpanTags, ThreadBucket, ThreadState, record, state, wait},
 };
 
 /// Where records go: the kernel writes them to the `SCHED_EVENTS` ring buffer for the thread
@@ -41,10 +41,11 @@ pub struct Interval {
     /// For a run-queue wait: the part due to throttling. For time off CPU: the part of the
     /// waker's delay (`neighbour.ns`) it spent throttled.
     pub throttled_ns: u64,
-    /// For time off CPU: spent in `io_schedule()`, waiting on block I/O.
-    pub io_wait: bool,
-    /// For time off CPU: the process whose wakeup ended it; 0: an interrupt's.
+    /// For time off CPU: why the thread left its CPU (one of [`wait`]).
+    pub wait: u32,
+    /// For time off CPU: the process and thread whose wakeup ended it; 0: an interrupt's.
     pub waker_tgid: u32,
+    pub waker_tid: u32,
     /// For a run-queue wait: who held the CPU meanwhile. For time off CPU: who held the CPU
     /// from the thread's waker while the thread slept (`ns` of it, `wake_chain`).
     pub neighbour: Neighbour,
@@ -149,16 +150,30 @@ pub fn add_to_bucket(
     }
 }
 
-/// Adds `dur_ns` of the interval `iv` to `b`: its state's sums, time off CPU in `io_schedule()`
-/// as I/O wait too, and who ended time off CPU.
+/// Adds `dur_ns` of the interval `iv` to `b`: its state's sums, time off CPU by why the thread
+/// left its CPU too, and who ended time off CPU.
 #[inline(always)]
 fn add_interval(b: &mut ThreadBucket, iv: &Interval, dur_ns: u64) {
     add_to_bucket(b, iv.state, dur_ns, iv.throttled_ns, iv.neighbour);
     if iv.state != state::OFF_CPU {
         return;
     }
-    if iv.io_wait {
-        b.io_wait_ns = b.io_wait_ns.wrapping_add(dur_ns);
+    match iv.wait {
+        wait::IO => b.io_wait_ns = b.io_wait_ns.wrapping_add(dur_ns),
+        wait::MEMORY => b.memory_stall_ns = b.memory_stall_ns.wrapping_add(dur_ns),
+        wait::LOCK => {
+            // One name, as for the waker below: a new releaser takes it when one wait it
+            // ended alone outweighs the lock waits so far.
+            if b.lock_wait_ns == 0 || iv.waker_tid == b.lock_waker_tid || dur_ns > b.lock_wait_ns {
+                b.lock_waker_tid = iv.waker_tid;
+            }
+            // What the releaser's own delays explain is theirs (`waker_delay_ns`,
+            // `waker_throttled_ns`): the lock is what is left.
+            b.lock_wait_ns = b
+                .lock_wait_ns
+                .wrapping_add(dur_ns.saturating_sub(iv.neighbour.ns));
+        }
+        _ => {}
     }
     if b.woken_by_ns == 0 || iv.waker_tgid == b.woken_by_tgid {
         b.woken_by_tgid = iv.waker_tgid;
@@ -289,8 +304,8 @@ pub fn context_sample(
 }
 
 /// The thread (of process `tgid`) leaves its CPU at `now_ns`: still runnable if `preempted`
-/// (its wait begins; `throttling` reads its cfs_rq), else blocking (`in_io_wait`: in
-/// `io_schedule()`). `span_id` is its published context as it leaves (0: none), which the
+/// (its wait begins; `throttling` reads its cfs_rq), else blocking (`wait_reason`: one of
+/// [`wait`]). `span_id` is its published context as it leaves (0: none), which the
 /// interval it begins keeps.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -298,7 +313,7 @@ pub fn switch_out(
     st: &mut ThreadState,
     tgid: u32,
     preempted: bool,
-    in_io_wait: bool,
+    wait_reason: u32,
     now_ns: u64,
     span_id: u64,
     cfg: &ProbeConfig,
@@ -318,7 +333,7 @@ pub fn switch_out(
     } else {
         st.state = state::OFF_CPU;
         st.since_ns = now_ns;
-        st.in_io_wait = u32::from(in_io_wait);
+        st.wait_reason = wait_reason;
     }
 }
 
@@ -359,8 +374,9 @@ pub fn switch_in(
             throttled_ns,
             neighbour,
             spans: SpanTags::steady(st.span_id),
-            io_wait: false,
+            wait: wait::OTHER,
             waker_tgid: 0,
+            waker_tid: 0,
         };
         account(st, iv, cfg, sink);
     }
@@ -368,16 +384,18 @@ pub fn switch_in(
     st.since_ns = now_ns;
 }
 
-/// The thread is woken at `now_ns` by process `waker_tgid` (0: from a timer or device
-/// interrupt) that carried `waker_delay`: a blocked thread's
+/// The thread is woken at `now_ns` by thread `waker_tid` of process `waker_tgid` (0: from a
+/// timer or device interrupt) that carried `waker_delay`: a blocked thread's
 /// time off CPU ends (the part its waker spent delayed behind a neighbour is named, the part it
 /// spent throttled kept apart) and its wait begins; a thread not seen yet begins waiting; a
 /// runnable or running one is unchanged.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn wakeup(
     st: &mut ThreadState,
     now_ns: u64,
     waker_tgid: u32,
+    waker_tid: u32,
     waker_delay: &Delay,
     cfg: &ProbeConfig,
     sink: &mut impl RecordSink,
@@ -391,8 +409,9 @@ pub fn wakeup(
                 start_ns: st.since_ns,
                 end_ns: now_ns,
                 throttled_ns: waker_delay.throttled_part_ns(delayed_ns),
-                io_wait: st.in_io_wait != 0,
+                wait: st.wait_reason,
                 waker_tgid,
+                waker_tid,
                 neighbour: Neighbour {
                     tgid: waker_delay.neighbour_tgid,
                     tid: 0,

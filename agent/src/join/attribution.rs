@@ -34,6 +34,14 @@ pub struct Attribution {
     /// block reads and writes, pages read in. Counted in `disk.io`.
     #[serde(default)]
     pub disk_io_s: f64,
+    /// The part of `off_cpu_s` the thread stalled on memory (reclaim, its cgroup's
+    /// `memory.high` penalty, thrashing). Counted in `memory.reclaim`.
+    #[serde(default)]
+    pub memory_reclaim_s: f64,
+    /// The part of `off_cpu_s` the thread slept in `futex` that its releaser's own delays (the
+    /// wake chain) do not explain. Counted in `lock.wait`.
+    #[serde(default)]
+    pub lock_wait_s: f64,
     pub retransmit_wait_s: f64,
     pub retransmits: u64,
     pub retransmit_peer: Option<String>,
@@ -43,6 +51,10 @@ pub struct Attribution {
     /// or `interrupt` (a timer or device). What the request waited for.
     #[serde(default)]
     pub waker: Option<String>,
+    /// The thread whose wakeups ended most of `lock_wait_s`, `comm (tid)`: the one that
+    /// released the lock (only when the lock wait is significant).
+    #[serde(default)]
+    pub lock_holder: Option<String>,
     pub join: String,
     pub coverage: f64,
 }
@@ -82,11 +94,18 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
     let waker_delay_ns = (m.waker_delay_ns as f64 * scale).min((off_ns - rtx_ns as f64).max(0.0));
     let waker_throttled_ns = (m.waker_throttled_ns as f64 * scale)
         .min((off_ns - rtx_ns as f64 - waker_delay_ns).max(0.0));
-    // I/O wait is the thread's own sleep: the waker parts (a delayed completion) come first.
-    let disk_io_ns = (m.io_wait_ns as f64 * scale)
-        .min((off_ns - rtx_ns as f64 - waker_delay_ns - waker_throttled_ns).max(0.0));
-    let other_off_share =
-        (off_ns - rtx_ns as f64 - waker_delay_ns - waker_throttled_ns - disk_io_ns).max(0.0) / wall;
+    // Why the thread slept comes after who delayed its wakeup (a delayed completion, a lock
+    // holder queued behind a hog): each bounded by what is left.
+    let mut left_ns = (off_ns - rtx_ns as f64 - waker_delay_ns - waker_throttled_ns).max(0.0);
+    let mut take = |ns: u64| {
+        let part = (ns as f64 * scale).min(left_ns);
+        left_ns -= part;
+        part
+    };
+    let memory_reclaim_ns = take(m.memory_stall_ns);
+    let disk_io_ns = take(m.io_wait_ns);
+    let lock_wait_ns = take(m.lock_wait_ns);
+    let other_off_share = left_ns / wall;
     let share = |ns: u64| ns as f64 * scale / wall;
     let kernel = [
         (
@@ -99,9 +118,11 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
         ),
         (Cause::TcpRetransmit, rtx_ns as f64 / wall),
         (Cause::DiskIo, disk_io_ns / wall),
+        (Cause::MemoryReclaim, memory_reclaim_ns / wall),
     ];
     let plain = [
         (Cause::OffCpu, other_off_share),
+        (Cause::LockWait, lock_wait_ns / wall),
         (Cause::OnCpu, share(m.on_cpu_ns)),
     ];
     let top_kernel = kernel
@@ -131,6 +152,8 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
         waker_delay_s: waker_delay_ns / 1e9,
         waker_throttled_s: waker_throttled_ns / 1e9,
         disk_io_s: disk_io_ns / 1e9,
+        memory_reclaim_s: memory_reclaim_ns / 1e9,
+        lock_wait_s: lock_wait_ns / 1e9,
         retransmit_wait_s: rtx_ns as f64 / 1e9,
         retransmits: m.retransmits,
         retransmit_peer: m.retransmit_peer.clone(),
@@ -139,6 +162,15 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
         // Only for a request that waited: a computing one's last wakeup says nothing.
         waker: if off_ns / wall >= KERNEL_CAUSE_MIN_SHARE {
             m.waker.clone()
+        } else {
+            None
+        },
+        // Named for the lock wait, or for the chain through the lock: a holder delayed by a
+        // neighbour is who the request waited on, though the wait is the neighbour's doing.
+        lock_holder: if (lock_wait_ns + waker_delay_ns + waker_throttled_ns) / wall
+            >= KERNEL_CAUSE_MIN_SHARE
+        {
+            m.lock_holder.clone()
         } else {
             None
         },
@@ -181,6 +213,8 @@ pub(crate) fn attribute_pairs(
         ("culprit.waker_delay.duration", F64(a.waker_delay_s)),
         ("culprit.waker_throttled.duration", F64(a.waker_throttled_s)),
         ("culprit.disk_io.duration", F64(a.disk_io_s)),
+        ("culprit.memory_reclaim.duration", F64(a.memory_reclaim_s)),
+        ("culprit.lock_wait.duration", F64(a.lock_wait_s)),
         ("culprit.retransmit_wait.duration", F64(a.retransmit_wait_s)),
         ("culprit.tcp.retransmits", I64(a.retransmits as i64)),
         ("culprit.join", Str(&a.join)),
@@ -192,6 +226,7 @@ pub(crate) fn attribute_pairs(
             ("culprit.tcp.retransmit.peer", &a.retransmit_peer),
             ("culprit.cpu.neighbor", &a.neighbour),
             ("culprit.waker", &a.waker),
+            ("culprit.lock.holder", &a.lock_holder),
             (
                 "culprit.cpu.neighbor.container.id",
                 &a.neighbour_container_id,
@@ -275,6 +310,47 @@ mod tests {
         let a = attribute(&x);
         assert!((a.waker_delay_s - 0.004).abs() < 1e-9, "{a:?}");
         assert!((a.retransmit_wait_s - 0.006).abs() < 1e-9);
+    }
+
+    #[test]
+    fn why_a_thread_slept_follows_who_delayed_its_wakeup() {
+        // 20 ms asleep: 6 ms of it its lock holder sat behind a hog, 10 ms more in the futex.
+        let mut x = m(1, 0, 0, 20, 0);
+        x.waker_delay_ns = 6 * MS;
+        x.lock_wait_ns = 10 * MS;
+        x.lock_holder = Some("worker (42)".into());
+        let a = attribute(&x);
+        // The hog's 6 ms of 21 is a kernel cause past the bar: it is named over the lock's 10.
+        assert_eq!(a.cause, "cpu.contention");
+        assert!((a.lock_wait_s - 0.010).abs() < 1e-9, "{a:?}");
+        // The holder is named with the chain through it, even with no wait left of its own.
+        let mut chain = x.clone();
+        chain.lock_wait_ns = 0;
+        assert_eq!(
+            attribute(&chain).lock_holder.as_deref(),
+            Some("worker (42)")
+        );
+        assert_eq!(a.lock_holder.as_deref(), Some("worker (42)"));
+        let parts = crate::join::parts::Parts::of(&a, 21.0);
+        assert!((parts.lock_wait_ms - 10.0).abs() < 1e-9, "{parts:?}");
+        assert!((parts.off_cpu_ms - 4.0).abs() < 1e-9, "{parts:?}");
+        // Without the hog the lock is the answer: the application's own waiting, beating the
+        // rest of the sleep and the computing.
+        x.waker_delay_ns = 0;
+        let a = attribute(&x);
+        assert_eq!(a.cause, "lock.wait");
+        // A memory stall is the kernel's: named past the bar, and taken first; the lock wait
+        // is bounded by what is left (a corrupt sum cannot exceed the sleep).
+        x.memory_stall_ns = 15 * MS;
+        x.lock_wait_ns = 50 * MS;
+        let a = attribute(&x);
+        assert_eq!(a.cause, "memory.reclaim");
+        assert!((a.memory_reclaim_s - 0.015).abs() < 1e-9, "{a:?}");
+        assert!((a.lock_wait_s - 0.005).abs() < 1e-9, "{a:?}");
+        // A lock wait under the bar names no holder.
+        x.memory_stall_ns = 19 * MS;
+        let a = attribute(&x);
+        assert_eq!(a.lock_holder, None);
     }
 
     #[test]

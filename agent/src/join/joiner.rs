@@ -348,7 +348,7 @@ impl Joiner {
         out
     }
 
-    /// `comm (pid)`, the name read once per process (`?` once it is gone).
+    /// `comm (pid)`, the name read once per process or thread (`?` once it is gone).
     fn process_name(&mut self, pid: u32) -> String {
         let comm = self
             .comms
@@ -397,6 +397,8 @@ impl Joiner {
             Some(wpid) => Some(self.process_name(wpid)),
             None => None,
         };
+        // Thread ids share the numbering of process ids: one cache names both.
+        measured.lock_holder = measured.lock_holder_tid.map(|tid| self.process_name(tid));
         let attribution = attribute(&measured);
         let line = SpanLine {
             trace_id: hex(&span.trace_id),

@@ -16,7 +16,13 @@ pub struct Parts {
     /// Off-CPU time asleep in the kernel's I/O wait.
     #[serde(default)]
     pub disk_io_ms: f64,
-    /// Off-CPU time not explained by retransmits (I/O, locks, sleeps, a downstream's work).
+    /// Off-CPU time stalled on memory.
+    #[serde(default)]
+    pub memory_reclaim_ms: f64,
+    /// Off-CPU time in `futex` its releaser's delays do not explain.
+    #[serde(default)]
+    pub lock_wait_ms: f64,
+    /// Off-CPU time explained by nothing above (sleeps, sockets, a downstream's work).
     pub off_cpu_ms: f64,
     /// Time the probes saw no thread activity for.
     pub unobserved_ms: f64,
@@ -32,19 +38,31 @@ impl Parts {
         let contention_ms = ms(a.runqueue_s - a.throttled_s) + ms(a.waker_delay_s);
         let retransmit_ms = ms(a.retransmit_wait_s).min(duration_ms);
         let disk_io_ms = ms(a.disk_io_s);
+        let memory_reclaim_ms = ms(a.memory_reclaim_s);
+        let lock_wait_ms = ms(a.lock_wait_s);
         let off_cpu_ms = ms(a.off_cpu_s
             - a.retransmit_wait_s
             - a.waker_delay_s
             - a.waker_throttled_s
-            - a.disk_io_s);
-        let seen =
-            on_cpu_ms + throttled_ms + contention_ms + retransmit_ms + disk_io_ms + off_cpu_ms;
+            - a.disk_io_s
+            - a.memory_reclaim_s
+            - a.lock_wait_s);
+        let seen = on_cpu_ms
+            + throttled_ms
+            + contention_ms
+            + retransmit_ms
+            + disk_io_ms
+            + memory_reclaim_ms
+            + lock_wait_ms
+            + off_cpu_ms;
         Self {
             on_cpu_ms,
             contention_ms,
             throttled_ms,
             retransmit_ms,
             disk_io_ms,
+            memory_reclaim_ms,
+            lock_wait_ms,
             off_cpu_ms,
             unobserved_ms: (duration_ms - seen).max(0.0),
         }
@@ -58,6 +76,8 @@ impl Parts {
             Part::Throttled => self.throttled_ms,
             Part::Retransmit => self.retransmit_ms,
             Part::DiskIo => self.disk_io_ms,
+            Part::MemoryReclaim => self.memory_reclaim_ms,
+            Part::LockWait => self.lock_wait_ms,
             Part::OffCpu => self.off_cpu_ms,
             Part::Unobserved => self.unobserved_ms,
         }
@@ -69,13 +89,15 @@ impl Parts {
     }
 
     /// The times in [`Part::ALL`] order.
-    pub fn values(&self) -> [f64; 7] {
+    pub fn values(&self) -> [f64; Part::ALL.len()] {
         [
             self.on_cpu_ms,
             self.contention_ms,
             self.throttled_ms,
             self.retransmit_ms,
             self.disk_io_ms,
+            self.memory_reclaim_ms,
+            self.lock_wait_ms,
             self.off_cpu_ms,
             self.unobserved_ms,
         ]
@@ -98,6 +120,8 @@ impl Parts {
         self.throttled_ms += o.throttled_ms;
         self.retransmit_ms += o.retransmit_ms;
         self.disk_io_ms += o.disk_io_ms;
+        self.memory_reclaim_ms += o.memory_reclaim_ms;
+        self.lock_wait_ms += o.lock_wait_ms;
         self.off_cpu_ms += o.off_cpu_ms;
         self.unobserved_ms += o.unobserved_ms;
     }

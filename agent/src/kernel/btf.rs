@@ -126,6 +126,10 @@ impl KernelBtf {
     }
 }
 
+/// `futex(2)`'s number on x86_64 (`arch/x86/entry/syscalls/syscall_64.tbl`): a thread blocked
+/// in it waits on a lock, a condition variable or a hand-over from another thread.
+const SYS_FUTEX_X86_64: u32 = 202;
+
 /// Resolves every offset the scheduler programs read. Fields the throttling split needs are
 /// optional: without them that split degrades, the rest works.
 pub(crate) fn kernel_offsets(btf: &KernelBtf) -> anyhow::Result<KernelOffsets> {
@@ -183,7 +187,18 @@ pub(crate) fn kernel_offsets(btf: &KernelBtf) -> anyhow::Result<KernelOffsets> {
         task_in_iowait_bit: btf
             .field_bit_offset("task_struct", "in_iowait")
             .unwrap_or(OFFSET_ABSENT),
-        _reserved: 0,
+        // CONFIG_PSI kernels only.
+        task_in_memstall_bit: btf
+            .field_bit_offset("task_struct", "in_memstall")
+            .unwrap_or(OFFSET_ABSENT),
+        // x86_64's syscall number in the saved user registers; other architectures name it
+        // otherwise (and number their calls otherwise): no lock wait is told apart there.
+        pt_regs_syscall_nr: if cfg!(target_arch = "x86_64") {
+            optional("pt_regs", "orig_ax").unwrap_or(OFFSET_ABSENT)
+        } else {
+            OFFSET_ABSENT
+        },
+        syscall_futex: SYS_FUTEX_X86_64,
     })
 }
 
@@ -215,6 +230,9 @@ mod tests {
         assert_ne!(off.task_fsbase, OFFSET_ABSENT);
         // A one-bit field: found by its bit offset, where a byte offset is refused.
         assert_ne!(off.task_in_iowait_bit, OFFSET_ABSENT);
+        assert_ne!(off.task_in_memstall_bit, OFFSET_ABSENT);
+        // orig_ax follows the fifteen 8-byte registers an x86_64 pt_regs saves first.
+        assert_eq!(off.pt_regs_syscall_nr, 15 * 8);
         assert_eq!(btf.tracepoint_arg_count("sched_wakeup").unwrap(), 1);
         assert!(btf.tracepoint_arg_count("sched_switch").unwrap() >= 3);
     }

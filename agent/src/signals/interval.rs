@@ -51,6 +51,12 @@ pub struct ThreadRow {
     /// The part of `off_cpu_ns` the thread slept in the kernel's I/O wait (`io_schedule()`).
     #[serde(default)]
     pub io_wait_ns: u64,
+    /// The part of `off_cpu_ns` the thread stalled on memory (reclaim, `memory.high`).
+    #[serde(default)]
+    pub memory_stall_ns: u64,
+    /// The part of `off_cpu_ns` the thread slept in `futex`, beyond its releasers' delays.
+    #[serde(default)]
+    pub lock_wait_ns: u64,
     pub longest_on_cpu_ns: u64,
     pub longest_runq_ns: u64,
     pub longest_off_cpu_ns: u64,
@@ -243,6 +249,8 @@ fn thread_row(tid: u32, tgid: u32, b: &Breakdown) -> ThreadRow {
         waker_delay_ns: b.waker_delay_ns,
         waker_throttled_ns: b.waker_throttled_ns,
         io_wait_ns: b.io_wait_ns,
+        memory_stall_ns: b.memory_stall_ns,
+        lock_wait_ns: b.lock_wait_ns,
         longest_on_cpu_ns: b.longest_on_cpu_ns,
         longest_runq_ns: b.longest_runq_ns,
         longest_off_cpu_ns: b.longest_off_cpu_ns,

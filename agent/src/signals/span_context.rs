@@ -90,6 +90,11 @@ pub(crate) fn merge(parts: Vec<Breakdown>, wall_ns: u64) -> Breakdown {
         out.waker_delay_ns += p.waker_delay_ns;
         out.waker_throttled_ns += p.waker_throttled_ns;
         out.io_wait_ns += p.io_wait_ns;
+        out.memory_stall_ns += p.memory_stall_ns;
+        out.lock_wait_ns += p.lock_wait_ns;
+        for (tid, ns) in p.lock_holders {
+            *out.lock_holders.entry(tid).or_default() += ns;
+        }
         for (tgid, ns) in p.neighbours {
             *out.neighbours.entry(tgid).or_default() += ns;
         }

@@ -26,6 +26,12 @@ pub(crate) struct Breakdown {
     pub waker_throttled_ns: u64,
     /// The part of `off_cpu_ns` the thread slept in the kernel's I/O wait (`io_schedule()`).
     pub io_wait_ns: u64,
+    /// The part of `off_cpu_ns` the thread stalled on memory (`in_memstall`).
+    pub memory_stall_ns: u64,
+    /// The part of `off_cpu_ns` the thread slept in `futex`, beyond its releasers' delays.
+    pub lock_wait_ns: u64,
+    /// Releasing thread (tid) -> lock wait its wakeups ended.
+    pub lock_holders: HashMap<u32, u64>,
     /// Neighbour process (tgid) -> run-queue time it took from this thread or its wakers.
     pub neighbours: HashMap<u32, u64>,
     /// Waking process (tgid; 0: a timer or device interrupt) -> time off CPU its wakeups ended.
@@ -55,6 +61,14 @@ impl Breakdown {
         self.waker_delay_ns += part(b.waker_delay_ns);
         self.waker_throttled_ns += part(b.waker_throttled_ns);
         self.io_wait_ns += part(b.io_wait_ns);
+        self.memory_stall_ns += part(b.memory_stall_ns);
+        self.lock_wait_ns += part(b.lock_wait_ns);
+        // The releaser is named for the lock wait and for what its own delays explain of it
+        // (the chain through the lock): a bucket's waker parts are taken as its lock waits'.
+        let through_lock_ns = b.lock_wait_ns + b.waker_delay_ns + b.waker_throttled_ns;
+        if b.lock_waker_tid != 0 && through_lock_ns > 0 {
+            *self.lock_holders.entry(b.lock_waker_tid).or_default() += part(through_lock_ns);
+        }
         if b.neighbour_ns > 0 {
             *self.neighbours.entry(b.neighbour_tgid).or_default() += part(b.neighbour_ns);
         }
@@ -72,6 +86,14 @@ impl Breakdown {
             .iter()
             .max_by_key(|&(tgid, ns)| (*ns, std::cmp::Reverse(*tgid)))
             .map(|(tgid, _)| *tgid)
+    }
+
+    /// The thread that released most of the lock wait, if any.
+    pub(crate) fn top_lock_holder(&self) -> Option<u32> {
+        self.lock_holders
+            .iter()
+            .max_by_key(|&(tid, ns)| (*ns, std::cmp::Reverse(*tid)))
+            .map(|(tid, _)| *tid)
     }
 
     /// The neighbours by time taken, most first.

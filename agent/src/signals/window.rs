@@ -28,6 +28,14 @@ pub(crate) struct Measured {
     pub(crate) waker_throttled_ns: u64,
     /// The part of `off_cpu_ns` its thread slept in the kernel's I/O wait.
     pub(crate) io_wait_ns: u64,
+    /// The part of `off_cpu_ns` its thread stalled on memory.
+    pub(crate) memory_stall_ns: u64,
+    /// The part of `off_cpu_ns` its thread slept in `futex`, beyond its releasers' delays.
+    pub(crate) lock_wait_ns: u64,
+    /// The thread that released most of that lock wait, and its name (`comm (tid)`, by the
+    /// join).
+    pub(crate) lock_holder_tid: Option<u32>,
+    pub(crate) lock_holder: Option<String>,
     /// Time the span's process spent waiting on retransmitted segments.
     pub(crate) retransmit_wait_ns: u64,
     pub(crate) retransmits: u64,
@@ -189,6 +197,9 @@ impl WindowView for Signals {
             .waker_throttled_ns
             .min(total.off_cpu_ns - m.waker_delay_ns);
         m.io_wait_ns = total.io_wait_ns.min(total.off_cpu_ns);
+        m.memory_stall_ns = total.memory_stall_ns.min(total.off_cpu_ns);
+        m.lock_wait_ns = total.lock_wait_ns.min(total.off_cpu_ns);
+        m.lock_holder_tid = total.top_lock_holder();
         m.neighbour_pid = total.top_neighbours(1).first().map(|(npid, _)| *npid);
         m.waker_pid = total.top_waker();
         let endpoints = self.endpoints.get(&pid).map_or(&[][..], Vec::as_slice);

@@ -87,6 +87,7 @@ fn colour(c: TerminalColour) -> Color {
         TerminalColour::Magenta => Color::Magenta,
         TerminalColour::Green => Color::Green,
         TerminalColour::Yellow => Color::Yellow,
+        TerminalColour::Cyan => Color::Cyan,
         TerminalColour::Gray => Color::Gray,
         TerminalColour::DarkGray => Color::DarkGray,
     }

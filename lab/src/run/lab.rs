@@ -37,7 +37,7 @@ use crate::{
         launch::service_command,
         load::{self, ClientSample, LoadShape},
         otel::{AgentPorts, free_port, wait_for_port},
-        server::{CPU_ROUTE, DISK_ROUTE, DOWNSTREAM_ROUTE},
+        server::{CPU_ROUTE, DISK_ROUTE, DOWNSTREAM_ROUTE, LOCK_ROUTE},
     },
 };
 
@@ -129,11 +129,23 @@ impl Lab {
         if disk_file.is_some() {
             std::fs::create_dir_all(DISK_DIR).with_context(|| format!("creating {DISK_DIR}"))?;
         }
+        // The lock holder on the harness's CPU: what delays it there is not the requests' own
+        // run-queue wait.
+        let lock_holder_cpu = routes.contains(&"/lock").then_some(HARNESS_CPU);
+        // The lock holder stays out of the CPU controller's group the quota phases use: the
+        // group's weight is spread over its CPUs by load, and with the busy workers on the
+        // other CPU the holder's part on its own was so small that the hogs starved it for
+        // seconds (seen: a 15 s request), a cgroup effect, not the chain under test.
+        let mut service_cgroups = vec![cg.child("service")?];
+        if lock_holder_cpu.is_none() {
+            service_cgroups.push(quota.path().to_path_buf());
+        }
         let mut service = self.start_service(
-            &[cg.child("service")?, quota.path().to_path_buf()],
+            &service_cgroups,
             service_port,
             downstream_port,
             disk_file.as_deref(),
+            lock_holder_cpu,
         )?;
         let service_pid = service.pid();
         let base_url = format!("http://127.0.0.1:{service_port}");
@@ -157,7 +169,7 @@ impl Lab {
                 Some(Injected::Contention) => {
                     let hog = spawn_workload(
                         &hogs_cg,
-                        Some(SERVICE_CPU),
+                        Some(scenario.hog_cpu()),
                         each.as_secs_f64() + 30.0,
                         &["hog", "--threads", &faults.hog_threads.to_string()],
                     )?;
@@ -201,7 +213,7 @@ impl Lab {
         let spans = self.agent.wait_spans(
             |s| {
                 s.pid == service_pid
-                    && [CPU_ROUTE, DOWNSTREAM_ROUTE, DISK_ROUTE].contains(&&*s.name)
+                    && [CPU_ROUTE, DOWNSTREAM_ROUTE, DISK_ROUTE, LOCK_ROUTE].contains(&&*s.name)
             },
             (served as usize).saturating_sub(warm_up_spans),
             // The agent holds spans 300 ms (at most 2 s) after they end.
@@ -264,10 +276,14 @@ impl Lab {
         port: u16,
         downstream_port: u16,
         disk_file: Option<&std::path::Path>,
+        lock_holder_cpu: Option<usize>,
     ) -> anyhow::Result<Reaped> {
         let mut cmd = service_command(cgroups, port, downstream_port, &self.ports.grpc_url())?;
         if let Some(path) = disk_file {
             cmd.arg("--disk-file").arg(path);
+        }
+        if let Some(cpu) = lock_holder_cpu {
+            cmd.args(["--lock-holder-cpu", &cpu.to_string()]);
         }
         cmd.stdout(Stdio::piped());
         let service = Reaped::spawn("lab service", &mut cmd)?;

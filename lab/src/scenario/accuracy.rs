@@ -91,6 +91,9 @@ pub struct Request {
     /// Who woke its thread for most of its time off CPU (`culprit.waker`).
     #[serde(default)]
     pub waker: Option<String>,
+    /// The thread that released most of its lock wait (`culprit.lock.holder`).
+    #[serde(default)]
+    pub lock_holder: Option<String>,
     pub retransmit_peer: Option<String>,
     pub parts: Parts,
     /// What the lab injected when the request started, if anything.
@@ -107,6 +110,7 @@ impl Request {
             cause: s.attribution.cause,
             neighbour: s.attribution.neighbour.clone(),
             waker: s.attribution.waker.clone(),
+            lock_holder: s.attribution.lock_holder.clone(),
             retransmit_peer: s.attribution.retransmit_peer.clone(),
             parts: Parts::of(&s.attribution, s.duration_ms),
             injected,
@@ -272,6 +276,7 @@ mod tests {
             cause: Cause::default(),
             neighbour: None,
             waker: None,
+            lock_holder: None,
             retransmit_peer: None,
             parts,
             injected,

@@ -14,16 +14,18 @@ pub enum Scenario {
     CpuThrottling,
     PacketLoss,
     DiskIo,
+    LockContention,
     Mixed,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Baseline,
         Scenario::CpuContention,
         Scenario::CpuThrottling,
         Scenario::PacketLoss,
         Scenario::DiskIo,
+        Scenario::LockContention,
         Scenario::Mixed,
     ];
 
@@ -34,6 +36,7 @@ impl Scenario {
             Scenario::CpuThrottling => "cpu-throttling",
             Scenario::PacketLoss => "packet-loss",
             Scenario::DiskIo => "disk-io",
+            Scenario::LockContention => "lock-contention",
             Scenario::Mixed => "mixed",
         }
     }
@@ -59,6 +62,11 @@ impl Scenario {
                  from with O_DIRECT",
                 l.disk_writers
             ),
+            Scenario::LockContention => format!(
+                "{} CPU hog threads on the CPU of the thread `/lock` requests wait on: it holds \
+                 their lock in bursts, and is delayed holding it (a chain of two)",
+                l.hog_threads
+            ),
             Scenario::Mixed => "contention, then throttling, then packet loss, one run".into(),
         }
     }
@@ -71,6 +79,8 @@ impl Scenario {
             Scenario::CpuThrottling => vec![Some(Injected::Throttling)],
             Scenario::PacketLoss => vec![Some(Injected::Retransmit)],
             Scenario::DiskIo => vec![Some(Injected::DiskIo)],
+            // Contention still, through the lock holder: the hog delays it, not the request.
+            Scenario::LockContention => vec![Some(Injected::Contention)],
             Scenario::Mixed => vec![
                 Some(Injected::Contention),
                 Some(Injected::Throttling),
@@ -86,7 +96,18 @@ impl Scenario {
     pub(crate) fn routes(self) -> &'static [&'static str] {
         match self {
             Scenario::DiskIo => &["/cpu", "/disk"],
+            Scenario::LockContention => &["/cpu", "/lock"],
             _ => crate::service::load::DEFAULT_ROUTES,
+        }
+    }
+
+    /// The CPU the hogs of a contention phase run on: the service's, or for the lock chain
+    /// the lock holder's (the harness's), away from the requests' own threads.
+    pub(crate) fn hog_cpu(self) -> usize {
+        use crate::faults::placement::{HARNESS_CPU, SERVICE_CPU};
+        match self {
+            Scenario::LockContention => HARNESS_CPU,
+            _ => SERVICE_CPU,
         }
     }
 }

@@ -28,7 +28,7 @@ use opentelemetry_sdk::{
 };
 
 use super::thread_context::{self, ContextRecord};
-use crate::workloads::{self, disk::DirectReader};
+use crate::workloads::{self, disk::DirectReader, lock::SharedLock};
 
 /// Bytes of one downstream request and of its answer (the lab's `tcp-server` echoes them).
 pub(crate) const DOWNSTREAM_MESSAGE_BYTES: usize = 512;
@@ -37,6 +37,7 @@ pub(crate) const SERVICE_NAME: &str = "lab-service";
 pub(crate) const CPU_ROUTE: &str = "GET /cpu";
 pub(crate) const DOWNSTREAM_ROUTE: &str = "GET /downstream";
 pub(crate) const DISK_ROUTE: &str = "GET /disk";
+pub(crate) const LOCK_ROUTE: &str = "GET /lock";
 /// Blocks one `/disk` request reads, each [`DISK_BLOCK_BYTES`], one after the other.
 const DISK_READS: usize = 32;
 const DISK_BLOCK_BYTES: usize = 64 << 10;
@@ -58,6 +59,9 @@ pub struct ServiceConfig {
     pub thread_context: bool,
     /// The file `/disk` reads with `O_DIRECT`; without it `/disk` answers 404.
     pub disk_file: Option<std::path::PathBuf>,
+    /// Serve `/lock`, whose requests share a lock with a thread pinned to this CPU that holds
+    /// it in bursts; without it `/lock` answers 404.
+    pub lock_holder_cpu: Option<usize>,
 }
 
 /// (span id, serving thread) of every request span, for `ServiceConfig::record`.
@@ -87,6 +91,10 @@ pub fn run(config: &ServiceConfig) -> anyhow::Result<()> {
         // Created once here, before the workers open it each.
         DirectReader::open(path, DISK_BLOCK_BYTES)?;
     }
+    let lock = config
+        .lock_holder_cpu
+        .map(|cpu| SharedLock::start(cpu, stop.clone()))
+        .transpose()?;
     let served = Arc::new(AtomicU64::new(0));
     let truth: Served = Arc::default();
     let workers: Vec<_> = (0..config.workers.max(1))
@@ -100,6 +108,7 @@ pub fn run(config: &ServiceConfig) -> anyhow::Result<()> {
                 config: config.clone(),
                 downstream: None,
                 disk: None,
+                lock: lock.clone(),
             };
             thread::spawn(move || worker.serve())
         })
@@ -161,6 +170,8 @@ struct Worker {
     downstream: Option<TcpStream>,
     /// This worker's handle on the `/disk` data file.
     disk: Option<DirectReader>,
+    /// The lock `/lock` takes.
+    lock: Option<SharedLock>,
 }
 
 impl Worker {
@@ -180,6 +191,7 @@ impl Worker {
                 "/cpu" => CPU_ROUTE,
                 "/downstream" => DOWNSTREAM_ROUTE,
                 "/disk" if self.config.disk_file.is_some() => DISK_ROUTE,
+                "/lock" if self.lock.is_some() => LOCK_ROUTE,
                 "/health" => {
                     let _ = request.respond(tiny_http::Response::from_string("ok"));
                     continue;
@@ -224,6 +236,7 @@ impl Worker {
                     Ok(())
                 }
                 DISK_ROUTE => self.read_disk(),
+                LOCK_ROUTE => self.lock_turn(),
                 _ => self.call_downstream(&cx),
             };
             let status = match &outcome {
@@ -247,6 +260,12 @@ impl Worker {
                 self.served.fetch_add(1, Ordering::SeqCst);
             }
         }
+    }
+
+    /// `/lock`: a fifth of `/cpu`'s work, then a turn with the shared lock.
+    fn lock_turn(&self) -> anyhow::Result<()> {
+        workloads::busy(self.config.cpu_work / 5);
+        self.lock.as_ref().context("no lock")?.take_turn()
     }
 
     /// `/disk`: [`DISK_READS`] blocks read from the data file with `O_DIRECT`.

@@ -1,9 +1,10 @@
 //! The single-cause generators behind `culprit-lab`'s workload subcommands (a CPU hog, wakeups,
-//! sleeps, TCP request/response, a context-switch storm, a disk writer), and a Rust app instrumented with
+//! sleeps, TCP request/response, a context-switch storm, a disk writer, a held lock), and a Rust app instrumented with
 //! opentelemetry-otlp. Each runs in a process of its own, placed by whoever started it.
 
 mod cpu;
 pub(crate) mod disk;
+pub mod lock;
 mod pingpong;
 pub mod rust_otel_app;
 mod tcp;

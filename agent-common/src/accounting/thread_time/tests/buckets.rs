@@ -192,8 +192,9 @@ fn a_long_interval_is_an_episode_and_leaves_the_bucket_alone() {
             ns: 2 * MS,
         },
         spans: SpanTags::NONE,
-        io_wait: false,
+        wait: wait::OTHER,
         waker_tgid: 0,
+        waker_tid: 0,
     };
     account(&mut st, iv, &CFG, &mut out);
     assert_eq!(st.bucket, before);

@@ -23,7 +23,7 @@ fn switching_out_closes_time_on_cpu_and_starts_a_wait_or_time_off_cpu() {
                 &mut st,
                 77,
                 preempted,
-                false,
+                wait::OTHER,
                 now,
                 0,
                 &CFG,
@@ -86,7 +86,7 @@ fn a_wakeup_ends_time_off_cpu_and_starts_a_wait() {
         let mut out = Records::default();
         let mut reads = 0;
         let now = T0 + 2 * MS;
-        wakeup(&mut st, now, 0, &Delay::NONE, &CFG, &mut out, || {
+        wakeup(&mut st, now, 0, 0, &Delay::NONE, &CFG, &mut out, || {
             reads += 1;
             unthrottled()
         });
@@ -125,7 +125,7 @@ fn a_thread_registered_by_the_agent_starts_accounting_at_its_first_event() {
         &mut st,
         5,
         false,
-        false,
+        wait::OTHER,
         T0 + 2 * MS,
         0,
         &CFG,
@@ -146,6 +146,7 @@ fn a_wait_is_charged_its_neighbour_and_throttling() {
     wakeup(
         &mut st,
         T0,
+        0,
         0,
         &Delay::NONE,
         &CFG,
@@ -187,7 +188,7 @@ fn a_wait_that_began_throttled_is_throttled_whole() {
         &mut st,
         5,
         true,
-        false,
+        wait::OTHER,
         T0 + 10,
         0,
         &CFG,
@@ -330,7 +331,9 @@ fn every_nanosecond_of_a_threads_life_is_charged_exactly_once() {
                 rng.below(30 * MS),
             ][rng.below(5) as usize];
             match (st.state, rng.below(4)) {
-                (state::RUNQ, 0) => wakeup(&mut st, now, 0, &Delay::NONE, &cfg, &mut out, cfs_rq),
+                (state::RUNQ, 0) => {
+                    wakeup(&mut st, now, 0, 0, &Delay::NONE, &cfg, &mut out, cfs_rq)
+                }
                 (state::RUNQ, _) => {
                     let neighbour = |start_ns: u64| Neighbour {
                         tgid: 9,
@@ -339,18 +342,28 @@ fn every_nanosecond_of_a_threads_life_is_charged_exactly_once() {
                     };
                     switch_in(&mut st, now, &cfg, &mut out, neighbour, cfs_rq)
                 }
-                (state::ON_CPU, 0) => wakeup(&mut st, now, 0, &Delay::NONE, &cfg, &mut out, cfs_rq),
-                (state::ON_CPU, k) => {
-                    switch_out(&mut st, 50, k == 1, false, now, 0, &cfg, &mut out, cfs_rq)
+                (state::ON_CPU, 0) => {
+                    wakeup(&mut st, now, 0, 0, &Delay::NONE, &cfg, &mut out, cfs_rq)
                 }
-                (_, _) => wakeup(&mut st, now, 0, &Delay::NONE, &cfg, &mut out, cfs_rq),
+                (state::ON_CPU, k) => switch_out(
+                    &mut st,
+                    50,
+                    k == 1,
+                    wait::OTHER,
+                    now,
+                    0,
+                    &cfg,
+                    &mut out,
+                    cfs_rq,
+                ),
+                (_, _) => wakeup(&mut st, now, 0, 0, &Delay::NONE, &cfg, &mut out, cfs_rq),
             }
         }
         // Threads exit on a CPU.
         if st.state != state::ON_CPU {
             now += 1;
             if st.state == state::OFF_CPU {
-                wakeup(&mut st, now, 0, &Delay::NONE, &cfg, &mut out, cfs_rq);
+                wakeup(&mut st, now, 0, 0, &Delay::NONE, &cfg, &mut out, cfs_rq);
             }
             now += 1;
             switch_in(&mut st, now, &cfg, &mut out, no_neighbour, cfs_rq);

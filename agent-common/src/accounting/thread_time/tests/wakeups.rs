@@ -19,6 +19,7 @@ fn a_thread_woken_as_it_left_its_cpu_waited_from_its_switch_out() {
         &mut st,
         T0 + MS,
         0,
+        0,
         &Delay::NONE,
         &CFG,
         &mut out,
@@ -30,7 +31,7 @@ fn a_thread_woken_as_it_left_its_cpu_waited_from_its_switch_out() {
         &mut st,
         50,
         false,
-        false,
+        wait::OTHER,
         left_ns,
         0,
         &CFG,
@@ -62,6 +63,7 @@ fn a_thread_woken_as_it_left_its_cpu_waited_from_its_switch_out() {
         &mut st,
         T0 + MS,
         0,
+        0,
         &Delay::NONE,
         &CFG,
         &mut out,
@@ -71,7 +73,7 @@ fn a_thread_woken_as_it_left_its_cpu_waited_from_its_switch_out() {
         &mut st,
         50,
         false,
-        false,
+        wait::OTHER,
         T0 + 3 * MS,
         0,
         &CFG,
@@ -112,6 +114,7 @@ fn a_sleep_names_the_part_its_waker_spent_behind_a_neighbour() {
         &mut st,
         T0 + 13 * MS,
         0,
+        0,
         &waker_delay,
         &CFG,
         &mut out,
@@ -147,7 +150,7 @@ fn a_sleep_names_the_part_its_waker_spent_behind_a_neighbour() {
             neighbour_tgid: tgid,
             hops: 2,
         };
-        wakeup(&mut st, at + 3 * MS, 0, &d, &cfg, &mut out, unthrottled);
+        wakeup(&mut st, at + 3 * MS, 0, 0, &d, &cfg, &mut out, unthrottled);
     }
     assert_eq!(st.bucket.off_cpu_ns, 9 * MS);
     assert_eq!(st.bucket.waker_delay_ns, 5 * MS);
@@ -170,6 +173,7 @@ fn a_sleep_keeps_its_wakers_throttled_wait_apart_from_its_contention() {
     wakeup(
         &mut st,
         T0 + 10 * MS,
+        0,
         0,
         &waker_delay,
         &CFG,
@@ -194,6 +198,7 @@ fn a_sleep_keeps_its_wakers_throttled_wait_apart_from_its_contention() {
         &mut st,
         T0 + 10 * MS,
         0,
+        0,
         &throttled_only,
         &CFG,
         &mut out,
@@ -212,7 +217,7 @@ fn time_off_cpu_blocked_in_io_schedule_is_io_wait() {
         &mut st,
         50,
         false,
-        true,
+        wait::IO,
         T0 + MS,
         0,
         &CFG,
@@ -222,6 +227,7 @@ fn time_off_cpu_blocked_in_io_schedule_is_io_wait() {
     wakeup(
         &mut st,
         T0 + 5 * MS,
+        0,
         0,
         &Delay::NONE,
         &CFG,
@@ -244,7 +250,7 @@ fn time_off_cpu_blocked_in_io_schedule_is_io_wait() {
         &mut st,
         50,
         false,
-        false,
+        wait::OTHER,
         T0 + 7 * MS,
         0,
         &CFG,
@@ -254,6 +260,7 @@ fn time_off_cpu_blocked_in_io_schedule_is_io_wait() {
     wakeup(
         &mut st,
         T0 + 9 * MS,
+        0,
         0,
         &Delay::NONE,
         &CFG,
@@ -286,6 +293,7 @@ fn time_off_cpu_names_the_process_whose_wakeups_ended_most_of_it() {
             &mut st,
             at + sleep_ms * MS,
             waker,
+            0,
             &Delay::NONE,
             &cfg,
             &mut out,
@@ -309,6 +317,7 @@ fn time_off_cpu_names_the_process_whose_wakeups_ended_most_of_it() {
         &mut st,
         T0 + 200 * MS,
         0,
+        0,
         &Delay::NONE,
         &cfg,
         &mut out,
@@ -320,4 +329,60 @@ fn time_off_cpu_names_the_process_whose_wakeups_ended_most_of_it() {
         (episode.bucket.woken_by_tgid, episode.bucket.woken_by_ns),
         (0, 200 * MS)
     );
+}
+
+#[test]
+fn time_off_cpu_in_a_futex_is_lock_wait_named_by_its_releaser() {
+    let cfg = ProbeConfig {
+        episode_threshold_ns: 100 * MS,
+        bucket_ns: 1000 * MS,
+        ..CFG
+    };
+    let mut out = Records::default();
+    let mut st = in_state(state::ON_CPU, T0);
+    // Waits of 2 ms released by thread 7, 1 ms by 8 (not enough to take the name), 4 ms by 8
+    // (alone more than the 3 ms of lock wait so far: it takes it), then a 1 ms memory stall
+    // and a 4 ms plain sleep.
+    let waits = [
+        (wait::LOCK, 7u32, 2u64),
+        (wait::LOCK, 8, 1),
+        (wait::LOCK, 8, 4),
+        (wait::MEMORY, 9, 1),
+        (wait::OTHER, 9, 4),
+    ];
+    for (i, (reason, waker_tid, ms)) in waits.into_iter().enumerate() {
+        let at = T0 + (i as u64 + 1) * 10 * MS;
+        st.state = state::ON_CPU;
+        switch_out(
+            &mut st,
+            50,
+            false,
+            reason,
+            at,
+            0,
+            &cfg,
+            &mut out,
+            unthrottled,
+        );
+        wakeup(
+            &mut st,
+            at + ms * MS,
+            50,
+            waker_tid,
+            &Delay::NONE,
+            &cfg,
+            &mut out,
+            unthrottled,
+        );
+        if i == 1 {
+            assert_eq!(
+                st.bucket.lock_waker_tid, 7,
+                "1 ms of 8 does not outweigh 7's 2"
+            );
+        }
+    }
+    let b = &st.bucket;
+    assert_eq!(b.off_cpu_ns, 12 * MS);
+    assert_eq!((b.lock_wait_ns, b.lock_waker_tid), (7 * MS, 8));
+    assert_eq!((b.memory_stall_ns, b.io_wait_ns), (MS, 0));
 }
