@@ -59,9 +59,13 @@ pub struct KernelOffsets {
     pub pt_regs_syscall_nr: u32,
     /// The number of the `futex` system call on this architecture.
     pub syscall_futex: u32,
+    /// `bio.bi_bdev` (`struct block_device *`, >= 5.12) and `block_device.bd_dev` (`dev_t`):
+    /// the device a thread's block I/O goes to. Absent: the device of an I/O wait is not named.
+    pub bio_bdev: u32,
+    pub block_device_dev: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 88);
 
 impl KernelOffsets {
     pub const ZERO: KernelOffsets = KernelOffsets {
@@ -85,6 +89,8 @@ impl KernelOffsets {
         task_in_memstall_bit: OFFSET_ABSENT,
         pt_regs_syscall_nr: OFFSET_ABSENT,
         syscall_futex: OFFSET_ABSENT,
+        bio_bdev: OFFSET_ABSENT,
+        block_device_dev: OFFSET_ABSENT,
     };
 }
 

@@ -63,9 +63,20 @@ pub struct ThreadBucket {
     pub lock_wait_ns: u64,
     /// The part of `off_cpu_ns` the thread slept in a memory stall ([`wait::MEMORY`]).
     pub memory_stall_ns: u64,
+    /// The part of `on_cpu_ns` the thread spent reclaiming memory itself (between the
+    /// `mm_vmscan_*_reclaim_begin` and `_end` tracepoints).
+    pub reclaim_on_cpu_ns: u64,
+    /// The block device (the kernel's `dev_t`: major << 20 | minor) of most of `io_wait_ns`,
+    /// the one the thread last queued I/O to before each wait; 0: unknown.
+    pub io_dev: u32,
+    pub _pad: u32,
+    /// The part of `runq_ns` (less its throttled part) the thread waited while in a memory
+    /// stall (`in_memstall`): preempted while reclaiming, or woken from a stall and not yet
+    /// back on a CPU. The kernel's pressure accounting (PSI) counts it as stalled on memory.
+    pub memory_runq_ns: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<ThreadBucket>() == 112);
+const _: () = assert!(core::mem::size_of::<ThreadBucket>() == 136);
 
 /// The kernel's per-thread record (map `THREAD_STATE`, keyed by tid). Its presence is what makes
 /// a thread watched.
@@ -92,12 +103,19 @@ pub struct ThreadState {
     /// When a wakeup found the thread still on its CPU (0: none since it last left one). A
     /// thread that leaves its CPU blocking right after was woken as it left: it waits.
     pub woken_on_cpu_ns: u64,
-    /// Why the thread left its CPU blocking (one of [`wait`]): what its time off CPU is.
+    /// Why the thread left its CPU (one of [`wait`]): what its time off CPU is; for a thread
+    /// preempted, [`wait::MEMORY`] or [`wait::OTHER`] (whether it was in a memory stall), and
+    /// after a wakeup still the sleep's: a run-queue wait in a memory stall is the stall's.
     pub wait_reason: u32,
+    /// Non-zero while the thread reclaims memory on its CPU: its time on CPU is reclaim.
+    pub reclaiming: u32,
+    /// The block device the thread last queued I/O to (`block_bio_queue`), as in
+    /// [`ThreadBucket::io_dev`]; 0: none seen.
+    pub io_dev: u32,
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ThreadState>() == 176);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 208);
 
 /// Record kinds on the `SCHED_EVENTS` ring buffer.
 pub mod record {
@@ -159,7 +177,7 @@ pub struct SchedRecord {
     pub spans: SpanTags,
 }
 
-const _: () = assert!(core::mem::size_of::<SchedRecord>() == 160);
+const _: () = assert!(core::mem::size_of::<SchedRecord>() == 184);
 
 /// Run-queue delay a task carries since it was last woken (`accounting::wake_chain`):
 /// `delayed_ns` of waiting behind neighbours within `[start_ns, end_ns)`, inherited from its

@@ -6,12 +6,14 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod block_io;
 mod config;
 mod connect;
 mod context_sampler;
 mod cpu_slices;
 mod drops;
 mod interrupts;
+mod reclaim;
 mod runq_hist;
 mod sched;
 mod task;

@@ -8,6 +8,12 @@ use culprit_common::{
 
 use crate::drops::count_drop;
 
+/// Reads a `T` at `offset` bytes into a kernel object; a failed read is counted.
+#[inline(always)]
+pub fn read_kernel<T>(base: *const u8, offset: u32) -> Result<T, ()> {
+    read_at(base, offset)
+}
+
 #[inline(always)]
 fn read_at<T>(base: *const u8, offset: u32) -> Result<T, ()> {
     unsafe { bpf_probe_read_kernel(base.add(offset as usize) as *const T) }.map_err(|_| {
@@ -67,6 +73,16 @@ fn task_syscall_nr(task: *const u8, off: &KernelOffsets) -> u64 {
         return u64::MAX;
     }
     read_at::<u64>(regs, off.pt_regs_syscall_nr).unwrap_or(u64::MAX)
+}
+
+/// [`wait::MEMORY`] if `task` is in a memory stall, else [`wait::OTHER`].
+#[inline(always)]
+pub fn task_memory_stalled(task: *const u8, off: &KernelOffsets) -> u32 {
+    if task_flag_bit(task, off.task_in_memstall_bit) {
+        wait::MEMORY
+    } else {
+        wait::OTHER
+    }
 }
 
 /// Why `task`, leaving its CPU blocking, blocks (one of `wait`): a memory stall, then

@@ -20,13 +20,13 @@ use culprit_common::{
         thread_time::{self, RecordSink},
         watch_cache,
     },
-    thread::{Delay, SchedRecord, SpanTags, TaskSched, ThreadBucket, ThreadState, wait},
+    thread::{Delay, SchedRecord, SpanTags, TaskSched, ThreadBucket, ThreadState},
 };
 
 use crate::{
     config::probe_config,
     drops::count_drop,
-    task::{task_cgroup_id, task_tgid, task_throttling, task_wait_reason},
+    task::{task_cgroup_id, task_memory_stalled, task_tgid, task_throttling, task_wait_reason},
     thread_context,
 };
 
@@ -94,9 +94,9 @@ pub fn switch_out(
 ) {
     mark_in_hook(st, 1);
     let span_id = thread_context::current_span(prev, tgid, off, unsafe { (*st).span_id });
-    // Only a blocking switch-out asks: a preempted thread is waiting for nothing but a CPU.
+    // A preempted thread waits for a CPU only; whether in a memory stall is all it is asked.
     let wait_reason = if preempted {
-        wait::OTHER
+        task_memory_stalled(prev, off)
     } else {
         task_wait_reason(prev, off)
     };
@@ -133,6 +133,41 @@ pub fn sample(task: *const u8, tid: u32, tgid: u32, now_ns: u64, off: &KernelOff
         &probe_config(),
         &mut Ring { tid },
     );
+}
+
+/// Thread `tid`, if watched, queued block I/O to device `dev`: its next I/O wait is on it.
+#[inline(always)]
+pub fn note_io_device(tid: u32, dev: u32) {
+    if let Some(st) = THREAD_STATE.get_ptr_mut(tid) {
+        unsafe { (*st).io_dev = dev };
+    }
+}
+
+/// Thread `tid` (the current task, `task`), if watched, begins or ends reclaiming memory on
+/// its CPU.
+#[inline(always)]
+pub fn reclaim(
+    task: *const u8,
+    tid: u32,
+    tgid: u32,
+    now_ns: u64,
+    begin: bool,
+    off: &KernelOffsets,
+) {
+    let Some(st) = THREAD_STATE.get_ptr_mut(tid) else {
+        return;
+    };
+    mark_in_hook(st, 1);
+    let span_id = thread_context::current_span(task, tgid, off, unsafe { (*st).span_id });
+    thread_time::reclaim(
+        unsafe { &mut *st },
+        now_ns,
+        span_id,
+        begin,
+        &probe_config(),
+        &mut Ring { tid },
+    );
+    mark_in_hook(st, 0);
 }
 
 /// Watched `next` (state `st`) gets a CPU; `neighbour` is who held the CPU while it waited.

@@ -217,9 +217,13 @@ fn measured(input: &mut Input<'_>) -> Measured {
         waker_throttled_ns: input.u64(),
         io_wait_ns: input.u64(),
         memory_stall_ns: input.u64(),
+        reclaim_on_cpu_ns: input.u64(),
+        memory_runq_ns: input.u64(),
         lock_wait_ns: input.u64(),
         lock_holder_tid: None,
         lock_holder: input.text(),
+        io_device: None,
+        disk_device: input.text(),
     }
 }
 
@@ -288,6 +292,8 @@ pub fn annotate(data: &[u8]) {
             a.waker_throttled_s,
             a.disk_io_s,
             a.memory_reclaim_s,
+            a.memory_reclaim_on_cpu_s,
+            a.memory_reclaim_runq_s,
             a.lock_wait_s,
             a.retransmit_wait_s,
         ];

@@ -54,6 +54,13 @@ enum LabCommand {
         #[arg(long, default_value_t = 4)]
         threads: usize,
     },
+    /// Write through the page cache as fast as the disk takes it: dirty pages for the memory
+    /// cgroup it runs in.
+    Dirtier {
+        /// Where its file goes (on a disk; not tmpfs).
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Sleep and wake up in a loop, doing a little work each time: every wakeup is one
     /// run-queue wait to measure.
     Wakeups {
@@ -329,6 +336,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         LabCommand::Hog { threads } => workloads::hog(threads, run_for),
         LabCommand::DiskWriter { dir, threads } => workloads::disk_writer(&dir, threads, run_for)?,
+        LabCommand::Dirtier { dir } => workloads::dirtier(&dir, run_for)?,
         LabCommand::Wakeups {
             period_us,
             work_us,

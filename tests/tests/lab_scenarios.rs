@@ -212,6 +212,29 @@ fn disk_io_carries_the_slow_requests_of_a_loaded_disk() -> anyhow::Result<()> {
         median > 1.5 * reference,
         "the writers barely slowed /disk: median {median:.1} ms vs {reference:.1} ms"
     );
+    // The device is named: the one holding `/disk`'s file (or its whole disk, for a partition).
+    let device = culprit_lab::workloads::block_device_name(std::path::Path::new(
+        culprit_lab::run::lab::DISK_DIR,
+    ))
+    .expect("the data directory's device");
+    let blamed: Vec<&Request> = run
+        .requests
+        .iter()
+        .filter(|r| r.cause == Cause::DiskIo)
+        .collect();
+    let named = blamed
+        .iter()
+        .filter(|r| {
+            r.disk_device
+                .as_deref()
+                .is_some_and(|d| device.starts_with(d) || d.starts_with(&device))
+        })
+        .count();
+    assert!(
+        named * 10 >= blamed.len() * 9 && !blamed.is_empty(),
+        "{named} of {} disk.io requests name {device}",
+        blamed.len()
+    );
     Ok(())
 }
 
@@ -263,6 +286,32 @@ fn a_lock_holder_behind_a_hog_is_contention_through_the_lock() -> anyhow::Result
         lock.iter()
             .any(|r| r.cause == Cause::LockWait && r.lock_holder.is_some()),
         "no /lock request waited on the lock by the agent"
+    );
+    Ok(())
+}
+
+/// A memory cgroup at its limit with a neighbour dirtying page cache in it: `/alloc` requests
+/// fault in fresh memory only after reclaim, on their CPU and asleep waiting on writeback.
+#[test]
+fn memory_pressure_carries_the_slow_requests_of_a_full_cgroup() -> anyhow::Result<()> {
+    let run = run_of(Scenario::MemoryPressure)?;
+    let acc = accuracy(run, Injected::MemoryReclaim);
+    assert!(acc >= ACCURACY_FLOOR, "memory.reclaim accuracy {acc:.2}");
+    // `/cpu` allocates next to nothing (a page its heap grows by reclaims too, rarely): the
+    // pressure is blamed where it was felt.
+    let cpu: Vec<&Request> = run
+        .requests
+        .iter()
+        .filter(|r| r.route == "GET /cpu")
+        .collect();
+    let cpu_blamed = cpu
+        .iter()
+        .filter(|r| r.cause == Cause::MemoryReclaim)
+        .count();
+    assert!(
+        cpu_blamed * 10 <= cpu.len(),
+        "{cpu_blamed} of {} /cpu requests blamed on memory.reclaim",
+        cpu.len()
     );
     Ok(())
 }

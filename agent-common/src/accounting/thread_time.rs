@@ -41,8 +41,11 @@ pub struct Interval {
     /// For a run-queue wait: the part due to throttling. For time off CPU: the part of the
     /// waker's delay (`neighbour.ns`) it spent throttled.
     pub throttled_ns: u64,
-    /// For time off CPU: why the thread left its CPU (one of [`wait`]).
+    /// For time off CPU: why the thread left its CPU (one of [`wait`]). For time on CPU:
+    /// [`wait::MEMORY`] while it reclaimed memory.
     pub wait: u32,
+    /// For an I/O wait: the block device its thread last queued I/O to (0: unknown).
+    pub io_dev: u32,
     /// For time off CPU: the process and thread whose wakeup ended it; 0: an interrupt's.
     pub waker_tgid: u32,
     pub waker_tid: u32,
@@ -101,86 +104,6 @@ pub fn charge_of(start_ns: u64, end_ns: u64, spans: SpanTags, cfg: &ProbeConfig)
     Charge::Bucket {
         dur_ns,
         bucket_start_ns: bucket_start_ns(end_ns, bucket_width_ns(cfg)),
-    }
-}
-
-/// Adds `dur_ns` in `state` to `b`. Sums wrap rather than trap: no program may panic, and a
-/// bucket would need centuries of time to wrap.
-#[inline(always)]
-pub fn add_to_bucket(
-    b: &mut ThreadBucket,
-    state: u32,
-    dur_ns: u64,
-    throttled_ns: u64,
-    n: Neighbour,
-) {
-    match state {
-        state::ON_CPU => b.on_cpu_ns = b.on_cpu_ns.wrapping_add(dur_ns),
-        state::RUNQ => {
-            b.runq_ns = b.runq_ns.wrapping_add(dur_ns);
-            b.throttled_ns = b.throttled_ns.wrapping_add(throttled_ns);
-            if n.ns == 0 {
-            } else if n.tgid == b.neighbour_tgid {
-                b.neighbour_ns = b.neighbour_ns.wrapping_add(n.ns);
-            } else if n.ns > b.neighbour_ns {
-                // Keeps the bucket's biggest single neighbour: exact when one process
-                // dominates, which is the case worth naming.
-                b.neighbour_tgid = n.tgid;
-                b.neighbour_ns = n.ns;
-            }
-        }
-        _ => {
-            // Off CPU, `n.ns` is the sleep's share of its waker's delay, `throttled_ns` of it
-            // throttled; the rest was spent behind the neighbour `n.tgid`.
-            b.off_cpu_ns = b.off_cpu_ns.wrapping_add(dur_ns);
-            b.waker_throttled_ns = b.waker_throttled_ns.wrapping_add(throttled_ns);
-            let contended_ns = n.ns.saturating_sub(throttled_ns);
-            if contended_ns == 0 || n.tgid == 0 {
-                return;
-            }
-            if n.tgid == b.waker_neighbour_tgid
-                || b.waker_delay_ns == 0
-                || contended_ns > b.waker_delay_ns
-            {
-                // One sum, one name: a new neighbour takes it when it alone outweighs the rest.
-                b.waker_neighbour_tgid = n.tgid;
-            }
-            b.waker_delay_ns = b.waker_delay_ns.wrapping_add(contended_ns);
-        }
-    }
-}
-
-/// Adds `dur_ns` of the interval `iv` to `b`: its state's sums, time off CPU by why the thread
-/// left its CPU too, and who ended time off CPU.
-#[inline(always)]
-fn add_interval(b: &mut ThreadBucket, iv: &Interval, dur_ns: u64) {
-    add_to_bucket(b, iv.state, dur_ns, iv.throttled_ns, iv.neighbour);
-    if iv.state != state::OFF_CPU {
-        return;
-    }
-    match iv.wait {
-        wait::IO => b.io_wait_ns = b.io_wait_ns.wrapping_add(dur_ns),
-        wait::MEMORY => b.memory_stall_ns = b.memory_stall_ns.wrapping_add(dur_ns),
-        wait::LOCK => {
-            // One name, as for the waker below: a new releaser takes it when one wait it
-            // ended alone outweighs the lock waits so far.
-            if b.lock_wait_ns == 0 || iv.waker_tid == b.lock_waker_tid || dur_ns > b.lock_wait_ns {
-                b.lock_waker_tid = iv.waker_tid;
-            }
-            // What the releaser's own delays explain is theirs (`waker_delay_ns`,
-            // `waker_throttled_ns`): the lock is what is left.
-            b.lock_wait_ns = b
-                .lock_wait_ns
-                .wrapping_add(dur_ns.saturating_sub(iv.neighbour.ns));
-        }
-        _ => {}
-    }
-    if b.woken_by_ns == 0 || iv.waker_tgid == b.woken_by_tgid {
-        b.woken_by_tgid = iv.waker_tgid;
-        b.woken_by_ns = b.woken_by_ns.wrapping_add(dur_ns);
-    } else if dur_ns > b.woken_by_ns {
-        b.woken_by_tgid = iv.waker_tgid;
-        b.woken_by_ns = dur_ns;
     }
 }
 
@@ -277,11 +200,35 @@ pub fn close_on_cpu(
                 at_start: st.span_id,
                 at_end: span_id,
             },
+            wait: if st.reclaiming != 0 {
+                wait::MEMORY
+            } else {
+                wait::OTHER
+            },
             ..Interval::default()
         };
         account(st, iv, cfg, sink);
     }
     st.span_id = span_id;
+}
+
+/// The thread on its CPU begins (`begin`) or ends reclaiming memory at `now_ns`, with context
+/// `span_id`: its time on CPU so far is charged as it was, and what follows is reclaim until
+/// the end (a sleep inside is a memory stall: `in_memstall`).
+#[inline(always)]
+pub fn reclaim(
+    st: &mut ThreadState,
+    now_ns: u64,
+    span_id: u64,
+    begin: bool,
+    cfg: &ProbeConfig,
+    sink: &mut impl RecordSink,
+) {
+    if st.state == state::ON_CPU {
+        close_on_cpu(st, now_ns, span_id, cfg, sink);
+        st.since_ns = now_ns;
+    }
+    st.reclaiming = u32::from(begin);
 }
 
 /// The thread on its CPU was sampled at `now_ns` with context `span_id`. A change of context
@@ -304,8 +251,8 @@ pub fn context_sample(
 }
 
 /// The thread (of process `tgid`) leaves its CPU at `now_ns`: still runnable if `preempted`
-/// (its wait begins; `throttling` reads its cfs_rq), else blocking (`wait_reason`: one of
-/// [`wait`]). `span_id` is its published context as it leaves (0: none), which the
+/// (its wait begins; `throttling` reads its cfs_rq), else blocking; `wait_reason` (one of
+/// [`wait`]) says why, or for a preemption whether it was in a memory stall. `span_id` is its published context as it leaves (0: none), which the
 /// interval it begins keeps.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -328,12 +275,12 @@ pub fn switch_out(
     let woken_as_it_left =
         st.woken_on_cpu_ns != 0 && now_ns.saturating_sub(st.woken_on_cpu_ns) <= WOKEN_AS_IT_LEFT_NS;
     st.woken_on_cpu_ns = 0;
+    st.wait_reason = wait_reason;
     if preempted || woken_as_it_left {
         begin_wait(st, now_ns, throttling());
     } else {
         st.state = state::OFF_CPU;
         st.since_ns = now_ns;
-        st.wait_reason = wait_reason;
     }
 }
 
@@ -374,9 +321,15 @@ pub fn switch_in(
             throttled_ns,
             neighbour,
             spans: SpanTags::steady(st.span_id),
-            wait: wait::OTHER,
+            // Only a memory stall's reason says anything about the wait for a CPU.
+            wait: if st.wait_reason == wait::MEMORY {
+                wait::MEMORY
+            } else {
+                wait::OTHER
+            },
             waker_tgid: 0,
             waker_tid: 0,
+            io_dev: 0,
         };
         account(st, iv, cfg, sink);
     }
@@ -403,13 +356,20 @@ pub fn wakeup(
 ) {
     match st.state {
         state::OFF_CPU => {
-            let delayed_ns = waker_delay.overlap_ns(st.since_ns, now_ns);
+            // A memory stall is memory's whoever ends it: the flusher or kswapd that was
+            // delayed before it freed a page is memory pressure still, not the chain's.
+            let delayed_ns = if st.wait_reason == wait::MEMORY {
+                0
+            } else {
+                waker_delay.overlap_ns(st.since_ns, now_ns)
+            };
             let iv = Interval {
                 state: state::OFF_CPU,
                 start_ns: st.since_ns,
                 end_ns: now_ns,
                 throttled_ns: waker_delay.throttled_part_ns(delayed_ns),
                 wait: st.wait_reason,
+                io_dev: st.io_dev,
                 waker_tgid,
                 waker_tid,
                 neighbour: Neighbour {
@@ -445,6 +405,10 @@ pub fn exit(st: &mut ThreadState, now_ns: u64, cfg: &ProbeConfig, sink: &mut imp
         SpanTags::NONE,
     );
 }
+
+mod sums;
+use sums::add_interval;
+pub use sums::add_to_bucket;
 
 #[cfg(test)]
 mod tests;

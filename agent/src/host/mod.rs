@@ -3,6 +3,7 @@
 //! limit, `memory_limit`), Kubernetes identity from
 //! cgroup paths (`k8s`), the agent's own capabilities and scheduling policy, and the clocks.
 
+pub(crate) mod block_devices;
 pub(crate) mod capabilities;
 pub(crate) mod cgroup_layout;
 pub(crate) mod cgroups;

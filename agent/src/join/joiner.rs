@@ -27,6 +27,7 @@ use super::{
 };
 use crate::{
     host::{
+        block_devices,
         clock::{ClockOffset, monotonic_ns},
         k8s::IdentityCache,
         procfs,
@@ -128,6 +129,8 @@ pub(crate) struct Joiner {
     identities: IdentityCache,
     /// Command names of neighbours, so that naming one costs no file read per span.
     comms: HashMap<u32, String>,
+    /// Block device names by `dev_t`, read once (a device is not renamed while it exists).
+    devices: HashMap<u32, String>,
     node_name: Option<String>,
     /// The trace of recent spans: which thread-context tags are a span's own.
     traces: SpanTraces,
@@ -160,6 +163,7 @@ impl Joiner {
             stats: Arc::new(JoinStats::default()),
             identities: IdentityCache::default(),
             comms: HashMap::new(),
+            devices: HashMap::new(),
             node_name: None,
             traces: SpanTraces::new(MAX_TRACED_SPANS),
         }
@@ -169,8 +173,9 @@ impl Joiner {
         self.offset = ClockOffset::measure();
         // Longer than any span is held: a sender that exited keeps its identity until then.
         self.identities.expire(Duration::from_secs(30));
-        // Pids are reused: names are re-read at most a second late.
+        // Pids are reused: names are re-read at most a second late. So are device numbers.
         self.comms.clear();
+        self.devices.clear();
     }
 
     pub(crate) fn counts(&self) -> JoinCounts {
@@ -399,6 +404,12 @@ impl Joiner {
         };
         // Thread ids share the numbering of process ids: one cache names both.
         measured.lock_holder = measured.lock_holder_tid.map(|tid| self.process_name(tid));
+        measured.disk_device = measured.io_device.map(|dev| {
+            self.devices
+                .entry(dev)
+                .or_insert_with(|| block_devices::name(dev))
+                .clone()
+        });
         let attribution = attribute(&measured);
         let line = SpanLine {
             trace_id: hex(&span.trace_id),

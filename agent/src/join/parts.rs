@@ -16,7 +16,7 @@ pub struct Parts {
     /// Off-CPU time asleep in the kernel's I/O wait.
     #[serde(default)]
     pub disk_io_ms: f64,
-    /// Off-CPU time stalled on memory.
+    /// Time reclaiming memory on CPU or stalled on it off CPU.
     #[serde(default)]
     pub memory_reclaim_ms: f64,
     /// Off-CPU time in `futex` its releaser's delays do not explain.
@@ -31,11 +31,12 @@ pub struct Parts {
 impl Parts {
     pub fn of(a: &Attribution, duration_ms: f64) -> Self {
         let ms = |secs: f64| (secs * 1e3).max(0.0);
-        let on_cpu_ms = ms(a.on_cpu_s);
+        let on_cpu_ms = ms(a.on_cpu_s - a.memory_reclaim_on_cpu_s);
         // Throttling and contention of its own and of its wakers (the wake chain), the latter
         // off-CPU time.
         let throttled_ms = ms(a.throttled_s) + ms(a.waker_throttled_s);
-        let contention_ms = ms(a.runqueue_s - a.throttled_s) + ms(a.waker_delay_s);
+        let contention_ms =
+            ms(a.runqueue_s - a.throttled_s - a.memory_reclaim_runq_s) + ms(a.waker_delay_s);
         let retransmit_ms = ms(a.retransmit_wait_s).min(duration_ms);
         let disk_io_ms = ms(a.disk_io_s);
         let memory_reclaim_ms = ms(a.memory_reclaim_s);
@@ -45,7 +46,7 @@ impl Parts {
             - a.waker_delay_s
             - a.waker_throttled_s
             - a.disk_io_s
-            - a.memory_reclaim_s
+            - (a.memory_reclaim_s - a.memory_reclaim_on_cpu_s - a.memory_reclaim_runq_s)
             - a.lock_wait_s);
         let seen = on_cpu_ms
             + throttled_ms

@@ -199,6 +199,8 @@ pub(crate) fn kernel_offsets(btf: &KernelBtf) -> anyhow::Result<KernelOffsets> {
             OFFSET_ABSENT
         },
         syscall_futex: SYS_FUTEX_X86_64,
+        bio_bdev: optional("bio", "bi_bdev").unwrap_or(OFFSET_ABSENT),
+        block_device_dev: optional("block_device", "bd_dev").unwrap_or(OFFSET_ABSENT),
     })
 }
 
@@ -233,6 +235,8 @@ mod tests {
         assert_ne!(off.task_in_memstall_bit, OFFSET_ABSENT);
         // orig_ax follows the fifteen 8-byte registers an x86_64 pt_regs saves first.
         assert_eq!(off.pt_regs_syscall_nr, 15 * 8);
+        assert_ne!(off.bio_bdev, OFFSET_ABSENT);
+        assert_ne!(off.block_device_dev, OFFSET_ABSENT);
         assert_eq!(btf.tracepoint_arg_count("sched_wakeup").unwrap(), 1);
         assert!(btf.tracepoint_arg_count("sched_switch").unwrap() >= 3);
     }

@@ -122,6 +122,40 @@ pub(super) const HOOKS: &[Hook] = &[
         signals: &[Signal::ThreadStates],
         standby_for: None,
     },
+    // Reclaim a watched thread does on its CPU (agent-ebpf `reclaim`): without them, that
+    // time stays on-CPU time; its sleeps are memory stalls all the same.
+    Hook {
+        program: "mm_vmscan_direct_reclaim_begin",
+        kind: HookKind::Btf("mm_vmscan_direct_reclaim_begin"),
+        signals: &[Signal::ThreadStates],
+        standby_for: None,
+    },
+    Hook {
+        program: "mm_vmscan_direct_reclaim_end",
+        kind: HookKind::Btf("mm_vmscan_direct_reclaim_end"),
+        signals: &[Signal::ThreadStates],
+        standby_for: None,
+    },
+    Hook {
+        program: "mm_vmscan_memcg_reclaim_begin",
+        kind: HookKind::Btf("mm_vmscan_memcg_reclaim_begin"),
+        signals: &[Signal::ThreadStates],
+        standby_for: None,
+    },
+    Hook {
+        program: "mm_vmscan_memcg_reclaim_end",
+        kind: HookKind::Btf("mm_vmscan_memcg_reclaim_end"),
+        signals: &[Signal::ThreadStates],
+        standby_for: None,
+    },
+    // The device of a watched thread's I/O wait (agent-ebpf `block_io`): without it the wait
+    // is still `disk.io`, its device unnamed.
+    Hook {
+        program: "block_bio_queue",
+        kind: HookKind::Btf("block_bio_queue"),
+        signals: &[Signal::ThreadStates],
+        standby_for: None,
+    },
     Hook {
         program: "tcp_retransmit_skb",
         kind: HookKind::Classic("tcp", "tcp_retransmit_skb"),

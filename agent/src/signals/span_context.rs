@@ -91,7 +91,12 @@ pub(crate) fn merge(parts: Vec<Breakdown>, wall_ns: u64) -> Breakdown {
         out.waker_throttled_ns += p.waker_throttled_ns;
         out.io_wait_ns += p.io_wait_ns;
         out.memory_stall_ns += p.memory_stall_ns;
+        out.reclaim_on_cpu_ns += p.reclaim_on_cpu_ns;
+        out.memory_runq_ns += p.memory_runq_ns;
         out.lock_wait_ns += p.lock_wait_ns;
+        for (dev, ns) in p.io_devices {
+            *out.io_devices.entry(dev).or_default() += ns;
+        }
         for (tid, ns) in p.lock_holders {
             *out.lock_holders.entry(tid).or_default() += ns;
         }
@@ -115,11 +120,19 @@ pub(crate) fn exclude(thread: &mut Breakdown, other: &Breakdown) {
     let on = other.on_cpu_ns.min(thread.on_cpu_ns);
     let runq = other.runq_ns.min(thread.runq_ns);
     thread.on_cpu_ns -= on;
+    thread.reclaim_on_cpu_ns = thread
+        .reclaim_on_cpu_ns
+        .saturating_sub(other.reclaim_on_cpu_ns)
+        .min(thread.on_cpu_ns);
     thread.runq_ns -= runq;
     thread.throttled_ns = thread
         .throttled_ns
         .saturating_sub(other.throttled_ns)
         .min(thread.runq_ns);
+    thread.memory_runq_ns = thread
+        .memory_runq_ns
+        .saturating_sub(other.memory_runq_ns)
+        .min(thread.runq_ns - thread.throttled_ns);
     thread.off_cpu_ns += on + runq;
     for (tgid, ns) in &other.neighbours {
         if let Some(mine) = thread.neighbours.get_mut(tgid) {

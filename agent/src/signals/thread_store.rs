@@ -28,8 +28,14 @@ pub(crate) struct Breakdown {
     pub io_wait_ns: u64,
     /// The part of `off_cpu_ns` the thread stalled on memory (`in_memstall`).
     pub memory_stall_ns: u64,
+    /// The part of `on_cpu_ns` the thread spent reclaiming memory.
+    pub reclaim_on_cpu_ns: u64,
+    /// The part of `runq_ns` (not throttled) the thread waited in a memory stall.
+    pub memory_runq_ns: u64,
     /// The part of `off_cpu_ns` the thread slept in `futex`, beyond its releasers' delays.
     pub lock_wait_ns: u64,
+    /// Block device (kernel `dev_t`) -> I/O wait on it.
+    pub io_devices: HashMap<u32, u64>,
     /// Releasing thread (tid) -> lock wait its wakeups ended.
     pub lock_holders: HashMap<u32, u64>,
     /// Neighbour process (tgid) -> run-queue time it took from this thread or its wakers.
@@ -42,9 +48,11 @@ pub(crate) struct Breakdown {
 }
 
 impl Breakdown {
-    /// Run-queue time not explained by throttling.
+    /// Run-queue time not explained by throttling or a memory stall.
     pub(crate) fn contention_ns(&self) -> u64 {
-        self.runq_ns.saturating_sub(self.throttled_ns)
+        self.runq_ns
+            .saturating_sub(self.throttled_ns)
+            .saturating_sub(self.memory_runq_ns)
     }
 
     pub(crate) fn observed_ns(&self) -> u64 {
@@ -61,7 +69,12 @@ impl Breakdown {
         self.waker_delay_ns += part(b.waker_delay_ns);
         self.waker_throttled_ns += part(b.waker_throttled_ns);
         self.io_wait_ns += part(b.io_wait_ns);
+        if b.io_dev != 0 && b.io_wait_ns > 0 {
+            *self.io_devices.entry(b.io_dev).or_default() += part(b.io_wait_ns);
+        }
         self.memory_stall_ns += part(b.memory_stall_ns);
+        self.reclaim_on_cpu_ns += part(b.reclaim_on_cpu_ns);
+        self.memory_runq_ns += part(b.memory_runq_ns);
         self.lock_wait_ns += part(b.lock_wait_ns);
         // The releaser is named for the lock wait and for what its own delays explain of it
         // (the chain through the lock): a bucket's waker parts are taken as its lock waits'.
@@ -86,6 +99,14 @@ impl Breakdown {
             .iter()
             .max_by_key(|&(tgid, ns)| (*ns, std::cmp::Reverse(*tgid)))
             .map(|(tgid, _)| *tgid)
+    }
+
+    /// The block device of most of the I/O wait, if known.
+    pub(crate) fn top_io_device(&self) -> Option<u32> {
+        self.io_devices
+            .iter()
+            .max_by_key(|&(dev, ns)| (*ns, std::cmp::Reverse(*dev)))
+            .map(|(dev, _)| *dev)
     }
 
     /// The thread that released most of the lock wait, if any.

@@ -28,8 +28,15 @@ pub(crate) struct Measured {
     pub(crate) waker_throttled_ns: u64,
     /// The part of `off_cpu_ns` its thread slept in the kernel's I/O wait.
     pub(crate) io_wait_ns: u64,
+    /// The block device of most of that I/O wait (kernel `dev_t`), and its name (by the join).
+    pub(crate) io_device: Option<u32>,
+    pub(crate) disk_device: Option<String>,
     /// The part of `off_cpu_ns` its thread stalled on memory.
     pub(crate) memory_stall_ns: u64,
+    /// The part of `on_cpu_ns` its thread spent reclaiming memory.
+    pub(crate) reclaim_on_cpu_ns: u64,
+    /// The part of `runq_ns` (not throttled) its thread waited in a memory stall.
+    pub(crate) memory_runq_ns: u64,
     /// The part of `off_cpu_ns` its thread slept in `futex`, beyond its releasers' delays.
     pub(crate) lock_wait_ns: u64,
     /// The thread that released most of that lock wait, and its name (`comm (tid)`, by the
@@ -197,7 +204,12 @@ impl WindowView for Signals {
             .waker_throttled_ns
             .min(total.off_cpu_ns - m.waker_delay_ns);
         m.io_wait_ns = total.io_wait_ns.min(total.off_cpu_ns);
+        m.io_device = total.top_io_device();
         m.memory_stall_ns = total.memory_stall_ns.min(total.off_cpu_ns);
+        m.reclaim_on_cpu_ns = total.reclaim_on_cpu_ns.min(total.on_cpu_ns);
+        m.memory_runq_ns = total
+            .memory_runq_ns
+            .min(total.runq_ns.saturating_sub(total.throttled_ns));
         m.lock_wait_ns = total.lock_wait_ns.min(total.off_cpu_ns);
         m.lock_holder_tid = total.top_lock_holder();
         m.neighbour_pid = total.top_neighbours(1).first().map(|(npid, _)| *npid);

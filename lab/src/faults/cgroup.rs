@@ -63,6 +63,52 @@ impl TempCgroup {
         }
     }
 
+    /// A new cgroup with the memory controller, no limit yet: in the v1 `memory` hierarchy
+    /// where that controller lives on v1 (hybrid hosts), else in cgroup v2.
+    pub fn new_memory(prefix: &str) -> anyhow::Result<Self> {
+        let v1_memory = Path::new("/sys/fs/cgroup/memory");
+        if v1_memory.join("memory.limit_in_bytes").exists() {
+            Self::new_under(v1_memory, prefix)
+        } else {
+            let root = find_cgroup2_mount()?;
+            let _ = fs::write(root.join("cgroup.subtree_control"), "+memory");
+            let cg = Self::new_under(&root, prefix)?;
+            anyhow::ensure!(
+                cg.path.join("memory.high").exists(),
+                "no memory controller in {}",
+                root.display()
+            );
+            Ok(cg)
+        }
+    }
+
+    /// The memory the cgroup's members use now, page cache included.
+    pub(crate) fn memory_bytes(&self) -> anyhow::Result<u64> {
+        let file = ["memory.usage_in_bytes", "memory.current"]
+            .into_iter()
+            .map(|f| self.path.join(f))
+            .find(|p| p.exists())
+            .context("no memory usage file")?;
+        let text = fs::read_to_string(&file)?;
+        text.trim()
+            .parse()
+            .with_context(|| format!("reading {}", file.display()))
+    }
+
+    /// Sets (`Some`) or lifts (`None`) the memory limit of a cgroup made by
+    /// [`TempCgroup::new_memory`]: v1's hard limit (reclaim on every charge over it), v2's
+    /// `memory.high` (reclaim, then a penalty sleep on the way back to user space).
+    pub(crate) fn set_memory_limit(&self, bytes: Option<u64>) -> anyhow::Result<()> {
+        let v1 = self.path.join("memory.limit_in_bytes");
+        if v1.exists() {
+            let value = bytes.map_or("-1".to_string(), |b| b.to_string());
+            fs::write(&v1, value).context("setting memory.limit_in_bytes")
+        } else {
+            let value = bytes.map_or("max".to_string(), |b| b.to_string());
+            fs::write(self.path.join("memory.high"), value).context("setting memory.high")
+        }
+    }
+
     fn new_under(root: &Path, prefix: &str) -> anyhow::Result<Self> {
         let name = format!(
             "{prefix}-{}-{}",

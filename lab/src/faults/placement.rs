@@ -37,3 +37,37 @@ pub fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The kernel's writeback workers (the `writeback` workqueue, unbound) kept to one CPU while
+/// this lives, then given back their CPUs. The memory-pressure scenario makes them busy on
+/// behalf of its fault; on the service's CPU they would stand in its threads' run queue as
+/// a neighbour the scenario did not mean to add.
+pub(crate) struct WritebackWorkers {
+    previous: Option<String>,
+}
+
+const WRITEBACK_CPUMASK: &str = "/sys/devices/virtual/workqueue/writeback/cpumask";
+
+impl WritebackWorkers {
+    /// Keeps them on `cpu`; where the kernel does not expose the mask, leaves them be.
+    pub(crate) fn pin(cpu: usize) -> anyhow::Result<Self> {
+        let Ok(previous) = std::fs::read_to_string(WRITEBACK_CPUMASK) else {
+            return Ok(Self { previous: None });
+        };
+        std::fs::write(WRITEBACK_CPUMASK, format!("{:x}", 1u64 << cpu))
+            .with_context(|| format!("writing {WRITEBACK_CPUMASK}"))?;
+        Ok(Self {
+            previous: Some(previous.trim().to_string()),
+        })
+    }
+}
+
+impl Drop for WritebackWorkers {
+    fn drop(&mut self) {
+        if let Some(previous) = &self.previous
+            && let Err(err) = std::fs::write(WRITEBACK_CPUMASK, previous)
+        {
+            eprintln!("warning: could not give the writeback workers their CPUs back: {err}");
+        }
+    }
+}

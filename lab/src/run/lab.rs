@@ -37,7 +37,7 @@ use crate::{
         launch::service_command,
         load::{self, ClientSample, LoadShape},
         otel::{AgentPorts, free_port, wait_for_port},
-        server::{CPU_ROUTE, DISK_ROUTE, DOWNSTREAM_ROUTE, LOCK_ROUTE},
+        server::{ALLOC_ROUTE, CPU_ROUTE, DISK_ROUTE, DOWNSTREAM_ROUTE, LOCK_ROUTE},
     },
 };
 
@@ -52,7 +52,7 @@ const DOWNSTREAM_WORK_US: u64 = 1000;
 /// Where `/disk`'s data file and the disk writers' files go: on a disk (`/var/tmp` is one by
 /// convention, where `/tmp` may be tmpfs, which refuses O_DIRECT). The data file stays for the
 /// next run: writing it takes seconds.
-const DISK_DIR: &str = "/var/tmp/culprit-lab";
+pub const DISK_DIR: &str = "/var/tmp/culprit-lab";
 
 /// One agent for a series of scenarios.
 pub struct Lab {
@@ -126,7 +126,7 @@ impl Lab {
         let disk_file = routes
             .contains(&"/disk")
             .then(|| std::path::Path::new(DISK_DIR).join("disk-route-data"));
-        if disk_file.is_some() {
+        if disk_file.is_some() || routes.contains(&"/alloc") {
             std::fs::create_dir_all(DISK_DIR).with_context(|| format!("creating {DISK_DIR}"))?;
         }
         // The lock holder on the harness's CPU: what delays it there is not the requests' own
@@ -139,6 +139,14 @@ impl Lab {
         let mut service_cgroups = vec![cg.child("service")?];
         if lock_holder_cpu.is_none() {
             service_cgroups.push(quota.path().to_path_buf());
+        }
+        // `/alloc`'s service in a memory cgroup of its own, limited only in the fault.
+        let memory = routes
+            .contains(&"/alloc")
+            .then(|| TempCgroup::new_memory("culprit-lab-memory"))
+            .transpose()?;
+        if let Some(memory) = &memory {
+            service_cgroups.push(memory.path().to_path_buf());
         }
         let mut service = self.start_service(
             &service_cgroups,
@@ -197,6 +205,21 @@ impl Lab {
                         &faults.disk_writers.to_string(),
                     ],
                 )?)),
+                // The dirtier joins the service's memory cgroup (a neighbour in its pod) and the
+                // limit leaves a little room over what the service holds.
+                Some(Injected::MemoryReclaim) => {
+                    let memory = memory.as_ref().context("no memory cgroup")?;
+                    let limit = memory.memory_bytes()? + faults.memory_headroom_bytes;
+                    let dirtier = spawn_workload(
+                        memory.path(),
+                        Some(HARNESS_CPU),
+                        each.as_secs_f64() + 30.0,
+                        &["dirtier", "--dir", DISK_DIR],
+                    )?;
+                    let writeback = placement::WritebackWorkers::pin(HARNESS_CPU)?;
+                    memory.set_memory_limit(Some(limit))?;
+                    Some(Fault::Memory(memory, dirtier, writeback))
+                }
                 None => None,
             };
             let (phase, mut s) = load(self, each, injected);
@@ -213,7 +236,14 @@ impl Lab {
         let spans = self.agent.wait_spans(
             |s| {
                 s.pid == service_pid
-                    && [CPU_ROUTE, DOWNSTREAM_ROUTE, DISK_ROUTE, LOCK_ROUTE].contains(&&*s.name)
+                    && [
+                        CPU_ROUTE,
+                        DOWNSTREAM_ROUTE,
+                        DISK_ROUTE,
+                        LOCK_ROUTE,
+                        ALLOC_ROUTE,
+                    ]
+                    .contains(&&*s.name)
             },
             (served as usize).saturating_sub(warm_up_spans),
             // The agent holds spans 300 ms (at most 2 s) after they end.
@@ -375,6 +405,11 @@ enum Fault<'a> {
     Quota(&'a TempCgroup),
     Loss(#[allow(dead_code)] PacketLoss),
     Writers(#[allow(dead_code)] Reaped),
+    Memory(
+        &'a TempCgroup,
+        #[allow(dead_code)] Reaped,
+        #[allow(dead_code)] placement::WritebackWorkers,
+    ),
 }
 
 impl Drop for Fault<'_> {
@@ -383,6 +418,11 @@ impl Drop for Fault<'_> {
             && let Err(err) = cg.set_cpu_quota(None)
         {
             eprintln!("warning: could not lift the CPU quota: {err:#}");
+        }
+        if let Fault::Memory(cg, _, _) = self
+            && let Err(err) = cg.set_memory_limit(None)
+        {
+            eprintln!("warning: could not lift the memory limit: {err:#}");
         }
     }
 }

@@ -29,6 +29,7 @@ pub enum Injected {
     Throttling,
     Retransmit,
     DiskIo,
+    MemoryReclaim,
 }
 
 impl Injected {
@@ -38,6 +39,7 @@ impl Injected {
             Injected::Throttling => Cause::CpuThrottling,
             Injected::Retransmit => Cause::TcpRetransmit,
             Injected::DiskIo => Cause::DiskIo,
+            Injected::MemoryReclaim => Cause::MemoryReclaim,
         }
     }
 
@@ -61,6 +63,7 @@ impl TryFrom<Cause> for Injected {
             Injected::Throttling,
             Injected::Retransmit,
             Injected::DiskIo,
+            Injected::MemoryReclaim,
         ]
         .into_iter()
         .find(|i| i.cause() == c)
@@ -75,6 +78,7 @@ fn explained_by(parts: &Parts, cause: Injected) -> f64 {
         Injected::Throttling => parts.throttled_ms,
         Injected::Retransmit => parts.retransmit_ms,
         Injected::DiskIo => parts.disk_io_ms,
+        Injected::MemoryReclaim => parts.memory_reclaim_ms,
     }
 }
 
@@ -91,6 +95,9 @@ pub struct Request {
     /// Who woke its thread for most of its time off CPU (`culprit.waker`).
     #[serde(default)]
     pub waker: Option<String>,
+    /// The block device of its I/O wait (`culprit.disk.device`).
+    #[serde(default)]
+    pub disk_device: Option<String>,
     /// The thread that released most of its lock wait (`culprit.lock.holder`).
     #[serde(default)]
     pub lock_holder: Option<String>,
@@ -111,6 +118,7 @@ impl Request {
             neighbour: s.attribution.neighbour.clone(),
             waker: s.attribution.waker.clone(),
             lock_holder: s.attribution.lock_holder.clone(),
+            disk_device: s.attribution.disk_device.clone(),
             retransmit_peer: s.attribution.retransmit_peer.clone(),
             parts: Parts::of(&s.attribution, s.duration_ms),
             injected,
@@ -277,6 +285,7 @@ mod tests {
             neighbour: None,
             waker: None,
             lock_holder: None,
+            disk_device: None,
             retransmit_peer: None,
             parts,
             injected,

@@ -15,17 +15,19 @@ pub enum Scenario {
     PacketLoss,
     DiskIo,
     LockContention,
+    MemoryPressure,
     Mixed,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Baseline,
         Scenario::CpuContention,
         Scenario::CpuThrottling,
         Scenario::PacketLoss,
         Scenario::DiskIo,
         Scenario::LockContention,
+        Scenario::MemoryPressure,
         Scenario::Mixed,
     ];
 
@@ -37,6 +39,7 @@ impl Scenario {
             Scenario::PacketLoss => "packet-loss",
             Scenario::DiskIo => "disk-io",
             Scenario::LockContention => "lock-contention",
+            Scenario::MemoryPressure => "memory-pressure",
             Scenario::Mixed => "mixed",
         }
     }
@@ -67,6 +70,11 @@ impl Scenario {
                  their lock in bursts, and is delayed holding it (a chain of two)",
                 l.hog_threads
             ),
+            Scenario::MemoryPressure => format!(
+                "the service's memory cgroup limited to {} MiB over its use, with a neighbour in \
+                 it dirtying page cache: `/alloc` requests fault in memory only after reclaim",
+                l.memory_headroom_bytes >> 20
+            ),
             Scenario::Mixed => "contention, then throttling, then packet loss, one run".into(),
         }
     }
@@ -81,6 +89,7 @@ impl Scenario {
             Scenario::DiskIo => vec![Some(Injected::DiskIo)],
             // Contention still, through the lock holder: the hog delays it, not the request.
             Scenario::LockContention => vec![Some(Injected::Contention)],
+            Scenario::MemoryPressure => vec![Some(Injected::MemoryReclaim)],
             Scenario::Mixed => vec![
                 Some(Injected::Contention),
                 Some(Injected::Throttling),
@@ -97,6 +106,7 @@ impl Scenario {
         match self {
             Scenario::DiskIo => &["/cpu", "/disk"],
             Scenario::LockContention => &["/cpu", "/lock"],
+            Scenario::MemoryPressure => &["/cpu", "/alloc"],
             _ => crate::service::load::DEFAULT_ROUTES,
         }
     }
@@ -140,6 +150,8 @@ pub(crate) struct Faults {
     pub(crate) period_us: u64,
     pub(crate) loss_percent: u8,
     pub(crate) disk_writers: usize,
+    /// The memory limit over the service's use when the fault begins.
+    pub(crate) memory_headroom_bytes: u64,
 }
 
 impl Faults {
@@ -151,6 +163,7 @@ impl Faults {
         period_us: 10_000,
         loss_percent: 10,
         disk_writers: 4,
+        memory_headroom_bytes: 96 << 20,
     };
 }
 

@@ -28,7 +28,7 @@ use opentelemetry_sdk::{
 };
 
 use super::thread_context::{self, ContextRecord};
-use crate::workloads::{self, disk::DirectReader, lock::SharedLock};
+use crate::workloads::{self, disk::DirectReader, lock::SharedLock, memory};
 
 /// Bytes of one downstream request and of its answer (the lab's `tcp-server` echoes them).
 pub(crate) const DOWNSTREAM_MESSAGE_BYTES: usize = 512;
@@ -38,6 +38,7 @@ pub(crate) const CPU_ROUTE: &str = "GET /cpu";
 pub(crate) const DOWNSTREAM_ROUTE: &str = "GET /downstream";
 pub(crate) const DISK_ROUTE: &str = "GET /disk";
 pub(crate) const LOCK_ROUTE: &str = "GET /lock";
+pub(crate) const ALLOC_ROUTE: &str = "GET /alloc";
 /// Blocks one `/disk` request reads, each [`DISK_BLOCK_BYTES`], one after the other.
 const DISK_READS: usize = 32;
 const DISK_BLOCK_BYTES: usize = 64 << 10;
@@ -192,6 +193,7 @@ impl Worker {
                 "/downstream" => DOWNSTREAM_ROUTE,
                 "/disk" if self.config.disk_file.is_some() => DISK_ROUTE,
                 "/lock" if self.lock.is_some() => LOCK_ROUTE,
+                "/alloc" => ALLOC_ROUTE,
                 "/health" => {
                     let _ = request.respond(tiny_http::Response::from_string("ok"));
                     continue;
@@ -237,6 +239,11 @@ impl Worker {
                 }
                 DISK_ROUTE => self.read_disk(),
                 LOCK_ROUTE => self.lock_turn(),
+                ALLOC_ROUTE => {
+                    // A fifth of `/cpu`'s work, then fresh memory to fault in.
+                    workloads::busy(self.config.cpu_work / 5);
+                    memory::alloc_touch(memory::ALLOC_BYTES)
+                }
                 _ => self.call_downstream(&cx),
             };
             let status = match &outcome {

@@ -165,3 +165,16 @@ pub fn disk_writer(dir: &Path, threads: usize, run_for: Duration) -> anyhow::Res
     }
     result
 }
+
+/// The name of the block device holding `path` (`vda`, `nvme0n1p2`), as sysfs spells it: the
+/// truth the agent's `culprit.disk.device` is checked against.
+pub fn block_device_name(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let dev = std::fs::metadata(path).ok()?.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let uevent = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent")).ok()?;
+    uevent
+        .lines()
+        .find_map(|l| l.strip_prefix("DEVNAME="))
+        .map(str::to_string)
+}

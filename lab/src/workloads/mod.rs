@@ -1,16 +1,18 @@
 //! The single-cause generators behind `culprit-lab`'s workload subcommands (a CPU hog, wakeups,
-//! sleeps, TCP request/response, a context-switch storm, a disk writer, a held lock), and a Rust app instrumented with
+//! sleeps, TCP request/response, a context-switch storm, a disk writer, a held lock, a page-cache dirtier), and a Rust app instrumented with
 //! opentelemetry-otlp. Each runs in a process of its own, placed by whoever started it.
 
 mod cpu;
 pub(crate) mod disk;
 pub mod lock;
+pub(crate) mod memory;
 mod pingpong;
 pub mod rust_otel_app;
 mod tcp;
 
 pub(crate) use cpu::busy;
 pub use cpu::{hog, sleeper, wakeups};
-pub use disk::disk_writer;
+pub use disk::{block_device_name, disk_writer};
+pub use memory::dirtier;
 pub use pingpong::pingpong;
 pub use tcp::{tcp_client, tcp_server};

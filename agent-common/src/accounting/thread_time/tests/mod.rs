@@ -81,4 +81,5 @@ fn charged(out: &Records) -> Option<(u32, u64)> {
 mod buckets;
 mod context;
 mod transitions;
+mod wait_reasons;
 mod wakeups;

@@ -1,0 +1,78 @@
+//! Memory pressure inside one memory cgroup: the service's `/alloc` requests fault in fresh
+//! anonymous memory, and a dirtier (a neighbour in the same cgroup: a sidecar writing logs)
+//! fills the cgroup's page cache with dirty pages. Under the cgroup's limit each new page of a
+//! request is charged only after reclaim frees one, and reclaim must wait for dirty pages to be
+//! written back: the request stalls on memory.
+
+use std::{
+    fs::OpenOptions,
+    io::{Seek as _, SeekFrom, Write as _},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+
+/// What one `/alloc` request faults in.
+pub(crate) const ALLOC_BYTES: usize = 16 << 20;
+/// One buffered write of the dirtier.
+const DIRTY_WRITE_BYTES: usize = 1 << 20;
+/// The dirtier cycles over a file this large (rewriting it from the start), so that the disk
+/// never fills.
+const DIRTY_FILE_BYTES: u64 = 1 << 30;
+const PAGE_BYTES: usize = 4096;
+
+/// Maps `bytes` of fresh anonymous memory, writes one byte per page (each write a page fault
+/// and a charge to the thread's memory cgroup) and unmaps it: straight `mmap`, not the
+/// allocator, which could hand back pages it already holds.
+pub(crate) fn alloc_touch(bytes: usize) -> anyhow::Result<()> {
+    // SAFETY: a private anonymous mapping of `bytes`, checked for failure, written only inside
+    // its bounds and unmapped once.
+    unsafe {
+        let ptr = libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error()).context("mapping memory");
+        }
+        let base = ptr.cast::<u8>();
+        for offset in (0..bytes).step_by(PAGE_BYTES) {
+            std::ptr::write_volatile(base.add(offset), 1);
+        }
+        libc::munmap(ptr, bytes);
+    }
+    Ok(())
+}
+
+/// Writes through the page cache into a file in `dir` until `run_for` is over: dirty pages as
+/// fast as the disk takes them.
+pub fn dirtier(dir: &Path, run_for: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + run_for;
+    let path = dir.join(format!("culprit-lab-dirtier-{}", std::process::id()));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let chunk = vec![0x5a_u8; DIRTY_WRITE_BYTES];
+    let mut written = 0u64;
+    let result = (|| -> anyhow::Result<()> {
+        while Instant::now() < deadline {
+            file.write_all(&chunk)?;
+            written += DIRTY_WRITE_BYTES as u64;
+            if written >= DIRTY_FILE_BYTES {
+                file.seek(SeekFrom::Start(0))?;
+                written = 0;
+            }
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
+}
