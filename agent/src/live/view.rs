@@ -48,6 +48,15 @@ pub struct RequestView {
     pub neighbour: Option<String>,
     pub retransmit_peer: Option<String>,
     pub retransmits: u64,
+    /// Who woke its thread for most of its time off CPU (`culprit.waker`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waker: Option<String>,
+    /// The thread that released the lock it waited on (`culprit.lock.holder`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_holder: Option<String>,
+    /// The block device of its I/O wait (`culprit.disk.device`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_device: Option<String>,
     pub join: String,
     pub coverage: f64,
 }
@@ -81,6 +90,9 @@ impl RequestView {
             neighbour: a.neighbour.clone(),
             retransmit_peer: a.retransmit_peer.clone(),
             retransmits: a.retransmits,
+            waker: a.waker.as_deref().map(cut),
+            lock_holder: a.lock_holder.as_deref().map(cut),
+            disk_device: a.disk_device.as_deref().map(cut),
             join: a.join.clone(),
             coverage: a.coverage,
         }

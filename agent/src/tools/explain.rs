@@ -97,6 +97,15 @@ pub fn part_lines(r: &RequestView) -> Vec<String> {
                     .retransmit_peer
                     .as_ref()
                     .map(|p| format!("{} retransmit(s) to/from {p}", r.retransmits)),
+                Part::DiskIo if ms > 0.0 => r.disk_device.as_ref().map(|d| format!("device {d}")),
+                Part::MemoryReclaim if ms > 0.0 => Some(format!(
+                    "memory limit of {}",
+                    r.cgroup.as_deref().unwrap_or("the process's cgroup")
+                )),
+                Part::LockWait if ms > 0.0 => {
+                    r.lock_holder.as_ref().map(|h| format!("released by {h}"))
+                }
+                Part::OffCpu if ms > 0.0 => r.waker.as_ref().map(|w| format!("woken by {w}")),
                 _ => None,
             };
             format!(
@@ -110,4 +119,52 @@ pub fn part_lines(r: &RequestView) -> Vec<String> {
             .to_string()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{cause::Cause, model::Parts};
+
+    #[test]
+    fn each_part_says_who_or_what_is_behind_it() {
+        let r = RequestView {
+            trace_id: "t".into(),
+            span_id: "s".into(),
+            name: "GET /x".into(),
+            service: None,
+            pid: 1,
+            cgroup: Some("/pod".into()),
+            container_id: None,
+            seen_unix_ms: 0,
+            duration_ms: 10.0,
+            cause: Cause::LockWait,
+            cause_share: 0.4,
+            parts: Parts {
+                on_cpu_ms: 1.0,
+                disk_io_ms: 2.0,
+                memory_reclaim_ms: 2.0,
+                lock_wait_ms: 4.0,
+                off_cpu_ms: 1.0,
+                ..Parts::default()
+            },
+            neighbour: None,
+            retransmit_peer: None,
+            retransmits: 0,
+            waker: Some("db (7)".into()),
+            lock_holder: Some("worker (42)".into()),
+            disk_device: Some("vda".into()),
+            join: "thread".into(),
+            coverage: 1.0,
+        };
+        let lines = part_lines(&r).join("\n");
+        for said in [
+            "device vda",
+            "memory limit of /pod",
+            "released by worker (42)",
+            "woken by db (7)",
+        ] {
+            assert!(lines.contains(said), "{said:?} missing from\n{lines}");
+        }
+    }
 }
