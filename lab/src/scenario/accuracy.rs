@@ -9,8 +9,9 @@
 //! - *accuracy* is the share of the slow requests' excess that the agent attributed to the cause
 //!   injected at the time (each request counts at most its own excess);
 //! - the *label share* is the share of the slow requests really slowed (excess over
-//!   [`SLOWED_FRACTION`] of their reference) whose `culprit.cause` is the injected cause: the
-//!   verdict a responder reads, not only the time behind it.
+//!   [`SLOWED_FRACTION`] of their reference) on a route the fault reaches whose
+//!   `culprit.cause` is the injected cause: the verdict a responder reads, not only the time
+//!   behind it.
 
 use std::collections::BTreeMap;
 
@@ -45,6 +46,17 @@ impl Injected {
 
     pub fn cause_name(self) -> &'static str {
         self.cause().as_str()
+    }
+
+    /// Whether the fault can slow a request of `route`: lost packets on the downstream
+    /// connection slow only the requests that use it; a `/cpu` request slow in that phase was
+    /// slowed by something else (seen: waiting for the CPU behind the service's other worker),
+    /// and its label is no verdict on the fault.
+    pub fn reaches(self, route: &str) -> bool {
+        match self {
+            Injected::Retransmit => route == crate::service::server::DOWNSTREAM_ROUTE,
+            _ => true,
+        }
     }
 }
 
@@ -228,7 +240,7 @@ pub(crate) fn summarize(
             let e = by_cause.entry(cause).or_default();
             e.0 += excess;
             e.1 += explained_by(&r.parts, cause).min(excess);
-            if excess > SLOWED_FRACTION * reference {
+            if excess > SLOWED_FRACTION * reference && cause.reaches(&r.route) {
                 let l = labels.entry(cause).or_default();
                 l.0 += 1;
                 l.1 += usize::from(r.cause == cause.cause());
@@ -397,6 +409,25 @@ mod tests {
         // Nothing slowed: no label share at all rather than a zero.
         let calm: Vec<Request> = (0..10).map(|_| labelled(5.0, Cause::OnCpu)).collect();
         assert!(summarize(&calm, &reference).label_by_cause.is_empty());
+    }
+
+    #[test]
+    fn lost_packets_are_judged_only_on_the_requests_that_use_the_connection() {
+        let route = crate::service::server::DOWNSTREAM_ROUTE;
+        let reference = BTreeMap::from([(route.to_string(), 5.0), ("cpu".to_string(), 5.0)]);
+        let r = Some(Injected::Retransmit);
+        let mut measured: Vec<Request> = (0..36)
+            .map(|_| req("cpu", 4.0, parts(4.0, 0.0, 0.0, 0.0), r))
+            .collect();
+        let mut lost = req(route, 300.0, parts(1.0, 0.0, 0.0, 299.0), r);
+        lost.cause = Cause::TcpRetransmit;
+        // A `/cpu` request slowed behind a neighbour in the same phase: no verdict on the loss.
+        let mut queued = req("cpu", 12.0, parts(5.0, 7.0, 0.0, 0.0), r);
+        queued.cause = Cause::CpuContention;
+        measured.extend([lost.clone(), lost, queued.clone(), queued]);
+        let s = summarize(&measured, &reference);
+        assert_eq!(s.label_by_cause["tcp.retransmit"], 1.0, "{s:?}");
+        assert!(Injected::Contention.reaches("cpu") && !Injected::Retransmit.reaches("cpu"));
     }
 
     #[test]
