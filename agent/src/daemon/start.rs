@@ -143,12 +143,12 @@ pub(super) fn signals(
         .hooks
         .iter()
         .any(|h| h.program == "context_sample" && h.attached);
-    Ok(
-        Signals::new(sources, opts.cgroup_prefix.clone(), degraded).with_context_sampling(
+    Ok(Signals::new(sources, opts.cgroup_prefix.clone(), degraded)
+        .with_context_sampling(
             (sampled && opts.context_sample_hz > 0)
                 .then(|| 1_000_000_000 / u64::from(opts.context_sample_hz)),
-        ),
-    )
+        )
+        .with_telemetry_ports(&config.otlp_ports))
 }
 
 /// The OTLP receivers, in the inbound stage.

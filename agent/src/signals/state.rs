@@ -54,6 +54,8 @@ pub(crate) struct Signals {
     pub(super) last_cpu_stat: HashMap<PathBuf, CpuStat>,
     /// The context sampler's period, when it runs: where a change of thread context is placed.
     pub(super) context_sample_period_ns: Option<u64>,
+    /// The ports of the agent's own OTLP receivers: connections to them carry telemetry.
+    pub(super) telemetry_ports: Vec<u16>,
 }
 
 /// What the signals are built from: the kernel's maps and the host's cgroup tree.
@@ -103,7 +105,14 @@ impl Signals {
             last_report_ns: monotonic_ns(),
             last_cpu_stat: HashMap::new(),
             context_sample_period_ns: None,
+            telemetry_ports: Vec::new(),
         }
+    }
+
+    /// Connections to these ports (the agent's OTLP receivers) are the senders' telemetry.
+    pub(crate) fn with_telemetry_ports(mut self, ports: &[u16]) -> Self {
+        self.telemetry_ports = ports.iter().copied().filter(|p| *p != 0).collect();
+        self
     }
 
     pub(crate) fn on_sched(&mut self, rec: SchedRecord) {

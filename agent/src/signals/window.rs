@@ -1,7 +1,7 @@
 //! The signals over one span's window, as the join reads them: a narrow, read-only view, so that
 //! the join never mutates the signals and can be tested against a fixed picture.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use super::{
     intervals::union_ns,
@@ -215,8 +215,15 @@ impl WindowView for Signals {
         m.neighbour_pid = total.top_neighbours(1).first().map(|(npid, _)| *npid);
         m.waker_pid = total.top_waker();
         let endpoints = self.endpoints.get(&pid).map_or(&[][..], Vec::as_slice);
+        // A stall on the connection to the agent's own receivers is the sender's telemetry
+        // (an exporter's SYN retransmit when many connect at once): never a request's wait.
+        let requests_own = |r: &&RetransmitRow| {
+            ![&r.local, &r.remote]
+                .iter()
+                .any(|addr| port_of(addr).is_some_and(|p| self.telemetry_ports.contains(&p)))
+        };
         let (wait_ns, count, peer) = retransmit_wait(
-            &self.recent_retransmits,
+            self.recent_retransmits.iter().filter(requests_own),
             (pid, m.tid),
             endpoints,
             start_ns,
@@ -346,8 +353,8 @@ impl Signals {
 /// peer with most. With the span's serving thread known (`tid`), a connection of the process
 /// that another of its threads is known to use (the socket's owner, seen sending or receiving on
 /// it: an exporter's, a pool's) kept some other request waiting, not this one.
-pub(crate) fn retransmit_wait(
-    rows: &VecDeque<RetransmitRow>,
+pub(crate) fn retransmit_wait<'a>(
+    rows: impl IntoIterator<Item = &'a RetransmitRow>,
     (pid, tid): (u32, Option<u32>),
     endpoints: &[String],
     start_ns: u64,
@@ -355,7 +362,7 @@ pub(crate) fn retransmit_wait(
 ) -> (u64, u64, Option<String>) {
     let mut intervals: Vec<(u64, u64)> = Vec::new();
     let mut peers: BTreeMap<&str, u64> = BTreeMap::new();
-    for r in rows.iter() {
+    for r in rows {
         let Some(peer) = peer_of(r, pid, endpoints) else {
             continue;
         };
@@ -384,10 +391,24 @@ pub(crate) fn retransmit_wait(
     (covered, count, peer)
 }
 
+/// The port of an `address:port` endpoint.
+fn port_of(endpoint: &str) -> Option<u16> {
+    endpoint.rsplit(':').next()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::VecDeque;
+
     use crate::signals::interval::tests::row;
+
+    #[test]
+    fn an_endpoints_port_is_after_its_last_colon() {
+        assert_eq!(port_of("127.0.0.1:4317"), Some(4317));
+        assert_eq!(port_of("[::1]:4318"), Some(4318));
+        assert_eq!(port_of("nowhere"), None);
+    }
 
     #[test]
     fn retransmit_wait_counts_overlapping_stalls_once() {
