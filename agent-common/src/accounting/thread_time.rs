@@ -8,6 +8,7 @@ use core::num::NonZeroU64;
 use super::{
     neighbour::Neighbour,
     throttle::{Throttling, note_enqueue, throttled_part_ns},
+    wake_chain,
 };
 use crate::{
     ProbeConfig,
@@ -361,7 +362,7 @@ pub fn wakeup(
             let delayed_ns = if st.wait_reason == wait::MEMORY {
                 0
             } else {
-                waker_delay.overlap_ns(st.since_ns, now_ns)
+                wake_chain::postponed_ns(waker_delay, st.since_ns, now_ns)
             };
             let iv = Interval {
                 state: state::OFF_CPU,

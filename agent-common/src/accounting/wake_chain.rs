@@ -36,6 +36,23 @@ pub const MAX_AGE_NS: u64 = 100_000_000;
 /// more (loopback's softirq work handed to `ksoftirqd` is a hop of its own).
 pub const MAX_HOPS: u32 = 3;
 
+/// How long before a sleep began a delay of its waker can still have postponed its wakeup:
+/// the work the waker does between being delayed and the wakeup (a lock held a few ms).
+pub const LOOK_BACK_NS: u64 = 10_000_000;
+
+/// How much of `delay` postponed the wakeup at `wake_ns` of a thread asleep since
+/// `sleep_start_ns`: the waiting within the sleep or up to [`LOOK_BACK_NS`] before it, at most
+/// the sleep. A delay the waker met before the sleeper began to wait still pushed back the
+/// work it then waited for: a request that asks for a lock while its preempted holder keeps it
+/// would have found it free had the holder run on. The sleeper's wait less the holder's delay
+/// is what it would have waited anyway, and the part after it began is not all of that delay.
+#[inline(always)]
+pub fn postponed_ns(delay: &Delay, sleep_start_ns: u64, wake_ns: u64) -> u64 {
+    let sleep_ns = wake_ns.saturating_sub(sleep_start_ns);
+    let ns = delay.overlap_ns(sleep_start_ns.saturating_sub(LOOK_BACK_NS), wake_ns);
+    if ns < sleep_ns { ns } else { sleep_ns }
+}
+
 /// When a run-queue wait of `wait_ns` (`None`: not known to have waited) ending at `now_ns`
 /// began, if it is long enough to be a delay: only then is its neighbour looked up.
 #[inline(always)]

@@ -256,6 +256,19 @@ impl Lab {
             .any(|p| p.injected == Some(Injected::Throttling))
             .then(|| throttle_check(&reports, &quota.path().display().to_string()));
 
+        // What the agent lost while the scenario ran: a join it could not complete says why.
+        let mut drops: std::collections::BTreeMap<&str, u64> = Default::default();
+        for r in &reports {
+            for (site, n) in r.drops.iter().filter(|(_, n)| **n > 0) {
+                *drops.entry(site.as_str()).or_default() += n;
+            }
+        }
+        if !drops.is_empty() {
+            eprintln!(
+                "   the agent counted drops during {}: {drops:?}",
+                scenario.name()
+            );
+        }
         let downstream_peer = format!("127.0.0.1:{downstream_port}");
         let retransmits = reports
             .iter()

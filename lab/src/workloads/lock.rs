@@ -19,9 +19,11 @@ use crate::faults::placement::pin_to_cpu;
 /// How long the holder holds the lock each time, computing: longer than the scheduler's base
 /// slice (1.5 ms on two CPUs under EEVDF), so that a neighbour on its CPU can preempt it while
 /// it holds the lock, as in production.
-pub(crate) const HOLD: Duration = Duration::from_millis(3);
-/// How long the holder sleeps between holds: the lock is held a quarter of the time.
-pub(crate) const HOLDER_PAUSE: Duration = Duration::from_millis(9);
+pub(crate) const HOLD: Duration = Duration::from_millis(2);
+/// How long the holder sleeps between holds: the lock is held a quarter of the time. Short
+/// holds, often: what a request left waiting for the holder's own work (which the hog did not
+/// cause) stays small beside the holder's delays behind the hog.
+pub(crate) const HOLDER_PAUSE: Duration = Duration::from_millis(6);
 /// How long a request computes with the lock held.
 pub(crate) const REQUEST_HOLD: Duration = Duration::from_micros(200);
 /// The holder thread's name, as the agent reports it (`culprit.lock.holder`).

@@ -2,6 +2,7 @@
 //! take of them.
 
 use super::*;
+use crate::accounting::wake_chain::LOOK_BACK_NS;
 
 const CFG_ONE_BUCKET: ProbeConfig = ProbeConfig {
     episode_threshold_ns: 100 * MS,
@@ -64,6 +65,43 @@ fn time_off_cpu_in_a_futex_is_lock_wait_named_by_its_releaser() {
     assert_eq!(b.off_cpu_ns, 12 * MS);
     assert_eq!((b.lock_wait_ns, b.lock_waker_tid), (7 * MS, 8));
     assert_eq!((b.memory_stall_ns, b.io_wait_ns), (MS, 0));
+}
+
+#[test]
+fn a_lock_wait_behind_a_holder_preempted_before_it_began_is_the_holders_delay() {
+    let cfg = CFG_ONE_BUCKET;
+    let mut out = Records::default();
+    let mut st = in_state(state::ON_CPU, T0);
+    // The holder took the lock at T0, ran 1 ms, waited 6 ms behind a hog (T0+1..T0+7), then
+    // finished its 3 ms of work with it (T0+9). A request asking for the lock at T0+4 sleeps
+    // 5 ms: had the holder run on, the lock would have been free at T0+3. All of its wait is
+    // the hog's, though only 3 ms of the delay fell after it began to wait.
+    let holder = Delay {
+        start_ns: T0 + MS,
+        end_ns: T0 + 7 * MS,
+        delayed_ns: 6 * MS,
+        throttled_ns: 0,
+        neighbour_tgid: 77,
+        hops: 1,
+    };
+    leave(&mut st, &mut out, &cfg, wait::LOCK, T0 + 4 * MS);
+    woken(&mut st, &mut out, &cfg, T0 + 9 * MS, 7, &holder);
+    let b = &st.bucket;
+    assert_eq!((b.off_cpu_ns, b.lock_wait_ns), (5 * MS, 0));
+    assert_eq!(b.waker_delay_ns, 5 * MS);
+    assert_eq!((b.waker_neighbour_tgid, b.lock_waker_tid), (77, 7));
+    // Asking at T0+8 (1 ms before the release), it would have waited anyway only if the
+    // holder had not been delayed at all: 1 ms, all of it the delay's.
+    let mut st = in_state(state::ON_CPU, T0);
+    leave(&mut st, &mut out, &cfg, wait::LOCK, T0 + 8 * MS);
+    woken(&mut st, &mut out, &cfg, T0 + 9 * MS, 7, &holder);
+    assert_eq!((st.bucket.off_cpu_ns, st.bucket.lock_wait_ns), (MS, 0));
+    // A delay that ended long before the sleep began explains none of it.
+    let mut st = in_state(state::ON_CPU, T0);
+    let asked_ns = T0 + 7 * MS + LOOK_BACK_NS;
+    leave(&mut st, &mut out, &cfg, wait::LOCK, asked_ns);
+    woken(&mut st, &mut out, &cfg, asked_ns + 2 * MS, 7, &holder);
+    assert_eq!(st.bucket.lock_wait_ns, 2 * MS);
 }
 
 #[test]
