@@ -24,6 +24,11 @@ pub mod wait {
     /// In a memory stall (`task_struct.in_memstall`): direct reclaim, the `memory.high`
     /// penalty sleep, waiting on a page that thrashes. Takes precedence over [`IO`].
     pub const MEMORY: u32 = 3;
+    /// Asleep in a page fault taken in user mode (its saved registers are an exception's, not a
+    /// system call's): a major fault reading the page in, or waiting for the address space's
+    /// lock to map it. Takes precedence over [`IO`], yields to [`MEMORY`] (a fault that
+    /// reclaims, a page that thrashes).
+    pub const FAULT: u32 = 4;
 }
 
 /// Short intervals of one thread summed over one bucket, with the neighbour that took most of
@@ -66,7 +71,7 @@ pub struct ThreadBucket {
     /// The part of `on_cpu_ns` the thread spent reclaiming memory itself (between the
     /// `mm_vmscan_*_reclaim_begin` and `_end` tracepoints).
     pub reclaim_on_cpu_ns: u64,
-    /// The block device (the kernel's `dev_t`: major << 20 | minor) of most of `io_wait_ns`,
+    /// The block device (the kernel's `dev_t`: major << 20 | minor) of most of `io_wait_ns` and `fault_wait_ns`,
     /// the one the thread last queued I/O to before each wait; 0: unknown.
     pub io_dev: u32,
     pub _pad: u32,
@@ -74,9 +79,11 @@ pub struct ThreadBucket {
     /// stall (`in_memstall`): preempted while reclaiming, or woken from a stall and not yet
     /// back on a CPU. The kernel's pressure accounting (PSI) counts it as stalled on memory.
     pub memory_runq_ns: u64,
+    /// The part of `off_cpu_ns` the thread slept in a page fault ([`wait::FAULT`]).
+    pub fault_wait_ns: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<ThreadBucket>() == 136);
+const _: () = assert!(core::mem::size_of::<ThreadBucket>() == 144);
 
 /// The kernel's per-thread record (map `THREAD_STATE`, keyed by tid). Its presence is what makes
 /// a thread watched.
@@ -115,7 +122,7 @@ pub struct ThreadState {
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ThreadState>() == 208);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 216);
 
 /// Record kinds on the `SCHED_EVENTS` ring buffer.
 pub mod record {
@@ -177,7 +184,7 @@ pub struct SchedRecord {
     pub spans: SpanTags,
 }
 
-const _: () = assert!(core::mem::size_of::<SchedRecord>() == 184);
+const _: () = assert!(core::mem::size_of::<SchedRecord>() == 192);
 
 /// Run-queue delay a task carries since it was last woken (`accounting::wake_chain`):
 /// `delayed_ns` of waiting behind neighbours within `[start_ns, end_ns)`, inherited from its

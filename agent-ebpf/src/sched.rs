@@ -21,12 +21,10 @@ use crate::{
     config::{kernel_offsets, probe_config},
     cpu_slices::{self, record_slice},
     runq_hist,
-    task::{task_state, task_throttling, task_tid},
+    task::{TASK_RUNNING, task_state, task_throttling, task_tid},
     task_sched::task_sched,
     thread_state::{self, watched_state},
 };
-
-const TASK_RUNNING: u32 = 0;
 
 /// `sched_waking`, not `sched_wakeup`: it runs in the waker's context on every kernel, where
 /// `sched_wakeup` of a wakeup queued to another CPU runs there, in whatever that CPU was doing.
@@ -81,19 +79,14 @@ fn try_wakeup(task: *const u8, new: bool) -> Result<(), ()> {
     Ok(())
 }
 
-/// Whether `prev` was switched out while still runnable (preempted).
+/// The state `prev` leaves its CPU in: `TASK_RUNNING` when preempted.
 #[inline(always)]
-fn prev_preempted(
-    ctx: &BtfTracePointContext,
-    prev: *const u8,
-    off: &KernelOffsets,
-) -> Result<bool, ()> {
-    let prev_state = if off.switch_has_prev_state != 0 {
-        ctx.arg::<u64>(3) as u32
+fn prev_state(ctx: &BtfTracePointContext, prev: *const u8, off: &KernelOffsets) -> Result<u32, ()> {
+    if off.switch_has_prev_state != 0 {
+        Ok(ctx.arg::<u64>(3) as u32)
     } else {
-        task_state(prev, off)?
-    };
-    Ok(prev_state == TASK_RUNNING)
+        task_state(prev, off)
+    }
 }
 
 fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
@@ -108,7 +101,8 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let prev_ts = task_sched(prev);
     // Created if missing: the per-thread cache below lives there too.
     let next_ts = task_sched(next);
-    let preempted = prev_preempted(ctx, prev, &off)?;
+    let prev_state = prev_state(ctx, prev, &off)?;
+    let preempted = prev_state == TASK_RUNNING;
     if probe_config().node_summary != 0 {
         if let Some(ts) = prev_ts {
             runq_hist::record_switch_out(ts, preempted, now_ns);
@@ -142,7 +136,7 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
         }
     }
     if let Some((_, st)) = watched_state(prev_ts, || Ok(prev_tid)) {
-        thread_state::switch_out(st, prev, prev_tid, prev_tgid, preempted, now_ns, &off);
+        thread_state::switch_out(st, prev, prev_tid, prev_tgid, prev_state, now_ns, &off);
     }
     if let Some((next_tid, st)) = watched_state(next_ts, || task_tid(next, &off)) {
         thread_state::switch_in(

@@ -59,20 +59,31 @@ fn task_flag_bit(task: *const u8, bit: u32) -> bool {
     byte & (1 << (bit % 8)) != 0
 }
 
-/// The system call `task` is in, from its saved user registers; `u64::MAX` where unknown. Its
-/// `orig_ax` is the call's number inside one (negative in an interrupt or exception). A plain
+/// A task's state when runnable: a task that leaves its CPU in it was preempted.
+pub const TASK_RUNNING: u32 = 0;
+/// `orig_ax` where the kernel entered from user mode through an exception or an interrupt,
+/// not a system call: its entry code sets -1 there.
+const NOT_A_SYSCALL: u64 = u64::MAX;
+/// [`task_syscall_nr`] where the registers cannot be read.
+const NR_UNKNOWN: u64 = u64::MAX - 1;
+/// `TASK_UNINTERRUPTIBLE`: a page fault sleeps in it (killable or not), a stopped or traced
+/// task does not.
+const TASK_UNINTERRUPTIBLE: u32 = 0x2;
+
+/// The system call `task` is in, from its saved user registers: its `orig_ax`, the call's
+/// number inside one, [`NOT_A_SYSCALL`] in an exception, [`NR_UNKNOWN`] where unknown. A plain
 /// value, not an `Option`: compared as one, the verifier saw an unread register on the `None`
 /// path.
 #[inline(always)]
 fn task_syscall_nr(task: *const u8, off: &KernelOffsets) -> u64 {
     if off.pt_regs_syscall_nr == OFFSET_ABSENT {
-        return u64::MAX;
+        return NR_UNKNOWN;
     }
     let regs = unsafe { bpf_task_pt_regs(task as *mut _) } as *const u8;
     if regs.is_null() {
-        return u64::MAX;
+        return NR_UNKNOWN;
     }
-    read_at::<u64>(regs, off.pt_regs_syscall_nr).unwrap_or(u64::MAX)
+    read_at::<u64>(regs, off.pt_regs_syscall_nr).unwrap_or(NR_UNKNOWN)
 }
 
 /// [`wait::MEMORY`] if `task` is in a memory stall, else [`wait::OTHER`].
@@ -85,15 +96,21 @@ pub fn task_memory_stalled(task: *const u8, off: &KernelOffsets) -> u32 {
     }
 }
 
-/// Why `task`, leaving its CPU blocking, blocks (one of `wait`): a memory stall, then
-/// `io_schedule()`, then a `futex` call; each where the kernel says so.
+/// Why `task`, leaving its CPU blocking in `state`, blocks (one of `wait`): a memory stall,
+/// then a page fault (asleep uninterruptibly with an exception's registers: the kernel came in
+/// from user mode through the fault, not a system call), then `io_schedule()`, then a `futex`
+/// call; each where the kernel says so.
 #[inline(always)]
-pub fn task_wait_reason(task: *const u8, off: &KernelOffsets) -> u32 {
+pub fn task_wait_reason(task: *const u8, state: u32, off: &KernelOffsets) -> u32 {
     if task_flag_bit(task, off.task_in_memstall_bit) {
-        wait::MEMORY
+        return wait::MEMORY;
+    }
+    let nr = task_syscall_nr(task, off);
+    if nr == NOT_A_SYSCALL && state & TASK_UNINTERRUPTIBLE != 0 {
+        wait::FAULT
     } else if task_flag_bit(task, off.task_in_iowait_bit) {
         wait::IO
-    } else if task_syscall_nr(task, off) == u64::from(off.syscall_futex) {
+    } else if nr == u64::from(off.syscall_futex) {
         wait::LOCK
     } else {
         wait::OTHER

@@ -26,7 +26,10 @@ use culprit_common::{
 use crate::{
     config::probe_config,
     drops::count_drop,
-    task::{task_cgroup_id, task_memory_stalled, task_tgid, task_throttling, task_wait_reason},
+    task::{
+        TASK_RUNNING, task_cgroup_id, task_memory_stalled, task_tgid, task_throttling,
+        task_wait_reason,
+    },
     thread_context,
 };
 
@@ -79,7 +82,8 @@ fn mark_in_hook(st: *mut ThreadState, on: u32) {
     unsafe { core::ptr::write_volatile(&raw mut (*st).in_hook, on) };
 }
 
-/// Watched `prev` (state `st`) leaves its CPU: preempted (still runnable) or blocking. Its
+/// Watched `prev` (state `st`) leaves its CPU in `prev_state`: preempted (still runnable) or
+/// blocking. Its
 /// published context, if its process has one, is read now: it cannot change until it is back.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -88,17 +92,18 @@ pub fn switch_out(
     prev: *const u8,
     tid: u32,
     tgid: u32,
-    preempted: bool,
+    prev_state: u32,
     now_ns: u64,
     off: &KernelOffsets,
 ) {
     mark_in_hook(st, 1);
+    let preempted = prev_state == TASK_RUNNING;
     let span_id = thread_context::current_span(prev, tgid, off, unsafe { (*st).span_id });
     // A preempted thread waits for a CPU only; whether in a memory stall is all it is asked.
     let wait_reason = if preempted {
         task_memory_stalled(prev, off)
     } else {
-        task_wait_reason(prev, off)
+        task_wait_reason(prev, prev_state, off)
     };
     thread_time::switch_out(
         unsafe { &mut *st },

@@ -28,6 +28,10 @@ pub enum Cause {
     /// penalty sleep of its cgroup, pages that thrash.
     #[serde(rename = "memory.reclaim")]
     MemoryReclaim,
+    /// Asleep in a page fault taken in user mode: a major fault reading its page in (from the
+    /// mapped file or swap), or the address space's lock. Its I/O is not `disk.io` as well.
+    #[serde(rename = "page_fault.major")]
+    PageFault,
     /// Asleep in a `futex` call for longer than its releaser's own delays explain: a lock, a
     /// condition variable, work handed to another thread. The application's own waiting, not
     /// the kernel's: it competes with `on_cpu` and `off_cpu`, not with kernel causes.
@@ -44,21 +48,23 @@ pub enum Cause {
 
 impl Cause {
     /// The causes that are news to the application: the kernel's, not its own time.
-    pub const KERNEL: [Cause; 5] = [
+    pub const KERNEL: [Cause; 6] = [
         Cause::CpuContention,
         Cause::CpuThrottling,
         Cause::TcpRetransmit,
         Cause::DiskIo,
         Cause::MemoryReclaim,
+        Cause::PageFault,
     ];
     /// Every cause, in a stable order.
-    pub const ALL: [Cause; 9] = [
+    pub const ALL: [Cause; 10] = [
         Cause::OnCpu,
         Cause::CpuContention,
         Cause::CpuThrottling,
         Cause::TcpRetransmit,
         Cause::DiskIo,
         Cause::MemoryReclaim,
+        Cause::PageFault,
         Cause::LockWait,
         Cause::OffCpu,
         Cause::Unknown,
@@ -73,6 +79,7 @@ impl Cause {
             Cause::TcpRetransmit => "tcp.retransmit",
             Cause::DiskIo => "disk.io",
             Cause::MemoryReclaim => "memory.reclaim",
+            Cause::PageFault => "page_fault.major",
             Cause::LockWait => "lock.wait",
             Cause::OffCpu => "off_cpu",
             Cause::Unknown => "unknown",
@@ -97,6 +104,7 @@ impl Cause {
             Cause::TcpRetransmit => Some(Part::Retransmit),
             Cause::DiskIo => Some(Part::DiskIo),
             Cause::MemoryReclaim => Some(Part::MemoryReclaim),
+            Cause::PageFault => Some(Part::PageFault),
             Cause::LockWait => Some(Part::LockWait),
             Cause::OffCpu => Some(Part::OffCpu),
             Cause::Unknown => None,
@@ -159,6 +167,7 @@ pub enum Part {
     Retransmit,
     DiskIo,
     MemoryReclaim,
+    PageFault,
     LockWait,
     OffCpu,
     /// Time the probes saw no thread activity for.
@@ -187,13 +196,14 @@ pub enum TerminalColour {
 
 impl Part {
     /// Every part, in drawing order (the order of `Parts::values`).
-    pub const ALL: [Part; 9] = [
+    pub const ALL: [Part; 10] = [
         Part::OnCpu,
         Part::Contention,
         Part::Throttled,
         Part::Retransmit,
         Part::DiskIo,
         Part::MemoryReclaim,
+        Part::PageFault,
         Part::LockWait,
         Part::OffCpu,
         Part::Unobserved,
@@ -208,6 +218,7 @@ impl Part {
             Part::Retransmit => Some(Cause::TcpRetransmit),
             Part::DiskIo => Some(Cause::DiskIo),
             Part::MemoryReclaim => Some(Cause::MemoryReclaim),
+            Part::PageFault => Some(Cause::PageFault),
             Part::LockWait => Some(Cause::LockWait),
             Part::OffCpu => Some(Cause::OffCpu),
             Part::Unobserved => None,
@@ -236,6 +247,7 @@ impl Part {
             Part::Retransmit => "retransmit wait",
             Part::DiskIo => "I/O wait",
             Part::MemoryReclaim => "memory stall",
+            Part::PageFault => "page fault",
             Part::LockWait => "lock wait",
             Part::OffCpu => "off-CPU",
             Part::Unobserved => "unobserved",
@@ -251,6 +263,7 @@ impl Part {
             Part::Retransmit => 'X',
             Part::DiskIo => 'D',
             Part::MemoryReclaim => 'M',
+            Part::PageFault => 'P',
             Part::LockWait => 'L',
             Part::OffCpu => '.',
             Part::Unobserved => ' ',
@@ -265,6 +278,7 @@ impl Part {
             Part::Retransmit => ((49, 163, 84), TerminalColour::Green),
             Part::DiskIo => ((204, 160, 30), TerminalColour::Yellow),
             Part::MemoryReclaim => ((23, 190, 207), TerminalColour::Cyan),
+            Part::PageFault => ((188, 189, 34), TerminalColour::Green),
             Part::LockWait => ((140, 86, 75), TerminalColour::Yellow),
             Part::OffCpu => ((150, 150, 150), TerminalColour::Gray),
             Part::Unobserved => ((210, 210, 210), TerminalColour::DarkGray),
@@ -319,7 +333,8 @@ mod tests {
                 Part::Throttled,
                 Part::Retransmit,
                 Part::DiskIo,
-                Part::MemoryReclaim
+                Part::MemoryReclaim,
+                Part::PageFault
             ]
         );
         assert!(Cause::KERNEL.iter().all(|c| c.is_kernel()));

@@ -224,6 +224,7 @@ fn measured(input: &mut Input<'_>) -> Measured {
         lock_holder: input.text(),
         io_device: None,
         disk_device: input.text(),
+        fault_wait_ns: input.u64(),
     }
 }
 
@@ -294,6 +295,7 @@ pub fn annotate(data: &[u8]) {
             a.memory_reclaim_s,
             a.memory_reclaim_on_cpu_s,
             a.memory_reclaim_runq_s,
+            a.page_fault_s,
             a.lock_wait_s,
             a.retransmit_wait_s,
         ];

@@ -61,6 +61,12 @@ enum LabCommand {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Drop a file's first pages from the page cache every 2 ms: what reclaim does to clean
+    /// file pages under memory pressure.
+    Evictor {
+        #[arg(long)]
+        file: PathBuf,
+    },
     /// Sleep and wake up in a loop, doing a little work each time: every wakeup is one
     /// run-queue wait to measure.
     Wakeups {
@@ -337,6 +343,7 @@ fn main() -> anyhow::Result<()> {
         LabCommand::Hog { threads } => workloads::hog(threads, run_for),
         LabCommand::DiskWriter { dir, threads } => workloads::disk_writer(&dir, threads, run_for)?,
         LabCommand::Dirtier { dir } => workloads::dirtier(&dir, run_for)?,
+        LabCommand::Evictor { file } => workloads::evictor(&file, run_for)?,
         LabCommand::Wakeups {
             period_us,
             work_us,

@@ -213,15 +213,22 @@ fn disk_io_carries_the_slow_requests_of_a_loaded_disk() -> anyhow::Result<()> {
         "the writers barely slowed /disk: median {median:.1} ms vs {reference:.1} ms"
     );
     // The device is named: the one holding `/disk`'s file (or its whole disk, for a partition).
+    let (named, blamed, device) = naming_the_data_device(run, Cause::DiskIo);
+    assert!(
+        named * 10 >= blamed * 9 && blamed > 0,
+        "{named} of {blamed} disk.io requests name {device}"
+    );
+    Ok(())
+}
+
+/// Of the requests blamed on `cause`, how many name the device of the lab's data directory
+/// (or its whole disk, for a partition), how many there are, and the device.
+fn naming_the_data_device(run: &ScenarioRun, cause: Cause) -> (usize, usize, String) {
     let device = culprit_lab::workloads::block_device_name(std::path::Path::new(
         culprit_lab::run::lab::DISK_DIR,
     ))
     .expect("the data directory's device");
-    let blamed: Vec<&Request> = run
-        .requests
-        .iter()
-        .filter(|r| r.cause == Cause::DiskIo)
-        .collect();
+    let blamed: Vec<&Request> = run.requests.iter().filter(|r| r.cause == cause).collect();
     let named = blamed
         .iter()
         .filter(|r| {
@@ -230,12 +237,7 @@ fn disk_io_carries_the_slow_requests_of_a_loaded_disk() -> anyhow::Result<()> {
                 .is_some_and(|d| device.starts_with(d) || d.starts_with(&device))
         })
         .count();
-    assert!(
-        named * 10 >= blamed.len() * 9 && !blamed.is_empty(),
-        "{named} of {} disk.io requests name {device}",
-        blamed.len()
-    );
-    Ok(())
+    (named, blamed.len(), device)
 }
 
 /// The chain of two: `/lock` requests wait in `futex` for a thread that a hog on its own CPU
@@ -312,6 +314,28 @@ fn memory_pressure_carries_the_slow_requests_of_a_full_cgroup() -> anyhow::Resul
         cpu_blamed * 10 <= cpu.len(),
         "{cpu_blamed} of {} /cpu requests blamed on memory.reclaim",
         cpu.len()
+    );
+    Ok(())
+}
+
+/// The pages `/mapped` reads dropped from the page cache: each is a major fault, asleep
+/// reading the page in; the fault is the cause (not `disk.io`), with the device it read from.
+#[test]
+fn evicted_pages_make_major_faults_the_cause() -> anyhow::Result<()> {
+    let run = run_of(Scenario::PageFault)?;
+    let acc = accuracy(run, Injected::PageFault);
+    assert!(acc >= ACCURACY_FLOOR, "page_fault.major accuracy {acc:.2}");
+    assert!(
+        run.requests
+            .iter()
+            .filter(|r| r.cause == Cause::PageFault)
+            .all(|r| r.route == "GET /mapped"),
+        "a request that maps nothing blamed on page faults"
+    );
+    let (named, blamed, device) = naming_the_data_device(run, Cause::PageFault);
+    assert!(
+        named * 10 >= blamed * 8 && blamed > 0,
+        "{named} of {blamed} page_fault.major requests name {device}"
     );
     Ok(())
 }

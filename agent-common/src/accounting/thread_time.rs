@@ -358,11 +358,14 @@ pub fn wakeup(
     match st.state {
         state::OFF_CPU => {
             // A memory stall is memory's whoever ends it: the flusher or kswapd that was
-            // delayed before it freed a page is memory pressure still, not the chain's.
-            let delayed_ns = if st.wait_reason == wait::MEMORY {
-                0
-            } else {
-                wake_chain::postponed_ns(waker_delay, st.since_ns, now_ns)
+            // delayed before it freed a page is memory pressure still, not the chain's. A lock's
+            // releaser did the work the sleeper waited for, delays before the sleep included;
+            // any other waker (a completion in a softirq on top of some task) is charged only
+            // what it met during the sleep.
+            let delayed_ns = match st.wait_reason {
+                wait::MEMORY => 0,
+                wait::LOCK => wake_chain::postponed_ns(waker_delay, st.since_ns, now_ns),
+                _ => waker_delay.overlap_ns(st.since_ns, now_ns),
             };
             let iv = Interval {
                 state: state::OFF_CPU,

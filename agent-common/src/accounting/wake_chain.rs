@@ -40,12 +40,14 @@ pub const MAX_HOPS: u32 = 3;
 /// the work the waker does between being delayed and the wakeup (a lock held a few ms).
 pub const LOOK_BACK_NS: u64 = 10_000_000;
 
-/// How much of `delay` postponed the wakeup at `wake_ns` of a thread asleep since
-/// `sleep_start_ns`: the waiting within the sleep or up to [`LOOK_BACK_NS`] before it, at most
-/// the sleep. A delay the waker met before the sleeper began to wait still pushed back the
-/// work it then waited for: a request that asks for a lock while its preempted holder keeps it
-/// would have found it free had the holder run on. The sleeper's wait less the holder's delay
-/// is what it would have waited anyway, and the part after it began is not all of that delay.
+/// How much of `delay` postponed the release of a lock at `wake_ns` that a thread waited for
+/// since `sleep_start_ns`: the waiting within the sleep or up to [`LOOK_BACK_NS`] before it,
+/// at most the sleep. A delay the releaser met before the sleeper began to wait still pushed
+/// back the work it then waited for: a request that asks for a lock while its preempted holder
+/// keeps it would have found it free had the holder run on. The sleeper's wait less the
+/// holder's delay is what it would have waited anyway, and the part after it began is not all
+/// of that delay. Only for a lock: its releaser is a task that did the work (a `futex` wake),
+/// where another wakeup may come from a softirq on top of a task that did nothing for it.
 #[inline(always)]
 pub fn postponed_ns(delay: &Delay, sleep_start_ns: u64, wake_ns: u64) -> u64 {
     let sleep_ns = wake_ns.saturating_sub(sleep_start_ns);

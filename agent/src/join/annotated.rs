@@ -234,6 +234,7 @@ mod tests {
             memory_reclaim_s: 0.0,
             memory_reclaim_on_cpu_s: 0.0,
             memory_reclaim_runq_s: 0.0,
+            page_fault_s: 0.0,
             lock_wait_s: 0.0,
             retransmit_wait_s: 0.0,
             retransmits: 3,

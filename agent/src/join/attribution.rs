@@ -35,7 +35,7 @@ pub struct Attribution {
     #[serde(default)]
     pub disk_io_s: f64,
     /// The block device of most of that I/O wait (`vda`, `nvme0n1p2`): only when the I/O wait
-    /// is significant.
+    /// (with the page faults' reads) is significant.
     #[serde(default)]
     pub disk_device: Option<String>,
     /// The time the thread reclaimed memory on its CPU (part of `on_cpu_s`) or stalled on it
@@ -50,6 +50,11 @@ pub struct Attribution {
     /// `runqueue_s`, not of the contention).
     #[serde(default)]
     pub memory_reclaim_runq_s: f64,
+    /// The part of `off_cpu_s` the thread slept in a page fault taken in user mode: a major
+    /// fault reading the page in from its file (or swap), or the address space's lock. Counted
+    /// in `page_fault.major`; the fault's I/O is not counted again in `disk.io`.
+    #[serde(default)]
+    pub page_fault_s: f64,
     /// The part of `off_cpu_s` the thread slept in `futex` that its releaser's own delays (the
     /// wake chain) do not explain. Counted in `lock.wait`.
     #[serde(default)]
@@ -126,6 +131,7 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
         part
     };
     let memory_stall_ns = take(m.memory_stall_ns);
+    let page_fault_ns = take(m.fault_wait_ns);
     let disk_io_ns = take(m.io_wait_ns);
     let lock_wait_ns = take(m.lock_wait_ns);
     let other_off_share = left_ns / wall;
@@ -145,6 +151,7 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
         (Cause::TcpRetransmit, rtx_ns as f64 / wall),
         (Cause::DiskIo, disk_io_ns / wall),
         (Cause::MemoryReclaim, memory_reclaim_ns / wall),
+        (Cause::PageFault, page_fault_ns / wall),
     ];
     let plain = [
         (Cause::OffCpu, other_off_share),
@@ -178,7 +185,8 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
         waker_delay_s: waker_delay_ns / 1e9,
         waker_throttled_s: waker_throttled_ns / 1e9,
         disk_io_s: disk_io_ns / 1e9,
-        disk_device: if disk_io_ns / wall >= KERNEL_CAUSE_MIN_SHARE {
+        // The device a major fault read its pages from, too.
+        disk_device: if (disk_io_ns + page_fault_ns) / wall >= KERNEL_CAUSE_MIN_SHARE {
             m.disk_device.clone()
         } else {
             None
@@ -186,6 +194,7 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
         memory_reclaim_s: memory_reclaim_ns / 1e9,
         memory_reclaim_on_cpu_s: reclaim_on_cpu_ns / 1e9,
         memory_reclaim_runq_s: s(memory_runq_ns),
+        page_fault_s: page_fault_ns / 1e9,
         lock_wait_s: lock_wait_ns / 1e9,
         retransmit_wait_s: rtx_ns as f64 / 1e9,
         retransmits: m.retransmits,
@@ -255,6 +264,7 @@ pub(crate) fn attribute_pairs(
             "culprit.memory_reclaim.runqueue.duration",
             F64(a.memory_reclaim_runq_s),
         ),
+        ("culprit.page_fault.duration", F64(a.page_fault_s)),
         ("culprit.lock_wait.duration", F64(a.lock_wait_s)),
         ("culprit.retransmit_wait.duration", F64(a.retransmit_wait_s)),
         ("culprit.tcp.retransmits", I64(a.retransmits as i64)),

@@ -19,6 +19,9 @@ pub struct Parts {
     /// Time reclaiming memory on CPU or stalled on it off CPU.
     #[serde(default)]
     pub memory_reclaim_ms: f64,
+    /// Off-CPU time asleep in a page fault (a major fault's read).
+    #[serde(default)]
+    pub page_fault_ms: f64,
     /// Off-CPU time in `futex` its releaser's delays do not explain.
     #[serde(default)]
     pub lock_wait_ms: f64,
@@ -40,6 +43,7 @@ impl Parts {
         let retransmit_ms = ms(a.retransmit_wait_s).min(duration_ms);
         let disk_io_ms = ms(a.disk_io_s);
         let memory_reclaim_ms = ms(a.memory_reclaim_s);
+        let page_fault_ms = ms(a.page_fault_s);
         let lock_wait_ms = ms(a.lock_wait_s);
         let off_cpu_ms = ms(a.off_cpu_s
             - a.retransmit_wait_s
@@ -47,6 +51,7 @@ impl Parts {
             - a.waker_throttled_s
             - a.disk_io_s
             - (a.memory_reclaim_s - a.memory_reclaim_on_cpu_s - a.memory_reclaim_runq_s)
+            - a.page_fault_s
             - a.lock_wait_s);
         let seen = on_cpu_ms
             + throttled_ms
@@ -54,6 +59,7 @@ impl Parts {
             + retransmit_ms
             + disk_io_ms
             + memory_reclaim_ms
+            + page_fault_ms
             + lock_wait_ms
             + off_cpu_ms;
         Self {
@@ -63,6 +69,7 @@ impl Parts {
             retransmit_ms,
             disk_io_ms,
             memory_reclaim_ms,
+            page_fault_ms,
             lock_wait_ms,
             off_cpu_ms,
             unobserved_ms: (duration_ms - seen).max(0.0),
@@ -78,6 +85,7 @@ impl Parts {
             Part::Retransmit => self.retransmit_ms,
             Part::DiskIo => self.disk_io_ms,
             Part::MemoryReclaim => self.memory_reclaim_ms,
+            Part::PageFault => self.page_fault_ms,
             Part::LockWait => self.lock_wait_ms,
             Part::OffCpu => self.off_cpu_ms,
             Part::Unobserved => self.unobserved_ms,
@@ -98,6 +106,7 @@ impl Parts {
             self.retransmit_ms,
             self.disk_io_ms,
             self.memory_reclaim_ms,
+            self.page_fault_ms,
             self.lock_wait_ms,
             self.off_cpu_ms,
             self.unobserved_ms,
@@ -122,6 +131,7 @@ impl Parts {
         self.retransmit_ms += o.retransmit_ms;
         self.disk_io_ms += o.disk_io_ms;
         self.memory_reclaim_ms += o.memory_reclaim_ms;
+        self.page_fault_ms += o.page_fault_ms;
         self.lock_wait_ms += o.lock_wait_ms;
         self.off_cpu_ms += o.off_cpu_ms;
         self.unobserved_ms += o.unobserved_ms;

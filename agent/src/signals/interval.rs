@@ -54,6 +54,9 @@ pub struct ThreadRow {
     /// The part of `off_cpu_ns` the thread stalled on memory (reclaim, `memory.high`).
     #[serde(default)]
     pub memory_stall_ns: u64,
+    /// The part of `off_cpu_ns` the thread slept in a page fault (a major fault's read).
+    #[serde(default)]
+    pub fault_wait_ns: u64,
     /// The part of `on_cpu_ns` the thread spent reclaiming memory.
     #[serde(default)]
     pub reclaim_on_cpu_ns: u64,
@@ -253,6 +256,7 @@ fn thread_row(tid: u32, tgid: u32, b: &Breakdown) -> ThreadRow {
         waker_throttled_ns: b.waker_throttled_ns,
         io_wait_ns: b.io_wait_ns,
         memory_stall_ns: b.memory_stall_ns,
+        fault_wait_ns: b.fault_wait_ns,
         reclaim_on_cpu_ns: b.reclaim_on_cpu_ns,
         lock_wait_ns: b.lock_wait_ns,
         longest_on_cpu_ns: b.longest_on_cpu_ns,

@@ -91,6 +91,7 @@ pub(crate) fn merge(parts: Vec<Breakdown>, wall_ns: u64) -> Breakdown {
         out.waker_throttled_ns += p.waker_throttled_ns;
         out.io_wait_ns += p.io_wait_ns;
         out.memory_stall_ns += p.memory_stall_ns;
+        out.fault_wait_ns += p.fault_wait_ns;
         out.reclaim_on_cpu_ns += p.reclaim_on_cpu_ns;
         out.memory_runq_ns += p.memory_runq_ns;
         out.lock_wait_ns += p.lock_wait_ns;

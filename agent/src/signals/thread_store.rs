@@ -28,13 +28,15 @@ pub(crate) struct Breakdown {
     pub io_wait_ns: u64,
     /// The part of `off_cpu_ns` the thread stalled on memory (`in_memstall`).
     pub memory_stall_ns: u64,
+    /// The part of `off_cpu_ns` the thread slept in a page fault.
+    pub fault_wait_ns: u64,
     /// The part of `on_cpu_ns` the thread spent reclaiming memory.
     pub reclaim_on_cpu_ns: u64,
     /// The part of `runq_ns` (not throttled) the thread waited in a memory stall.
     pub memory_runq_ns: u64,
     /// The part of `off_cpu_ns` the thread slept in `futex`, beyond its releasers' delays.
     pub lock_wait_ns: u64,
-    /// Block device (kernel `dev_t`) -> I/O wait on it.
+    /// Block device (kernel `dev_t`) -> I/O wait on it (a major fault's read included).
     pub io_devices: HashMap<u32, u64>,
     /// Releasing thread (tid) -> lock wait its wakeups ended.
     pub lock_holders: HashMap<u32, u64>,
@@ -69,10 +71,13 @@ impl Breakdown {
         self.waker_delay_ns += part(b.waker_delay_ns);
         self.waker_throttled_ns += part(b.waker_throttled_ns);
         self.io_wait_ns += part(b.io_wait_ns);
-        if b.io_dev != 0 && b.io_wait_ns > 0 {
-            *self.io_devices.entry(b.io_dev).or_default() += part(b.io_wait_ns);
+        // A major fault's wait names the device it read from too.
+        let device_ns = b.io_wait_ns + b.fault_wait_ns;
+        if b.io_dev != 0 && device_ns > 0 {
+            *self.io_devices.entry(b.io_dev).or_default() += part(device_ns);
         }
         self.memory_stall_ns += part(b.memory_stall_ns);
+        self.fault_wait_ns += part(b.fault_wait_ns);
         self.reclaim_on_cpu_ns += part(b.reclaim_on_cpu_ns);
         self.memory_runq_ns += part(b.memory_runq_ns);
         self.lock_wait_ns += part(b.lock_wait_ns);

@@ -33,6 +33,8 @@ pub(crate) struct Measured {
     pub(crate) disk_device: Option<String>,
     /// The part of `off_cpu_ns` its thread stalled on memory.
     pub(crate) memory_stall_ns: u64,
+    /// The part of `off_cpu_ns` its thread slept in a page fault.
+    pub(crate) fault_wait_ns: u64,
     /// The part of `on_cpu_ns` its thread spent reclaiming memory.
     pub(crate) reclaim_on_cpu_ns: u64,
     /// The part of `runq_ns` (not throttled) its thread waited in a memory stall.
@@ -206,6 +208,7 @@ impl WindowView for Signals {
         m.io_wait_ns = total.io_wait_ns.min(total.off_cpu_ns);
         m.io_device = total.top_io_device();
         m.memory_stall_ns = total.memory_stall_ns.min(total.off_cpu_ns);
+        m.fault_wait_ns = total.fault_wait_ns.min(total.off_cpu_ns);
         m.reclaim_on_cpu_ns = total.reclaim_on_cpu_ns.min(total.on_cpu_ns);
         m.memory_runq_ns = total
             .memory_runq_ns

@@ -102,6 +102,10 @@ pub fn part_lines(r: &RequestView) -> Vec<String> {
                     "memory limit of {}",
                     r.cgroup.as_deref().unwrap_or("the process's cgroup")
                 )),
+                Part::PageFault if ms > 0.0 => Some(match &r.disk_device {
+                    Some(d) => format!("major faults: pages read in from {d}"),
+                    None => "major faults: pages read in".to_string(),
+                }),
                 Part::LockWait if ms > 0.0 => {
                     r.lock_holder.as_ref().map(|h| format!("released by {h}"))
                 }

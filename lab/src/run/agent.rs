@@ -318,3 +318,14 @@ impl ThreadTotals {
         self.on_cpu_ns + self.runq_ns + self.off_cpu_ns
     }
 }
+
+/// The drops the agent counted over `reports`, by site, the sites that counted none left out.
+pub fn counted_drops(reports: &[Report]) -> std::collections::BTreeMap<&str, u64> {
+    let mut drops = std::collections::BTreeMap::new();
+    for r in reports {
+        for (site, n) in r.drops.iter().filter(|(_, n)| **n > 0) {
+            *drops.entry(site.as_str()).or_default() += n;
+        }
+    }
+    drops
+}

@@ -37,7 +37,7 @@ use crate::{
         launch::service_command,
         load::{self, ClientSample, LoadShape},
         otel::{AgentPorts, free_port, wait_for_port},
-        server::{ALLOC_ROUTE, CPU_ROUTE, DISK_ROUTE, DOWNSTREAM_ROUTE, LOCK_ROUTE},
+        server::{ALLOC_ROUTE, CPU_ROUTE, DISK_ROUTE, DOWNSTREAM_ROUTE, LOCK_ROUTE, MAPPED_ROUTE},
     },
 };
 
@@ -123,8 +123,7 @@ impl Lab {
         wait_for_port(downstream_port, Duration::from_secs(10))?;
         let service_port = free_port()?;
         let routes = scenario.routes();
-        let disk_file = routes
-            .contains(&"/disk")
+        let disk_file = (routes.contains(&"/disk") || routes.contains(&"/mapped"))
             .then(|| std::path::Path::new(DISK_DIR).join("disk-route-data"));
         if disk_file.is_some() || routes.contains(&"/alloc") {
             std::fs::create_dir_all(DISK_DIR).with_context(|| format!("creating {DISK_DIR}"))?;
@@ -220,6 +219,32 @@ impl Lab {
                     memory.set_memory_limit(Some(limit))?;
                     Some(Fault::Memory(memory, dirtier, writeback))
                 }
+                // On the harness's CPU, as reclaim elsewhere on the node would run; with the
+                // disk as busy as in `disk-io` (a read from it takes what it takes in
+                // production, not this VM's host cache's microseconds).
+                Some(Injected::PageFault) => {
+                    let file = disk_file.as_ref().context("no data file")?;
+                    let seconds = each.as_secs_f64() + 30.0;
+                    let evictor = spawn_workload(
+                        &hogs_cg,
+                        Some(HARNESS_CPU),
+                        seconds,
+                        &["evictor", "--file", &file.display().to_string()],
+                    )?;
+                    let writers = spawn_workload(
+                        &hogs_cg,
+                        Some(HARNESS_CPU),
+                        seconds,
+                        &[
+                            "disk-writer",
+                            "--dir",
+                            DISK_DIR,
+                            "--threads",
+                            &faults.fault_disk_writers.to_string(),
+                        ],
+                    )?;
+                    Some(Fault::Evictor(evictor, writers))
+                }
                 None => None,
             };
             let (phase, mut s) = load(self, each, injected);
@@ -242,6 +267,7 @@ impl Lab {
                         DISK_ROUTE,
                         LOCK_ROUTE,
                         ALLOC_ROUTE,
+                        MAPPED_ROUTE,
                     ]
                     .contains(&&*s.name)
             },
@@ -257,12 +283,7 @@ impl Lab {
             .then(|| throttle_check(&reports, &quota.path().display().to_string()));
 
         // What the agent lost while the scenario ran: a join it could not complete says why.
-        let mut drops: std::collections::BTreeMap<&str, u64> = Default::default();
-        for r in &reports {
-            for (site, n) in r.drops.iter().filter(|(_, n)| **n > 0) {
-                *drops.entry(site.as_str()).or_default() += n;
-            }
-        }
+        let drops = super::agent::counted_drops(&reports);
         if !drops.is_empty() {
             eprintln!(
                 "   the agent counted drops during {}: {drops:?}",
@@ -418,6 +439,7 @@ enum Fault<'a> {
     Quota(&'a TempCgroup),
     Loss(#[allow(dead_code)] PacketLoss),
     Writers(#[allow(dead_code)] Reaped),
+    Evictor(#[allow(dead_code)] Reaped, #[allow(dead_code)] Reaped),
     Memory(
         &'a TempCgroup,
         #[allow(dead_code)] Reaped,

@@ -16,11 +16,12 @@ pub enum Scenario {
     DiskIo,
     LockContention,
     MemoryPressure,
+    PageFault,
     Mixed,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Baseline,
         Scenario::CpuContention,
         Scenario::CpuThrottling,
@@ -28,6 +29,7 @@ impl Scenario {
         Scenario::DiskIo,
         Scenario::LockContention,
         Scenario::MemoryPressure,
+        Scenario::PageFault,
         Scenario::Mixed,
     ];
 
@@ -40,6 +42,7 @@ impl Scenario {
             Scenario::DiskIo => "disk-io",
             Scenario::LockContention => "lock-contention",
             Scenario::MemoryPressure => "memory-pressure",
+            Scenario::PageFault => "page-fault",
             Scenario::Mixed => "mixed",
         }
     }
@@ -75,6 +78,12 @@ impl Scenario {
                  it dirtying page cache: `/alloc` requests fault in memory only after reclaim",
                 l.memory_headroom_bytes >> 20
             ),
+            Scenario::PageFault => format!(
+                "the file `/mapped` requests read through a mapping dropped from the page cache \
+                 every 2 ms (clean pages reclaimed under memory pressure) while {} threads keep \
+                 the disk busy: each page they touch is a major fault",
+                l.fault_disk_writers
+            ),
             Scenario::Mixed => "contention, then throttling, then packet loss, one run".into(),
         }
     }
@@ -90,6 +99,7 @@ impl Scenario {
             // Contention still, through the lock holder: the hog delays it, not the request.
             Scenario::LockContention => vec![Some(Injected::Contention)],
             Scenario::MemoryPressure => vec![Some(Injected::MemoryReclaim)],
+            Scenario::PageFault => vec![Some(Injected::PageFault)],
             Scenario::Mixed => vec![
                 Some(Injected::Contention),
                 Some(Injected::Throttling),
@@ -107,6 +117,7 @@ impl Scenario {
             Scenario::DiskIo => &["/cpu", "/disk"],
             Scenario::LockContention => &["/cpu", "/lock"],
             Scenario::MemoryPressure => &["/cpu", "/alloc"],
+            Scenario::PageFault => &["/cpu", "/mapped"],
             _ => crate::service::load::DEFAULT_ROUTES,
         }
     }
@@ -150,6 +161,9 @@ pub(crate) struct Faults {
     pub(crate) period_us: u64,
     pub(crate) loss_percent: u8,
     pub(crate) disk_writers: usize,
+    /// Writers beside the page-cache evictor: a deeper queue, so that a fault's 4 KiB read
+    /// waits for the device as long as `/disk`'s 64 KiB ones do in `disk-io`.
+    pub(crate) fault_disk_writers: usize,
     /// The memory limit over the service's use when the fault begins.
     pub(crate) memory_headroom_bytes: u64,
 }
@@ -163,6 +177,7 @@ impl Faults {
         period_us: 10_000,
         loss_percent: 10,
         disk_writers: 4,
+        fault_disk_writers: 8,
         memory_headroom_bytes: 96 << 20,
     };
 }

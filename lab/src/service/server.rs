@@ -28,7 +28,7 @@ use opentelemetry_sdk::{
 };
 
 use super::thread_context::{self, ContextRecord};
-use crate::workloads::{self, disk::DirectReader, lock::SharedLock, memory};
+use crate::workloads::{self, disk::DirectReader, lock::SharedLock, mapped::MappedPages, memory};
 
 /// Bytes of one downstream request and of its answer (the lab's `tcp-server` echoes them).
 pub(crate) const DOWNSTREAM_MESSAGE_BYTES: usize = 512;
@@ -39,6 +39,7 @@ pub(crate) const DOWNSTREAM_ROUTE: &str = "GET /downstream";
 pub(crate) const DISK_ROUTE: &str = "GET /disk";
 pub(crate) const LOCK_ROUTE: &str = "GET /lock";
 pub(crate) const ALLOC_ROUTE: &str = "GET /alloc";
+pub(crate) const MAPPED_ROUTE: &str = "GET /mapped";
 /// Blocks one `/disk` request reads, each [`DISK_BLOCK_BYTES`], one after the other.
 const DISK_READS: usize = 32;
 const DISK_BLOCK_BYTES: usize = 64 << 10;
@@ -109,6 +110,7 @@ pub fn run(config: &ServiceConfig) -> anyhow::Result<()> {
                 config: config.clone(),
                 downstream: None,
                 disk: None,
+                mapped: None,
                 lock: lock.clone(),
             };
             thread::spawn(move || worker.serve())
@@ -171,6 +173,8 @@ struct Worker {
     downstream: Option<TcpStream>,
     /// This worker's handle on the `/disk` data file.
     disk: Option<DirectReader>,
+    /// This worker's mapping of the data file's first pages, for `/mapped`.
+    mapped: Option<MappedPages>,
     /// The lock `/lock` takes.
     lock: Option<SharedLock>,
 }
@@ -192,6 +196,7 @@ impl Worker {
                 "/cpu" => CPU_ROUTE,
                 "/downstream" => DOWNSTREAM_ROUTE,
                 "/disk" if self.config.disk_file.is_some() => DISK_ROUTE,
+                "/mapped" if self.config.disk_file.is_some() => MAPPED_ROUTE,
                 "/lock" if self.lock.is_some() => LOCK_ROUTE,
                 "/alloc" => ALLOC_ROUTE,
                 "/health" => {
@@ -238,6 +243,11 @@ impl Worker {
                     Ok(())
                 }
                 DISK_ROUTE => self.read_disk(),
+                MAPPED_ROUTE => {
+                    // A fifth of `/cpu`'s work, then pages of the mapped file.
+                    workloads::busy(self.config.cpu_work / 5);
+                    self.read_mapped()
+                }
                 LOCK_ROUTE => self.lock_turn(),
                 ALLOC_ROUTE => {
                     // A fifth of `/cpu`'s work, then fresh memory to fault in.
@@ -285,6 +295,15 @@ impl Worker {
             .as_mut()
             .context("no data file")?
             .read_blocks(DISK_READS)
+    }
+
+    /// `/mapped`: pages of the data file read through a mapping, a fault each.
+    fn read_mapped(&mut self) -> anyhow::Result<()> {
+        if self.mapped.is_none() {
+            let path = self.config.disk_file.as_ref().context("no data file")?;
+            self.mapped = Some(MappedPages::open(path)?);
+        }
+        self.mapped.as_mut().context("no data file")?.read_request()
     }
 
     /// One request/response exchange with the downstream service, as a client span.

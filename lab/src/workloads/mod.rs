@@ -1,10 +1,11 @@
 //! The single-cause generators behind `culprit-lab`'s workload subcommands (a CPU hog, wakeups,
-//! sleeps, TCP request/response, a context-switch storm, a disk writer, a held lock, a page-cache dirtier), and a Rust app instrumented with
+//! sleeps, TCP request/response, a context-switch storm, a disk writer, a held lock, a page-cache dirtier, a page-cache evictor), and a Rust app instrumented with
 //! opentelemetry-otlp. Each runs in a process of its own, placed by whoever started it.
 
 mod cpu;
 pub(crate) mod disk;
 pub mod lock;
+pub(crate) mod mapped;
 pub(crate) mod memory;
 mod pingpong;
 pub mod rust_otel_app;
@@ -13,6 +14,7 @@ mod tcp;
 pub(crate) use cpu::busy;
 pub use cpu::{hog, sleeper, wakeups};
 pub use disk::{block_device_name, disk_writer};
+pub use mapped::evictor;
 pub use memory::dirtier;
 pub use pingpong::pingpong;
 pub use tcp::{tcp_client, tcp_server};

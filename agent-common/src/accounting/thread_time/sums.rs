@@ -65,15 +65,18 @@ pub(super) fn add_interval(b: &mut ThreadBucket, iv: &Interval, dur_ns: u64) {
     if iv.state != state::OFF_CPU {
         return;
     }
-    match iv.wait {
-        wait::IO => {
-            // One device per bucket, by the rule of the names below.
-            if iv.io_dev != 0 && (b.io_dev == 0 || iv.io_dev == b.io_dev || dur_ns > b.io_wait_ns) {
-                b.io_dev = iv.io_dev;
-            }
-            b.io_wait_ns = b.io_wait_ns.wrapping_add(dur_ns);
+    if iv.wait == wait::IO || iv.wait == wait::FAULT {
+        // One device per bucket, by the rule of the names below: the one of most of its waits
+        // on I/O, a major fault's read included.
+        let device_ns = b.io_wait_ns.wrapping_add(b.fault_wait_ns);
+        if iv.io_dev != 0 && (b.io_dev == 0 || iv.io_dev == b.io_dev || dur_ns > device_ns) {
+            b.io_dev = iv.io_dev;
         }
+    }
+    match iv.wait {
+        wait::IO => b.io_wait_ns = b.io_wait_ns.wrapping_add(dur_ns),
         wait::MEMORY => b.memory_stall_ns = b.memory_stall_ns.wrapping_add(dur_ns),
+        wait::FAULT => b.fault_wait_ns = b.fault_wait_ns.wrapping_add(dur_ns),
         wait::LOCK => {
             // One name, as for the waker below: a new releaser takes it when one wait it
             // ended alone outweighs the lock waits so far.

@@ -111,6 +111,19 @@ fn why_a_thread_slept_follows_who_delayed_its_wakeup() {
     assert!((parts.contention_ms - 1.0).abs() < 1e-9, "{parts:?}");
     assert!((parts.memory_reclaim_ms - 4.0).abs() < 1e-9, "{parts:?}");
     assert!((parts.on_cpu_ms - 10.0).abs() < 1e-9, "{parts:?}");
+    // A sleep in a page fault is the fault's, its read included (taken before the I/O wait).
+    let mut f = m(1, 0, 0, 9, 0);
+    f.fault_wait_ns = 6 * MS;
+    f.io_wait_ns = 9 * MS;
+    f.disk_device = Some("vda".into());
+    let a = attribute(&f);
+    assert_eq!(a.cause, "page_fault.major");
+    assert!((a.page_fault_s - 0.006).abs() < 1e-9, "{a:?}");
+    assert!((a.disk_io_s - 0.003).abs() < 1e-9, "{a:?}");
+    assert_eq!(a.disk_device.as_deref(), Some("vda"));
+    let parts = crate::join::parts::Parts::of(&a, 10.0);
+    assert!((parts.page_fault_ms - 6.0).abs() < 1e-9, "{parts:?}");
+    assert!(parts.off_cpu_ms.abs() < 1e-9, "{parts:?}");
     // A lock wait under the bar names no holder.
     x.memory_stall_ns = 19 * MS;
     let a = attribute(&x);

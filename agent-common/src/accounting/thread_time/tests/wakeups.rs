@@ -100,7 +100,7 @@ fn a_thread_woken_as_it_left_its_cpu_waited_from_its_switch_out() {
 #[test]
 fn a_sleep_names_the_part_its_waker_spent_behind_a_neighbour() {
     // Asleep from T0 + 3 ms for 10 ms; the waker sat 7 ms behind process 77, 1 ms of it before
-    // the sleep began: all 7 ms postponed the wakeup.
+    // the sleep began: not a lock's releaser, it is charged the 6 ms within the sleep.
     let waker_delay = Delay {
         start_ns: T0 + 2 * MS,
         end_ns: T0 + 9 * MS,
@@ -129,7 +129,7 @@ fn a_sleep_names_the_part_its_waker_spent_behind_a_neighbour() {
         (record::EPISODE, state::OFF_CPU)
     );
     assert_eq!(episode.bucket.off_cpu_ns, 10 * MS);
-    assert_eq!(episode.bucket.waker_delay_ns, 7 * MS);
+    assert_eq!(episode.bucket.waker_delay_ns, 6 * MS);
     assert_eq!(episode.bucket.waker_neighbour_tgid, 77);
     // Short sleeps sum their wakers' delays into the bucket; a new neighbour takes the name
     // when its delay alone is longer than all the bucket's so far.
