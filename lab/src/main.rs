@@ -61,6 +61,15 @@ enum LabCommand {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Threads that sleep for one reason: in `futex` for a held lock, in I/O wait (`O_DIRECT`
+    /// reads of `--device`), or in major faults (pages of `--device` read through a mapping).
+    Waits {
+        #[arg(long, value_enum)]
+        kind: workloads::waits::WaitKind,
+        /// A block device (or file) to read, for `io` and `fault`.
+        #[arg(long)]
+        device: Option<PathBuf>,
+    },
     /// Drop a file's first pages from the page cache every 2 ms: what reclaim does to clean
     /// file pages under memory pressure.
     Evictor {
@@ -344,6 +353,7 @@ fn main() -> anyhow::Result<()> {
         LabCommand::DiskWriter { dir, threads } => workloads::disk_writer(&dir, threads, run_for)?,
         LabCommand::Dirtier { dir } => workloads::dirtier(&dir, run_for)?,
         LabCommand::Evictor { file } => workloads::evictor(&file, run_for)?,
+        LabCommand::Waits { kind, device } => workloads::waits(kind, device.as_deref(), run_for)?,
         LabCommand::Wakeups {
             period_us,
             work_us,

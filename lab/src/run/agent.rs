@@ -270,6 +270,12 @@ pub struct ThreadTotals {
     pub waker_throttled_ns: u64,
     /// The part of `off_cpu_ns` spent asleep in the kernel's I/O wait.
     pub io_wait_ns: u64,
+    /// The part of `off_cpu_ns` spent asleep in page faults.
+    pub fault_wait_ns: u64,
+    /// The part of `off_cpu_ns` spent asleep in `futex`, beyond the releasers' delays.
+    pub lock_wait_ns: u64,
+    /// The part of `off_cpu_ns` spent stalled on memory.
+    pub memory_stall_ns: u64,
     pub longest_off_cpu_ns: u64,
     /// Neighbour pid -> time it took, summed.
     pub neighbours: std::collections::BTreeMap<u32, u64>,
@@ -299,6 +305,9 @@ impl ThreadTotals {
         self.waker_delay_ns += row.waker_delay_ns;
         self.waker_throttled_ns += row.waker_throttled_ns;
         self.io_wait_ns += row.io_wait_ns;
+        self.fault_wait_ns += row.fault_wait_ns;
+        self.lock_wait_ns += row.lock_wait_ns;
+        self.memory_stall_ns += row.memory_stall_ns;
         self.longest_off_cpu_ns = self.longest_off_cpu_ns.max(row.longest_off_cpu_ns);
         for n in &row.neighbours {
             *self.neighbours.entry(n.pid).or_default() += n.ns;

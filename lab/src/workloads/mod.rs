@@ -1,5 +1,5 @@
 //! The single-cause generators behind `culprit-lab`'s workload subcommands (a CPU hog, wakeups,
-//! sleeps, TCP request/response, a context-switch storm, a disk writer, a held lock, a page-cache dirtier, a page-cache evictor), and a Rust app instrumented with
+//! sleeps, TCP request/response, a context-switch storm, a disk writer, a held lock, a page-cache dirtier, a page-cache evictor, threads that sleep for one reason each), and a Rust app instrumented with
 //! opentelemetry-otlp. Each runs in a process of its own, placed by whoever started it.
 
 mod cpu;
@@ -10,6 +10,7 @@ pub(crate) mod memory;
 mod pingpong;
 pub mod rust_otel_app;
 mod tcp;
+pub mod waits;
 
 pub(crate) use cpu::busy;
 pub use cpu::{hog, sleeper, wakeups};
@@ -18,3 +19,4 @@ pub use mapped::evictor;
 pub use memory::dirtier;
 pub use pingpong::pingpong;
 pub use tcp::{tcp_client, tcp_server};
+pub use waits::waits;
