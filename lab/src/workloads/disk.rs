@@ -123,7 +123,8 @@ impl DirectReader {
 
 /// Keeps the device busy for `run_for`: `threads` threads, each writing [`WRITE_BYTES`] at a
 /// time with `O_DIRECT | O_DSYNC` (every write reaches the device before the next) over a file
-/// of its own in `dir`. The files are removed at the end.
+/// of its own in `dir`. Each file is unlinked once open: its space goes back when the writer
+/// exits, however it is stopped (the lab kills it at the end of its phase).
 pub fn disk_writer(dir: &Path, threads: usize, run_for: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + run_for;
     let paths: Vec<PathBuf> = (0..threads.max(1))
@@ -141,6 +142,8 @@ pub fn disk_writer(dir: &Path, threads: usize, run_for: Duration) -> anyhow::Res
                     .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
                     .open(&path)
                     .with_context(|| format!("opening {} with O_DIRECT", path.display()))?;
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("unlinking {}", path.display()))?;
                 let mut chunk = AlignedBuf::new(WRITE_BYTES);
                 chunk.as_mut_slice().fill(0xa5);
                 let mut at = 0;
@@ -159,9 +162,6 @@ pub fn disk_writer(dir: &Path, threads: usize, run_for: Duration) -> anyhow::Res
             Ok(Err(err)) => result = Err(err),
             Err(_) => result = Err(anyhow::anyhow!("a writer thread panicked")),
         }
-    }
-    for path in paths {
-        let _ = std::fs::remove_file(path);
     }
     result
 }

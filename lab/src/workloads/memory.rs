@@ -50,7 +50,8 @@ pub(crate) fn alloc_touch(bytes: usize) -> anyhow::Result<()> {
 }
 
 /// Writes through the page cache into a file in `dir` until `run_for` is over: dirty pages as
-/// fast as the disk takes them.
+/// fast as the disk takes them. The file is unlinked once open: its space goes back when the
+/// dirtier exits, however it is stopped (the lab kills it at the end of its phase).
 pub fn dirtier(dir: &Path, run_for: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + run_for;
     let path = dir.join(format!("culprit-lab-dirtier-{}", std::process::id()));
@@ -60,6 +61,7 @@ pub fn dirtier(dir: &Path, run_for: Duration) -> anyhow::Result<()> {
         .truncate(true)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
+    std::fs::remove_file(&path).with_context(|| format!("unlinking {}", path.display()))?;
     let chunk = vec![0x5a_u8; DIRTY_WRITE_BYTES];
     let mut written = 0u64;
     let result = (|| -> anyhow::Result<()> {
@@ -73,6 +75,5 @@ pub fn dirtier(dir: &Path, run_for: Duration) -> anyhow::Result<()> {
         }
         Ok(())
     })();
-    let _ = std::fs::remove_file(&path);
     result
 }
