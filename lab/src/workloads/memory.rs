@@ -64,16 +64,13 @@ pub fn dirtier(dir: &Path, run_for: Duration) -> anyhow::Result<()> {
     std::fs::remove_file(&path).with_context(|| format!("unlinking {}", path.display()))?;
     let chunk = vec![0x5a_u8; DIRTY_WRITE_BYTES];
     let mut written = 0u64;
-    let result = (|| -> anyhow::Result<()> {
-        while Instant::now() < deadline {
-            file.write_all(&chunk)?;
-            written += DIRTY_WRITE_BYTES as u64;
-            if written >= DIRTY_FILE_BYTES {
-                file.seek(SeekFrom::Start(0))?;
-                written = 0;
-            }
+    while Instant::now() < deadline {
+        file.write_all(&chunk)?;
+        written += DIRTY_WRITE_BYTES as u64;
+        if written >= DIRTY_FILE_BYTES {
+            file.seek(SeekFrom::Start(0))?;
+            written = 0;
         }
-        Ok(())
-    })();
-    result
+    }
+    Ok(())
 }
