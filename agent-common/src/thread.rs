@@ -219,19 +219,28 @@ impl Delay {
         self.end_ns == 0
     }
 
-    /// How much of the delay fell within `[start_ns, end_ns)`: the waiting, bounded by the
-    /// overlap of the two windows (the waiting's place inside its window is not kept).
+    /// How much of the delay fell within `[start_ns, end_ns)`: the waiting's share of its
+    /// window that the two windows share. Its place inside the window is not kept, so it is
+    /// taken as spread evenly: a task that waited a little at a time over a long window (a
+    /// `ksoftirqd` woken by interrupts, never asleep long) explains a short sleep in proportion,
+    /// not up to its whole sum. One wait, filling its window, is counted exactly.
     #[inline(always)]
     pub fn overlap_ns(&self, start_ns: u64, end_ns: u64) -> u64 {
         if self.is_none() {
             return 0;
         }
         let overlap_ns = overlap_ns((self.start_ns, self.end_ns), (start_ns, end_ns));
-        if overlap_ns < self.delayed_ns {
-            overlap_ns
-        } else {
-            self.delayed_ns
+        let window_ns = self.end_ns.saturating_sub(self.start_ns);
+        if overlap_ns >= window_ns || self.delayed_ns >= window_ns {
+            return if overlap_ns < self.delayed_ns {
+                overlap_ns
+            } else {
+                self.delayed_ns
+            };
         }
+        // Per mille of the window, then applied (no 128-bit multiply on the BPF target).
+        let per_mille = overlap_ns.wrapping_mul(1000) / window_ns;
+        self.delayed_ns / 1000 * per_mille + self.delayed_ns % 1000 * per_mille / 1000
     }
 
     /// The throttled part of `ns` of this delay, in proportion (`ns` at most `delayed_ns`).

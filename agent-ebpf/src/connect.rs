@@ -24,7 +24,7 @@ use crate::{
     config::{kernel_offsets, probe_config, tcp_tp_offsets},
     drops::count_drop,
     task::task_cgroup_id,
-    tcp::forget_socket,
+    tcp::{forget_socket, note_connect},
 };
 
 /// Connections in `SYN_SENT` to an OTLP port. LRU: a connect that never completes and is never
@@ -65,6 +65,7 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
             if is_otlp_port(dport) {
                 opening(sk);
             }
+            note_connect(sk);
         }
         TCP_ESTABLISHED => {
             let oldstate: i32 = unsafe { ctx.read_at(off.state_oldstate as usize)? };

@@ -32,6 +32,24 @@ pub fn forget_socket(sk: u64) {
     let _ = SOCK_OWNER.remove(sk);
 }
 
+/// A watched thread connects `sk` (`SYN_SENT`, in its context): it owns the socket from its SYN
+/// on, which is its first send. A SYN lost is then that thread's connect stall, even when the
+/// connection is gone before anyone could look it up in `/proc`.
+#[inline(always)]
+pub fn note_connect(sk: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_watched_tgid(tgid) {
+        return;
+    }
+    let owner = SockOwner {
+        tgid,
+        tid: pid_tgid as u32,
+        last_send_ns: unsafe { bpf_ktime_get_ns() },
+    };
+    let _ = SOCK_OWNER.insert(sk, owner, 0);
+}
+
 #[map(name = "TCP_EVENTS")]
 static TCP_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 

@@ -21,6 +21,10 @@ pub enum Cause {
     /// Waiting on retransmitted TCP segments.
     #[serde(rename = "tcp.retransmit")]
     TcpRetransmit,
+    /// Waiting on a retransmitted handshake: a SYN (or SYN-ACK) lost, the connect stalled for
+    /// its retransmit timeout (1 s, then 3 s in all).
+    #[serde(rename = "tcp.connect_retransmit")]
+    TcpConnectRetransmit,
     /// Asleep in the kernel's I/O wait (`io_schedule()`): block reads and writes, pages read in.
     #[serde(rename = "disk.io")]
     DiskIo,
@@ -48,20 +52,22 @@ pub enum Cause {
 
 impl Cause {
     /// The causes that are news to the application: the kernel's, not its own time.
-    pub const KERNEL: [Cause; 6] = [
+    pub const KERNEL: [Cause; 7] = [
         Cause::CpuContention,
         Cause::CpuThrottling,
         Cause::TcpRetransmit,
+        Cause::TcpConnectRetransmit,
         Cause::DiskIo,
         Cause::MemoryReclaim,
         Cause::PageFault,
     ];
     /// Every cause, in a stable order.
-    pub const ALL: [Cause; 10] = [
+    pub const ALL: [Cause; 11] = [
         Cause::OnCpu,
         Cause::CpuContention,
         Cause::CpuThrottling,
         Cause::TcpRetransmit,
+        Cause::TcpConnectRetransmit,
         Cause::DiskIo,
         Cause::MemoryReclaim,
         Cause::PageFault,
@@ -77,6 +83,7 @@ impl Cause {
             Cause::CpuContention => "cpu.contention",
             Cause::CpuThrottling => "cpu.throttling",
             Cause::TcpRetransmit => "tcp.retransmit",
+            Cause::TcpConnectRetransmit => "tcp.connect_retransmit",
             Cause::DiskIo => "disk.io",
             Cause::MemoryReclaim => "memory.reclaim",
             Cause::PageFault => "page_fault.major",
@@ -102,6 +109,7 @@ impl Cause {
             Cause::CpuContention => Some(Part::Contention),
             Cause::CpuThrottling => Some(Part::Throttled),
             Cause::TcpRetransmit => Some(Part::Retransmit),
+            Cause::TcpConnectRetransmit => Some(Part::ConnectRetransmit),
             Cause::DiskIo => Some(Part::DiskIo),
             Cause::MemoryReclaim => Some(Part::MemoryReclaim),
             Cause::PageFault => Some(Part::PageFault),
@@ -165,6 +173,7 @@ pub enum Part {
     Contention,
     Throttled,
     Retransmit,
+    ConnectRetransmit,
     DiskIo,
     MemoryReclaim,
     PageFault,
@@ -196,11 +205,12 @@ pub enum TerminalColour {
 
 impl Part {
     /// Every part, in drawing order (the order of `Parts::values`).
-    pub const ALL: [Part; 10] = [
+    pub const ALL: [Part; 11] = [
         Part::OnCpu,
         Part::Contention,
         Part::Throttled,
         Part::Retransmit,
+        Part::ConnectRetransmit,
         Part::DiskIo,
         Part::MemoryReclaim,
         Part::PageFault,
@@ -216,6 +226,7 @@ impl Part {
             Part::Contention => Some(Cause::CpuContention),
             Part::Throttled => Some(Cause::CpuThrottling),
             Part::Retransmit => Some(Cause::TcpRetransmit),
+            Part::ConnectRetransmit => Some(Cause::TcpConnectRetransmit),
             Part::DiskIo => Some(Cause::DiskIo),
             Part::MemoryReclaim => Some(Cause::MemoryReclaim),
             Part::PageFault => Some(Cause::PageFault),
@@ -245,6 +256,7 @@ impl Part {
             Part::Contention => "run-queue (contention)",
             Part::Throttled => "throttled",
             Part::Retransmit => "retransmit wait",
+            Part::ConnectRetransmit => "connect stall",
             Part::DiskIo => "I/O wait",
             Part::MemoryReclaim => "memory stall",
             Part::PageFault => "page fault",
@@ -261,6 +273,7 @@ impl Part {
             Part::Contention => 'R',
             Part::Throttled => 'T',
             Part::Retransmit => 'X',
+            Part::ConnectRetransmit => 'S',
             Part::DiskIo => 'D',
             Part::MemoryReclaim => 'M',
             Part::PageFault => 'P',
@@ -276,6 +289,7 @@ impl Part {
             Part::Contention => ((230, 85, 13), TerminalColour::Red),
             Part::Throttled => ((117, 107, 177), TerminalColour::Magenta),
             Part::Retransmit => ((49, 163, 84), TerminalColour::Green),
+            Part::ConnectRetransmit => ((116, 196, 118), TerminalColour::Green),
             Part::DiskIo => ((204, 160, 30), TerminalColour::Yellow),
             Part::MemoryReclaim => ((23, 190, 207), TerminalColour::Cyan),
             Part::PageFault => ((188, 189, 34), TerminalColour::Green),
@@ -332,6 +346,7 @@ mod tests {
                 Part::Contention,
                 Part::Throttled,
                 Part::Retransmit,
+                Part::ConnectRetransmit,
                 Part::DiskIo,
                 Part::MemoryReclaim,
                 Part::PageFault

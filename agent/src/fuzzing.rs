@@ -225,6 +225,7 @@ fn measured(input: &mut Input<'_>) -> Measured {
         io_device: None,
         disk_device: input.text(),
         fault_wait_ns: input.u64(),
+        connect_retransmit_wait_ns: input.u64(),
     }
 }
 
@@ -298,6 +299,7 @@ pub fn annotate(data: &[u8]) {
             a.page_fault_s,
             a.lock_wait_s,
             a.retransmit_wait_s,
+            a.connect_retransmit_wait_s,
         ];
         assert!(seconds.iter().all(|s| s.is_finite() && *s >= 0.0), "{a:?}");
         let duration_ms = span

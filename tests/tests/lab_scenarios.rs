@@ -340,6 +340,36 @@ fn evicted_pages_make_major_faults_the_cause() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// SYNs to the downstream dropped: `/connect` requests, which dial it afresh, stall in `connect`
+/// for the SYN's retransmit; the stall is a connect's (`tcp.connect_retransmit`), not a data
+/// retransmit, and names the downstream.
+#[test]
+fn a_lost_syn_is_a_connect_stall() -> anyhow::Result<()> {
+    let run = run_of(Scenario::ConnectLoss)?;
+    let acc = accuracy(run, Injected::ConnectRetransmit);
+    assert!(
+        acc >= ACCURACY_FLOOR,
+        "tcp.connect_retransmit accuracy {acc:.2}"
+    );
+    let stalled: Vec<&Request> = run
+        .requests
+        .iter()
+        .filter(|r| r.cause == Cause::TcpConnectRetransmit)
+        .collect();
+    assert!(!stalled.is_empty(), "no request stalled in connect");
+    for r in stalled {
+        assert_eq!(r.route, "GET /connect", "{r:?}");
+        // The SYN's retransmit timeout is a second.
+        assert!(r.parts.connect_retransmit_ms >= 800.0, "{r:?}");
+        assert_eq!(
+            r.retransmit_peer.as_deref(),
+            Some(run.downstream_peer.as_str()),
+            "{r:?}"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn the_slowed_requests_of_every_fault_are_labelled_with_it() -> anyhow::Result<()> {
     for run in runs()? {

@@ -263,10 +263,12 @@ mod tests {
         );
         add_wait(&mut carried, 15 * MS, 19 * MS, 88, 0);
         assert_eq!((carried.delayed_ns, carried.neighbour_tgid), (7 * MS, 88));
-        // A client asleep from 11 ms to 20 ms met the 7 ms of waiting; one asleep from 18 ms
-        // at most the 1 ms of the window it shares.
-        assert_eq!(carried.overlap_ns(11 * MS, 20 * MS), 7 * MS);
-        assert_eq!(carried.overlap_ns(18 * MS, 20 * MS), MS);
+        // A client asleep from 10 ms to 20 ms met the 7 ms of waiting; one asleep from 11 ms
+        // shares 8 of the window's 9 ms and is charged 8/9 of the waiting (6 of the 7 ms really
+        // fell after 11 ms: where inside the window is not kept); one from 18 ms, 1/9 of it.
+        assert_eq!(carried.overlap_ns(10 * MS, 20 * MS), 7 * MS);
+        assert_eq!(carried.overlap_ns(11 * MS, 20 * MS), 7 * MS / 1000 * 888);
+        assert_eq!(carried.overlap_ns(18 * MS, 20 * MS), 7 * MS / 1000 * 111);
     }
 
     #[test]
@@ -425,5 +427,15 @@ mod tests {
         assert_eq!(d.overlap_ns(0, 10), 0);
         assert_eq!(Delay { delayed_ns: 4, ..d }.overlap_ns(0, 100), 4);
         assert_eq!(Delay::NONE.overlap_ns(0, 100), 0);
+        // Waits spread over a long window: a short sleep is charged its share, not the sum.
+        // `ksoftirqd` waited 30 ms in all over a second; a 100 ms sleep in it met 3 ms.
+        let spread = Delay {
+            start_ns: 0,
+            end_ns: 1000 * MS,
+            delayed_ns: 30 * MS,
+            ..d
+        };
+        assert_eq!(spread.overlap_ns(400 * MS, 500 * MS), 3 * MS);
+        assert_eq!(spread.overlap_ns(0, 2000 * MS), 30 * MS);
     }
 }

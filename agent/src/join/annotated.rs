@@ -237,6 +237,7 @@ mod tests {
             page_fault_s: 0.0,
             lock_wait_s: 0.0,
             retransmit_wait_s: 0.0,
+            connect_retransmit_wait_s: 0.0,
             retransmits: 3,
             retransmit_peer: None,
             neighbour: neighbour.map(str::to_string),

@@ -60,6 +60,10 @@ pub struct Attribution {
     #[serde(default)]
     pub lock_wait_s: f64,
     pub retransmit_wait_s: f64,
+    /// The part of `retransmit_wait_s` waiting on a retransmitted handshake (SYN, SYN-ACK):
+    /// a connect stalled. Counted in `tcp.connect_retransmit`, the rest in `tcp.retransmit`.
+    #[serde(default)]
+    pub connect_retransmit_wait_s: f64,
     pub retransmits: u64,
     pub retransmit_peer: Option<String>,
     pub neighbour: Option<String>,
@@ -114,6 +118,8 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
         0
     };
     let rtx_ns = m.retransmit_wait_ns.min(rtx_cap_ns).min(m.wall_ns);
+    // A stalled handshake is a connect's wait, its own cause; bounded as the whole is.
+    let connect_ns = m.connect_retransmit_wait_ns.min(rtx_ns);
     // Waiting on the network is off-CPU time; what the retransmits explain is not "off_cpu".
     // Nor is the sleep a waker spent queued behind a neighbour (the wake chain): that is
     // contention through another thread. All in scaled ns, each bounded by what is left of the
@@ -148,7 +154,8 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
             Cause::CpuThrottling,
             share(m.throttled_ns) + waker_throttled_ns / wall,
         ),
-        (Cause::TcpRetransmit, rtx_ns as f64 / wall),
+        (Cause::TcpRetransmit, (rtx_ns - connect_ns) as f64 / wall),
+        (Cause::TcpConnectRetransmit, connect_ns as f64 / wall),
         (Cause::DiskIo, disk_io_ns / wall),
         (Cause::MemoryReclaim, memory_reclaim_ns / wall),
         (Cause::PageFault, page_fault_ns / wall),
@@ -197,6 +204,7 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
         page_fault_s: page_fault_ns / 1e9,
         lock_wait_s: lock_wait_ns / 1e9,
         retransmit_wait_s: rtx_ns as f64 / 1e9,
+        connect_retransmit_wait_s: connect_ns as f64 / 1e9,
         retransmits: m.retransmits,
         retransmit_peer: m.retransmit_peer.clone(),
         neighbour: m.neighbour.clone(),
@@ -267,6 +275,10 @@ pub(crate) fn attribute_pairs(
         ("culprit.page_fault.duration", F64(a.page_fault_s)),
         ("culprit.lock_wait.duration", F64(a.lock_wait_s)),
         ("culprit.retransmit_wait.duration", F64(a.retransmit_wait_s)),
+        (
+            "culprit.connect_retransmit_wait.duration",
+            F64(a.connect_retransmit_wait_s),
+        ),
         ("culprit.tcp.retransmits", I64(a.retransmits as i64)),
         ("culprit.join", Str(&a.join)),
         ("culprit.coverage", F64(a.coverage)),

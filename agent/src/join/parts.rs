@@ -13,6 +13,9 @@ pub struct Parts {
     pub contention_ms: f64,
     pub throttled_ms: f64,
     pub retransmit_ms: f64,
+    /// Off-CPU time waiting on a retransmitted handshake (a connect stalled).
+    #[serde(default)]
+    pub connect_retransmit_ms: f64,
     /// Off-CPU time asleep in the kernel's I/O wait.
     #[serde(default)]
     pub disk_io_ms: f64,
@@ -40,7 +43,9 @@ impl Parts {
         let throttled_ms = ms(a.throttled_s) + ms(a.waker_throttled_s);
         let contention_ms =
             ms(a.runqueue_s - a.throttled_s - a.memory_reclaim_runq_s) + ms(a.waker_delay_s);
-        let retransmit_ms = ms(a.retransmit_wait_s).min(duration_ms);
+        let all_retransmit_ms = ms(a.retransmit_wait_s).min(duration_ms);
+        let connect_retransmit_ms = ms(a.connect_retransmit_wait_s).min(all_retransmit_ms);
+        let retransmit_ms = all_retransmit_ms - connect_retransmit_ms;
         let disk_io_ms = ms(a.disk_io_s);
         let memory_reclaim_ms = ms(a.memory_reclaim_s);
         let page_fault_ms = ms(a.page_fault_s);
@@ -57,6 +62,7 @@ impl Parts {
             + throttled_ms
             + contention_ms
             + retransmit_ms
+            + connect_retransmit_ms
             + disk_io_ms
             + memory_reclaim_ms
             + page_fault_ms
@@ -67,6 +73,7 @@ impl Parts {
             contention_ms,
             throttled_ms,
             retransmit_ms,
+            connect_retransmit_ms,
             disk_io_ms,
             memory_reclaim_ms,
             page_fault_ms,
@@ -83,6 +90,7 @@ impl Parts {
             Part::Contention => self.contention_ms,
             Part::Throttled => self.throttled_ms,
             Part::Retransmit => self.retransmit_ms,
+            Part::ConnectRetransmit => self.connect_retransmit_ms,
             Part::DiskIo => self.disk_io_ms,
             Part::MemoryReclaim => self.memory_reclaim_ms,
             Part::PageFault => self.page_fault_ms,
@@ -104,6 +112,7 @@ impl Parts {
             self.contention_ms,
             self.throttled_ms,
             self.retransmit_ms,
+            self.connect_retransmit_ms,
             self.disk_io_ms,
             self.memory_reclaim_ms,
             self.page_fault_ms,
@@ -129,6 +138,7 @@ impl Parts {
         self.contention_ms += o.contention_ms;
         self.throttled_ms += o.throttled_ms;
         self.retransmit_ms += o.retransmit_ms;
+        self.connect_retransmit_ms += o.connect_retransmit_ms;
         self.disk_io_ms += o.disk_io_ms;
         self.memory_reclaim_ms += o.memory_reclaim_ms;
         self.page_fault_ms += o.page_fault_ms;

@@ -6,6 +6,7 @@
 pub(crate) mod bucket_gaps;
 pub(crate) mod interval;
 pub(crate) mod intervals;
+pub(crate) mod retransmit_wait;
 pub(crate) mod retransmits;
 pub(crate) mod runq_quantile;
 pub(crate) mod runqueue;

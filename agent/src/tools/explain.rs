@@ -97,6 +97,10 @@ pub fn part_lines(r: &RequestView) -> Vec<String> {
                     .retransmit_peer
                     .as_ref()
                     .map(|p| format!("{} retransmit(s) to/from {p}", r.retransmits)),
+                Part::ConnectRetransmit if ms > 0.0 => r
+                    .retransmit_peer
+                    .as_ref()
+                    .map(|p| format!("handshake with {p} retransmitted")),
                 Part::DiskIo if ms > 0.0 => r.disk_device.as_ref().map(|d| format!("device {d}")),
                 Part::MemoryReclaim if ms > 0.0 => Some(format!(
                     "memory limit of {}",

@@ -29,6 +29,24 @@ impl PacketLoss {
             .context("installing the packet-loss rules (needs root and nftables)")?;
         Ok(Self { table })
     }
+
+    /// Drops `percent`% of the connection requests (SYNs without ACK) to `port`, on arrival:
+    /// the client's `connect` waits for its SYN's retransmit (1 s, then 3 s in all), the
+    /// connections once open lose nothing.
+    pub fn syns_to_port(port: u16, percent: u8) -> anyhow::Result<Self> {
+        let table = format!("culprit_synloss_{}_{port}", std::process::id());
+        let script = format!(
+            "table inet {table} {{
+                chain input {{
+                    type filter hook input priority 0; policy accept;
+                    tcp dport {port} tcp flags & (syn | ack) == syn numgen random mod 100 < {percent} drop
+                }}
+            }}"
+        );
+        nft(&["-f", "-"], Some(&script))
+            .context("installing the SYN-loss rules (needs root and nftables)")?;
+        Ok(Self { table })
+    }
 }
 
 impl Drop for PacketLoss {

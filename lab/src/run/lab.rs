@@ -20,7 +20,7 @@ use culprit::{
 };
 use serde::Deserialize;
 
-use super::agent::RunningAgent;
+use super::{agent::RunningAgent, fault_guard::Fault};
 use crate::{
     faults::{
         cgroup::TempCgroup,
@@ -37,7 +37,10 @@ use crate::{
         launch::service_command,
         load::{self, ClientSample, LoadShape},
         otel::{AgentPorts, free_port, wait_for_port},
-        server::{ALLOC_ROUTE, CPU_ROUTE, DISK_ROUTE, DOWNSTREAM_ROUTE, LOCK_ROUTE, MAPPED_ROUTE},
+        server::{
+            ALLOC_ROUTE, CONNECT_ROUTE, CPU_ROUTE, DISK_ROUTE, DOWNSTREAM_ROUTE, LOCK_ROUTE,
+            MAPPED_ROUTE,
+        },
     },
 };
 
@@ -191,6 +194,10 @@ impl Lab {
                     downstream_port,
                     faults.loss_percent,
                 )?)),
+                Some(Injected::ConnectRetransmit) => Some(Fault::Loss(PacketLoss::syns_to_port(
+                    downstream_port,
+                    faults.syn_loss_percent,
+                )?)),
                 // On the harness's CPU: the writers load the disk, not the service's CPU.
                 Some(Injected::DiskIo) => Some(Fault::Writers(spawn_workload(
                     &hogs_cg,
@@ -268,6 +275,7 @@ impl Lab {
                         LOCK_ROUTE,
                         ALLOC_ROUTE,
                         MAPPED_ROUTE,
+                        CONNECT_ROUTE,
                     ]
                     .contains(&&*s.name)
             },
@@ -430,35 +438,6 @@ fn client_counts(samples: &[ClientSample]) -> ClientCounts {
         failed: samples.iter().filter(|s| !s.ok).count(),
         p50_ms: accuracy::quantile(&ms, 0.5),
         p99_ms: accuracy::quantile(&ms, 0.99),
-    }
-}
-
-/// A fault, removed when dropped.
-enum Fault<'a> {
-    Hogs(#[allow(dead_code)] Reaped),
-    Quota(&'a TempCgroup),
-    Loss(#[allow(dead_code)] PacketLoss),
-    Writers(#[allow(dead_code)] Reaped),
-    Evictor(#[allow(dead_code)] Reaped, #[allow(dead_code)] Reaped),
-    Memory(
-        &'a TempCgroup,
-        #[allow(dead_code)] Reaped,
-        #[allow(dead_code)] placement::WritebackWorkers,
-    ),
-}
-
-impl Drop for Fault<'_> {
-    fn drop(&mut self) {
-        if let Fault::Quota(cg) = self
-            && let Err(err) = cg.set_cpu_quota(None)
-        {
-            eprintln!("warning: could not lift the CPU quota: {err:#}");
-        }
-        if let Fault::Memory(cg, _, _) = self
-            && let Err(err) = cg.set_memory_limit(None)
-        {
-            eprintln!("warning: could not lift the memory limit: {err:#}");
-        }
     }
 }
 

@@ -5,5 +5,6 @@
 pub mod agent;
 pub mod concurrency;
 pub mod demo;
+mod fault_guard;
 pub mod lab;
 pub mod runq_contention;

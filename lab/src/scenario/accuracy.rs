@@ -32,6 +32,7 @@ pub enum Injected {
     DiskIo,
     MemoryReclaim,
     PageFault,
+    ConnectRetransmit,
 }
 
 impl Injected {
@@ -43,6 +44,7 @@ impl Injected {
             Injected::DiskIo => Cause::DiskIo,
             Injected::MemoryReclaim => Cause::MemoryReclaim,
             Injected::PageFault => Cause::PageFault,
+            Injected::ConnectRetransmit => Cause::TcpConnectRetransmit,
         }
     }
 
@@ -57,6 +59,7 @@ impl Injected {
     pub fn reaches(self, route: &str) -> bool {
         match self {
             Injected::Retransmit => route == crate::service::server::DOWNSTREAM_ROUTE,
+            Injected::ConnectRetransmit => route == crate::service::server::CONNECT_ROUTE,
             _ => true,
         }
     }
@@ -79,6 +82,7 @@ impl TryFrom<Cause> for Injected {
             Injected::DiskIo,
             Injected::MemoryReclaim,
             Injected::PageFault,
+            Injected::ConnectRetransmit,
         ]
         .into_iter()
         .find(|i| i.cause() == c)
@@ -95,6 +99,7 @@ fn explained_by(parts: &Parts, cause: Injected) -> f64 {
         Injected::DiskIo => parts.disk_io_ms,
         Injected::MemoryReclaim => parts.memory_reclaim_ms,
         Injected::PageFault => parts.page_fault_ms,
+        Injected::ConnectRetransmit => parts.connect_retransmit_ms,
     }
 }
 

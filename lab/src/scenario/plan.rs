@@ -17,11 +17,12 @@ pub enum Scenario {
     LockContention,
     MemoryPressure,
     PageFault,
+    ConnectLoss,
     Mixed,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Baseline,
         Scenario::CpuContention,
         Scenario::CpuThrottling,
@@ -30,6 +31,7 @@ impl Scenario {
         Scenario::LockContention,
         Scenario::MemoryPressure,
         Scenario::PageFault,
+        Scenario::ConnectLoss,
         Scenario::Mixed,
     ];
 
@@ -43,6 +45,7 @@ impl Scenario {
             Scenario::LockContention => "lock-contention",
             Scenario::MemoryPressure => "memory-pressure",
             Scenario::PageFault => "page-fault",
+            Scenario::ConnectLoss => "connect-loss",
             Scenario::Mixed => "mixed",
         }
     }
@@ -84,6 +87,11 @@ impl Scenario {
                  the disk busy: each page they touch is a major fault",
                 l.fault_disk_writers
             ),
+            Scenario::ConnectLoss => format!(
+                "nftables drops {}% of the SYNs to the downstream, which `/connect` requests \
+                 dial afresh each time: a lost SYN is a connect stalled for its retransmit",
+                l.syn_loss_percent
+            ),
             Scenario::Mixed => "contention, then throttling, then packet loss, one run".into(),
         }
     }
@@ -100,6 +108,7 @@ impl Scenario {
             Scenario::LockContention => vec![Some(Injected::Contention)],
             Scenario::MemoryPressure => vec![Some(Injected::MemoryReclaim)],
             Scenario::PageFault => vec![Some(Injected::PageFault)],
+            Scenario::ConnectLoss => vec![Some(Injected::ConnectRetransmit)],
             Scenario::Mixed => vec![
                 Some(Injected::Contention),
                 Some(Injected::Throttling),
@@ -118,6 +127,7 @@ impl Scenario {
             Scenario::LockContention => &["/cpu", "/lock"],
             Scenario::MemoryPressure => &["/cpu", "/alloc"],
             Scenario::PageFault => &["/cpu", "/mapped"],
+            Scenario::ConnectLoss => &["/cpu", "/connect"],
             _ => crate::service::load::DEFAULT_ROUTES,
         }
     }
@@ -160,6 +170,9 @@ pub(crate) struct Faults {
     pub(crate) quota_us: u64,
     pub(crate) period_us: u64,
     pub(crate) loss_percent: u8,
+    /// SYNs dropped in `connect-loss`: each lost one stalls a connect 1 s, so that a handful
+    /// of the phase's `/connect` requests stall, not every worker all the time.
+    pub(crate) syn_loss_percent: u8,
     pub(crate) disk_writers: usize,
     /// Writers beside the page-cache evictor: a deeper queue, so that a fault's 4 KiB read
     /// waits for the device as long as `/disk`'s 64 KiB ones do in `disk-io`.
@@ -176,6 +189,7 @@ impl Faults {
         quota_us: 2_000,
         period_us: 10_000,
         loss_percent: 10,
+        syn_loss_percent: 5,
         disk_writers: 4,
         fault_disk_writers: 8,
         memory_headroom_bytes: 96 << 20,

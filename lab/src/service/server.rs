@@ -40,6 +40,9 @@ pub(crate) const DISK_ROUTE: &str = "GET /disk";
 pub(crate) const LOCK_ROUTE: &str = "GET /lock";
 pub(crate) const ALLOC_ROUTE: &str = "GET /alloc";
 pub(crate) const MAPPED_ROUTE: &str = "GET /mapped";
+/// The downstream exchange over a connection of its own, opened for the request and closed
+/// after: a client without a pool, whose every call waits for a TCP handshake.
+pub(crate) const CONNECT_ROUTE: &str = "GET /connect";
 /// Blocks one `/disk` request reads, each [`DISK_BLOCK_BYTES`], one after the other.
 const DISK_READS: usize = 32;
 const DISK_BLOCK_BYTES: usize = 64 << 10;
@@ -197,6 +200,7 @@ impl Worker {
                 "/downstream" => DOWNSTREAM_ROUTE,
                 "/disk" if self.config.disk_file.is_some() => DISK_ROUTE,
                 "/mapped" if self.config.disk_file.is_some() => MAPPED_ROUTE,
+                "/connect" => CONNECT_ROUTE,
                 "/lock" if self.lock.is_some() => LOCK_ROUTE,
                 "/alloc" => ALLOC_ROUTE,
                 "/health" => {
@@ -254,7 +258,8 @@ impl Worker {
                     workloads::busy(self.config.cpu_work / 5);
                     memory::alloc_touch(memory::ALLOC_BYTES)
                 }
-                _ => self.call_downstream(&cx),
+                CONNECT_ROUTE => self.call_downstream(&cx, true),
+                _ => self.call_downstream(&cx, false),
             };
             let status = match &outcome {
                 Ok(()) => 200,
@@ -306,8 +311,12 @@ impl Worker {
         self.mapped.as_mut().context("no data file")?.read_request()
     }
 
-    /// One request/response exchange with the downstream service, as a client span.
-    fn call_downstream(&mut self, parent: &Context) -> anyhow::Result<()> {
+    /// One request/response exchange with the downstream service, as a client span: over the
+    /// worker's kept-alive connection, or (`fresh`) over one opened for it and closed after.
+    fn call_downstream(&mut self, parent: &Context, fresh: bool) -> anyhow::Result<()> {
+        if fresh {
+            self.downstream = None;
+        }
         let mut span = self
             .tracer
             .span_builder("downstream call")
@@ -321,6 +330,9 @@ impl Worker {
         if let Err(err) = &result {
             span.set_status(Status::error(format!("{err:#}")));
             // A broken connection is replaced on the next call.
+            self.downstream = None;
+        }
+        if fresh {
             self.downstream = None;
         }
         span.end();

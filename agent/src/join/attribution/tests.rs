@@ -37,6 +37,28 @@ fn retransmit_wait_explains_off_cpu_time() {
     let a = attribute(&m(2, 0, 0, 210, 200));
     assert_eq!(a.cause, "tcp.retransmit");
     assert!((a.retransmit_wait_s - 0.2).abs() < 1e-9);
+    assert_eq!(a.connect_retransmit_wait_s, 0.0);
+}
+
+#[test]
+fn a_stalled_handshake_is_a_connect_stall_not_lost_data() {
+    // 1 s in `connect` for a SYN's retransmit, then 30 ms losing data.
+    let mut x = m(2, 0, 0, 1100, 1030);
+    x.connect_retransmit_wait_ns = 1000 * MS;
+    let a = attribute(&x);
+    assert_eq!(a.cause, "tcp.connect_retransmit");
+    assert!((a.retransmit_wait_s - 1.03).abs() < 1e-9, "{a:?}");
+    assert!((a.connect_retransmit_wait_s - 1.0).abs() < 1e-9, "{a:?}");
+    let parts = crate::join::parts::Parts::of(&a, 1102.0);
+    assert!(
+        (parts.connect_retransmit_ms - 1000.0).abs() < 1e-6,
+        "{parts:?}"
+    );
+    assert!((parts.retransmit_ms - 30.0).abs() < 1e-6, "{parts:?}");
+    // Never more than the whole retransmit wait, whatever the sums say.
+    x.connect_retransmit_wait_ns = 5000 * MS;
+    let a = attribute(&x);
+    assert!((a.connect_retransmit_wait_s - 1.03).abs() < 1e-9, "{a:?}");
 }
 
 #[test]
