@@ -283,10 +283,12 @@ fn a_lock_holder_behind_a_hog_is_contention_through_the_lock() -> anyhow::Result
         holder_named >= 0.7,
         "the lock holder named in {holder_named:.2}"
     );
-    // The holder's own time with the lock is the application's: `lock.wait`, holder named.
+    // The holder's own time with the lock is the application's: `lock.wait`, holder named
+    // (a part of the chained requests' time: the holder, a background thread behind the hogs,
+    // is delayed in nearly every hold of the fault phase).
     assert!(
         lock.iter()
-            .any(|r| r.cause == Cause::LockWait && r.lock_holder.is_some()),
+            .any(|r| r.parts.lock_wait_ms > 0.0 && r.lock_holder.is_some()),
         "no /lock request waited on the lock by the agent"
     );
     Ok(())

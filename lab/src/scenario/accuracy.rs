@@ -52,6 +52,13 @@ impl Injected {
         self.cause().as_str()
     }
 
+    /// Whether `verdict` names this fault: its own cause, or for lost packets a connect stall
+    /// too (a handshake's packets are lost as well).
+    pub fn named_by(self, verdict: Cause) -> bool {
+        verdict == self.cause()
+            || (self == Injected::Retransmit && verdict == Cause::TcpConnectRetransmit)
+    }
+
     /// Whether the fault can slow a request of `route`: lost packets on the downstream
     /// connection slow only the requests that use it; a `/cpu` request slow in that phase was
     /// slowed by something else (seen: waiting for the CPU behind the service's other worker),
@@ -95,7 +102,9 @@ fn explained_by(parts: &Parts, cause: Injected) -> f64 {
     match cause {
         Injected::Contention => parts.contention_ms,
         Injected::Throttling => parts.throttled_ms,
-        Injected::Retransmit => parts.retransmit_ms,
+        // Lost packets lose handshakes too: a connection re-opened after a failure waits for
+        // its SYN's retransmit, which the agent rightly names a connect stall.
+        Injected::Retransmit => parts.retransmit_ms + parts.connect_retransmit_ms,
         Injected::DiskIo => parts.disk_io_ms,
         Injected::MemoryReclaim => parts.memory_reclaim_ms,
         Injected::PageFault => parts.page_fault_ms,
@@ -252,7 +261,7 @@ pub(crate) fn summarize(
             if excess > SLOWED_FRACTION * reference && cause.reaches(&r.route) {
                 let l = labels.entry(cause).or_default();
                 l.0 += 1;
-                l.1 += usize::from(r.cause == cause.cause());
+                l.1 += usize::from(cause.named_by(r.cause));
             }
         }
     }

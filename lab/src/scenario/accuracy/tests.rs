@@ -146,6 +146,29 @@ fn lost_packets_are_judged_only_on_the_requests_that_use_the_connection() {
 }
 
 #[test]
+fn lost_packets_that_stall_a_reconnect_are_the_loss_too() {
+    let route = crate::service::server::DOWNSTREAM_ROUTE;
+    let reference = BTreeMap::from([(route.to_string(), 1.0)]);
+    let r = Some(Injected::Retransmit);
+    let mut measured: Vec<Request> = (0..18)
+        .map(|_| req(route, 1.0, parts(1.0, 0.0, 0.0, 0.0), r))
+        .collect();
+    // A data retransmit, and a connection re-opened after the loss whose SYN was lost too.
+    let mut lost = req(route, 301.0, parts(1.0, 0.0, 0.0, 300.0), r);
+    lost.cause = Cause::TcpRetransmit;
+    let mut reconnect = req(route, 1001.0, parts(1.0, 0.0, 0.0, 0.0), r);
+    reconnect.parts.connect_retransmit_ms = 1000.0;
+    reconnect.cause = Cause::TcpConnectRetransmit;
+    measured.extend([lost, reconnect]);
+    let s = summarize(&measured, &reference);
+    assert!((s.accuracy.unwrap() - 1.0).abs() < 1e-9, "{s:?}");
+    assert_eq!(s.label_by_cause["tcp.retransmit"], 1.0, "{s:?}");
+    // Dropped SYNs alone are judged on the connect stalls only.
+    assert!(Injected::ConnectRetransmit.named_by(Cause::TcpConnectRetransmit));
+    assert!(!Injected::ConnectRetransmit.named_by(Cause::TcpRetransmit));
+}
+
+#[test]
 fn explained_time_beyond_the_excess_does_not_count_twice() {
     let reference = BTreeMap::from([("cpu".to_string(), 5.0)]);
     let t = Some(Injected::Throttling);
