@@ -68,13 +68,15 @@ fn a_client_asleep_on_a_server_behind_a_hog_is_delayed_by_the_hog() -> anyhow::R
     eprintln!("server alone: {alone:#?}\nserver next to the hog: {contended:#?}");
     drop(server);
 
-    // Alone, the server answers at once: nothing of the client's sleep is anyone's delay.
+    // Alone, the server answers at once: nothing of the client's sleep is anyone's delay but
+    // what the machine's own tasks cost the server (under emulation, the kernel matrix: 5.2% of
+    // the sleep on 6.12 under TCG, where the server waited 0.25 s in its run queue on its own).
     assert!(
         alone.off_cpu_ns > 1_000_000_000,
         "the client barely slept: {alone:?}"
     );
     assert!(
-        alone.waker_delay_ns * 20 < alone.off_cpu_ns,
+        alone.waker_delay_ns * 10 < alone.off_cpu_ns,
         "the idle server's wakeups delayed: {alone:?}"
     );
     // Next to the hog, most of the client's sleep is its server waiting behind the hog, and

@@ -115,16 +115,6 @@ pub const CHECKS: &[Check] = &[
         },
     },
     Check {
-        name: "wait reasons",
-        proves: "threads asleep on a held mutex, on O_DIRECT reads of a loop device and in \
-                 major faults on its mapping: lock wait, I/O wait and page faults, each alone",
-        signal: None,
-        proof: Proof::Test {
-            test: "wait_reasons",
-            cases: &[],
-        },
-    },
-    Check {
         name: "export to rotel",
         proves: "Python SDK spans reach rotel through the agent, unchanged, with causes",
         signal: None,
