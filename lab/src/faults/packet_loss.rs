@@ -15,37 +15,42 @@ impl PacketLoss {
     /// a drop on `output` fails the send locally, which TCP handles as local congestion rather
     /// than as a lost segment, with no retransmit.
     pub fn on_port(port: u16, percent: u8) -> anyhow::Result<Self> {
-        let table = format!("culprit_loss_{}_{port}", std::process::id());
-        let script = format!(
-            "table inet {table} {{
-                chain input {{
-                    type filter hook input priority 0; policy accept;
-                    tcp dport {port} numgen random mod 100 < {percent} drop
-                    tcp sport {port} numgen random mod 100 < {percent} drop
-                }}
-            }}"
-        );
-        nft(&["-f", "-"], Some(&script))
-            .context("installing the packet-loss rules (needs root and nftables)")?;
-        Ok(Self { table })
+        Self::on_input(
+            &format!("culprit_loss_{}_{port}", std::process::id()),
+            &format!(
+                "tcp dport {port} numgen random mod 100 < {percent} drop
+                 tcp sport {port} numgen random mod 100 < {percent} drop"
+            ),
+        )
     }
 
     /// Drops `percent`% of the connection requests (SYNs without ACK) to `port`, on arrival:
     /// the client's `connect` waits for its SYN's retransmit (1 s, then 3 s in all), the
     /// connections once open lose nothing.
     pub fn syns_to_port(port: u16, percent: u8) -> anyhow::Result<Self> {
-        let table = format!("culprit_synloss_{}_{port}", std::process::id());
+        Self::on_input(
+            &format!("culprit_synloss_{}_{port}", std::process::id()),
+            &format!(
+                "tcp dport {port} tcp flags & (syn | ack) == syn numgen random mod 100 < {percent} drop"
+            ),
+        )
+    }
+
+    /// Installs table `table` whose `input` chain holds `rules`.
+    fn on_input(table: &str, rules: &str) -> anyhow::Result<Self> {
         let script = format!(
             "table inet {table} {{
                 chain input {{
                     type filter hook input priority 0; policy accept;
-                    tcp dport {port} tcp flags & (syn | ack) == syn numgen random mod 100 < {percent} drop
+                    {rules}
                 }}
             }}"
         );
         nft(&["-f", "-"], Some(&script))
-            .context("installing the SYN-loss rules (needs root and nftables)")?;
-        Ok(Self { table })
+            .context("installing the packet-loss rules (needs root and nftables)")?;
+        Ok(Self {
+            table: table.to_string(),
+        })
     }
 }
 
