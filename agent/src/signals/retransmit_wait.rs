@@ -36,8 +36,9 @@ fn is_ephemeral(endpoint: &str) -> bool {
 
 /// Time process `pid` spent waiting on retransmitted segments within the window: its own
 /// retransmits, and those of the other end of its connections (`endpoints`: its local TCP
-/// endpoints). Each retransmit at `t` with cost `c` covers `[t - c, t]`. Also the count, and the
-/// peer with most. With the span's serving thread known (`tid`), a connection of the process
+/// endpoints). Each retransmit at `t` with cost `c` covers `[t - c, t]`. Also the count, the
+/// peer with most, and the part of the wait a handshake's retransmits covered (a connect
+/// stalled: [`is_handshake`]), in the same pass. With the span's serving thread known (`tid`), a connection of the process
 /// that another of its threads is known to use (the socket's owner, seen sending or receiving on
 /// it: an exporter's, a pool's) kept some other request waiting, not this one.
 pub(crate) fn retransmit_wait<'a>(
@@ -46,8 +47,9 @@ pub(crate) fn retransmit_wait<'a>(
     endpoints: &[String],
     start_ns: u64,
     end_ns: u64,
-) -> (u64, u64, Option<String>) {
+) -> (u64, u64, Option<String>, u64) {
     let mut intervals: Vec<(u64, u64)> = Vec::new();
+    let mut handshakes: Vec<(u64, u64)> = Vec::new();
     let mut peers: BTreeMap<&str, u64> = BTreeMap::new();
     for r in rows {
         let Some(peer) = peer_of(r, pid, endpoints) else {
@@ -65,6 +67,9 @@ pub(crate) fn retransmit_wait<'a>(
         let hi = r.mono_ns.min(end_ns);
         if hi > lo {
             intervals.push((lo, hi));
+            if is_handshake(r) {
+                handshakes.push((lo, hi));
+            }
             *peers.entry(peer).or_default() += 1;
         }
     }
@@ -75,7 +80,7 @@ pub(crate) fn retransmit_wait<'a>(
         .into_iter()
         .max_by_key(|(_, n)| *n)
         .map(|(p, _)| p.to_string());
-    (covered, count, peer)
+    (covered, count, peer, union_ns(handshakes))
 }
 
 /// Whether a retransmit is of a connection's handshake: a SYN (the connecting side, in
@@ -127,16 +132,16 @@ mod tests {
         rows.push_back(r.clone());
         r.pid = Some(99);
         rows.push_back(r);
-        let (wait, n, peer) = retransmit_wait(&rows, (1, None), &[], 0, 5000);
+        let (wait, n, peer, _) = retransmit_wait(&rows, (1, None), &[], 0, 5000);
         assert_eq!((wait, n, peer.as_deref()), (300, 2, Some("b:2")));
         // Clipped to the window.
         assert_eq!(retransmit_wait(&rows, (1, None), &[], 950, 1050).0, 100);
         assert_eq!(
             retransmit_wait(&rows, (1, None), &[], 2000, 3000),
-            (0, 0, None)
+            (0, 0, None, 0)
         );
         // Process 7 holds b:2, the far end of process 99's retransmitting connection.
-        let (wait, n, peer) = retransmit_wait(&rows, (7, None), &["b:2".to_string()], 0, 5000);
+        let (wait, n, peer, _) = retransmit_wait(&rows, (7, None), &["b:2".to_string()], 0, 5000);
         assert_eq!((wait, n, peer.as_deref()), (300, 3, Some("a:1")));
     }
 

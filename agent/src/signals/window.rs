@@ -2,7 +2,7 @@
 //! the join never mutates the signals and can be tested against a fixed picture.
 
 use super::{
-    retransmit_wait::{is_handshake, port_of, retransmit_wait},
+    retransmit_wait::{port_of, retransmit_wait},
     retransmits::RetransmitRow,
     serving_thread::{self, Candidate, Serving},
     span_context::{self, Split},
@@ -226,7 +226,8 @@ impl WindowView for Signals {
                 .iter()
                 .any(|addr| port_of(addr).is_some_and(|p| self.telemetry_ports.contains(&p)))
         };
-        let (wait_ns, count, peer) = retransmit_wait(
+        // A connect stall is told apart by the state the socket was in (a handshake's).
+        let (wait_ns, count, peer, handshake_ns) = retransmit_wait(
             self.recent_retransmits.iter().filter(requests_own),
             (pid, m.tid),
             endpoints,
@@ -236,20 +237,7 @@ impl WindowView for Signals {
         m.retransmit_wait_ns = wait_ns;
         m.retransmits = count;
         m.retransmit_peer = peer;
-        // The handshake's own: its stalls overlap no data's on the same connection, and a
-        // connect stall is told apart by the state the socket was in.
-        m.connect_retransmit_wait_ns = retransmit_wait(
-            self.recent_retransmits
-                .iter()
-                .filter(requests_own)
-                .filter(|r| is_handshake(r)),
-            (pid, m.tid),
-            endpoints,
-            start_ns,
-            end_ns,
-        )
-        .0
-        .min(wait_ns);
+        m.connect_retransmit_wait_ns = handshake_ns.min(wait_ns);
         m
     }
 }
