@@ -22,6 +22,10 @@ pub const WATCHED_CGROUPS: &str = "WATCHED_CGROUPS";
 pub const SCHED_EVENTS: &str = "SCHED_EVENTS";
 /// Ring buffer of [`crate::tcp::RetransmitRecord`].
 pub const TCP_EVENTS: &str = "TCP_EVENTS";
+/// Ring buffer of [`crate::tcp::QueueRecord`].
+pub const QUEUE_EVENTS: &str = "QUEUE_EVENTS";
+/// Accepted connections (`struct sock *` -> [`crate::tcp::PassiveSocket`]).
+pub const PASSIVE_SOCKETS: &str = "PASSIVE_SOCKETS";
 /// Socket owners (`struct sock *` -> [`crate::tcp::SockOwner`]).
 pub const SOCK_OWNER: &str = "SOCK_OWNER";
 /// Connections being opened to an OTLP port (`struct sock *` -> [`crate::tcp::PendingConnect`]).

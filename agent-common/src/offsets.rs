@@ -63,9 +63,13 @@ pub struct KernelOffsets {
     /// the device a thread's block I/O goes to. Absent: the device of an I/O wait is not named.
     pub bio_bdev: u32,
     pub block_device_dev: u32,
+    /// `tcp_sock.rcv_nxt` and `tcp_sock.copied_seq` (u32 sequence numbers): equal when an
+    /// accepted connection has no unread bytes. Absent: no queue wait is measured.
+    pub tcp_rcv_nxt: u32,
+    pub tcp_copied_seq: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 88);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 96);
 
 impl KernelOffsets {
     pub const ZERO: KernelOffsets = KernelOffsets {
@@ -91,6 +95,8 @@ impl KernelOffsets {
         syscall_futex: OFFSET_ABSENT,
         bio_bdev: OFFSET_ABSENT,
         block_device_dev: OFFSET_ABSENT,
+        tcp_rcv_nxt: OFFSET_ABSENT,
+        tcp_copied_seq: OFFSET_ABSENT,
     };
 }
 

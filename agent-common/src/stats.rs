@@ -22,10 +22,14 @@ pub enum DropCounter {
     /// A published thread context (OTEP 4947) could not be read: a thread pointer, dtv or
     /// record not readable without a page fault. The interval keeps the last span read.
     ContextReadFailed = 7,
+    /// The queue ring buffer was full: a request's queue wait was lost.
+    QueueRingFull = 8,
+    /// `PASSIVE_SOCKETS` refused an accepted connection: its requests' queue waits go unmeasured.
+    PassiveSocketFailed = 9,
 }
 
 impl DropCounter {
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 10;
     pub const ALL: [DropCounter; Self::COUNT as usize] = [
         DropCounter::RunqHistFull,
         DropCounter::TaskReadFailed,
@@ -35,6 +39,8 @@ impl DropCounter {
         DropCounter::TcpRingFull,
         DropCounter::ConnectionOwnerFailed,
         DropCounter::ContextReadFailed,
+        DropCounter::QueueRingFull,
+        DropCounter::PassiveSocketFailed,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -47,6 +53,8 @@ impl DropCounter {
             DropCounter::TcpRingFull => "tcp_ring_full",
             DropCounter::ConnectionOwnerFailed => "connection_owner_failed",
             DropCounter::ContextReadFailed => "context_read_failed",
+            DropCounter::QueueRingFull => "queue_ring_full",
+            DropCounter::PassiveSocketFailed => "passive_socket_failed",
         }
     }
 }

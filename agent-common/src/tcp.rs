@@ -98,8 +98,46 @@ pub struct ConnectionOwner {
 
 const _: () = assert!(core::mem::size_of::<ConnectionOwner>() == 56);
 
+/// A connection a listener accepted (map `PASSIVE_SOCKETS`, keyed by `struct sock *`): when its
+/// unread bytes began to wait, for the queue wait of the request its server reads next.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PassiveSocket {
+    /// When the oldest unread byte arrived: a segment that found the receive queue empty (or the
+    /// connection's establishment, for a request sent with the handshake's last ACK).
+    pub unread_since_ns: u64,
+    /// `unread_since_ns` when a watched thread last read from the socket: each arrival is
+    /// reported once.
+    pub reported_since_ns: u64,
+    /// `tcp_sock.copied_seq` at that read: a read that consumed nothing reports nothing.
+    pub copied_seq: u32,
+    /// The listener's port (host order).
+    pub local_port: u16,
+    pub _pad: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<PassiveSocket>() == 24);
+
+/// A record on the `QUEUE_EVENTS` ring buffer: a watched thread read bytes an accepted
+/// connection had left waiting since `arrived_ns` (in the listen backlog, then the receive
+/// queue, while no worker read them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueRecord {
+    pub tgid: u32,
+    pub tid: u32,
+    pub arrived_ns: u64,
+    pub read_ns: u64,
+    pub local_port: u16,
+    pub _pad: [u16; 3],
+}
+
+const _: () = assert!(core::mem::size_of::<QueueRecord>() == 32);
+
 #[cfg(feature = "user")]
 mod pod {
+    unsafe impl aya::Pod for super::PassiveSocket {}
+    unsafe impl aya::Pod for super::QueueRecord {}
     unsafe impl aya::Pod for super::SockOwner {}
     unsafe impl aya::Pod for super::RetransmitRecord {}
     unsafe impl aya::Pod for super::PendingConnect {}

@@ -23,6 +23,7 @@ use aya_ebpf::helpers::bpf_probe_read_kernel;
 use crate::{
     config::{kernel_offsets, probe_config, tcp_tp_offsets},
     drops::count_drop,
+    queue_wait,
     task::task_cgroup_id,
     tcp::{forget_socket, note_connect},
 };
@@ -42,6 +43,7 @@ const IPPROTO_TCP: u16 = 6;
 const AF_INET: u16 = 2;
 const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
+const TCP_SYN_RECV: i32 = 3;
 const TCP_CLOSE: i32 = 7;
 
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
@@ -71,10 +73,14 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
             let oldstate: i32 = unsafe { ctx.read_at(off.state_oldstate as usize)? };
             if oldstate == TCP_SYN_SENT {
                 established(ctx, sk)?;
+            } else if oldstate == TCP_SYN_RECV {
+                let sport: u16 = unsafe { ctx.read_at(off.state_sport as usize)? };
+                queue_wait::accepted(sk, sport);
             }
         }
         TCP_CLOSE => {
             forget_socket(sk);
+            queue_wait::forget(sk);
             let _ = PENDING_CONNECT.remove(sk);
         }
         _ => {}

@@ -18,6 +18,7 @@ use culprit_common::OFFSET_ABSENT;
 use crate::{
     config::{kernel_offsets, tcp_tp_offsets},
     drops::count_drop,
+    queue_wait,
     thread_state::is_watched_tgid,
 };
 
@@ -104,6 +105,9 @@ fn try_sock_used_at(ctx: &TracePointContext, sk_offset: u32, send: bool) -> Resu
         return Ok(());
     }
     let sk: u64 = unsafe { ctx.read_at(sk_offset as usize)? };
+    if !send {
+        queue_wait::read_by(sk, tgid, pid_tgid as u32);
+    }
     let previous_send_ns = unsafe { SOCK_OWNER.get(sk) }.map_or(0, |o| o.last_send_ns);
     let owner = SockOwner {
         tgid,

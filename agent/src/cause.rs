@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 /// What a request's latency is blamed on (`culprit.cause`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Cause {
+    /// Waiting before the server read the request: in the listen backlog and the connection's
+    /// receive queue while every worker was busy. Before the span, in what the client saw.
+    #[serde(rename = "queue.backlog")]
+    QueueBacklog,
     /// The request's own thread computing: the code's own time.
     #[serde(rename = "on_cpu")]
     OnCpu,
@@ -52,7 +56,8 @@ pub enum Cause {
 
 impl Cause {
     /// The causes that are news to the application: the kernel's, not its own time.
-    pub const KERNEL: [Cause; 7] = [
+    pub const KERNEL: [Cause; 8] = [
+        Cause::QueueBacklog,
         Cause::CpuContention,
         Cause::CpuThrottling,
         Cause::TcpRetransmit,
@@ -62,7 +67,8 @@ impl Cause {
         Cause::PageFault,
     ];
     /// Every cause, in a stable order.
-    pub const ALL: [Cause; 11] = [
+    pub const ALL: [Cause; 12] = [
+        Cause::QueueBacklog,
         Cause::OnCpu,
         Cause::CpuContention,
         Cause::CpuThrottling,
@@ -79,6 +85,7 @@ impl Cause {
     /// The attribute value, as in `culprit.cause`.
     pub const fn as_str(self) -> &'static str {
         match self {
+            Cause::QueueBacklog => "queue.backlog",
             Cause::OnCpu => "on_cpu",
             Cause::CpuContention => "cpu.contention",
             Cause::CpuThrottling => "cpu.throttling",
@@ -105,6 +112,7 @@ impl Cause {
     /// The decomposition part that measures this cause.
     pub const fn part(self) -> Option<Part> {
         match self {
+            Cause::QueueBacklog => Some(Part::Queue),
             Cause::OnCpu => Some(Part::OnCpu),
             Cause::CpuContention => Some(Part::Contention),
             Cause::CpuThrottling => Some(Part::Throttled),
@@ -169,6 +177,8 @@ impl PartialEq<&str> for Cause {
 /// One disjoint slice of a request's wall time, in drawing order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Part {
+    /// Before the span: the request waited to be read.
+    Queue,
     OnCpu,
     Contention,
     Throttled,
@@ -205,7 +215,8 @@ pub enum TerminalColour {
 
 impl Part {
     /// Every part, in drawing order (the order of `Parts::values`).
-    pub const ALL: [Part; 11] = [
+    pub const ALL: [Part; 12] = [
+        Part::Queue,
         Part::OnCpu,
         Part::Contention,
         Part::Throttled,
@@ -222,6 +233,7 @@ impl Part {
     /// The cause this part measures; none for the unobserved rest.
     pub const fn cause(self) -> Option<Cause> {
         match self {
+            Part::Queue => Some(Cause::QueueBacklog),
             Part::OnCpu => Some(Cause::OnCpu),
             Part::Contention => Some(Cause::CpuContention),
             Part::Throttled => Some(Cause::CpuThrottling),
@@ -252,6 +264,7 @@ impl Part {
     /// The words people read.
     pub const fn label(self) -> &'static str {
         match self {
+            Part::Queue => "queued before read",
             Part::OnCpu => "on-CPU",
             Part::Contention => "run-queue (contention)",
             Part::Throttled => "throttled",
@@ -269,6 +282,7 @@ impl Part {
     /// One character in a plain-text bar; the unobserved rest is blank.
     pub const fn glyph(self) -> char {
         match self {
+            Part::Queue => 'Q',
             Part::OnCpu => 'C',
             Part::Contention => 'R',
             Part::Throttled => 'T',
@@ -285,6 +299,7 @@ impl Part {
 
     pub const fn colour(self) -> Colour {
         let (rgb, terminal) = match self {
+            Part::Queue => ((214, 39, 40), TerminalColour::Magenta),
             Part::OnCpu => ((70, 130, 180), TerminalColour::Blue),
             Part::Contention => ((230, 85, 13), TerminalColour::Red),
             Part::Throttled => ((117, 107, 177), TerminalColour::Magenta),
@@ -343,6 +358,7 @@ mod tests {
         assert_eq!(
             kernel,
             [
+                Part::Queue,
                 Part::Contention,
                 Part::Throttled,
                 Part::Retransmit,

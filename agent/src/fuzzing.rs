@@ -226,6 +226,9 @@ fn measured(input: &mut Input<'_>) -> Measured {
         disk_device: input.text(),
         fault_wait_ns: input.u64(),
         connect_retransmit_wait_ns: input.u64(),
+        queue_wait_ns: input.u64(),
+        queue_runq_ns: input.u64(),
+        queue_throttled_ns: input.u64(),
     }
 }
 
@@ -300,6 +303,9 @@ pub fn annotate(data: &[u8]) {
             a.lock_wait_s,
             a.retransmit_wait_s,
             a.connect_retransmit_wait_s,
+            a.queue_wait_s,
+            a.queue_runq_s,
+            a.queue_throttled_s,
         ];
         assert!(seconds.iter().all(|s| s.is_finite() && *s >= 0.0), "{a:?}");
         let duration_ms = span

@@ -189,6 +189,10 @@ enum LabCommand {
         /// in bursts.
         #[arg(long)]
         lock_holder_cpu: Option<usize>,
+        /// Serve `/pooled` from a prefork-style pool: `--workers` threads that each accept and
+        /// read their connections (a request waits in the kernel while all are busy).
+        #[arg(long)]
+        accept_pool: bool,
     },
     /// The lab's async service: one thread interleaves all requests, each publishing its
     /// OpenTelemetry thread context (OTEP 4947) while it runs. `/cpu` computes in slices,
@@ -417,6 +421,7 @@ fn main() -> anyhow::Result<()> {
             thread_context,
             disk_file,
             lock_holder_cpu,
+            accept_pool,
         } => server::run(&server::ServiceConfig {
             port,
             downstream_port,
@@ -428,6 +433,7 @@ fn main() -> anyhow::Result<()> {
             thread_context,
             disk_file,
             lock_holder_cpu,
+            accept_pool,
         })?,
         LabCommand::AsyncService {
             port,

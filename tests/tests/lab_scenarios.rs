@@ -4,11 +4,10 @@
 //! render in Chromium with one chart per scenario. The floors sit well below the goals in
 //! ACCURACY.md (measured by `cargo xtask demo`): a failure here is a regression, not noise.
 
-use std::{path::PathBuf, sync::OnceLock, time::Duration};
+use std::{sync::OnceLock, time::Duration};
 
 use culprit::cause::Cause;
 use culprit_lab::{
-    report::browser,
     run::demo::{self, Outputs},
     scenario::{
         accuracy::{Injected, Request},
@@ -17,6 +16,9 @@ use culprit_lab::{
     },
 };
 use culprit_tests::require_root;
+
+#[path = "lab_scenarios/report.rs"]
+mod report;
 
 const ACCURACY_FLOOR: f64 = 0.75;
 const MIXED_ACCURACY_FLOOR: f64 = 0.6;
@@ -410,68 +412,26 @@ fn mixed_faults_are_each_found_in_their_own_phase() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A pool of two workers given bursts of three times its size: the requests that wait for a
+/// worker wait in the kernel before their spans start; the client's excess is `queue.backlog`,
+/// measured from the request's arrival to its read, on the worker that read it.
 #[test]
-fn the_html_report_renders_one_chart_per_scenario_in_chromium() -> anyhow::Result<()> {
-    let (runs, outputs) = lab().as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let page = browser::load(&outputs.html, 1200, 3400)?;
-    assert!(
-        page.console.is_empty(),
-        "the report logged to the console: {:#?}",
-        page.console
-    );
-    for run in runs {
-        let marker = format!(
-            "<figure class=\"chart\" data-scenario=\"{}\"><svg",
-            run.scenario
+fn a_saturated_pool_queues_its_requests_before_their_spans() -> anyhow::Result<()> {
+    let run = run_of(Scenario::Saturation)?;
+    let acc = accuracy(run, Injected::QueueBacklog);
+    assert!(acc >= ACCURACY_FLOOR, "queue.backlog accuracy {acc:.2}");
+    let queued: Vec<&Request> = run
+        .requests
+        .iter()
+        .filter(|r| r.cause == Cause::QueueBacklog)
+        .collect();
+    assert!(!queued.is_empty(), "no request queued");
+    for r in queued {
+        // The client saw the wait, the span did not: its latency is the client's.
+        assert!(
+            r.parts.queue_ms > 0.0 && r.latency_ms >= r.parts.queue_ms,
+            "{r:?}"
         );
-        assert!(page.dom.contains(&marker), "no chart for {}", run.scenario);
-    }
-    assert_eq!(
-        page.dom.matches("<figure class=\"chart\"").count(),
-        runs.len()
-    );
-    // The plots really are on screen: each kernel cause's colour fills part of the picture.
-    let counts = colour_counts(&page.screenshot)?;
-    for (name, rgb) in [
-        ("cpu.contention", [230, 85, 13]),
-        ("cpu.throttling", [117, 107, 177]),
-        ("tcp.retransmit", [49, 163, 84]),
-        ("on_cpu", [70, 130, 180]),
-    ] {
-        let n = counts.get(&rgb).copied().unwrap_or(0);
-        assert!(n > 2000, "{name}'s colour covers only {n} pixels");
     }
     Ok(())
-}
-
-#[test]
-fn the_console_check_catches_a_broken_page() -> anyhow::Result<()> {
-    // The control for the test above: a page with a script error must be caught.
-    let dir = std::env::temp_dir().join(format!("culprit-browser-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let page: PathBuf = dir.join("broken.html");
-    std::fs::write(
-        &page,
-        "<!DOCTYPE html><html><body><script>undefinedFunction();</script></body></html>",
-    )?;
-    let load = browser::load(&page, 400, 300)?;
-    assert!(
-        load.console.iter().any(|l| l.contains("undefinedFunction")),
-        "{:?}",
-        load.console
-    );
-    Ok(())
-}
-
-fn colour_counts(png: &std::path::Path) -> anyhow::Result<std::collections::HashMap<[u8; 3], u64>> {
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(png)?));
-    let mut reader = decoder.read_info()?;
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf)?;
-    let channels = info.color_type.samples();
-    let mut counts = std::collections::HashMap::new();
-    for px in buf[..info.buffer_size()].chunks_exact(channels) {
-        *counts.entry([px[0], px[1], px[2]]).or_insert(0) += 1;
-    }
-    Ok(counts)
 }

@@ -13,7 +13,11 @@ mod supervise;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use culprit_common::{maps, tcp::RetransmitRecord, thread::SchedRecord};
+use culprit_common::{
+    maps,
+    tcp::{QueueRecord, RetransmitRecord},
+    thread::SchedRecord,
+};
 
 use self::{
     shutdown::stop_requested,
@@ -169,6 +173,7 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
     let mut signals = start::signals(&opts, config, cgroup_root, &mut probes)?;
     let mut sched_events = RingReader::<SchedRecord>::new(&mut probes.ebpf, maps::SCHED_EVENTS)?;
     let mut tcp_events = RingReader::<RetransmitRecord>::new(&mut probes.ebpf, maps::TCP_EVENTS)?;
+    let mut queue_events = RingReader::<QueueRecord>::new(&mut probes.ebpf, maps::QUEUE_EVENTS)?;
 
     let mut tasks = Supervisor::new();
     // OTLP in, and the local API.
@@ -238,11 +243,16 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
                 r?;
                 tcp_events.drain(|rec| signals.on_retransmit(rec));
             }
+            r = queue_events.readable() => {
+                r?;
+                queue_events.drain(|rec| signals.on_queue_read(rec));
+            }
             Some(msg) = inbound.recv() => route(msg, &mut joiner, &mut signals, &outputs),
             _ = release_tick.tick() => {
                 heartbeat.beat(realtime_ns() / 1_000_000);
                 sched_events.drain(|rec| signals.on_sched(rec));
                 tcp_events.drain(|rec| signals.on_retransmit(rec));
+                queue_events.drain(|rec| signals.on_queue_read(rec));
                 outputs.emit(&signals, &mut joiner, false)?;
             }
             _ = watch_tick.tick() => {
@@ -274,8 +284,12 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
                     exporting,
                 };
                 let mut report = Report::of(opts.interval, interval, otlp);
-                let malformed = sched_events.malformed + tcp_events.malformed;
+                let malformed =
+                    sched_events.malformed + tcp_events.malformed + queue_events.malformed;
                 report.drops.insert("ring_records_malformed".into(), malformed);
+                let (dropped, rejected) = signals.queue_read_losses();
+                report.drops.insert("queue_reads_dropped".into(), dropped);
+                report.drops.insert("queue_reads_rejected".into(), rejected);
                 outputs.report(&report, &mut signals)?;
             }
         }
@@ -287,6 +301,7 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
         route(msg, &mut joiner, &mut signals, &outputs);
     }
     sched_events.drain(|rec| signals.on_sched(rec));
+    queue_events.drain(|rec| signals.on_queue_read(rec));
     outputs.emit(&signals, &mut joiner, true)?;
     if exporting {
         let deadline = tokio::time::Instant::now() + FLUSH_DEADLINE;
@@ -303,6 +318,7 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
     // Dropping the maps and `probes` detaches every program and frees the kernel objects.
     drop(sched_events);
     drop(tcp_events);
+    drop(queue_events);
     drop(signals);
     drop(probes);
     Ok(())

@@ -66,6 +66,17 @@ pub struct Attribution {
     pub connect_retransmit_wait_s: f64,
     pub retransmits: u64,
     pub retransmit_peer: Option<String>,
+    /// How long the request waited before its server read it (listen backlog, receive queue):
+    /// not in the span's duration. Its parts the reader waited for a CPU are below; the rest
+    /// is `queue.backlog`.
+    #[serde(default)]
+    pub queue_wait_s: f64,
+    /// The part of `queue_wait_s` the reader waited in a run queue (contention).
+    #[serde(default)]
+    pub queue_runq_s: f64,
+    /// The part of `queue_wait_s` the reader waited throttled.
+    #[serde(default)]
+    pub queue_throttled_s: f64,
     pub neighbour: Option<String>,
     pub neighbour_container_id: Option<String>,
     /// Who woke the serving thread for most of its time off CPU: `comm (pid)` of the process,
@@ -88,6 +99,13 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
         .saturating_add(m.runq_ns)
         .saturating_add(m.off_cpu_ns);
     let wall = m.wall_ns.max(1) as f64;
+    // The wait before the span: what the reader waited for a CPU meanwhile is contention or
+    // throttling, the rest the backlog. Shares are of what the client saw: the wait and the
+    // span.
+    let queue_throttled_ns = m.queue_throttled_ns.min(m.queue_wait_ns);
+    let queue_runq_ns = m.queue_runq_ns.min(m.queue_wait_ns - queue_throttled_ns);
+    let backlog_ns = m.queue_wait_ns - queue_throttled_ns - queue_runq_ns;
+    let experienced = wall + m.queue_wait_ns as f64;
     // Several threads of a process can overlap in time: scale their sum to the span.
     let per_thread = (m.threads.max(1)) as f64;
     let coverage = (observed as f64 / (wall * per_thread)).min(1.0);
@@ -140,30 +158,37 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
     let page_fault_ns = take(m.fault_wait_ns);
     let disk_io_ns = take(m.io_wait_ns);
     let lock_wait_ns = take(m.lock_wait_ns);
-    let other_off_share = left_ns / wall;
+    let other_off_share = left_ns / experienced;
     // Reclaim on CPU is the kernel's work in the thread's time: not the request's own computing.
     let reclaim_on_cpu_ns = m.reclaim_on_cpu_ns.min(m.on_cpu_ns) as f64 * scale;
     let memory_reclaim_ns = memory_stall_ns + reclaim_on_cpu_ns + memory_runq_ns as f64 * scale;
-    let share = |ns: u64| ns as f64 * scale / wall;
+    let share = |ns: u64| ns as f64 * scale / experienced;
     let kernel = [
+        (Cause::QueueBacklog, backlog_ns as f64 / experienced),
         (
             Cause::CpuContention,
-            share(contention_ns) + waker_delay_ns / wall,
+            share(contention_ns) + (waker_delay_ns + queue_runq_ns as f64) / experienced,
         ),
         (
             Cause::CpuThrottling,
-            share(m.throttled_ns) + waker_throttled_ns / wall,
+            share(m.throttled_ns) + (waker_throttled_ns + queue_throttled_ns as f64) / experienced,
         ),
-        (Cause::TcpRetransmit, (rtx_ns - connect_ns) as f64 / wall),
-        (Cause::TcpConnectRetransmit, connect_ns as f64 / wall),
-        (Cause::DiskIo, disk_io_ns / wall),
-        (Cause::MemoryReclaim, memory_reclaim_ns / wall),
-        (Cause::PageFault, page_fault_ns / wall),
+        (
+            Cause::TcpRetransmit,
+            (rtx_ns - connect_ns) as f64 / experienced,
+        ),
+        (Cause::TcpConnectRetransmit, connect_ns as f64 / experienced),
+        (Cause::DiskIo, disk_io_ns / experienced),
+        (Cause::MemoryReclaim, memory_reclaim_ns / experienced),
+        (Cause::PageFault, page_fault_ns / experienced),
     ];
     let plain = [
         (Cause::OffCpu, other_off_share),
-        (Cause::LockWait, lock_wait_ns / wall),
-        (Cause::OnCpu, share(m.on_cpu_ns) - reclaim_on_cpu_ns / wall),
+        (Cause::LockWait, lock_wait_ns / experienced),
+        (
+            Cause::OnCpu,
+            share(m.on_cpu_ns) - reclaim_on_cpu_ns / experienced,
+        ),
     ];
     let top_kernel = kernel
         .iter()
@@ -171,7 +196,7 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
         .filter(|(_, sh)| *sh >= KERNEL_CAUSE_MIN_SHARE)
         .max_by(|a, b| a.1.total_cmp(&b.1));
     let top_plain = plain.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1));
-    let (cause, cause_share) = if coverage < MIN_COVERAGE && rtx_ns == 0 {
+    let (cause, cause_share) = if coverage < MIN_COVERAGE && rtx_ns == 0 && backlog_ns == 0 {
         (Cause::Unknown, 0.0)
     } else {
         // A request's own work is never its culprit: a significant kernel cause is named even
@@ -207,6 +232,9 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
         connect_retransmit_wait_s: connect_ns as f64 / 1e9,
         retransmits: m.retransmits,
         retransmit_peer: m.retransmit_peer.clone(),
+        queue_wait_s: m.queue_wait_ns as f64 / 1e9,
+        queue_runq_s: queue_runq_ns as f64 / 1e9,
+        queue_throttled_s: queue_throttled_ns as f64 / 1e9,
         neighbour: m.neighbour.clone(),
         neighbour_container_id: m.neighbour_container_id.clone(),
         // Only for a request that waited: a computing one's last wakeup says nothing.
@@ -280,6 +308,7 @@ pub(crate) fn attribute_pairs(
             F64(a.connect_retransmit_wait_s),
         ),
         ("culprit.tcp.retransmits", I64(a.retransmits as i64)),
+        ("culprit.queue.duration", F64(a.queue_wait_s)),
         ("culprit.join", Str(&a.join)),
         ("culprit.coverage", F64(a.coverage)),
     ]

@@ -9,6 +9,10 @@ use crate::cause::{Cause, Part};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Parts {
+    /// Before the span: the request waited to be read (listen backlog, receive queue), beyond
+    /// the reader's own waits for a CPU (counted in contention and throttling).
+    #[serde(default)]
+    pub queue_ms: f64,
     pub on_cpu_ms: f64,
     pub contention_ms: f64,
     pub throttled_ms: f64,
@@ -38,6 +42,9 @@ impl Parts {
     pub fn of(a: &Attribution, duration_ms: f64) -> Self {
         let ms = |secs: f64| (secs * 1e3).max(0.0);
         let on_cpu_ms = ms(a.on_cpu_s - a.memory_reclaim_on_cpu_s);
+        // The wait before the span: its reader's waits for a CPU are contention and throttling,
+        // the rest the backlog. Not part of the span's duration.
+        let queue_ms = ms(a.queue_wait_s - a.queue_runq_s - a.queue_throttled_s);
         // Throttling and contention of its own and of its wakers (the wake chain), the latter
         // off-CPU time.
         let throttled_ms = ms(a.throttled_s) + ms(a.waker_throttled_s);
@@ -69,9 +76,10 @@ impl Parts {
             + lock_wait_ms
             + off_cpu_ms;
         Self {
+            queue_ms,
             on_cpu_ms,
-            contention_ms,
-            throttled_ms,
+            contention_ms: contention_ms + ms(a.queue_runq_s),
+            throttled_ms: throttled_ms + ms(a.queue_throttled_s),
             retransmit_ms,
             connect_retransmit_ms,
             disk_io_ms,
@@ -86,6 +94,7 @@ impl Parts {
     /// The time of one part.
     pub fn get(&self, part: Part) -> f64 {
         match part {
+            Part::Queue => self.queue_ms,
             Part::OnCpu => self.on_cpu_ms,
             Part::Contention => self.contention_ms,
             Part::Throttled => self.throttled_ms,
@@ -108,6 +117,7 @@ impl Parts {
     /// The times in [`Part::ALL`] order.
     pub fn values(&self) -> [f64; Part::ALL.len()] {
         [
+            self.queue_ms,
             self.on_cpu_ms,
             self.contention_ms,
             self.throttled_ms,
@@ -134,6 +144,7 @@ impl Parts {
     }
 
     pub fn add(&mut self, o: &Parts) {
+        self.queue_ms += o.queue_ms;
         self.on_cpu_ms += o.on_cpu_ms;
         self.contention_ms += o.contention_ms;
         self.throttled_ms += o.throttled_ms;

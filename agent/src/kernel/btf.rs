@@ -201,6 +201,8 @@ pub(crate) fn kernel_offsets(btf: &KernelBtf) -> anyhow::Result<KernelOffsets> {
         syscall_futex: SYS_FUTEX_X86_64,
         bio_bdev: optional("bio", "bi_bdev").unwrap_or(OFFSET_ABSENT),
         block_device_dev: optional("block_device", "bd_dev").unwrap_or(OFFSET_ABSENT),
+        tcp_rcv_nxt: optional("tcp_sock", "rcv_nxt").unwrap_or(OFFSET_ABSENT),
+        tcp_copied_seq: optional("tcp_sock", "copied_seq").unwrap_or(OFFSET_ABSENT),
     })
 }
 

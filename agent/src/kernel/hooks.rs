@@ -17,6 +17,8 @@ pub enum Signal {
     TcpRetransmits,
     /// Who opened each connection to the OTLP ports: span senders identified by the kernel.
     SenderIdentity,
+    /// How long accepted connections' requests waited before a watched thread read them.
+    QueueWait,
     /// Which span each interval of a thread belongs to, from the context its process publishes
     /// (OTEP 4947): read as threads leave a CPU, and sampled on CPU.
     ThreadContext,
@@ -168,6 +170,14 @@ pub(super) const HOOKS: &[Hook] = &[
         signals: &[Signal::TcpRetransmits],
         standby_for: None,
     },
+    // Dates the unread bytes of accepted connections; the reads that report them are the owner
+    // hooks', the connections marked by `inet_sock_set_state`.
+    Hook {
+        program: "tcp_probe",
+        kind: HookKind::Btf("tcp_probe"),
+        signals: &[Signal::QueueWait],
+        standby_for: None,
+    },
     Hook {
         program: "sock_send_length",
         kind: HookKind::Classic("sock", "sock_send_length"),
@@ -177,19 +187,23 @@ pub(super) const HOOKS: &[Hook] = &[
     Hook {
         program: "sock_recv_length",
         kind: HookKind::Classic("sock", "sock_recv_length"),
-        signals: &[Signal::TcpRetransmits],
+        signals: &[Signal::TcpRetransmits, Signal::QueueWait],
         standby_for: None,
     },
     Hook {
         program: RECEIVE_OWNER_HOOK,
         kind: HookKind::Classic("tcp", "tcp_rcv_space_adjust"),
-        signals: &[Signal::TcpRetransmits],
+        signals: &[Signal::TcpRetransmits, Signal::QueueWait],
         standby_for: Some("sock_recv_length"),
     },
     Hook {
         program: "inet_sock_set_state",
         kind: HookKind::Classic("sock", "inet_sock_set_state"),
-        signals: &[Signal::SenderIdentity, Signal::TcpRetransmits],
+        signals: &[
+            Signal::SenderIdentity,
+            Signal::TcpRetransmits,
+            Signal::QueueWait,
+        ],
         standby_for: None,
     },
     Hook {

@@ -176,6 +176,7 @@ fn signal_health(
         Signal::CpuThrottling,
         Signal::TcpRetransmits,
         Signal::SenderIdentity,
+        Signal::QueueWait,
         Signal::ThreadContext,
     ];
     all.iter()
@@ -186,6 +187,12 @@ fn signal_health(
                 .filter(|hook| hook.signals.contains(&signal) && !attached(hook.program))
                 // A stand-in is not missed where what it stands in for is attached.
                 .filter(|hook| !hook.standby_for.is_some_and(attached))
+                // Reads are seen through the stand-in as well as through what it stands in for.
+                .filter(|hook| {
+                    !(signal == Signal::QueueWait
+                        && hook.program == "sock_recv_length"
+                        && attached(RECEIVE_OWNER_HOOK))
+                })
                 .map(|hook| hook.program)
                 .collect();
             let mut reason = (!missing.is_empty())
@@ -214,6 +221,15 @@ fn signal_health(
                 reason = Some(
                     "kernel without CONFIG_FAIR_GROUP_SCHED/CONFIG_CFS_BANDWIDTH: \
                      run-queue waits are not split into throttled and contended"
+                        .to_string(),
+                );
+            }
+            if signal == Signal::QueueWait
+                && (offsets.tcp_rcv_nxt == OFFSET_ABSENT || offsets.tcp_copied_seq == OFFSET_ABSENT)
+            {
+                reason = Some(
+                    "no tcp_sock.rcv_nxt/copied_seq in this kernel's BTF: requests' queue waits \
+                     are not measured"
                         .to_string(),
                 );
             }

@@ -6,6 +6,7 @@
 pub(crate) mod bucket_gaps;
 pub(crate) mod interval;
 pub(crate) mod intervals;
+pub(crate) mod queue_reads;
 pub(crate) mod retransmit_wait;
 pub(crate) mod retransmits;
 pub(crate) mod runq_quantile;

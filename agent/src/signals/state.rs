@@ -5,9 +5,13 @@ use std::{
     path::PathBuf,
 };
 
-use culprit_common::{tcp::RetransmitRecord, thread::SchedRecord};
+use culprit_common::{
+    tcp::{QueueRecord, RetransmitRecord},
+    thread::SchedRecord,
+};
 
 use super::{
+    queue_reads::QueueReads,
     retransmits::{RetransmitResolver, RetransmitRow},
     runqueue::RunqCollector,
     thread_store::ThreadStore,
@@ -42,6 +46,8 @@ pub(crate) struct Signals {
     pub(super) retransmits_unreported: u64,
     /// Retransmits of the last minute, for joining with spans.
     pub(super) recent_retransmits: VecDeque<RetransmitRow>,
+    /// Reads of requests that waited, per thread, for joining with the spans they began.
+    pub(super) queue_reads: QueueReads,
     /// Local TCP endpoints of span senders: a retransmit by the other end of one of their
     /// connections delays them too.
     pub(super) endpoints: HashMap<u32, Vec<String>>,
@@ -97,6 +103,7 @@ impl Signals {
             pending_retransmits: Vec::new(),
             retransmits_unreported: 0,
             recent_retransmits: VecDeque::new(),
+            queue_reads: QueueReads::default(),
             endpoints: HashMap::new(),
             retransmits_since_refresh: false,
             endpoints_read_ns: 0,
@@ -117,6 +124,15 @@ impl Signals {
 
     pub(crate) fn on_sched(&mut self, rec: SchedRecord) {
         self.store.insert(rec);
+    }
+
+    pub(crate) fn on_queue_read(&mut self, rec: QueueRecord) {
+        self.queue_reads.insert(&rec);
+    }
+
+    /// Queue reads dropped for the store's bounds, and rejected as impossible, since start.
+    pub(crate) fn queue_read_losses(&self) -> (u64, u64) {
+        (self.queue_reads.dropped, self.queue_reads.rejected)
     }
 
     pub(crate) fn on_retransmit(&mut self, rec: RetransmitRecord) {
@@ -207,6 +223,7 @@ impl Signals {
 
     /// Forgets retransmits too old to matter to any span still held.
     pub(super) fn expire_retransmits(&mut self, now_ns: u64) {
+        self.queue_reads.expire(now_ns);
         let horizon = now_ns.saturating_sub(RECENT_RETRANSMITS_NS);
         while self
             .recent_retransmits

@@ -50,6 +50,11 @@ pub(crate) struct Measured {
     /// Of the above, the time spent waiting on a retransmitted handshake (a SYN or SYN-ACK):
     /// a connect stalled, not a connection losing data.
     pub(crate) connect_retransmit_wait_ns: u64,
+    /// How long the request waited before its thread read it, and the parts of that wait the
+    /// reader spent in a run queue (throttled or not).
+    pub(crate) queue_wait_ns: u64,
+    pub(crate) queue_runq_ns: u64,
+    pub(crate) queue_throttled_ns: u64,
     /// The process that held the CPU longest while the span waited.
     pub(crate) neighbour_pid: Option<u32>,
     /// The process whose wakeups ended most of the span's time off CPU (0: interrupts).
@@ -218,6 +223,28 @@ impl WindowView for Signals {
         m.lock_holder_tid = total.top_lock_holder();
         m.neighbour_pid = total.top_neighbours(1).first().map(|(npid, _)| *npid);
         m.waker_pid = total.top_waker();
+        if let Some(tid) = m.tid
+            && let Some(read) = self.queue_reads.before_span(tid, start_ns)
+        {
+            // What the reader did while the request waited: busy (on CPU with earlier requests,
+            // or queued behind the process's other workers: the backlog), or itself waiting for
+            // a CPU another process held (contention) or its quota denied (throttling).
+            let wait_ns = read.wait_ns();
+            let reader = self.store.breakdown(
+                tid,
+                read.arrived_ns,
+                read.read_ns,
+                self.live_of(view, tid).as_ref(),
+            );
+            m.queue_wait_ns = wait_ns;
+            m.queue_throttled_ns = reader.throttled_ns.min(wait_ns);
+            let behind_own_ns = reader.neighbours.get(&pid).copied().unwrap_or(0);
+            m.queue_runq_ns = reader
+                .runq_ns
+                .saturating_sub(reader.throttled_ns)
+                .saturating_sub(behind_own_ns)
+                .min(wait_ns - m.queue_throttled_ns);
+        }
         let endpoints = self.endpoints.get(&pid).map_or(&[][..], Vec::as_slice);
         // A stall on the connection to the agent's own receivers is the sender's telemetry
         // (an exporter's SYN retransmit when many connect at once): never a request's wait.

@@ -85,7 +85,13 @@ fn app_run(agent_on: bool, seconds: f64, blackhole: &str) -> anyhow::Result<AppR
     };
     let sink = format!("http://127.0.0.1:{sink_port}");
     let port = free_port()?;
-    let mut cmd = service_command(&[cg.child("service")?], port, downstream_port, &sink)?;
+    let mut cmd = service_command(
+        &[cg.child("service")?],
+        Some(SERVICE_CPU),
+        port,
+        downstream_port,
+        &sink,
+    )?;
     cmd.stdout(Stdio::null());
     let service = Reaped::spawn("lab service", &mut cmd)?;
     wait_for_port(port, Duration::from_secs(10))?;

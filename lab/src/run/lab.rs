@@ -4,7 +4,6 @@
 //! error, panic or Ctrl-C.
 
 use std::{
-    io::Read as _,
     process::Stdio,
     sync::{
         Arc,
@@ -14,13 +13,13 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use culprit::{
-    clock::monotonic_ns,
-    model::{Report, SpanLine},
-};
-use serde::Deserialize;
+use culprit::{clock::monotonic_ns, model::SpanLine};
 
-use super::{agent::RunningAgent, fault_guard::Fault};
+use super::{
+    agent::RunningAgent,
+    fault_guard::Fault,
+    tallies::{client_counts, client_latencies, served_count, throttle_check},
+};
 use crate::{
     faults::{
         cgroup::TempCgroup,
@@ -30,13 +29,14 @@ use crate::{
     process::reaped::{Reaped, spawn_workload},
     scenario::{
         accuracy::{self, Injected, Request},
-        outcome::{ClientCounts, Phase, ScenarioRun, ThrottleCheck},
+        outcome::{Phase, ScenarioRun},
         plan::{Faults, Scenario, Timing},
     },
     service::{
         launch::service_command,
         load::{self, ClientSample, LoadShape},
         otel::{AgentPorts, free_port, wait_for_port},
+        pool_server::POOL_ROUTE,
         server::{
             ALLOC_ROUTE, CONNECT_ROUTE, CPU_ROUTE, DISK_ROUTE, DOWNSTREAM_ROUTE, LOCK_ROUTE,
             MAPPED_ROUTE,
@@ -156,6 +156,7 @@ impl Lab {
             downstream_port,
             disk_file.as_deref(),
             lock_holder_cpu,
+            scenario == Scenario::Saturation,
         )?;
         let service_pid = service.pid();
         let base_url = format!("http://127.0.0.1:{service_port}");
@@ -165,10 +166,16 @@ impl Lab {
         let mut phases = Vec::new();
         let mut samples = Vec::new();
         let load = |lab: &Self, length, injected| {
-            lab.load_phase(&base_url, length, timing.rate_per_s, routes, injected)
+            let shape = match injected {
+                Some(Injected::QueueBacklog) => faults.overload,
+                _ => LoadShape::Steady {
+                    rate_per_s: timing.rate_per_s,
+                },
+            };
+            lab.load_phase(&base_url, length, shape, routes, injected)
         };
-        let reference = load(self, timing.reference, None);
-        phases.push(reference.0);
+        let (reference, mut reference_samples) = load(self, timing.reference, None);
+        phases.push(reference);
         self.interrupted()?;
         let fault_phases = scenario.fault_phases();
         let each = timing.fault / fault_phases.len() as u32;
@@ -252,7 +259,8 @@ impl Lab {
                     )?;
                     Some(Fault::Evictor(evictor, writers))
                 }
-                None => None,
+                // The overload is the load itself.
+                Some(Injected::QueueBacklog) | None => None,
             };
             let (phase, mut s) = load(self, each, injected);
             phases.push(phase);
@@ -276,6 +284,7 @@ impl Lab {
                         ALLOC_ROUTE,
                         MAPPED_ROUTE,
                         CONNECT_ROUTE,
+                        POOL_ROUTE,
                     ]
                     .contains(&&*s.name)
             },
@@ -309,16 +318,31 @@ impl Lab {
         let in_phase = |s: &SpanLine, p: &Phase| {
             s.start_mono_ns >= p.start_mono_ns && s.start_mono_ns < p.end_mono_ns
         };
+        // Where the span misses part of the request (it waited before the server read it), the
+        // client's latency is the request's: joined by the trace the client started.
+        samples.append(&mut reference_samples);
+        let client_ms = if scenario.client_observed() {
+            client_latencies(&samples)
+        } else {
+            Default::default()
+        };
+        let request = |s: &SpanLine, injected| {
+            let mut r = Request::from_span(s, injected);
+            if let Some(ms) = client_ms.get(&r.trace_id) {
+                r.latency_ms = *ms;
+            }
+            r
+        };
         let reference_requests: Vec<Request> = spans
             .iter()
             .filter(|s| in_phase(s, &phases[0]))
-            .map(|s| Request::from_span(s, None))
+            .map(|s| request(s, None))
             .collect();
         let requests: Vec<Request> = spans
             .iter()
             .filter_map(|s| {
                 let p = phases[1..].iter().find(|p| in_phase(s, p))?;
-                Some(Request::from_span(s, p.injected))
+                Some(request(s, p.injected))
             })
             .collect();
         let reference_medians = accuracy::route_medians(&reference_requests);
@@ -349,8 +373,18 @@ impl Lab {
         downstream_port: u16,
         disk_file: Option<&std::path::Path>,
         lock_holder_cpu: Option<usize>,
+        accept_pool: bool,
     ) -> anyhow::Result<Reaped> {
-        let mut cmd = service_command(cgroups, port, downstream_port, &self.ports.grpc_url())?;
+        let mut cmd = service_command(
+            cgroups,
+            Some(SERVICE_CPU),
+            port,
+            downstream_port,
+            &self.ports.grpc_url(),
+        )?;
+        if accept_pool {
+            cmd.arg("--accept-pool");
+        }
         if let Some(path) = disk_file {
             cmd.arg("--disk-file").arg(path);
         }
@@ -400,19 +434,12 @@ impl Lab {
         &self,
         base_url: &str,
         length: Duration,
-        rate_per_s: f64,
+        shape: LoadShape,
         routes: &[&'static str],
         injected: Option<Injected>,
     ) -> (Phase, Vec<ClientSample>) {
         let start_mono_ns = monotonic_ns();
-        let samples = load::run(
-            base_url,
-            LoadShape::Steady { rate_per_s },
-            length,
-            CLIENTS,
-            routes,
-            &self.stop,
-        );
+        let samples = load::run(base_url, shape, length, CLIENTS, routes, &self.stop);
         let phase = Phase {
             injected,
             start_mono_ns,
@@ -425,51 +452,4 @@ impl Lab {
     pub fn stop(self) -> anyhow::Result<()> {
         self.agent.stop().map(|_| ())
     }
-}
-
-/// The load generator's view of a phase.
-fn client_counts(samples: &[ClientSample]) -> ClientCounts {
-    let ms: Vec<f64> = samples
-        .iter()
-        .map(|s| s.latency.as_secs_f64() * 1e3)
-        .collect();
-    ClientCounts {
-        sent: samples.len(),
-        failed: samples.iter().filter(|s| !s.ok).count(),
-        p50_ms: accuracy::quantile(&ms, 0.5),
-        p99_ms: accuracy::quantile(&ms, 0.99),
-    }
-}
-
-fn served_count(stdout: Option<std::process::ChildStdout>) -> anyhow::Result<u64> {
-    let mut text = String::new();
-    stdout
-        .context("the service's stdout")?
-        .read_to_string(&mut text)?;
-    #[derive(Deserialize)]
-    struct Served {
-        served: u64,
-    }
-    let line = text.lines().last().unwrap_or_default();
-    let served: Served =
-        serde_json::from_str(line).with_context(|| format!("the service's exit line: {line:?}"))?;
-    Ok(served.served)
-}
-
-fn throttle_check(reports: &[Report], cgroup: &str) -> ThrottleCheck {
-    let rows = reports
-        .iter()
-        .flat_map(|r| &r.throttling)
-        .filter(|t| t.cgroup == cgroup);
-    let mut check = ThrottleCheck {
-        cpu_stat_ms: 0.0,
-        agent_ms: 0.0,
-        agent_threads_sum_ms: 0.0,
-    };
-    for row in rows {
-        check.cpu_stat_ms += row.cpu_stat_throttled_ns as f64 / 1e6;
-        check.agent_ms += row.threads_throttled_wall_ns as f64 / 1e6;
-        check.agent_threads_sum_ms += row.threads_throttled_ns as f64 / 1e6;
-    }
-    check
 }

@@ -8,3 +8,4 @@ pub mod demo;
 mod fault_guard;
 pub mod lab;
 pub mod runq_contention;
+mod tallies;

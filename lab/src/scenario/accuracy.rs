@@ -33,6 +33,7 @@ pub enum Injected {
     MemoryReclaim,
     PageFault,
     ConnectRetransmit,
+    QueueBacklog,
 }
 
 impl Injected {
@@ -45,6 +46,7 @@ impl Injected {
             Injected::MemoryReclaim => Cause::MemoryReclaim,
             Injected::PageFault => Cause::PageFault,
             Injected::ConnectRetransmit => Cause::TcpConnectRetransmit,
+            Injected::QueueBacklog => Cause::QueueBacklog,
         }
     }
 
@@ -90,6 +92,7 @@ impl TryFrom<Cause> for Injected {
             Injected::MemoryReclaim,
             Injected::PageFault,
             Injected::ConnectRetransmit,
+            Injected::QueueBacklog,
         ]
         .into_iter()
         .find(|i| i.cause() == c)
@@ -109,6 +112,7 @@ fn explained_by(parts: &Parts, cause: Injected) -> f64 {
         Injected::MemoryReclaim => parts.memory_reclaim_ms,
         Injected::PageFault => parts.page_fault_ms,
         Injected::ConnectRetransmit => parts.connect_retransmit_ms,
+        Injected::QueueBacklog => parts.queue_ms,
     }
 }
 

@@ -5,6 +5,7 @@ use std::{fmt, str::FromStr, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use super::accuracy::Injected;
+use crate::service::load::LoadShape;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -18,11 +19,12 @@ pub enum Scenario {
     MemoryPressure,
     PageFault,
     ConnectLoss,
+    Saturation,
     Mixed,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::Baseline,
         Scenario::CpuContention,
         Scenario::CpuThrottling,
@@ -32,6 +34,7 @@ impl Scenario {
         Scenario::MemoryPressure,
         Scenario::PageFault,
         Scenario::ConnectLoss,
+        Scenario::Saturation,
         Scenario::Mixed,
     ];
 
@@ -46,6 +49,7 @@ impl Scenario {
             Scenario::MemoryPressure => "memory-pressure",
             Scenario::PageFault => "page-fault",
             Scenario::ConnectLoss => "connect-loss",
+            Scenario::Saturation => "saturation",
             Scenario::Mixed => "mixed",
         }
     }
@@ -92,6 +96,19 @@ impl Scenario {
                  dial afresh each time: a lost SYN is a connect stalled for its retransmit",
                 l.syn_loss_percent
             ),
+            Scenario::Saturation => match l.overload {
+                LoadShape::Bursty { burst, every } => format!(
+                    "a pool of 2 workers that accept and read their own connections, sent {burst} \
+                     requests at once (3x the pool) every {} ms: a request waits for a worker in \
+                     the listen backlog, before its span",
+                    every.as_millis()
+                ),
+                LoadShape::Steady { rate_per_s } => {
+                    format!(
+                        "a pool of 2 workers that accept their own connections, {rate_per_s} requests/s"
+                    )
+                }
+            },
             Scenario::Mixed => "contention, then throttling, then packet loss, one run".into(),
         }
     }
@@ -109,6 +126,7 @@ impl Scenario {
             Scenario::MemoryPressure => vec![Some(Injected::MemoryReclaim)],
             Scenario::PageFault => vec![Some(Injected::PageFault)],
             Scenario::ConnectLoss => vec![Some(Injected::ConnectRetransmit)],
+            Scenario::Saturation => vec![Some(Injected::QueueBacklog)],
             Scenario::Mixed => vec![
                 Some(Injected::Contention),
                 Some(Injected::Throttling),
@@ -128,8 +146,16 @@ impl Scenario {
             Scenario::MemoryPressure => &["/cpu", "/alloc"],
             Scenario::PageFault => &["/cpu", "/mapped"],
             Scenario::ConnectLoss => &["/cpu", "/connect"],
+            // The pool serves `/pooled` only.
+            Scenario::Saturation => &["/pooled"],
             _ => crate::service::load::DEFAULT_ROUTES,
         }
+    }
+
+    /// Whether a request's latency is what its client saw, not its span: where part of it is
+    /// spent before the span starts (joined by the trace the client started).
+    pub(crate) fn client_observed(self) -> bool {
+        self == Scenario::Saturation
     }
 
     /// The CPU the hogs of a contention phase run on: the service's, or for the lock chain
@@ -179,6 +205,8 @@ pub(crate) struct Faults {
     pub(crate) fault_disk_writers: usize,
     /// The memory limit over the service's use when the fault begins.
     pub(crate) memory_headroom_bytes: u64,
+    /// The load of `saturation`'s fault phase: bursts of three times the pool.
+    pub(crate) overload: LoadShape,
 }
 
 impl Faults {
@@ -193,6 +221,10 @@ impl Faults {
         disk_writers: 4,
         fault_disk_writers: 8,
         memory_headroom_bytes: 96 << 20,
+        overload: LoadShape::Bursty {
+            burst: 6,
+            every: Duration::from_millis(100),
+        },
     };
 }
 

@@ -7,14 +7,18 @@ use std::{
     time::Duration,
 };
 
-use crate::{faults::placement::SERVICE_CPU, process::binaries::bin_path};
+#[cfg(doc)]
+use crate::faults::placement::SERVICE_CPU;
+use crate::process::binaries::bin_path;
 
 const SERVICE_WORKERS: usize = 2;
 const CPU_WORK: Duration = Duration::from_millis(5);
 
-/// `culprit-lab service` placed in `cgroups` on the service's CPU, exporting to `endpoint`.
+/// `culprit-lab service` placed in `cgroups`, on `cpu` if given (the lab's service CPU, see
+/// [`SERVICE_CPU`]), exporting to `endpoint`.
 pub(crate) fn service_command(
     cgroups: &[PathBuf],
+    cpu: Option<usize>,
     port: u16,
     downstream_port: u16,
     endpoint: &str,
@@ -23,18 +27,15 @@ pub(crate) fn service_command(
     for cg in cgroups {
         cmd.arg("--cgroup").arg(cg);
     }
-    cmd.args([
-        "--cpu",
-        &SERVICE_CPU.to_string(),
-        "--seconds",
-        "3600",
-        "service",
-    ])
-    .args(["--port", &port.to_string()])
-    .args(["--downstream-port", &downstream_port.to_string()])
-    .args(["--endpoint", endpoint])
-    .args(["--workers", &SERVICE_WORKERS.to_string()])
-    .args(["--cpu-work-ms", &CPU_WORK.as_millis().to_string()])
-    .stdin(Stdio::null());
+    if let Some(cpu) = cpu {
+        cmd.args(["--cpu", &cpu.to_string()]);
+    }
+    cmd.args(["--seconds", "3600", "service"])
+        .args(["--port", &port.to_string()])
+        .args(["--downstream-port", &downstream_port.to_string()])
+        .args(["--endpoint", endpoint])
+        .args(["--workers", &SERVICE_WORKERS.to_string()])
+        .args(["--cpu-work-ms", &CPU_WORK.as_millis().to_string()])
+        .stdin(Stdio::null());
     Ok(cmd)
 }

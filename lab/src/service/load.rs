@@ -3,6 +3,7 @@
 //! finished, and its latency is counted from when it was due, so a stalled service shows up
 //! in full (no coordinated omission).
 
+use opentelemetry_sdk::trace::{IdGenerator as _, RandomIdGenerator};
 use std::{
     sync::{
         Arc, Mutex,
@@ -19,13 +20,6 @@ pub(crate) enum LoadShape {
     /// `rate_per_s` requests per second, evenly spaced.
     Steady { rate_per_s: f64 },
     /// `burst` requests at once, every `every`.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "no scenario sends bursts yet; the schedule is tested"
-        )
-    )]
     Bursty { burst: usize, every: Duration },
 }
 
@@ -53,6 +47,9 @@ pub(crate) struct ClientSample {
     /// From when it was due to when its answer was read.
     pub(crate) latency: Duration,
     pub(crate) ok: bool,
+    /// The trace it started (its `traceparent`): a server that continues the trace joins its
+    /// span with this sample.
+    pub(crate) trace_id: String,
 }
 
 /// The routes most scenarios and the benches load, in turn.
@@ -85,8 +82,14 @@ pub(crate) fn run(
                 loop {
                     let next = due_rx.lock().map(|rx| rx.recv());
                     let Ok(Ok((due, path))) = next else { break };
+                    let ids = RandomIdGenerator::default();
+                    let trace_id = ids.new_trace_id().to_string();
                     let ok = agent
                         .get(format!("{base_url}{path}"))
+                        .header(
+                            "traceparent",
+                            format!("00-{trace_id}-{}-01", ids.new_span_id()),
+                        )
                         .call()
                         .is_ok_and(|mut r| {
                             r.status().is_success() && r.body_mut().read_to_vec().is_ok()
@@ -94,6 +97,7 @@ pub(crate) fn run(
                     let _ = done_tx.send(ClientSample {
                         latency: due.elapsed(),
                         ok,
+                        trace_id,
                     });
                 }
             })

@@ -7,5 +7,6 @@ pub(crate) mod launch;
 pub(crate) mod load;
 pub mod nginx;
 pub mod otel;
+pub(crate) mod pool_server;
 pub mod server;
 pub mod thread_context;

@@ -67,6 +67,9 @@ pub struct ServiceConfig {
     /// Serve `/lock`, whose requests share a lock with a thread pinned to this CPU that holds
     /// it in bursts; without it `/lock` answers 404.
     pub lock_holder_cpu: Option<usize>,
+    /// Serve `/pooled` from a pool of `workers` threads that accept and read connections
+    /// themselves (`pool_server`), instead of the HTTP library's reader threads.
+    pub accept_pool: bool,
 }
 
 /// (span id, serving thread) of every request span, for `ServiceConfig::record`.
@@ -88,6 +91,18 @@ pub fn run(config: &ServiceConfig) -> anyhow::Result<()> {
     let _guard = rt.enter();
     let provider = tracer_provider(&config.otlp_endpoint)?;
     let tracer = provider.tracer("culprit.lab.service");
+    let served = Arc::new(AtomicU64::new(0));
+    if config.accept_pool {
+        let pool = super::pool_server::Pool {
+            tracer,
+            stop: stop.clone(),
+            served: served.clone(),
+            cpu_work: config.cpu_work,
+            thread_attr: config.thread_attr,
+        };
+        super::pool_server::serve(config.port, config.workers, pool)?;
+        return finish(&provider, None, &served);
+    }
     let server = Arc::new(
         tiny_http::Server::http(("127.0.0.1", config.port))
             .map_err(|e| anyhow::anyhow!("binding 127.0.0.1:{}: {e}", config.port))?,
@@ -100,7 +115,6 @@ pub fn run(config: &ServiceConfig) -> anyhow::Result<()> {
         .lock_holder_cpu
         .map(|cpu| SharedLock::start(cpu, stop.clone()))
         .transpose()?;
-    let served = Arc::new(AtomicU64::new(0));
     let truth: Served = Arc::default();
     let workers: Vec<_> = (0..config.workers.max(1))
         .map(|_| {
@@ -122,8 +136,22 @@ pub fn run(config: &ServiceConfig) -> anyhow::Result<()> {
     for w in workers {
         let _ = w.join();
     }
+    finish(
+        &provider,
+        config.record.as_deref().map(|p| (p, &truth)),
+        &served,
+    )
+}
+
+/// Flushes the spans, writes the served spans' threads if asked, and prints how many requests
+/// were served (one JSON line, read by the lab).
+fn finish(
+    provider: &SdkTracerProvider,
+    record: Option<(&std::path::Path, &Served)>,
+    served: &AtomicU64,
+) -> anyhow::Result<()> {
     provider.shutdown().context("flushing spans")?;
-    if let Some(path) = &config.record {
+    if let Some((path, truth)) = record {
         let truth = truth.lock().map(|t| t.clone()).unwrap_or_default();
         let json: Vec<serde_json::Value> = truth
             .iter()

@@ -62,6 +62,46 @@ fn a_stalled_handshake_is_a_connect_stall_not_lost_data() {
 }
 
 #[test]
+fn a_wait_before_the_span_is_the_backlog_beyond_its_readers_cpu_waits() {
+    // A 5 ms request that waited 15 ms to be read: 3 ms of it its reader queued for a CPU, 1 ms
+    // throttled; the rest every worker busy.
+    let mut x = m(5, 0, 0, 0, 0);
+    x.queue_wait_ns = 15 * MS;
+    x.queue_runq_ns = 3 * MS;
+    x.queue_throttled_ns = MS;
+    let a = attribute(&x);
+    assert_eq!(a.cause, "queue.backlog");
+    // Of what the client saw (20 ms), 11 ms.
+    assert!((a.cause_share - 11.0 / 20.0).abs() < 1e-9, "{a:?}");
+    assert!((a.queue_wait_s - 0.015).abs() < 1e-9);
+    let parts = crate::join::parts::Parts::of(&a, 5.0);
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
+    assert!(close(parts.queue_ms, 11.0), "{parts:?}");
+    assert!(close(parts.contention_ms, 3.0), "{parts:?}");
+    assert!(close(parts.throttled_ms, 1.0), "{parts:?}");
+    assert!(close(parts.on_cpu_ms, 5.0), "{parts:?}");
+    assert!(close(parts.unobserved_ms, 0.0), "{parts:?}");
+    assert!(close(parts.total_ms(), 20.0), "{parts:?}");
+    // A reader that waited for a CPU the whole time: contention, not a backlog.
+    x.queue_runq_ns = 15 * MS;
+    x.queue_throttled_ns = 0;
+    let a = attribute(&x);
+    assert_eq!(a.cause, "cpu.contention");
+    assert!((a.cause_share - 0.75).abs() < 1e-9, "{a:?}");
+    // A short wait (an idle server's wakeup) names nothing.
+    x.queue_wait_ns = MS / 10;
+    x.queue_runq_ns = 0;
+    assert_eq!(attribute(&x).cause, "on_cpu");
+    // Sums that disagree are bounded by the wait.
+    x.queue_wait_ns = 4 * MS;
+    x.queue_runq_ns = 9 * MS;
+    x.queue_throttled_ns = 9 * MS;
+    let a = attribute(&x);
+    assert!((a.queue_throttled_s - 0.004).abs() < 1e-9, "{a:?}");
+    assert_eq!(a.queue_runq_s, 0.0);
+}
+
+#[test]
 fn a_sleep_behind_a_delayed_waker_is_contention() {
     // 10 ms asleep on a downstream whose packet sat 8 ms in ksoftirqd's run queue.
     let mut x = m(1, 0, 0, 10, 0);
