@@ -3,6 +3,7 @@
 //! decomposition bar they share.
 
 pub(crate) mod bar;
+pub mod charts;
 pub(crate) mod check;
 pub mod explain;
 pub(crate) mod status;
