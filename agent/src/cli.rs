@@ -46,6 +46,24 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A report for a time window or a load test: per service, latency over time by cause, the
+    /// p99's excess by cause with who is behind it, the slowest requests decomposed; joined with
+    /// a load generator's own latencies by trace id (`--k6`). Writes report.html, report.md and
+    /// report.json.
+    Report {
+        #[command(flatten)]
+        api: ApiOpts,
+        /// The last this many seconds (default 600; with --k6, the time its requests ran).
+        #[arg(long, value_parser = parse_seconds)]
+        since: Option<Duration>,
+        /// k6's `--out json=FILE` results, each request tagged with its `trace_id` (or JSON
+        /// lines of trace_id and latency_ms, e.g. from a Locust hook).
+        #[arg(long, visible_alias = "client-results", value_name = "FILE")]
+        k6: Option<PathBuf>,
+        /// Where the report goes.
+        #[arg(long, default_value = "culprit-report")]
+        out: PathBuf,
+    },
     /// Preflight for a node, before deploying: kernel, BTF, tracefs, cgroup layout,
     /// capabilities, and every probe loaded, attached and detached again, with what each
     /// signal would do here. Takes the agent's own options. Exit code 2 when a signal would run

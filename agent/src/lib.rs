@@ -85,6 +85,20 @@ pub fn main() -> std::process::ExitCode {
             },
         )
         .map(|()| std::process::ExitCode::SUCCESS),
+        cli::Command::Report {
+            api,
+            since,
+            k6,
+            out,
+        } => tools::load_report::run(
+            &api.endpoint(),
+            &tools::load_report::ReportOpts {
+                since,
+                client_results: k6,
+                out,
+            },
+        )
+        .map(|()| std::process::ExitCode::SUCCESS),
         cli::Command::Explain { api, id, json } => tools::explain::run(&api.endpoint(), &id, json)
             .map(|()| std::process::ExitCode::SUCCESS),
         cli::Command::Check { agent, json } => tools::check::run(&agent, json),

@@ -6,12 +6,8 @@ use clap::{Parser, Subcommand};
 use culprit_lab::{
     bench,
     faults::{netns, placement},
-    report::present,
     run::demo,
-    scenario::{
-        outcome::ScenarioRun,
-        plan::{Scenario, Timing},
-    },
+    scenario::plan::{Scenario, Timing},
     service::{
         async_server, server,
         thread_context::{self, ContextRecord},
@@ -270,6 +266,14 @@ enum LabCommand {
         api_socket: Option<PathBuf>,
         #[arg(long, default_value = "target/culprit-lab")]
         out: PathBuf,
+        /// Load the steady phases with k6 (`lab/k6/load.js`) instead of the lab's own load
+        /// generator; `culprit report` then joins its results.
+        #[arg(long)]
+        k6: bool,
+        /// Run the service as the accept pool (its workers accept and read their own
+        /// connections: a request's wait before its span is measured), loaded on `/cpu`.
+        #[arg(long)]
+        accept_pool: bool,
     },
 }
 
@@ -288,13 +292,19 @@ fn main() -> anyhow::Result<()> {
                 ..Timing::DEMO
             };
             let concurrency = (*concurrency_seconds > 0).then_some(*concurrency_seconds);
-            return lab_outcome(demo::run(&Scenario::ALL, timing, out, &[], concurrency));
+            let opts = demo::DemoOptions {
+                concurrency_seconds: concurrency,
+                ..demo::DemoOptions::default()
+            };
+            return demo::outcome(demo::run(&Scenario::ALL, timing, out, &opts));
         }
         LabCommand::Lab {
             scenario,
             fault_seconds,
             api_socket,
             out,
+            k6,
+            accept_pool,
         } => {
             let agent_args: Vec<String> = api_socket
                 .iter()
@@ -304,7 +314,13 @@ fn main() -> anyhow::Result<()> {
                 fault: Duration::from_secs_f64(*fault_seconds),
                 ..Timing::DEMO
             };
-            return lab_outcome(demo::run(&[*scenario], timing, out, &agent_args, None));
+            let opts = demo::DemoOptions {
+                agent_args,
+                concurrency_seconds: None,
+                k6: *k6,
+                accept_pool: *accept_pool,
+            };
+            return demo::outcome(demo::run(&[*scenario], timing, out, &opts));
         }
         LabCommand::BenchHooks {
             storm_seconds,
@@ -465,20 +481,6 @@ fn main() -> anyhow::Result<()> {
         | LabCommand::SpanLoad { .. } => {
             unreachable!("handled above")
         }
-    }
-    Ok(())
-}
-
-/// A lab run fails when a scenario's injected cause was not found.
-fn lab_outcome(result: anyhow::Result<(Vec<ScenarioRun>, demo::Outputs)>) -> anyhow::Result<()> {
-    let (runs, _) = result?;
-    let missed: Vec<String> = runs
-        .iter()
-        .filter(|r| !present::verdict(r).found)
-        .map(|r| r.scenario.to_string())
-        .collect();
-    if !missed.is_empty() {
-        anyhow::bail!("the injected cause was not found in: {}", missed.join(", "));
     }
     Ok(())
 }

@@ -44,7 +44,8 @@ fn lab() -> &'static Result<(Vec<ScenarioRun>, Outputs), String> {
             fault: Duration::from_secs(9),
             ..Timing::DEMO
         };
-        demo::run(&Scenario::ALL, timing, &out, &[], None).map_err(|e| format!("{e:#}"))
+        demo::run(&Scenario::ALL, timing, &out, &demo::DemoOptions::default())
+            .map_err(|e| format!("{e:#}"))
     })
 }
 

@@ -132,6 +132,25 @@ impl Parts {
         ]
     }
 
+    /// Every part multiplied by `k` (a mean from a sum).
+    pub fn scaled(&self, k: f64) -> Parts {
+        let v = self.values().map(|ms| ms * k);
+        Parts {
+            queue_ms: v[0],
+            on_cpu_ms: v[1],
+            contention_ms: v[2],
+            throttled_ms: v[3],
+            retransmit_ms: v[4],
+            connect_retransmit_ms: v[5],
+            disk_io_ms: v[6],
+            memory_reclaim_ms: v[7],
+            page_fault_ms: v[8],
+            lock_wait_ms: v[9],
+            off_cpu_ms: v[10],
+            unobserved_ms: v[11],
+        }
+    }
+
     pub fn total_ms(&self) -> f64 {
         self.values().iter().sum()
     }
@@ -204,6 +223,20 @@ mod tests {
         assert!(close(p.unobserved_ms, 10.0), "{p:?}");
         assert!(close(p.total_ms(), 250.0));
         assert!(close(p.kernel_ms(), 203.0));
+    }
+
+    #[test]
+    fn scaling_keeps_each_part_in_its_place() {
+        let p = Parts {
+            queue_ms: 1.0,
+            lock_wait_ms: 2.0,
+            unobserved_ms: 4.0,
+            ..Parts::default()
+        };
+        let half = p.scaled(0.5);
+        for (part, ms) in p.each() {
+            assert_eq!(half.get(part), ms / 2.0, "{part:?}");
+        }
     }
 
     #[test]

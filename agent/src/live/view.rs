@@ -20,7 +20,7 @@ use crate::{
 };
 
 /// Requests kept for the API, newest last.
-pub const MAX_REQUESTS: usize = 5000;
+pub const MAX_REQUESTS: usize = 20_000;
 /// Reports kept (one per interval).
 pub const MAX_REPORTS: usize = 120;
 /// Retransmits kept per report: the view's peers come from these.

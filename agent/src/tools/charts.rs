@@ -107,7 +107,10 @@ pub fn time_by_cause(area: &Area<'_>, title: &str, rows: &[(&str, &Parts)]) -> a
                     let x0 = values[..i].iter().sum::<f64>() / total * 100.0;
                     let x1 = x0 + values[i] / total * 100.0;
                     Rectangle::new(
-                        [(x0, SegmentValue::Exact(row)), (x1, SegmentValue::Exact(row + 1))],
+                        [
+                            (x0, SegmentValue::Exact(row)),
+                            (x1, SegmentValue::Exact(row + 1)),
+                        ],
                         colour.filled(),
                     )
                 })
@@ -128,7 +131,12 @@ pub fn time_by_cause(area: &Area<'_>, title: &str, rows: &[(&str, &Parts)]) -> a
 /// Requests per latency bin (log scale), stacked by the cause each was labelled with.
 pub fn latency_histogram(area: &Area<'_>, requests: &[(f64, Cause)]) -> anyhow::Result<()> {
     let latencies: Vec<f64> = requests.iter().map(|r| r.0).collect();
-    let lo = latencies.iter().copied().fold(f64::INFINITY, f64::min).max(0.05) * 0.8;
+    let lo = latencies
+        .iter()
+        .copied()
+        .fold(f64::INFINITY, f64::min)
+        .max(0.05)
+        * 0.8;
     let hi = (latencies.iter().copied().fold(0.0, f64::max) * 1.25).max(lo * 10.0);
     const BINS: usize = 30;
     let ratio = (hi / lo).powf(1.0 / BINS as f64);
@@ -190,11 +198,7 @@ pub fn latency_histogram(area: &Area<'_>, requests: &[(f64, Cause)]) -> anyhow::
 
 /// Mean latency per request over time, stacked by part: one bar per time bin (`bins`: the
 /// bin's start in seconds from the window's start, and its requests' mean parts).
-pub fn latency_over_time(
-    area: &Area<'_>,
-    bin_s: f64,
-    bins: &[(f64, Parts)],
-) -> anyhow::Result<()> {
+pub fn latency_over_time(area: &Area<'_>, bin_s: f64, bins: &[(f64, Parts)]) -> anyhow::Result<()> {
     let end_s = bins.last().map_or(1.0, |b| b.0 + bin_s).max(bin_s);
     let top = bins
         .iter()
@@ -274,7 +278,10 @@ mod tests {
         .unwrap();
         let (r, g, b) = Part::Contention.colour().rgb;
         assert!(svg.contains(&format!("#{r:02X}{g:02X}{b:02X}")), "{svg}");
-        assert!(svg.contains("\nslowest\n"), "the bar's label is drawn: {svg}");
+        assert!(
+            svg.contains("\nslowest\n"),
+            "the bar's label is drawn: {svg}"
+        );
         let over_time = svg_of_time(&[(0.0, parts), (1.0, parts)]);
         assert!(over_time.contains("cpu.contention"));
     }

@@ -6,6 +6,7 @@ pub(crate) mod bar;
 pub mod charts;
 pub(crate) mod check;
 pub mod explain;
+pub mod load_report;
 pub(crate) mod status;
 pub(crate) mod top;
 pub(crate) mod top_plain;

@@ -82,7 +82,11 @@ fn escape(s: &str) -> String {
 }
 
 fn chart_svg(run: &ScenarioRun) -> anyhow::Result<String> {
-    let requests: Vec<(f64, Cause)> = run.requests.iter().map(|r| (r.latency_ms, r.cause)).collect();
+    let requests: Vec<(f64, Cause)> = run
+        .requests
+        .iter()
+        .map(|r| (r.latency_ms, r.cause))
+        .collect();
     charts::svg(CHART_SIZE, |root| {
         let (left, right) = root.split_horizontally(CHART_SIZE.0 / 2);
         charts::time_by_cause(

@@ -14,6 +14,7 @@ use anyhow::Context as _;
 use super::{concurrency::Case, lab::Lab};
 use crate::{
     faults::placement::{HARNESS_CPU, SERVICE_CPU},
+    process::binaries::bin_path,
     report::{html_report, present},
     scenario::{
         join_score::{self, JoinRow},
@@ -50,15 +51,27 @@ pub fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(FLAG.get_or_init(|| flag).clone())
 }
 
+/// How a lab run is driven besides its scenarios and timing.
+#[derive(Debug, Clone, Default)]
+pub struct DemoOptions {
+    pub agent_args: Vec<String>,
+    /// Then the concurrency scenario's cases, this many seconds each.
+    pub concurrency_seconds: Option<u32>,
+    /// k6 loads the steady phases (the lab's own load generator does otherwise).
+    pub k6: bool,
+    /// Every scenario's service is the accept pool (`pool_server`), loaded on `/cpu`.
+    pub accept_pool: bool,
+}
+
 /// Runs `scenarios` in order with one agent, printing each as it completes, then, for
 /// `concurrency_seconds` each, the concurrency scenario's cases, and writes the report to
-/// `out_dir`. Returns the runs and where the files went.
+/// `out_dir`, with the agent's own `culprit report` of the whole run (joined with k6's results
+/// when k6 loaded it). Returns the runs and where the files went.
 pub fn run(
     scenarios: &[Scenario],
     timing: Timing,
     out_dir: &Path,
-    agent_args: &[String],
-    concurrency_seconds: Option<u32>,
+    opts: &DemoOptions,
 ) -> anyhow::Result<(Vec<ScenarioRun>, Outputs)> {
     let stop = interrupt_flag()?;
     println!(
@@ -71,7 +84,15 @@ pub fn run(
         SERVICE_CPU,
         HARNESS_CPU
     );
-    let mut lab = Lab::start(stop.clone(), agent_args)?;
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let started = std::time::Instant::now();
+    let mut lab = Lab::start(stop.clone(), &opts.agent_args)?;
+    if opts.k6 {
+        lab = lab.with_k6(out_dir);
+    }
+    if opts.accept_pool {
+        lab = lab.with_accept_pool();
+    }
     println!(
         "the agent's live view: culprit top --socket {}",
         lab.api_socket().display()
@@ -84,20 +105,54 @@ pub fn run(
         print!("{}", present::scenario_text(&run));
         runs.push(run);
     }
+    let agent_report = agent_report(&lab, started.elapsed(), out_dir)?;
     lab.stop()?;
-    let joins = match concurrency_seconds {
+    let joins = match opts.concurrency_seconds {
         Some(seconds) => concurrency(seconds, &stop)?,
         None => Vec::new(),
     };
     let outputs = write_outputs(&runs, &joins, out_dir)?;
     println!("\n{}", accuracy_text(&runs, &joins));
     println!(
-        "report: {}\nresults: {}\naccuracy table: {}",
+        "report: {}\nresults: {}\naccuracy table: {}\nthe agent's report of the run: {}",
         outputs.html.display(),
         outputs.results_json.display(),
-        outputs.accuracy_md.display()
+        outputs.accuracy_md.display(),
+        agent_report.display()
     );
     Ok((runs, outputs))
+}
+
+/// `culprit report` of the whole run from the agent's live data, joined with k6's results of
+/// the fault phases when k6 loaded them (one file, their lines in turn). Returns its HTML.
+fn agent_report(
+    lab: &Lab,
+    elapsed: std::time::Duration,
+    out_dir: &Path,
+) -> anyhow::Result<PathBuf> {
+    let dir = out_dir.join("culprit-report");
+    let mut cmd = std::process::Command::new(bin_path("culprit")?);
+    cmd.arg("report")
+        .arg("--socket")
+        .arg(lab.api_socket())
+        .args(["--since", &format!("{}", elapsed.as_secs() + 5)])
+        .arg("--out")
+        .arg(&dir)
+        .stdout(std::process::Stdio::null());
+    if !lab.k6_results().is_empty() {
+        let merged = out_dir.join("k6-fault-phases.json");
+        let mut text = String::new();
+        for f in lab.k6_results() {
+            text.push_str(
+                &std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+            );
+        }
+        std::fs::write(&merged, text)?;
+        cmd.arg("--k6").arg(&merged);
+    }
+    let status = cmd.status().context("running culprit report")?;
+    anyhow::ensure!(status.success(), "culprit report exited with {status}");
+    Ok(dir.join("report.html"))
 }
 
 /// The concurrency scenario: each case in turn, with an agent of its own.
@@ -155,4 +210,18 @@ fn write_outputs(
         )?;
     }
     Ok(outputs)
+}
+
+/// A lab run fails when a scenario's injected cause was not found.
+pub fn outcome(result: anyhow::Result<(Vec<ScenarioRun>, Outputs)>) -> anyhow::Result<()> {
+    let (runs, _) = result?;
+    let missed: Vec<String> = runs
+        .iter()
+        .filter(|r| !present::verdict(r).found)
+        .map(|r| r.scenario.to_string())
+        .collect();
+    if !missed.is_empty() {
+        anyhow::bail!("the injected cause was not found in: {}", missed.join(", "));
+    }
+    Ok(())
 }

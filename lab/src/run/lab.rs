@@ -13,7 +13,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use culprit::{clock::monotonic_ns, model::SpanLine};
+use culprit::model::SpanLine;
 
 use super::{
     agent::RunningAgent,
@@ -34,7 +34,7 @@ use crate::{
     },
     service::{
         launch::service_command,
-        load::{self, ClientSample, LoadShape},
+        load::{self, LoadShape},
         otel::{AgentPorts, free_port, wait_for_port},
         pool_server::POOL_ROUTE,
         server::{
@@ -46,7 +46,7 @@ use crate::{
 
 /// Concurrent load-generator connections: enough that a request stalled on a lost packet does
 /// not hold back the schedule.
-const CLIENTS: usize = 8;
+pub(super) const CLIENTS: usize = 8;
 
 /// The downstream computes this long for each answer: next to the hogs it is preempted, and the
 /// service thread asleep on it is delayed through it (the wake chain).
@@ -61,7 +61,13 @@ pub const DISK_DIR: &str = "/var/tmp/culprit-lab";
 pub struct Lab {
     agent: RunningAgent,
     ports: AgentPorts,
-    stop: Arc<AtomicBool>,
+    pub(super) stop: Arc<AtomicBool>,
+    /// Where k6's results go when k6 is the load generator (`with_k6`), and the fault phases'
+    /// result files so far.
+    pub(super) k6_dir: Option<std::path::PathBuf>,
+    pub(super) k6_results: Vec<std::path::PathBuf>,
+    /// Every scenario's service is the accept pool, loaded on `/cpu` only (`with_accept_pool`).
+    pub(super) accept_pool: bool,
 }
 
 impl Lab {
@@ -90,7 +96,21 @@ impl Lab {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut agent = RunningAgent::start_wrapped(agent_prefix, Duration::from_secs(1), &args)?;
         agent.next_report()?; // The probes are attached.
-        Ok(Self { agent, ports, stop })
+        Ok(Self {
+            agent,
+            ports,
+            stop,
+            k6_dir: None,
+            k6_results: Vec::new(),
+            accept_pool: false,
+        })
+    }
+
+    /// Runs every scenario's service as the accept pool (its requests' wait before the span is
+    /// the kernel's, measured), loaded on `/cpu`.
+    pub fn with_accept_pool(mut self) -> Self {
+        self.accept_pool = true;
+        self
     }
 
     pub fn api_socket(&self) -> &std::path::Path {
@@ -125,7 +145,11 @@ impl Lab {
         )?;
         wait_for_port(downstream_port, Duration::from_secs(10))?;
         let service_port = free_port()?;
-        let routes = scenario.routes();
+        let routes = if self.accept_pool {
+            &["/cpu"]
+        } else {
+            scenario.routes()
+        };
         let disk_file = (routes.contains(&"/disk") || routes.contains(&"/mapped"))
             .then(|| std::path::Path::new(DISK_DIR).join("disk-route-data"));
         if disk_file.is_some() || routes.contains(&"/alloc") {
@@ -156,7 +180,7 @@ impl Lab {
             downstream_port,
             disk_file.as_deref(),
             lock_holder_cpu,
-            scenario == Scenario::Saturation,
+            self.accept_pool || scenario == Scenario::Saturation,
         )?;
         let service_pid = service.pid();
         let base_url = format!("http://127.0.0.1:{service_port}");
@@ -165,16 +189,16 @@ impl Lab {
 
         let mut phases = Vec::new();
         let mut samples = Vec::new();
-        let load = |lab: &Self, length, injected| {
+        let load = |lab: &mut Self, length, injected| {
             let shape = match injected {
                 Some(Injected::QueueBacklog) => faults.overload,
                 _ => LoadShape::Steady {
                     rate_per_s: timing.rate_per_s,
                 },
             };
-            lab.load_phase(&base_url, length, shape, routes, injected)
+            lab.load_phase(&base_url, length, shape, routes, (scenario, injected))
         };
-        let (reference, mut reference_samples) = load(self, timing.reference, None);
+        let (reference, mut reference_samples) = load(self, timing.reference, None)?;
         phases.push(reference);
         self.interrupted()?;
         let fault_phases = scenario.fault_phases();
@@ -262,7 +286,7 @@ impl Lab {
                 // The overload is the load itself.
                 Some(Injected::QueueBacklog) | None => None,
             };
-            let (phase, mut s) = load(self, each, injected);
+            let (phase, mut s) = load(self, each, injected)?;
             phases.push(phase);
             samples.append(&mut s);
             self.interrupted()?;
@@ -428,24 +452,6 @@ impl Lab {
             }
         }
         bail!("the agent decomposed none of the lab service's spans after 20 s of requests")
-    }
-
-    fn load_phase(
-        &self,
-        base_url: &str,
-        length: Duration,
-        shape: LoadShape,
-        routes: &[&'static str],
-        injected: Option<Injected>,
-    ) -> (Phase, Vec<ClientSample>) {
-        let start_mono_ns = monotonic_ns();
-        let samples = load::run(base_url, shape, length, CLIENTS, routes, &self.stop);
-        let phase = Phase {
-            injected,
-            start_mono_ns,
-            end_mono_ns: monotonic_ns(),
-        };
-        (phase, samples)
     }
 
     /// Stops the agent (SIGTERM) and checks it exits cleanly.

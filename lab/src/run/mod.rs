@@ -7,5 +7,6 @@ pub mod concurrency;
 pub mod demo;
 mod fault_guard;
 pub mod lab;
+mod lab_load;
 pub mod runq_contention;
 mod tallies;

@@ -3,10 +3,12 @@
 //! collector, a sink that records what arrives).
 
 pub mod async_server;
+pub(crate) mod k6;
 pub(crate) mod launch;
 pub(crate) mod load;
 pub mod nginx;
 pub mod otel;
 pub(crate) mod pool_server;
+pub(crate) mod routes;
 pub mod server;
 pub mod thread_context;

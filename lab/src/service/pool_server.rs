@@ -4,8 +4,8 @@
 //! connection's receive queue), where no span sees it; its span starts when a worker reads it.
 //! The client's `traceparent` parents the span, so the client's latency joins with it.
 //!
-//! Its one route, `/pooled`, computes a fifth of `/cpu`'s work and waits the rest on a
-//! dependency (a sleep, as a database call would): the pool, not the CPU, is what saturates.
+//! `/pooled` computes a fifth of `/cpu`'s work and waits the rest on a dependency (a sleep, as a
+//! database call would): the pool, not the CPU, is what saturates. `/cpu` is `/cpu`.
 
 use std::{
     collections::HashMap,
@@ -28,6 +28,7 @@ use opentelemetry::{
 };
 use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracer};
 
+use super::routes::CPU_ROUTE;
 use crate::workloads;
 
 /// The pool's route: a fifth of `/cpu`'s work, then a wait on a dependency.
@@ -124,7 +125,8 @@ fn serve_connection(mut stream: TcpStream, pool: &Pool, tid: i64) -> anyhow::Res
     let head = read_head(&mut stream)?;
     let (path, headers) = parse_head(&head).context("malformed request line")?;
     let (status, body) = match path.as_str() {
-        "/pooled" => {
+        "/pooled" | "/cpu" => {
+            let cpu_route = path == "/cpu";
             let parent = TraceContextPropagator::new().extract(&headers);
             let mut attributes = vec![
                 KeyValue::new("http.request.method", "GET"),
@@ -136,12 +138,16 @@ fn serve_connection(mut stream: TcpStream, pool: &Pool, tid: i64) -> anyhow::Res
             }
             let mut span = pool
                 .tracer
-                .span_builder(POOL_ROUTE)
+                .span_builder(if cpu_route { CPU_ROUTE } else { POOL_ROUTE })
                 .with_kind(SpanKind::Server)
                 .with_attributes(attributes)
                 .start_with_context(&pool.tracer, &parent);
-            workloads::busy(pool.cpu_work / 5);
-            thread::sleep(pool.cpu_work * 4 / 5);
+            if cpu_route {
+                workloads::busy(pool.cpu_work);
+            } else {
+                workloads::busy(pool.cpu_work / 5);
+                thread::sleep(pool.cpu_work * 4 / 5);
+            }
             span.set_attribute(KeyValue::new("http.response.status_code", 200));
             let written = respond(&mut stream, 200, "done");
             span.end();

@@ -17,6 +17,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::{
     Context, KeyValue,
     trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _},
@@ -24,6 +25,7 @@ use opentelemetry::{
 use opentelemetry_otlp::{SpanExporter, WithExportConfig as _};
 use opentelemetry_sdk::{
     Resource,
+    propagation::TraceContextPropagator,
     trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider},
 };
 
@@ -33,16 +35,9 @@ use crate::workloads::{self, disk::DirectReader, lock::SharedLock, mapped::Mappe
 /// Bytes of one downstream request and of its answer (the lab's `tcp-server` echoes them).
 pub(crate) const DOWNSTREAM_MESSAGE_BYTES: usize = 512;
 pub(crate) const SERVICE_NAME: &str = "lab-service";
-/// Names of the server spans, one per route.
-pub(crate) const CPU_ROUTE: &str = "GET /cpu";
-pub(crate) const DOWNSTREAM_ROUTE: &str = "GET /downstream";
-pub(crate) const DISK_ROUTE: &str = "GET /disk";
-pub(crate) const LOCK_ROUTE: &str = "GET /lock";
-pub(crate) const ALLOC_ROUTE: &str = "GET /alloc";
-pub(crate) const MAPPED_ROUTE: &str = "GET /mapped";
-/// The downstream exchange over a connection of its own, opened for the request and closed
-/// after: a client without a pool, whose every call waits for a TCP handshake.
-pub(crate) const CONNECT_ROUTE: &str = "GET /connect";
+pub(crate) use super::routes::{
+    ALLOC_ROUTE, CONNECT_ROUTE, CPU_ROUTE, DISK_ROUTE, DOWNSTREAM_ROUTE, LOCK_ROUTE, MAPPED_ROUTE,
+};
 /// Blocks one `/disk` request reads, each [`DISK_BLOCK_BYTES`], one after the other.
 const DISK_READS: usize = 32;
 const DISK_BLOCK_BYTES: usize = 64 << 10;
@@ -250,12 +245,25 @@ impl Worker {
             if self.config.thread_attr {
                 attributes.push(KeyValue::new("culprit.thread.tid", tid));
             }
+            // A client's `traceparent` (k6's, the lab's load generator's) parents the span: the
+            // client's latency joins with it by trace id.
+            let headers: std::collections::HashMap<String, String> = request
+                .headers()
+                .iter()
+                .map(|h| {
+                    (
+                        h.field.as_str().as_str().to_ascii_lowercase(),
+                        h.value.as_str().to_string(),
+                    )
+                })
+                .collect();
+            let parent = TraceContextPropagator::new().extract(&headers);
             let span = self
                 .tracer
                 .span_builder(route)
                 .with_kind(SpanKind::Server)
                 .with_attributes(attributes)
-                .start(&self.tracer);
+                .start_with_context(&self.tracer, &parent);
             let cx = Context::current_with_span(span);
             let record = self
                 .config

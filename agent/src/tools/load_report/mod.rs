@@ -1,0 +1,144 @@
+//! `culprit report`: for a time window or a load test, where the requests' time went, by
+//! service and cause, with who is behind each cause and the slowest requests decomposed; as
+//! HTML (charts drawn like the lab's), Markdown and JSON.
+
+pub mod client_results;
+pub mod model;
+pub mod render;
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+
+use self::{
+    model::{ClientRequest, ReportRequest},
+    render::LoadReport,
+};
+use crate::{
+    host::clock::realtime_ns,
+    live::{
+        client::{self, Endpoint},
+        view::{MAX_REQUESTS, RequestView, ThrottledView},
+    },
+};
+
+/// What to report on.
+#[derive(Debug, Clone)]
+pub struct ReportOpts {
+    /// The last this long (default: 10 minutes; with client results, the time their requests
+    /// were seen in).
+    pub since: Option<Duration>,
+    /// A load generator's results (k6 `--out json`, or JSON lines of trace_id/latency_ms).
+    pub client_results: Option<PathBuf>,
+    /// Where report.html, report.md and report.json go.
+    pub out: PathBuf,
+}
+
+const DEFAULT_SINCE: Duration = Duration::from_secs(600);
+/// Around the client requests' spans: the spans of other services in the same run.
+const CLIENT_WINDOW_MARGIN_MS: u64 = 1_000;
+
+/// Builds the report from the agent's kept requests and the client's results, if any.
+pub fn build(
+    views: &[RequestView],
+    throttled: Vec<ThrottledView>,
+    client: Option<(&Path, Vec<ClientRequest>, usize)>,
+    since: Option<Duration>,
+    now_unix_ms: u64,
+) -> LoadReport {
+    let client_requests: &[ClientRequest] = client.as_ref().map_or(&[], |c| &c.1);
+    let ids: HashSet<&str> = client_requests
+        .iter()
+        .map(|c| c.trace_id.as_str())
+        .collect();
+    let joined_seen: Vec<u64> = views
+        .iter()
+        .filter(|v| ids.contains(v.trace_id.as_str()))
+        .map(|v| v.seen_unix_ms)
+        .collect();
+    let (from, to) = match (since, joined_seen.is_empty()) {
+        (None, false) => (
+            joined_seen.iter().min().copied().unwrap_or(0)
+                - CLIENT_WINDOW_MARGIN_MS.min(now_unix_ms),
+            joined_seen.iter().max().copied().unwrap_or(0) + CLIENT_WINDOW_MARGIN_MS,
+        ),
+        _ => (
+            now_unix_ms.saturating_sub(since.unwrap_or(DEFAULT_SINCE).as_millis() as u64),
+            now_unix_ms,
+        ),
+    };
+    let in_window: Vec<RequestView> = views
+        .iter()
+        .filter(|v| v.seen_unix_ms >= from && v.seen_unix_ms <= to)
+        .cloned()
+        .collect();
+    let requests = model::requests(&in_window, client_requests);
+    let mut by_service: BTreeMap<&str, Vec<&ReportRequest>> = BTreeMap::new();
+    for r in &requests {
+        by_service.entry(&r.service).or_default().push(r);
+    }
+    let joined: HashSet<&str> = requests
+        .iter()
+        .filter(|r| r.client_ms.is_some())
+        .map(|r| r.trace_id.as_str())
+        .collect();
+    LoadReport {
+        from_unix_ms: from,
+        to_unix_ms: to,
+        client_file: client.as_ref().map(|c| c.0.display().to_string()),
+        client_skipped_lines: client.as_ref().map_or(0, |c| c.2),
+        client_unjoined: ids.iter().filter(|id| !joined.contains(*id)).count(),
+        clients: if client.is_some() {
+            model::client_summaries(client_requests, &requests)
+        } else {
+            Vec::new()
+        },
+        services: by_service
+            .into_iter()
+            .map(|(s, rs)| model::service_report(s, &rs))
+            .collect(),
+        throttled,
+        kept_requests: views.len(),
+    }
+}
+
+/// `culprit report`: asks the agent, writes the three files, prints the Markdown.
+pub fn run(endpoint: &Endpoint, opts: &ReportOpts) -> anyhow::Result<()> {
+    let client = opts
+        .client_results
+        .as_deref()
+        .map(|p| client_results::read(p).map(|(r, skipped)| (p, r, skipped)))
+        .transpose()?;
+    let window_s = opts.since.unwrap_or(DEFAULT_SINCE).as_secs_f64();
+    let (views, throttled) = client::block_on(async {
+        let views: Option<Vec<RequestView>> =
+            client::get(endpoint, &format!("/v1/requests?limit={MAX_REQUESTS}")).await?;
+        let throttled: Option<Vec<ThrottledView>> =
+            client::get(endpoint, &format!("/v1/throttled?window_s={window_s}")).await?;
+        anyhow::Ok((views.unwrap_or_default(), throttled.unwrap_or_default()))
+    })??;
+    let report = build(
+        &views,
+        throttled,
+        client,
+        opts.since,
+        realtime_ns() / 1_000_000,
+    );
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("creating {}", opts.out.display()))?;
+    let write = |name: &str, text: &str| {
+        let path = opts.out.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    };
+    let markdown = render::markdown(&report);
+    write("report.html", &render::html(&report)?)?;
+    write("report.md", &markdown)?;
+    write("report.json", &serde_json::to_string_pretty(&report)?)?;
+    print!("{markdown}");
+    println!("\nreport: {}", opts.out.join("report.html").display());
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! The names of the lab service's server spans, one per route, whichever server serves it.
+
+pub(crate) const CPU_ROUTE: &str = "GET /cpu";
+pub(crate) const DOWNSTREAM_ROUTE: &str = "GET /downstream";
+pub(crate) const DISK_ROUTE: &str = "GET /disk";
+pub(crate) const LOCK_ROUTE: &str = "GET /lock";
+pub(crate) const ALLOC_ROUTE: &str = "GET /alloc";
+pub(crate) const MAPPED_ROUTE: &str = "GET /mapped";
+/// The downstream exchange over a connection of its own, opened for the request and closed
+/// after: a client without a pool, whose every call waits for a TCP handshake.
+pub(crate) const CONNECT_ROUTE: &str = "GET /connect";
