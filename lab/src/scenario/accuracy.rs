@@ -74,6 +74,20 @@ impl Injected {
     }
 }
 
+impl Injected {
+    /// The least a fault adds to a request it hits: a lost segment waits for a retransmit timer
+    /// (200 ms at least), a lost SYN for a second. A request slowed by less was slowed by
+    /// something else (seen: a `/connect` request 5 ms behind the service's other worker), and
+    /// its label is no verdict on the fault.
+    pub fn least_effect_ms(self) -> f64 {
+        match self {
+            Injected::Retransmit => 100.0,
+            Injected::ConnectRetransmit => 500.0,
+            _ => 0.0,
+        }
+    }
+}
+
 impl From<Injected> for Cause {
     fn from(i: Injected) -> Cause {
         i.cause()
@@ -262,7 +276,10 @@ pub(crate) fn summarize(
             let e = by_cause.entry(cause).or_default();
             e.0 += excess;
             e.1 += explained_by(&r.parts, cause).min(excess);
-            if excess > SLOWED_FRACTION * reference && cause.reaches(&r.route) {
+            if excess > SLOWED_FRACTION * reference
+                && excess >= cause.least_effect_ms()
+                && cause.reaches(&r.route)
+            {
                 let l = labels.entry(cause).or_default();
                 l.0 += 1;
                 l.1 += usize::from(cause.named_by(r.cause));

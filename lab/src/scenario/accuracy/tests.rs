@@ -169,6 +169,25 @@ fn lost_packets_that_stall_a_reconnect_are_the_loss_too() {
 }
 
 #[test]
+fn a_request_slowed_less_than_a_lost_syn_costs_is_no_verdict_on_it() {
+    let route = crate::service::server::CONNECT_ROUTE;
+    let reference = BTreeMap::from([(route.to_string(), 1.0)]);
+    let c = Some(Injected::ConnectRetransmit);
+    let mut measured: Vec<Request> = (0..16)
+        .map(|_| req(route, 1.0, parts(1.0, 0.0, 0.0, 0.0), c))
+        .collect();
+    let mut stalled = req(route, 1001.0, parts(1.0, 0.0, 0.0, 0.0), c);
+    stalled.parts.connect_retransmit_ms = 1000.0;
+    stalled.cause = Cause::TcpConnectRetransmit;
+    // Slow in its phase, behind the other worker: 6 ms, not a second.
+    let mut queued = req(route, 7.0, parts(1.0, 6.0, 0.0, 0.0), c);
+    queued.cause = Cause::CpuContention;
+    measured.extend([stalled.clone(), stalled, queued.clone(), queued]);
+    let s = summarize(&measured, &reference);
+    assert_eq!(s.label_by_cause["tcp.connect_retransmit"], 1.0, "{s:?}");
+}
+
+#[test]
 fn explained_time_beyond_the_excess_does_not_count_twice() {
     let reference = BTreeMap::from([("cpu".to_string(), 5.0)]);
     let t = Some(Injected::Throttling);
