@@ -14,6 +14,7 @@ pub mod context;
 pub mod histogram;
 pub mod maps;
 pub mod offsets;
+pub mod oom;
 pub mod stats;
 pub mod tcp;
 pub mod thread;

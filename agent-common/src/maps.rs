@@ -26,6 +26,8 @@ pub const TCP_EVENTS: &str = "TCP_EVENTS";
 pub const QUEUE_EVENTS: &str = "QUEUE_EVENTS";
 /// Accepted connections (`struct sock *` -> [`crate::tcp::PassiveSocket`]).
 pub const PASSIVE_SOCKETS: &str = "PASSIVE_SOCKETS";
+/// Ring buffer of [`crate::oom::OomRecord`].
+pub const OOM_EVENTS: &str = "OOM_EVENTS";
 /// Socket owners (`struct sock *` -> [`crate::tcp::SockOwner`]).
 pub const SOCK_OWNER: &str = "SOCK_OWNER";
 /// Connections being opened to an OTLP port (`struct sock *` -> [`crate::tcp::PendingConnect`]).

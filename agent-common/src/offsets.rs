@@ -67,9 +67,16 @@ pub struct KernelOffsets {
     /// accepted connection has no unread bytes. Absent: no queue wait is measured.
     pub tcp_rcv_nxt: u32,
     pub tcp_copied_seq: u32,
+    /// `css_set.subsys[memory_cgrp_id]`: a task's memory cgroup (`struct mem_cgroup` begins with
+    /// its `css`); `cgroup_subsys_state.parent`; `mem_cgroup.memory.max` (pages). Absent: an
+    /// OOM kill's limit is read from /proc and cgroupfs, if the victim is still there.
+    pub css_set_memory_css: u32,
+    pub css_parent: u32,
+    pub mem_cgroup_max_pages: u32,
+    pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 96);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 112);
 
 impl KernelOffsets {
     pub const ZERO: KernelOffsets = KernelOffsets {
@@ -97,6 +104,10 @@ impl KernelOffsets {
         block_device_dev: OFFSET_ABSENT,
         tcp_rcv_nxt: OFFSET_ABSENT,
         tcp_copied_seq: OFFSET_ABSENT,
+        css_set_memory_css: OFFSET_ABSENT,
+        css_parent: OFFSET_ABSENT,
+        mem_cgroup_max_pages: OFFSET_ABSENT,
+        _pad: 0,
     };
 }
 
@@ -143,9 +154,12 @@ pub struct TcpTracepointOffsets {
     pub state_daddr_v6: u32,
     /// `tcp:tcp_rcv_space_adjust` `skaddr` field (the owner hook of kernels before 6.3).
     pub rcv_space_sk: u32,
+    /// `oom:mark_victim` `pid` field (not a TCP tracepoint: the classic tracepoints' offsets
+    /// travel together).
+    pub mark_victim_pid: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<TcpTracepointOffsets>() == 120);
+const _: () = assert!(core::mem::size_of::<TcpTracepointOffsets>() == 124);
 
 impl TcpTracepointOffsets {
     pub const ZERO: TcpTracepointOffsets = TcpTracepointOffsets {
@@ -179,6 +193,7 @@ impl TcpTracepointOffsets {
         state_saddr_v6: 0,
         state_daddr_v6: 0,
         rcv_space_sk: 0,
+        mark_victim_pid: 0,
     };
 }
 

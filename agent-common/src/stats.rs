@@ -26,10 +26,12 @@ pub enum DropCounter {
     QueueRingFull = 8,
     /// `PASSIVE_SOCKETS` refused an accepted connection: its requests' queue waits go unmeasured.
     PassiveSocketFailed = 9,
+    /// The OOM ring buffer was full: a kill was not reported.
+    OomRingFull = 10,
 }
 
 impl DropCounter {
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 11;
     pub const ALL: [DropCounter; Self::COUNT as usize] = [
         DropCounter::RunqHistFull,
         DropCounter::TaskReadFailed,
@@ -41,6 +43,7 @@ impl DropCounter {
         DropCounter::ContextReadFailed,
         DropCounter::QueueRingFull,
         DropCounter::PassiveSocketFailed,
+        DropCounter::OomRingFull,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -55,6 +58,7 @@ impl DropCounter {
             DropCounter::ContextReadFailed => "context_read_failed",
             DropCounter::QueueRingFull => "queue_ring_full",
             DropCounter::PassiveSocketFailed => "passive_socket_failed",
+            DropCounter::OomRingFull => "oom_ring_full",
         }
     }
 }

@@ -13,6 +13,7 @@ mod context_sampler;
 mod cpu_slices;
 mod drops;
 mod interrupts;
+mod oom;
 mod queue_wait;
 mod reclaim;
 mod runq_hist;

@@ -47,8 +47,8 @@ pub mod model {
         otlp::ingress::IngressCounts,
         report::{OtlpCounts, Report},
         signals::{
-            CgroupRunq, ConnectionRow, NeighbourRow, RetransmitRow, ThreadRow, ThrottleEpisode,
-            ThrottleRow, runqueue::WaitStats,
+            CgroupRunq, ConnectionRow, NeighbourRow, OomKill, RetransmitRow, ThreadRow,
+            ThrottleEpisode, ThrottleRow, runqueue::WaitStats,
         },
     };
 }

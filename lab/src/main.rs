@@ -72,6 +72,12 @@ enum LabCommand {
         #[arg(long)]
         file: PathBuf,
     },
+    /// Fault in and keep this much anonymous memory (killed first if its cgroup's limit is
+    /// lower).
+    MemoryHog {
+        #[arg(long)]
+        mib: u64,
+    },
     /// Sleep and wake up in a loop, doing a little work each time: every wakeup is one
     /// run-queue wait to measure.
     Wakeups {
@@ -373,6 +379,7 @@ fn main() -> anyhow::Result<()> {
         LabCommand::DiskWriter { dir, threads } => workloads::disk_writer(&dir, threads, run_for)?,
         LabCommand::Dirtier { dir } => workloads::dirtier(&dir, run_for)?,
         LabCommand::Evictor { file } => workloads::evictor(&file, run_for)?,
+        LabCommand::MemoryHog { mib } => workloads::memory_hog(mib, run_for)?,
         LabCommand::Waits { kind, device } => workloads::waits(kind, device.as_deref(), run_for)?,
         LabCommand::Wakeups {
             period_us,

@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use culprit_common::{
     maps,
+    oom::OomRecord,
     tcp::{QueueRecord, RetransmitRecord},
     thread::SchedRecord,
 };
@@ -117,6 +118,16 @@ impl Outputs<'_> {
             let request = self.metrics.export(report, &runq, realtime_ns());
             self.export_queue
                 .push(Item::new(&Payload::Metrics(request)));
+            if !report.oom_kills.is_empty() {
+                // The report's clocks, read together: a kill's monotonic time on the wall.
+                let offset_ns = (report.unix_time_ms * 1_000_000).saturating_sub(report.mono_ns);
+                let logs = report::oom_logs::request(
+                    &report.oom_kills,
+                    report::metrics::agent_resource(),
+                    |mono_ns| mono_ns + offset_ns,
+                );
+                self.export_queue.push(Item::new(&Payload::Logs(logs)));
+            }
         }
         Ok(())
     }
@@ -174,6 +185,7 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
     let mut sched_events = RingReader::<SchedRecord>::new(&mut probes.ebpf, maps::SCHED_EVENTS)?;
     let mut tcp_events = RingReader::<RetransmitRecord>::new(&mut probes.ebpf, maps::TCP_EVENTS)?;
     let mut queue_events = RingReader::<QueueRecord>::new(&mut probes.ebpf, maps::QUEUE_EVENTS)?;
+    let mut oom_events = RingReader::<OomRecord>::new(&mut probes.ebpf, maps::OOM_EVENTS)?;
 
     let mut tasks = Supervisor::new();
     // OTLP in, and the local API.
@@ -247,6 +259,10 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
                 r?;
                 queue_events.drain(|rec| signals.on_queue_read(rec));
             }
+            r = oom_events.readable() => {
+                r?;
+                oom_events.drain(|rec| signals.on_oom(rec));
+            }
             Some(msg) = inbound.recv() => route(msg, &mut joiner, &mut signals, &outputs),
             _ = release_tick.tick() => {
                 heartbeat.beat(realtime_ns() / 1_000_000);
@@ -284,8 +300,11 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
                     exporting,
                 };
                 let mut report = Report::of(opts.interval, interval, otlp);
-                let malformed =
-                    sched_events.malformed + tcp_events.malformed + queue_events.malformed;
+                oom_events.drain(|rec| signals.on_oom(rec));
+                let malformed = sched_events.malformed
+                    + tcp_events.malformed
+                    + queue_events.malformed
+                    + oom_events.malformed;
                 report.drops.insert("ring_records_malformed".into(), malformed);
                 let (dropped, rejected) = signals.queue_read_losses();
                 report.drops.insert("queue_reads_dropped".into(), dropped);
@@ -319,6 +338,7 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
     drop(sched_events);
     drop(tcp_events);
     drop(queue_events);
+    drop(oom_events);
     drop(signals);
     drop(probes);
     Ok(())

@@ -83,6 +83,11 @@ impl CgroupPaths {
         }
     }
 
+    /// The cgroup2 mount the paths are relative to.
+    pub(crate) fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
     /// The path of cgroup `id` relative to the cgroup2 root (`/` for the root itself), or
     /// `None` if it is gone.
     pub(crate) fn path_of(&mut self, id: u64) -> Option<&str> {

@@ -29,6 +29,12 @@ pub(crate) fn own_limit_bytes(v2_root: &Path) -> Option<u64> {
     )
 }
 
+/// The memory limit that binds process `pid` (the lowest on its way to the root), if any and
+/// if it still exists.
+pub(crate) fn limit_of_pid(pid: u32, v2_root: &Path) -> Option<u64> {
+    limit_of(&memberships_of(pid), Path::new(V1_MEMORY_ROOT), v2_root)
+}
+
 fn limit_of(memberships: &[CgroupMembership], v1_root: &Path, v2_root: &Path) -> Option<u64> {
     let v1 = memberships
         .iter()

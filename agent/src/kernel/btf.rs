@@ -70,6 +70,23 @@ impl KernelBtf {
         bail!("{typedef} is not a function pointer")
     }
 
+    /// The value of enumerator `name` in `enum enum_name`.
+    pub(crate) fn enum_value(&self, enum_name: &str, name: &str) -> anyhow::Result<u32> {
+        self.btf
+            .resolve_types_by_name(enum_name)
+            .with_context(|| format!("kernel BTF has no type named {enum_name}"))?
+            .into_iter()
+            .find_map(|t| match t {
+                Type::Enum(e) => e
+                    .members
+                    .iter()
+                    .find(|m| self.btf.resolve_name(*m).is_ok_and(|n| n == name))
+                    .map(|m| m.val()),
+                _ => None,
+            })
+            .ok_or_else(|| anyhow!("enum {enum_name} has no {name}"))
+    }
+
     fn struct_named(&self, name: &str) -> anyhow::Result<Struct> {
         self.btf
             .resolve_types_by_name(name)
@@ -203,6 +220,23 @@ pub(crate) fn kernel_offsets(btf: &KernelBtf) -> anyhow::Result<KernelOffsets> {
         block_device_dev: optional("block_device", "bd_dev").unwrap_or(OFFSET_ABSENT),
         tcp_rcv_nxt: optional("tcp_sock", "rcv_nxt").unwrap_or(OFFSET_ABSENT),
         tcp_copied_seq: optional("tcp_sock", "copied_seq").unwrap_or(OFFSET_ABSENT),
+        // CONFIG_MEMCG: the memory cgroup of a task (v1 or v2) and its hard limit in pages.
+        css_set_memory_css: match (
+            optional("css_set", "subsys"),
+            btf.enum_value("cgroup_subsys_id", "memory_cgrp_id").ok(),
+        ) {
+            (Some(subsys), Some(id)) => subsys + id * 8,
+            _ => OFFSET_ABSENT,
+        },
+        css_parent: optional("cgroup_subsys_state", "parent").unwrap_or(OFFSET_ABSENT),
+        mem_cgroup_max_pages: match (
+            optional("mem_cgroup", "memory"),
+            optional("page_counter", "max"),
+        ) {
+            (Some(memory), Some(max)) => memory + max,
+            _ => OFFSET_ABSENT,
+        },
+        _pad: 0,
     })
 }
 

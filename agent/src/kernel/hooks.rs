@@ -19,6 +19,8 @@ pub enum Signal {
     SenderIdentity,
     /// How long accepted connections' requests waited before a watched thread read them.
     QueueWait,
+    /// OOM kills, with the victim and its cgroup.
+    OomKills,
     /// Which span each interval of a thread belongs to, from the context its process publishes
     /// (OTEP 4947): read as threads leave a CPU, and sampled on CPU.
     ThreadContext,
@@ -204,6 +206,12 @@ pub(super) const HOOKS: &[Hook] = &[
             Signal::TcpRetransmits,
             Signal::QueueWait,
         ],
+        standby_for: None,
+    },
+    Hook {
+        program: "mark_victim",
+        kind: HookKind::Classic("oom", "mark_victim"),
+        signals: &[Signal::OomKills],
         standby_for: None,
     },
     Hook {

@@ -177,6 +177,7 @@ fn signal_health(
         Signal::TcpRetransmits,
         Signal::SenderIdentity,
         Signal::QueueWait,
+        Signal::OomKills,
         Signal::ThreadContext,
     ];
     all.iter()

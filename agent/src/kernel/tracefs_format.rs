@@ -154,6 +154,10 @@ pub(crate) fn tcp_offsets(tracefs: &Path) -> TcpFormats {
         off.state_daddr_v6 = state.offset("daddr_v6")?;
         Ok(())
     });
+    group(&["mark_victim"], &mut || {
+        off.mark_victim_pid = read_format(tracefs, "oom", "mark_victim")?.offset("pid")?;
+        Ok(())
+    });
     TcpFormats {
         offsets: off,
         unavailable,
@@ -238,6 +242,7 @@ print fmt: \"skbaddr=%p skaddr=%p\", REC->skbaddr, REC->skaddr
             ("sock", "sock_recv_length"),
             ("sock", "inet_sock_set_state"),
             ("tcp", "tcp_rcv_space_adjust"),
+            ("oom", "mark_victim"),
         ] {
             let dir = fake.join("events").join(category).join(name);
             fs::create_dir_all(&dir).unwrap();
@@ -263,5 +268,6 @@ print fmt: \"skbaddr=%p skaddr=%p\", REC->skbaddr, REC->skaddr
         assert!(tcp.offsets.rtx_skaddr >= 8 && tcp.offsets.state_skaddr >= 8);
         assert_eq!(tcp.offsets.sock_len_sk, 0);
         assert!(tcp.offsets.rcv_space_sk >= 8);
+        assert!(tcp.offsets.mark_victim_pid >= 8);
     }
 }

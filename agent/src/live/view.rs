@@ -16,11 +16,13 @@ use crate::{
         OtlpCounts, Report,
         series::{MAX_LABEL_BYTES, bounded},
     },
-    signals::{RetransmitRow, ThrottleRow},
+    signals::{OomKill, RetransmitRow, ThrottleRow},
 };
 
 /// Requests kept for the API, newest last.
 pub const MAX_REQUESTS: usize = 20_000;
+/// OOM kills kept for `culprit top`.
+const MAX_KEPT_KILLS: usize = 20;
 /// Reports kept (one per interval).
 pub const MAX_REPORTS: usize = 120;
 /// Retransmits kept per report: the view's peers come from these.
@@ -156,6 +158,9 @@ pub struct Snapshot {
     pub retransmits: Vec<PeerView>,
     /// The slowest requests of the window, slowest first.
     pub slow_requests: Vec<RequestView>,
+    /// The most recent OOM kills, whatever the window, newest last.
+    #[serde(default)]
+    pub oom_kills: Vec<OomKill>,
 }
 
 /// The agent-side facts that do not change while it runs.
@@ -186,6 +191,7 @@ pub struct LiveView {
     placements: HashMap<u32, Placement>,
     tasks_failed: Vec<TaskFailure>,
     vitals: Option<Vitals>,
+    oom_kills: VecDeque<OomKill>,
 }
 
 impl LiveView {
@@ -198,6 +204,7 @@ impl LiveView {
             placements: HashMap::new(),
             tasks_failed: Vec::new(),
             vitals: None,
+            oom_kills: VecDeque::new(),
         }
     }
 
@@ -246,6 +253,10 @@ impl LiveView {
         });
         if self.reports.len() > MAX_REPORTS {
             self.reports.pop_front();
+        }
+        self.oom_kills.extend(report.oom_kills.iter().cloned());
+        while self.oom_kills.len() > MAX_KEPT_KILLS {
+            self.oom_kills.pop_front();
         }
         // Processes come and go: forget placements of those no request mentions any more.
         let live: std::collections::HashSet<u32> = self.requests.iter().map(|r| r.pid).collect();
@@ -423,6 +434,7 @@ impl LiveView {
             throttled: self.throttled(now_unix_ms, window_ms),
             retransmits: self.retransmits(now_unix_ms, window_ms),
             slow_requests: slow,
+            oom_kills: self.oom_kills.iter().cloned().collect(),
         }
     }
 }

@@ -27,6 +27,8 @@ pub(crate) struct AgentMetrics {
     attributed_s: CappedSeries<(Cause, String), f64>,
     throttled_ns: BTreeMap<String, u64>,
     retransmits: CappedSeries<String, u64>,
+    /// OOM kills by the victim's cgroup (`unknown` when it was gone before it could be read).
+    oom_kills: CappedSeries<String, u64>,
 }
 
 impl AgentMetrics {
@@ -51,6 +53,12 @@ impl AgentMetrics {
     pub(crate) fn on_report(&mut self, report: &Report) {
         for t in &report.throttling {
             *self.throttled_ns.entry(t.cgroup.clone()).or_default() += t.cpu_stat_throttled_ns;
+        }
+        for k in &report.oom_kills {
+            let cgroup = k.cgroup.as_deref().unwrap_or("unknown");
+            *self
+                .oom_kills
+                .entry(bounded(cgroup, MAX_LABEL_BYTES).to_string()) += 1;
         }
         for r in &report.retransmits {
             *self
@@ -140,6 +148,23 @@ impl AgentMetrics {
                         }))
                         .collect(),
                 ),
+                sum(
+                    "culprit.oom.kills",
+                    "{kill}",
+                    "OOM kills by the victim's cgroup",
+                    self.oom_kills
+                        .iter()
+                        .map(|(cgroup, n)| {
+                            point(
+                                vec![crate::otlp::string_kv("culprit.cgroup", cgroup)],
+                                number_data_point::Value::AsInt(*n as i64),
+                            )
+                        })
+                        .chain(self.oom_kills.overflow().map(|n| {
+                            point(overflow_attrs(), number_data_point::Value::AsInt(*n as i64))
+                        }))
+                        .collect(),
+                ),
             ];
         // Run-queue delay: the in-kernel histogram's slot bounds as explicit bucket bounds.
         let bounds: Vec<f64> = (1..HIST_SLOTS)
@@ -203,10 +228,7 @@ impl AgentMetrics {
         ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {
                 resource: Some(Resource {
-                    attributes: vec![
-                        crate::otlp::string_kv("service.name", "culprit-agent"),
-                        crate::otlp::string_kv("host.name", &hostname()),
-                    ],
+                    attributes: agent_resource(),
                     ..Resource::default()
                 }),
                 scope_metrics: vec![ScopeMetrics {
@@ -222,6 +244,14 @@ impl AgentMetrics {
             }],
         }
     }
+}
+
+/// The agent's own resource: what it exports about the node comes from it.
+pub(crate) fn agent_resource() -> Vec<KeyValue> {
+    vec![
+        crate::otlp::string_kv("service.name", "culprit-agent"),
+        crate::otlp::string_kv("host.name", &hostname()),
+    ]
 }
 
 /// The attribute of the series values past the cardinality limit go to.

@@ -3,6 +3,7 @@
 //! OTLP metrics (`metrics`).
 
 pub(crate) mod metrics;
+pub(crate) mod oom_logs;
 pub(crate) mod series;
 pub(crate) mod table;
 
@@ -18,7 +19,9 @@ use crate::{
     export::stats::ExportCounts,
     join::JoinCounts,
     otlp::ingress::IngressCounts,
-    signals::{CgroupRunq, ConnectionRow, Interval, RetransmitRow, ThreadRow, ThrottleRow},
+    signals::{
+        CgroupRunq, ConnectionRow, Interval, OomKill, RetransmitRow, ThreadRow, ThrottleRow,
+    },
 };
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -41,6 +44,9 @@ pub struct Report {
     pub drops: BTreeMap<String, u64>,
     /// Signals running degraded, with why.
     pub degraded: Vec<String>,
+    /// OOM kills in the interval.
+    #[serde(default)]
+    pub oom_kills: Vec<OomKill>,
     /// Spans in, joined, out, dropped.
     #[serde(default)]
     pub otlp: OtlpCounts,
@@ -71,6 +77,7 @@ impl Report {
             retransmits,
             connections,
             throttling,
+            oom_kills,
             drops,
             degraded,
         } = signals;
@@ -88,6 +95,7 @@ impl Report {
             throttling,
             drops,
             degraded,
+            oom_kills,
             otlp,
         }
     }

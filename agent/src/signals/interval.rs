@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::oom_kills::OomKill;
 use super::{
     intervals::union_ns, retransmits::RetransmitRow, runqueue::CgroupRunq, state::Signals,
     thread_store::Breakdown, throttling::ThrottleEpisode,
@@ -25,6 +26,7 @@ pub(crate) struct Interval {
     pub(crate) retransmits: Vec<RetransmitRow>,
     pub(crate) connections: Vec<ConnectionRow>,
     pub(crate) throttling: Vec<ThrottleRow>,
+    pub(crate) oom_kills: Vec<OomKill>,
     pub(crate) drops: BTreeMap<String, u64>,
     pub(crate) degraded: Vec<String>,
 }
@@ -125,7 +127,9 @@ impl Signals {
             .collect();
         let retransmits = std::mem::take(&mut self.pending_retransmits);
         let connections = connection_rows(&retransmits);
+        let oom_kills = std::mem::take(&mut self.pending_oom_kills);
         let mut drops = self.drops.read();
+        drops.insert("oom_kills_unreported".into(), self.oom_kills_unreported);
         drops.insert("thread_store_evicted".into(), self.store.evicted());
         drops.insert("retransmits_unreported".into(), self.retransmits_unreported);
         drops.insert(
@@ -145,6 +149,7 @@ impl Signals {
             retransmits,
             connections,
             throttling,
+            oom_kills,
             drops,
             degraded: self.degraded.clone(),
         }

@@ -6,6 +6,7 @@
 pub(crate) mod bucket_gaps;
 pub(crate) mod interval;
 pub(crate) mod intervals;
+pub(crate) mod oom_kills;
 pub(crate) mod queue_reads;
 pub(crate) mod retransmit_wait;
 pub(crate) mod retransmits;
@@ -25,6 +26,7 @@ pub(crate) use self::{
 };
 pub use self::{
     interval::{ConnectionRow, NeighbourRow, ThreadRow, ThrottleRow},
+    oom_kills::OomKill,
     retransmits::RetransmitRow,
     runqueue::CgroupRunq,
     throttling::ThrottleEpisode,

@@ -6,11 +6,13 @@ use std::{
 };
 
 use culprit_common::{
+    oom::OomRecord,
     tcp::{QueueRecord, RetransmitRecord},
     thread::SchedRecord,
 };
 
 use super::{
+    oom_kills::{self, OomKill},
     queue_reads::QueueReads,
     retransmits::{RetransmitResolver, RetransmitRow},
     runqueue::RunqCollector,
@@ -46,6 +48,9 @@ pub(crate) struct Signals {
     pub(super) retransmits_unreported: u64,
     /// Retransmits of the last minute, for joining with spans.
     pub(super) recent_retransmits: VecDeque<RetransmitRow>,
+    /// OOM kills since the last report, and those left out for the bound since start.
+    pub(super) pending_oom_kills: Vec<OomKill>,
+    pub(super) oom_kills_unreported: u64,
     /// Reads of requests that waited, per thread, for joining with the spans they began.
     pub(super) queue_reads: QueueReads,
     /// Local TCP endpoints of span senders: a retransmit by the other end of one of their
@@ -104,6 +109,8 @@ impl Signals {
             retransmits_unreported: 0,
             recent_retransmits: VecDeque::new(),
             queue_reads: QueueReads::default(),
+            pending_oom_kills: Vec::new(),
+            oom_kills_unreported: 0,
             endpoints: HashMap::new(),
             retransmits_since_refresh: false,
             endpoints_read_ns: 0,
@@ -124,6 +131,17 @@ impl Signals {
 
     pub(crate) fn on_sched(&mut self, rec: SchedRecord) {
         self.store.insert(rec);
+    }
+
+    pub(crate) fn on_oom(&mut self, rec: OomRecord) {
+        let root = self.paths.root().to_path_buf();
+        let kill = oom_kills::resolve(&rec, &mut self.paths, &root);
+        log::warn!("OOM kill: {kill:?}");
+        if self.pending_oom_kills.len() < oom_kills::MAX_PENDING_KILLS {
+            self.pending_oom_kills.push(kill);
+        } else {
+            self.oom_kills_unreported += 1;
+        }
     }
 
     pub(crate) fn on_queue_read(&mut self, rec: QueueRecord) {

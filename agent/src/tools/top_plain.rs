@@ -111,6 +111,17 @@ pub fn plain(snap: &Snapshot) -> String {
             })
             .collect(),
     );
+    if !snap.oom_kills.is_empty() {
+        section(
+            &mut out,
+            "RECENT OOM KILLS",
+            snap.oom_kills
+                .iter()
+                .rev()
+                .map(|k| printable(&crate::report::oom_logs::body(k)).into_owned())
+                .collect(),
+        );
+    }
     section(
         &mut out,
         "SLOWEST REQUESTS",

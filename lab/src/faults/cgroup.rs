@@ -109,6 +109,18 @@ impl TempCgroup {
         }
     }
 
+    /// Sets the hard memory limit of a cgroup made by [`TempCgroup::new_memory`]: past it the
+    /// kernel reclaims, then kills (v1 `memory.limit_in_bytes`, v2 `memory.max`).
+    pub fn set_memory_max(&self, bytes: u64) -> anyhow::Result<()> {
+        let v1 = self.path.join("memory.limit_in_bytes");
+        let file = if v1.exists() {
+            v1
+        } else {
+            self.path.join("memory.max")
+        };
+        fs::write(&file, bytes.to_string()).with_context(|| format!("writing {}", file.display()))
+    }
+
     fn new_under(root: &Path, prefix: &str) -> anyhow::Result<Self> {
         let name = format!(
             "{prefix}-{}-{}",

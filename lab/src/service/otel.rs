@@ -14,7 +14,8 @@ use std::{
 use anyhow::{Context as _, bail};
 use culprit::otlp::{Ingress, Payload};
 use opentelemetry_proto::tonic::collector::{
-    metrics::v1::ExportMetricsServiceRequest, trace::v1::ExportTraceServiceRequest,
+    logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+    trace::v1::ExportTraceServiceRequest,
 };
 
 use crate::process::{binaries::bin_path, reaped::Reaped};
@@ -188,6 +189,7 @@ pub struct Sink {
     /// (arrival, span end), wall clock ns, for every span received.
     arrivals: std::sync::Arc<std::sync::Mutex<Vec<(u64, u64)>>>,
     metrics_rx: mpsc::Receiver<ExportMetricsServiceRequest>,
+    logs_rx: mpsc::Receiver<ExportLogsServiceRequest>,
     pub(crate) addr: SocketAddr,
 }
 
@@ -196,6 +198,7 @@ impl Sink {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let (tx, rx) = mpsc::channel();
         let (metrics_tx, metrics_rx) = mpsc::channel();
+        let (logs_tx, logs_rx) = mpsc::channel();
         let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let record = arrivals.clone();
         thread::spawn(move || {
@@ -233,7 +236,9 @@ impl Sink {
                         Payload::Metrics(req) => {
                             let _ = metrics_tx.send(req);
                         }
-                        Payload::Logs(_) => {}
+                        Payload::Logs(req) => {
+                            let _ = logs_tx.send(req);
+                        }
                     }
                 }
             });
@@ -243,6 +248,7 @@ impl Sink {
             rx,
             arrivals,
             metrics_rx,
+            logs_rx,
             addr,
         })
     }
@@ -260,6 +266,11 @@ impl Sink {
     /// The metrics requests received so far.
     pub fn metrics(&self) -> Vec<ExportMetricsServiceRequest> {
         self.metrics_rx.try_iter().collect()
+    }
+
+    /// The next logs request, waiting up to `timeout` for it.
+    pub fn next_logs(&self, timeout: Duration) -> Option<ExportLogsServiceRequest> {
+        self.logs_rx.recv_timeout(timeout).ok()
     }
 
     /// Collects requests until `done` says so or `timeout` passes.

@@ -74,3 +74,23 @@ pub fn dirtier(dir: &Path, run_for: Duration) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Faults in `mib` MiB of anonymous memory, a page at a time, keeping all of it, then waits out
+/// `run_for`: a worker over its cgroup's memory limit, killed by the kernel on the way.
+pub fn memory_hog(mib: u64, run_for: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + run_for;
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..mib {
+        let mut chunk = vec![0u8; 1 << 20];
+        for offset in (0..chunk.len()).step_by(PAGE_BYTES) {
+            // Volatile: every page is written, so every page is charged.
+            unsafe { std::ptr::write_volatile(chunk.as_mut_ptr().add(offset), 1) };
+        }
+        held.push(chunk);
+    }
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(held);
+    Ok(())
+}

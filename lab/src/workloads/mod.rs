@@ -16,7 +16,7 @@ pub(crate) use cpu::busy;
 pub use cpu::{hog, sleeper, wakeups};
 pub use disk::{block_device_name, disk_writer};
 pub use mapped::evictor;
-pub use memory::dirtier;
+pub use memory::{dirtier, memory_hog};
 pub use pingpong::pingpong;
 pub use tcp::{tcp_client, tcp_server};
 pub use waits::waits;
