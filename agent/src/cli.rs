@@ -263,6 +263,10 @@ pub(crate) struct AgentOpts {
     /// Do not serve the local API.
     #[arg(long)]
     pub no_api: bool,
+    /// Serve the agent's metrics (the ones it exports over OTLP) for Prometheus to scrape, on
+    /// `http://ADDR/metrics` (e.g. `0.0.0.0:9464`, or the node's address).
+    #[arg(long, value_name = "ADDR")]
+    pub prometheus_listen: Option<std::net::SocketAddr>,
     /// This node's name, set as `k8s.node.name` on what the agent emits (in a DaemonSet, from
     /// the downward API's `spec.nodeName`).
     #[arg(long, env = "K8S_NODE_NAME")]

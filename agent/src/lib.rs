@@ -45,7 +45,7 @@ pub mod model {
         join::{Attribution, JoinCounts, Parts, SpanLine},
         kernel::probes::{HookHealth, Signal, SignalHealth},
         otlp::ingress::IngressCounts,
-        report::{OtlpCounts, Report},
+        report::{OtlpCounts, Report, prometheus::metric_names},
         signals::{
             CgroupRunq, ConnectionRow, NeighbourRow, OomKill, RetransmitRow, ThreadRow,
             ThrottleEpisode, ThrottleRow, runqueue::WaitStats,

@@ -31,7 +31,8 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// certificates) is the TLS-terminating, token-checking front of a "managed backend". The
 /// kernel matrix (`cargo xtask vm-test`) boots Debian's kernels with QEMU (virtme-ng, in the
 /// virtualenv, wants busybox for its initramfs and kmod's depmod for the kernels' modules) and
-/// fetches with curl and xz; the image is a musl build (musl-tools) assembled by buildah.
+/// fetches with curl and xz; the image is a musl build (musl-tools) assembled by buildah;
+/// Prometheus (with promtool) scrapes the agent's `/metrics` in its end-to-end test.
 const APT_PACKAGES: &[&str] = &[
     "tmux",
     "nftables",
@@ -48,6 +49,7 @@ const APT_PACKAGES: &[&str] = &[
     "xz-utils",
     "buildah",
     "musl-tools",
+    "prometheus",
 ];
 
 pub fn run() -> anyhow::Result<()> {

@@ -77,6 +77,8 @@ struct Outputs<'a> {
     print_spans: bool,
     slow_ns: u64,
     metrics: AgentMetrics,
+    /// The text `/metrics` serves, when `--prometheus-listen` asked for it.
+    exposition: Option<report::prometheus::Exposition>,
 }
 
 impl Outputs<'_> {
@@ -113,21 +115,27 @@ impl Outputs<'_> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .on_report(report);
-        if self.exporting {
+        if self.exporting || self.exposition.is_some() {
             let runq = signals.runq_cumulative();
             let request = self.metrics.export(report, &runq, realtime_ns());
-            self.export_queue
-                .push(Item::new(&Payload::Metrics(request)));
-            if !report.oom_kills.is_empty() {
-                // The report's clocks, read together: a kill's monotonic time on the wall.
-                let offset_ns = (report.unix_time_ms * 1_000_000).saturating_sub(report.mono_ns);
-                let logs = report::oom_logs::request(
-                    &report.oom_kills,
-                    report::metrics::agent_resource(),
-                    |mono_ns| mono_ns + offset_ns,
-                );
-                self.export_queue.push(Item::new(&Payload::Logs(logs)));
+            if let Some(text) = &self.exposition {
+                let fresh = report::prometheus::exposition(&request);
+                *text.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
             }
+            if self.exporting {
+                self.export_queue
+                    .push(Item::new(&Payload::Metrics(request)));
+            }
+        }
+        if self.exporting && !report.oom_kills.is_empty() {
+            // The report's clocks, read together: a kill's monotonic time on the wall.
+            let offset_ns = (report.unix_time_ms * 1_000_000).saturating_sub(report.mono_ns);
+            let logs = report::oom_logs::request(
+                &report.oom_kills,
+                report::metrics::agent_resource(),
+                |mono_ns| mono_ns + offset_ns,
+            );
+            self.export_queue.push(Item::new(&Payload::Logs(logs)));
         }
         Ok(())
     }
@@ -218,6 +226,7 @@ async fn run_async(opts: AgentOpts) -> anyhow::Result<()> {
         print_spans: !exporting || opts.print_spans,
         slow_ns: (opts.slow_ms.max(0.0) * 1e6) as u64,
         metrics: AgentMetrics::new(realtime_ns()),
+        exposition: start::prometheus(&opts, &mut tasks),
     };
     let mut joiner = Joiner::new(Duration::from_millis(opts.hold_ms).min(MAX_HOLD), MAX_HOLD)
         .with_node_name(opts.node_name.clone());

@@ -203,6 +203,21 @@ pub(super) fn local_api(opts: &AgentOpts, live: &api::Shared, tasks: &mut Superv
     }
 }
 
+/// The `/metrics` endpoint, when asked for: its text is rebuilt at every report.
+pub(super) fn prometheus(
+    opts: &AgentOpts,
+    tasks: &mut Supervisor,
+) -> Option<crate::report::prometheus::Exposition> {
+    let addr = opts.prometheus_listen?;
+    let text = crate::report::prometheus::Exposition::default();
+    let served = text.clone();
+    tasks.spawn("prometheus endpoint", Stage::Inbound, move |stop| {
+        crate::report::prometheus::serve(addr, served, stop.stopped())
+    });
+    log::info!("Prometheus metrics on http://{addr}/metrics");
+    Some(text)
+}
+
 /// The exporter, in the outbound stage: runs until the stage stops.
 pub(super) fn exporter(
     config: ExportConfig,

@@ -4,6 +4,7 @@
 
 pub(crate) mod metrics;
 pub(crate) mod oom_logs;
+pub(crate) mod prometheus;
 pub(crate) mod series;
 pub(crate) mod table;
 
