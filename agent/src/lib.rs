@@ -42,13 +42,13 @@ pub use host::{cgroups::find_cgroup2_mount, clock};
 pub mod model {
     pub use crate::{
         export::stats::ExportCounts,
-        join::{Attribution, JoinCounts, Parts, SpanLine},
+        join::{Attempt, Attribution, JoinCounts, Parts, SpanLine},
         kernel::probes::{HookHealth, Signal, SignalHealth},
         otlp::ingress::IngressCounts,
         report::{OtlpCounts, Report, prometheus::metric_names},
         signals::{
-            CgroupRunq, ConnectionRow, NeighbourRow, OomKill, RetransmitRow, ThreadRow,
-            ThrottleEpisode, ThrottleRow, runqueue::WaitStats,
+            CgroupRunq, ConnectionRow, ListenerRow, NeighbourRow, OomKill, RetransmitRow,
+            ThreadRow, ThrottleEpisode, ThrottleRow, runqueue::WaitStats,
         },
     };
 }

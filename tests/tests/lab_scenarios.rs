@@ -438,3 +438,23 @@ fn a_saturated_pool_queues_its_requests_before_their_spans() -> anyhow::Result<(
     }
     Ok(())
 }
+
+/// A client that retries, its downstream losing packets: the agent counts the attempts per call
+/// from the attempts' own spans (their `http.request.resend_count`) as the service counted them,
+/// and blames the failed attempts' time on the retransmits that failed them.
+#[test]
+fn a_retry_storm_is_counted_and_its_failures_blamed_on_the_kernel() -> anyhow::Result<()> {
+    let run = run_of(Scenario::RetryStorm)?;
+    let retry = run.retry.expect("retries counted");
+    let (truth, agent) = retry.amplification();
+    assert!(truth > 1.0, "no retry happened: {retry:?}");
+    assert!(
+        (agent - truth).abs() <= 0.1 * truth,
+        "amplification {agent:.3} by the agent, {truth:.3} by the service"
+    );
+    assert!(
+        retry.failed_retransmit_ms >= 0.75 * retry.failed_ms,
+        "failed attempts blamed on retransmits: {retry:?}"
+    );
+    Ok(())
+}

@@ -9,6 +9,7 @@ pub(crate) mod cgroup_layout;
 pub(crate) mod cgroups;
 pub mod clock;
 pub(crate) mod k8s;
+pub(crate) mod listeners;
 pub(crate) mod membership;
 pub(crate) mod memory_limit;
 pub(crate) mod procfs;

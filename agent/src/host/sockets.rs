@@ -35,7 +35,7 @@ pub(crate) fn parse_proc_net_tcp(text: &str) -> Vec<ProcSocket> {
 
 /// `0100007F:1F90` (IPv4) or 32 hex digits (IPv6), in the kernel's native 32-bit word order.
 /// Text that is not hex (even where its length in bytes fits) is no address.
-fn parse_hex_addr(s: &str) -> Option<SocketAddr> {
+pub(crate) fn parse_hex_addr(s: &str) -> Option<SocketAddr> {
     let (addr, port) = s.split_once(':')?;
     let port = u16::from_str_radix(port, 16).ok()?;
     let ip = match addr.len() {
@@ -66,7 +66,7 @@ fn table_of(pid: Option<u32>) -> Vec<ProcSocket> {
 }
 
 /// The socket inodes process `pid` holds.
-fn socket_inodes_of(pid: u32) -> HashSet<u64> {
+pub(crate) fn socket_inodes_of(pid: u32) -> HashSet<u64> {
     fs::read_dir(format!("/proc/{pid}/fd"))
         .into_iter()
         .flatten()

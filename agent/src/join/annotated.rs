@@ -243,6 +243,7 @@ mod tests {
             queue_wait_s: 0.0,
             queue_runq_s: 0.0,
             queue_throttled_s: 0.0,
+            retry: None,
             neighbour: neighbour.map(str::to_string),
             neighbour_container_id: None,
             waker: None,

@@ -89,6 +89,9 @@ pub struct Attribution {
     pub lock_holder: Option<String>,
     pub join: String,
     pub coverage: f64,
+    /// For a client span, its place among its call's attempts (`join::retries`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<super::retries::Attempt>,
 }
 
 /// The decomposition of a span from what was measured over its window, and its dominant cause.
@@ -254,6 +257,7 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
         },
         join: m.join.to_string(),
         coverage,
+        retry: None,
     }
 }
 
@@ -327,6 +331,11 @@ pub(crate) fn attribute_pairs(
         ]
         .into_iter()
         .filter_map(|(k, v)| Some((k, Str(v.as_deref()?)))),
+    )
+    .chain(
+        a.retry
+            .filter(|r| r.retried)
+            .map(|r| ("culprit.retry.attempt", I64(i64::from(r.index)))),
     )
 }
 

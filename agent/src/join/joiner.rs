@@ -23,6 +23,7 @@ use super::{
     attribution::{Attribution, attribute},
     identity::{self, IdentifiedBy, Identifier, PROCESS_PID, Sender, Trust},
     resource::{Identity, annotate, mark_unidentified},
+    retries,
     span_traces::SpanTraces,
 };
 use crate::{
@@ -322,8 +323,12 @@ impl Joiner {
                 } else {
                     spans_here as u64
                 };
-                for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
+                let spans_of_rs: Vec<&Span> =
+                    rs.scope_spans.iter().flat_map(|s| &s.spans).collect();
+                let attempts = retries::attempts(&spans_of_rs);
+                for (span, attempt) in spans_of_rs.into_iter().zip(attempts) {
                     let (mut line, foreign_thread) = self.attribute_span(span, pid, view, signals);
+                    line.attribution.retry = attempt;
                     if foreign_thread && sender.contradicted.is_empty() {
                         mismatched += 1;
                     }

@@ -10,6 +10,7 @@ pub(crate) mod identity;
 pub(crate) mod joiner;
 pub(crate) mod parts;
 pub(crate) mod resource;
+pub(crate) mod retries;
 pub(crate) mod scan_cache;
 pub(crate) mod span_traces;
 
@@ -18,4 +19,5 @@ pub use self::{
     attribution::Attribution,
     joiner::{JoinCounts, SpanLine},
     parts::Parts,
+    retries::Attempt,
 };

@@ -27,6 +27,11 @@ pub(crate) struct AgentMetrics {
     attributed_s: CappedSeries<(Cause, String), f64>,
     throttled_ns: BTreeMap<String, u64>,
     retransmits: CappedSeries<String, u64>,
+    /// Attempts, calls (first attempts) and failed attempts' time by cause, per (service, client
+    /// span name): a retrying edge's amplification is attempts over calls.
+    retry_attempts: CappedSeries<(String, String), u64>,
+    retry_calls: CappedSeries<(String, String), u64>,
+    retry_failed_s: CappedSeries<(String, String, Cause), f64>,
     /// OOM kills by the victim's cgroup (`unknown` when it was gone before it could be read).
     oom_kills: CappedSeries<String, u64>,
 }
@@ -47,6 +52,19 @@ impl AgentMetrics {
             MAX_LABEL_BYTES,
         );
         *self.attributed_s.entry((a.cause, service.to_string())) += line.duration_ms / 1e3;
+        if let Some(attempt) = a.retry {
+            let edge = (
+                service.to_string(),
+                bounded(&line.name, MAX_LABEL_BYTES).to_string(),
+            );
+            *self.retry_attempts.entry(edge.clone()) += 1;
+            if attempt.index == 0 {
+                *self.retry_calls.entry(edge.clone()) += 1;
+            }
+            if attempt.failed {
+                *self.retry_failed_s.entry((edge.0, edge.1, a.cause)) += line.duration_ms / 1e3;
+            }
+        }
     }
 
     /// Adds what a report measured over its interval.
@@ -149,6 +167,39 @@ impl AgentMetrics {
                         .collect(),
                 ),
                 sum(
+                    "culprit.retry.attempts",
+                    "{attempt}",
+                    "Client attempts by service and client span name (retries included)",
+                    edge_points(&self.retry_attempts, &point),
+                ),
+                sum(
+                    "culprit.retry.calls",
+                    "{call}",
+                    "Client calls (first attempts) by service and client span name",
+                    edge_points(&self.retry_calls, &point),
+                ),
+                sum(
+                    "culprit.retry.failed.time",
+                    "s",
+                    "Time in failed client attempts, by the kernel cause the agent named for each",
+                    self.retry_failed_s
+                        .iter()
+                        .map(|((service, edge, cause), s)| {
+                            point(
+                                vec![
+                                    crate::otlp::string_kv("service.name", service),
+                                    crate::otlp::string_kv("culprit.edge", edge),
+                                    crate::otlp::string_kv("culprit.cause", cause.as_str()),
+                                ],
+                                number_data_point::Value::AsDouble(*s),
+                            )
+                        })
+                        .chain(self.retry_failed_s.overflow().map(|s| {
+                            point(overflow_attrs(), number_data_point::Value::AsDouble(*s))
+                        }))
+                        .collect(),
+                ),
+                sum(
                     "culprit.oom.kills",
                     "{kill}",
                     "OOM kills by the victim's cgroup",
@@ -244,6 +295,30 @@ impl AgentMetrics {
             }],
         }
     }
+}
+
+/// Counts per (service, edge) as points.
+fn edge_points(
+    series: &CappedSeries<(String, String), u64>,
+    point: &dyn Fn(Vec<KeyValue>, number_data_point::Value) -> NumberDataPoint,
+) -> Vec<NumberDataPoint> {
+    series
+        .iter()
+        .map(|((service, edge), n)| {
+            point(
+                vec![
+                    crate::otlp::string_kv("service.name", service),
+                    crate::otlp::string_kv("culprit.edge", edge),
+                ],
+                number_data_point::Value::AsInt(*n as i64),
+            )
+        })
+        .chain(
+            series
+                .overflow()
+                .map(|n| point(overflow_attrs(), number_data_point::Value::AsInt(*n as i64))),
+        )
+        .collect()
 }
 
 /// The agent's own resource: what it exports about the node comes from it.

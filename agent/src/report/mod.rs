@@ -21,7 +21,8 @@ use crate::{
     join::JoinCounts,
     otlp::ingress::IngressCounts,
     signals::{
-        CgroupRunq, ConnectionRow, Interval, OomKill, RetransmitRow, ThreadRow, ThrottleRow,
+        CgroupRunq, ConnectionRow, Interval, ListenerRow, OomKill, RetransmitRow, ThreadRow,
+        ThrottleRow,
     },
 };
 
@@ -48,6 +49,9 @@ pub struct Report {
     /// OOM kills in the interval.
     #[serde(default)]
     pub oom_kills: Vec<OomKill>,
+    /// The watched processes' listeners: accept queues, and the refusals of their namespaces.
+    #[serde(default)]
+    pub listeners: Vec<ListenerRow>,
     /// Spans in, joined, out, dropped.
     #[serde(default)]
     pub otlp: OtlpCounts,
@@ -79,6 +83,7 @@ impl Report {
             connections,
             throttling,
             oom_kills,
+            listeners,
             drops,
             degraded,
         } = signals;
@@ -97,6 +102,7 @@ impl Report {
             drops,
             degraded,
             oom_kills,
+            listeners,
             otlp,
         }
     }

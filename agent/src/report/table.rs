@@ -83,6 +83,7 @@ pub(crate) fn render_table(report: &Report, top: usize) -> String {
     render_threads(&mut s, report, top);
     render_throttling(&mut s, report);
     render_connections(&mut s, report, top);
+    render_listeners(&mut s, report);
     let lost: u64 = report.drops.values().sum();
     if lost > 0 {
         let detail: Vec<String> = report
@@ -170,6 +171,21 @@ fn render_connections(s: &mut String, report: &Report, top: usize) {
             c.pid.map_or("?".to_string(), |p| p.to_string()),
             c.retransmits,
             ms(c.cost_ns)
+        ));
+    }
+}
+
+/// Listeners with a queue or refusals only: an idle one says nothing.
+fn render_listeners(s: &mut String, report: &Report) {
+    for l in report
+        .listeners
+        .iter()
+        .filter(|l| l.queued > 0 || l.netns_overflows > 0 || l.netns_drops > 0)
+    {
+        s.push_str(&format!(
+            "listener: {} pid {} {} queued, {} refused for a full queue ({} dropped) in its \
+             namespace\n",
+            l.local, l.pid, l.queued, l.netns_overflows, l.netns_drops
         ));
     }
 }

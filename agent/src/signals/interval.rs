@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::oom_kills::OomKill;
 use super::{
     intervals::union_ns, retransmits::RetransmitRow, runqueue::CgroupRunq, state::Signals,
     thread_store::Breakdown, throttling::ThrottleEpisode,
 };
+use super::{listen_queues::ListenerRow, oom_kills::OomKill};
 use crate::{
     host::{clock::monotonic_ns, procfs},
     kernel::watch::LiveSnapshot,
@@ -27,6 +27,7 @@ pub(crate) struct Interval {
     pub(crate) connections: Vec<ConnectionRow>,
     pub(crate) throttling: Vec<ThrottleRow>,
     pub(crate) oom_kills: Vec<OomKill>,
+    pub(crate) listeners: Vec<ListenerRow>,
     pub(crate) drops: BTreeMap<String, u64>,
     pub(crate) degraded: Vec<String>,
 }
@@ -128,6 +129,10 @@ impl Signals {
         let retransmits = std::mem::take(&mut self.pending_retransmits);
         let connections = connection_rows(&retransmits);
         let oom_kills = std::mem::take(&mut self.pending_oom_kills);
+        let mut tgids: Vec<u32> = self.watch.live_all().map(|(_, tgid, _)| tgid).collect();
+        tgids.sort_unstable();
+        tgids.dedup();
+        let listeners = self.listen_queues.rows(&tgids);
         let mut drops = self.drops.read();
         drops.insert("oom_kills_unreported".into(), self.oom_kills_unreported);
         drops.insert("thread_store_evicted".into(), self.store.evicted());
@@ -150,6 +155,7 @@ impl Signals {
             connections,
             throttling,
             oom_kills,
+            listeners,
             drops,
             degraded: self.degraded.clone(),
         }

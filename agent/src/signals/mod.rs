@@ -6,6 +6,7 @@
 pub(crate) mod bucket_gaps;
 pub(crate) mod interval;
 pub(crate) mod intervals;
+pub(crate) mod listen_queues;
 pub(crate) mod oom_kills;
 pub(crate) mod queue_reads;
 pub(crate) mod retransmit_wait;
@@ -26,6 +27,7 @@ pub(crate) use self::{
 };
 pub use self::{
     interval::{ConnectionRow, NeighbourRow, ThreadRow, ThrottleRow},
+    listen_queues::ListenerRow,
     oom_kills::OomKill,
     retransmits::RetransmitRow,
     runqueue::CgroupRunq,

@@ -12,6 +12,7 @@ use culprit_common::{
 };
 
 use super::{
+    listen_queues::ListenQueues,
     oom_kills::{self, OomKill},
     queue_reads::QueueReads,
     retransmits::{RetransmitResolver, RetransmitRow},
@@ -48,6 +49,8 @@ pub(crate) struct Signals {
     pub(super) retransmits_unreported: u64,
     /// Retransmits of the last minute, for joining with spans.
     pub(super) recent_retransmits: VecDeque<RetransmitRow>,
+    /// The watched processes' listeners, counted at each report.
+    pub(super) listen_queues: ListenQueues,
     /// OOM kills since the last report, and those left out for the bound since start.
     pub(super) pending_oom_kills: Vec<OomKill>,
     pub(super) oom_kills_unreported: u64,
@@ -109,6 +112,7 @@ impl Signals {
             retransmits_unreported: 0,
             recent_retransmits: VecDeque::new(),
             queue_reads: QueueReads::default(),
+            listen_queues: ListenQueues::default(),
             pending_oom_kills: Vec::new(),
             oom_kills_unreported: 0,
             endpoints: HashMap::new(),

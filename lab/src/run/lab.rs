@@ -18,7 +18,7 @@ use culprit::model::SpanLine;
 use super::{
     agent::RunningAgent,
     fault_guard::Fault,
-    tallies::{client_counts, client_latencies, served_count, throttle_check},
+    tallies::{client_counts, client_latencies, retry_outcome, served_count, throttle_check},
 };
 use crate::{
     faults::{
@@ -37,9 +37,10 @@ use crate::{
         load::{self, LoadShape},
         otel::{AgentPorts, free_port, wait_for_port},
         pool_server::POOL_ROUTE,
+        retry_call::ATTEMPT_SPAN,
         server::{
             ALLOC_ROUTE, CONNECT_ROUTE, CPU_ROUTE, DISK_ROUTE, DOWNSTREAM_ROUTE, LOCK_ROUTE,
-            MAPPED_ROUTE,
+            MAPPED_ROUTE, RETRY_ROUTE,
         },
     },
 };
@@ -223,7 +224,11 @@ impl Lab {
                 }
                 Some(Injected::Retransmit) => Some(Fault::Loss(PacketLoss::on_port(
                     downstream_port,
-                    faults.loss_percent,
+                    if scenario == Scenario::RetryStorm {
+                        faults.retry_loss_percent
+                    } else {
+                        faults.loss_percent
+                    },
                 )?)),
                 Some(Injected::ConnectRetransmit) => Some(Fault::Loss(PacketLoss::syns_to_port(
                     downstream_port,
@@ -296,8 +301,8 @@ impl Lab {
         if !service.terminate()? {
             bail!("the lab service did not exit cleanly");
         }
-        let served = served_count(stdout)?;
-        let spans = self.agent.wait_spans(
+        let (served, retry_truth) = served_count(stdout)?;
+        let all_spans = self.agent.wait_spans(
             |s| {
                 s.pid == service_pid
                     && [
@@ -309,13 +314,18 @@ impl Lab {
                         MAPPED_ROUTE,
                         CONNECT_ROUTE,
                         POOL_ROUTE,
+                        RETRY_ROUTE,
+                        ATTEMPT_SPAN,
                     ]
                     .contains(&&*s.name)
             },
-            (served as usize).saturating_sub(warm_up_spans),
+            (served as usize + retry_truth.attempts as usize).saturating_sub(warm_up_spans),
             // The agent holds spans 300 ms (at most 2 s) after they end.
             Duration::from_secs(3),
         );
+        let (attempts, spans): (Vec<SpanLine>, Vec<SpanLine>) =
+            all_spans.into_iter().partition(|s| s.name == ATTEMPT_SPAN);
+        let retry = (retry_truth.calls > 0).then(|| retry_outcome(&attempts, retry_truth));
         let mut reports = self.agent.take_reports();
         reports.push(self.agent.next_report()?); // Covers the end of the last phase.
         let throttle = phases
@@ -387,6 +397,7 @@ impl Lab {
             spans_expected: served,
             spans_received,
             retransmits,
+            retry,
         })
     }
 

@@ -4,15 +4,18 @@
 use std::{collections::HashMap, io::Read as _};
 
 use anyhow::Context as _;
-use culprit::model::Report;
+use culprit::{
+    cause::Cause,
+    model::{Report, SpanLine},
+};
 use serde::Deserialize;
 
 use crate::{
     scenario::{
         accuracy,
-        outcome::{ClientCounts, ThrottleCheck},
+        outcome::{ClientCounts, RetryOutcome, ThrottleCheck},
     },
-    service::load::ClientSample,
+    service::{load::ClientSample, retry_call::RetryCounts},
 };
 
 /// Each request's latency as the client saw it (ms), by the trace it started.
@@ -38,7 +41,10 @@ pub(super) fn client_counts(samples: &[ClientSample]) -> ClientCounts {
     }
 }
 
-pub(super) fn served_count(stdout: Option<std::process::ChildStdout>) -> anyhow::Result<u64> {
+/// What the service counted itself: the requests it served, and `/retry`'s calls and attempts.
+pub(super) fn served_count(
+    stdout: Option<std::process::ChildStdout>,
+) -> anyhow::Result<(u64, RetryCounts)> {
     let mut text = String::new();
     stdout
         .context("the service's stdout")?
@@ -46,11 +52,47 @@ pub(super) fn served_count(stdout: Option<std::process::ChildStdout>) -> anyhow:
     #[derive(Deserialize)]
     struct Served {
         served: u64,
+        #[serde(default)]
+        retries: RetryCounts,
     }
     let line = text.lines().last().unwrap_or_default();
     let served: Served =
         serde_json::from_str(line).with_context(|| format!("the service's exit line: {line:?}"))?;
-    Ok(served.served)
+    Ok((served.served, served.retries))
+}
+
+/// The agent's view of the retries (from the attempts' client spans) next to the service's.
+pub(super) fn retry_outcome(attempts: &[SpanLine], truth: RetryCounts) -> RetryOutcome {
+    let agent = RetryCounts {
+        calls: attempts
+            .iter()
+            .filter(|s| s.attribution.retry.is_some_and(|r| r.index == 0))
+            .count() as u64,
+        attempts: attempts
+            .iter()
+            .filter(|s| s.attribution.retry.is_some())
+            .count() as u64,
+    };
+    let failed: Vec<&SpanLine> = attempts
+        .iter()
+        .filter(|s| s.attribution.retry.is_some_and(|r| r.failed))
+        .collect();
+    let on_retransmit = |s: &&&SpanLine| {
+        matches!(
+            s.attribution.cause,
+            Cause::TcpRetransmit | Cause::TcpConnectRetransmit
+        )
+    };
+    RetryOutcome {
+        truth,
+        agent,
+        failed_ms: failed.iter().map(|s| s.duration_ms).sum(),
+        failed_retransmit_ms: failed
+            .iter()
+            .filter(on_retransmit)
+            .map(|s| s.duration_ms)
+            .sum(),
+    }
 }
 
 pub(super) fn throttle_check(reports: &[Report], cgroup: &str) -> ThrottleCheck {

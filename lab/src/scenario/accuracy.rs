@@ -67,7 +67,11 @@ impl Injected {
     /// and its label is no verdict on the fault.
     pub fn reaches(self, route: &str) -> bool {
         match self {
-            Injected::Retransmit => route == crate::service::server::DOWNSTREAM_ROUTE,
+            Injected::Retransmit => [
+                crate::service::server::DOWNSTREAM_ROUTE,
+                crate::service::server::RETRY_ROUTE,
+            ]
+            .contains(&route),
             Injected::ConnectRetransmit => route == crate::service::server::CONNECT_ROUTE,
             _ => true,
         }

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use culprit::cause::Cause;
 use serde::{Deserialize, Serialize};
 
+use crate::service::retry_call::RetryCounts;
+
 use super::{
     accuracy::{self, Injected, Request, Summary},
     plan::Scenario,
@@ -75,6 +77,28 @@ pub struct ScenarioRun {
     pub spans_received: usize,
     /// The retransmits the agent saw on the downstream connections.
     pub retransmits: Vec<culprit::model::RetransmitRow>,
+    /// `/retry`'s calls and attempts, by the service and by the agent, where it ran.
+    #[serde(default)]
+    pub retry: Option<RetryOutcome>,
+}
+
+/// Retries as the service counted them and as the agent found them in the attempts' spans.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RetryOutcome {
+    pub truth: RetryCounts,
+    pub agent: RetryCounts,
+    /// Time in the failed attempts, and the part of it in attempts the agent blamed on a
+    /// retransmit (of data or of a handshake).
+    pub failed_ms: f64,
+    pub failed_retransmit_ms: f64,
+}
+
+impl RetryOutcome {
+    /// Attempts per call, as the service counted them and as the agent did.
+    pub fn amplification(&self) -> (f64, f64) {
+        let ratio = |c: RetryCounts| c.attempts as f64 / c.calls.max(1) as f64;
+        (ratio(self.truth), ratio(self.agent))
+    }
 }
 
 impl ScenarioRun {

@@ -20,11 +20,12 @@ pub enum Scenario {
     PageFault,
     ConnectLoss,
     Saturation,
+    RetryStorm,
     Mixed,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::Baseline,
         Scenario::CpuContention,
         Scenario::CpuThrottling,
@@ -35,6 +36,7 @@ impl Scenario {
         Scenario::PageFault,
         Scenario::ConnectLoss,
         Scenario::Saturation,
+        Scenario::RetryStorm,
         Scenario::Mixed,
     ];
 
@@ -50,6 +52,7 @@ impl Scenario {
             Scenario::PageFault => "page-fault",
             Scenario::ConnectLoss => "connect-loss",
             Scenario::Saturation => "saturation",
+            Scenario::RetryStorm => "retry-storm",
             Scenario::Mixed => "mixed",
         }
     }
@@ -109,6 +112,13 @@ impl Scenario {
                     )
                 }
             },
+            Scenario::RetryStorm => format!(
+                "nftables drops {}% of the downstream's packets; `/retry` gives each attempt \
+                 300 ms and tries {} times: a lost segment whose retransmit is lost too fails \
+                 the attempt",
+                l.retry_loss_percent,
+                crate::service::retry_call::ATTEMPTS
+            ),
             Scenario::Mixed => "contention, then throttling, then packet loss, one run".into(),
         }
     }
@@ -127,6 +137,7 @@ impl Scenario {
             Scenario::PageFault => vec![Some(Injected::PageFault)],
             Scenario::ConnectLoss => vec![Some(Injected::ConnectRetransmit)],
             Scenario::Saturation => vec![Some(Injected::QueueBacklog)],
+            Scenario::RetryStorm => vec![Some(Injected::Retransmit)],
             Scenario::Mixed => vec![
                 Some(Injected::Contention),
                 Some(Injected::Throttling),
@@ -148,6 +159,7 @@ impl Scenario {
             Scenario::ConnectLoss => &["/cpu", "/connect"],
             // The pool serves `/pooled` only.
             Scenario::Saturation => &["/pooled"],
+            Scenario::RetryStorm => &["/cpu", "/retry"],
             _ => crate::service::load::DEFAULT_ROUTES,
         }
     }
@@ -207,6 +219,8 @@ pub(crate) struct Faults {
     pub(crate) memory_headroom_bytes: u64,
     /// The load of `saturation`'s fault phase: bursts of three times the pool.
     pub(crate) overload: LoadShape,
+    /// Packets of the downstream's connections dropped in `retry-storm`.
+    pub(crate) retry_loss_percent: u8,
 }
 
 impl Faults {
@@ -225,6 +239,7 @@ impl Faults {
             burst: 6,
             every: Duration::from_millis(100),
         },
+        retry_loss_percent: 30,
     };
 }
 

@@ -9,6 +9,7 @@ pub(crate) mod load;
 pub mod nginx;
 pub mod otel;
 pub(crate) mod pool_server;
+pub mod retry_call;
 pub(crate) mod routes;
 pub mod server;
 pub mod thread_context;

@@ -1,4 +1,8 @@
-//! The names of the lab service's server spans, one per route, whichever server serves it.
+//! The names of the lab service's server spans, one per route, whichever server serves it, and
+//! the size of its exchanges with the downstream.
+
+/// Bytes of one downstream request and of its answer (the lab's `tcp-server` echoes them).
+pub(crate) const DOWNSTREAM_MESSAGE_BYTES: usize = 512;
 
 pub(crate) const CPU_ROUTE: &str = "GET /cpu";
 pub(crate) const DOWNSTREAM_ROUTE: &str = "GET /downstream";
@@ -9,3 +13,5 @@ pub(crate) const MAPPED_ROUTE: &str = "GET /mapped";
 /// The downstream exchange over a connection of its own, opened for the request and closed
 /// after: a client without a pool, whose every call waits for a TCP handshake.
 pub(crate) const CONNECT_ROUTE: &str = "GET /connect";
+/// A downstream call retried on failure (`retry_call`).
+pub(crate) const RETRY_ROUTE: &str = "GET /retry";

@@ -29,14 +29,16 @@ use opentelemetry_sdk::{
     trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider},
 };
 
-use super::thread_context::{self, ContextRecord};
+use super::{
+    retry_call::RetryTruth,
+    thread_context::{self, ContextRecord},
+};
 use crate::workloads::{self, disk::DirectReader, lock::SharedLock, mapped::MappedPages, memory};
 
-/// Bytes of one downstream request and of its answer (the lab's `tcp-server` echoes them).
-pub(crate) const DOWNSTREAM_MESSAGE_BYTES: usize = 512;
 pub(crate) const SERVICE_NAME: &str = "lab-service";
 pub(crate) use super::routes::{
-    ALLOC_ROUTE, CONNECT_ROUTE, CPU_ROUTE, DISK_ROUTE, DOWNSTREAM_ROUTE, LOCK_ROUTE, MAPPED_ROUTE,
+    ALLOC_ROUTE, CONNECT_ROUTE, CPU_ROUTE, DISK_ROUTE, DOWNSTREAM_MESSAGE_BYTES, DOWNSTREAM_ROUTE,
+    LOCK_ROUTE, MAPPED_ROUTE, RETRY_ROUTE,
 };
 /// Blocks one `/disk` request reads, each [`DISK_BLOCK_BYTES`], one after the other.
 const DISK_READS: usize = 32;
@@ -96,7 +98,7 @@ pub fn run(config: &ServiceConfig) -> anyhow::Result<()> {
             thread_attr: config.thread_attr,
         };
         super::pool_server::serve(config.port, config.workers, pool)?;
-        return finish(&provider, None, &served);
+        return finish(&provider, None, &served, &RetryTruth::default());
     }
     let server = Arc::new(
         tiny_http::Server::http(("127.0.0.1", config.port))
@@ -111,6 +113,7 @@ pub fn run(config: &ServiceConfig) -> anyhow::Result<()> {
         .map(|cpu| SharedLock::start(cpu, stop.clone()))
         .transpose()?;
     let truth: Served = Arc::default();
+    let retries: Arc<RetryTruth> = Arc::default();
     let workers: Vec<_> = (0..config.workers.max(1))
         .map(|_| {
             let worker = Worker {
@@ -124,6 +127,7 @@ pub fn run(config: &ServiceConfig) -> anyhow::Result<()> {
                 disk: None,
                 mapped: None,
                 lock: lock.clone(),
+                retries: retries.clone(),
             };
             thread::spawn(move || worker.serve())
         })
@@ -135,6 +139,7 @@ pub fn run(config: &ServiceConfig) -> anyhow::Result<()> {
         &provider,
         config.record.as_deref().map(|p| (p, &truth)),
         &served,
+        &retries,
     )
 }
 
@@ -144,6 +149,7 @@ fn finish(
     provider: &SdkTracerProvider,
     record: Option<(&std::path::Path, &Served)>,
     served: &AtomicU64,
+    retries: &RetryTruth,
 ) -> anyhow::Result<()> {
     provider.shutdown().context("flushing spans")?;
     if let Some((path, truth)) = record {
@@ -157,7 +163,7 @@ fn finish(
     }
     println!(
         "{}",
-        serde_json::json!({ "served": served.load(Ordering::SeqCst) })
+        serde_json::json!({ "served": served.load(Ordering::SeqCst), "retries": retries.counts() })
     );
     Ok(())
 }
@@ -203,6 +209,8 @@ struct Worker {
     mapped: Option<MappedPages>,
     /// The lock `/lock` takes.
     lock: Option<SharedLock>,
+    /// The calls and attempts of `/retry`, counted by the service.
+    retries: Arc<RetryTruth>,
 }
 
 impl Worker {
@@ -224,6 +232,7 @@ impl Worker {
                 "/disk" if self.config.disk_file.is_some() => DISK_ROUTE,
                 "/mapped" if self.config.disk_file.is_some() => MAPPED_ROUTE,
                 "/connect" => CONNECT_ROUTE,
+                "/retry" => RETRY_ROUTE,
                 "/lock" if self.lock.is_some() => LOCK_ROUTE,
                 "/alloc" => ALLOC_ROUTE,
                 "/health" => {
@@ -295,6 +304,13 @@ impl Worker {
                     memory::alloc_touch(memory::ALLOC_BYTES)
                 }
                 CONNECT_ROUTE => self.call_downstream(&cx, true),
+                RETRY_ROUTE => super::retry_call::call_with_retries(
+                    &self.tracer,
+                    &cx,
+                    self.config.downstream_port,
+                    &mut self.downstream,
+                    &self.retries,
+                ),
                 _ => self.call_downstream(&cx, false),
             };
             let status = match &outcome {
