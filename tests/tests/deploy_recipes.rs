@@ -128,7 +128,10 @@ fn the_traceql_page_names_only_the_agents_causes() -> anyhow::Result<()> {
 #[test]
 fn the_tail_sampling_policy_keeps_every_kernel_cause() -> anyhow::Result<()> {
     // PyYAML from the test virtualenv: a real YAML parser.
-    let script = "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))";
+    // The ConfigMap's `collector.yaml`, the Collector's configuration.
+    let script = "import json, sys, yaml\n\
+                  cm = yaml.safe_load(open(sys.argv[1]))\n\
+                  print(json.dumps(yaml.safe_load(cm['data']['collector.yaml'])))";
     let out = Command::new(workspace_root().join("target/venv/bin/python"))
         .args(["-c", script])
         .arg(workspace_root().join("deploy/collector/tail-sampling.yaml"))
