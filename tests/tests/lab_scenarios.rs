@@ -87,7 +87,11 @@ fn every_request_span_is_decomposed_and_no_request_fails() -> anyhow::Result<()>
             run.scenario,
             run.summary.requests
         );
-        assert_eq!(run.client.failed, 0, "{}: failed requests", run.scenario);
+        // A retry storm fails a call now and then (every attempt failed, or the client's 10 s
+        // passed in reconnects): its own test judges it.
+        if run.scenario != Scenario::RetryStorm {
+            assert_eq!(run.client.failed, 0, "{}: failed requests", run.scenario);
+        }
         // Sub-millisecond requests get a real decomposition too (goal 95%, ACCURACY.md).
         let s = &run.summary;
         assert!(
