@@ -97,6 +97,26 @@ fn number(v: Option<&number_data_point::Value>) -> f64 {
     }
 }
 
+/// A counter's or a gauge's HELP, TYPE and one line per point.
+fn write_numbers(
+    out: &mut String,
+    m: &Metric,
+    name: &str,
+    kind: &str,
+    points: &[opentelemetry_proto::tonic::metrics::v1::NumberDataPoint],
+) {
+    let _ = writeln!(out, "# HELP {name} {}", escape(&m.description));
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for p in points {
+        let _ = writeln!(
+            out,
+            "{name}{} {}",
+            labels(&p.attributes, None),
+            number(p.value.as_ref())
+        );
+    }
+}
+
 /// The text exposition of every sum, gauge and histogram in `req`.
 pub(crate) fn exposition(req: &ExportMetricsServiceRequest) -> String {
     let mut out = String::new();
@@ -108,31 +128,13 @@ pub(crate) fn exposition(req: &ExportMetricsServiceRequest) -> String {
     for m in metrics {
         match &m.data {
             Some(Data::Sum(sum)) => {
-                let name = metric_name(m, sum.is_monotonic);
                 let kind = if sum.is_monotonic { "counter" } else { "gauge" };
-                let _ = writeln!(out, "# HELP {name} {}", escape(&m.description));
-                let _ = writeln!(out, "# TYPE {name} {kind}");
-                for p in &sum.data_points {
-                    let _ = writeln!(
-                        out,
-                        "{name}{} {}",
-                        labels(&p.attributes, None),
-                        number(p.value.as_ref())
-                    );
-                }
+                let name = metric_name(m, sum.is_monotonic);
+                write_numbers(&mut out, m, &name, kind, &sum.data_points);
             }
             Some(Data::Gauge(gauge)) => {
                 let name = metric_name(m, false);
-                let _ = writeln!(out, "# HELP {name} {}", escape(&m.description));
-                let _ = writeln!(out, "# TYPE {name} gauge");
-                for p in &gauge.data_points {
-                    let _ = writeln!(
-                        out,
-                        "{name}{} {}",
-                        labels(&p.attributes, None),
-                        number(p.value.as_ref())
-                    );
-                }
+                write_numbers(&mut out, m, &name, "gauge", &gauge.data_points);
             }
             Some(Data::Histogram(h)) => {
                 let name = metric_name(m, false);
