@@ -73,10 +73,16 @@ pub struct KernelOffsets {
     pub css_set_memory_css: u32,
     pub css_parent: u32,
     pub mem_cgroup_max_pages: u32,
+    /// `cfs_rq.rq` (CONFIG_FAIR_GROUP_SCHED) and `rq.prev_steal_time_rq`
+    /// (CONFIG_PARAVIRT_TIME_ACCOUNTING), else `rq.prev_steal_time` (CONFIG_PARAVIRT, moved at
+    /// each tick): the steal clock of the CPU a task's cfs_rq is on. Absent: no steal time is
+    /// measured.
+    pub cfs_rq_rq: u32,
+    pub rq_steal_clock_ns: u32,
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 112);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 120);
 
 impl KernelOffsets {
     pub const ZERO: KernelOffsets = KernelOffsets {
@@ -107,6 +113,8 @@ impl KernelOffsets {
         css_set_memory_css: OFFSET_ABSENT,
         css_parent: OFFSET_ABSENT,
         mem_cgroup_max_pages: OFFSET_ABSENT,
+        cfs_rq_rq: OFFSET_ABSENT,
+        rq_steal_clock_ns: OFFSET_ABSENT,
         _pad: 0,
     };
 }

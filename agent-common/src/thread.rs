@@ -81,9 +81,12 @@ pub struct ThreadBucket {
     pub memory_runq_ns: u64,
     /// The part of `off_cpu_ns` the thread slept in a page fault ([`wait::FAULT`]).
     pub fault_wait_ns: u64,
+    /// The part of `on_cpu_ns` the hypervisor ran something else on the thread's virtual CPU
+    /// (steal time): the thread held its CPU and made no progress.
+    pub steal_ns: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<ThreadBucket>() == 144);
+const _: () = assert!(core::mem::size_of::<ThreadBucket>() == 152);
 
 /// The kernel's per-thread record (map `THREAD_STATE`, keyed by tid). Its presence is what makes
 /// a thread watched.
@@ -119,10 +122,14 @@ pub struct ThreadState {
     /// The block device the thread last queued I/O to (`block_bio_queue`), as in
     /// [`ThreadBucket::io_dev`]; 0: none seen.
     pub io_dev: u32,
-    pub _pad: u32,
+    /// Non-zero when `steal_clock_ns` was read as the current interval on CPU began.
+    pub steal_known: u32,
+    /// The CPU's steal clock (ns the hypervisor took from it, as its run queue has applied
+    /// them) when the current interval on CPU began.
+    pub steal_clock_ns: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<ThreadState>() == 216);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 232);
 
 /// Record kinds on the `SCHED_EVENTS` ring buffer.
 pub mod record {
@@ -184,7 +191,7 @@ pub struct SchedRecord {
     pub spans: SpanTags,
 }
 
-const _: () = assert!(core::mem::size_of::<SchedRecord>() == 192);
+const _: () = assert!(core::mem::size_of::<SchedRecord>() == 200);
 
 /// Run-queue delay a task carries since it was last woken (`accounting::wake_chain`):
 /// `delayed_ns` of waiting behind neighbours within `[start_ns, end_ns)`, inherited from its

@@ -48,10 +48,11 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
 }
 
 #[btf_tracepoint(function = "sched_process_exit")]
-pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
-    // The exiting task is the current one.
+pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
+    // The exiting task is the current one, and the tracepoint's argument.
     let tid = bpf_get_current_pid_tgid() as u32;
-    thread_state::exit(tid, unsafe { bpf_ktime_get_ns() });
+    let task: *const u8 = ctx.arg(0);
+    thread_state::exit(task, tid, unsafe { bpf_ktime_get_ns() }, &kernel_offsets());
     0
 }
 

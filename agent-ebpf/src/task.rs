@@ -3,7 +3,9 @@
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, generated::bpf_task_pt_regs};
 use culprit_common::{
-    DropCounter, KernelOffsets, OFFSET_ABSENT, accounting::throttle::Throttling, thread::wait,
+    DropCounter, KernelOffsets, OFFSET_ABSENT,
+    accounting::{thread_time::StealClock, throttle::Throttling},
+    thread::wait,
 };
 
 use crate::drops::count_drop;
@@ -138,4 +140,28 @@ pub fn task_throttling(task: *const u8, off: &KernelOffsets) -> Option<Throttlin
         throttle_count: throttle_count.max(0) as u32,
         throttled_self_ns,
     })
+}
+
+/// The steal clock of the CPU `task` is on (or last ran on): `task->se.cfs_rq->rq`'s
+/// `prev_steal_time_rq`, what the hypervisor took from the CPU as its run queue's clock has
+/// applied it (brought up to date by every `schedule()`, so exact at a switch), or where the
+/// kernel has no such clock `prev_steal_time`, the steal its tick has accounted (to within a
+/// tick). `None` without either or without group scheduling.
+#[inline(always)]
+pub fn cpu_steal_clock(task: *const u8, off: &KernelOffsets) -> StealClock {
+    if off.task_cfs_rq == OFFSET_ABSENT
+        || off.cfs_rq_rq == OFFSET_ABSENT
+        || off.rq_steal_clock_ns == OFFSET_ABSENT
+    {
+        return None;
+    }
+    let cfs_rq: *const u8 = read_at(task, off.task_cfs_rq).ok()?;
+    if cfs_rq.is_null() {
+        return None;
+    }
+    let rq: *const u8 = read_at(cfs_rq, off.cfs_rq_rq).ok()?;
+    if rq.is_null() {
+        return None;
+    }
+    read_at::<u64>(rq, off.rq_steal_clock_ns).ok()
 }

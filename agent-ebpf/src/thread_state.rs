@@ -27,8 +27,8 @@ use crate::{
     config::probe_config,
     drops::count_drop,
     task::{
-        TASK_RUNNING, task_cgroup_id, task_memory_stalled, task_tgid, task_throttling,
-        task_wait_reason,
+        TASK_RUNNING, cpu_steal_clock, task_cgroup_id, task_memory_stalled, task_tgid,
+        task_throttling, task_wait_reason,
     },
     thread_context,
 };
@@ -112,6 +112,7 @@ pub fn switch_out(
         wait_reason,
         now_ns,
         span_id,
+        cpu_steal_clock(prev, off),
         &probe_config(),
         &mut Ring { tid },
         || task_throttling(prev, off),
@@ -135,6 +136,7 @@ pub fn sample(task: *const u8, tid: u32, tgid: u32, now_ns: u64, off: &KernelOff
         unsafe { &mut *st },
         now_ns,
         span_id,
+        || cpu_steal_clock(task, off),
         &probe_config(),
         &mut Ring { tid },
     );
@@ -169,6 +171,7 @@ pub fn reclaim(
         now_ns,
         span_id,
         begin,
+        cpu_steal_clock(task, off),
         &probe_config(),
         &mut Ring { tid },
     );
@@ -188,6 +191,7 @@ pub fn switch_in(
     thread_time::switch_in(
         unsafe { &mut *st },
         now_ns,
+        cpu_steal_clock(next, off),
         &probe_config(),
         &mut Ring { tid },
         neighbour,
@@ -240,10 +244,10 @@ pub fn wakeup_new(task: *const u8, tid: u32, now_ns: u64, off: &KernelOffsets) {
     }
 }
 
-/// The current thread exits: charge its last interval on CPU, flush what it still holds and
-/// forget it.
+/// The current thread (`task`) exits: charge its last interval on CPU, flush what it still
+/// holds and forget it.
 #[inline(always)]
-pub fn exit(tid: u32, now_ns: u64) {
+pub fn exit(task: *const u8, tid: u32, now_ns: u64, off: &KernelOffsets) {
     let Some(st) = THREAD_STATE.get_ptr_mut(tid) else {
         return;
     };
@@ -251,6 +255,7 @@ pub fn exit(tid: u32, now_ns: u64) {
     thread_time::exit(
         unsafe { &mut *st },
         now_ns,
+        cpu_steal_clock(task, off),
         &probe_config(),
         &mut Ring { tid },
     );

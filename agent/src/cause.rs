@@ -22,6 +22,10 @@ pub enum Cause {
     /// Runnable but its cgroup had spent its CFS quota.
     #[serde(rename = "cpu.throttling")]
     CpuThrottling,
+    /// On its CPU, but the hypervisor ran something else on that virtual CPU (steal time): the
+    /// node's host is overcommitted.
+    #[serde(rename = "cpu.steal")]
+    CpuSteal,
     /// Waiting on retransmitted TCP segments.
     #[serde(rename = "tcp.retransmit")]
     TcpRetransmit,
@@ -56,10 +60,11 @@ pub enum Cause {
 
 impl Cause {
     /// The causes that are news to the application: the kernel's, not its own time.
-    pub const KERNEL: [Cause; 8] = [
+    pub const KERNEL: [Cause; 9] = [
         Cause::QueueBacklog,
         Cause::CpuContention,
         Cause::CpuThrottling,
+        Cause::CpuSteal,
         Cause::TcpRetransmit,
         Cause::TcpConnectRetransmit,
         Cause::DiskIo,
@@ -67,11 +72,12 @@ impl Cause {
         Cause::PageFault,
     ];
     /// Every cause, in a stable order.
-    pub const ALL: [Cause; 12] = [
+    pub const ALL: [Cause; 13] = [
         Cause::QueueBacklog,
         Cause::OnCpu,
         Cause::CpuContention,
         Cause::CpuThrottling,
+        Cause::CpuSteal,
         Cause::TcpRetransmit,
         Cause::TcpConnectRetransmit,
         Cause::DiskIo,
@@ -89,6 +95,7 @@ impl Cause {
             Cause::OnCpu => "on_cpu",
             Cause::CpuContention => "cpu.contention",
             Cause::CpuThrottling => "cpu.throttling",
+            Cause::CpuSteal => "cpu.steal",
             Cause::TcpRetransmit => "tcp.retransmit",
             Cause::TcpConnectRetransmit => "tcp.connect_retransmit",
             Cause::DiskIo => "disk.io",
@@ -116,6 +123,7 @@ impl Cause {
             Cause::OnCpu => Some(Part::OnCpu),
             Cause::CpuContention => Some(Part::Contention),
             Cause::CpuThrottling => Some(Part::Throttled),
+            Cause::CpuSteal => Some(Part::Steal),
             Cause::TcpRetransmit => Some(Part::Retransmit),
             Cause::TcpConnectRetransmit => Some(Part::ConnectRetransmit),
             Cause::DiskIo => Some(Part::DiskIo),
@@ -182,6 +190,8 @@ pub enum Part {
     OnCpu,
     Contention,
     Throttled,
+    /// On CPU, taken by the hypervisor.
+    Steal,
     Retransmit,
     ConnectRetransmit,
     DiskIo,
@@ -215,11 +225,12 @@ pub enum TerminalColour {
 
 impl Part {
     /// Every part, in drawing order (the order of `Parts::values`).
-    pub const ALL: [Part; 12] = [
+    pub const ALL: [Part; 13] = [
         Part::Queue,
         Part::OnCpu,
         Part::Contention,
         Part::Throttled,
+        Part::Steal,
         Part::Retransmit,
         Part::ConnectRetransmit,
         Part::DiskIo,
@@ -237,6 +248,7 @@ impl Part {
             Part::OnCpu => Some(Cause::OnCpu),
             Part::Contention => Some(Cause::CpuContention),
             Part::Throttled => Some(Cause::CpuThrottling),
+            Part::Steal => Some(Cause::CpuSteal),
             Part::Retransmit => Some(Cause::TcpRetransmit),
             Part::ConnectRetransmit => Some(Cause::TcpConnectRetransmit),
             Part::DiskIo => Some(Cause::DiskIo),
@@ -268,6 +280,7 @@ impl Part {
             Part::OnCpu => "on-CPU",
             Part::Contention => "run-queue (contention)",
             Part::Throttled => "throttled",
+            Part::Steal => "hypervisor steal",
             Part::Retransmit => "retransmit wait",
             Part::ConnectRetransmit => "connect stall",
             Part::DiskIo => "I/O wait",
@@ -286,6 +299,7 @@ impl Part {
             Part::OnCpu => 'C',
             Part::Contention => 'R',
             Part::Throttled => 'T',
+            Part::Steal => 'H',
             Part::Retransmit => 'X',
             Part::ConnectRetransmit => 'S',
             Part::DiskIo => 'D',
@@ -303,6 +317,7 @@ impl Part {
             Part::OnCpu => ((70, 130, 180), TerminalColour::Blue),
             Part::Contention => ((230, 85, 13), TerminalColour::Red),
             Part::Throttled => ((117, 107, 177), TerminalColour::Magenta),
+            Part::Steal => ((99, 99, 99), TerminalColour::DarkGray),
             Part::Retransmit => ((49, 163, 84), TerminalColour::Green),
             Part::ConnectRetransmit => ((116, 196, 118), TerminalColour::Green),
             Part::DiskIo => ((204, 160, 30), TerminalColour::Yellow),
@@ -361,6 +376,7 @@ mod tests {
                 Part::Queue,
                 Part::Contention,
                 Part::Throttled,
+                Part::Steal,
                 Part::Retransmit,
                 Part::ConnectRetransmit,
                 Part::DiskIo,

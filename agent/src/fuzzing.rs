@@ -229,6 +229,7 @@ fn measured(input: &mut Input<'_>) -> Measured {
         queue_wait_ns: input.u64(),
         queue_runq_ns: input.u64(),
         queue_throttled_ns: input.u64(),
+        steal_ns: input.u64(),
     }
 }
 
@@ -298,6 +299,7 @@ pub fn annotate(data: &[u8]) {
             a.disk_io_s,
             a.memory_reclaim_s,
             a.memory_reclaim_on_cpu_s,
+            a.cpu_steal_s,
             a.memory_reclaim_runq_s,
             a.page_fault_s,
             a.lock_wait_s,

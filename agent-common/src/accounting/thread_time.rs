@@ -55,6 +55,8 @@ pub struct Interval {
     pub neighbour: Neighbour,
     /// The thread's context spans at its ends.
     pub spans: SpanTags,
+    /// For time on CPU: the part the hypervisor took from the CPU (steal time).
+    pub stolen_ns: u64,
 }
 
 /// What a closed interval becomes.
@@ -182,13 +184,37 @@ pub fn new_thread(tgid: u32, now_ns: u64, throttling: Option<Throttling>) -> Thr
     st
 }
 
+/// The steal clock of the thread's CPU now: `None` where the kernel keeps none (no
+/// paravirtual steal accounting, or the read failed).
+pub type StealClock = Option<u64>;
+
+/// The part of the interval on CPU `[since, now)` (`dur_ns` long) the hypervisor took, from the
+/// CPU's steal clock as it began (kept in `st`) and now; 0 when either reading is missing. A
+/// thread does not change CPU while on one, so the two readings are of one clock.
+#[inline(always)]
+pub fn stolen_ns(st: &ThreadState, steal_clock: StealClock, dur_ns: u64) -> u64 {
+    match steal_clock {
+        Some(now) if st.steal_known != 0 => now.saturating_sub(st.steal_clock_ns).min(dur_ns),
+        _ => 0,
+    }
+}
+
+/// An interval on CPU begins with the CPU's steal clock at `steal_clock`.
+#[inline(always)]
+fn note_steal_clock(st: &mut ThreadState, steal_clock: StealClock) {
+    st.steal_known = u32::from(steal_clock.is_some());
+    st.steal_clock_ns = steal_clock.unwrap_or(0);
+}
+
 /// Charges the interval on CPU that ends at `now_ns`, if the thread was on one; `span_id` is
-/// its context now.
+/// its context now, `steal_clock` its CPU's steal clock (the interval that follows on CPU, if
+/// any, begins with it).
 #[inline(always)]
 pub fn close_on_cpu(
     st: &mut ThreadState,
     now_ns: u64,
     span_id: u64,
+    steal_clock: StealClock,
     cfg: &ProbeConfig,
     sink: &mut impl RecordSink,
 ) {
@@ -206,11 +232,13 @@ pub fn close_on_cpu(
             } else {
                 wait::OTHER
             },
+            stolen_ns: stolen_ns(st, steal_clock, now_ns.saturating_sub(st.since_ns)),
             ..Interval::default()
         };
         account(st, iv, cfg, sink);
     }
     st.span_id = span_id;
+    note_steal_clock(st, steal_clock);
 }
 
 /// The thread on its CPU begins (`begin`) or ends reclaiming memory at `now_ns`, with context
@@ -222,11 +250,12 @@ pub fn reclaim(
     now_ns: u64,
     span_id: u64,
     begin: bool,
+    steal_clock: StealClock,
     cfg: &ProbeConfig,
     sink: &mut impl RecordSink,
 ) {
     if st.state == state::ON_CPU {
-        close_on_cpu(st, now_ns, span_id, cfg, sink);
+        close_on_cpu(st, now_ns, span_id, steal_clock, cfg, sink);
         st.since_ns = now_ns;
     }
     st.reclaiming = u32::from(begin);
@@ -235,26 +264,28 @@ pub fn reclaim(
 /// The thread on its CPU was sampled at `now_ns` with context `span_id`. A change of context
 /// ends its interval on CPU there, so that the time either side is charged to its own span:
 /// a runtime that switches requests without leaving the CPU (async) is placed to within one
-/// sampling period.
+/// sampling period. The CPU's steal clock is read (`steal_clock`) only then.
 #[inline(always)]
 pub fn context_sample(
     st: &mut ThreadState,
     now_ns: u64,
     span_id: u64,
+    steal_clock: impl FnOnce() -> StealClock,
     cfg: &ProbeConfig,
     sink: &mut impl RecordSink,
 ) {
     if st.state != state::ON_CPU || st.span_id == span_id || st.in_hook != 0 {
         return;
     }
-    close_on_cpu(st, now_ns, span_id, cfg, sink);
+    close_on_cpu(st, now_ns, span_id, steal_clock(), cfg, sink);
     st.since_ns = now_ns;
 }
 
 /// The thread (of process `tgid`) leaves its CPU at `now_ns`: still runnable if `preempted`
 /// (its wait begins; `throttling` reads its cfs_rq), else blocking; `wait_reason` (one of
-/// [`wait`]) says why, or for a preemption whether it was in a memory stall. `span_id` is its published context as it leaves (0: none), which the
-/// interval it begins keeps.
+/// [`wait`]) says why, or for a preemption whether it was in a memory stall. `span_id` is its
+/// published context as it leaves (0: none), which the interval it begins keeps;
+/// `steal_clock` its CPU's steal clock.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn switch_out(
@@ -264,12 +295,13 @@ pub fn switch_out(
     wait_reason: u32,
     now_ns: u64,
     span_id: u64,
+    steal_clock: StealClock,
     cfg: &ProbeConfig,
     sink: &mut impl RecordSink,
     throttling: impl FnOnce() -> Option<Throttling>,
 ) {
     st.tgid = tgid;
-    close_on_cpu(st, now_ns, span_id, cfg, sink);
+    close_on_cpu(st, now_ns, span_id, steal_clock, cfg, sink);
     // Woken as it was leaving (the waker's `sched_waking` ran while it was on its way out): the
     // kernel queues it as soon as it is off its CPU, so it waits from here, and the cfs_rq's
     // throttling is read now, as for a preemption.
@@ -289,9 +321,9 @@ pub fn switch_out(
 /// switch-out; one longer before was for a sleep it never began (it kept running).
 pub const WOKEN_AS_IT_LEFT_NS: u64 = 1_000_000;
 
-/// The thread gets a CPU at `now_ns`. If it was waiting, the wait is charged: `neighbour` says
-/// who held the CPU since the wait began (its argument), `throttling` reads the cfs_rq's state
-/// now (only for a wait that did not begin throttled).
+/// The thread gets a CPU at `now_ns`, whose steal clock reads `steal_clock`. If it was waiting,
+/// the wait is charged: `neighbour` says who held the CPU since the wait began (its argument),
+/// `throttling` reads the cfs_rq's state now (only for a wait that did not begin throttled).
 ///
 /// A thread that gets a CPU while still known off it was woken as it was leaving its CPU (the
 /// wakeup is seen in the waker, `sched_waking`, while the sleeper may still be on its way out),
@@ -301,6 +333,7 @@ pub const WOKEN_AS_IT_LEFT_NS: u64 = 1_000_000;
 pub fn switch_in(
     st: &mut ThreadState,
     now_ns: u64,
+    steal_clock: StealClock,
     cfg: &ProbeConfig,
     sink: &mut impl RecordSink,
     neighbour: impl FnOnce(u64) -> Neighbour,
@@ -331,11 +364,13 @@ pub fn switch_in(
             waker_tgid: 0,
             waker_tid: 0,
             io_dev: 0,
+            stolen_ns: 0,
         };
         account(st, iv, cfg, sink);
     }
     st.state = state::ON_CPU;
     st.since_ns = now_ns;
+    note_steal_clock(st, steal_clock);
 }
 
 /// The thread is woken at `now_ns` by thread `waker_tid` of process `waker_tgid` (0: from a
@@ -382,6 +417,7 @@ pub fn wakeup(
                     ns: delayed_ns,
                 },
                 spans: SpanTags::steady(st.span_id),
+                stolen_ns: 0,
             };
             account(st, iv, cfg, sink);
             begin_wait(st, now_ns, throttling());
@@ -393,11 +429,18 @@ pub fn wakeup(
     }
 }
 
-/// The thread exits at `now_ns` (it is on its CPU): its last interval on CPU and its bucket are
-/// streamed, then an exit record so that the agent forgets it.
+/// The thread exits at `now_ns` (it is on its CPU, whose steal clock reads `steal_clock`): its
+/// last interval on CPU and its bucket are streamed, then an exit record so that the agent
+/// forgets it.
 #[inline(always)]
-pub fn exit(st: &mut ThreadState, now_ns: u64, cfg: &ProbeConfig, sink: &mut impl RecordSink) {
-    close_on_cpu(st, now_ns, st.span_id, cfg, sink);
+pub fn exit(
+    st: &mut ThreadState,
+    now_ns: u64,
+    steal_clock: StealClock,
+    cfg: &ProbeConfig,
+    sink: &mut impl RecordSink,
+) {
+    close_on_cpu(st, now_ns, st.span_id, steal_clock, cfg, sink);
     flush_bucket(st, cfg, sink);
     sink.emit(
         record::EXIT,

@@ -233,6 +233,7 @@ mod tests {
             disk_device: None,
             memory_reclaim_s: 0.0,
             memory_reclaim_on_cpu_s: 0.0,
+            cpu_steal_s: 0.0,
             memory_reclaim_runq_s: 0.0,
             page_fault_s: 0.0,
             lock_wait_s: 0.0,

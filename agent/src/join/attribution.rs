@@ -46,6 +46,10 @@ pub struct Attribution {
     /// The part of `memory_reclaim_s` on CPU.
     #[serde(default)]
     pub memory_reclaim_on_cpu_s: f64,
+    /// The part of `on_cpu_s` the hypervisor took from the thread's virtual CPU (steal time):
+    /// the thread held its CPU and made no progress. Counted in `cpu.steal`.
+    #[serde(default)]
+    pub cpu_steal_s: f64,
     /// The part of `memory_reclaim_s` waiting for a CPU inside the stall (part of
     /// `runqueue_s`, not of the contention).
     #[serde(default)]
@@ -165,6 +169,8 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
     // Reclaim on CPU is the kernel's work in the thread's time: not the request's own computing.
     let reclaim_on_cpu_ns = m.reclaim_on_cpu_ns.min(m.on_cpu_ns) as f64 * scale;
     let memory_reclaim_ns = memory_stall_ns + reclaim_on_cpu_ns + memory_runq_ns as f64 * scale;
+    // Steal is the hypervisor's, taken from the time on CPU that reclaim left.
+    let steal_ns = (m.steal_ns as f64 * scale).min(m.on_cpu_ns as f64 * scale - reclaim_on_cpu_ns);
     let share = |ns: u64| ns as f64 * scale / experienced;
     let kernel = [
         (Cause::QueueBacklog, backlog_ns as f64 / experienced),
@@ -176,6 +182,7 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
             Cause::CpuThrottling,
             share(m.throttled_ns) + (waker_throttled_ns + queue_throttled_ns as f64) / experienced,
         ),
+        (Cause::CpuSteal, steal_ns / experienced),
         (
             Cause::TcpRetransmit,
             (rtx_ns - connect_ns) as f64 / experienced,
@@ -190,7 +197,7 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
         (Cause::LockWait, lock_wait_ns / experienced),
         (
             Cause::OnCpu,
-            share(m.on_cpu_ns) - reclaim_on_cpu_ns / experienced,
+            share(m.on_cpu_ns) - (reclaim_on_cpu_ns + steal_ns) / experienced,
         ),
     ];
     let top_kernel = kernel
@@ -228,6 +235,7 @@ pub(crate) fn attribute(m: &Measured) -> Attribution {
         },
         memory_reclaim_s: memory_reclaim_ns / 1e9,
         memory_reclaim_on_cpu_s: reclaim_on_cpu_ns / 1e9,
+        cpu_steal_s: steal_ns / 1e9,
         memory_reclaim_runq_s: s(memory_runq_ns),
         page_fault_s: page_fault_ns / 1e9,
         lock_wait_s: lock_wait_ns / 1e9,
@@ -291,6 +299,7 @@ pub(crate) fn attribute_pairs(
         ("culprit.on_cpu.duration", F64(a.on_cpu_s)),
         ("culprit.runqueue.duration", F64(a.runqueue_s)),
         ("culprit.throttled.duration", F64(a.throttled_s)),
+        ("culprit.cpu_steal.duration", F64(a.cpu_steal_s)),
         ("culprit.off_cpu.duration", F64(a.off_cpu_s)),
         ("culprit.waker_delay.duration", F64(a.waker_delay_s)),
         ("culprit.waker_throttled.duration", F64(a.waker_throttled_s)),

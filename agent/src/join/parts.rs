@@ -16,6 +16,9 @@ pub struct Parts {
     pub on_cpu_ms: f64,
     pub contention_ms: f64,
     pub throttled_ms: f64,
+    /// On-CPU time the hypervisor took (steal time).
+    #[serde(default)]
+    pub steal_ms: f64,
     pub retransmit_ms: f64,
     /// Off-CPU time waiting on a retransmitted handshake (a connect stalled).
     #[serde(default)]
@@ -41,7 +44,8 @@ pub struct Parts {
 impl Parts {
     pub fn of(a: &Attribution, duration_ms: f64) -> Self {
         let ms = |secs: f64| (secs * 1e3).max(0.0);
-        let on_cpu_ms = ms(a.on_cpu_s - a.memory_reclaim_on_cpu_s);
+        let steal_ms = ms(a.cpu_steal_s);
+        let on_cpu_ms = ms(a.on_cpu_s - a.memory_reclaim_on_cpu_s - a.cpu_steal_s);
         // The wait before the span: its reader's waits for a CPU are contention and throttling,
         // the rest the backlog. Not part of the span's duration.
         let queue_ms = ms(a.queue_wait_s - a.queue_runq_s - a.queue_throttled_s);
@@ -66,6 +70,7 @@ impl Parts {
             - a.page_fault_s
             - a.lock_wait_s);
         let seen = on_cpu_ms
+            + steal_ms
             + throttled_ms
             + contention_ms
             + retransmit_ms
@@ -80,6 +85,7 @@ impl Parts {
             on_cpu_ms,
             contention_ms: contention_ms + ms(a.queue_runq_s),
             throttled_ms: throttled_ms + ms(a.queue_throttled_s),
+            steal_ms,
             retransmit_ms,
             connect_retransmit_ms,
             disk_io_ms,
@@ -98,6 +104,7 @@ impl Parts {
             Part::OnCpu => self.on_cpu_ms,
             Part::Contention => self.contention_ms,
             Part::Throttled => self.throttled_ms,
+            Part::Steal => self.steal_ms,
             Part::Retransmit => self.retransmit_ms,
             Part::ConnectRetransmit => self.connect_retransmit_ms,
             Part::DiskIo => self.disk_io_ms,
@@ -121,6 +128,7 @@ impl Parts {
             self.on_cpu_ms,
             self.contention_ms,
             self.throttled_ms,
+            self.steal_ms,
             self.retransmit_ms,
             self.connect_retransmit_ms,
             self.disk_io_ms,
@@ -140,14 +148,15 @@ impl Parts {
             on_cpu_ms: v[1],
             contention_ms: v[2],
             throttled_ms: v[3],
-            retransmit_ms: v[4],
-            connect_retransmit_ms: v[5],
-            disk_io_ms: v[6],
-            memory_reclaim_ms: v[7],
-            page_fault_ms: v[8],
-            lock_wait_ms: v[9],
-            off_cpu_ms: v[10],
-            unobserved_ms: v[11],
+            steal_ms: v[4],
+            retransmit_ms: v[5],
+            connect_retransmit_ms: v[6],
+            disk_io_ms: v[7],
+            memory_reclaim_ms: v[8],
+            page_fault_ms: v[9],
+            lock_wait_ms: v[10],
+            off_cpu_ms: v[11],
+            unobserved_ms: v[12],
         }
     }
 
@@ -167,6 +176,7 @@ impl Parts {
         self.on_cpu_ms += o.on_cpu_ms;
         self.contention_ms += o.contention_ms;
         self.throttled_ms += o.throttled_ms;
+        self.steal_ms += o.steal_ms;
         self.retransmit_ms += o.retransmit_ms;
         self.connect_retransmit_ms += o.connect_retransmit_ms;
         self.disk_io_ms += o.disk_io_ms;

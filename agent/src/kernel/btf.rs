@@ -236,6 +236,14 @@ pub(crate) fn kernel_offsets(btf: &KernelBtf) -> anyhow::Result<KernelOffsets> {
             (Some(memory), Some(max)) => memory + max,
             _ => OFFSET_ABSENT,
         },
+        // CONFIG_FAIR_GROUP_SCHED, and the steal the run queue's clock has taken out
+        // (CONFIG_PARAVIRT_TIME_ACCOUNTING: brought up to date at every `schedule()`), else the
+        // steal the tick has accounted (CONFIG_PARAVIRT: Debian's kernels, up to date to within
+        // a tick).
+        cfs_rq_rq: optional("cfs_rq", "rq").unwrap_or(OFFSET_ABSENT),
+        rq_steal_clock_ns: optional("rq", "prev_steal_time_rq")
+            .or_else(|| optional("rq", "prev_steal_time"))
+            .unwrap_or(OFFSET_ABSENT),
         _pad: 0,
     })
 }
@@ -273,6 +281,9 @@ mod tests {
         assert_eq!(off.pt_regs_syscall_nr, 15 * 8);
         assert_ne!(off.bio_bdev, OFFSET_ABSENT);
         assert_ne!(off.block_device_dev, OFFSET_ABSENT);
+        // A virtual machine's kernel: the steal clock of a task's CPU is readable.
+        assert_ne!(off.cfs_rq_rq, OFFSET_ABSENT);
+        assert_ne!(off.rq_steal_clock_ns, OFFSET_ABSENT);
         assert_eq!(btf.tracepoint_arg_count("sched_wakeup").unwrap(), 1);
         assert!(btf.tracepoint_arg_count("sched_switch").unwrap() >= 3);
     }

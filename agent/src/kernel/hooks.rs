@@ -13,6 +13,8 @@ pub enum Signal {
     ThreadStates,
     /// The throttled part of run-queue waits.
     CpuThrottling,
+    /// The part of watched threads' time on CPU the hypervisor took (steal time).
+    CpuSteal,
     /// TCP retransmits with their owner.
     TcpRetransmits,
     /// Who opened each connection to the OTLP ports: span senders identified by the kernel.
@@ -47,12 +49,14 @@ const SCHED: &[Signal] = &[
     Signal::RunQueueDelay,
     Signal::ThreadStates,
     Signal::CpuThrottling,
+    Signal::CpuSteal,
 ];
 
 const SWITCH: &[Signal] = &[
     Signal::RunQueueDelay,
     Signal::ThreadStates,
     Signal::CpuThrottling,
+    Signal::CpuSteal,
     Signal::ThreadContext,
 ];
 

@@ -174,6 +174,7 @@ fn signal_health(
         Signal::RunQueueDelay,
         Signal::ThreadStates,
         Signal::CpuThrottling,
+        Signal::CpuSteal,
         Signal::TcpRetransmits,
         Signal::SenderIdentity,
         Signal::QueueWait,
@@ -222,6 +223,17 @@ fn signal_health(
                 reason = Some(
                     "kernel without CONFIG_FAIR_GROUP_SCHED/CONFIG_CFS_BANDWIDTH: \
                      run-queue waits are not split into throttled and contended"
+                        .to_string(),
+                );
+            }
+            if signal == Signal::CpuSteal
+                && (offsets.task_cfs_rq == OFFSET_ABSENT
+                    || offsets.cfs_rq_rq == OFFSET_ABSENT
+                    || offsets.rq_steal_clock_ns == OFFSET_ABSENT)
+            {
+                reason = Some(
+                    "kernel without CONFIG_PARAVIRT (or group scheduling): time the hypervisor \
+                     takes stays in the threads' on-CPU time"
                         .to_string(),
                 );
             }

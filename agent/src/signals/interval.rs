@@ -63,6 +63,9 @@ pub struct ThreadRow {
     /// The part of `on_cpu_ns` the thread spent reclaiming memory.
     #[serde(default)]
     pub reclaim_on_cpu_ns: u64,
+    /// The part of `on_cpu_ns` the hypervisor took from the thread's CPU (steal time).
+    #[serde(default)]
+    pub steal_ns: u64,
     /// The part of `off_cpu_ns` the thread slept in `futex`, beyond its releasers' delays.
     #[serde(default)]
     pub lock_wait_ns: u64,
@@ -269,6 +272,7 @@ fn thread_row(tid: u32, tgid: u32, b: &Breakdown) -> ThreadRow {
         memory_stall_ns: b.memory_stall_ns,
         fault_wait_ns: b.fault_wait_ns,
         reclaim_on_cpu_ns: b.reclaim_on_cpu_ns,
+        steal_ns: b.steal_ns,
         lock_wait_ns: b.lock_wait_ns,
         longest_on_cpu_ns: b.longest_on_cpu_ns,
         longest_runq_ns: b.longest_runq_ns,

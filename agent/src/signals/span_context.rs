@@ -93,6 +93,7 @@ pub(crate) fn merge(parts: Vec<Breakdown>, wall_ns: u64) -> Breakdown {
         out.memory_stall_ns += p.memory_stall_ns;
         out.fault_wait_ns += p.fault_wait_ns;
         out.reclaim_on_cpu_ns += p.reclaim_on_cpu_ns;
+        out.steal_ns += p.steal_ns;
         out.memory_runq_ns += p.memory_runq_ns;
         out.lock_wait_ns += p.lock_wait_ns;
         for (dev, ns) in p.io_devices {
@@ -124,6 +125,10 @@ pub(crate) fn exclude(thread: &mut Breakdown, other: &Breakdown) {
     thread.reclaim_on_cpu_ns = thread
         .reclaim_on_cpu_ns
         .saturating_sub(other.reclaim_on_cpu_ns)
+        .min(thread.on_cpu_ns);
+    thread.steal_ns = thread
+        .steal_ns
+        .saturating_sub(other.steal_ns)
         .min(thread.on_cpu_ns);
     thread.runq_ns -= runq;
     thread.throttled_ns = thread

@@ -32,6 +32,8 @@ pub(crate) struct Breakdown {
     pub fault_wait_ns: u64,
     /// The part of `on_cpu_ns` the thread spent reclaiming memory.
     pub reclaim_on_cpu_ns: u64,
+    /// The part of `on_cpu_ns` the hypervisor took from the thread's CPU (steal time).
+    pub steal_ns: u64,
     /// The part of `runq_ns` (not throttled) the thread waited in a memory stall.
     pub memory_runq_ns: u64,
     /// The part of `off_cpu_ns` the thread slept in `futex`, beyond its releasers' delays.
@@ -79,6 +81,7 @@ impl Breakdown {
         self.memory_stall_ns += part(b.memory_stall_ns);
         self.fault_wait_ns += part(b.fault_wait_ns);
         self.reclaim_on_cpu_ns += part(b.reclaim_on_cpu_ns);
+        self.steal_ns += part(b.steal_ns);
         self.memory_runq_ns += part(b.memory_runq_ns);
         self.lock_wait_ns += part(b.lock_wait_ns);
         // The releaser is named for the lock wait and for what its own delays explain of it

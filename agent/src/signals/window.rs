@@ -35,6 +35,8 @@ pub(crate) struct Measured {
     pub(crate) fault_wait_ns: u64,
     /// The part of `on_cpu_ns` its thread spent reclaiming memory.
     pub(crate) reclaim_on_cpu_ns: u64,
+    /// The part of `on_cpu_ns` the hypervisor took from its thread's CPU.
+    pub(crate) steal_ns: u64,
     /// The part of `runq_ns` (not throttled) its thread waited in a memory stall.
     pub(crate) memory_runq_ns: u64,
     /// The part of `off_cpu_ns` its thread slept in `futex`, beyond its releasers' delays.
@@ -216,6 +218,8 @@ impl WindowView for Signals {
         m.memory_stall_ns = total.memory_stall_ns.min(total.off_cpu_ns);
         m.fault_wait_ns = total.fault_wait_ns.min(total.off_cpu_ns);
         m.reclaim_on_cpu_ns = total.reclaim_on_cpu_ns.min(total.on_cpu_ns);
+        // Reclaim is the kernel's own work on the CPU, steal the hypervisor's taking it: apart.
+        m.steal_ns = total.steal_ns.min(total.on_cpu_ns - m.reclaim_on_cpu_ns);
         m.memory_runq_ns = total
             .memory_runq_ns
             .min(total.runq_ns.saturating_sub(total.throttled_ns));

@@ -67,7 +67,7 @@ mod tests {
     #[test]
     fn cells_add_up_to_the_width_in_proportion() {
         let c = cells(&parts(25.0, 50.0, 25.0), 20);
-        assert_eq!(c, [0, 5, 10, 0, 0, 0, 0, 0, 0, 0, 5, 0]);
+        assert_eq!(c, [0, 5, 10, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0]);
         // Thirds of 10: the remainders decide, the sum holds.
         let c = cells(&parts(1.0, 1.0, 1.0), 10);
         assert_eq!(c.iter().sum::<usize>(), 10);
@@ -82,7 +82,7 @@ mod tests {
     #[test]
     fn a_tiny_part_is_not_given_a_cell_over_a_bigger_one() {
         let c = cells(&parts(0.1, 99.9, 0.0), 10);
-        assert_eq!(c, [0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(c, [0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]

@@ -93,6 +93,9 @@ pub fn part_lines(r: &RequestView) -> Vec<String> {
                     "CFS quota of {}",
                     r.cgroup.as_deref().unwrap_or("the process's cgroup")
                 )),
+                Part::Steal if ms > 0.0 => {
+                    Some("the hypervisor ran another guest on this CPU".to_string())
+                }
                 Part::Retransmit if ms > 0.0 => r
                     .retransmit_peer
                     .as_ref()

@@ -276,6 +276,8 @@ pub struct ThreadTotals {
     pub lock_wait_ns: u64,
     /// The part of `off_cpu_ns` spent stalled on memory.
     pub memory_stall_ns: u64,
+    /// The part of `on_cpu_ns` the hypervisor took (steal time).
+    pub steal_ns: u64,
     pub longest_off_cpu_ns: u64,
     /// Neighbour pid -> time it took, summed.
     pub neighbours: std::collections::BTreeMap<u32, u64>,
@@ -308,6 +310,7 @@ impl ThreadTotals {
         self.fault_wait_ns += row.fault_wait_ns;
         self.lock_wait_ns += row.lock_wait_ns;
         self.memory_stall_ns += row.memory_stall_ns;
+        self.steal_ns += row.steal_ns;
         self.longest_off_cpu_ns = self.longest_off_cpu_ns.max(row.longest_off_cpu_ns);
         for n in &row.neighbours {
             *self.neighbours.entry(n.pid).or_default() += n.ns;

@@ -58,6 +58,9 @@ pub(super) fn add_interval(b: &mut ThreadBucket, iv: &Interval, dur_ns: u64) {
     if iv.state == state::ON_CPU && iv.wait == wait::MEMORY {
         b.reclaim_on_cpu_ns = b.reclaim_on_cpu_ns.wrapping_add(dur_ns);
     }
+    if iv.state == state::ON_CPU {
+        b.steal_ns = b.steal_ns.wrapping_add(iv.stolen_ns.min(dur_ns));
+    }
     if iv.state == state::RUNQ && iv.wait == wait::MEMORY {
         let memory_ns = dur_ns.saturating_sub(iv.throttled_ns);
         b.memory_runq_ns = b.memory_runq_ns.wrapping_add(memory_ns);

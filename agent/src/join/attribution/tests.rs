@@ -193,6 +193,30 @@ fn why_a_thread_slept_follows_who_delayed_its_wakeup() {
 }
 
 #[test]
+fn time_the_hypervisor_took_from_the_cpu_is_steal_not_the_requests_computing() {
+    let mut x = m(10, 0, 0, 0, 0);
+    x.steal_ns = 4 * MS;
+    let a = attribute(&x);
+    assert_eq!(a.cause, "cpu.steal");
+    assert!((a.cause_share - 0.4).abs() < 1e-9, "{a:?}");
+    assert!((a.cpu_steal_s - 0.004).abs() < 1e-9, "{a:?}");
+    let parts = crate::join::parts::Parts::of(&a, 10.0);
+    assert!((parts.on_cpu_ms - 6.0).abs() < 1e-9, "{parts:?}");
+    assert!((parts.steal_ms - 4.0).abs() < 1e-9, "{parts:?}");
+    assert!(parts.unobserved_ms.abs() < 1e-9, "{parts:?}");
+    // Steal and reclaim on CPU together never take more than the time on CPU.
+    x.reclaim_on_cpu_ns = 8 * MS;
+    let a = attribute(&x);
+    assert!((a.cpu_steal_s - 0.002).abs() < 1e-9, "{a:?}");
+    let parts = crate::join::parts::Parts::of(&a, 10.0);
+    assert!(parts.on_cpu_ms.abs() < 1e-9, "{parts:?}");
+    // A little steal is not blamed.
+    let mut y = m(100, 0, 0, 0, 0);
+    y.steal_ns = 2 * MS;
+    assert_eq!(attribute(&y).cause, "on_cpu");
+}
+
+#[test]
 fn a_sleep_behind_a_throttled_waker_is_throttling() {
     // 10 ms asleep on a thread of a quota'd cgroup that waited 6 ms throttled and 2 ms
     // behind a neighbour before it answered.

@@ -103,6 +103,7 @@ fn who(r: &ReportRequest, cause: Cause) -> Option<&str> {
         Cause::LockWait => r.lock_holder.as_deref(),
         Cause::CpuThrottling | Cause::MemoryReclaim => r.cgroup.as_deref(),
         Cause::QueueBacklog => Some(r.name.as_str()),
+        Cause::CpuSteal => Some("the hypervisor"),
         _ => None,
     }
 }

@@ -28,6 +28,7 @@ fn a_blocking_request_tags_its_cpu_time_and_its_wait() {
         wait::OTHER,
         T0 + 10,
         A,
+        None,
         &CFG,
         &mut out,
         unthrottled,
@@ -42,7 +43,15 @@ fn a_blocking_request_tags_its_cpu_time_and_its_wait() {
         &mut out,
         unthrottled,
     );
-    switch_in(&mut st, T0 + 35, &CFG, &mut out, no_neighbour, unthrottled);
+    switch_in(
+        &mut st,
+        T0 + 35,
+        None,
+        &CFG,
+        &mut out,
+        no_neighbour,
+        unthrottled,
+    );
     switch_out(
         &mut st,
         50,
@@ -50,6 +59,7 @@ fn a_blocking_request_tags_its_cpu_time_and_its_wait() {
         wait::OTHER,
         T0 + 50,
         0,
+        None,
         &CFG,
         &mut out,
         unthrottled,
@@ -90,10 +100,10 @@ fn a_sample_that_sees_another_span_splits_the_time_on_cpu() {
     st.span_id = A;
     let mut out = Records::default();
     // Same span: nothing to record.
-    context_sample(&mut st, T0 + MS, A, &CFG, &mut out);
+    context_sample(&mut st, T0 + MS, A, || None, &CFG, &mut out);
     assert!(out.0.is_empty());
     // The runtime moved on to request B without leaving the CPU.
-    context_sample(&mut st, T0 + 2 * MS, B, &CFG, &mut out);
+    context_sample(&mut st, T0 + 2 * MS, B, || None, &CFG, &mut out);
     switch_out(
         &mut st,
         50,
@@ -101,6 +111,7 @@ fn a_sample_that_sees_another_span_splits_the_time_on_cpu() {
         wait::OTHER,
         T0 + 3 * MS,
         B,
+        None,
         &CFG,
         &mut out,
         unthrottled,
@@ -130,10 +141,10 @@ fn a_sample_that_sees_another_span_splits_the_time_on_cpu() {
 fn a_sample_changes_nothing_off_cpu_or_inside_a_hook() {
     let mut out = Records::default();
     let mut st = in_state(state::RUNQ, T0);
-    context_sample(&mut st, T0 + MS, A, &CFG, &mut out);
+    context_sample(&mut st, T0 + MS, A, || None, &CFG, &mut out);
     let mut busy = in_state(state::ON_CPU, T0);
     busy.in_hook = 1;
-    context_sample(&mut busy, T0 + MS, A, &CFG, &mut out);
+    context_sample(&mut busy, T0 + MS, A, || None, &CFG, &mut out);
     assert!(out.0.is_empty());
     assert_eq!((st.span_id, busy.span_id, busy.since_ns), (0, 0, T0));
 }
@@ -149,6 +160,7 @@ fn without_a_context_short_intervals_still_go_to_buckets() {
         wait::OTHER,
         T0 + 10,
         0,
+        None,
         &CFG,
         &mut out,
         unthrottled,

@@ -80,6 +80,7 @@ fn charged(out: &Records) -> Option<(u32, u64)> {
 
 mod buckets;
 mod context;
+mod steal;
 mod transitions;
 mod wait_reasons;
 mod wakeups;

@@ -26,6 +26,7 @@ fn switching_out_closes_time_on_cpu_and_starts_a_wait_or_time_off_cpu() {
                 wait::OTHER,
                 now,
                 0,
+                None,
                 &CFG,
                 &mut out,
                 || {
@@ -57,6 +58,7 @@ fn switching_in_closes_a_wait_and_starts_time_on_cpu() {
         switch_in(
             &mut st,
             now,
+            None,
             &CFG,
             &mut out,
             |start_ns| {
@@ -118,7 +120,7 @@ fn a_thread_registered_by_the_agent_starts_accounting_at_its_first_event() {
     // UNKNOWN's `since_ns` is 0: nothing before the first event is charged.
     let mut st = ThreadState::default();
     let mut out = Records::default();
-    switch_in(&mut st, T0, &CFG, &mut out, no_neighbour, unthrottled);
+    switch_in(&mut st, T0, None, &CFG, &mut out, no_neighbour, unthrottled);
     assert!(out.0.is_empty());
     assert_eq!((st.state, st.since_ns), (state::ON_CPU, T0));
     switch_out(
@@ -128,6 +130,7 @@ fn a_thread_registered_by_the_agent_starts_accounting_at_its_first_event() {
         wait::OTHER,
         T0 + 2 * MS,
         0,
+        None,
         &CFG,
         &mut out,
         unthrottled,
@@ -165,7 +168,15 @@ fn a_wait_is_charged_its_neighbour_and_throttling() {
         throttled_self_ns: 41 * MS,
         ..at_enqueue
     });
-    switch_in(&mut st, T0 + 5 * MS, &CFG, &mut out, |_| neighbour, || end);
+    switch_in(
+        &mut st,
+        T0 + 5 * MS,
+        None,
+        &CFG,
+        &mut out,
+        |_| neighbour,
+        || end,
+    );
     let r = out.0[0];
     assert_eq!((r.kind, r.state), (record::EPISODE, state::RUNQ));
     assert_eq!((r.start_ns, r.end_ns), (T0, T0 + 5 * MS));
@@ -191,6 +202,7 @@ fn a_wait_that_began_throttled_is_throttled_whole() {
         wait::OTHER,
         T0 + 10,
         0,
+        None,
         &CFG,
         &mut Records::default(),
         || throttled,
@@ -201,7 +213,7 @@ fn a_wait_that_began_throttled_is_throttled_whole() {
         tid: 91,
         ns: 400,
     };
-    switch_in(&mut st, T0 + 1_010, &CFG, &mut out, neighbour, || {
+    switch_in(&mut st, T0 + 1_010, None, &CFG, &mut out, neighbour, || {
         unreachable!("a wait that began throttled needs no second read")
     });
     assert_eq!((st.bucket.runq_ns, st.bucket.throttled_ns), (1_000, 1_000));
@@ -216,6 +228,7 @@ fn a_wait_that_ends_before_it_began_is_not_charged() {
     switch_in(
         &mut st,
         T0 - 1,
+        None,
         &CFG,
         &mut out,
         |start_ns| {
@@ -266,7 +279,7 @@ fn exit_streams_the_last_time_on_cpu_then_the_bucket_then_an_exit_record() {
     };
     let mut out = Records::default();
     let now = T0 + 10 * MS + 50;
-    exit(&mut st, now, &CFG, &mut out);
+    exit(&mut st, now, None, &CFG, &mut out);
     let kinds: Vec<u32> = out.0.iter().map(|r| r.kind).collect();
     assert_eq!(kinds, [record::EPISODE, record::BUCKET, record::EXIT]);
     assert_eq!(out.0[0].bucket.on_cpu_ns, now - T0 - 100);
@@ -282,7 +295,7 @@ fn exit_off_cpu_streams_only_the_exit_record() {
     // A thread exits on its CPU; were it seen off it, nothing more is charged.
     let mut st = in_state(state::OFF_CPU, T0);
     let mut out = Records::default();
-    exit(&mut st, T0 + 5 * MS, &CFG, &mut out);
+    exit(&mut st, T0 + 5 * MS, None, &CFG, &mut out);
     assert_eq!(out.0.len(), 1);
     assert_eq!(out.0[0].kind, record::EXIT);
 }
@@ -340,7 +353,7 @@ fn every_nanosecond_of_a_threads_life_is_charged_exactly_once() {
                         tid: 9,
                         ns: (now - start_ns) / 2,
                     };
-                    switch_in(&mut st, now, &cfg, &mut out, neighbour, cfs_rq)
+                    switch_in(&mut st, now, None, &cfg, &mut out, neighbour, cfs_rq)
                 }
                 (state::ON_CPU, 0) => {
                     wakeup(&mut st, now, 0, 0, &Delay::NONE, &cfg, &mut out, cfs_rq)
@@ -352,6 +365,7 @@ fn every_nanosecond_of_a_threads_life_is_charged_exactly_once() {
                     wait::OTHER,
                     now,
                     0,
+                    None,
                     &cfg,
                     &mut out,
                     cfs_rq,
@@ -366,10 +380,10 @@ fn every_nanosecond_of_a_threads_life_is_charged_exactly_once() {
                 wakeup(&mut st, now, 0, 0, &Delay::NONE, &cfg, &mut out, cfs_rq);
             }
             now += 1;
-            switch_in(&mut st, now, &cfg, &mut out, no_neighbour, cfs_rq);
+            switch_in(&mut st, now, None, &cfg, &mut out, no_neighbour, cfs_rq);
         }
         now += 1;
-        exit(&mut st, now, &cfg, &mut out);
+        exit(&mut st, now, None, &cfg, &mut out);
 
         let (exit_rec, streamed) = out.0.split_last().unwrap();
         assert_eq!(exit_rec.kind, record::EXIT);

@@ -12,7 +12,7 @@ const CFG_ONE_BUCKET: ProbeConfig = ProbeConfig {
 
 /// The thread leaves its CPU blocking at `at_ns`, for `reason`.
 fn leave(st: &mut ThreadState, out: &mut Records, cfg: &ProbeConfig, reason: u32, at_ns: u64) {
-    switch_out(st, 50, false, reason, at_ns, 0, cfg, out, unthrottled);
+    switch_out(st, 50, false, reason, at_ns, 0, None, cfg, out, unthrottled);
 }
 
 /// The thread is woken at `at_ns` by thread `waker_tid` of process 50, which carried `delay`.
@@ -110,19 +110,20 @@ fn reclaim_on_the_cpu_is_its_part_of_the_time_on_cpu() {
     let mut out = Records::default();
     let mut st = in_state(state::ON_CPU, T0);
     // 2 ms computing, 3 ms reclaiming (1 ms of it asleep in the stall), 1 ms computing.
-    reclaim(&mut st, T0 + 2 * MS, 0, true, &cfg, &mut out);
+    reclaim(&mut st, T0 + 2 * MS, 0, true, None, &cfg, &mut out);
     leave(&mut st, &mut out, &cfg, wait::MEMORY, T0 + 3 * MS);
     woken(&mut st, &mut out, &cfg, T0 + 4 * MS, 0, &Delay::NONE);
     switch_in(
         &mut st,
         T0 + 4 * MS,
+        None,
         &cfg,
         &mut out,
         no_neighbour,
         unthrottled,
     );
-    reclaim(&mut st, T0 + 5 * MS, 0, false, &cfg, &mut out);
-    close_on_cpu(&mut st, T0 + 6 * MS, 0, &cfg, &mut out);
+    reclaim(&mut st, T0 + 5 * MS, 0, false, None, &cfg, &mut out);
+    close_on_cpu(&mut st, T0 + 6 * MS, 0, None, &cfg, &mut out);
     let b = &st.bucket;
     assert_eq!((b.on_cpu_ns, b.reclaim_on_cpu_ns), (5 * MS, 2 * MS));
     assert_eq!((b.off_cpu_ns, b.memory_stall_ns), (MS, MS));
@@ -179,6 +180,7 @@ fn a_wait_for_the_cpu_inside_a_memory_stall_is_the_stalls() {
             reason,
             at,
             0,
+            None,
             &CFG,
             &mut out,
             unthrottled,
@@ -186,6 +188,7 @@ fn a_wait_for_the_cpu_inside_a_memory_stall_is_the_stalls() {
         switch_in(
             &mut st,
             at + 2 * MS,
+            None,
             &CFG,
             &mut out,
             no_neighbour,
