@@ -53,9 +53,17 @@ pub(crate) enum Command {
     Report {
         #[command(flatten)]
         api: ApiOpts,
-        /// The last this many seconds (default 600; with --k6, the time its requests ran).
-        #[arg(long, value_parser = parse_seconds)]
+        /// The last this long: seconds or `10m`, `1h30m` (default 10 minutes; with --k6, the
+        /// time its requests ran).
+        #[arg(long, value_parser = parse_span, conflicts_with_all = ["from", "to"])]
         since: Option<Duration>,
+        /// From this time: RFC 3339 (`2026-12-06T20:00:00Z`) or Unix seconds (default: 10
+        /// minutes before --to).
+        #[arg(long, value_parser = parse_time, value_name = "TIME")]
+        from: Option<u64>,
+        /// To this time (default: now).
+        #[arg(long, value_parser = parse_time, value_name = "TIME")]
+        to: Option<u64>,
         /// k6's `--out json=FILE` results, each request tagged with its `trace_id` (or JSON
         /// lines of trace_id and latency_ms, e.g. from a Locust hook).
         #[arg(long, visible_alias = "client-results", value_name = "FILE")]
@@ -328,6 +336,38 @@ pub(crate) fn parse_seconds(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// A length of time as `--since` takes it: seconds (`600`, `0.5`) or a friendly duration
+/// (`10m`, `1h30m`, `90s`).
+pub(crate) fn parse_span(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("`{s}` must be a positive number of seconds"));
+    }
+    let d: jiff::SignedDuration = s
+        .parse()
+        .map_err(|_| format!("`{s}` is neither seconds nor a duration like 10m or 1h30m"))?;
+    Duration::try_from(d)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("`{s}` must be a positive duration"))
+}
+
+/// A wall-clock time as `--from`/`--to` take it: RFC 3339 (`2026-12-06T20:00:00Z`, any offset)
+/// or Unix seconds. Returns Unix ms.
+pub(crate) fn parse_time(s: &str) -> Result<u64, String> {
+    if let Ok(secs) = s.parse::<f64>() {
+        return (secs >= 0.0 && secs.is_finite() && secs < 1e15)
+            .then_some((secs * 1e3) as u64)
+            .ok_or_else(|| format!("`{s}` is not a time in Unix seconds"));
+    }
+    let t: jiff::Timestamp = s.parse().map_err(|e| {
+        format!("`{s}` is neither Unix seconds nor an RFC 3339 time (2026-12-06T20:00:00Z): {e}")
+    })?;
+    u64::try_from(t.as_millisecond()).map_err(|_| format!("`{s}` is before 1970"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,6 +394,26 @@ mod tests {
         assert!(format!("{:#}", open.api_tcp_address().unwrap_err()).contains("loopback"));
         let asked = opts(&["--api-listen", "0.0.0.0:7000", "--api-listen-any-address"]);
         assert!(asked.api_tcp_address().unwrap().is_some());
+    }
+
+    #[test]
+    fn spans_and_times_take_what_people_type() {
+        assert_eq!(parse_span("600"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_span("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_span("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_span("0.5"), Ok(Duration::from_millis(500)));
+        for bad in ["", "ten minutes", "-5m", "0s"] {
+            assert!(parse_span(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_time("1800000000"), Ok(1_800_000_000_000));
+        assert_eq!(parse_time("2027-01-15T08:00:00Z"), Ok(1_800_000_000_000));
+        assert_eq!(
+            parse_time("2027-01-15T09:00:00+01:00"),
+            Ok(1_800_000_000_000)
+        );
+        for bad in ["yesterday", "-1", "1e300", "2026-13-01T00:00:00Z"] {
+            assert!(parse_time(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

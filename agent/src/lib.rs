@@ -88,16 +88,27 @@ pub fn main() -> std::process::ExitCode {
         cli::Command::Report {
             api,
             since,
+            from,
+            to,
             k6,
             out,
-        } => tools::load_report::run(
-            &api.endpoint(),
-            &tools::load_report::ReportOpts {
-                since,
-                client_results: k6,
-                out,
-            },
+        } => tools::load_report::window::from_flags(
+            since,
+            from,
+            to,
+            host::clock::realtime_ns() / 1_000_000,
         )
+        .map_err(anyhow::Error::msg)
+        .and_then(|window| {
+            tools::load_report::run(
+                &api.endpoint(),
+                &tools::load_report::ReportOpts {
+                    window,
+                    client_results: k6,
+                    out,
+                },
+            )
+        })
         .map(|()| std::process::ExitCode::SUCCESS),
         cli::Command::Explain { api, id, json } => tools::explain::run(&api.endpoint(), &id, json)
             .map(|()| std::process::ExitCode::SUCCESS),

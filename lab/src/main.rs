@@ -274,8 +274,12 @@ enum LabCommand {
         out: PathBuf,
         /// Load the steady phases with k6 (`lab/k6/load.js`) instead of the lab's own load
         /// generator; `culprit report` then joins its results.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "locust")]
         k6: bool,
+        /// Load the steady phases with Locust (`lab/locust/locustfile.py`) instead; `culprit
+        /// report` then joins its results.
+        #[arg(long)]
+        locust: bool,
         /// Run the service as the accept pool (its workers accept and read their own
         /// connections: a request's wait before its span is measured), loaded on `/cpu`.
         #[arg(long)]
@@ -310,6 +314,7 @@ fn main() -> anyhow::Result<()> {
             api_socket,
             out,
             k6,
+            locust,
             accept_pool,
         } => {
             let agent_args: Vec<String> = api_socket
@@ -323,7 +328,8 @@ fn main() -> anyhow::Result<()> {
             let opts = demo::DemoOptions {
                 agent_args,
                 concurrency_seconds: None,
-                k6: *k6,
+                generator: (k6.then_some(demo::LoadGenerator::K6))
+                    .or(locust.then_some(demo::LoadGenerator::Locust)),
                 accept_pool: *accept_pool,
             };
             return demo::outcome(demo::run(&[*scenario], timing, out, &opts));

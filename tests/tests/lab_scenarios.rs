@@ -462,3 +462,18 @@ fn a_retry_storm_is_counted_and_its_failures_blamed_on_the_kernel() -> anyhow::R
     );
     Ok(())
 }
+
+#[test]
+fn every_oom_kill_is_reported_with_its_cgroup_and_limit() -> anyhow::Result<()> {
+    let run = run_of(Scenario::Oom)?;
+    let oom = run.oom.as_ref().expect("the OOM job ran");
+    let killed = oom.truth.killed_pids.len();
+    // Workers of 256 MiB in 64 MiB, one every few hundred ms through the fault phase.
+    assert!(
+        killed >= 3,
+        "the kernel killed only {killed} workers: {oom:?}"
+    );
+    assert_eq!(oom.reported, killed, "{oom:?}");
+    assert_eq!(oom.identified, killed, "{oom:?}");
+    Ok(())
+}

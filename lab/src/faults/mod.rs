@@ -6,6 +6,7 @@
 
 pub mod cgroup;
 pub mod netns;
+pub mod oom;
 pub mod packet_loss;
 pub mod placement;
 pub mod port_forward;

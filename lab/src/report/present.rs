@@ -25,6 +25,13 @@ pub struct Verdict {
 
 pub fn verdict(run: &ScenarioRun) -> Verdict {
     let s = &run.summary;
+    if let Some(oom) = &run.oom {
+        let killed = oom.truth.killed_pids.len();
+        return Verdict {
+            found: killed > 0 && oom.reported == killed && oom.identified == killed,
+            text: oom_text(oom),
+        };
+    }
     if run.scenario == Scenario::Baseline {
         let found = s.kernel_share < BASELINE_KERNEL_SHARE_GOAL;
         return Verdict {
@@ -87,6 +94,19 @@ pub fn verdict(run: &ScenarioRun) -> Verdict {
         found,
         text: parts.join("; "),
     }
+}
+
+/// The OOM kills the kernel made and what the agent reported of them.
+fn oom_text(oom: &crate::scenario::outcome::OomOutcome) -> String {
+    format!(
+        "{} OOM kills by the kernel, {} reported by the agent, {} of them with the job's cgroup \
+         ({}) and the {} MiB limit",
+        oom.truth.killed_pids.len(),
+        oom.reported,
+        oom.identified,
+        oom.truth.cgroup,
+        oom.truth.limit_bytes >> 20
+    )
 }
 
 /// `on_cpu 40% | cpu.contention 45% | …` for the parts that are not negligible.
@@ -185,7 +205,10 @@ pub(crate) fn accuracy_markdown(runs: &[ScenarioRun]) -> String {
     );
     for run in runs {
         let s = &run.summary;
-        let accuracy = shares_by_cause(&s.accuracy_by_cause, "n/a (nothing injected)");
+        let accuracy = match &run.oom {
+            Some(oom) => oom_text(oom),
+            None => shares_by_cause(&s.accuracy_by_cause, "n/a (nothing injected)"),
+        };
         let labels = shares_by_cause(&s.label_by_cause, "n/a");
         let throttle = run.throttle.as_ref().map_or("".to_string(), |t| {
             format!(

@@ -12,6 +12,7 @@ use std::{
 use anyhow::Context as _;
 
 use super::{concurrency::Case, lab::Lab};
+pub use crate::service::generator::LoadGenerator;
 use crate::{
     faults::placement::{HARNESS_CPU, SERVICE_CPU},
     process::binaries::bin_path,
@@ -57,8 +58,8 @@ pub struct DemoOptions {
     pub agent_args: Vec<String>,
     /// Then the concurrency scenario's cases, this many seconds each.
     pub concurrency_seconds: Option<u32>,
-    /// k6 loads the steady phases (the lab's own load generator does otherwise).
-    pub k6: bool,
+    /// A real load generator for the steady phases (the lab's own does otherwise).
+    pub generator: Option<LoadGenerator>,
     /// Every scenario's service is the accept pool (`pool_server`), loaded on `/cpu`.
     pub accept_pool: bool,
 }
@@ -87,8 +88,8 @@ pub fn run(
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let started = std::time::Instant::now();
     let mut lab = Lab::start(stop.clone(), &opts.agent_args)?;
-    if opts.k6 {
-        lab = lab.with_k6(out_dir);
+    if let Some(generator) = opts.generator {
+        lab = lab.with_generator(generator, out_dir);
     }
     if opts.accept_pool {
         lab = lab.with_accept_pool();
@@ -123,8 +124,9 @@ pub fn run(
     Ok((runs, outputs))
 }
 
-/// `culprit report` of the whole run from the agent's live data, joined with k6's results of
-/// the fault phases when k6 loaded them (one file, their lines in turn). Returns its HTML.
+/// `culprit report` of the whole run from the agent's live data, joined with the load
+/// generator's results of the fault phases when one loaded them (one file, their lines in
+/// turn). Returns its HTML.
 fn agent_report(
     lab: &Lab,
     elapsed: std::time::Duration,
@@ -139,10 +141,10 @@ fn agent_report(
         .arg("--out")
         .arg(&dir)
         .stdout(std::process::Stdio::null());
-    if !lab.k6_results().is_empty() {
-        let merged = out_dir.join("k6-fault-phases.json");
+    if !lab.client_results().is_empty() {
+        let merged = out_dir.join("client-fault-phases.json");
         let mut text = String::new();
-        for f in lab.k6_results() {
+        for f in lab.client_results() {
             text.push_str(
                 &std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
             );

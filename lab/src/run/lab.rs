@@ -18,7 +18,9 @@ use culprit::model::SpanLine;
 use super::{
     agent::RunningAgent,
     fault_guard::Fault,
-    tallies::{client_counts, client_latencies, retry_outcome, served_count, throttle_check},
+    tallies::{
+        client_counts, client_latencies, oom_outcome, retry_outcome, served_count, throttle_check,
+    },
 };
 use crate::{
     faults::{
@@ -33,6 +35,7 @@ use crate::{
         plan::{Faults, Scenario, Timing},
     },
     service::{
+        generator::LoadGenerator,
         launch::service_command,
         load::{self, LoadShape},
         otel::{AgentPorts, free_port, wait_for_port},
@@ -63,10 +66,10 @@ pub struct Lab {
     agent: RunningAgent,
     ports: AgentPorts,
     pub(super) stop: Arc<AtomicBool>,
-    /// Where k6's results go when k6 is the load generator (`with_k6`), and the fault phases'
-    /// result files so far.
-    pub(super) k6_dir: Option<std::path::PathBuf>,
-    pub(super) k6_results: Vec<std::path::PathBuf>,
+    /// The load generator of the steady phases and where its results go (`with_generator`),
+    /// and the fault phases' result files so far.
+    pub(super) generator: Option<(LoadGenerator, std::path::PathBuf)>,
+    pub(super) client_results: Vec<std::path::PathBuf>,
     /// Every scenario's service is the accept pool, loaded on `/cpu` only (`with_accept_pool`).
     pub(super) accept_pool: bool,
 }
@@ -101,8 +104,8 @@ impl Lab {
             agent,
             ports,
             stop,
-            k6_dir: None,
-            k6_results: Vec::new(),
+            generator: None,
+            client_results: Vec::new(),
             accept_pool: false,
         })
     }
@@ -206,6 +209,10 @@ impl Lab {
         let each = timing.fault / fault_phases.len() as u32;
         let hogs_cg = cg.child("hogs")?;
         let mut hog_pid = None;
+        // The `oom` scenario's job runs through its fault phase.
+        let oom_job = (scenario == Scenario::Oom)
+            .then(crate::faults::oom::OomJob::start)
+            .transpose()?;
         for injected in fault_phases {
             let _fault = match injected {
                 Some(Injected::Contention) => {
@@ -296,6 +303,7 @@ impl Lab {
             samples.append(&mut s);
             self.interrupted()?;
         }
+        let oom_truth = oom_job.map(|job| job.finish()).transpose()?;
 
         let stdout = service.child.stdout.take();
         if !service.terminate()? {
@@ -332,6 +340,7 @@ impl Lab {
             .iter()
             .any(|p| p.injected == Some(Injected::Throttling))
             .then(|| throttle_check(&reports, &quota.path().display().to_string()));
+        let oom = oom_truth.map(|truth| oom_outcome(&reports, truth));
 
         // What the agent lost while the scenario ran: a join it could not complete says why.
         let drops = super::agent::counted_drops(&reports);
@@ -398,6 +407,7 @@ impl Lab {
             spans_received,
             retransmits,
             retry,
+            oom,
         })
     }
 

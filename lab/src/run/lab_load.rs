@@ -1,5 +1,5 @@
-//! How a lab run loads the service: the lab's own open-loop generator, or k6 (a real peer whose
-//! results `culprit report --k6` joins), and which server the service runs.
+//! How a lab run loads the service: the lab's own open-loop generator, or a real load generator
+//! (k6, Locust) whose results `culprit report` joins, and which server the service runs.
 
 use std::time::Duration;
 
@@ -9,22 +9,24 @@ use super::lab::{CLIENTS, Lab};
 use crate::{
     scenario::{accuracy::Injected, outcome::Phase, plan::Scenario},
     service::{
+        generator::LoadGenerator,
         k6,
         load::{self, ClientSample, LoadShape},
+        locust,
     },
 };
 
 impl Lab {
-    /// Loads the steady phases with k6 instead of the lab's own load generator, its results in
-    /// `dir`.
-    pub fn with_k6(mut self, dir: &std::path::Path) -> Self {
-        self.k6_dir = Some(dir.to_path_buf());
+    /// Loads the steady phases with `generator` instead of the lab's own load generator, its
+    /// results in `dir`.
+    pub fn with_generator(mut self, generator: LoadGenerator, dir: &std::path::Path) -> Self {
+        self.generator = Some((generator, dir.to_path_buf()));
         self
     }
 
-    /// The k6 results of the fault phases run so far.
-    pub fn k6_results(&self) -> &[std::path::PathBuf] {
-        &self.k6_results
+    /// The load generator's results of the fault phases run so far.
+    pub fn client_results(&self) -> &[std::path::PathBuf] {
+        &self.client_results
     }
 
     pub(super) fn load_phase(
@@ -36,14 +38,18 @@ impl Lab {
         (scenario, injected): (Scenario, Option<Injected>),
     ) -> anyhow::Result<(Phase, Vec<ClientSample>)> {
         let start_mono_ns = monotonic_ns();
-        let samples = match (&self.k6_dir, shape) {
-            (Some(dir), LoadShape::Steady { rate_per_s }) => {
+        let samples = match (&self.generator, shape) {
+            (Some((generator, dir)), LoadShape::Steady { rate_per_s }) => {
                 let phase = injected.map_or("reference", Injected::cause_name);
                 let name = format!("{scenario}-{}", phase.replace('.', "_"));
-                let out = dir.join(format!("k6-{name}.json"));
-                let samples = k6::run(base_url, rate_per_s, length, routes, &name, &out)?;
+                let out = dir.join(format!("{}-{name}.json", generator.name()));
+                let run = match generator {
+                    LoadGenerator::K6 => k6::run,
+                    LoadGenerator::Locust => locust::run,
+                };
+                let samples = run(base_url, rate_per_s, length, routes, &name, &out)?;
                 if injected.is_some() {
-                    self.k6_results.push(out);
+                    self.client_results.push(out);
                 }
                 samples
             }

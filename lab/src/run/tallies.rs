@@ -1,5 +1,6 @@
 //! What a scenario's run tallies apart from the spans: the load generator's view of it, the
-//! service's count of what it served, and the agent's throttling against `cpu.stat`.
+//! service's count of what it served, the agent's throttling against `cpu.stat` and its reports
+//! of OOM kills against the kernel's.
 
 use std::{collections::HashMap, io::Read as _};
 
@@ -11,9 +12,10 @@ use culprit::{
 use serde::Deserialize;
 
 use crate::{
+    faults::oom::OomTruth,
     scenario::{
         accuracy,
-        outcome::{ClientCounts, RetryOutcome, ThrottleCheck},
+        outcome::{ClientCounts, OomOutcome, RetryOutcome, ThrottleCheck},
     },
     service::{load::ClientSample, retry_call::RetryCounts},
 };
@@ -111,4 +113,31 @@ pub(super) fn throttle_check(reports: &[Report], cgroup: &str) -> ThrottleCheck 
         check.agent_threads_sum_ms += row.threads_throttled_ns as f64 / 1e6;
     }
     check
+}
+
+/// The agent's reports of the job's OOM kills: each killed worker found by its pid, and named
+/// with the job's cgroup and the limit it hit.
+pub(super) fn oom_outcome(reports: &[Report], truth: OomTruth) -> OomOutcome {
+    let kills: Vec<&culprit::model::OomKill> = reports
+        .iter()
+        .flat_map(|r| &r.oom_kills)
+        .filter(|k| truth.killed_pids.contains(&k.pid))
+        .collect();
+    let mut pids: Vec<u32> = kills.iter().map(|k| k.pid).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    let identified = kills
+        .iter()
+        .filter(|k| {
+            k.cgroup.as_deref() == Some(truth.cgroup.as_str())
+                && k.memory_limit_bytes == Some(truth.limit_bytes)
+        })
+        .map(|k| k.pid)
+        .collect::<std::collections::BTreeSet<u32>>()
+        .len();
+    OomOutcome {
+        reported: pids.len(),
+        identified,
+        truth,
+    }
 }

@@ -80,6 +80,19 @@ pub struct ScenarioRun {
     /// `/retry`'s calls and attempts, by the service and by the agent, where it ran.
     #[serde(default)]
     pub retry: Option<RetryOutcome>,
+    /// The OOM kills of the `oom` scenario's job, and what the agent reported of them.
+    #[serde(default)]
+    pub oom: Option<OomOutcome>,
+}
+
+/// The kernel's OOM kills of a job and the agent's reports of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OomOutcome {
+    pub truth: crate::faults::oom::OomTruth,
+    /// Kills the agent reported (by victim pid).
+    pub reported: usize,
+    /// Of those, the ones naming the job's cgroup and the limit the victim hit.
+    pub identified: usize,
 }
 
 /// Retries as the service counted them and as the agent found them in the attempts' spans.

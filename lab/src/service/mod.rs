@@ -3,9 +3,11 @@
 //! collector, a sink that records what arrives).
 
 pub mod async_server;
+pub mod generator;
 pub(crate) mod k6;
 pub(crate) mod launch;
 pub(crate) mod load;
+pub(crate) mod locust;
 pub mod nginx;
 pub mod otel;
 pub(crate) mod pool_server;

@@ -9,7 +9,8 @@ use super::*;
 #[test]
 fn the_html_report_renders_one_chart_per_scenario_in_chromium() -> anyhow::Result<()> {
     let (runs, outputs) = lab().as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let page = browser::load(&outputs.html, 1200, 3400)?;
+    // Tall enough for the scenario table and the first four scenarios' charts.
+    let page = browser::load(&outputs.html, 1200, 4400)?;
     assert!(
         page.console.is_empty(),
         "the report logged to the console: {:#?}",

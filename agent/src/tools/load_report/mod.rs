@@ -5,15 +5,16 @@
 pub mod client_results;
 pub mod model;
 pub mod render;
+pub mod window;
 
 use std::{
     collections::{BTreeMap, HashSet},
     path::{Path, PathBuf},
-    time::Duration,
 };
 
 use anyhow::Context as _;
 
+pub use self::window::Window;
 use self::{
     model::{ClientRequest, ReportRequest},
     render::LoadReport,
@@ -29,25 +30,19 @@ use crate::{
 /// What to report on.
 #[derive(Debug, Clone)]
 pub struct ReportOpts {
-    /// The last this long (default: 10 minutes; with client results, the time their requests
-    /// were seen in).
-    pub since: Option<Duration>,
+    pub window: Window,
     /// A load generator's results (k6 `--out json`, or JSON lines of trace_id/latency_ms).
     pub client_results: Option<PathBuf>,
     /// Where report.html, report.md and report.json go.
     pub out: PathBuf,
 }
 
-const DEFAULT_SINCE: Duration = Duration::from_secs(600);
-/// Around the client requests' spans: the spans of other services in the same run.
-const CLIENT_WINDOW_MARGIN_MS: u64 = 1_000;
-
 /// Builds the report from the agent's kept requests and the client's results, if any.
 pub fn build(
     views: &[RequestView],
     throttled: Vec<ThrottledView>,
     client: Option<(&Path, Vec<ClientRequest>, usize)>,
-    since: Option<Duration>,
+    window: Window,
     now_unix_ms: u64,
 ) -> LoadReport {
     let client_requests: &[ClientRequest] = client.as_ref().map_or(&[], |c| &c.1);
@@ -60,17 +55,7 @@ pub fn build(
         .filter(|v| ids.contains(v.trace_id.as_str()))
         .map(|v| v.seen_unix_ms)
         .collect();
-    let (from, to) = match (since, joined_seen.is_empty()) {
-        (None, false) => (
-            joined_seen.iter().min().copied().unwrap_or(0)
-                - CLIENT_WINDOW_MARGIN_MS.min(now_unix_ms),
-            joined_seen.iter().max().copied().unwrap_or(0) + CLIENT_WINDOW_MARGIN_MS,
-        ),
-        _ => (
-            now_unix_ms.saturating_sub(since.unwrap_or(DEFAULT_SINCE).as_millis() as u64),
-            now_unix_ms,
-        ),
-    };
+    let (from, to) = window.bounds(now_unix_ms, &joined_seen);
     let in_window: Vec<RequestView> = views
         .iter()
         .filter(|v| v.seen_unix_ms >= from && v.seen_unix_ms <= to)
@@ -113,7 +98,10 @@ pub fn run(endpoint: &Endpoint, opts: &ReportOpts) -> anyhow::Result<()> {
         .as_deref()
         .map(|p| client_results::read(p).map(|(r, skipped)| (p, r, skipped)))
         .transpose()?;
-    let window_s = opts.since.unwrap_or(DEFAULT_SINCE).as_secs_f64();
+    let now_unix_ms = realtime_ns() / 1_000_000;
+    // Throttling is asked for over the time back to the window's start.
+    let (from_unix_ms, _) = opts.window.bounds(now_unix_ms, &[]);
+    let window_s = (now_unix_ms.saturating_sub(from_unix_ms) as f64 / 1e3).max(1.0);
     let (views, throttled) = client::block_on(async {
         let views: Option<Vec<RequestView>> =
             client::get(endpoint, &format!("/v1/requests?limit={MAX_REQUESTS}")).await?;
@@ -121,13 +109,7 @@ pub fn run(endpoint: &Endpoint, opts: &ReportOpts) -> anyhow::Result<()> {
             client::get(endpoint, &format!("/v1/throttled?window_s={window_s}")).await?;
         anyhow::Ok((views.unwrap_or_default(), throttled.unwrap_or_default()))
     })??;
-    let report = build(
-        &views,
-        throttled,
-        client,
-        opts.since,
-        realtime_ns() / 1_000_000,
-    );
+    let report = build(&views, throttled, client, opts.window, now_unix_ms);
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
     let write = |name: &str, text: &str| {
