@@ -105,6 +105,37 @@ fn an_oom_kill_is_exported_as_a_log_record_with_its_identity() -> anyhow::Result
         matches!(attr(&record.attributes, "culprit.oom.memory_limit_bytes"), Some(Value::IntValue(b)) if *b == LIMIT_BYTES as i64),
         "the limit it hit is not 64 MiB: {record:?}"
     );
+    // `culprit report` of the last minutes lists it, with its cgroup and limit.
+    let out = std::env::temp_dir().join(format!("culprit-oom-report-{}", std::process::id()));
+    let status = Command::new(bin_path("culprit")?)
+        .args(["report", "--since", "5m", "--socket"])
+        .arg(agent.api_socket())
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()?;
+    assert!(status.success(), "culprit report: {status}");
+    let report: culprit::tools::load_report::render::LoadReport =
+        serde_json::from_slice(&std::fs::read(out.join("report.json"))?)?;
+    let listed = report
+        .oom_kills
+        .iter()
+        .find(|k| k.pid == pid)
+        .unwrap_or_else(|| {
+            panic!(
+                "the kill of {pid} is not in the report: {:?}",
+                report.oom_kills
+            )
+        });
+    assert_eq!(listed.cgroup.as_deref(), Some(v2_path.as_str()));
+    assert_eq!(listed.memory_limit_bytes, Some(LIMIT_BYTES));
+    let markdown = std::fs::read_to_string(out.join("report.md"))?;
+    assert!(
+        markdown.contains(&format!("culprit-lab ({pid})")),
+        "{markdown}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+
     // The kill is in the agent's report too, and the counter moved.
     let report = agent.fresh_report()?;
     assert!(

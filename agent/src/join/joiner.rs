@@ -22,6 +22,7 @@ use super::{
     annotated::{self, SpanExtras},
     attribution::{Attribution, attribute},
     identity::{self, IdentifiedBy, Identifier, PROCESS_PID, Sender, Trust},
+    recent_calls::{MAX_RECENT_CALLS, RecentCalls},
     resource::{Identity, annotate, mark_unidentified},
     retries,
     span_traces::SpanTraces,
@@ -135,6 +136,8 @@ pub(crate) struct Joiner {
     node_name: Option<String>,
     /// The trace of recent spans: which thread-context tags are a span's own.
     traces: SpanTraces,
+    /// The attempts of recent calls, for retries that arrive in a later batch.
+    recent_calls: RecentCalls,
 }
 
 impl Joiner {
@@ -167,6 +170,7 @@ impl Joiner {
             devices: HashMap::new(),
             node_name: None,
             traces: SpanTraces::new(MAX_TRACED_SPANS),
+            recent_calls: RecentCalls::new(MAX_RECENT_CALLS),
         }
     }
 
@@ -325,7 +329,7 @@ impl Joiner {
                 };
                 let spans_of_rs: Vec<&Span> =
                     rs.scope_spans.iter().flat_map(|s| &s.spans).collect();
-                let attempts = retries::attempts(&spans_of_rs);
+                let attempts = retries::attempts(&spans_of_rs, &mut self.recent_calls);
                 for (span, attempt) in spans_of_rs.into_iter().zip(attempts) {
                     let (mut line, foreign_thread) = self.attribute_span(span, pid, view, signals);
                     line.attribution.retry = attempt;

@@ -9,6 +9,7 @@ pub(crate) mod attribution;
 pub(crate) mod identity;
 pub(crate) mod joiner;
 pub(crate) mod parts;
+pub(crate) mod recent_calls;
 pub(crate) mod resource;
 pub(crate) mod retries;
 pub(crate) mod scan_cache;

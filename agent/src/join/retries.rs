@@ -1,8 +1,9 @@
 //! Retries, from the spans themselves: a client span is one attempt of a call. Its place among
 //! the call's attempts comes from `http.request.resend_count` (the HTTP semantic conventions'
 //! count of earlier attempts) or, for SDKs that set nothing, from the client spans of the same
-//! name under the same parent in the same batch, in start order. An attempt failed when its
-//! status is an error, its HTTP status is 5xx, or it carries `error.type`.
+//! name under the same parent, in start order: in the same batch, after those of earlier
+//! batches (`recent_calls`). An attempt failed when its status is an error, its HTTP status is
+//! 5xx, or it carries `error.type`.
 
 use std::collections::HashMap;
 
@@ -12,6 +13,7 @@ use opentelemetry_proto::tonic::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::recent_calls::RecentCalls;
 use crate::otlp;
 
 /// A client span's place among its call's attempts.
@@ -44,7 +46,8 @@ fn failed(span: &Span) -> bool {
 type CallKey<'a> = (&'a [u8], &'a str);
 
 /// The attempt of each span of a batch, in order: `None` for spans that are not clients.
-pub(crate) fn attempts(spans: &[&Span]) -> Vec<Option<Attempt>> {
+/// `recent` holds the attempts earlier batches brought, and learns this one's.
+pub(crate) fn attempts(spans: &[&Span], recent: &mut RecentCalls) -> Vec<Option<Attempt>> {
     // Client spans of one name under one parent: the attempts of one call, in start order.
     let mut groups: HashMap<CallKey<'_>, Vec<(u64, usize)>> = HashMap::new();
     for (i, s) in spans.iter().enumerate() {
@@ -56,26 +59,36 @@ pub(crate) fn attempts(spans: &[&Span]) -> Vec<Option<Attempt>> {
         }
     }
     let mut out = vec![None; spans.len()];
-    for mut members in groups.into_values() {
+    for ((parent, name), mut members) in groups {
         members.sort_unstable();
         let n = members.len();
+        let first_start_ns = members[0].0;
+        let last_start_ns = members[n - 1].0;
+        // Siblings under an unknown parent (a root client span) are separate calls.
+        let (call, earlier) = if parent.is_empty() {
+            (None, 0)
+        } else {
+            let call = recent.id(parent, name);
+            (Some(call), recent.earlier_attempts(call, first_start_ns))
+        };
         for (position, (_, i)) in members.into_iter().enumerate() {
             let span = spans[i];
             let resent = int_attribute(span, "http.request.resend_count")
                 .and_then(|c| u32::try_from(c).ok())
                 .unwrap_or(0);
-            // Siblings under an unknown parent (a root client span) are separate calls.
-            let position = if span.parent_span_id.is_empty() {
-                0
-            } else {
-                position as u32
+            let position = match call {
+                Some(_) => earlier.saturating_add(position as u32),
+                None => 0,
             };
             let index = resent.max(position);
             out[i] = Some(Attempt {
                 index,
                 failed: failed(span),
-                retried: index > 0 || (n > 1 && !span.parent_span_id.is_empty()),
+                retried: index > 0 || (n > 1 && call.is_some()),
             });
+        }
+        if let Some(call) = call {
+            recent.record(call, earlier.saturating_add(n as u32), last_start_ns);
         }
     }
     out
@@ -115,7 +128,7 @@ mod tests {
             },
         ];
         let refs: Vec<&Span> = spans.iter().collect();
-        let a = attempts(&refs);
+        let a = attempts(&refs, &mut RecentCalls::new(16));
         assert_eq!(
             a[1],
             Some(Attempt {
@@ -161,7 +174,7 @@ mod tests {
         ];
         let roots = [client("GET", 0, 1, false), client("GET", 0, 2, false)];
         let spans = [&retry, &roots[0], &roots[1]];
-        let a = attempts(&spans);
+        let a = attempts(&spans, &mut RecentCalls::new(16));
         assert_eq!(
             a[0],
             Some(Attempt {
@@ -186,6 +199,36 @@ mod tests {
                 failed: false,
                 retried: false
             })
+        );
+    }
+
+    #[test]
+    fn a_retry_in_a_later_batch_follows_the_attempts_of_earlier_ones() {
+        let mut recent = RecentCalls::new(16);
+        let first = [
+            client("GET /pay", 1, 10, true),
+            client("GET /cart", 1, 11, false),
+        ];
+        let a = attempts(&[&first[0], &first[1]], &mut recent);
+        assert_eq!(a[0].map(|a| (a.index, a.retried)), Some((0, false)));
+        // The retry and another failure of it, exported later, without a resend count.
+        let later = [
+            client("GET /pay", 1, 30, false),
+            client("GET /pay", 1, 20, true),
+        ];
+        let a = attempts(&[&later[0], &later[1]], &mut recent);
+        assert_eq!(a[1].map(|a| (a.index, a.retried)), Some((1, true)));
+        assert_eq!(a[0].map(|a| (a.index, a.retried)), Some((2, true)));
+        // Root client spans stay calls of their own across batches too.
+        for _ in 0..2 {
+            let root = client("GET /pay", 0, 40, false);
+            assert_eq!(attempts(&[&root], &mut recent)[0].map(|a| a.index), Some(0));
+        }
+        // A call under another parent starts at 0.
+        let other = client("GET /pay", 2, 50, false);
+        assert_eq!(
+            attempts(&[&other], &mut recent)[0].map(|a| a.index),
+            Some(0)
         );
     }
 

@@ -254,7 +254,17 @@ impl LiveView {
         if self.reports.len() > MAX_REPORTS {
             self.reports.pop_front();
         }
-        self.oom_kills.extend(report.oom_kills.iter().cloned());
+        // A kill's wall-clock time, from the report's two clocks.
+        self.oom_kills.extend(report.oom_kills.iter().map(|k| {
+            OomKill {
+                unix_ms: Some(
+                    report
+                        .unix_time_ms
+                        .saturating_sub(report.mono_ns.saturating_sub(k.mono_ns) / 1_000_000),
+                ),
+                ..k.clone()
+            }
+        }));
         while self.oom_kills.len() > MAX_KEPT_KILLS {
             self.oom_kills.pop_front();
         }

@@ -116,6 +116,7 @@ mod tests {
             memory_limit_bytes: Some(64 << 20),
             trigger_pid: None,
             trigger_cgroup: None,
+            unix_ms: None,
         };
         let req = request(&[kill], vec![string_kv("host.name", "n1")], |m| m + 100);
         let rec = &req.resource_logs[0].scope_logs[0].log_records[0];

@@ -24,6 +24,9 @@ pub struct OomKill {
     pub trigger_pid: Option<u32>,
     /// The trigger's cgroup v2 path: the memory cgroup at its limit, or one below it.
     pub trigger_cgroup: Option<String>,
+    /// When it happened on the wall clock (Unix ms), as the live view places it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unix_ms: Option<u64>,
 }
 
 /// Kills kept for the reports and the live view; past it the oldest go (and are counted).
@@ -62,6 +65,7 @@ pub(crate) fn resolve(rec: &OomRecord, paths: &mut CgroupPaths, v2_root: &Path) 
         memory_limit_bytes,
         trigger_pid,
         trigger_cgroup: paths.path_of(rec.trigger_cgroup_id).map(str::to_string),
+        unix_ms: None,
     }
 }
 

@@ -127,6 +127,11 @@ impl RunningAgent {
         })
     }
 
+    /// The agent's local API socket (`culprit top`, `report`, `status` take it).
+    pub fn api_socket(&self) -> &std::path::Path {
+        &self.api_socket
+    }
+
     /// The agent's process id.
     pub fn pid(&self) -> u32 {
         self.process.pid()

@@ -23,8 +23,9 @@ use crate::{
     host::clock::realtime_ns,
     live::{
         client::{self, Endpoint},
-        view::{MAX_REQUESTS, RequestView, ThrottledView},
+        view::{MAX_REQUESTS, RequestView, Snapshot, ThrottledView},
     },
+    signals::OomKill,
 };
 
 /// What to report on.
@@ -41,6 +42,7 @@ pub struct ReportOpts {
 pub fn build(
     views: &[RequestView],
     throttled: Vec<ThrottledView>,
+    kills: &[OomKill],
     client: Option<(&Path, Vec<ClientRequest>, usize)>,
     window: Window,
     now_unix_ms: u64,
@@ -87,6 +89,11 @@ pub fn build(
             .map(|(s, rs)| model::service_report(s, &rs))
             .collect(),
         throttled,
+        oom_kills: kills
+            .iter()
+            .filter(|k| k.unix_ms.is_some_and(|ms| ms >= from && ms <= to))
+            .cloned()
+            .collect(),
         kept_requests: views.len(),
     }
 }
@@ -102,14 +109,19 @@ pub fn run(endpoint: &Endpoint, opts: &ReportOpts) -> anyhow::Result<()> {
     // Throttling is asked for over the time back to the window's start.
     let (from_unix_ms, _) = opts.window.bounds(now_unix_ms, &[]);
     let window_s = (now_unix_ms.saturating_sub(from_unix_ms) as f64 / 1e3).max(1.0);
-    let (views, throttled) = client::block_on(async {
+    let (views, throttled, kills) = client::block_on(async {
         let views: Option<Vec<RequestView>> =
             client::get(endpoint, &format!("/v1/requests?limit={MAX_REQUESTS}")).await?;
         let throttled: Option<Vec<ThrottledView>> =
             client::get(endpoint, &format!("/v1/throttled?window_s={window_s}")).await?;
-        anyhow::Ok((views.unwrap_or_default(), throttled.unwrap_or_default()))
+        let snapshot: Option<Snapshot> = client::get(endpoint, "/v1/snapshot?limit=0").await?;
+        anyhow::Ok((
+            views.unwrap_or_default(),
+            throttled.unwrap_or_default(),
+            snapshot.map(|s| s.oom_kills).unwrap_or_default(),
+        ))
     })??;
-    let report = build(&views, throttled, client, opts.window, now_unix_ms);
+    let report = build(&views, throttled, &kills, client, opts.window, now_unix_ms);
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
     let write = |name: &str, text: &str| {
@@ -123,4 +135,52 @@ pub fn run(endpoint: &Endpoint, opts: &ReportOpts) -> anyhow::Result<()> {
     print!("{markdown}");
     println!("\nreport: {}", opts.out.join("report.html").display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kill(pid: u32, unix_ms: Option<u64>) -> OomKill {
+        OomKill {
+            mono_ns: 0,
+            pid,
+            comm: Some("worker".into()),
+            cgroup: Some("/kubepods/pod1/ctr".into()),
+            container_id: Some("0123456789abcdef0123".into()),
+            pod_uid: Some("pod-1".into()),
+            memory_limit_bytes: Some(64 << 20),
+            trigger_pid: None,
+            trigger_cgroup: None,
+            unix_ms,
+        }
+    }
+
+    #[test]
+    fn the_kills_of_the_window_are_listed_with_their_identity() {
+        let window = Window::Between {
+            from_unix_ms: 1_000,
+            to_unix_ms: 2_000,
+        };
+        let kills = [
+            kill(1, Some(999)),
+            kill(2, Some(1_500)),
+            kill(3, None),
+            kill(4, Some(2_001)),
+        ];
+        let report = build(&[], Vec::new(), &kills, None, window, 5_000);
+        let pids: Vec<u32> = report.oom_kills.iter().map(|k| k.pid).collect();
+        assert_eq!(pids, [2]);
+        let md = render::markdown(&report);
+        assert!(md.contains("## Killed for memory (OOM)"), "{md}");
+        assert!(
+            md.contains("| 1970-01-01T00:00:01Z | worker (2) | /kubepods/pod1/ctr | pod pod-1, container 0123456789ab | 64 MiB |"),
+            "{md}"
+        );
+        let html = render::html(&report).unwrap();
+        assert!(html.contains("<td>worker (2)</td>"), "{html}");
+        // No kill, no section.
+        let quiet = build(&[], Vec::new(), &[], None, window, 5_000);
+        assert!(!render::markdown(&quiet).contains("Killed for memory"));
+    }
 }

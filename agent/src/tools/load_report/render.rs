@@ -21,6 +21,9 @@ pub struct LoadReport {
     pub clients: Vec<ClientSummary>,
     pub services: Vec<ServiceReport>,
     pub throttled: Vec<ThrottledView>,
+    /// The OOM kills on the node in the window, oldest first.
+    #[serde(default)]
+    pub oom_kills: Vec<crate::signals::OomKill>,
     /// The agent keeps its most recent requests only: what the window may miss.
     pub kept_requests: usize,
 }
@@ -173,8 +176,62 @@ pub fn html(report: &LoadReport) -> anyhow::Result<String> {
         }
         h.push_str("</table>\n");
     }
+    if !report.oom_kills.is_empty() {
+        h.push_str("<h2>Killed for memory (OOM)</h2>\n<table><tr>");
+        for head in KILL_COLUMNS {
+            let _ = write!(h, "<th>{head}</th>");
+        }
+        h.push_str("</tr>\n");
+        for row in kill_rows(report) {
+            h.push_str("<tr>");
+            for cell in row {
+                let _ = write!(h, "<td>{}</td>", escape(&cell));
+            }
+            h.push_str("</tr>\n");
+        }
+        h.push_str("</table>\n");
+    }
     h.push_str("</body></html>\n");
     Ok(h)
+}
+
+const KILL_COLUMNS: [&str; 5] = [
+    "when (UTC)",
+    "process",
+    "cgroup",
+    "pod / container",
+    "limit",
+];
+
+/// One row per OOM kill, in [`KILL_COLUMNS`] order.
+fn kill_rows(report: &LoadReport) -> Vec<[String; 5]> {
+    report
+        .oom_kills
+        .iter()
+        .map(|k| {
+            let when = k
+                .unix_ms
+                .and_then(|ms| jiff::Timestamp::from_millisecond(ms as i64).ok())
+                .map_or("?".to_string(), |t| format!("{t:.0}"));
+            let who = format!("{} ({})", k.comm.as_deref().unwrap_or("?"), k.pid);
+            let owner = match (&k.pod_uid, &k.container_id) {
+                (Some(pod), Some(c)) => format!("pod {pod}, container {}", &c[..c.len().min(12)]),
+                (None, Some(c)) => format!("container {}", &c[..c.len().min(12)]),
+                (Some(pod), None) => format!("pod {pod}"),
+                (None, None) => String::new(),
+            };
+            let limit = k
+                .memory_limit_bytes
+                .map_or(String::new(), |b| format!("{} MiB", b >> 20));
+            [
+                when,
+                who,
+                k.cgroup.clone().unwrap_or_default(),
+                owner,
+                limit,
+            ]
+        })
+        .collect()
 }
 
 fn summary_line(report: &LoadReport) -> String {
@@ -231,6 +288,17 @@ pub fn markdown(report: &LoadReport) -> String {
         let _ = writeln!(m, "\n### {}: slowest requests\n", s.service);
         for r in &s.slowest {
             let _ = writeln!(m, "- `{}`", decomposition(r));
+        }
+    }
+    if !report.oom_kills.is_empty() {
+        let _ = writeln!(
+            m,
+            "\n## Killed for memory (OOM)\n\n| {} |\n|{}",
+            KILL_COLUMNS.join(" | "),
+            "---|".repeat(KILL_COLUMNS.len())
+        );
+        for row in kill_rows(report) {
+            let _ = writeln!(m, "| {} |", row.join(" | "));
         }
     }
     m
