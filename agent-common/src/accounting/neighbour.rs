@@ -31,10 +31,13 @@ pub fn close_slice(s: &mut CpuSlices, prev_tid: u32, prev_tgid: u32, now_ns: u64
     s.last_switch_ns = now_ns;
 }
 
-/// The neighbour a wait `[start_ns, end_ns)` on this CPU is charged to: the process that held
-/// the CPU just before the waiter got it (`prev` of this switch), with all the time its threads
-/// held the CPU during the wait. A single pass with one comparison per slot keeps the verifier's
-/// work linear.
+/// The neighbour a wait `[start_ns, end_ns)` on this CPU is charged to: the process whose
+/// threads held the CPU longest during the wait, all its threads' time summed (`prev`'s process,
+/// the one that held the CPU just before the waiter got it, on a tie). Not simply `prev`: a
+/// thread that ran a moment and slept (the waiter's sibling worker finishing its request) is
+/// often who hands the CPU over, while CPU hogs held most of the wait. Eight slots make the
+/// pairwise pass 64 steps, all branch-free: a branch per step would multiply the verifier's
+/// paths.
 #[inline(always)]
 pub fn neighbour_of_wait(
     s: &CpuSlices,
@@ -47,17 +50,40 @@ pub fn neighbour_of_wait(
         // The CPU was idle just before: nobody took it from the waiter.
         return Neighbour::default();
     }
-    let mut ns = 0u64;
-    for i in 0..CPU_SLICE_SLOTS {
-        if s.tgid[i] == prev_tgid {
-            ns = ns.wrapping_add(overlap_ns((s.start_ns[i], s.end_ns[i]), (start_ns, end_ns)));
-        }
+    let mut held_ns = [0u64; CPU_SLICE_SLOTS];
+    for (i, held) in held_ns.iter_mut().enumerate() {
+        *held = overlap_ns((s.start_ns[i], s.end_ns[i]), (start_ns, end_ns));
     }
-    Neighbour {
+    let process_ns = |tgid: u32| {
+        let mut ns = 0u64;
+        for (j, held) in held_ns.iter().enumerate() {
+            ns = ns.wrapping_add(held & same_mask(s.tgid[j], tgid));
+        }
+        ns
+    };
+    let mut best = Neighbour {
         tgid: prev_tgid,
         tid: prev_tid,
-        ns,
+        ns: process_ns(prev_tgid),
+    };
+    for i in 0..CPU_SLICE_SLOTS {
+        let ns = process_ns(s.tgid[i]);
+        // Only a strictly longer hold replaces: a tie stays with `prev`. An empty slot holds
+        // nothing in any wait. Overlaps are far below 2^63, so the difference's sign decides.
+        let longer = (best.ns.wrapping_sub(ns) as i64 >> 63) as u64;
+        best.ns = (ns & longer) | (best.ns & !longer);
+        best.tgid = ((u64::from(s.tgid[i]) & longer) | (u64::from(best.tgid) & !longer)) as u32;
+        best.tid = ((u64::from(s.tid[i]) & longer) | (u64::from(best.tid) & !longer)) as u32;
     }
+    best
+}
+
+/// All ones when `a == b`, else zero, without a branch.
+#[inline(always)]
+fn same_mask(a: u32, b: u32) -> u64 {
+    // (a ^ b) is below 2^32: minus one wraps to the top bit only when it is zero.
+    let is_same = (u64::from(a ^ b).wrapping_sub(1)) >> 63;
+    is_same.wrapping_neg()
 }
 
 /// The thread that held the CPU longest in one slice during `[start_ns, end_ns)`, with that
@@ -180,14 +206,40 @@ mod tests {
                 ns: 50 + 100 + 150
             }
         );
+        // 80 handed the CPU over, but 70 held it longer in the wait.
         let n = neighbour_of_wait(&s, 80, 9, 150, 650);
-        assert_eq!(n.ns, 200);
+        assert_eq!((n.tgid, n.ns), (70, 300));
+    }
+
+    #[test]
+    fn the_neighbour_is_the_process_that_held_the_wait_longest_not_who_handed_over() {
+        // A hog's two threads take turns for 4 ms; the waiter's sibling worker (process 50) runs
+        // 1 ms and sleeps, handing the CPU to the waiter.
+        let s = ran(1_000, &[(7, 70, 3_000), (8, 70, 5_000), (51, 50, 6_000)]);
+        let n = neighbour_of_wait(&s, 50, 51, 1_000, 6_000);
+        assert_eq!(
+            n,
+            Neighbour {
+                tgid: 70,
+                tid: 7,
+                ns: 4_000
+            }
+        );
+        // A tie goes to who handed the CPU over.
+        let s = ran(1_000, &[(7, 70, 2_000), (51, 50, 3_000)]);
+        let n = neighbour_of_wait(&s, 50, 51, 1_000, 3_000);
+        assert_eq!((n.tgid, n.tid, n.ns), (50, 51, 1_000));
+        // prev's process held nothing in the wait (its slice is older): another one is named.
+        let s = ran(1_000, &[(51, 50, 2_000), (7, 70, 3_000)]);
+        let n = neighbour_of_wait(&s, 50, 51, 2_000, 3_000);
+        assert_eq!((n.tgid, n.ns), (70, 1_000));
     }
 
     #[test]
     fn slices_outside_the_wait_count_nothing() {
         let s = ran(100, &[(7, 70, 200), (7, 70, 300)]);
         assert_eq!(neighbour_of_wait(&s, 70, 7, 300, 400).ns, 0);
+        assert_eq!(neighbour_of_wait(&s, 80, 8, 300, 400).tgid, 80);
         assert_eq!(neighbour_of_wait(&s, 70, 7, 0, 100).ns, 0);
         // A wait that ends before it starts (clock going backwards) overlaps nothing.
         assert_eq!(neighbour_of_wait(&s, 70, 7, 250, 150).ns, 0);
@@ -212,6 +264,47 @@ mod tests {
                 let ns = neighbour_of_wait(&s, 70, 7, start, end).ns;
                 let overlap = end.min(400).saturating_sub(start.max(100));
                 assert_eq!(ns, overlap, "wait [{start}, {end})");
+            }
+        }
+    }
+
+    #[test]
+    fn exhaustively_the_neighbour_is_the_process_holding_the_wait_longest() {
+        // Four slices of lengths 100, 300, 200, 400 from t = 1000, every assignment of them to
+        // processes 1..=3, every wait on a 100 ns grid, prev either process 1 or 3.
+        let ends = [1_100u64, 1_400, 1_600, 2_000];
+        for code in 0..81u32 {
+            let owners: [u32; 4] = core::array::from_fn(|k| code / 3u32.pow(k as u32) % 3 + 1);
+            let slices: [(u32, u32, u64); 4] =
+                core::array::from_fn(|k| (owners[k] * 10 + k as u32, owners[k], ends[k]));
+            let s = ran(1_000, &slices);
+            for start in (900..=2_000).step_by(100) {
+                for end in (start..=2_100).step_by(100) {
+                    let held = |p: u32| -> u64 {
+                        let mut begin = 1_000;
+                        let mut ns = 0;
+                        for (&o, e) in owners.iter().zip(ends) {
+                            if o == p {
+                                ns += e.min(end).saturating_sub(begin.max(start));
+                            }
+                            begin = e;
+                        }
+                        ns
+                    };
+                    let most = (1..=3).map(held).max().unwrap();
+                    for prev in [1u32, 3] {
+                        let n = neighbour_of_wait(&s, prev, prev * 10, start, end);
+                        assert_eq!(n.ns, most, "{owners:?} [{start}, {end}) prev {prev}");
+                        assert_eq!(held(n.tgid), most, "{owners:?} [{start}, {end})");
+                        if held(prev) == most {
+                            // A tie stays with who handed the CPU over.
+                            assert_eq!((n.tgid, n.tid), (prev, prev * 10));
+                        } else {
+                            // The tid is one of the named process's threads.
+                            assert_eq!(n.tid / 10, n.tgid, "{owners:?} [{start}, {end})");
+                        }
+                    }
+                }
             }
         }
     }
