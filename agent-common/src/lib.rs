@@ -20,6 +20,8 @@ pub mod tcp;
 pub mod thread;
 
 pub use config::{OTLP_PORT_SLOTS, ProbeConfig};
-pub use histogram::{HIST_SLOTS, RunqHist, hist_slot, slot_lower_bound_ns};
+pub use histogram::{
+    HIST_SLOTS, RUNQ_CPU_SLOTS, RunqCpuHist, RunqHist, hist_slot, slot_lower_bound_ns,
+};
 pub use offsets::{KernelOffsets, OFFSET_ABSENT, TcpTracepointOffsets};
 pub use stats::DropCounter;

@@ -4,6 +4,12 @@
 pub const TASK_SCHED: &str = "TASK_SCHED";
 /// Run-queue delay histogram per cgroup id (cgroup id -> [`crate::RunqHist`]).
 pub const RUNQ_HIST: &str = "RUNQ_HIST";
+/// Per-CPU run-queue histograms of the cgroups the agent gave a slot (slot ->
+/// [`crate::RunqCpuHist`], [`crate::RUNQ_CPU_SLOTS`] of them).
+pub const RUNQ_HIST_CPU: &str = "RUNQ_HIST_CPU";
+/// The slot each of those cgroups has in `RUNQ_HIST_CPU` (cgroup id -> u32), written by the
+/// agent; the kernel caches a task's in its [`crate::thread::TaskSched`].
+pub const RUNQ_SLOT_OF: &str = "RUNQ_SLOT_OF";
 /// Per-CPU drop counters, indexed by [`crate::DropCounter`].
 pub const DROPS: &str = "DROPS";
 /// One u32, set by the agent once every interrupt hook of the wake chain is attached: until

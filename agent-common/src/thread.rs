@@ -335,7 +335,9 @@ pub struct TaskSched {
     pub watched: u32,
     /// Times the task left a CPU (wrapping): paces the cgroup id refresh.
     pub switches_out: u32,
-    pub _reserved: u32,
+    /// The slot of `cgroup_id` in the per-CPU run-queue histograms, plus one (0: none), looked
+    /// up whenever `cgroup_id` is refreshed.
+    pub runq_slot: u32,
     /// The cumulative throttled clock of the task's cfs_rq as read at its last long run-queue
     /// wait (0: never read): the next long wait is throttled if it moved meanwhile.
     pub throttled_clock_ns: u64,

@@ -1,21 +1,32 @@
 //! Node-wide run-queue delay per cgroup: the time from a thread becoming runnable (woken, or
 //! preempted while still runnable) to it getting a CPU, as an in-kernel histogram per cgroup.
 //! The per-task bookkeeping is `culprit_common::accounting::runq_delay`.
+//!
+//! A cgroup the agent gave a slot is counted in a per-CPU histogram (`RUNQ_HIST_CPU`): the task's
+//! slot is cached with its cgroup id, so the switch does no hash lookup and no atomic add. The
+//! rest (before the agent has seen a cgroup, or past the slots) go to the shared histogram per
+//! cgroup id, which is also how the agent learns of new cgroups.
 
 use aya_ebpf::{
     helpers::bpf_get_current_cgroup_id,
     macros::map,
-    maps::{Array, HashMap},
+    maps::{Array, HashMap, PerCpuArray},
 };
 use culprit_common::{
-    DropCounter, HIST_SLOTS, KernelOffsets, RunqHist, accounting::runq_delay, hist_slot,
-    thread::TaskSched,
+    DropCounter, HIST_SLOTS, KernelOffsets, RUNQ_CPU_SLOTS, RunqCpuHist, RunqHist,
+    accounting::runq_delay, hist_slot, thread::TaskSched,
 };
 
 use crate::{drops::count_drop, task::task_cgroup_id};
 
 #[map(name = "RUNQ_HIST")]
 static RUNQ_HIST: HashMap<u64, RunqHist> = HashMap::with_max_entries(4096, 0);
+
+#[map(name = "RUNQ_HIST_CPU")]
+static RUNQ_HIST_CPU: PerCpuArray<RunqCpuHist> = PerCpuArray::with_max_entries(RUNQ_CPU_SLOTS, 0);
+
+#[map(name = "RUNQ_SLOT_OF")]
+static RUNQ_SLOT_OF: HashMap<u64, u32> = HashMap::with_max_entries(RUNQ_CPU_SLOTS, 0);
 
 /// A zeroed histogram to insert new entries from: a `RunqHist` is larger than the 512-byte BPF
 /// stack.
@@ -34,7 +45,9 @@ pub fn record_enqueue(ts: *mut TaskSched, now_ns: u64) {
 pub fn record_switch_out(ts: *mut TaskSched, preempted: bool, now_ns: u64) {
     let ts = unsafe { &mut *ts };
     if runq_delay::note_switch_out(ts, preempted, now_ns) {
-        ts.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+        let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+        ts.cgroup_id = cgroup_id;
+        ts.runq_slot = unsafe { RUNQ_SLOT_OF.get(cgroup_id) }.map_or(0, |slot| slot + 1);
     }
 }
 
@@ -51,6 +64,9 @@ pub fn record_dequeue(
     let delay_ns = runq_delay::take_delay_ns(ts, now_ns)?;
     // A task that never left a CPU yet (just forked) has no cached cgroup.
     let cgroup_id = if ts.cgroup_id != 0 {
+        if ts.runq_slot != 0 && add_on_cpu(ts.runq_slot - 1, ts.cgroup_id, delay_ns) {
+            return Some(delay_ns);
+        }
         ts.cgroup_id
     } else {
         match task_cgroup_id(next, off) {
@@ -60,6 +76,16 @@ pub fn record_dequeue(
     };
     let _ = add_sample(cgroup_id, delay_ns);
     Some(delay_ns)
+}
+
+/// Counts the wait in this CPU's histogram of `slot` if the slot is still `cgroup_id`'s.
+#[inline(always)]
+fn add_on_cpu(slot: u32, cgroup_id: u64, delay_ns: u64) -> bool {
+    match RUNQ_HIST_CPU.get_ptr_mut(slot) {
+        // Per CPU, and the hook runs with preemption off: a plain add is exact.
+        Some(hist) => unsafe { &mut *hist }.add(cgroup_id, delay_ns),
+        None => false,
+    }
 }
 
 #[inline(always)]

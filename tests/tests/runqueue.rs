@@ -21,6 +21,14 @@ fn a_cpu_hog_on_the_victims_cpu_is_found_as_contention_and_named() -> anyhow::Re
         contended.waits > 500,
         "victim next to hog barely observed: {contended:?}"
     );
+    // By the contended phase the agent has given the victim's cgroup a per-CPU histogram slot:
+    // the switch counts its waits there (no hash lookup, no atomic add), not in the shared map.
+    assert!(
+        contended.waits_on_cpu_slot * 10 >= contended.waits * 9,
+        "only {} of the victim's {} contended waits on its per-CPU slot",
+        contended.waits_on_cpu_slot,
+        contended.waits
+    );
     // The hog competes with the victim for one CPU: the victim's waits grow several-fold.
     assert!(
         contended.mean_wait_ns() > 3.0 * alone.mean_wait_ns(),

@@ -219,6 +219,7 @@ mod tests {
                 p50_wait_ns: 1_500,
                 p99_wait_ns: 90_000,
             },
+            waits_on_cpu_slot: 0,
         }
     }
 

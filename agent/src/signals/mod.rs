@@ -12,6 +12,7 @@ pub(crate) mod queue_reads;
 pub(crate) mod retransmit_wait;
 pub(crate) mod retransmits;
 pub(crate) mod runq_quantile;
+mod runq_slots;
 pub(crate) mod runqueue;
 pub(crate) mod serving_thread;
 pub(crate) mod span_context;

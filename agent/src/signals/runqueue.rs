@@ -1,19 +1,23 @@
-//! Run-queue delay per cgroup: the kernel keeps cumulative histograms, the agent reports what
-//! changed between two reads.
+//! Run-queue delay per cgroup: the kernel keeps cumulative histograms (shared per cgroup, and
+//! per CPU for the cgroups given a slot), the agent reports what changed between two reads.
 
 use std::collections::HashMap as StdHashMap;
 
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuValues},
+    util::nr_cpus,
 };
-use culprit_common::{RunqHist, maps};
+use culprit_common::{RUNQ_CPU_SLOTS, RunqCpuHist, RunqHist, maps};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     host::cgroups::CgroupPaths,
-    signals::runq_quantile::{quantile_ns, slots_delta},
+    signals::{
+        runq_quantile::{quantile_ns, slots_delta},
+        runq_slots::{RunqSlots, sum},
+    },
 };
 
 /// Run-queue waits over one report interval.
@@ -34,6 +38,10 @@ pub struct CgroupRunq {
     pub cgroup: String,
     #[serde(flatten)]
     pub stats: WaitStats,
+    /// Of `waits`, those the kernel counted in the cgroup's per-CPU slot (no hash lookup, no
+    /// atomic add): all but the first interval's once the cgroup has one.
+    #[serde(default)]
+    pub waits_on_cpu_slot: u64,
 }
 
 /// What changed in one cgroup's histogram between two reads; `None` if nothing did.
@@ -56,32 +64,66 @@ pub(crate) fn interval_stats(now: &RunqHist, before: Option<&RunqHist>) -> Optio
 
 pub(crate) struct RunqCollector {
     map: HashMap<MapData, u64, RunqHist>,
+    per_cpu: PerCpuArray<MapData, RunqCpuHist>,
+    slot_of: HashMap<MapData, u64, u32>,
+    slots: RunqSlots,
+    cpus: usize,
     previous: StdHashMap<u64, RunqHist>,
+    /// Per cgroup, the waits its slot had counted as of the previous call.
+    previous_slot_waits: StdHashMap<u64, u64>,
 }
 
 impl RunqCollector {
     pub(crate) fn new(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
-        let map = ebpf
-            .take_map(maps::RUNQ_HIST)
-            .context("RUNQ_HIST map missing from the eBPF object")?;
+        let mut take = |name: &str| {
+            ebpf.take_map(name)
+                .with_context(|| format!("{name} map missing from the eBPF object"))
+        };
         Ok(Self {
-            map: HashMap::try_from(map)?,
+            map: HashMap::try_from(take(maps::RUNQ_HIST)?)?,
+            per_cpu: PerCpuArray::try_from(take(maps::RUNQ_HIST_CPU)?)?,
+            slot_of: HashMap::try_from(take(maps::RUNQ_SLOT_OF)?)?,
+            slots: RunqSlots::new(RUNQ_CPU_SLOTS),
+            cpus: nr_cpus().map_err(|(_, e)| e).context("possible CPUs")?,
             previous: StdHashMap::new(),
+            previous_slot_waits: StdHashMap::new(),
         })
     }
 
-    /// Reads every cgroup's histogram and returns the activity since the previous call. Entries
-    /// of cgroups that no longer exist are reported one last time, then removed from the map so
-    /// it cannot fill up with the dead.
+    /// Reads every cgroup's histogram (shared, plus its per-CPU slot) and returns the activity
+    /// since the previous call. Entries of cgroups that no longer exist are reported one last
+    /// time, then removed, their slots freed, so nothing fills up with the dead. Cgroups seen
+    /// on the shared histogram get a free slot, the busiest first.
     pub(crate) fn collect(&mut self, paths: &mut CgroupPaths) -> Vec<CgroupRunq> {
+        let mut shared: StdHashMap<u64, RunqHist> = StdHashMap::new();
+        // An entry removed between key and value lookup (an error): nothing to report.
+        for (cgroup_id, mut hist) in self.map.iter().flatten() {
+            hist.count = hist.slots.iter().sum();
+            shared.insert(cgroup_id, hist);
+        }
+        let slotted = self.slots.assigned();
+        for &(cgroup_id, index) in &slotted {
+            if let Ok(values) = self.per_cpu.get(&index, 0) {
+                self.slots.fold(cgroup_id, &values);
+            }
+        }
+        let mut ids: Vec<u64> = shared.keys().copied().collect();
+        ids.extend(
+            slotted
+                .iter()
+                .map(|s| s.0)
+                .filter(|c| !shared.contains_key(c)),
+        );
+
         let mut rows = Vec::new();
         let mut gone = Vec::new();
-        for entry in self.map.iter() {
-            let Ok((cgroup_id, mut hist)) = entry else {
-                // An entry removed between key and value lookup: nothing to report.
-                continue;
-            };
-            hist.count = hist.slots.iter().sum();
+        for cgroup_id in ids {
+            let on_slot = self.slots.counted(cgroup_id);
+            let hist = sum(shared.get(&cgroup_id).unwrap_or(&RunqHist::ZERO), &on_slot);
+            let slot_waits_before = self
+                .previous_slot_waits
+                .insert(cgroup_id, on_slot.count)
+                .unwrap_or(0);
             let path = paths.path_of(cgroup_id).map(str::to_owned);
             if let Some(stats) = interval_stats(&hist, self.previous.get(&cgroup_id)) {
                 rows.push(CgroupRunq {
@@ -90,6 +132,7 @@ impl RunqCollector {
                         .clone()
                         .unwrap_or_else(|| format!("(removed cgroup {cgroup_id})")),
                     stats,
+                    waits_on_cpu_slot: on_slot.count.saturating_sub(slot_waits_before),
                 });
             }
             if path.is_none() {
@@ -99,10 +142,36 @@ impl RunqCollector {
         }
         for cgroup_id in gone {
             let _ = self.map.remove(&cgroup_id);
+            shared.remove(&cgroup_id);
             self.previous.remove(&cgroup_id);
+            self.previous_slot_waits.remove(&cgroup_id);
+            if let Some(index) = self.slots.release(cgroup_id) {
+                let _ = self.slot_of.remove(&cgroup_id);
+                let _ = self.write_slot(index, 0);
+            }
+        }
+        let mut candidates: Vec<(u64, u64)> = shared.iter().map(|(c, h)| (h.count, *c)).collect();
+        candidates.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, cgroup_id) in candidates {
+            let Some(index) = self.slots.assign(cgroup_id) else {
+                continue;
+            };
+            // The slot's per-CPU values first: the kernel only uses a slot it finds there.
+            if self.write_slot(index, cgroup_id).is_err()
+                || self.slot_of.insert(cgroup_id, index, 0).is_err()
+            {
+                self.slots.release(cgroup_id);
+            }
         }
         rows.sort_by_key(|r| std::cmp::Reverse(r.stats.total_wait_ns));
         rows
+    }
+
+    /// Gives slot `index` to `cgroup_id` (0: frees it) on every CPU, counters at zero.
+    fn write_slot(&mut self, index: u32, cgroup_id: u64) -> anyhow::Result<()> {
+        let values = PerCpuValues::try_from(vec![RunqCpuHist::empty(cgroup_id); self.cpus])?;
+        self.per_cpu.set(index, values, 0)?;
+        Ok(())
     }
 }
 

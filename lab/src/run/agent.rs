@@ -222,6 +222,8 @@ impl RunningAgent {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct RunqTotals {
     pub waits: u64,
+    /// Of `waits`, those counted in the cgroup's per-CPU histogram slot.
+    pub waits_on_cpu_slot: u64,
     pub total_wait_ns: u64,
     /// Highest per-report p99 seen.
     pub worst_p99_ns: u64,
@@ -238,6 +240,7 @@ impl RunqTotals {
             .filter(|c| c.cgroup == cgroup)
         {
             t.waits += row.stats.waits;
+            t.waits_on_cpu_slot += row.waits_on_cpu_slot;
             t.total_wait_ns += row.stats.total_wait_ns;
             t.worst_p99_ns = t.worst_p99_ns.max(row.stats.p99_wait_ns);
             t.p99s_ns.push(row.stats.p99_wait_ns);
