@@ -308,9 +308,27 @@ pub struct CpuSlices {
     /// The delay the task running here carries (`accounting::wake_chain`): kept with the slices,
     /// which every switch already looks up.
     pub running_delay: RunningDelay,
+    /// What the switch knew of the task running here when it got the CPU
+    /// (`accounting::watch_cache`): its switch-out may skip the task's local storage.
+    pub running: RunningTask,
 }
 
-const _: () = assert!(core::mem::size_of::<CpuSlices>() == 16 + 24 * CPU_SLICE_SLOTS + 48);
+const _: () = assert!(core::mem::size_of::<CpuSlices>() == 16 + 24 * CPU_SLICE_SLOTS + 48 + 16);
+
+/// The task a CPU runs, as its switch-in left it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunningTask {
+    /// Its `task_struct` address (0: unknown).
+    pub task: u64,
+    /// The watch generation it was known unwatched at (0: not known unwatched).
+    pub unwatched_gen: u32,
+    /// Switch-outs on this CPU that skipped the task's local storage (wrapping): paces the ones
+    /// that do not, which refresh the cached cgroup.
+    pub skipped: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<RunningTask>() == 16);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -13,6 +13,7 @@ use culprit_common::{
     accounting::{
         neighbour::{Neighbour, longest_holder, neighbour_of_wait},
         wake_chain::{self, LongWait},
+        watch_cache,
     },
     thread::Delay,
 };
@@ -23,7 +24,7 @@ use crate::{
     runq_hist,
     task::{TASK_RUNNING, task_state, task_throttling, task_tid},
     task_sched::task_sched,
-    thread_state::{self, watched_state},
+    thread_state::{self, watch_generation, watched_state},
 };
 
 /// `sched_waking`, not `sched_wakeup`: it runs in the waker's context on every kernel, where
@@ -73,7 +74,7 @@ fn try_wakeup(task: *const u8, new: bool) -> Result<(), ()> {
     }
     if new {
         thread_state::wakeup_new(task, task_tid(task, &off)?, now_ns, &off);
-    } else if let Some((tid, st)) = watched_state(ts, || task_tid(task, &off)) {
+    } else if let Some((tid, st)) = watched_state(ts, watch_generation(), || task_tid(task, &off)) {
         let waker = cpu_slices::waker();
         thread_state::wakeup(st, task, tid, now_ns, waker, &waker_delay, &off);
     }
@@ -99,47 +100,40 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let slices = record_slice(prev_tid, prev_tgid, now_ns);
     let prev: *const u8 = ctx.arg(1);
     let next: *const u8 = ctx.arg(2);
-    let prev_ts = task_sched(prev);
+    let prev_state = prev_state(ctx, prev, &off)?;
+    let generation = watch_generation();
+    let node_summary = probe_config().node_summary != 0;
+
     // Created if missing: the per-thread cache below lives there too.
     let next_ts = task_sched(next);
-    let prev_state = prev_state(ctx, prev, &off)?;
-    let preempted = prev_state == TASK_RUNNING;
-    if probe_config().node_summary != 0 {
-        if let Some(ts) = prev_ts {
-            runq_hist::record_switch_out(ts, preempted, now_ns);
-        }
-        if let Some(ts) = next_ts {
-            let wait_ns = runq_hist::record_dequeue(next, ts, now_ns, &off);
-            if let Some(s) = slices {
-                let long_wait = wake_chain::long_wait_start_ns(wait_ns, now_ns).map(|start_ns| {
-                    let holder = longest_holder(unsafe { &*s }, start_ns, now_ns);
-                    // Only at a long wait: the throttled clock costs three reads.
-                    let clock_ns = task_throttling(next, &off).map_or(0, |t| t.throttled_self_ns);
-                    LongWait {
-                        start_ns,
-                        neighbour_tgid: holder.tgid,
-                        throttled_ns: wake_chain::throttled_wait_ns(
-                            unsafe { &mut (*ts).throttled_clock_ns },
-                            clock_ns,
-                            now_ns - start_ns,
-                            holder.ns,
-                        ),
-                    }
-                });
-                wake_chain::switch_in(
-                    unsafe { &mut (*s).running_delay },
-                    unsafe { &mut (*ts).carried },
-                    next as u64,
-                    long_wait,
-                    now_ns,
-                );
-            }
+    if node_summary && let Some(ts) = next_ts {
+        let wait_ns = runq_hist::record_dequeue(next, ts, now_ns, &off);
+        if let Some(s) = slices {
+            let long_wait = wake_chain::long_wait_start_ns(wait_ns, now_ns).map(|start_ns| {
+                let holder = longest_holder(unsafe { &*s }, start_ns, now_ns);
+                // Only at a long wait: the throttled clock costs three reads.
+                let clock_ns = task_throttling(next, &off).map_or(0, |t| t.throttled_self_ns);
+                LongWait {
+                    start_ns,
+                    neighbour_tgid: holder.tgid,
+                    throttled_ns: wake_chain::throttled_wait_ns(
+                        unsafe { &mut (*ts).throttled_clock_ns },
+                        clock_ns,
+                        now_ns - start_ns,
+                        holder.ns,
+                    ),
+                }
+            });
+            wake_chain::switch_in(
+                unsafe { &mut (*s).running_delay },
+                unsafe { &mut (*ts).carried },
+                next as u64,
+                long_wait,
+                now_ns,
+            );
         }
     }
-    if let Some((_, st)) = watched_state(prev_ts, || Ok(prev_tid)) {
-        thread_state::switch_out(st, prev, prev_tid, prev_tgid, prev_state, now_ns, &off);
-    }
-    if let Some((next_tid, st)) = watched_state(next_ts, || task_tid(next, &off)) {
+    if let Some((next_tid, st)) = watched_state(next_ts, generation, || task_tid(next, &off)) {
         thread_state::switch_in(
             st,
             next,
@@ -153,6 +147,34 @@ fn try_switch(ctx: &BtfTracePointContext) -> Result<(), ()> {
                 None => Neighbour::default(),
             },
         );
+    }
+
+    // `prev` after `next`: what the verifier explored for `next` joins again here, and the
+    // skip below does not double it.
+    let preempted = prev_state == TASK_RUNNING;
+    // A settled unwatched task going to sleep needs nothing from its local storage: the CPU
+    // remembers what its switch-in knew (`watch_cache`), one lookup fewer on most switches.
+    let skip_prev = slices.is_some_and(|s| {
+        watch_cache::skip_switch_out(
+            unsafe { &mut (*s).running },
+            prev as u64,
+            preempted,
+            generation,
+        )
+    });
+    if !skip_prev {
+        let prev_ts = task_sched(prev);
+        if node_summary && let Some(ts) = prev_ts {
+            runq_hist::record_switch_out(ts, preempted, now_ns);
+        }
+        if let Some((_, st)) = watched_state(prev_ts, generation, || Ok(prev_tid)) {
+            thread_state::switch_out(st, prev, prev_tid, prev_tgid, prev_state, now_ns, &off);
+        }
+    }
+    // After `watched_state`, which brought next's cached answer up to this generation.
+    if let Some(s) = slices {
+        let ts = next_ts.map(|ts| unsafe { &*ts });
+        watch_cache::switch_in(unsafe { &mut (*s).running }, next as u64, ts, generation);
     }
     Ok(())
 }

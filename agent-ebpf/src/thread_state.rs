@@ -48,14 +48,21 @@ static SCHED_EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 #[map(name = "WATCH_GENERATION")]
 static WATCH_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
 
+/// The current watch generation (0: none published yet).
+#[inline(always)]
+pub fn watch_generation() -> u32 {
+    WATCH_GENERATION.get(0).copied().unwrap_or(0)
+}
+
 /// The task's `THREAD_STATE` entry and tid, if it is watched. The lookup (and `tid`, which may
-/// cost a kernel read) happens only when the task's cached answer is missing, stale, or yes.
+/// cost a kernel read) happens only when the task's cached answer (as of `generation`) is
+/// missing, stale, or yes.
 #[inline(always)]
 pub fn watched_state(
     ts: Option<*mut TaskSched>,
+    generation: u32,
     tid: impl FnOnce() -> Result<u32, ()>,
 ) -> Option<(u32, *mut ThreadState)> {
-    let generation = WATCH_GENERATION.get(0).copied().unwrap_or(0);
     if let Some(ts) = ts
         && watch_cache::known_unwatched(unsafe { &*ts }, generation)
     {

@@ -6,6 +6,10 @@ use crate::thread::{CPU_SLICE_SLOTS, CpuSlices, overlap_ns};
 const SLOT_MASK: u32 = CPU_SLICE_SLOTS as u32 - 1;
 const _: () = assert!(CPU_SLICE_SLOTS.is_power_of_two());
 
+/// Waits at least this long are charged to the process that held them longest; shorter ones to
+/// `prev`'s.
+pub const PAIRWISE_MIN_WAIT_NS: u64 = 100_000;
+
 /// The neighbour charged for a wait: a thread of the process that held the CPU, and how long
 /// that process's threads held it during the wait.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -50,6 +54,9 @@ pub fn neighbour_of_wait(
         // The CPU was idle just before: nobody took it from the waiter.
         return Neighbour::default();
     }
+    // LLVM turns a shift by a constant 63 into a comparison, which BPF can only branch on: a
+    // shift by an amount it cannot see keeps the masks below arithmetic.
+    let top_bit = core::hint::black_box(63u32);
     let mut held_ns = [0u64; CPU_SLICE_SLOTS];
     for (i, held) in held_ns.iter_mut().enumerate() {
         *held = overlap_ns((s.start_ns[i], s.end_ns[i]), (start_ns, end_ns));
@@ -57,7 +64,7 @@ pub fn neighbour_of_wait(
     let process_ns = |tgid: u32| {
         let mut ns = 0u64;
         for (j, held) in held_ns.iter().enumerate() {
-            ns = ns.wrapping_add(held & same_mask(s.tgid[j], tgid));
+            ns = ns.wrapping_add(held & same_mask(s.tgid[j], tgid, top_bit));
         }
         ns
     };
@@ -66,11 +73,16 @@ pub fn neighbour_of_wait(
         tid: prev_tid,
         ns: process_ns(prev_tgid),
     };
+    // A short wait is `prev`'s: the pairwise pass costs the switch of a watched thread more
+    // than the wait itself, and a wait that short held few slices (a storm's are microseconds).
+    if end_ns.wrapping_sub(start_ns) < PAIRWISE_MIN_WAIT_NS {
+        return best;
+    }
     for i in 0..CPU_SLICE_SLOTS {
         let ns = process_ns(s.tgid[i]);
         // Only a strictly longer hold replaces: a tie stays with `prev`. An empty slot holds
         // nothing in any wait. Overlaps are far below 2^63, so the difference's sign decides.
-        let longer = (best.ns.wrapping_sub(ns) as i64 >> 63) as u64;
+        let longer = (best.ns.wrapping_sub(ns) as i64 >> top_bit) as u64;
         best.ns = (ns & longer) | (best.ns & !longer);
         best.tgid = ((u64::from(s.tgid[i]) & longer) | (u64::from(best.tgid) & !longer)) as u32;
         best.tid = ((u64::from(s.tid[i]) & longer) | (u64::from(best.tid) & !longer)) as u32;
@@ -78,12 +90,11 @@ pub fn neighbour_of_wait(
     best
 }
 
-/// All ones when `a == b`, else zero, without a branch.
+/// All ones when `a == b`, else zero, without a branch (`top_bit` is 63).
 #[inline(always)]
-fn same_mask(a: u32, b: u32) -> u64 {
+fn same_mask(a: u32, b: u32, top_bit: u32) -> u64 {
     // (a ^ b) is below 2^32: minus one wraps to the top bit only when it is zero.
-    let is_same = (u64::from(a ^ b).wrapping_sub(1)) >> 63;
-    is_same.wrapping_neg()
+    (u64::from(a ^ b).wrapping_sub(1) as i64 >> top_bit) as u64
 }
 
 /// The thread that held the CPU longest in one slice during `[start_ns, end_ns)`, with that
@@ -120,6 +131,7 @@ mod tests {
             start_ns: [0; CPU_SLICE_SLOTS],
             end_ns: [0; CPU_SLICE_SLOTS],
             running_delay: Default::default(),
+            running: Default::default(),
         }
     }
 
@@ -206,33 +218,39 @@ mod tests {
                 ns: 50 + 100 + 150
             }
         );
-        // 80 handed the CPU over, but 70 held it longer in the wait.
+        // 80 handed the CPU over: a wait this short is its, though 70 held it longer.
         let n = neighbour_of_wait(&s, 80, 9, 150, 650);
-        assert_eq!((n.tgid, n.ns), (70, 300));
+        assert_eq!((n.tgid, n.ns), (80, 200));
     }
 
     #[test]
     fn the_neighbour_is_the_process_that_held_the_wait_longest_not_who_handed_over() {
         // A hog's two threads take turns for 4 ms; the waiter's sibling worker (process 50) runs
         // 1 ms and sleeps, handing the CPU to the waiter.
-        let s = ran(1_000, &[(7, 70, 3_000), (8, 70, 5_000), (51, 50, 6_000)]);
-        let n = neighbour_of_wait(&s, 50, 51, 1_000, 6_000);
+        let ms = 1_000_000;
+        let s = ran(ms, &[(7, 70, 3 * ms), (8, 70, 5 * ms), (51, 50, 6 * ms)]);
+        let n = neighbour_of_wait(&s, 50, 51, ms, 6 * ms);
         assert_eq!(
             n,
             Neighbour {
                 tgid: 70,
                 tid: 7,
-                ns: 4_000
+                ns: 4 * ms
             }
         );
         // A tie goes to who handed the CPU over.
-        let s = ran(1_000, &[(7, 70, 2_000), (51, 50, 3_000)]);
-        let n = neighbour_of_wait(&s, 50, 51, 1_000, 3_000);
-        assert_eq!((n.tgid, n.tid, n.ns), (50, 51, 1_000));
+        let s = ran(ms, &[(7, 70, 2 * ms), (51, 50, 3 * ms)]);
+        let n = neighbour_of_wait(&s, 50, 51, ms, 3 * ms);
+        assert_eq!((n.tgid, n.tid, n.ns), (50, 51, ms));
         // prev's process held nothing in the wait (its slice is older): another one is named.
-        let s = ran(1_000, &[(51, 50, 2_000), (7, 70, 3_000)]);
-        let n = neighbour_of_wait(&s, 50, 51, 2_000, 3_000);
-        assert_eq!((n.tgid, n.ns), (70, 1_000));
+        let s = ran(ms, &[(51, 50, 2 * ms), (7, 70, 3 * ms)]);
+        let n = neighbour_of_wait(&s, 50, 51, 2 * ms, 3 * ms);
+        assert_eq!((n.tgid, n.ns), (70, ms));
+        // Below the pairwise pass's bound, prev's process even so.
+        let short = PAIRWISE_MIN_WAIT_NS - 1;
+        let s = ran(ms, &[(7, 70, ms + short - 10), (51, 50, ms + short)]);
+        let n = neighbour_of_wait(&s, 50, 51, ms, ms + short);
+        assert_eq!((n.tgid, n.ns), (50, 10));
     }
 
     #[test]
@@ -270,18 +288,19 @@ mod tests {
 
     #[test]
     fn exhaustively_the_neighbour_is_the_process_holding_the_wait_longest() {
-        // Four slices of lengths 100, 300, 200, 400 from t = 1000, every assignment of them to
-        // processes 1..=3, every wait on a 100 ns grid, prev either process 1 or 3.
-        let ends = [1_100u64, 1_400, 1_600, 2_000];
+        // Four slices of 100, 300, 200 and 400 us from t = 1 ms, every assignment of them to
+        // processes 1..=3, every wait on a 50 us grid, prev either process 1 or 3.
+        let us = 1_000u64;
+        let ends = [1_100 * us, 1_400 * us, 1_600 * us, 2_000 * us];
         for code in 0..81u32 {
             let owners: [u32; 4] = core::array::from_fn(|k| code / 3u32.pow(k as u32) % 3 + 1);
             let slices: [(u32, u32, u64); 4] =
                 core::array::from_fn(|k| (owners[k] * 10 + k as u32, owners[k], ends[k]));
-            let s = ran(1_000, &slices);
-            for start in (900..=2_000).step_by(100) {
-                for end in (start..=2_100).step_by(100) {
+            let s = ran(1_000 * us, &slices);
+            for start in (900..=2_000).step_by(50).map(|t| t * us) {
+                for end in (start..=2_100 * us).step_by(50 * us as usize) {
                     let held = |p: u32| -> u64 {
-                        let mut begin = 1_000;
+                        let mut begin = 1_000 * us;
                         let mut ns = 0;
                         for (&o, e) in owners.iter().zip(ends) {
                             if o == p {
@@ -294,15 +313,23 @@ mod tests {
                     let most = (1..=3).map(held).max().unwrap();
                     for prev in [1u32, 3] {
                         let n = neighbour_of_wait(&s, prev, prev * 10, start, end);
-                        assert_eq!(n.ns, most, "{owners:?} [{start}, {end}) prev {prev}");
-                        assert_eq!(held(n.tgid), most, "{owners:?} [{start}, {end})");
-                        if held(prev) == most {
-                            // A tie stays with who handed the CPU over.
-                            assert_eq!((n.tgid, n.tid), (prev, prev * 10));
-                        } else {
-                            // The tid is one of the named process's threads.
-                            assert_eq!(n.tid / 10, n.tgid, "{owners:?} [{start}, {end})");
+                        let case = (owners, start, end, prev);
+                        if end - start < PAIRWISE_MIN_WAIT_NS || held(prev) == most {
+                            // A short wait, or a tie: who handed the CPU over.
+                            assert_eq!(
+                                n,
+                                Neighbour {
+                                    tgid: prev,
+                                    tid: prev * 10,
+                                    ns: held(prev)
+                                }
+                            );
+                            continue;
                         }
+                        assert_eq!(n.ns, most, "{case:?}");
+                        assert_eq!(held(n.tgid), most, "{case:?}");
+                        // The tid is one of the named process's threads.
+                        assert_eq!(n.tid / 10, n.tgid, "{case:?}");
                     }
                 }
             }
