@@ -27,6 +27,16 @@ pub fn hist_slot(value_ns: u64) -> usize {
     ((pow2 - SUB_BITS + 1) as usize) * SUB_COUNT as usize + sub as usize
 }
 
+/// [`hist_slot`] with a bounds check the BPF verifier sees: the compiler knows `hist_slot` is in
+/// range and would drop a plain check, but the verifier cannot follow the bit arithmetic, so a
+/// volatile read hides the range from the compiler and the check survives.
+#[inline(always)]
+pub fn checked_hist_slot(value_ns: u64) -> Option<usize> {
+    let slot = hist_slot(value_ns);
+    let slot = unsafe { core::ptr::read_volatile(&slot) };
+    (slot < HIST_SLOTS).then_some(slot)
+}
+
 /// The smallest duration that falls in `slot`; the slot's upper bound is the next slot's lower
 /// bound.
 pub fn slot_lower_bound_ns(slot: usize) -> u64 {
@@ -105,14 +115,9 @@ impl RunqCpuHist {
         if self.cgroup_id != cgroup_id || cgroup_id == 0 {
             return false;
         }
-        let slot = hist_slot(delay_ns);
-        // The compiler knows `hist_slot` is in range and would drop the check, but the verifier
-        // cannot follow the bit arithmetic: a volatile read hides the range from the compiler
-        // so the check survives for the verifier.
-        let slot = unsafe { core::ptr::read_volatile(&slot) };
-        if slot >= HIST_SLOTS {
+        let Some(slot) = checked_hist_slot(delay_ns) else {
             return false;
-        }
+        };
         self.total_ns = self.total_ns.wrapping_add(delay_ns);
         self.slots[slot] = self.slots[slot].wrapping_add(1);
         true

@@ -21,7 +21,8 @@ pub mod thread;
 
 pub use config::{OTLP_PORT_SLOTS, ProbeConfig};
 pub use histogram::{
-    HIST_SLOTS, RUNQ_CPU_SLOTS, RunqCpuHist, RunqHist, hist_slot, slot_lower_bound_ns,
+    HIST_SLOTS, RUNQ_CPU_SLOTS, RunqCpuHist, RunqHist, checked_hist_slot, hist_slot,
+    slot_lower_bound_ns,
 };
 pub use offsets::{KernelOffsets, OFFSET_ABSENT, TcpTracepointOffsets};
 pub use stats::DropCounter;

@@ -13,8 +13,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
 };
 use culprit_common::{
-    DropCounter, HIST_SLOTS, KernelOffsets, RUNQ_CPU_SLOTS, RunqCpuHist, RunqHist,
-    accounting::runq_delay, hist_slot, thread::TaskSched,
+    DropCounter, KernelOffsets, RUNQ_CPU_SLOTS, RunqCpuHist, RunqHist, accounting::runq_delay,
+    checked_hist_slot, thread::TaskSched,
 };
 
 use crate::{drops::count_drop, task::task_cgroup_id};
@@ -105,14 +105,7 @@ fn add_sample(cgroup_id: u64, delay_ns: u64) -> Result<(), ()> {
             RUNQ_HIST.get_ptr_mut(cgroup_id).ok_or(())?
         }
     };
-    // The compiler knows `hist_slot` is in range and would drop the check, but the verifier
-    // cannot follow the bit arithmetic: a volatile read hides the range from the compiler so the
-    // check survives for the verifier.
-    let slot = hist_slot(delay_ns);
-    let slot = unsafe { core::ptr::read_volatile(&slot) };
-    if slot >= HIST_SLOTS {
-        return Err(());
-    }
+    let slot = checked_hist_slot(delay_ns).ok_or(())?;
     // Shared across CPUs: atomic adds keep the counters exact. `count` is the sum of the slots:
     // the agent computes it when it reads the map, one atomic add fewer per switch.
     unsafe {
