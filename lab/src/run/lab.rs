@@ -193,19 +193,26 @@ impl Lab {
 
         let mut phases = Vec::new();
         let mut samples = Vec::new();
-        let load = |lab: &mut Self, length, injected| {
-            let shape = match injected {
-                Some(Injected::QueueBacklog) => faults.overload,
+        let load = |lab: &mut Self, length: Duration, injected| {
+            let (shape, length) = match injected {
+                Some(Injected::QueueBacklog) => (faults.overload, length),
                 // Under the pressure an `/alloc` request takes 40-130 ms (the slower the machine,
                 // the longer): at the full rate the two workers then overlap most of the time
                 // and wait for the CPU behind each other, which is the service's own
-                // concurrency, not the fault under test. Half the rate keeps them mostly apart.
-                _ if scenario == Scenario::MemoryPressure => LoadShape::Steady {
-                    rate_per_s: timing.rate_per_s / 2.0,
-                },
-                _ => LoadShape::Steady {
-                    rate_per_s: timing.rate_per_s,
-                },
+                // concurrency, not the fault under test. Half the rate for twice as long keeps
+                // them mostly apart and measures as many requests as the other scenarios.
+                Some(_) if scenario == Scenario::MemoryPressure => (
+                    LoadShape::Steady {
+                        rate_per_s: timing.rate_per_s / 2.0,
+                    },
+                    length * 2,
+                ),
+                _ => (
+                    LoadShape::Steady {
+                        rate_per_s: timing.rate_per_s,
+                    },
+                    length,
+                ),
             };
             lab.load_phase(&base_url, length, shape, routes, (scenario, injected))
         };
