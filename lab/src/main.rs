@@ -9,7 +9,7 @@ use culprit_lab::{
     run::demo,
     scenario::plan::{Scenario, Timing},
     service::{
-        async_server, server,
+        async_server, server, server_args,
         thread_context::{self, ContextRecord},
     },
     workloads::{self, rust_otel_app},
@@ -102,10 +102,13 @@ enum LabCommand {
         #[arg(long)]
         record: Option<PathBuf>,
     },
-    /// A TCP server on 127.0.0.1 answering fixed-size requests.
+    /// A TCP server answering fixed-size requests.
     TcpServer {
         #[arg(long)]
         port: u16,
+        /// The address to listen on (a node address, for clients in a pod).
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
         #[arg(long, default_value_t = 512)]
         size: usize,
         /// Busy time before each answer, in microseconds.
@@ -162,40 +165,7 @@ enum LabCommand {
     },
     /// The lab's HTTP service (instrumented with opentelemetry-otlp): `/cpu` burns CPU,
     /// `/downstream` calls a TCP service.
-    Service {
-        #[arg(long)]
-        port: u16,
-        #[arg(long)]
-        downstream_port: u16,
-        /// The OTLP/gRPC endpoint, e.g. http://127.0.0.1:4317.
-        #[arg(long)]
-        endpoint: String,
-        #[arg(long, default_value_t = 2)]
-        workers: usize,
-        #[arg(long, default_value_t = 5.0)]
-        cpu_work_ms: f64,
-        /// Leave `culprit.thread.tid` off the spans (the agent infers the serving thread).
-        #[arg(long)]
-        no_thread_attr: bool,
-        /// Write the thread that served each span here (JSON) at shutdown: the truth a test
-        /// scores the agent's inference against.
-        #[arg(long)]
-        record: Option<PathBuf>,
-        /// Publish each request's OpenTelemetry thread context (OTEP 4947).
-        #[arg(long)]
-        thread_context: bool,
-        /// Serve `/disk` from this file (created if missing), read with O_DIRECT.
-        #[arg(long)]
-        disk_file: Option<PathBuf>,
-        /// Serve `/lock`, whose requests share a lock with a thread on this CPU that holds it
-        /// in bursts.
-        #[arg(long)]
-        lock_holder_cpu: Option<usize>,
-        /// Serve `/pooled` from a prefork-style pool: `--workers` threads that each accept and
-        /// read their connections (a request waits in the kernel while all are busy).
-        #[arg(long)]
-        accept_pool: bool,
-    },
+    Service(server_args::ServiceArgs),
     /// The lab's async service: one thread interleaves all requests, each publishing its
     /// OpenTelemetry thread context (OTEP 4947) while it runs. `/cpu` computes in slices,
     /// `/sleep` awaits a timer.
@@ -284,6 +254,10 @@ enum LabCommand {
         /// connections: a request's wait before its span is measured), loaded on `/cpu`.
         #[arg(long)]
         accept_pool: bool,
+        /// Run the service in the node's network namespace, on loopback, instead of a pod's
+        /// own (reached over a veth pair, as a CNI wires one).
+        #[arg(long)]
+        host_network: bool,
     },
 }
 
@@ -316,6 +290,7 @@ fn main() -> anyhow::Result<()> {
             k6,
             locust,
             accept_pool,
+            host_network,
         } => {
             let agent_args: Vec<String> = api_socket
                 .iter()
@@ -331,6 +306,7 @@ fn main() -> anyhow::Result<()> {
                 generator: (k6.then_some(demo::LoadGenerator::K6))
                     .or(locust.then_some(demo::LoadGenerator::Locust)),
                 accept_pool: *accept_pool,
+                host_network: *host_network,
             };
             return demo::outcome(demo::run(&[*scenario], timing, out, &opts));
         }
@@ -415,9 +391,15 @@ fn main() -> anyhow::Result<()> {
         )?,
         LabCommand::TcpServer {
             port,
+            host,
             size,
             work_us,
-        } => workloads::tcp_server(port, size, Duration::from_micros(work_us), run_for)?,
+        } => workloads::tcp_server(
+            (host, port).into(),
+            size,
+            Duration::from_micros(work_us),
+            run_for,
+        )?,
         LabCommand::TcpClient { port, size } => workloads::tcp_client(port, size, run_for)?,
         LabCommand::Pingpong {
             pairs,
@@ -439,31 +421,7 @@ fn main() -> anyhow::Result<()> {
                 thread: !stock,
             },
         )?,
-        LabCommand::Service {
-            port,
-            downstream_port,
-            endpoint,
-            workers,
-            cpu_work_ms,
-            no_thread_attr,
-            record,
-            thread_context,
-            disk_file,
-            lock_holder_cpu,
-            accept_pool,
-        } => server::run(&server::ServiceConfig {
-            port,
-            downstream_port,
-            otlp_endpoint: endpoint,
-            workers,
-            cpu_work: Duration::from_secs_f64(cpu_work_ms / 1e3),
-            thread_attr: !no_thread_attr,
-            record,
-            thread_context,
-            disk_file,
-            lock_holder_cpu,
-            accept_pool,
-        })?,
+        LabCommand::Service(args) => server::run(&args.into_config())?,
         LabCommand::AsyncService {
             port,
             endpoint,

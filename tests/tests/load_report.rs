@@ -15,9 +15,14 @@ use culprit_lab::{
 };
 use culprit_tests::require_root;
 
-/// Of the server's part of the generator's p99 excess, the contention's: 83-96% measured
-/// (ACCURACY.md); below this is a regression.
+/// Of the server's part of k6's p99 excess, the contention's: 83-96% measured (ACCURACY.md);
+/// below this is a regression.
 const P99_EXCESS_FLOOR: f64 = 0.75;
+/// Locust's p99 is its slowest few requests, and 70-85% of their excess is Locust's own client
+/// time (Python on the harness's CPU, next to the agent): the server's part of it is a few
+/// milliseconds over 3-4 requests, 50-88% contention in 11 runs here (2026-12-07, the service
+/// in its own network namespace or not alike), the rest the pool's queue and the other worker.
+const LOCUST_P99_EXCESS_FLOOR: f64 = 0.45;
 /// Of k6's whole p99 excess, the contention's: 78-92% in runs here, 52% in one CI run whose k6
 /// spent 38% of its p99 excess outside the server (its own client time on the harness's CPU),
 /// which the report rightly does not blame on the server. Half is the regression line.
@@ -81,8 +86,12 @@ fn load_test_under_contention(generator: LoadGenerator) -> anyhow::Result<()> {
         .filter(|s| s.cause != Cause::Unknown)
         .map(|s| s.ms)
         .sum();
+    let floor = match generator {
+        LoadGenerator::K6 => P99_EXCESS_FLOOR,
+        LoadGenerator::Locust => LOCUST_P99_EXCESS_FLOOR,
+    };
     assert!(
-        contention.ms >= P99_EXCESS_FLOOR * server_ms,
+        contention.ms >= floor * server_ms,
         "contention explains {:.0}% of the server's part of {generator:?}'s p99 excess: {:?}",
         contention.ms / server_ms * 100.0,
         client.p99_by_cause
@@ -106,9 +115,18 @@ fn load_test_under_contention(generator: LoadGenerator) -> anyhow::Result<()> {
         "{:?}",
         client.p99_by_cause
     );
-    let named = contention.who.first().map(|w| w.0.as_str()).unwrap_or("");
+    // k6's tail is the server's: the hog must come first. Locust's few slowest requests are
+    // as often the pool's two workers overlapping (the service's own other worker first, the
+    // hog second, in 2 of 4 runs here): the hog must be among those named.
+    let hog_name = format!("({hog})");
+    let named: Vec<&str> = match generator {
+        LoadGenerator::K6 => contention.who.iter().take(1),
+        LoadGenerator::Locust => contention.who.iter().take(3),
+    }
+    .map(|w| w.0.as_str())
+    .collect();
     assert!(
-        named.contains(&format!("({hog})")),
+        named.iter().any(|n| n.contains(&hog_name)),
         "the hog ({hog}) is not who is behind the contention: {:?}",
         contention.who
     );

@@ -33,7 +33,7 @@ fn lost_packets_show_up_as_retransmits_with_owner_and_cost() -> anyhow::Result<(
         &["--watch-pid", &server_pid, "--watch-pid", &client_pid],
     )?;
     agent.next_report()?;
-    let _loss = PacketLoss::on_port(port, 25)?;
+    let _loss = PacketLoss::on_port(port, 25, None)?;
     let server_addr = format!("127.0.0.1:{port}");
     let on_port =
         |r: &&culprit::model::RetransmitRow| r.local == server_addr || r.remote == server_addr;

@@ -197,7 +197,7 @@ fn lossy_downstream(
         &["tcp-server", "--port", &port.to_string()],
     )?;
     wait_for_port(port, Duration::from_secs(10))?;
-    let loss = PacketLoss::on_port(port, 25)?;
+    let loss = PacketLoss::on_port(port, 25, None)?;
     Ok((port, cg, server, loss))
 }
 

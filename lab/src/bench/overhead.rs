@@ -88,8 +88,8 @@ fn app_run(agent_on: bool, seconds: f64, blackhole: &str) -> anyhow::Result<AppR
     let mut cmd = service_command(
         &[cg.child("service")?],
         Some(SERVICE_CPU),
-        port,
-        downstream_port,
+        &Default::default(),
+        (port, downstream_port),
         &sink,
     )?;
     cmd.stdout(Stdio::null());

@@ -122,3 +122,9 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A subnet per lab in this process (tests may start more than one), from 80 up.
+pub fn next_lab_subnet() -> u8 {
+    static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(80);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+}

@@ -4,40 +4,46 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
-/// An nftables table that drops a share of the TCP packets to and from one port.
+/// An nftables table that drops a share of the TCP packets to and from one port, in the
+/// node's network namespace and, when the service runs in a pod, in the pod's too.
 pub struct PacketLoss {
     table: String,
+    /// The namespaces holding the table besides the node's (from `ip netns add`).
+    netns: Vec<String>,
 }
 
 impl PacketLoss {
     /// Drops `percent`% of the TCP packets whose source or destination port is `port`, on
     /// every interface (loopback included). Packets are dropped on arrival (the `input` hook):
     /// a drop on `output` fails the send locally, which TCP handles as local congestion rather
-    /// than as a lost segment, with no retransmit.
-    pub fn on_port(port: u16, percent: u8) -> anyhow::Result<Self> {
+    /// than as a lost segment, with no retransmit. With the service in a pod (`netns`), the
+    /// downstream's answers arrive in the pod's namespace, not the node's: the same table goes
+    /// there, and each packet still meets one input hook, so the rate is the same.
+    pub fn on_port(port: u16, percent: u8, netns: Option<&str>) -> anyhow::Result<Self> {
         Self::on_input(
             &format!("culprit_loss_{}_{port}", std::process::id()),
             &format!(
                 "tcp dport {port} numgen random mod 100 < {percent} drop
                  tcp sport {port} numgen random mod 100 < {percent} drop"
             ),
+            netns,
         )
     }
 
     /// Drops `percent`% of the connection requests (SYNs without ACK) to `port`, on arrival:
     /// the client's `connect` waits for its SYN's retransmit (1 s, then 3 s in all), the
-    /// connections once open lose nothing.
+    /// connections once open lose nothing. The SYNs arrive where `port` listens: the node.
     pub fn syns_to_port(port: u16, percent: u8) -> anyhow::Result<Self> {
         Self::on_input(
             &format!("culprit_synloss_{}_{port}", std::process::id()),
             &format!(
                 "tcp dport {port} tcp flags & (syn | ack) == syn numgen random mod 100 < {percent} drop"
             ),
+            None,
         )
     }
 
-    /// Installs table `table` whose `input` chain holds `rules`.
-    fn on_input(table: &str, rules: &str) -> anyhow::Result<Self> {
+    fn on_input(table: &str, rules: &str, netns: Option<&str>) -> anyhow::Result<Self> {
         let script = format!(
             "table inet {table} {{
                 chain input {{
@@ -46,28 +52,48 @@ impl PacketLoss {
                 }}
             }}"
         );
-        nft(&["-f", "-"], Some(&script))
+        nft(None, &["-f", "-"], Some(&script))
             .context("installing the packet-loss rules (needs root and nftables)")?;
-        Ok(Self {
+        // From here on, drop removes what was installed.
+        let mut loss = Self {
             table: table.to_string(),
-        })
+            netns: Vec::new(),
+        };
+        if let Some(ns) = netns {
+            nft(Some(ns), &["-f", "-"], Some(&script))
+                .with_context(|| format!("installing the packet-loss rules in {ns}"))?;
+            loss.netns.push(ns.to_string());
+        }
+        Ok(loss)
     }
 }
 
 impl Drop for PacketLoss {
     fn drop(&mut self) {
-        if let Err(err) = nft(&["delete", "table", "inet", &self.table], None) {
-            eprintln!(
-                "warning: could not remove nftables table {}: {err:#}",
-                self.table
-            );
+        let namespaces = std::iter::once(None).chain(self.netns.iter().map(|ns| Some(ns.as_str())));
+        for ns in namespaces {
+            if let Err(err) = nft(ns, &["delete", "table", "inet", &self.table], None) {
+                eprintln!(
+                    "warning: could not remove nftables table {}: {err:#}",
+                    self.table
+                );
+            }
         }
     }
 }
 
-pub(crate) fn nft(args: &[&str], stdin: Option<&str>) -> anyhow::Result<()> {
+/// Runs `nft` with `args`, in network namespace `netns` if given (`ip netns exec`).
+pub(crate) fn nft(netns: Option<&str>, args: &[&str], stdin: Option<&str>) -> anyhow::Result<()> {
     use std::io::Write as _;
-    let mut child = Command::new("nft")
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns, "nft"]);
+            cmd
+        }
+        None => Command::new("nft"),
+    };
+    let mut child = cmd
         .args(args)
         .stdin(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

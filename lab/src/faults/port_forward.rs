@@ -23,7 +23,7 @@ impl PortForward {
                 }}
             }}"
         );
-        nft(&["-f", "-"], Some(&script))
+        nft(None, &["-f", "-"], Some(&script))
             .context("installing the port forward (needs root and nftables)")?;
         Ok(Self { table })
     }
@@ -31,7 +31,7 @@ impl PortForward {
 
 impl Drop for PortForward {
     fn drop(&mut self) {
-        if let Err(err) = nft(&["delete", "table", "ip", &self.table], None) {
+        if let Err(err) = nft(None, &["delete", "table", "ip", &self.table], None) {
             eprintln!(
                 "warning: could not remove nftables table {}: {err:#}",
                 self.table

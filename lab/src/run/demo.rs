@@ -62,6 +62,8 @@ pub struct DemoOptions {
     pub generator: Option<LoadGenerator>,
     /// Every scenario's service is the accept pool (`pool_server`), loaded on `/cpu`.
     pub accept_pool: bool,
+    /// The service in the node's network namespace, on loopback, not in a pod's own.
+    pub host_network: bool,
 }
 
 /// Runs `scenarios` in order with one agent, printing each as it completes, then, for
@@ -93,6 +95,9 @@ pub fn run(
     }
     if opts.accept_pool {
         lab = lab.with_accept_pool();
+    }
+    if opts.host_network {
+        lab = lab.with_host_network();
     }
     println!(
         "the agent's live view: culprit top --socket {}",

@@ -4,7 +4,6 @@
 //! error, panic or Ctrl-C.
 
 use std::{
-    process::Stdio,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -25,10 +24,11 @@ use super::{
 use crate::{
     faults::{
         cgroup::TempCgroup,
+        netns::{self, PodNetwork},
         packet_loss::PacketLoss,
         placement::{self, HARNESS_CPU, SERVICE_CPU},
     },
-    process::reaped::{Reaped, spawn_workload},
+    process::reaped::spawn_workload,
     scenario::{
         accuracy::{self, Injected, Request},
         outcome::{Phase, ScenarioRun},
@@ -36,9 +36,8 @@ use crate::{
     },
     service::{
         generator::LoadGenerator,
-        launch::service_command,
         load::{self, LoadShape},
-        otel::{AgentPorts, free_port, wait_for_port},
+        otel::{AgentPorts, free_port, wait_for_addr},
         pool_server::POOL_ROUTE,
         retry_call::ATTEMPT_SPAN,
         server::{
@@ -63,8 +62,8 @@ pub const DISK_DIR: &str = "/var/tmp/culprit-lab";
 
 /// One agent for a series of scenarios.
 pub struct Lab {
-    agent: RunningAgent,
-    ports: AgentPorts,
+    pub(super) agent: RunningAgent,
+    pub(super) ports: AgentPorts,
     pub(super) stop: Arc<AtomicBool>,
     /// The load generator of the steady phases and where its results go (`with_generator`),
     /// and the fault phases' result files so far.
@@ -72,6 +71,11 @@ pub struct Lab {
     pub(super) client_results: Vec<std::path::PathBuf>,
     /// Every scenario's service is the accept pool, loaded on `/cpu` only (`with_accept_pool`).
     pub(super) accept_pool: bool,
+    /// The service's own network namespace, as a pod has: it reaches the agent and its
+    /// downstream at the node's address and the load reaches it at its own.
+    pub(super) pod: PodNetwork,
+    /// Run the service in the node's namespace instead, on loopback (`with_host_network`).
+    pub(super) host_network: bool,
 }
 
 impl Lab {
@@ -93,8 +97,11 @@ impl Lab {
             bail!("the lab needs 2 CPUs: one for the service, one for the harness");
         }
         placement::pin_to_cpu(HARNESS_CPU)?;
+        let pod = PodNetwork::new("lab", netns::next_lab_subnet())?;
         let ports = AgentPorts::fresh()?;
-        let mut args = ports.args();
+        // The receivers on the node's address: where a pod's SDK sends (and the node's own
+        // processes can too).
+        let mut args = ports.args_on(pod.node_v4.into());
         args.extend(["--slow-ms".into(), "0".into()]);
         args.extend(agent_args.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -107,6 +114,8 @@ impl Lab {
             generator: None,
             client_results: Vec::new(),
             accept_pool: false,
+            pod,
+            host_network: false,
         })
     }
 
@@ -134,6 +143,7 @@ impl Lab {
         let quota =
             TempCgroup::new_cpu_quota("culprit-lab-quota", faults.quota_us, faults.period_us)?;
         quota.set_cpu_quota(None)?;
+        let (service_host, downstream_host, network) = self.service_network();
         let downstream_port = free_port()?;
         let downstream = spawn_workload(
             &cg.child("downstream")?,
@@ -141,13 +151,16 @@ impl Lab {
             3600.0,
             &[
                 "tcp-server",
+                "--host",
+                &downstream_host.to_string(),
                 "--port",
                 &downstream_port.to_string(),
                 "--work-us",
                 &DOWNSTREAM_WORK_US.to_string(),
             ],
         )?;
-        wait_for_port(downstream_port, Duration::from_secs(10))?;
+        let downstream_addr = std::net::SocketAddr::from((downstream_host, downstream_port));
+        wait_for_addr(downstream_addr, Duration::from_secs(10))?;
         let service_port = free_port()?;
         let routes = if self.accept_pool {
             &["/cpu"]
@@ -180,14 +193,17 @@ impl Lab {
         }
         let mut service = self.start_service(
             &service_cgroups,
-            service_port,
-            downstream_port,
+            &network,
+            ((service_host, service_port).into(), downstream_port),
             disk_file.as_deref(),
             lock_holder_cpu,
             self.accept_pool || scenario == Scenario::Saturation,
         )?;
         let service_pid = service.pid();
-        let base_url = format!("http://127.0.0.1:{service_port}");
+        let base_url = format!(
+            "http://{}",
+            std::net::SocketAddr::from((service_host, service_port))
+        );
         let _ = self.agent.take_reports();
         let warm_up_spans = self.warm_up(&base_url, service_pid, routes)?;
 
@@ -250,6 +266,7 @@ impl Lab {
                     } else {
                         faults.loss_percent
                     },
+                    (!self.host_network).then(|| self.pod.name()),
                 )?)),
                 Some(Injected::ConnectRetransmit) => Some(Fault::Loss(PacketLoss::syns_to_port(
                     downstream_port,
@@ -364,7 +381,7 @@ impl Lab {
                 scenario.name()
             );
         }
-        let downstream_peer = format!("127.0.0.1:{downstream_port}");
+        let downstream_peer = downstream_addr.to_string();
         let retransmits = reports
             .iter()
             .flat_map(|r| &r.retransmits)
@@ -423,38 +440,6 @@ impl Lab {
             retry,
             oom,
         })
-    }
-
-    fn start_service(
-        &self,
-        cgroups: &[std::path::PathBuf],
-        port: u16,
-        downstream_port: u16,
-        disk_file: Option<&std::path::Path>,
-        lock_holder_cpu: Option<usize>,
-        accept_pool: bool,
-    ) -> anyhow::Result<Reaped> {
-        let mut cmd = service_command(
-            cgroups,
-            Some(SERVICE_CPU),
-            port,
-            downstream_port,
-            &self.ports.grpc_url(),
-        )?;
-        if accept_pool {
-            cmd.arg("--accept-pool");
-        }
-        if let Some(path) = disk_file {
-            cmd.arg("--disk-file").arg(path);
-        }
-        if let Some(cpu) = lock_holder_cpu {
-            cmd.args(["--lock-holder-cpu", &cpu.to_string()]);
-        }
-        cmd.stdout(Stdio::piped());
-        let service = Reaped::spawn("lab service", &mut cmd)?;
-        // Longer with a data file to write first.
-        wait_for_port(port, Duration::from_secs(60))?;
-        Ok(service)
     }
 
     /// Sends requests until the agent has decomposed one of the service's spans: from then on

@@ -8,5 +8,6 @@ pub mod demo;
 mod fault_guard;
 pub mod lab;
 mod lab_load;
+mod lab_service;
 pub mod runq_contention;
 mod tallies;

@@ -2,6 +2,7 @@
 //! workers and the `/cpu` work that the lab and the benches measure.
 
 use std::{
+    net::IpAddr,
     path::PathBuf,
     process::{Command, Stdio},
     time::Duration,
@@ -14,13 +15,23 @@ use crate::process::binaries::bin_path;
 const SERVICE_WORKERS: usize = 2;
 const CPU_WORK: Duration = Duration::from_millis(5);
 
+/// Where the service sits on the network: the node's own namespace (loopback throughout), or
+/// a pod's (its own namespace, listening on any address, its downstream at the node's).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ServiceNetwork {
+    /// `culprit-lab`'s arguments that join the pod's namespace (`PodNetwork::lab_args`).
+    pub lab_args: Vec<String>,
+    pub listen_host: Option<IpAddr>,
+    pub downstream_host: Option<IpAddr>,
+}
+
 /// `culprit-lab service` placed in `cgroups`, on `cpu` if given (the lab's service CPU, see
 /// [`SERVICE_CPU`]), exporting to `endpoint`.
 pub(crate) fn service_command(
     cgroups: &[PathBuf],
     cpu: Option<usize>,
-    port: u16,
-    downstream_port: u16,
+    network: &ServiceNetwork,
+    (port, downstream_port): (u16, u16),
     endpoint: &str,
 ) -> anyhow::Result<Command> {
     let mut cmd = Command::new(bin_path("culprit-lab")?);
@@ -30,10 +41,17 @@ pub(crate) fn service_command(
     if let Some(cpu) = cpu {
         cmd.args(["--cpu", &cpu.to_string()]);
     }
+    cmd.args(&network.lab_args);
     cmd.args(["--seconds", "3600", "service"])
         .args(["--port", &port.to_string()])
-        .args(["--downstream-port", &downstream_port.to_string()])
-        .args(["--endpoint", endpoint])
+        .args(["--downstream-port", &downstream_port.to_string()]);
+    if let Some(host) = network.listen_host {
+        cmd.args(["--listen-host", &host.to_string()]);
+    }
+    if let Some(host) = network.downstream_host {
+        cmd.args(["--downstream-host", &host.to_string()]);
+    }
+    cmd.args(["--endpoint", endpoint])
         .args(["--workers", &SERVICE_WORKERS.to_string()])
         .args(["--cpu-work-ms", &CPU_WORK.as_millis().to_string()])
         .stdin(Stdio::null());

@@ -14,4 +14,5 @@ pub(crate) mod pool_server;
 pub mod retry_call;
 pub(crate) mod routes;
 pub mod server;
+pub mod server_args;
 pub mod thread_context;

@@ -43,15 +43,20 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// Waits until something accepts connections on the port.
 pub fn wait_for_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
+    wait_for_addr((std::net::Ipv4Addr::LOCALHOST, port).into(), timeout)
+}
+
+/// Waits until something accepts connections at `addr` (e.g. a pod's address).
+pub fn wait_for_addr(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
     let timeout = crate::process::slowdown::stretch(timeout);
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
             return Ok(());
         }
         thread::sleep(Duration::from_millis(50));
     }
-    bail!("nothing listens on 127.0.0.1:{port} after {timeout:?}")
+    bail!("nothing listens on {addr} after {timeout:?}")
 }
 
 /// Runs the lab's Rust app (`culprit-lab rust-otel-app`, the `opentelemetry-otlp` SDK over
@@ -307,16 +312,25 @@ impl AgentPorts {
     }
 
     pub fn args(&self) -> Vec<String> {
+        self.args_on(std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// The receivers on `host` (a node address pods dial, say) instead of loopback.
+    pub fn args_on(&self, host: std::net::IpAddr) -> Vec<String> {
         vec![
             "--otlp-grpc".into(),
-            format!("127.0.0.1:{}", self.grpc),
+            SocketAddr::from((host, self.grpc)).to_string(),
             "--otlp-http".into(),
-            format!("127.0.0.1:{}", self.http),
+            SocketAddr::from((host, self.http)).to_string(),
         ]
     }
 
     pub fn grpc_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.grpc)
+        self.grpc_url_on(std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
+    pub fn grpc_url_on(&self, host: std::net::IpAddr) -> String {
+        format!("http://{}", SocketAddr::from((host, self.grpc)))
     }
 
     pub fn http_traces_url(&self) -> String {

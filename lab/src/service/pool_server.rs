@@ -47,10 +47,13 @@ pub(crate) struct Pool {
     pub(crate) thread_attr: bool,
 }
 
-/// Serves `port` from `workers` threads until the stop flag is set.
-pub(crate) fn serve(port: u16, workers: usize, pool: Pool) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(("127.0.0.1", port))
-        .with_context(|| format!("binding 127.0.0.1:{port}"))?;
+/// Serves `listen` from `workers` threads until the stop flag is set.
+pub(crate) fn serve(
+    listen: std::net::SocketAddr,
+    workers: usize,
+    pool: Pool,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
     // Non-blocking, so that an idle worker can wake to see the stop flag; every worker polls
     // the listener and the one whose accept succeeds serves.
     listener.set_nonblocking(true)?;

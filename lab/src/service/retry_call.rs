@@ -56,7 +56,7 @@ impl RetryTruth {
 pub(crate) fn call_with_retries(
     tracer: &SdkTracer,
     parent: &Context,
-    port: u16,
+    downstream: std::net::SocketAddr,
     conn: &mut Option<TcpStream>,
     truth: &RetryTruth,
 ) -> anyhow::Result<()> {
@@ -65,8 +65,8 @@ pub(crate) fn call_with_retries(
     for attempt in 0..ATTEMPTS {
         truth.attempts.fetch_add(1, Ordering::SeqCst);
         let mut attributes = vec![
-            KeyValue::new("server.address", "127.0.0.1"),
-            KeyValue::new("server.port", i64::from(port)),
+            KeyValue::new("server.address", downstream.ip().to_string()),
+            KeyValue::new("server.port", i64::from(downstream.port())),
         ];
         if attempt > 0 {
             attributes.push(KeyValue::new(
@@ -79,7 +79,7 @@ pub(crate) fn call_with_retries(
             .with_kind(SpanKind::Client)
             .with_attributes(attributes)
             .start_with_context(tracer, parent);
-        last = exchange(conn, port);
+        last = exchange(conn, downstream);
         match &last {
             Ok(()) => {
                 span.end();
@@ -97,10 +97,10 @@ pub(crate) fn call_with_retries(
     last
 }
 
-fn exchange(conn: &mut Option<TcpStream>, port: u16) -> anyhow::Result<()> {
+fn exchange(conn: &mut Option<TcpStream>, downstream: std::net::SocketAddr) -> anyhow::Result<()> {
     if conn.is_none() {
-        let stream = TcpStream::connect(("127.0.0.1", port))
-            .with_context(|| format!("connecting to :{port}"))?;
+        let stream = TcpStream::connect(downstream)
+            .with_context(|| format!("connecting to {downstream}"))?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(ATTEMPT_TIMEOUT))?;
         *conn = Some(stream);

@@ -47,7 +47,12 @@ const DISK_BLOCK_BYTES: usize = 64 << 10;
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
     pub port: u16,
+    /// The address the service listens on: loopback on the node, any address in a pod's
+    /// network namespace (the load reaches it at the pod's address).
+    pub listen_host: std::net::IpAddr,
     pub downstream_port: u16,
+    /// Where the downstream listens: loopback, or the node's address seen from a pod.
+    pub downstream_host: std::net::IpAddr,
     /// OTLP/gRPC endpoint of the agent, e.g. `http://127.0.0.1:4317`.
     pub otlp_endpoint: String,
     pub workers: usize,
@@ -97,12 +102,16 @@ pub fn run(config: &ServiceConfig) -> anyhow::Result<()> {
             cpu_work: config.cpu_work,
             thread_attr: config.thread_attr,
         };
-        super::pool_server::serve(config.port, config.workers, pool)?;
+        super::pool_server::serve(
+            (config.listen_host, config.port).into(),
+            config.workers,
+            pool,
+        )?;
         return finish(&provider, None, &served, &RetryTruth::default());
     }
     let server = Arc::new(
-        tiny_http::Server::http(("127.0.0.1", config.port))
-            .map_err(|e| anyhow::anyhow!("binding 127.0.0.1:{}: {e}", config.port))?,
+        tiny_http::Server::http((config.listen_host, config.port))
+            .map_err(|e| anyhow::anyhow!("binding {}:{}: {e}", config.listen_host, config.port))?,
     );
     if let Some(path) = &config.disk_file {
         // Created once here, before the workers open it each.
@@ -307,7 +316,7 @@ impl Worker {
                 RETRY_ROUTE => super::retry_call::call_with_retries(
                     &self.tracer,
                     &cx,
-                    self.config.downstream_port,
+                    (self.config.downstream_host, self.config.downstream_port).into(),
                     &mut self.downstream,
                     &self.retries,
                 ),
@@ -374,7 +383,7 @@ impl Worker {
             .span_builder("downstream call")
             .with_kind(SpanKind::Client)
             .with_attributes([
-                KeyValue::new("server.address", "127.0.0.1"),
+                KeyValue::new("server.address", self.config.downstream_host.to_string()),
                 KeyValue::new("server.port", i64::from(self.config.downstream_port)),
             ])
             .start_with_context(&self.tracer, parent);
@@ -393,8 +402,9 @@ impl Worker {
 
     fn exchange(&mut self) -> anyhow::Result<()> {
         if self.downstream.is_none() {
-            let stream = TcpStream::connect(("127.0.0.1", self.config.downstream_port))
-                .with_context(|| format!("connecting to :{}", self.config.downstream_port))?;
+            let downstream = (self.config.downstream_host, self.config.downstream_port);
+            let stream = TcpStream::connect(downstream)
+                .with_context(|| format!("connecting to {}:{}", downstream.0, downstream.1))?;
             stream.set_nodelay(true)?;
             stream.set_read_timeout(Some(Duration::from_secs(10)))?;
             self.downstream = Some(stream);

@@ -12,9 +12,13 @@ use anyhow::Context as _;
 
 /// Serves fixed-size responses: each request is `size` bytes, answered with `size` bytes after
 /// `work` of computing (a downstream that does something for its answer).
-pub fn tcp_server(port: u16, size: usize, work: Duration, run_for: Duration) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(("127.0.0.1", port))
-        .with_context(|| format!("binding 127.0.0.1:{port}"))?;
+pub fn tcp_server(
+    listen: std::net::SocketAddr,
+    size: usize,
+    work: Duration,
+    run_for: Duration,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
     let deadline = Instant::now() + run_for;
     listener.set_nonblocking(true)?;
     while Instant::now() < deadline {
