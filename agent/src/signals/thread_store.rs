@@ -137,6 +137,46 @@ impl Breakdown {
 struct Timeline {
     tgid: u32,
     records: VecDeque<SchedRecord>,
+    /// For each record, the earliest start of it and every record stored after it: never
+    /// decreasing, so a binary search finds where the records that all start at or after an
+    /// instant begin. Records are stored as they end, so their starts are nearly but not quite
+    /// in order (a bucket is stored when it closes, after episodes that began inside it): a
+    /// search on the starts themselves could skip one.
+    min_start_from: VecDeque<u64>,
+}
+
+impl Timeline {
+    fn new(tgid: u32) -> Self {
+        Self {
+            tgid,
+            records: VecDeque::new(),
+            min_start_from: VecDeque::new(),
+        }
+    }
+
+    fn push(&mut self, rec: SchedRecord) {
+        self.records.push_back(rec);
+        self.min_start_from.push_back(rec.start_ns);
+        // Only the few entries after the last one already at or below this start change.
+        for m in self.min_start_from.iter_mut().rev().skip(1) {
+            if *m <= rec.start_ns {
+                break;
+            }
+            *m = rec.start_ns;
+        }
+    }
+
+    fn pop_front(&mut self) {
+        self.records.pop_front();
+        self.min_start_from.pop_front();
+    }
+
+    /// The records stored before the first from which all start at or after `from_ns`: what a
+    /// query of time before `from_ns` can need, in O(log n) rather than a walk from the newest.
+    fn starting_before(&self, from_ns: u64) -> std::collections::vec_deque::Iter<'_, SchedRecord> {
+        let cut = self.min_start_from.partition_point(|&m| m < from_ns);
+        self.records.range(..cut)
+    }
 }
 
 pub(crate) struct ThreadStore {
@@ -183,14 +223,14 @@ impl ThreadStore {
         if rec.kind == record::EXIT {
             return;
         }
-        let timeline = self.threads.entry(rec.tid).or_insert_with(|| Timeline {
-            tgid: rec.tgid,
-            records: VecDeque::new(),
-        });
+        let timeline = self
+            .threads
+            .entry(rec.tid)
+            .or_insert_with(|| Timeline::new(rec.tgid));
         if rec.tgid != 0 {
             timeline.tgid = rec.tgid;
         }
-        timeline.records.push_back(rec);
+        timeline.push(rec);
         self.arrivals.push_back((rec.tid, rec.end_ns));
         while self.arrivals.len() > self.max_records {
             self.pop_oldest();
@@ -211,7 +251,7 @@ impl ThreadStore {
             return;
         };
         if let Some(t) = self.threads.get_mut(&tid) {
-            t.records.pop_front();
+            t.pop_front();
             if t.records.is_empty() {
                 self.threads.remove(&tid);
             }
@@ -242,9 +282,11 @@ impl ThreadStore {
         // Episodes are streamed as they end, so everything stored before one ended before it (a
         // bucket is streamed when it closes, so it never sits behind a newer episode).
         let horizon = start_ns.saturating_sub(self.bucket_ns);
+        // Records starting a bucket or more after the window add nothing to it, nor place any
+        // bucket that overlaps it.
+        let after = end_ns.saturating_add(self.bucket_ns);
         let recent: Vec<&SchedRecord> = self.threads.get(&tid).map_or_else(Vec::new, |t| {
-            t.records
-                .iter()
+            t.starting_before(after)
                 .rev()
                 .take_while(|r| !(r.kind == record::EPISODE && r.end_ns <= horizon))
                 .collect()
@@ -298,7 +340,7 @@ impl ThreadStore {
             return Some(l.state);
         }
         let t = self.threads.get(&tid)?;
-        for rec in t.records.iter().rev() {
+        for rec in t.starting_before(t_ns.saturating_add(1)).rev() {
             if rec.kind != record::EPISODE {
                 continue;
             }
@@ -329,8 +371,7 @@ impl ThreadStore {
             .collect();
         if let Some(t) = self.threads.get(&tid) {
             out.extend(
-                t.records
-                    .iter()
+                t.starting_before(end_ns)
                     .rev()
                     .filter(|r| r.kind == record::EPISODE)
                     .take_while(|r| r.end_ns > start_ns)
@@ -375,7 +416,8 @@ impl ThreadStore {
             }
         };
         if let Some(t) = self.threads.get(&tid) {
-            for rec in t.records.iter().rev() {
+            // A record starting after the window has its throttled time after it too.
+            for rec in t.starting_before(end_ns).rev() {
                 if rec.kind == record::EPISODE && rec.end_ns <= start_ns {
                     break;
                 }

@@ -208,3 +208,48 @@ fn the_state_at_an_instant_comes_from_the_episode_covering_it() {
     assert_eq!(s.state_at(1, 12 * MS, Some(&live)), Some(state::RUNQ));
     assert_eq!(s.state_at(1, 7 * MS, Some(&live)), Some(state::ON_CPU));
 }
+
+/// The index a query starts from: every record it skips starts at or after the instant, and it
+/// skips all it can, whatever the order the records arrived in (buckets stored after episodes
+/// that began inside them, some far older), also after evictions from the front.
+#[test]
+fn the_time_index_skips_only_records_that_start_after_the_instant() {
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for _ in 0..50 {
+        let mut t = Timeline::new(100);
+        let mut clock_ms = 1_000;
+        for _ in 0..200 {
+            clock_ms += next(5);
+            // Mostly in order; now and then a record that began up to 30 ms before the last.
+            let start_ms = clock_ms.saturating_sub(if next(4) == 0 { next(30) } else { 0 });
+            let rec = if next(2) == 0 {
+                episode(1, state::ON_CPU, start_ms, start_ms + 1 + next(5))
+            } else {
+                bucket(1, start_ms, 1, 0, 0, 0)
+            };
+            t.push(rec);
+            if next(8) == 0 {
+                t.pop_front();
+            }
+            for from_ms in (clock_ms.saturating_sub(40)..=clock_ms + 2).step_by(3) {
+                let from_ns = from_ms * MS;
+                let kept = t.starting_before(from_ns).len();
+                let skipped: Vec<u64> = t.records.range(kept..).map(|r| r.start_ns).collect();
+                assert!(
+                    skipped.iter().all(|&s| s >= from_ns),
+                    "{from_ms}: {skipped:?}"
+                );
+                if kept > 0 {
+                    let last_kept = t.records.range(kept - 1..).map(|r| r.start_ns).min();
+                    assert!(last_kept < Some(from_ns), "{from_ms}: could skip more");
+                }
+            }
+        }
+    }
+}
