@@ -7,7 +7,10 @@
 
 use std::time::Duration;
 
-use culprit::{cause::Cause, tools::load_report::render::LoadReport};
+use culprit::{
+    cause::Cause,
+    tools::load_report::{model::CauseShare, render::LoadReport},
+};
 use culprit_lab::{
     report::browser,
     run::demo::{self, DemoOptions, LoadGenerator},
@@ -80,10 +83,20 @@ fn load_test_under_contention(generator: LoadGenerator) -> anyhow::Result<()> {
     // Locust's own client time (Python: its connects, its parsing, its event loop on a shared
     // CPU) is half or more of its p99 excess, outside the server, where the report puts it
     // (`unknown`); k6's a tenth, at times a third. Of the server's side the contention is most.
+    // The hypervisor's steal is the host's, not the lab's: the agent names it (a CI run had 40%
+    // of k6's p99 excess stolen), and the lab's fault is judged on the rest.
+    let judged = |s: &&CauseShare| s.cause != Cause::CpuSteal;
     let server_ms: f64 = client
         .p99_by_cause
         .iter()
+        .filter(judged)
         .filter(|s| s.cause != Cause::Unknown)
+        .map(|s| s.ms)
+        .sum();
+    let judged_ms: f64 = client
+        .p99_by_cause
+        .iter()
+        .filter(judged)
         .map(|s| s.ms)
         .sum();
     let floor = match generator {
@@ -98,15 +111,16 @@ fn load_test_under_contention(generator: LoadGenerator) -> anyhow::Result<()> {
     );
     if generator == LoadGenerator::K6 {
         assert!(
-            contention.share >= K6_WHOLE_EXCESS_FLOOR,
+            contention.ms >= K6_WHOLE_EXCESS_FLOOR * judged_ms,
             "contention explains {:.0}% of k6's p99 excess: {:?}",
-            contention.share * 100.0,
+            contention.ms / judged_ms * 100.0,
             client.p99_by_cause
         );
     }
     let biggest_kernel = client
         .p99_by_cause
         .iter()
+        .filter(judged)
         .filter(|s| s.cause.is_kernel())
         .max_by(|a, b| a.share.total_cmp(&b.share));
     assert_eq!(
