@@ -257,11 +257,11 @@ impl WindowView for Signals {
                 .iter()
                 .any(|addr| port_of(addr).is_some_and(|p| self.telemetry_ports.contains(&p)))
         };
-        // A connect stall is told apart by the state the socket was in (a handshake's).
         // The window first: an integer compare, where the ports are parsed from text.
         let in_window = |r: &&RetransmitRow| {
             r.mono_ns > start_ns && r.mono_ns.saturating_sub(r.cost_ns) < end_ns
         };
+        // A connect stall is told apart by the state the socket was in (a handshake's).
         let (wait_ns, count, peer, handshake_ns) = retransmit_wait(
             self.recent_retransmits
                 .iter()
