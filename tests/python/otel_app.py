@@ -159,6 +159,11 @@ def main():
     ap.add_argument("--service", default="culprit-test-app")
     ap.add_argument("--record", required=True)
     ap.add_argument("--start-delay-ms", type=float, default=0.0)
+    ap.add_argument(
+        "--ready-file",
+        help="create this file once set up, then wait for --go-file before the first request",
+    )
+    ap.add_argument("--go-file")
     args = ap.parse_args()
 
     attrs = {"service.name": args.service, "deployment.environment": "test"}
@@ -173,6 +178,12 @@ def main():
     provider.add_span_processor(SimpleSpanProcessor(recorder))
     tracer = provider.get_tracer("culprit.test.app", "1.2.3")
 
+    if args.ready_file:
+        # The harness injects its fault once the interpreter is up: a Python start under a
+        # CPU hog or quota takes minutes on an emulated machine.
+        open(args.ready_file, "w").close()
+        while not os.path.exists(args.go_file):
+            time.sleep(0.01)
     time.sleep(args.start_delay_ms / 1000.0)
     sock_holder = [None]
     previous = None

@@ -2,12 +2,12 @@
 //! cause of the requests it slowed, and on an idle machine the kernel is blamed only for what it
 //! measured.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use culprit::model::SpanLine;
 use culprit_lab::{
     faults::{cgroup::TempCgroup, packet_loss::PacketLoss},
-    process::reaped::spawn_workload,
+    process::{reaped::spawn_workload, slowdown::stretch},
     run::agent::RunningAgent,
     service::otel::{AgentPorts, free_port, python_app, wait_for_port, wait_success},
 };
@@ -42,12 +42,33 @@ fn requests(
     requests_with(&[], app_args, cgroup, cpu)
 }
 
+/// [`requests`], with `inject` run once the app is up and before its first request: its
+/// result (the fault) lives until the app is done.
+fn requests_under<T>(
+    app_args: &[&str],
+    cgroup: Option<&std::path::Path>,
+    cpu: Option<usize>,
+    inject: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<Vec<SpanLine>> {
+    requests_injected(&[], app_args, cgroup, cpu, inject)
+}
+
 /// [`requests`], with more agent arguments.
 fn requests_with(
     agent_args: &[&str],
     app_args: &[&str],
     cgroup: Option<&std::path::Path>,
     cpu: Option<usize>,
+) -> anyhow::Result<Vec<SpanLine>> {
+    requests_injected(agent_args, app_args, cgroup, cpu, || Ok(()))
+}
+
+fn requests_injected<T>(
+    agent_args: &[&str],
+    app_args: &[&str],
+    cgroup: Option<&std::path::Path>,
+    cpu: Option<usize>,
+    inject: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<Vec<SpanLine>> {
     let ports = AgentPorts::fresh()?;
     let mut args = ports.args();
@@ -71,13 +92,34 @@ fn requests_with(
         "--record",
     ];
     let record_str = record.to_string_lossy().to_string();
+    let ready = record.with_extension("ready");
+    let go = record.with_extension("go");
+    let (ready_str, go_str) = (
+        ready.to_string_lossy().to_string(),
+        go.to_string_lossy().to_string(),
+    );
     all.push(&record_str);
+    all.extend(["--ready-file", &ready_str, "--go-file", &go_str]);
     all.extend_from_slice(app_args);
-    let app = python_app(&all, cgroup, cpu)?;
+    let mut app = python_app(&all, cgroup, cpu)?;
+    let deadline = Instant::now() + stretch(Duration::from_secs(60));
+    while !ready.exists() {
+        anyhow::ensure!(
+            app.child.try_wait()?.is_none(),
+            "the app exited before it was ready"
+        );
+        anyhow::ensure!(Instant::now() < deadline, "the app was not ready in time");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let fault = inject()?;
+    std::fs::write(&go, b"")?;
     wait_success(app, Duration::from_secs(120))?;
+    drop(fault);
 
     let spans = print_spans(agent.stop()?);
-    std::fs::remove_file(&record).ok();
+    for file in [&record, &ready, &go] {
+        std::fs::remove_file(file).ok();
+    }
     Ok(spans
         .into_iter()
         .filter(|s| s.name.starts_with("request"))
@@ -120,11 +162,17 @@ fn share_with_cause(spans: &[SpanLine], cause: &str) -> f64 {
 fn cpu_contention_is_blamed_with_the_hog_as_neighbour() -> anyhow::Result<()> {
     require_root()?;
     let cg = TempCgroup::new_v2("culprit-test-spans-contention")?;
-    let hog = spawn_workload(&cg.child("hog")?, Some(0), 60.0, &["hog", "--threads", "2"])?;
-    let spans = requests(
+    let hog_cg = cg.child("hog")?;
+    let mut hog_pid = 0;
+    let spans = requests_under(
         &["--mode", "cpu", "--work-ms", "30", "--count", "14"],
         Some(&cg.child("app")?),
         Some(0),
+        || {
+            let hog = spawn_workload(&hog_cg, Some(0), 60.0, &["hog", "--threads", "2"])?;
+            hog_pid = hog.pid();
+            Ok(hog)
+        },
     )?;
     anyhow::ensure!(spans.len() >= 10, "only {} spans came out", spans.len());
     let share = share_with_cause(&spans, "cpu.contention");
@@ -132,7 +180,7 @@ fn cpu_contention_is_blamed_with_the_hog_as_neighbour() -> anyhow::Result<()> {
         share >= 0.8,
         "{share:.2} of the requests blamed on contention"
     );
-    let hog_tag = format!("({})", hog.pid());
+    let hog_tag = format!("({hog_pid})");
     let named = spans
         .iter()
         .filter(|s| {
@@ -153,8 +201,10 @@ fn cpu_contention_is_blamed_with_the_hog_as_neighbour() -> anyhow::Result<()> {
 #[test]
 fn a_cpu_quota_is_blamed_as_throttling() -> anyhow::Result<()> {
     require_root()?;
-    let quota = TempCgroup::new_cpu_quota("culprit-test-spans-quota", 10_000, 100_000)?;
-    let spans = requests(
+    // The cap is set once the app is up (a Python start under 10% of a CPU took 170 s on an
+    // emulated machine); until then the cgroup's quota is a whole CPU.
+    let quota = TempCgroup::new_cpu_quota("culprit-test-spans-quota", 100_000, 100_000)?;
+    let spans = requests_under(
         &[
             "--mode",
             "cpu",
@@ -167,6 +217,7 @@ fn a_cpu_quota_is_blamed_as_throttling() -> anyhow::Result<()> {
         ],
         Some(quota.path()),
         Some(1),
+        || quota.set_cpu_quota(Some((10_000, 100_000))),
     )?;
     anyhow::ensure!(spans.len() >= 6, "only {} spans came out", spans.len());
     let share = share_with_cause(&spans, "cpu.throttling");

@@ -48,6 +48,7 @@ fn a_client_asleep_on_a_server_behind_a_hog_is_delayed_by_the_hog() -> anyhow::R
     )?;
     let client_pid = client.pid().to_string();
     let mut agent = RunningAgent::start(Duration::from_secs(1), &["--watch-pid", &client_pid])?;
+    let agent_pid = agent.pid();
     agent.reports(2)?; // Attached, then a whole interval watched.
     let alone = ThreadTotals::of(&agent.reports(REPORTS_PER_PHASE)?, client.pid());
 
@@ -91,7 +92,16 @@ fn a_client_asleep_on_a_server_behind_a_hog_is_delayed_by_the_hog() -> anyhow::R
         contended.off_cpu_ns
     );
     assert!(contended.waker_delay_ns <= contended.off_cpu_ns);
-    let (neighbour, ns) = contended.top_neighbour().expect("a neighbour is named");
+    // The hog leads, the agent itself aside: under emulation its own work on the client's CPU
+    // (10x slower there) can outweigh what the hog cost (6.1 under TCG: 0.58 s against 0.48 s),
+    // and that is the client's own run-queue wait, not what its waker brought.
+    let (neighbour, ns) = contended
+        .neighbours
+        .iter()
+        .filter(|(pid, _)| **pid != agent_pid)
+        .max_by_key(|(_, ns)| **ns)
+        .map(|(pid, ns)| (*pid, *ns))
+        .expect("a neighbour is named");
     assert_eq!(neighbour, hog.pid(), "{:?}", contended.neighbours);
     assert!(ns * 2 > contended.waker_delay_ns, "{contended:?}");
     // The client's own waits are not what its waker brought: under emulation (the kernel

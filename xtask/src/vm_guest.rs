@@ -191,6 +191,7 @@ export CULPRIT_SLOWDOWN={slowdown}
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
 uname -r > "$OUT/release"
+date +%s > "$OUT/booted-at"
 grep -E ' - cgroup2? ' /proc/self/mountinfo > "$OUT/cgroup-mounts"
 "$AGENT" check --json > "$OUT/check.json" 2> "$OUT/check.log"; echo $? > "$OUT/check.rc"
 
@@ -225,8 +226,10 @@ wait $AGENT_PID 2>/dev/null
 run_test() {{
   name=$1; shift
   echo "== $name"
-  timeout 900 "$@" --test-threads=1 --nocapture > "$OUT/$name.log" 2>&1
+  start=$(date +%s)
+  timeout 400 "$@" --test-threads=1 --nocapture > "$OUT/$name.log" 2>&1
   echo $? > "$OUT/$name.rc"
+  echo $(( $(date +%s) - start )) > "$OUT/$name.secs"
   tail -n 3 "$OUT/$name.log"
 }}
 "#,

@@ -1,7 +1,7 @@
 //! Who held a CPU while a thread waited for it: a ring of the last slices of CPU time on each
 //! CPU ([`CpuSlices`]), and the neighbour a wait is charged to.
 
-use crate::thread::{CPU_SLICE_SLOTS, CpuSlices, overlap_ns};
+use crate::thread::{CPU_SLICE_SLOTS, CpuSlices, below_mask, overlap_ns};
 
 const SLOT_MASK: u32 = CPU_SLICE_SLOTS as u32 - 1;
 const _: () = assert!(CPU_SLICE_SLOTS.is_power_of_two());
@@ -82,7 +82,7 @@ pub fn neighbour_of_wait(
         let ns = process_ns(s.tgid[i]);
         // Only a strictly longer hold replaces: a tie stays with `prev`. An empty slot holds
         // nothing in any wait. Overlaps are far below 2^63, so the difference's sign decides.
-        let longer = (best.ns.wrapping_sub(ns) as i64 >> top_bit) as u64;
+        let longer = below_mask(best.ns, ns, top_bit);
         best.ns = (ns & longer) | (best.ns & !longer);
         best.tgid = ((u64::from(s.tgid[i]) & longer) | (u64::from(best.tgid) & !longer)) as u32;
         best.tid = ((u64::from(s.tid[i]) & longer) | (u64::from(best.tid) & !longer)) as u32;
@@ -103,16 +103,15 @@ fn same_mask(a: u32, b: u32, top_bit: u32) -> u64 {
 /// own process let in just before it. `ns == 0`: nobody held the CPU in a recorded slice.
 #[inline(always)]
 pub fn longest_holder(s: &CpuSlices, start_ns: u64, end_ns: u64) -> Neighbour {
+    let top_bit = core::hint::black_box(63u32);
     let mut best = Neighbour::default();
     for i in 0..CPU_SLICE_SLOTS {
         let ns = overlap_ns((s.start_ns[i], s.end_ns[i]), (start_ns, end_ns));
-        if ns > best.ns {
-            best = Neighbour {
-                tgid: s.tgid[i],
-                tid: s.tid[i],
-                ns,
-            };
-        }
+        // Branch-free as in `neighbour_of_wait`: only a strictly longer hold replaces.
+        let longer = below_mask(best.ns, ns, top_bit);
+        best.ns = (ns & longer) | (best.ns & !longer);
+        best.tgid = ((u64::from(s.tgid[i]) & longer) | (u64::from(best.tgid) & !longer)) as u32;
+        best.tid = ((u64::from(s.tid[i]) & longer) | (u64::from(best.tid) & !longer)) as u32;
     }
     best
 }

@@ -35,6 +35,10 @@ pub struct HookHealth {
     #[serde(default)]
     pub standby: bool,
     pub error: Option<String>,
+    /// Instructions the kernel's verifier processed to accept the program (its limit is one
+    /// million): how close this kernel's verifier came to refusing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_insns: Option<u32>,
 }
 
 /// Why a signal runs degraded, if it does.
@@ -101,6 +105,7 @@ pub(crate) fn load(opts: &ProbeOptions) -> anyhow::Result<Probes> {
                     "standby, not needed: {} is attached",
                     hook.standby_for.unwrap_or_default()
                 )),
+                verified_insns: None,
             });
             continue;
         }
@@ -122,11 +127,16 @@ pub(crate) fn load(opts: &ProbeOptions) -> anyhow::Result<Probes> {
                     hook.signals
                 );
             }
+            let verified_insns = ebpf
+                .program(hook.program)
+                .and_then(|p| p.info().ok())
+                .and_then(|info| info.verified_instruction_count());
             HookHealth {
                 program: hook.program.to_string(),
                 attached: result.is_ok(),
                 standby: false,
                 error: result.err().map(|e| format!("{e:#}")),
+                verified_insns,
             }
         });
     }
@@ -345,6 +355,7 @@ mod tests {
                 attached: !missing.contains(&h.program),
                 standby: false,
                 error: None,
+                verified_insns: None,
             })
             .collect()
     }

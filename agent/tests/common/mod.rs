@@ -82,6 +82,7 @@ pub fn facts(degraded: bool) -> AgentFacts {
         attached,
         standby: false,
         error: (!attached).then(|| "Operation not permitted (os error 1)".to_string()),
+        verified_insns: attached.then_some(4096),
     };
     AgentFacts {
         version: "0.1.0".into(),

@@ -49,7 +49,7 @@ impl TempCgroup {
 
     /// Sets (`Some((quota_us, period_us))`) or lifts (`None`) the CPU bandwidth cap of a cgroup
     /// made by [`TempCgroup::new_cpu_quota`].
-    pub(crate) fn set_cpu_quota(&self, quota: Option<(u64, u64)>) -> anyhow::Result<()> {
+    pub fn set_cpu_quota(&self, quota: Option<(u64, u64)>) -> anyhow::Result<()> {
         let v1_quota = self.path.join("cpu.cfs_quota_us");
         if v1_quota.exists() {
             if let Some((_, period_us)) = quota {

@@ -32,9 +32,12 @@ pub fn wakeups(period: Duration, work: Duration, run_for: Duration) {
 }
 
 /// Sleeps `sleep` `count` times (fewer if `run_for` passes first), with a short burst of work
-/// between sleeps, then lingers (blocked) until `run_for` has passed. With `record`, each sleep's wall time as the sleeper
-/// measured it (ns, one per line, written as it ends): the truth for what the agent reports,
-/// which on an emulated or overcommitted machine is well above the asked-for time.
+/// between sleeps, then lingers (blocked) until `run_for` has passed. With `record`, one line
+/// per loop, in ns: the sleep's wall time as the sleeper measured it (until it ran again), the
+/// whole loop's (sleep, burst, record), and the CPU time the kernel charged the thread over the
+/// loop (`CLOCK_THREAD_CPUTIME_ID`, its system calls' kernel work included): the truth for what
+/// the agent reports, which on an emulated or overcommitted machine is well above the asked-for
+/// time.
 pub fn sleeper(
     sleep: Duration,
     count: u32,
@@ -49,15 +52,33 @@ pub fn sleeper(
         if Instant::now() >= deadline {
             break;
         }
-        let started = Instant::now();
+        let (started, cpu_started_ns) = (Instant::now(), thread_cpu_ns());
         thread::sleep(sleep);
-        if let Some(f) = record.as_mut() {
-            writeln!(f, "{}", started.elapsed().as_nanos())?;
-        }
+        let slept = started.elapsed();
         spin_until(Instant::now() + Duration::from_micros(200));
+        if let Some(f) = record.as_mut() {
+            writeln!(
+                f,
+                "{} {} {}",
+                slept.as_nanos(),
+                started.elapsed().as_nanos(),
+                thread_cpu_ns().saturating_sub(cpu_started_ns)
+            )?;
+        }
     }
     thread::sleep(deadline.saturating_duration_since(Instant::now()));
     Ok(())
+}
+
+/// The CPU time the kernel has charged the calling thread, in ns.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // Cannot fail for this clock id and a valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Burns CPU for `d`.
