@@ -180,7 +180,10 @@ def main():
 
     if args.ready_file:
         # The harness injects its fault once the interpreter is up: a Python start under a
-        # CPU hog or quota takes minutes on an emulated machine.
+        # CPU hog or quota takes minutes on an emulated machine. One span first, so that the
+        # agent knows the process (from its connection) before the first request.
+        with tracer.start_as_current_span("warmup", kind=SpanKind.INTERNAL):
+            pass
         open(args.ready_file, "w").close()
         while not os.path.exists(args.go_file):
             time.sleep(0.01)

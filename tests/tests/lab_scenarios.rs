@@ -17,6 +17,8 @@ use culprit_lab::{
 };
 use culprit_tests::require_root;
 
+#[path = "lab_scenarios/join.rs"]
+mod join;
 #[path = "lab_scenarios/report.rs"]
 mod report;
 

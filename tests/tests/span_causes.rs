@@ -8,7 +8,7 @@ use culprit::model::SpanLine;
 use culprit_lab::{
     faults::{cgroup::TempCgroup, packet_loss::PacketLoss},
     process::{reaped::spawn_workload, slowdown::stretch},
-    run::agent::RunningAgent,
+    run::agent::{RunningAgent, ThreadTotals},
     service::otel::{AgentPorts, free_port, python_app, wait_for_port, wait_success},
 };
 use culprit_tests::require_root;
@@ -33,7 +33,7 @@ fn measured_kernel_s(s: &SpanLine) -> f64 {
 }
 
 /// Runs the Python app with `app_args` against a fresh agent and returns the decomposition of
-/// its request spans, minus the first two (sent before the agent knew the process).
+/// its request spans.
 fn requests(
     app_args: &[&str],
     cgroup: Option<&std::path::Path>,
@@ -89,6 +89,8 @@ fn requests_injected<T>(
         "--endpoint",
         &endpoint,
         "--thread-attr",
+        // A stock resource: the agent finds the sender from the connection (its probes).
+        "--no-pid",
         "--record",
     ];
     let record_str = record.to_string_lossy().to_string();
@@ -111,6 +113,15 @@ fn requests_injected<T>(
         anyhow::ensure!(Instant::now() < deadline, "the app was not ready in time");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Its warm-up span sent, the app is watched from the next report that shows its threads:
+    // its requests are all observed.
+    let app_pid = app.child.id();
+    while ThreadTotals::of(&[agent.next_report()?], app_pid)
+        .tids
+        .is_empty()
+    {
+        anyhow::ensure!(Instant::now() < deadline, "the agent never watched the app");
+    }
     let fault = inject()?;
     std::fs::write(&go, b"")?;
     wait_success(app, Duration::from_secs(120))?;
@@ -123,7 +134,6 @@ fn requests_injected<T>(
     Ok(spans
         .into_iter()
         .filter(|s| s.name.starts_with("request"))
-        .skip(2)
         .collect())
 }
 

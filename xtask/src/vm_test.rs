@@ -199,7 +199,22 @@ fn print_rows(dir: &Path) {
             check.name,
             text(format!("{file}.secs")).trim()
         );
+        if outcome == "FAILED" {
+            // CI keeps only this output, not the guest's files: the failure's own words.
+            for line in log_tail(&text(format!("{file}.log")), FAILED_LOG_LINES) {
+                println!("      | {line}");
+            }
+        }
     }
+}
+
+/// How much of a failed row's log the host prints.
+const FAILED_LOG_LINES: usize = 60;
+
+/// The last `lines` lines of a log.
+fn log_tail(log: &str, lines: usize) -> Vec<&str> {
+    let all: Vec<&str> = log.lines().collect();
+    all[all.len().saturating_sub(lines)..].to_vec()
 }
 
 /// Boots `vmlinuz` with the host's root filesystem (read-only, `out` writable) and runs
@@ -418,4 +433,16 @@ fn render(columns: &[Column]) -> String {
         let _ = writeln!(s, "- {kernel}, {signal}: {why}");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_tail;
+
+    #[test]
+    fn a_log_tail_is_its_last_lines_or_all_of_a_short_log() {
+        assert_eq!(log_tail("a\nb\nc\n", 2), ["b", "c"]);
+        assert_eq!(log_tail("a\nb", 5), ["a", "b"]);
+        assert!(log_tail("", 3).is_empty());
+    }
 }

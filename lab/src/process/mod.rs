@@ -3,4 +3,5 @@
 
 pub mod binaries;
 pub mod reaped;
+pub mod schedstat;
 pub mod slowdown;

@@ -182,6 +182,19 @@ pub(crate) fn scenario_text(run: &ScenarioRun) -> String {
             run.spans_received, run.spans_expected
         );
     }
+    let j = &run.thread_join;
+    let joins: Vec<String> = j.by_join.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let _ = writeln!(
+        out,
+        "   joined with the thread that served them (the service's record): {} of {} ({:.0}%; {} \
+         with another, {} with none; by {})",
+        j.right,
+        j.requests,
+        100.0 * j.right_share(),
+        j.wrong,
+        j.ambiguous,
+        joins.join(", ")
+    );
     out
 }
 

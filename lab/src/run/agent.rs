@@ -39,6 +39,21 @@ impl RunningAgent {
         Self::spawn(&[], env, interval, extra_args)
     }
 
+    /// Like [`RunningAgent::start`], with the agent kept off `busy_cpus` (a test's workloads),
+    /// on whatever CPUs remain (anywhere if none do): under emulation its own work, ten times
+    /// what it is here, would be a neighbour of the very threads the test measures.
+    pub fn start_off_cpus(
+        busy_cpus: &[usize],
+        interval: Duration,
+        extra_args: &[&str],
+    ) -> anyhow::Result<Self> {
+        let prefix: Vec<String> = match cpus_except(busy_cpus) {
+            Some(cpus) => vec!["taskset".into(), "-c".into(), cpus],
+            None => Vec::new(),
+        };
+        Self::start_wrapped(&prefix, interval, extra_args)
+    }
+
     /// Like [`RunningAgent::start`], with the agent run through `prefix` (e.g. `setpriv` with a
     /// reduced capability set).
     pub(crate) fn start_wrapped(
@@ -348,4 +363,14 @@ pub fn counted_drops(reports: &[Report]) -> std::collections::BTreeMap<&str, u64
         }
     }
     drops
+}
+
+/// The CPUs of this machine other than `busy`, as a `taskset -c` list (`None` if none remain).
+fn cpus_except(busy: &[usize]) -> Option<String> {
+    let count = std::thread::available_parallelism().map_or(1, usize::from);
+    let others: Vec<String> = (0..count)
+        .filter(|c| !busy.contains(c))
+        .map(|c| c.to_string())
+        .collect();
+    (!others.is_empty()).then(|| others.join(","))
 }

@@ -244,7 +244,6 @@ fn worker_pool(cg: &TempCgroup, extra: &[&str], seconds: u32) -> anyhow::Result<
         "2",
         "--cpu-work-ms",
         "5",
-        "--no-thread-attr",
     ];
     args.extend_from_slice(extra);
     let load = ["--cpu-path", "/cpu", "--sleep-path", "/downstream"];

@@ -31,11 +31,13 @@ use crate::{
     process::reaped::spawn_workload,
     scenario::{
         accuracy::{self, Injected, Request},
+        join_score::{ThreadJoin, served_from},
         outcome::{Phase, ScenarioRun},
         plan::{Faults, Scenario, Timing},
     },
     service::{
         generator::LoadGenerator,
+        launch,
         load::{self, LoadShape},
         otel::{AgentPorts, free_port, wait_for_addr},
         pool_server::POOL_ROUTE,
@@ -99,9 +101,9 @@ impl Lab {
         placement::pin_to_cpu(HARNESS_CPU)?;
         let pod = PodNetwork::new("lab", netns::next_lab_subnet())?;
         let ports = AgentPorts::fresh()?;
-        // The receivers on the node's address: where a pod's SDK sends (and the node's own
-        // processes can too).
-        let mut args = ports.args_on(pod.node_v4.into());
+        // The receivers on every address, as the DaemonSet's are: a pod's SDK dials the node's
+        // address, the node's own processes loopback.
+        let mut args = ports.args_on(std::net::Ipv4Addr::UNSPECIFIED.into());
         args.extend(["--slow-ms".into(), "0".into()]);
         args.extend(agent_args.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -341,6 +343,7 @@ impl Lab {
             bail!("the lab service did not exit cleanly");
         }
         let (served, retry_truth) = served_count(stdout)?;
+        let served_threads = served_from(&launch::served_record(service_port))?;
         let all_spans = self.agent.wait_spans(
             |s| {
                 s.pid == service_pid
@@ -389,6 +392,7 @@ impl Lab {
             .cloned()
             .collect();
         let spans_received = spans.len();
+        let thread_join = ThreadJoin::of(&served_threads, &spans);
         let in_phase = |s: &SpanLine, p: &Phase| {
             s.start_mono_ns >= p.start_mono_ns && s.start_mono_ns < p.end_mono_ns
         };
@@ -439,6 +443,7 @@ impl Lab {
             retransmits,
             retry,
             oom,
+            thread_join,
         })
     }
 

@@ -8,7 +8,7 @@ use crate::{
     faults::placement::SERVICE_CPU,
     process::reaped::Reaped,
     service::{
-        launch::{ServiceNetwork, service_command},
+        launch::{self, ServiceNetwork, service_command},
         otel::wait_for_addr,
     },
 };
@@ -36,6 +36,7 @@ impl Lab {
         (service, node, network)
     }
 
+    /// The service, writing the thread that served each span to [`launch::served_record`] when it stops.
     pub(super) fn start_service(
         &self,
         cgroups: &[std::path::PathBuf],
@@ -55,6 +56,8 @@ impl Lab {
         if accept_pool {
             cmd.arg("--accept-pool");
         }
+        cmd.arg("--record")
+            .arg(launch::served_record(listen.port()));
         if let Some(path) = disk_file {
             cmd.arg("--disk-file").arg(path);
         }

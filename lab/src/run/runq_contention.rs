@@ -37,16 +37,6 @@ pub struct ContentionOutcome {
 }
 
 /// Runs the two phases with a fresh agent; `on_report` sees every report used.
-/// The CPUs other than `cpu` this process may run on, as a `taskset -c` list (`None` on one CPU).
-fn other_cpus(cpu: usize) -> Option<String> {
-    let count = std::thread::available_parallelism().map_or(1, usize::from);
-    let others: Vec<String> = (0..count)
-        .filter(|&c| c != cpu)
-        .map(|c| c.to_string())
-        .collect();
-    (!others.is_empty()).then(|| others.join(","))
-}
-
 pub fn contention(
     interval: Duration,
     reports_per_phase: usize,
@@ -62,13 +52,8 @@ pub fn contention(
     // The agent runs off the victim's CPU: its start-up work is the reference phase's only
     // neighbour otherwise (under emulation, 10x slower, it took 0.7 s of the victim's CPU in
     // the 3 s alone and the victim waited longer alone than next to the hog).
-    let elsewhere = other_cpus(CPU);
-    let prefix: Vec<String> = match &elsewhere {
-        Some(cpus) => vec!["taskset".into(), "-c".into(), cpus.clone()],
-        None => Vec::new(),
-    };
-    let mut agent = RunningAgent::start_wrapped(
-        &prefix,
+    let mut agent = RunningAgent::start_off_cpus(
+        &[CPU],
         interval,
         &[
             "--cgroup-prefix",

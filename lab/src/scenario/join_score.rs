@@ -35,6 +35,52 @@ fn served_of(v: &serde_json::Value) -> Served {
     }
 }
 
+/// How the agent joined a service's spans with the threads that served them, against the
+/// service's own record: the lab's scenarios send stock spans (no thread, no `process.pid`), so
+/// every join there is the agent's own finding.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadJoin {
+    /// Spans the service recorded and the agent printed.
+    pub requests: usize,
+    /// Joined with the thread that served them.
+    pub right: usize,
+    /// Joined with another thread.
+    pub wrong: usize,
+    /// Joined with no thread (`process`: the agent could not tell).
+    pub ambiguous: usize,
+    /// Spans by how the agent joined them (`culprit.join`).
+    pub by_join: BTreeMap<String, usize>,
+}
+
+impl ThreadJoin {
+    pub fn of(served: &[Served], spans: &[SpanLine]) -> Self {
+        let by_id: BTreeMap<&str, &SpanLine> =
+            spans.iter().map(|l| (l.span_id.as_str(), l)).collect();
+        let mut join = Self::default();
+        for (s, l) in served
+            .iter()
+            .filter_map(|s| by_id.get(s.span_id.as_str()).map(|l| (s, l)))
+        {
+            join.requests += 1;
+            *join.by_join.entry(l.attribution.join.clone()).or_default() += 1;
+            match l.tid {
+                Some(tid) if tid == s.tid => join.right += 1,
+                Some(_) => join.wrong += 1,
+                None => join.ambiguous += 1,
+            }
+        }
+        join
+    }
+
+    /// The share joined with their own thread (1 with none to join).
+    pub fn right_share(&self) -> f64 {
+        if self.requests == 0 {
+            return 1.0;
+        }
+        self.right as f64 / self.requests as f64
+    }
+}
+
 /// How the agent joined the served requests.
 pub struct Score<'a> {
     pub scored: Vec<(&'a Served, &'a SpanLine)>,
@@ -222,5 +268,27 @@ mod tests {
             table.contains("| 1 of 4 (25%) | 1 | 1 | 2 of 4 (50%) |"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn a_thread_join_counts_every_recorded_span_the_agent_printed_by_its_thread() {
+        let served: Vec<Served> = [("a", 7), ("b", 7), ("c", 8), ("d", 9), ("gone", 7)]
+            .iter()
+            .map(|(id, tid)| served_of(&serde_json::json!({ "spanId": id, "tid": tid })))
+            .collect();
+        let spans = [
+            line("a", 1, Some(7), "thread.inferred", "on_cpu"),
+            line("b", 1, Some(8), "thread.inferred", "on_cpu"),
+            line("c", 1, Some(8), "context", "on_cpu"),
+            line("d", 1, None, "process", "unknown"),
+            line("unrecorded", 1, Some(7), "thread.inferred", "on_cpu"),
+        ];
+        let j = ThreadJoin::of(&served, &spans);
+        assert_eq!((j.requests, j.right, j.wrong, j.ambiguous), (4, 2, 1, 1));
+        assert_eq!(j.by_join["thread.inferred"], 2);
+        assert_eq!(j.by_join["context"], 1);
+        assert_eq!(j.by_join["process"], 1);
+        assert_eq!(j.right_share(), 0.5);
+        assert_eq!(ThreadJoin::default().right_share(), 1.0);
     }
 }

@@ -83,6 +83,9 @@ pub struct ScenarioRun {
     /// The OOM kills of the `oom` scenario's job, and what the agent reported of them.
     #[serde(default)]
     pub oom: Option<OomOutcome>,
+    /// The agent's join of the spans with their serving threads, by the service's record.
+    #[serde(default)]
+    pub thread_join: crate::scenario::join_score::ThreadJoin,
 }
 
 /// The kernel's OOM kills of a job and the agent's reports of them.

@@ -57,3 +57,9 @@ pub(crate) fn service_command(
         .stdin(Stdio::null());
     Ok(cmd)
 }
+
+/// Where the service on `port` records the thread that served each span (`--record`): the
+/// truth the lab scores the agent's join against.
+pub(crate) fn served_record(port: u16) -> PathBuf {
+    std::env::temp_dir().join(format!("culprit-lab-served-{port}.json"))
+}

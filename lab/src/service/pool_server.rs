@@ -39,12 +39,18 @@ const MAX_HEAD_BYTES: usize = 8 << 10;
 /// How often an idle worker looks at the stop flag.
 const IDLE_POLL_MS: i32 = 100;
 
+/// (span id, serving thread) of every request span, for `--record` (this pool's and the
+/// HTTP library's workers').
+pub(crate) type ServedThreads = Arc<std::sync::Mutex<Vec<(String, i64)>>>;
+
 pub(crate) struct Pool {
     pub(crate) tracer: SdkTracer,
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) served: Arc<AtomicU64>,
     pub(crate) cpu_work: Duration,
     pub(crate) thread_attr: bool,
+    /// Where each span's serving thread is recorded, if asked (`--record`).
+    pub(crate) truth: Option<ServedThreads>,
 }
 
 /// Serves `listen` from `workers` threads until the stop flag is set.
@@ -152,6 +158,11 @@ fn serve_connection(mut stream: TcpStream, pool: &Pool, tid: i64) -> anyhow::Res
                 thread::sleep(pool.cpu_work * 4 / 5);
             }
             span.set_attribute(KeyValue::new("http.response.status_code", 200));
+            if let Some(truth) = &pool.truth
+                && let Ok(mut truth) = truth.lock()
+            {
+                truth.push((span.span_context().span_id().to_string(), tid));
+            }
             let written = respond(&mut stream, 200, "done");
             span.end();
             written?;

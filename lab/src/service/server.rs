@@ -1,9 +1,9 @@
 //! The lab's HTTP service, instrumented with the official `opentelemetry-otlp` SDK: a CPU-bound
 //! endpoint, one that calls a downstream TCP service, and one that reads a file past the page
 //! cache. Each request is handled start to end by
-//! one worker thread, which names itself in `culprit.thread.tid` so that the agent can join the
-//! span with that thread's kernel timeline (or, with `--no-thread-attr`, leaves the agent to
-//! infer it, and records the truth).
+//! one worker thread. Its spans are a stock SDK's, as in a cluster: no `process.pid`, no thread
+//! named (the agent finds the process from the connection and infers the thread; the service
+//! records the truth), unless `--thread-attr` names it in `culprit.thread.tid`.
 
 use std::{
     io::{Read as _, Write as _},
@@ -30,6 +30,7 @@ use opentelemetry_sdk::{
 };
 
 use super::{
+    pool_server::ServedThreads as Served,
     retry_call::RetryTruth,
     thread_context::{self, ContextRecord},
 };
@@ -74,9 +75,6 @@ pub struct ServiceConfig {
     pub accept_pool: bool,
 }
 
-/// (span id, serving thread) of every request span, for `ServiceConfig::record`.
-type Served = Arc<std::sync::Mutex<Vec<(String, i64)>>>;
-
 /// Serves until SIGINT or SIGTERM, then flushes its spans and prints how many requests it served
 /// (one JSON line, read by the lab).
 pub fn run(config: &ServiceConfig) -> anyhow::Result<()> {
@@ -94,6 +92,7 @@ pub fn run(config: &ServiceConfig) -> anyhow::Result<()> {
     let provider = tracer_provider(&config.otlp_endpoint)?;
     let tracer = provider.tracer("culprit.lab.service");
     let served = Arc::new(AtomicU64::new(0));
+    let truth: Served = Arc::default();
     if config.accept_pool {
         let pool = super::pool_server::Pool {
             tracer,
@@ -101,13 +100,19 @@ pub fn run(config: &ServiceConfig) -> anyhow::Result<()> {
             served: served.clone(),
             cpu_work: config.cpu_work,
             thread_attr: config.thread_attr,
+            truth: config.record.is_some().then(|| truth.clone()),
         };
         super::pool_server::serve(
             (config.listen_host, config.port).into(),
             config.workers,
             pool,
         )?;
-        return finish(&provider, None, &served, &RetryTruth::default());
+        return finish(
+            &provider,
+            config.record.as_deref().map(|p| (p, &truth)),
+            &served,
+            &RetryTruth::default(),
+        );
     }
     let server = Arc::new(
         tiny_http::Server::http((config.listen_host, config.port))
@@ -121,7 +126,6 @@ pub fn run(config: &ServiceConfig) -> anyhow::Result<()> {
         .lock_holder_cpu
         .map(|cpu| SharedLock::start(cpu, stop.clone()))
         .transpose()?;
-    let truth: Served = Arc::default();
     let retries: Arc<RetryTruth> = Arc::default();
     let workers: Vec<_> = (0..config.workers.max(1))
         .map(|_| {
@@ -193,12 +197,7 @@ pub(crate) fn tracer_provider(endpoint: &str) -> anyhow::Result<SdkTracerProvide
         )
         .build();
     Ok(SdkTracerProvider::builder()
-        .with_resource(
-            Resource::builder()
-                .with_service_name(SERVICE_NAME)
-                .with_attribute(KeyValue::new("process.pid", i64::from(std::process::id())))
-                .build(),
-        )
+        .with_resource(Resource::builder().with_service_name(SERVICE_NAME).build())
         .with_span_processor(processor)
         .build())
 }

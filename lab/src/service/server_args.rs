@@ -23,9 +23,10 @@ pub struct ServiceArgs {
     pub workers: usize,
     #[arg(long, default_value_t = 5.0)]
     pub cpu_work_ms: f64,
-    /// Leave `culprit.thread.tid` off the spans (the agent infers the serving thread).
+    /// Name the serving thread in `culprit.thread.tid` (no stock SDK does: by default the
+    /// agent infers it, as in a cluster).
     #[arg(long)]
-    pub no_thread_attr: bool,
+    pub thread_attr: bool,
     /// Write the thread that served each span here (JSON) at shutdown: the truth a test
     /// scores the agent's inference against.
     #[arg(long)]
@@ -56,7 +57,7 @@ impl ServiceArgs {
             otlp_endpoint: self.endpoint,
             workers: self.workers,
             cpu_work: Duration::from_secs_f64(self.cpu_work_ms / 1e3),
-            thread_attr: !self.no_thread_attr,
+            thread_attr: self.thread_attr,
             record: self.record,
             thread_context: self.thread_context,
             disk_file: self.disk_file,
