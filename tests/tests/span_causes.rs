@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use culprit::model::SpanLine;
 use culprit_lab::{
     faults::{cgroup::TempCgroup, packet_loss::PacketLoss},
-    process::{reaped::spawn_workload, slowdown::stretch},
+    process::{reaped::spawn_workload, schedstat::wait_until_running, slowdown::stretch},
     run::agent::{RunningAgent, ThreadTotals},
     service::otel::{AgentPorts, free_port, python_app, wait_for_port, wait_success},
 };
@@ -181,6 +181,10 @@ fn cpu_contention_is_blamed_with_the_hog_as_neighbour() -> anyhow::Result<()> {
         || {
             let hog = spawn_workload(&hog_cg, Some(0), 60.0, &["hog", "--threads", "2"])?;
             hog_pid = hog.pid();
+            // Spinning before the first request: under emulation a hog's start took longer
+            // than the first four requests (6.1 and 6.12 under TCG), which met only the app's
+            // own exporter threads. Its main thread and two spinners, 0.2 s of spinning.
+            wait_until_running(hog_pid, 3, 200_000_000, stretch(Duration::from_secs(10)))?;
             Ok(hog)
         },
     )?;
