@@ -124,11 +124,7 @@ fn a_client_asleep_on_a_server_behind_a_hog_is_delayed_by_the_hog() -> anyhow::R
     // TCG, 10x slower, it outweighed the hog: 0.58 s against 0.48 s), and that is the client's
     // own run-queue wait, not what its waker brought.
     let (neighbour, ns) = contended
-        .neighbours
-        .iter()
-        .filter(|(pid, _)| **pid != agent_pid)
-        .max_by_key(|(_, ns)| **ns)
-        .map(|(pid, ns)| (*pid, *ns))
+        .top_neighbour_except(Some(agent_pid))
         .expect("a neighbour is named");
     assert_eq!(neighbour, hog.pid(), "{:?}", contended.neighbours);
     assert!(ns * 2 > contended.waker_delay_ns, "{contended:?}");

@@ -343,8 +343,14 @@ impl ThreadTotals {
 
     /// The neighbour that took the most time.
     pub fn top_neighbour(&self) -> Option<(u32, u64)> {
+        self.top_neighbour_except(None)
+    }
+
+    /// The neighbour that took the most time, `skip` (the agent itself, say) aside.
+    pub fn top_neighbour_except(&self, skip: Option<u32>) -> Option<(u32, u64)> {
         self.neighbours
             .iter()
+            .filter(|(p, _)| Some(**p) != skip)
             .max_by_key(|(_, ns)| **ns)
             .map(|(p, n)| (*p, *n))
     }
