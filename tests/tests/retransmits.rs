@@ -15,13 +15,13 @@ fn lost_packets_show_up_as_retransmits_with_owner_and_cost() -> anyhow::Result<(
     require_root()?;
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let cg = TempCgroup::new_v2("culprit-test-rtx")?;
-    let server = spawn_workload(
+    let mut server = spawn_workload(
         &cg.child("server")?,
         None,
         20.0,
         &["tcp-server", "--port", &port.to_string()],
     )?;
-    let client = spawn_workload(
+    let mut client = spawn_workload(
         &cg.child("client")?,
         None,
         18.0,
@@ -33,7 +33,8 @@ fn lost_packets_show_up_as_retransmits_with_owner_and_cost() -> anyhow::Result<(
         &["--watch-pid", &server_pid, "--watch-pid", &client_pid],
     )?;
     agent.next_report()?;
-    let _loss = PacketLoss::on_port(port, 25, None)?;
+    let kernel_before = kernel_retransmitted_segments()?;
+    let loss = PacketLoss::on_port(port, 25, None)?;
     let server_addr = format!("127.0.0.1:{port}");
     let on_port =
         |r: &&culprit::model::RetransmitRow| r.local == server_addr || r.remote == server_addr;
@@ -50,6 +51,16 @@ fn lost_packets_show_up_as_retransmits_with_owner_and_cost() -> anyhow::Result<(
     {
         reports.push(agent.next_report()?);
     }
+    // The truths the failure message names: were packets dropped, did the kernel retransmit,
+    // was the pair still talking?
+    let dropped = loss.dropped_packets()?;
+    let kernel_retransmits = kernel_retransmitted_segments()? - kernel_before;
+    let alive = [server.is_running(), client.is_running()];
+    // Drop counters are totals since the agent started: the last report has them all.
+    let agent_drops: Vec<_> = reports
+        .last()
+        .map(|r| r.drops.iter().filter(|(_, n)| **n > 0).collect())
+        .unwrap_or_default();
     agent.stop()?;
 
     let rows: Vec<_> = reports
@@ -57,11 +68,18 @@ fn lost_packets_show_up_as_retransmits_with_owner_and_cost() -> anyhow::Result<(
         .flat_map(|r| &r.retransmits)
         .filter(on_port)
         .collect();
-    eprintln!("{} retransmits: {rows:#?}", rows.len());
+    eprintln!(
+        "{} retransmits (nftables dropped {dropped}, the kernel retransmitted \
+         {kernel_retransmits}): {rows:#?}",
+        rows.len()
+    );
     assert!(
         rows.len() >= 3,
-        "expected retransmits on port {port}, got {}",
-        rows.len()
+        "expected retransmits on port {port}, got {} in {} reports; nftables dropped {dropped} \
+         packets, the kernel retransmitted {kernel_retransmits} segments, server and client \
+         running: {alive:?}, the agent's drops: {agent_drops:?}",
+        rows.len(),
+        reports.len()
     );
     for r in &rows {
         // The socket on the server's port belongs to the server; the other end to the client.
@@ -89,4 +107,20 @@ fn lost_packets_show_up_as_retransmits_with_owner_and_cost() -> anyhow::Result<(
         "no per-connection count for port {port}"
     );
     Ok(())
+}
+
+/// The network namespace's retransmitted TCP segments (`RetransSegs` in /proc/net/snmp).
+fn kernel_retransmitted_segments() -> anyhow::Result<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp")?;
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next(), tcp.next());
+    let (Some(names), Some(values)) = (names, values) else {
+        anyhow::bail!("no Tcp lines in /proc/net/snmp");
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "RetransSegs")
+        .and_then(|(_, v)| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no RetransSegs in /proc/net/snmp"))
 }

@@ -23,8 +23,8 @@ impl PacketLoss {
         Self::on_input(
             &format!("culprit_loss_{}_{port}", std::process::id()),
             &format!(
-                "tcp dport {port} numgen random mod 100 < {percent} drop
-                 tcp sport {port} numgen random mod 100 < {percent} drop"
+                "tcp dport {port} numgen random mod 100 < {percent} counter drop
+                 tcp sport {port} numgen random mod 100 < {percent} counter drop"
             ),
             netns,
         )
@@ -37,7 +37,7 @@ impl PacketLoss {
         Self::on_input(
             &format!("culprit_synloss_{}_{port}", std::process::id()),
             &format!(
-                "tcp dport {port} tcp flags & (syn | ack) == syn numgen random mod 100 < {percent} drop"
+                "tcp dport {port} tcp flags & (syn | ack) == syn numgen random mod 100 < {percent} counter drop"
             ),
             None,
         )
@@ -66,6 +66,22 @@ impl PacketLoss {
         }
         Ok(loss)
     }
+
+    /// How many packets the rules dropped so far in the node's namespace: the truth a test
+    /// names when the agent saw no retransmit (were packets lost at all?).
+    pub fn dropped_packets(&self) -> anyhow::Result<u64> {
+        let listing = nft_output(None, &["list", "table", "inet", &self.table])?;
+        Ok(counted_packets(&listing))
+    }
+}
+
+/// The sum of the `counter packets N` figures in an `nft list` listing.
+fn counted_packets(listing: &str) -> u64 {
+    listing
+        .split("counter packets ")
+        .skip(1)
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 impl Drop for PacketLoss {
@@ -84,6 +100,15 @@ impl Drop for PacketLoss {
 
 /// Runs `nft` with `args`, in network namespace `netns` if given (`ip netns exec`).
 pub(crate) fn nft(netns: Option<&str>, args: &[&str], stdin: Option<&str>) -> anyhow::Result<()> {
+    run_nft(netns, args, stdin).map(drop)
+}
+
+/// Runs `nft` with `args` and returns what it printed.
+fn nft_output(netns: Option<&str>, args: &[&str]) -> anyhow::Result<String> {
+    run_nft(netns, args, None)
+}
+
+fn run_nft(netns: Option<&str>, args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
     use std::io::Write as _;
     let mut cmd = match netns {
         Some(ns) => {
@@ -96,6 +121,7 @@ pub(crate) fn nft(netns: Option<&str>, args: &[&str], stdin: Option<&str>) -> an
     let mut child = cmd
         .args(args)
         .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .context("running nft (apt-get install nftables)")?;
@@ -114,5 +140,19 @@ pub(crate) fn nft(netns: Option<&str>, args: &[&str], stdin: Option<&str>) -> an
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counted_packets;
+
+    #[test]
+    fn counters_in_a_listing_are_summed() {
+        let listing = "table inet t {\n chain input {\n tcp dport 5 numgen random mod 100 < 25 \
+            counter packets 7 bytes 420 drop\n tcp sport 5 numgen random mod 100 < 25 counter \
+            packets 3 bytes 180 drop\n }\n}\n";
+        assert_eq!(counted_packets(listing), 10);
+        assert_eq!(counted_packets("table inet t { }"), 0);
+    }
 }

@@ -30,6 +30,11 @@ impl Reaped {
         self.child.id()
     }
 
+    /// Whether the process has not exited yet (it is reaped if it has).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Asks the process to stop with SIGTERM and waits for it; returns whether it exited 0.
     pub(crate) fn terminate(mut self) -> anyhow::Result<bool> {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
