@@ -8,6 +8,7 @@
 //! Reads of the kernel that a decision may not need are passed as closures, called at most once
 //! and only when needed, so that the hot path does no more work than before.
 
+pub mod memory_chain;
 pub mod neighbour;
 pub mod runq_delay;
 pub mod thread_time;

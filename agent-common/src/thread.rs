@@ -127,9 +127,12 @@ pub struct ThreadState {
     /// The CPU's steal clock (ns the hypervisor took from it, as its run queue has applied
     /// them) when the current interval on CPU began.
     pub steal_clock_ns: u64,
+    /// The thread's recent memory stalls, one window (`accounting::memory_chain`): what a
+    /// thread it wakes waited for meanwhile was memory.
+    pub memory_stall: Delay,
 }
 
-const _: () = assert!(core::mem::size_of::<ThreadState>() == 232);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 272);
 
 /// Record kinds on the `SCHED_EVENTS` ring buffer.
 pub mod record {

@@ -207,7 +207,8 @@ pub fn switch_in(
 }
 
 /// Watched `task` (state `st`) was woken up by `waker` (process, thread; 0s: an interrupt)
-/// that carried `waker_delay`.
+/// that carried `waker_delay`. A watched waker's memory stalls are read from its own state: one
+/// lookup, only for the wakeups of watched threads.
 #[inline(always)]
 pub fn wakeup(
     st: *mut ThreadState,
@@ -218,12 +219,20 @@ pub fn wakeup(
     waker_delay: &Delay,
     off: &KernelOffsets,
 ) {
+    let waker_stall = match waker.1 {
+        0 => Delay::NONE,
+        waker_tid if waker_tid == tid => Delay::NONE,
+        waker_tid => THREAD_STATE
+            .get_ptr(waker_tid)
+            .map_or(Delay::NONE, |w| unsafe { (*w).memory_stall }),
+    };
     thread_time::wakeup(
         unsafe { &mut *st },
         now_ns,
         waker.0,
         waker.1,
         waker_delay,
+        &waker_stall,
         &probe_config(),
         &mut Ring { tid },
         || task_throttling(task, off),

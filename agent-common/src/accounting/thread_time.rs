@@ -6,6 +6,7 @@
 use core::num::NonZeroU64;
 
 use super::{
+    memory_chain,
     neighbour::Neighbour,
     throttle::{Throttling, note_enqueue, throttled_part_ns},
     wake_chain,
@@ -57,6 +58,9 @@ pub struct Interval {
     pub spans: SpanTags,
     /// For time on CPU: the part the hypervisor took from the CPU (steal time).
     pub stolen_ns: u64,
+    /// For time off CPU: the part its waker spent stalled on memory meanwhile
+    /// (`memory_chain`), beyond `neighbour.ns`.
+    pub memory_ns: u64,
 }
 
 /// What a closed interval becomes.
@@ -255,6 +259,12 @@ pub fn reclaim(
     sink: &mut impl RecordSink,
 ) {
     if st.state == state::ON_CPU {
+        // Reclaim on CPU ends: a stall a thread it wakes may have waited for
+        // (`memory_chain`). Here, not where any interval closes: `sched_switch`, which closes
+        // most, stays within its verifier budget.
+        if !begin && st.reclaiming != 0 {
+            memory_chain::add_stall(&mut st.memory_stall, st.since_ns, now_ns);
+        }
         close_on_cpu(st, now_ns, span_id, steal_clock, cfg, sink);
         st.since_ns = now_ns;
     }
@@ -365,6 +375,7 @@ pub fn switch_in(
             waker_tid: 0,
             io_dev: 0,
             stolen_ns: 0,
+            memory_ns: 0,
         };
         account(st, iv, cfg, sink);
     }
@@ -374,9 +385,10 @@ pub fn switch_in(
 }
 
 /// The thread is woken at `now_ns` by thread `waker_tid` of process `waker_tgid` (0: from a
-/// timer or device interrupt) that carried `waker_delay`: a blocked thread's
-/// time off CPU ends (the part its waker spent delayed behind a neighbour is named, the part it
-/// spent throttled kept apart) and its wait begins; a thread not seen yet begins waiting; a
+/// timer or device interrupt) that carried `waker_delay` and, if watched, stalled on memory
+/// in `waker_stall`: a blocked thread's time off CPU ends (the part its waker spent delayed
+/// behind a neighbour is named, the part it spent throttled or stalled on memory kept apart)
+/// and its wait begins; a thread not seen yet begins waiting; a
 /// runnable or running one is unchanged.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -386,6 +398,7 @@ pub fn wakeup(
     waker_tgid: u32,
     waker_tid: u32,
     waker_delay: &Delay,
+    waker_stall: &Delay,
     cfg: &ProbeConfig,
     sink: &mut impl RecordSink,
     throttling: impl FnOnce() -> Option<Throttling>,
@@ -401,6 +414,15 @@ pub fn wakeup(
                 wait::MEMORY => 0,
                 wait::LOCK => wake_chain::postponed_ns(waker_delay, st.since_ns, now_ns),
                 _ => waker_delay.overlap_ns(st.since_ns, now_ns),
+            };
+            // The waker's own memory stall meanwhile is memory's (`memory_chain`); a stall of
+            // the thread's own adds to what a thread it wakes may wait for.
+            let memory_ns = match st.wait_reason {
+                wait::MEMORY => {
+                    memory_chain::add_stall(&mut st.memory_stall, st.since_ns, now_ns);
+                    0
+                }
+                _ => memory_chain::stalled_ns(waker_stall, st.since_ns, now_ns, delayed_ns),
             };
             let iv = Interval {
                 state: state::OFF_CPU,
@@ -418,6 +440,7 @@ pub fn wakeup(
                 },
                 spans: SpanTags::steady(st.span_id),
                 stolen_ns: 0,
+                memory_ns,
             };
             account(st, iv, cfg, sink);
             begin_wait(st, now_ns, throttling());

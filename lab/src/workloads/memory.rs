@@ -13,8 +13,11 @@ use std::{
 
 use anyhow::Context as _;
 
-/// What one `/alloc` request faults in.
-pub(crate) const ALLOC_BYTES: usize = 16 << 20;
+/// What one `/alloc` request faults in. At 16 MiB a request spent 20 ms on CPU faulting in
+/// (reference) and 40-130 ms under the pressure, and the service's two workers overlapped so
+/// often that 5-6% of the slow requests' excess was each waiting for the CPU behind the other's
+/// faulting (its own concurrency, not the fault under test); at 8 MiB half as often.
+pub(crate) const ALLOC_BYTES: usize = 8 << 20;
 /// One buffered write of the dirtier.
 const DIRTY_WRITE_BYTES: usize = 1 << 20;
 /// The dirtier cycles over a file this large (rewriting it from the start), so that the disk

@@ -76,6 +76,14 @@ pub(super) fn add_interval(b: &mut ThreadBucket, iv: &Interval, dur_ns: u64) {
             b.io_dev = iv.io_dev;
         }
     }
+    // What the waker's memory stall explains (`memory_chain`) is memory's, whatever the
+    // thread slept in; a memory stall of its own is already all memory's.
+    let waker_stalled_ns = if iv.wait == wait::MEMORY {
+        0
+    } else {
+        iv.memory_ns.min(dur_ns)
+    };
+    b.memory_stall_ns = b.memory_stall_ns.wrapping_add(waker_stalled_ns);
     match iv.wait {
         wait::IO => b.io_wait_ns = b.io_wait_ns.wrapping_add(dur_ns),
         wait::MEMORY => b.memory_stall_ns = b.memory_stall_ns.wrapping_add(dur_ns),
@@ -88,9 +96,11 @@ pub(super) fn add_interval(b: &mut ThreadBucket, iv: &Interval, dur_ns: u64) {
             }
             // What the releaser's own delays explain is theirs (`waker_delay_ns`,
             // `waker_throttled_ns`): the lock is what is left.
-            b.lock_wait_ns = b
-                .lock_wait_ns
-                .wrapping_add(dur_ns.saturating_sub(iv.neighbour.ns));
+            b.lock_wait_ns = b.lock_wait_ns.wrapping_add(
+                dur_ns
+                    .saturating_sub(iv.neighbour.ns)
+                    .saturating_sub(waker_stalled_ns),
+            );
         }
         _ => {}
     }

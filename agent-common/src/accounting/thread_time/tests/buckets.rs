@@ -197,6 +197,7 @@ fn a_long_interval_is_an_episode_and_leaves_the_bucket_alone() {
         waker_tid: 0,
         io_dev: 0,
         stolen_ns: 0,
+        memory_ns: 0,
     };
     account(&mut st, iv, &CFG, &mut out);
     assert_eq!(st.bucket, before);

@@ -33,16 +33,7 @@ fn a_blocking_request_tags_its_cpu_time_and_its_wait() {
         &mut out,
         unthrottled,
     );
-    wakeup(
-        &mut st,
-        T0 + 30,
-        0,
-        0,
-        &Delay::NONE,
-        &CFG,
-        &mut out,
-        unthrottled,
-    );
+    woken_by_interrupt(&mut st, T0 + 30, &CFG, &mut out, unthrottled);
     switch_in(
         &mut st,
         T0 + 35,

@@ -45,6 +45,27 @@ impl RecordSink for Records {
     }
 }
 
+/// A wakeup from an interrupt: no waker, nothing carried.
+fn woken_by_interrupt(
+    st: &mut ThreadState,
+    now_ns: u64,
+    cfg: &ProbeConfig,
+    out: &mut Records,
+    throttling: impl FnOnce() -> Option<Throttling>,
+) {
+    wakeup(
+        st,
+        now_ns,
+        0,
+        0,
+        &Delay::NONE,
+        &Delay::NONE,
+        cfg,
+        out,
+        throttling,
+    );
+}
+
 fn in_state(state: u32, since_ns: u64) -> ThreadState {
     ThreadState {
         state,

@@ -88,7 +88,7 @@ fn a_wakeup_ends_time_off_cpu_and_starts_a_wait() {
         let mut out = Records::default();
         let mut reads = 0;
         let now = T0 + 2 * MS;
-        wakeup(&mut st, now, 0, 0, &Delay::NONE, &CFG, &mut out, || {
+        woken_by_interrupt(&mut st, now, &CFG, &mut out, || {
             reads += 1;
             unthrottled()
         });
@@ -146,16 +146,9 @@ fn a_wait_is_charged_its_neighbour_and_throttling() {
         throttled_self_ns: 40 * MS,
     };
     let mut st = ThreadState::default();
-    wakeup(
-        &mut st,
-        T0,
-        0,
-        0,
-        &Delay::NONE,
-        &CFG,
-        &mut Records::default(),
-        || Some(at_enqueue),
-    );
+    woken_by_interrupt(&mut st, T0, &CFG, &mut Records::default(), || {
+        Some(at_enqueue)
+    });
     let mut out = Records::default();
     // 5 ms wait; the cfs_rq was throttled 1 ms of it by its clock; a neighbour held the CPU
     // 3 ms: the other 2 ms are the quota's.
@@ -344,9 +337,7 @@ fn every_nanosecond_of_a_threads_life_is_charged_exactly_once() {
                 rng.below(30 * MS),
             ][rng.below(5) as usize];
             match (st.state, rng.below(4)) {
-                (state::RUNQ, 0) => {
-                    wakeup(&mut st, now, 0, 0, &Delay::NONE, &cfg, &mut out, cfs_rq)
-                }
+                (state::RUNQ, 0) => woken_by_interrupt(&mut st, now, &cfg, &mut out, cfs_rq),
                 (state::RUNQ, _) => {
                     let neighbour = |start_ns: u64| Neighbour {
                         tgid: 9,
@@ -355,9 +346,7 @@ fn every_nanosecond_of_a_threads_life_is_charged_exactly_once() {
                     };
                     switch_in(&mut st, now, None, &cfg, &mut out, neighbour, cfs_rq)
                 }
-                (state::ON_CPU, 0) => {
-                    wakeup(&mut st, now, 0, 0, &Delay::NONE, &cfg, &mut out, cfs_rq)
-                }
+                (state::ON_CPU, 0) => woken_by_interrupt(&mut st, now, &cfg, &mut out, cfs_rq),
                 (state::ON_CPU, k) => switch_out(
                     &mut st,
                     50,
@@ -370,14 +359,14 @@ fn every_nanosecond_of_a_threads_life_is_charged_exactly_once() {
                     &mut out,
                     cfs_rq,
                 ),
-                (_, _) => wakeup(&mut st, now, 0, 0, &Delay::NONE, &cfg, &mut out, cfs_rq),
+                (_, _) => woken_by_interrupt(&mut st, now, &cfg, &mut out, cfs_rq),
             }
         }
         // Threads exit on a CPU.
         if st.state != state::ON_CPU {
             now += 1;
             if st.state == state::OFF_CPU {
-                wakeup(&mut st, now, 0, 0, &Delay::NONE, &cfg, &mut out, cfs_rq);
+                woken_by_interrupt(&mut st, now, &cfg, &mut out, cfs_rq);
             }
             now += 1;
             switch_in(&mut st, now, None, &cfg, &mut out, no_neighbour, cfs_rq);

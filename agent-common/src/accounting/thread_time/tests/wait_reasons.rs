@@ -24,7 +24,17 @@ fn woken(
     waker_tid: u32,
     delay: &Delay,
 ) {
-    wakeup(st, at_ns, 50, waker_tid, delay, cfg, out, unthrottled);
+    wakeup(
+        st,
+        at_ns,
+        50,
+        waker_tid,
+        delay,
+        &Delay::NONE,
+        cfg,
+        out,
+        unthrottled,
+    );
 }
 
 #[test]

@@ -15,16 +15,7 @@ fn a_thread_woken_as_it_left_its_cpu_waited_from_its_switch_out() {
     };
     let mut st = in_state(state::ON_CPU, T0);
     let mut out = Records::default();
-    wakeup(
-        &mut st,
-        T0 + MS,
-        0,
-        0,
-        &Delay::NONE,
-        &CFG,
-        &mut out,
-        unthrottled,
-    );
+    woken_by_interrupt(&mut st, T0 + MS, &CFG, &mut out, unthrottled);
     assert_eq!((st.state, st.since_ns), (state::ON_CPU, T0));
     let left_ns = T0 + MS + MS / 2;
     switch_out(
@@ -61,16 +52,7 @@ fn a_thread_woken_as_it_left_its_cpu_waited_from_its_switch_out() {
 
     // Woken on its CPU, it kept running; it blocks for real 2 ms later: off CPU.
     let mut st = in_state(state::ON_CPU, T0);
-    wakeup(
-        &mut st,
-        T0 + MS,
-        0,
-        0,
-        &Delay::NONE,
-        &CFG,
-        &mut out,
-        unthrottled,
-    );
+    woken_by_interrupt(&mut st, T0 + MS, &CFG, &mut out, unthrottled);
     switch_out(
         &mut st,
         50,
@@ -121,6 +103,7 @@ fn a_sleep_names_the_part_its_waker_spent_behind_a_neighbour() {
         0,
         0,
         &waker_delay,
+        &Delay::NONE,
         &CFG,
         &mut out,
         unthrottled,
@@ -155,7 +138,17 @@ fn a_sleep_names_the_part_its_waker_spent_behind_a_neighbour() {
             neighbour_tgid: tgid,
             hops: 2,
         };
-        wakeup(&mut st, at + 3 * MS, 0, 0, &d, &cfg, &mut out, unthrottled);
+        wakeup(
+            &mut st,
+            at + 3 * MS,
+            0,
+            0,
+            &d,
+            &Delay::NONE,
+            &cfg,
+            &mut out,
+            unthrottled,
+        );
     }
     assert_eq!(st.bucket.off_cpu_ns, 9 * MS);
     assert_eq!(st.bucket.waker_delay_ns, 5 * MS);
@@ -181,6 +174,7 @@ fn a_sleep_keeps_its_wakers_throttled_wait_apart_from_its_contention() {
         0,
         0,
         &waker_delay,
+        &Delay::NONE,
         &CFG,
         &mut out,
         unthrottled,
@@ -205,6 +199,7 @@ fn a_sleep_keeps_its_wakers_throttled_wait_apart_from_its_contention() {
         0,
         0,
         &throttled_only,
+        &Delay::NONE,
         &CFG,
         &mut out,
         unthrottled,
@@ -230,16 +225,7 @@ fn time_off_cpu_blocked_in_io_schedule_is_io_wait() {
         &mut out,
         unthrottled,
     );
-    wakeup(
-        &mut st,
-        T0 + 5 * MS,
-        0,
-        0,
-        &Delay::NONE,
-        &CFG,
-        &mut out,
-        unthrottled,
-    );
+    woken_by_interrupt(&mut st, T0 + 5 * MS, &CFG, &mut out, unthrottled);
     let off = out.0.last().expect("the off-CPU episode");
     assert_eq!((off.state, off.bucket.off_cpu_ns), (state::OFF_CPU, 4 * MS));
     assert_eq!(off.bucket.io_wait_ns, 4 * MS);
@@ -267,16 +253,7 @@ fn time_off_cpu_blocked_in_io_schedule_is_io_wait() {
         &mut out,
         unthrottled,
     );
-    wakeup(
-        &mut st,
-        T0 + 9 * MS,
-        0,
-        0,
-        &Delay::NONE,
-        &CFG,
-        &mut out,
-        unthrottled,
-    );
+    woken_by_interrupt(&mut st, T0 + 9 * MS, &CFG, &mut out, unthrottled);
     let off = out.0.last().expect("the off-CPU episode");
     assert_eq!((off.bucket.off_cpu_ns, off.bucket.io_wait_ns), (2 * MS, 0));
 }
@@ -305,6 +282,7 @@ fn time_off_cpu_names_the_process_whose_wakeups_ended_most_of_it() {
             waker,
             0,
             &Delay::NONE,
+            &Delay::NONE,
             &cfg,
             &mut out,
             unthrottled,
@@ -323,20 +301,62 @@ fn time_off_cpu_names_the_process_whose_wakeups_ended_most_of_it() {
     );
     // An episode names its own waker.
     let mut st = in_state(state::OFF_CPU, T0);
-    wakeup(
-        &mut st,
-        T0 + 200 * MS,
-        0,
-        0,
-        &Delay::NONE,
-        &cfg,
-        &mut out,
-        unthrottled,
-    );
+    woken_by_interrupt(&mut st, T0 + 200 * MS, &cfg, &mut out, unthrottled);
     let episode = out.0.last().expect("the episode");
     assert_eq!(episode.kind, record::EPISODE);
     assert_eq!(
         (episode.bucket.woken_by_tgid, episode.bucket.woken_by_ns),
         (0, 200 * MS)
     );
+}
+
+#[test]
+fn a_sleep_behind_a_waker_stalled_on_memory_is_memory() {
+    // The other worker reclaims in a page fault: 300 ms asleep on writeback, 20 ms reclaiming
+    // on CPU, then it releases the address space's lock the sleeper waited 250 ms for.
+    let mut waker = in_state(state::OFF_CPU, T0);
+    waker.wait_reason = wait::MEMORY;
+    let mut out = Records::default();
+    woken_by_interrupt(&mut waker, T0 + 300 * MS, &CFG, &mut out, unthrottled);
+    switch_in(
+        &mut waker,
+        T0 + 300 * MS,
+        None,
+        &CFG,
+        &mut out,
+        no_neighbour,
+        unthrottled,
+    );
+    reclaim(&mut waker, T0 + 300 * MS, 0, true, None, &CFG, &mut out);
+    reclaim(&mut waker, T0 + 320 * MS, 0, false, None, &CFG, &mut out);
+    let stall = waker.memory_stall;
+    assert_eq!((stall.start_ns, stall.end_ns), (T0, T0 + 320 * MS));
+    assert_eq!(stall.delayed_ns, 320 * MS);
+
+    // The sleeper's own stall stays its own; a waker never stalled explains nothing.
+    for (reason, waker_stall, memory_ns) in [
+        (wait::OTHER, stall, 250 * MS),
+        (wait::MEMORY, stall, 250 * MS),
+        (wait::OTHER, Delay::NONE, 0),
+    ] {
+        let mut sleeper = in_state(state::OFF_CPU, T0 + 70 * MS);
+        sleeper.wait_reason = reason;
+        let mut out = Records::default();
+        wakeup(
+            &mut sleeper,
+            T0 + 320 * MS,
+            50,
+            51,
+            &Delay::NONE,
+            &waker_stall,
+            &CFG,
+            &mut out,
+            unthrottled,
+        );
+        let [slept] = out.0.as_slice() else {
+            panic!("{:?}", out.0)
+        };
+        assert_eq!(slept.bucket.off_cpu_ns, 250 * MS);
+        assert_eq!(slept.bucket.memory_stall_ns, memory_ns);
+    }
 }
