@@ -157,8 +157,13 @@ pub(crate) fn scenario_text(run: &ScenarioRun) -> String {
     let _ = writeln!(
         out,
         "   requests {} ({} failed at the client), latency p50 {:.1} ms, p99 {:.1} ms \
-         (client p99 {:.1} ms)",
-        s.requests, run.client.failed, s.p50_ms, s.p99_ms, run.client.p99_ms
+         (client p99 {:.1} ms, sent up to {:.1} ms late by the lab's load generator, p99)",
+        s.requests,
+        run.client.failed,
+        s.p50_ms,
+        s.p99_ms,
+        run.client.p99_ms,
+        run.client.dispatch_lag_p99_ms
     );
     let _ = writeln!(
         out,

@@ -35,11 +35,16 @@ pub(super) fn client_counts(samples: &[ClientSample]) -> ClientCounts {
         .iter()
         .map(|s| s.latency.as_secs_f64() * 1e3)
         .collect();
+    let lag_ms: Vec<f64> = samples
+        .iter()
+        .map(|s| s.dispatch_lag.as_secs_f64() * 1e3)
+        .collect();
     ClientCounts {
         sent: samples.len(),
         failed: samples.iter().filter(|s| !s.ok).count(),
         p50_ms: accuracy::quantile(&ms, 0.5),
         p99_ms: accuracy::quantile(&ms, 0.99),
+        dispatch_lag_p99_ms: accuracy::quantile(&lag_ms, 0.99),
     }
 }
 

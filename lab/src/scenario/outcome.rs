@@ -49,6 +49,10 @@ pub struct ClientCounts {
     pub failed: usize,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// How late the lab's load generator sent its requests, 99th percentile (its own lag, not
+    /// in their latency); 0 for k6 and Locust, which time their own sends.
+    #[serde(default)]
+    pub dispatch_lag_p99_ms: f64,
 }
 
 /// Everything one scenario produced.

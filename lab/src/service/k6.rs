@@ -60,6 +60,7 @@ fn samples(text: &str) -> Vec<ClientSample> {
         .filter_map(|v| {
             let data = &v["data"];
             Some(ClientSample {
+                dispatch_lag: Duration::ZERO,
                 latency: Duration::from_secs_f64(data["value"].as_f64()? / 1e3),
                 ok: data["tags"]["status"] == "200",
                 trace_id: data["tags"]["trace_id"].as_str()?.to_string(),

@@ -64,6 +64,7 @@ fn samples(text: &str) -> Vec<ClientSample> {
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter_map(|v| {
             Some(ClientSample {
+                dispatch_lag: Duration::ZERO,
                 latency: Duration::from_secs_f64(v["latency_ms"].as_f64()? / 1e3),
                 ok: v["ok"] == true,
                 trace_id: v["trace_id"].as_str()?.to_string(),
