@@ -84,10 +84,14 @@ pub(super) fn add_interval(b: &mut ThreadBucket, iv: &Interval, dur_ns: u64) {
         iv.memory_ns.min(dur_ns)
     };
     b.memory_stall_ns = b.memory_stall_ns.wrapping_add(waker_stalled_ns);
+    // The sleep's reason keeps the rest: the same time is not counted twice.
+    let own_ns = dur_ns - waker_stalled_ns;
     match iv.wait {
-        wait::IO => b.io_wait_ns = b.io_wait_ns.wrapping_add(dur_ns),
+        wait::IO => b.io_wait_ns = b.io_wait_ns.wrapping_add(own_ns),
         wait::MEMORY => b.memory_stall_ns = b.memory_stall_ns.wrapping_add(dur_ns),
-        wait::FAULT => b.fault_wait_ns = b.fault_wait_ns.wrapping_add(dur_ns),
+        // A fault waiting for the address space's lock that another thread holds through its
+        // reclaim: memory's, not the fault's.
+        wait::FAULT => b.fault_wait_ns = b.fault_wait_ns.wrapping_add(own_ns),
         wait::LOCK => {
             // One name, as for the waker below: a new releaser takes it when one wait it
             // ended alone outweighs the lock waits so far.
@@ -96,11 +100,9 @@ pub(super) fn add_interval(b: &mut ThreadBucket, iv: &Interval, dur_ns: u64) {
             }
             // What the releaser's own delays explain is theirs (`waker_delay_ns`,
             // `waker_throttled_ns`): the lock is what is left.
-            b.lock_wait_ns = b.lock_wait_ns.wrapping_add(
-                dur_ns
-                    .saturating_sub(iv.neighbour.ns)
-                    .saturating_sub(waker_stalled_ns),
-            );
+            b.lock_wait_ns = b
+                .lock_wait_ns
+                .wrapping_add(own_ns.saturating_sub(iv.neighbour.ns));
         }
         _ => {}
     }

@@ -333,10 +333,13 @@ fn a_sleep_behind_a_waker_stalled_on_memory_is_memory() {
     assert_eq!((stall.start_ns, stall.end_ns), (T0, T0 + 320 * MS));
     assert_eq!(stall.delayed_ns, 320 * MS);
 
-    // The sleeper's own stall stays its own; a waker never stalled explains nothing.
+    // The sleeper's own stall stays its own; a fault waiting for the lock is memory's and not
+    // the fault's too; a waker never stalled explains nothing.
     for (reason, waker_stall, memory_ns) in [
         (wait::OTHER, stall, 250 * MS),
         (wait::MEMORY, stall, 250 * MS),
+        (wait::FAULT, stall, 250 * MS),
+        (wait::LOCK, stall, 250 * MS),
         (wait::OTHER, Delay::NONE, 0),
     ] {
         let mut sleeper = in_state(state::OFF_CPU, T0 + 70 * MS);
@@ -356,7 +359,9 @@ fn a_sleep_behind_a_waker_stalled_on_memory_is_memory() {
         let [slept] = out.0.as_slice() else {
             panic!("{:?}", out.0)
         };
-        assert_eq!(slept.bucket.off_cpu_ns, 250 * MS);
-        assert_eq!(slept.bucket.memory_stall_ns, memory_ns);
+        let b = slept.bucket;
+        assert_eq!((b.off_cpu_ns, b.memory_stall_ns), (250 * MS, memory_ns));
+        // All of each sleep was the waker's stall, or a plain sleep: nothing left for a reason.
+        assert_eq!(b.fault_wait_ns + b.lock_wait_ns, 0, "{reason}");
     }
 }
