@@ -122,6 +122,13 @@ enum LabCommand {
         #[arg(long, default_value_t = 512)]
         size: usize,
     },
+    /// A TCP segment storm: pairs of threads exchanging requests over loopback connections.
+    TcpPingpong {
+        #[arg(long, default_value_t = 2)]
+        pairs: usize,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
     /// A context-switch storm: pairs of threads bouncing a byte over pipes.
     Pingpong {
         #[arg(long, default_value_t = 2)]
@@ -401,6 +408,7 @@ fn main() -> anyhow::Result<()> {
             run_for,
         )?,
         LabCommand::TcpClient { port, size } => workloads::tcp_client(port, size, run_for)?,
+        LabCommand::TcpPingpong { pairs, size } => workloads::tcp_pingpong(pairs, size, run_for)?,
         LabCommand::Pingpong {
             pairs,
             round_trips_per_s,

@@ -65,6 +65,9 @@ pub enum Storm {
     Wakeups,
     /// `wakeups` publishing an OpenTelemetry thread context: its switches read it.
     WakeupsWithContext,
+    /// 2 pairs of threads exchanging 64-byte requests over loopback TCP: every segment runs
+    /// the per-segment hooks (`tcp_probe`, which dates a request's bytes for the queue wait).
+    Tcp,
 }
 
 impl Storm {
@@ -75,6 +78,7 @@ impl Storm {
             Self::WakeupsWithContext => {
                 "a thread waking every 200 µs for 50 µs of work, publishing its thread context"
             }
+            Self::Tcp => "2 pairs exchanging 64-byte requests over loopback TCP",
         }
     }
 
@@ -90,9 +94,15 @@ impl Storm {
                 "50",
                 "--thread-context",
             ],
+            Self::Tcp => &["tcp-pingpong", "--pairs", "2"],
         }
     }
 }
+
+/// The floor: empty programs on the scheduler's hooks and on `tcp_probe` (a plain tracepoint,
+/// where the agent's is `tp_btf`: an upper bound of the dispatch for that hook).
+const EMPTY_PROGRAMS: &str = "tracepoint:sched:sched_switch, tracepoint:sched:sched_wakeup, \
+    tracepoint:sched:sched_wakeup_new, tracepoint:tcp:tcp_probe { $x = 1; }";
 
 pub fn run(
     storm_seconds: f64,
@@ -144,9 +154,7 @@ pub fn run(
     // (tracepoint dispatch plus the run-time accounting itself).
     let floor_costs = measure("empty program", storm_seconds, storm, &cgroup, |_| {
         let mut cmd = Command::new("bpftrace");
-        cmd.arg("-e")
-            .arg("tracepoint:sched:sched_switch, tracepoint:sched:sched_wakeup, tracepoint:sched:sched_wakeup_new { $x = 1; }")
-            .stdout(Stdio::null());
+        cmd.arg("-e").arg(EMPTY_PROGRAMS).stdout(Stdio::null());
         Reaped::spawn("bpftrace", &mut cmd)
     })?;
 
@@ -306,5 +314,16 @@ fn render(
             0.0
         },
     );
+    let per_segment = switch_cost(agent, &["tcp_probe"]);
+    if per_segment > 0.0 {
+        let _ = writeln!(
+            s,
+            "Per TCP segment received (`tcp_probe`): culprit {per_segment:.0} ns with the storm \
+             watched, {:.0} ns not watched; an empty program on the plain tracepoint costs \
+             {:.0} ns here.",
+            switch_cost(unwatched, &["tcp_probe"]),
+            switch_cost(floor, &["tcp_probe"]),
+        );
+    }
     s
 }

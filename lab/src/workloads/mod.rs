@@ -18,5 +18,5 @@ pub use disk::{block_device_name, disk_writer};
 pub use mapped::evictor;
 pub use memory::{dirtier, memory_hog};
 pub use pingpong::pingpong;
-pub use tcp::{tcp_client, tcp_server};
+pub use tcp::{tcp_client, tcp_pingpong, tcp_server};
 pub use waits::waits;

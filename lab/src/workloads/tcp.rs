@@ -95,3 +95,37 @@ fn log_retry(e: &std::io::Error) {
         eprintln!("culprit-lab: connect failed ({e}); retrying");
     }
 }
+
+/// `pairs` clients each exchanging `size`-byte requests and answers with a server thread over
+/// a loopback connection of their own, in one process, until `run_for` has passed: every
+/// segment passes the agent's per-segment TCP hooks (the storm of `bench-hooks --storm tcp`).
+pub fn tcp_pingpong(pairs: usize, size: usize, run_for: Duration) -> anyhow::Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
+    let port = listener.local_addr()?.port();
+    let pairs = pairs.max(1);
+    thread::spawn(move || {
+        for stream in listener.incoming().take(pairs).flatten() {
+            thread::spawn(move || serve(stream, size, Duration::ZERO));
+        }
+    });
+    let clients: Vec<_> = (0..pairs)
+        .map(|_| thread::spawn(move || tcp_client(port, size, run_for)))
+        .collect();
+    for c in clients {
+        c.join()
+            .map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pingpong_pairs_talk_until_their_time_is_up() {
+        let started = Instant::now();
+        tcp_pingpong(2, 64, Duration::from_millis(200)).unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(200));
+    }
+}
