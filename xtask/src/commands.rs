@@ -179,6 +179,18 @@ pub fn bench() -> anyhow::Result<()> {
         },
     )?;
     step(
+        "kernel cost per TCP segment under a loopback TCP storm (bpf_stats), next to an empty program",
+        "needs root and bpftrace (`cargo xtask setup` installs it)",
+        || {
+            run_cmd(
+                Command::new(root().join("target/release/culprit-lab"))
+                    .args(["bench-hooks", "--storm", "tcp", "--storm-seconds", "10"])
+                    .arg("--markdown")
+                    .arg(out_dir.join("tcp_hooks.md")),
+            )
+        },
+    )?;
+    step(
         "OTLP pipeline: spans/s per core next to rotel, agent RSS at 10k spans/s",
         "needs the Python virtualenv with rotel (`cargo xtask setup`)",
         || {
@@ -201,7 +213,7 @@ pub fn bench() -> anyhow::Result<()> {
         },
     )?;
     println!(
-        "results: target/bench/hooks.md, pipeline.md and overhead.md (copy the tables into BENCHMARKS.md)"
+        "results: target/bench/hooks.md, tcp_hooks.md, pipeline.md and overhead.md (copy the tables into BENCHMARKS.md)"
     );
     Ok(())
 }
