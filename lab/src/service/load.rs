@@ -192,7 +192,9 @@ mod tests {
                     let mut buf = [0u8; 4096];
                     let _ = conn.read(&mut buf);
                     thread::sleep(delay);
-                    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
                 });
             }
         });
@@ -201,19 +203,19 @@ mod tests {
 
     #[test]
     fn a_request_held_for_a_busy_worker_counts_from_when_it_was_due() {
-        let url = slow_server(Duration::from_millis(100));
+        let url = slow_server(Duration::from_millis(300));
         let burst = LoadShape::Bursty {
             burst: 2,
             every: Duration::from_secs(10),
         };
         let stop = AtomicBool::new(false);
-        // One worker: the second request waits for the first's answer (100 ms), and that wait
+        // One worker: the second request waits for the first's answer (300 ms), and that wait
         // is its.
         let mut one = run(&url, burst, Duration::from_millis(1), 1, &["/"], &stop);
         one.sort_by_key(|s| s.latency);
         assert!(one.iter().all(|s| s.ok), "{one:?}");
-        assert!(one[1].latency >= Duration::from_millis(200), "{one:?}");
-        assert!(one[1].dispatch_lag >= Duration::from_millis(100), "{one:?}");
+        assert!(one[1].latency >= Duration::from_millis(600), "{one:?}");
+        assert!(one[1].dispatch_lag >= Duration::from_millis(300), "{one:?}");
         // Two workers: neither is held, each counts from its send.
         let two = run(&url, burst, Duration::from_millis(1), 2, &["/"], &stop);
         assert!(
