@@ -31,6 +31,19 @@ pub fn rss_mib(pid: u32) -> (f64, f64) {
 }
 
 /// Fails with an actionable message unless the tests can load eBPF programs.
+/// A counter of the kernel's `/proc/net/snmp` or `/proc/net/netstat` text: the value under
+/// `name` in the pair of lines starting with `prefix` (e.g. `"Tcp:"`, `"RetransSegs"`).
+pub fn net_counter(text: &str, prefix: &str, name: &str) -> anyhow::Result<u64> {
+    let mut lines = text.lines().filter(|l| l.starts_with(prefix));
+    let (names, values) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, v)| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no {prefix} {name} in {text}"))
+}
+
 pub fn require_root() -> anyhow::Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         anyhow::bail!("the end-to-end tests load eBPF programs and create cgroups: run as root");

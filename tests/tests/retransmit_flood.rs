@@ -18,6 +18,7 @@ use culprit_lab::{
     process::reaped::Reaped,
 };
 use culprit_tests::{
+    net_counter,
     otlp_http::{self, ExportingAgent, GoodSender},
     require_root, rss_mib,
 };
@@ -46,14 +47,7 @@ fn in_netns(ns: &str, script: &str) -> anyhow::Result<String> {
 /// TCPSynRetrans`): the truth the agent is scored against.
 fn syn_retransmits(ns: &str) -> anyhow::Result<u64> {
     let netstat = in_netns(ns, "cat /proc/net/netstat")?;
-    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
-    let (names, values) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(n, _)| *n == "TCPSynRetrans")
-        .and_then(|(_, v)| v.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no TCPSynRetrans in {netstat}"))
+    net_counter(&netstat, "TcpExt:", "TCPSynRetrans")
 }
 
 /// The `i`-th spoofed peer, in 10.64.0.0/12: routed, inside the namespace, into a veth pair to

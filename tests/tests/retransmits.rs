@@ -8,7 +8,7 @@ use culprit_lab::{
     process::reaped::spawn_workload,
     run::agent::RunningAgent,
 };
-use culprit_tests::require_root;
+use culprit_tests::{net_counter, require_root};
 
 #[test]
 fn lost_packets_show_up_as_retransmits_with_owner_and_cost() -> anyhow::Result<()> {
@@ -111,16 +111,9 @@ fn lost_packets_show_up_as_retransmits_with_owner_and_cost() -> anyhow::Result<(
 
 /// The network namespace's retransmitted TCP segments (`RetransSegs` in /proc/net/snmp).
 fn kernel_retransmitted_segments() -> anyhow::Result<u64> {
-    let snmp = std::fs::read_to_string("/proc/net/snmp")?;
-    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
-    let (names, values) = (tcp.next(), tcp.next());
-    let (Some(names), Some(values)) = (names, values) else {
-        anyhow::bail!("no Tcp lines in /proc/net/snmp");
-    };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(name, _)| *name == "RetransSegs")
-        .and_then(|(_, v)| v.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no RetransSegs in /proc/net/snmp"))
+    net_counter(
+        &std::fs::read_to_string("/proc/net/snmp")?,
+        "Tcp:",
+        "RetransSegs",
+    )
 }
