@@ -16,6 +16,8 @@ use std::{
 
 use opentelemetry::trace::SpanContext;
 
+use crate::workloads::thread_cpu_ns;
+
 unsafe extern "C" {
     fn culprit_lab_thread_ctx_set(record: *const ContextRecord);
 }
@@ -78,16 +80,6 @@ pub fn shared_library(dialect: Dialect) -> PathBuf {
         Dialect::GeneralDynamic => "libotel_thread_ctx_gd.so",
     };
     PathBuf::from(env!("OUT_DIR")).join(name)
-}
-
-/// CPU time of the calling thread.
-pub fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// A request's future that publishes the request's context while it is polled, and only then,

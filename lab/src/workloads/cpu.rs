@@ -34,10 +34,11 @@ pub fn wakeups(period: Duration, work: Duration, run_for: Duration) {
 /// Sleeps `sleep` `count` times (fewer if `run_for` passes first), with a short burst of work
 /// between sleeps, then lingers (blocked) until `run_for` has passed. With `record`, one line
 /// per loop, in ns: the sleep's wall time as the sleeper measured it (until it ran again), the
-/// whole loop's (sleep, burst, record), and the CPU time the kernel charged the thread over the
-/// loop (`CLOCK_THREAD_CPUTIME_ID`, its system calls' kernel work included): the truth for what
-/// the agent reports, which on an emulated or overcommitted machine is well above the asked-for
-/// time.
+/// whole loop's (sleep, burst, record), the CPU time the kernel charged the thread over the
+/// loop (`CLOCK_THREAD_CPUTIME_ID`, its system calls' kernel work included), and the monotonic
+/// clock at the loop's end (the clock of the agent's reports' `mono_ns`): the truth for what
+/// the agent reports over the same window, which on an emulated or overcommitted machine is
+/// well above the asked-for time.
 pub fn sleeper(
     sleep: Duration,
     count: u32,
@@ -59,10 +60,11 @@ pub fn sleeper(
         if let Some(f) = record.as_mut() {
             writeln!(
                 f,
-                "{} {} {}",
+                "{} {} {} {}",
                 slept.as_nanos(),
                 started.elapsed().as_nanos(),
-                thread_cpu_ns().saturating_sub(cpu_started_ns)
+                thread_cpu_ns().saturating_sub(cpu_started_ns),
+                culprit::clock::monotonic_ns()
             )?;
         }
     }
@@ -71,7 +73,7 @@ pub fn sleeper(
 }
 
 /// The CPU time the kernel has charged the calling thread, in ns.
-fn thread_cpu_ns() -> u64 {
+pub fn thread_cpu_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

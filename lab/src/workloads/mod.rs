@@ -13,7 +13,7 @@ mod tcp;
 pub mod waits;
 
 pub(crate) use cpu::busy;
-pub use cpu::{hog, sleeper, wakeups};
+pub use cpu::{hog, sleeper, thread_cpu_ns, wakeups};
 pub use disk::{block_device_name, disk_writer};
 pub use mapped::evictor;
 pub use memory::{dirtier, memory_hog};
