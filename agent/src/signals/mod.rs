@@ -19,6 +19,7 @@ pub(crate) mod span_context;
 mod state;
 pub(crate) mod thread_store;
 pub(crate) mod throttling;
+mod time_by_key;
 pub(crate) mod window;
 
 pub(crate) use self::{

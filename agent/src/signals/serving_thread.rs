@@ -24,12 +24,18 @@ pub(crate) enum Serving {
     Ambiguous,
 }
 
+/// Whether a thread in these states at the span's start and end can have read the clock at
+/// both: not one known asleep or waiting for a CPU at either.
+pub(crate) fn could_serve(at_start: Option<u32>, at_end: Option<u32>) -> bool {
+    let not_running = |s: Option<u32>| matches!(s, Some(state::OFF_CPU | state::RUNQ));
+    !not_running(at_start) && !not_running(at_end)
+}
+
 /// The thread that served the span, if the facts name one.
 pub(crate) fn infer(candidates: &[Candidate]) -> Serving {
-    let not_running = |s: Option<u32>| matches!(s, Some(state::OFF_CPU | state::RUNQ));
     let possible: Vec<&Candidate> = candidates
         .iter()
-        .filter(|c| c.on_cpu_ns > 0 && !not_running(c.at_start) && !not_running(c.at_end))
+        .filter(|c| c.on_cpu_ns > 0 && could_serve(c.at_start, c.at_end))
         .collect();
     if let [only] = possible[..] {
         return Serving::Inferred(only.tid);

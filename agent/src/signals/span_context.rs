@@ -51,8 +51,8 @@ pub(crate) fn own_ns(
 
 /// What the span's own intervals among `episodes` (one thread's) account for in the window;
 /// `None` when none of them carries the span's context.
-pub(crate) fn context_breakdown(
-    episodes: &[SchedRecord],
+pub(crate) fn context_breakdown<'a>(
+    episodes: impl IntoIterator<Item = &'a SchedRecord>,
     start_ns: u64,
     end_ns: u64,
     own: &dyn Fn(u64) -> bool,
@@ -97,16 +97,16 @@ pub(crate) fn merge(parts: Vec<Breakdown>, wall_ns: u64) -> Breakdown {
         out.memory_runq_ns += p.memory_runq_ns;
         out.lock_wait_ns += p.lock_wait_ns;
         for (dev, ns) in p.io_devices {
-            *out.io_devices.entry(dev).or_default() += ns;
+            out.io_devices.add(dev, ns);
         }
         for (tid, ns) in p.lock_holders {
-            *out.lock_holders.entry(tid).or_default() += ns;
+            out.lock_holders.add(tid, ns);
         }
         for (tgid, ns) in p.neighbours {
-            *out.neighbours.entry(tgid).or_default() += ns;
+            out.neighbours.add(tgid, ns);
         }
         for (tgid, ns) in p.wakers {
-            *out.wakers.entry(tgid).or_default() += ns;
+            out.wakers.add(tgid, ns);
         }
         out.longest_on_cpu_ns = out.longest_on_cpu_ns.max(p.longest_on_cpu_ns);
         out.longest_runq_ns = out.longest_runq_ns.max(p.longest_runq_ns);
@@ -140,9 +140,9 @@ pub(crate) fn exclude(thread: &mut Breakdown, other: &Breakdown) {
         .saturating_sub(other.memory_runq_ns)
         .min(thread.runq_ns - thread.throttled_ns);
     thread.off_cpu_ns += on + runq;
-    for (tgid, ns) in &other.neighbours {
+    for (tgid, ns) in other.neighbours.iter() {
         if let Some(mine) = thread.neighbours.get_mut(tgid) {
-            *mine = mine.saturating_sub(*ns);
+            *mine = mine.saturating_sub(ns);
         }
     }
 }

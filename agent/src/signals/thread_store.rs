@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use culprit_common::thread::{SchedRecord, SpanTags, ThreadBucket, record, state};
 
 use self::timeline::Timeline;
-use super::bucket_gaps;
+use super::{bucket_gaps, time_by_key::TimeByKey};
 use crate::kernel::watch::LiveState;
 
 /// Where a thread's time went over a window.
@@ -40,13 +40,13 @@ pub(crate) struct Breakdown {
     /// The part of `off_cpu_ns` the thread slept in `futex`, beyond its releasers' delays.
     pub lock_wait_ns: u64,
     /// Block device (kernel `dev_t`) -> I/O wait on it (a major fault's read included).
-    pub io_devices: HashMap<u32, u64>,
+    pub io_devices: TimeByKey,
     /// Releasing thread (tid) -> lock wait its wakeups ended.
-    pub lock_holders: HashMap<u32, u64>,
+    pub lock_holders: TimeByKey,
     /// Neighbour process (tgid) -> run-queue time it took from this thread or its wakers.
-    pub neighbours: HashMap<u32, u64>,
+    pub neighbours: TimeByKey,
     /// Waking process (tgid; 0: a timer or device interrupt) -> time off CPU its wakeups ended.
-    pub wakers: HashMap<u32, u64>,
+    pub wakers: TimeByKey,
     pub longest_on_cpu_ns: u64,
     pub longest_runq_ns: u64,
     pub longest_off_cpu_ns: u64,
@@ -77,7 +77,7 @@ impl Breakdown {
         // A major fault's wait names the device it read from too.
         let device_ns = b.io_wait_ns + b.fault_wait_ns;
         if b.io_dev != 0 && device_ns > 0 {
-            *self.io_devices.entry(b.io_dev).or_default() += part(device_ns);
+            self.io_devices.add(b.io_dev, part(device_ns));
         }
         self.memory_stall_ns += part(b.memory_stall_ns);
         self.fault_wait_ns += part(b.fault_wait_ns);
@@ -89,46 +89,39 @@ impl Breakdown {
         // (the chain through the lock): a bucket's waker parts are taken as its lock waits'.
         let through_lock_ns = b.lock_wait_ns + b.waker_delay_ns + b.waker_throttled_ns;
         if b.lock_waker_tid != 0 && through_lock_ns > 0 {
-            *self.lock_holders.entry(b.lock_waker_tid).or_default() += part(through_lock_ns);
+            self.lock_holders
+                .add(b.lock_waker_tid, part(through_lock_ns));
         }
         if b.neighbour_ns > 0 {
-            *self.neighbours.entry(b.neighbour_tgid).or_default() += part(b.neighbour_ns);
+            self.neighbours.add(b.neighbour_tgid, part(b.neighbour_ns));
         }
         if b.woken_by_ns > 0 {
-            *self.wakers.entry(b.woken_by_tgid).or_default() += part(b.woken_by_ns);
+            self.wakers.add(b.woken_by_tgid, part(b.woken_by_ns));
         }
         if b.waker_delay_ns > 0 {
-            *self.neighbours.entry(b.waker_neighbour_tgid).or_default() += part(b.waker_delay_ns);
+            self.neighbours
+                .add(b.waker_neighbour_tgid, part(b.waker_delay_ns));
         }
     }
 
     /// The process whose wakeups ended most of the time off CPU (0: interrupts), if any.
     pub(crate) fn top_waker(&self) -> Option<u32> {
-        self.wakers
-            .iter()
-            .max_by_key(|&(tgid, ns)| (*ns, std::cmp::Reverse(*tgid)))
-            .map(|(tgid, _)| *tgid)
+        self.wakers.top()
     }
 
     /// The block device of most of the I/O wait, if known.
     pub(crate) fn top_io_device(&self) -> Option<u32> {
-        self.io_devices
-            .iter()
-            .max_by_key(|&(dev, ns)| (*ns, std::cmp::Reverse(*dev)))
-            .map(|(dev, _)| *dev)
+        self.io_devices.top()
     }
 
     /// The thread that released most of the lock wait, if any.
     pub(crate) fn top_lock_holder(&self) -> Option<u32> {
-        self.lock_holders
-            .iter()
-            .max_by_key(|&(tid, ns)| (*ns, std::cmp::Reverse(*tid)))
-            .map(|(tid, _)| *tid)
+        self.lock_holders.top()
     }
 
     /// The neighbours by time taken, most first.
     pub(crate) fn top_neighbours(&self, n: usize) -> Vec<(u32, u64)> {
-        let mut v: Vec<(u32, u64)> = self.neighbours.iter().map(|(k, v)| (*k, *v)).collect();
+        let mut v: Vec<(u32, u64)> = self.neighbours.iter().collect();
         v.sort_by_key(|&(tgid, ns)| (std::cmp::Reverse(ns), tgid));
         v.truncate(n);
         v
@@ -241,25 +234,30 @@ impl ThreadStore {
         // Records starting a bucket or more after the window add nothing to it, nor place any
         // bucket that overlaps it.
         let after = end_ns.saturating_add(self.bucket_ns);
-        let recent: Vec<&SchedRecord> = self.threads.get(&tid).map_or_else(Vec::new, |t| {
+        // One walk: episodes count as they come; the buckets that meet the window wait for the
+        // union of every episode walked, which places their time.
+        let mut covered: Vec<(u64, u64)> = Vec::with_capacity(64);
+        let mut buckets: Vec<&SchedRecord> = Vec::new();
+        let walked = self.threads.get(&tid).into_iter().flat_map(|t| {
             t.starting_before(after)
                 .rev()
                 .take_while(|r| !(r.kind == record::EPISODE && r.end_ns <= horizon))
-                .collect()
         });
-        let covered: Vec<(u64, u64)> = recent
-            .iter()
-            .copied()
-            .chain(current.as_ref())
-            .filter(|r| r.kind == record::EPISODE)
-            .map(|r| (r.start_ns, r.end_ns))
-            .collect();
-        for rec in recent {
+        for rec in walked {
             if rec.kind == record::EPISODE {
+                covered.push((rec.start_ns, rec.end_ns));
                 add_record(&mut out, rec, start_ns, end_ns);
-            } else {
-                add_bucket(&mut out, rec, rec.end_ns, start_ns, end_ns, &covered);
+            } else if rec.end_ns > start_ns && rec.start_ns < end_ns {
+                buckets.push(rec);
             }
+        }
+        // The live episode (added below) covers its part of the buckets too.
+        if let Some(c) = &current {
+            covered.push((c.start_ns, c.end_ns));
+        }
+        let covered = bucket_gaps::union(covered);
+        for rec in buckets {
+            add_bucket(&mut out, rec, rec.end_ns, start_ns, end_ns, &covered);
         }
         if let Some(live) = live
             && live.bucket.start_ns != 0
@@ -312,30 +310,27 @@ impl ThreadStore {
     }
 
     /// Thread `tid`'s episodes that end after `start_ns`, newest first, with what the kernel
-    /// holds for it right now as one more (up to `end_ns`).
+    /// holds for it right now as one more (up to `end_ns`). The stored ones are borrowed: a
+    /// record is 200 bytes, and this runs for every thread of a sender per span.
     pub(crate) fn episodes_after(
         &self,
         tid: u32,
         start_ns: u64,
         end_ns: u64,
         live: Option<&LiveState>,
-    ) -> Vec<SchedRecord> {
-        let mut out: Vec<SchedRecord> = live
+    ) -> Episodes<'_> {
+        let current = live
             .filter(|l| l.since_ns != 0 && l.since_ns < end_ns && l.state != state::UNKNOWN)
-            .map(|l| current_episode(l, end_ns))
-            .into_iter()
-            .collect();
-        if let Some(t) = self.threads.get(&tid) {
-            out.extend(
-                t.starting_before(end_ns)
-                    .rev()
-                    .filter(|r| r.kind == record::EPISODE)
-                    .take_while(|r| r.end_ns > start_ns)
-                    .filter(|r| r.start_ns < end_ns)
-                    .copied(),
-            );
-        }
-        out
+            .map(|l| current_episode(l, end_ns));
+        let stored = self.threads.get(&tid).map_or_else(Vec::new, |t| {
+            t.starting_before(end_ns)
+                .rev()
+                .filter(|r| r.kind == record::EPISODE)
+                .take_while(|r| r.end_ns > start_ns)
+                .filter(|r| r.start_ns < end_ns)
+                .collect()
+        });
+        Episodes { current, stored }
     }
 
     /// The bucket the kernel is still filling for a thread, as a record.
@@ -407,6 +402,20 @@ impl ThreadStore {
     }
 }
 
+/// A thread's episodes in a window: the live one (owned, made up to the window's end) and the
+/// stored ones.
+pub(crate) struct Episodes<'a> {
+    current: Option<SchedRecord>,
+    stored: Vec<&'a SchedRecord>,
+}
+
+impl Episodes<'_> {
+    /// Newest first: the live one, then the stored ones.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &SchedRecord> {
+        self.current.iter().chain(self.stored.iter().copied())
+    }
+}
+
 /// What the kernel holds for a thread right now, as an episode up to `end_ns`.
 fn current_episode(live: &LiveState, end_ns: u64) -> SchedRecord {
     let mut b = ThreadBucket::default();
@@ -434,8 +443,8 @@ fn current_episode(live: &LiveState, end_ns: u64) -> SchedRecord {
 }
 
 /// Adds the part of bucket `rec` inside the window: its share of the gaps the episodes
-/// (`covered`) leave in the bucket's window up to `until_ns`, or, with no gap, its share of the
-/// whole window.
+/// (`covered`, their union) leave in the bucket's window up to `until_ns`, or, with no gap, its
+/// share of the whole window.
 fn add_bucket(
     out: &mut Breakdown,
     rec: &SchedRecord,
@@ -447,8 +456,8 @@ fn add_bucket(
     if rec.end_ns <= start_ns || rec.start_ns >= end_ns {
         return;
     }
-    let gaps = bucket_gaps::gaps((rec.start_ns, until_ns.min(rec.end_ns)), covered);
-    match bucket_gaps::share(&gaps, (start_ns, end_ns)) {
+    let window = (rec.start_ns, until_ns.min(rec.end_ns));
+    match bucket_gaps::gap_share(window, covered, (start_ns, end_ns)) {
         Some(fraction) => out.add(&rec.bucket, fraction),
         None => add_record(out, rec, start_ns, end_ns),
     }

@@ -169,13 +169,13 @@ impl WindowView for Signals {
                 breakdown(tid, self.live_of(view, tid).as_ref())
             }
             (None, None) => match self.serving_thread(view, start_ns, end_ns) {
-                Serving::Inferred(tid) => {
+                (Serving::Inferred(tid), total) => {
                     m.join = "thread.inferred";
                     m.tid = Some(tid);
-                    breakdown(tid, self.live_of(view, tid).as_ref())
+                    total
                 }
                 // Another request's thread would explain this one with its own time.
-                Serving::Ambiguous => {
+                (Serving::Ambiguous, _) => {
                     m.join = "process";
                     Breakdown::default()
                 }
@@ -197,10 +197,21 @@ impl WindowView for Signals {
             // another request.
             let other_request = |k: u64| k != 0 && !(span.own)(k) && (span.known)(k);
             let not_own = |k: u64| !(span.own)(k);
-            if span_context::context_breakdown(&episodes, start_ns, end_ns, &other_request, split)
-                .is_some()
-                && let Some(others) =
-                    span_context::context_breakdown(&episodes, start_ns, end_ns, &not_own, split)
+            if span_context::context_breakdown(
+                episodes.iter(),
+                start_ns,
+                end_ns,
+                &other_request,
+                split,
+            )
+            .is_some()
+                && let Some(others) = span_context::context_breakdown(
+                    episodes.iter(),
+                    start_ns,
+                    end_ns,
+                    &not_own,
+                    split,
+                )
             {
                 span_context::exclude(&mut total, &others);
             }
@@ -242,7 +253,7 @@ impl WindowView for Signals {
             );
             m.queue_wait_ns = wait_ns;
             m.queue_throttled_ns = reader.throttled_ns.min(wait_ns);
-            let behind_own_ns = reader.neighbours.get(&pid).copied().unwrap_or(0);
+            let behind_own_ns = reader.neighbours.get(pid).unwrap_or(0);
             m.queue_runq_ns = reader
                 .runq_ns
                 .saturating_sub(reader.throttled_ns)
@@ -307,7 +318,7 @@ impl Signals {
                     .store
                     .episodes_after(*tid, start_ns, end_ns, live.as_ref());
                 span_context::context_breakdown(
-                    &episodes,
+                    episodes.iter(),
                     start_ns,
                     end_ns,
                     span.own,
@@ -331,8 +342,15 @@ impl Signals {
     }
 
     /// The thread of the process that served a span without a thread attribute, from what the
-    /// kernel saw of each of its threads at the span's two instants.
-    fn serving_thread(&self, view: &ProcessView, start_ns: u64, end_ns: u64) -> Serving {
+    /// kernel saw of each of its threads at the span's two instants, with its breakdown of the
+    /// window (the inferred thread's, else an empty one).
+    fn serving_thread(
+        &self,
+        view: &ProcessView,
+        start_ns: u64,
+        end_ns: u64,
+    ) -> (Serving, Breakdown) {
+        let mut totals: Vec<Breakdown> = Vec::new();
         let candidates: Vec<Candidate> = view
             .threads
             .iter()
@@ -346,18 +364,35 @@ impl Signals {
                     let after = self.store.state_at(*tid, t + INSTANT_SLACK_NS, live);
                     (before == after).then_some(before).flatten()
                 };
+                let (at_start, at_end) = (known(start_ns), known(end_ns.saturating_sub(1)));
+                // A thread known asleep or queued at either instant did not read the clock
+                // there, whatever it ran: most of a pool, whose windows are not worth a query.
+                let total = if serving_thread::could_serve(at_start, at_end) {
+                    self.store.breakdown(*tid, start_ns, end_ns, live)
+                } else {
+                    Breakdown::default()
+                };
+                let on_cpu_ns = total.on_cpu_ns;
+                totals.push(total);
                 Candidate {
                     tid: *tid,
-                    at_start: known(start_ns),
-                    at_end: known(end_ns.saturating_sub(1)),
-                    on_cpu_ns: self.store.breakdown(*tid, start_ns, end_ns, live).on_cpu_ns,
+                    at_start,
+                    at_end,
+                    on_cpu_ns,
                 }
             })
             .collect();
         let serving = serving_thread::infer(&candidates);
-        if serving == Serving::Ambiguous {
-            log::debug!("no serving thread for [{start_ns}, {end_ns}): {candidates:?}");
+        match serving {
+            Serving::Inferred(tid) => {
+                let at = candidates.iter().position(|c| c.tid == tid);
+                let total = at.map(|i| totals.swap_remove(i)).unwrap_or_default();
+                (serving, total)
+            }
+            Serving::Ambiguous => {
+                log::debug!("no serving thread for [{start_ns}, {end_ns}): {candidates:?}");
+                (serving, Breakdown::default())
+            }
         }
-        serving
     }
 }
