@@ -60,7 +60,8 @@ impl SpanExtras {
         // of similar lengths): one reservation for all, not a doubling every few spans.
         if start == 0 {
             let left = self.spans.saturating_sub(self.ends.len());
-            self.bytes.reserve(left * (self.bytes.len() + self.bytes.len() / 8));
+            self.bytes
+                .reserve(left * (self.bytes.len() + self.bytes.len() / 8));
         }
     }
 
