@@ -41,15 +41,55 @@ fn cpu_steal_ns(cpu: usize) -> anyhow::Result<u64> {
 fn a_spinning_thread_is_charged_its_cpus_steal_time() -> anyhow::Result<()> {
     require_root()?;
     let cg = TempCgroup::new_v2("culprit-test-steal")?;
-    let seconds = 12.0;
-    let spinner = spawn_workload(cg.path(), Some(CPU), seconds, &["hog", "--threads", "1"])?;
+    // The spinner sleeps first and spins after: watched before it takes its CPU, so that its
+    // interval on CPU begins with a reading of the CPU's steal clock. A thread already on its
+    // CPU when it becomes watched is charged steal from its first switch on (docs/signals.md):
+    // a hog that never leaves its CPU would show none (a CI run: 32 ms of the kernel's 80).
+    let (sleep_s, spin_s) = (4.0, 10.0);
+    let spinner = spawn_workload(
+        cg.path(),
+        Some(CPU),
+        // Past its deadline once the spin ends: one spin, no second sleep.
+        sleep_s + spin_s - 1.0,
+        &[
+            "wakeups",
+            "--period-us",
+            &((sleep_s * 1e6) as u64).to_string(),
+            "--work-us",
+            &((spin_s * 1e6) as u64).to_string(),
+        ],
+    )?;
     let pid = spinner.pid();
     let mut agent =
         RunningAgent::start(Duration::from_secs(1), &["--watch-pid", &pid.to_string()])?;
     // Registered and accounted from here on.
     agent.reports(1)?;
-    let before_ns = cpu_steal_ns(CPU)?;
+    // The kernel's count from when the spinner holds its CPU: steal while the CPU idles is
+    // nobody's.
+    let running = |pid: u32| {
+        fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('R'))
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !running(pid) {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the spinner never ran"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let slept = agent.take_reports();
+    assert!(
+        !slept.iter().any(|r| r
+            .threads
+            .iter()
+            .any(|t| t.pid == pid && t.on_cpu_ns > 500_000_000)),
+        "the spinner was on its CPU before it was meant to spin"
+    );
     let mut reports = Vec::new();
+    let before_ns = cpu_steal_ns(CPU)?;
     while fs::metadata(format!("/proc/{pid}")).is_ok_and(|_| {
         fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
     }) {
