@@ -129,6 +129,20 @@ enum LabCommand {
         #[arg(long, default_value_t = 64)]
         size: usize,
     },
+    /// A service at scale: threads each serving one request per period, the spans exported
+    /// over OTLP/gRPC every 200 ms without a thread or process attribute (a stock SDK).
+    SpanSender {
+        #[arg(long, default_value_t = 50)]
+        threads: usize,
+        /// Requests (spans) per second over all the threads.
+        #[arg(long, default_value_t = 50.0)]
+        spans_per_s: f64,
+        /// OTLP/gRPC endpoint, e.g. http://127.0.0.1:4317.
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long, default_value = "scale")]
+        service: String,
+    },
     /// A context-switch storm: pairs of threads bouncing a byte over pipes.
     Pingpong {
         #[arg(long, default_value_t = 2)]
@@ -223,6 +237,9 @@ enum LabCommand {
         #[arg(long)]
         markdown: Option<PathBuf>,
     },
+    /// The agent at scale: many span senders of many threads in their own cgroups, a paced
+    /// switch storm over many more cgroups, against one sender with the same load.
+    BenchScale(bench::scale::Scale),
     /// Every scenario next to a live agent (about 15 s each): what it found per request, an
     /// HTML report and the accuracy table.
     Demo {
@@ -336,6 +353,7 @@ fn main() -> anyhow::Result<()> {
         LabCommand::BenchPipeline { seconds, markdown } => {
             return bench::pipeline::run(*seconds, markdown.as_deref());
         }
+        LabCommand::BenchScale(scale) => return bench::scale::run(scale),
         LabCommand::SpanLoad {
             port,
             batches_per_s,
@@ -409,6 +427,12 @@ fn main() -> anyhow::Result<()> {
         )?,
         LabCommand::TcpClient { port, size } => workloads::tcp_client(port, size, run_for)?,
         LabCommand::TcpPingpong { pairs, size } => workloads::tcp_pingpong(pairs, size, run_for)?,
+        LabCommand::SpanSender {
+            threads,
+            spans_per_s,
+            endpoint,
+            service,
+        } => workloads::span_sender(threads, spans_per_s, &endpoint, &service, run_for)?,
         LabCommand::Pingpong {
             pairs,
             round_trips_per_s,
@@ -457,6 +481,7 @@ fn main() -> anyhow::Result<()> {
         | LabCommand::BenchHooks { .. }
         | LabCommand::BenchOverhead { .. }
         | LabCommand::BenchPipeline { .. }
+        | LabCommand::BenchScale { .. }
         | LabCommand::SpanLoad { .. } => {
             unreachable!("handled above")
         }

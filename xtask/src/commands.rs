@@ -167,53 +167,51 @@ pub fn bench() -> anyhow::Result<()> {
     build()?;
     let out_dir = root().join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
-    step(
-        "kernel cost per hook under a context-switch storm (bpf_stats), next to bpftrace",
-        "needs root and bpftrace (`cargo xtask setup` installs it)",
-        || {
+    // Each bench: what it measures, what it needs, its arguments, and its Markdown file.
+    let benches: [(&str, &str, &[&str], &str); 5] = [
+        (
+            "kernel cost per hook under a context-switch storm (bpf_stats), next to bpftrace",
+            "needs root and bpftrace (`cargo xtask setup` installs it)",
+            &["bench-hooks", "--storm-seconds", "10"],
+            "hooks.md",
+        ),
+        (
+            "kernel cost per TCP segment under a loopback TCP storm (bpf_stats), next to an empty program",
+            "needs root and bpftrace (`cargo xtask setup` installs it)",
+            &["bench-hooks", "--storm", "tcp", "--storm-seconds", "10"],
+            "tcp_hooks.md",
+        ),
+        (
+            "OTLP pipeline: spans/s per core next to rotel, agent RSS at 10k spans/s",
+            "needs the Python virtualenv with rotel (`cargo xtask setup`)",
+            &["bench-pipeline", "--seconds", "10"],
+            "pipeline.md",
+        ),
+        (
+            "overhead: the lab service agent off vs on, the agent's CPU and memory under a storm, export delay",
+            "needs root, 2 CPUs and the virtualenv's rotel (`cargo xtask setup`)",
+            &["bench-overhead", "--seconds", "10"],
+            "overhead.md",
+        ),
+        (
+            "scale: 200 span senders of 50 threads, 1000 cgroups, a paced switch storm, 10k spans/s, next to one sender",
+            "needs root, cgroup v2 and the virtualenv's rotel (`cargo xtask setup`); starts ~1000 processes",
+            &["bench-scale", "--seconds", "20"],
+            "scale.md",
+        ),
+    ];
+    for (what, needs, args, file) in benches {
+        step(what, needs, || {
             run_cmd(
                 Command::new(root().join("target/release/culprit-lab"))
-                    .args(["bench-hooks", "--storm-seconds", "10", "--markdown"])
-                    .arg(out_dir.join("hooks.md")),
-            )
-        },
-    )?;
-    step(
-        "kernel cost per TCP segment under a loopback TCP storm (bpf_stats), next to an empty program",
-        "needs root and bpftrace (`cargo xtask setup` installs it)",
-        || {
-            run_cmd(
-                Command::new(root().join("target/release/culprit-lab"))
-                    .args(["bench-hooks", "--storm", "tcp", "--storm-seconds", "10"])
+                    .args(args)
                     .arg("--markdown")
-                    .arg(out_dir.join("tcp_hooks.md")),
+                    .arg(out_dir.join(file)),
             )
-        },
-    )?;
-    step(
-        "OTLP pipeline: spans/s per core next to rotel, agent RSS at 10k spans/s",
-        "needs the Python virtualenv with rotel (`cargo xtask setup`)",
-        || {
-            run_cmd(
-                Command::new(root().join("target/release/culprit-lab"))
-                    .args(["bench-pipeline", "--seconds", "10", "--markdown"])
-                    .arg(out_dir.join("pipeline.md")),
-            )
-        },
-    )?;
-    step(
-        "overhead: the lab service agent off vs on, the agent's CPU and memory under a storm, export delay",
-        "needs root, 2 CPUs and the virtualenv's rotel (`cargo xtask setup`)",
-        || {
-            run_cmd(
-                Command::new(root().join("target/release/culprit-lab"))
-                    .args(["bench-overhead", "--seconds", "10", "--markdown"])
-                    .arg(out_dir.join("overhead.md")),
-            )
-        },
-    )?;
+        })?;
+    }
     println!(
-        "results: target/bench/hooks.md, tcp_hooks.md, pipeline.md and overhead.md (copy the tables into BENCHMARKS.md)"
+        "results: target/bench/hooks.md, tcp_hooks.md, pipeline.md, overhead.md and scale.md (copy the tables into BENCHMARKS.md)"
     );
     Ok(())
 }

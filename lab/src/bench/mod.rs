@@ -6,4 +6,5 @@ pub mod hooks;
 pub mod overhead;
 mod peers;
 pub mod pipeline;
+pub mod scale;
 mod usage;
