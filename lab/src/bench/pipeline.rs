@@ -10,23 +10,22 @@ use std::{
 
 use opentelemetry_proto::tonic::{
     collector::trace::v1::{ExportTraceServiceRequest, trace_service_client::TraceServiceClient},
-    common::v1::{AnyValue, KeyValue, any_value::Value},
     resource::v1::Resource,
     trace::v1::{ResourceSpans, ScopeSpans, Span},
 };
+
+use culprit::clock::realtime_ns;
 
 use super::{
     peers::{rotel_blackhole, rotel_forwarder, start_agent},
     usage::{cpu_seconds, peak_rss_mib},
 };
+use crate::workloads::string_attribute;
 
 const SPANS_PER_REQUEST: usize = 100;
 
 fn request(seq: u64) -> ExportTraceServiceRequest {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+    let now = realtime_ns();
     let spans = (0..SPANS_PER_REQUEST as u64)
         .map(|i| Span {
             trace_id: (seq as u128 * 1000 + i as u128).to_be_bytes().to_vec(),
@@ -35,26 +34,14 @@ fn request(seq: u64) -> ExportTraceServiceRequest {
             start_time_unix_nano: now - 2_000_000,
             end_time_unix_nano: now,
             kind: 2,
-            attributes: vec![KeyValue {
-                key: "http.route".into(),
-                value: Some(AnyValue {
-                    value: Some(Value::StringValue("/bench".into())),
-                }),
-                ..KeyValue::default()
-            }],
+            attributes: vec![string_attribute("http.route", "/bench")],
             ..Span::default()
         })
         .collect();
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: Some(AnyValue {
-                        value: Some(Value::StringValue("bench".into())),
-                    }),
-                    ..KeyValue::default()
-                }],
+                attributes: vec![string_attribute("service.name", "bench")],
                 ..Resource::default()
             }),
             scope_spans: vec![ScopeSpans {

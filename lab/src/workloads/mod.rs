@@ -20,5 +20,6 @@ pub use mapped::evictor;
 pub use memory::{dirtier, memory_hog};
 pub use pingpong::pingpong;
 pub use span_sender::span_sender;
+pub(crate) use span_sender::string_attribute;
 pub use tcp::{tcp_client, tcp_pingpong, tcp_server};
 pub use waits::waits;

@@ -7,7 +7,7 @@
 use std::{
     sync::mpsc,
     thread,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use opentelemetry_proto::tonic::{
@@ -16,6 +16,8 @@ use opentelemetry_proto::tonic::{
     resource::v1::Resource,
     trace::v1::{ResourceSpans, ScopeSpans, Span},
 };
+
+use culprit::clock::realtime_ns;
 
 use super::cpu::busy;
 
@@ -47,9 +49,9 @@ pub fn span_sender(
         thread::spawn(move || {
             while next < deadline {
                 thread::sleep(next.saturating_duration_since(Instant::now()));
-                let start_ns = unix_ns();
+                let start_ns = realtime_ns();
                 busy(REQUEST_WORK);
-                let _ = tx.try_send((start_ns, unix_ns()));
+                let _ = tx.try_send((start_ns, realtime_ns()));
                 next += period;
             }
         });
@@ -74,13 +76,8 @@ pub fn span_sender(
     })
 }
 
-fn unix_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
-fn string_attribute(key: &str, value: &str) -> KeyValue {
+/// A string attribute, as the OTLP messages the lab sends carry them.
+pub(crate) fn string_attribute(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue {
